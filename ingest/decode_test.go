@@ -1,0 +1,107 @@
+package ingest
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeEvent(t *testing.T) {
+	fp := NewFingerprinter([]byte("0123456789abcdef"))
+	ts := time.Date(2026, 11, 25, 16, 0, 0, 123e6, time.UTC)
+	cases := []struct {
+		name        string
+		msg         string
+		wantReason  string
+		wantKey     string
+		wantOutcome Outcome
+		wantTS      time.Time
+	}{
+		{name: "contract example", msg: `{"ts":"2026-11-25T16:00:00.123Z","key_id":"kid_live_2f9a","client_id":"acme-billing","outcome":"ok","status":200,"ip":"203.0.113.7"}`, wantKey: "kid_live_2f9a", wantOutcome: OutcomeOK, wantTS: ts},
+		{name: "epoch milliseconds", msg: `{"ts":1795622400123,"key_id":"k","outcome":"ok"}`, wantKey: "k", wantOutcome: OutcomeOK, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "outcome from 401", msg: `{"ts":1795622400123,"key_id":"k","status":401}`, wantKey: "k", wantOutcome: OutcomeInvalidKey, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "outcome from 403", msg: `{"ts":1795622400123,"key_id":"k","status":403}`, wantKey: "k", wantOutcome: OutcomeForbidden, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "outcome from 429", msg: `{"ts":1795622400123,"key_id":"k","status":429}`, wantKey: "k", wantOutcome: OutcomeRateLimited, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "outcome from 503", msg: `{"ts":1795622400123,"key_id":"k","status":503}`, wantKey: "k", wantOutcome: OutcomeError, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "outcome from 404", msg: `{"ts":1795622400123,"key_id":"k","status":404}`, wantKey: "k", wantOutcome: OutcomeOK, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "api_key becomes key id", msg: `{"ts":1795622400123,"api_key":"sk_live_abc","outcome":"ok"}`, wantKey: fp.Fingerprint("sk_live_abc"), wantOutcome: OutcomeOK, wantTS: time.UnixMilli(1795622400123).UTC()},
+		{name: "not json", msg: `{"ts": nope`, wantReason: ReasonInvalidJSON},
+		{name: "invalid utf-8", msg: "{\"ts\":1,\"key_id\":\"\xff\"}", wantReason: ReasonInvalidUTF8},
+		{name: "status as string", msg: `{"ts":1795622400123,"key_id":"k","status":"200"}`, wantReason: ReasonWrongType},
+		{name: "key id as number", msg: `{"ts":1795622400123,"key_id":42,"outcome":"ok"}`, wantReason: ReasonWrongType},
+		{name: "ts as object", msg: `{"ts":{},"key_id":"k","outcome":"ok"}`, wantReason: ReasonWrongType},
+		{name: "missing ts", msg: `{"key_id":"k","outcome":"ok"}`, wantReason: ReasonMissingField},
+		{name: "missing key id", msg: `{"ts":1795622400123,"outcome":"ok"}`, wantReason: ReasonMissingField},
+		{name: "missing outcome and status", msg: `{"ts":1795622400123,"key_id":"k"}`, wantReason: ReasonMissingField},
+		{name: "unknown outcome", msg: `{"ts":1795622400123,"key_id":"k","outcome":"maybe"}`, wantReason: ReasonInvalidValue},
+		{name: "bad ip", msg: `{"ts":1795622400123,"key_id":"k","outcome":"ok","ip":"999.1.1.1"}`, wantReason: ReasonInvalidValue},
+		{name: "bad ts text", msg: `{"ts":"yesterday","key_id":"k","outcome":"ok"}`, wantReason: ReasonInvalidValue},
+		{name: "ts in 1970", msg: `{"ts":0,"key_id":"k","outcome":"ok"}`, wantReason: ReasonInvalidValue},
+		{name: "status out of range", msg: `{"ts":1795622400123,"key_id":"k","status":42}`, wantReason: ReasonInvalidValue},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := DecodeEvent([]byte(tc.msg), fp)
+			if tc.wantReason != "" {
+				var de *DecodeError
+				if !errors.As(err, &de) || de.Reason != tc.wantReason {
+					t.Fatalf("err = %v, want reason %s", err, tc.wantReason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.KeyID != tc.wantKey || ev.Outcome != tc.wantOutcome || !ev.TS.Equal(tc.wantTS) {
+				t.Fatalf("got key %q outcome %q ts %s; want %q %q %s", ev.KeyID, ev.Outcome, ev.TS, tc.wantKey, tc.wantOutcome, tc.wantTS)
+			}
+		})
+	}
+}
+
+func TestDecodeLifecycle(t *testing.T) {
+	cases := []struct {
+		name, msg, wantReason string
+	}{
+		{name: "rotation started", msg: `{"ts":"2026-11-25T16:00:00Z","type":"key.rotation_started","key_id":"kid_old","client_id":"acme","new_key_id":"kid_new","grace_until":"2026-11-28T16:00:00Z"}`},
+		{name: "revoked", msg: `{"ts":1795622400123,"type":"key.revoked","key_id":"kid_old","reason":"leak"}`},
+		{name: "rotation without successor", msg: `{"ts":1795622400123,"type":"key.rotation_started","key_id":"kid_old"}`, wantReason: ReasonMissingField},
+		{name: "unknown type", msg: `{"ts":1795622400123,"type":"key.paused","key_id":"k"}`, wantReason: ReasonInvalidValue},
+		{name: "missing type", msg: `{"ts":1795622400123,"key_id":"k"}`, wantReason: ReasonMissingField},
+		{name: "bad grace", msg: `{"ts":1795622400123,"type":"key.rotation_started","key_id":"a","new_key_id":"b","grace_until":"soon"}`, wantReason: ReasonInvalidValue},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeLifecycle([]byte(tc.msg))
+			var de *DecodeError
+			switch {
+			case tc.wantReason == "" && err != nil:
+				t.Fatal(err)
+			case tc.wantReason != "" && (!errors.As(err, &de) || de.Reason != tc.wantReason):
+				t.Fatalf("err = %v, want reason %s", err, tc.wantReason)
+			}
+		})
+	}
+}
+
+func TestRedact(t *testing.T) {
+	cases := []struct{ name, msg, secret string }{
+		{"valid json", `{"ts":1,"api_key":"sk_live_AAAA1111","outcome":"ok"}`, "sk_live_AAAA1111"},
+		{"cut off inside the value", `{"ts":1,"api_key":"hunter2hunter2`, "hunter2hunter2"},
+		{"number value", `{"api_key": 98765432123, "ts":1}`, "98765432123"},
+		{"other secret name", `{"Authorization":"Bearer abc.def.ghi"}`, "abc.def.ghi"},
+		{"secret shape anywhere", `garbage sk_test_ZZZZ9999 more`, "sk_test_ZZZZ9999"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Redact([]byte(tc.msg))
+			if strings.Contains(got, tc.secret) || !strings.Contains(got, "[redacted]") {
+				t.Fatalf("Redact(%q) = %q", tc.msg, got)
+			}
+		})
+	}
+	if got := Redact([]byte(strings.Repeat("x", 5000))); len(got) > excerptMax+4 {
+		t.Fatalf("excerpt of %d bytes, want at most %d", len(got), excerptMax)
+	}
+}

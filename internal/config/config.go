@@ -1,0 +1,284 @@
+// Package config owns keywatch's configuration: the YAML file, its KEYWATCH_* environment
+// overrides, secrets from env or files, defaults and validation. It does not act on any value.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole of keywatch's configuration. Every field's path (e.g. kafka.brokers) is its
+// YAML key; KEYWATCH_ plus the path in upper case with dots as underscores overrides it
+// (KEYWATCH_KAFKA_BROKERS=a:9092,b:9092). Fields marked secret are read only from the
+// environment or from the file named by their *_file sibling.
+type Config struct {
+	Kafka       Kafka       `yaml:"kafka"`
+	ClickHouse  ClickHouse  `yaml:"clickhouse"`
+	Ingest      Ingest      `yaml:"ingest"`
+	Fingerprint Fingerprint `yaml:"fingerprint"`
+	Retention   Retention   `yaml:"retention"`
+	HTTP        HTTP        `yaml:"http"`
+	Log         Log         `yaml:"log"`
+}
+
+// Kafka says where authentication and lifecycle events are read from.
+type Kafka struct {
+	Brokers         []string `yaml:"brokers" help:"bootstrap brokers, host:port"`
+	GroupID         string   `yaml:"group_id" help:"consumer group shared by keywatch replicas"`
+	AuthEventsTopic string   `yaml:"auth_events_topic" help:"topic of authentication events (contract 3.1)"`
+	LifecycleTopic  string   `yaml:"lifecycle_topic" help:"topic of key lifecycle events (contract 3.2)"`
+	StartFrom       string   `yaml:"start_from" help:"where a new group starts: earliest or latest"`
+}
+
+// ClickHouse says where events are stored and detectors read.
+type ClickHouse struct {
+	Addr         []string `yaml:"addr" help:"native protocol addresses, host:port"`
+	Database     string   `yaml:"database" help:"database keywatch owns; created by migrate"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password" secret:"true"`
+	PasswordFile string   `yaml:"password_file" help:"file holding the password"`
+	DialTimeout  Duration `yaml:"dial_timeout"`
+}
+
+// Ingest bounds the batches written to ClickHouse.
+type Ingest struct {
+	BatchMaxRows    int      `yaml:"batch_max_rows" help:"flush a batch at this many messages"`
+	BatchMaxWait    Duration `yaml:"batch_max_wait" help:"flush a batch at least this often"`
+	MaxMessageBytes int      `yaml:"max_message_bytes" help:"larger messages go to dead_letters"`
+}
+
+// Fingerprint is the secret that turns raw API keys into keyed fingerprints (HMAC-SHA256).
+type Fingerprint struct {
+	Key     string `yaml:"key" secret:"true"`
+	KeyFile string `yaml:"key_file" help:"file holding the fingerprint key"`
+}
+
+// Retention says how long stored data lives.
+type Retention struct {
+	AuthEvents  Duration `yaml:"auth_events" help:"raw authentication events, whole days"`
+	Rollups     Duration `yaml:"rollups" help:"per-minute rollups, whole days"`
+	DeadLetters Duration `yaml:"dead_letters" help:"dead letters, whole days"`
+}
+
+// HTTP is the listener for /metrics, /healthz and /readyz.
+type HTTP struct {
+	Listen string `yaml:"listen" help:"address of the metrics and health listener; empty disables it"`
+}
+
+// Log sets structured logging.
+type Log struct {
+	Level  string `yaml:"level" help:"debug, info, warn or error"`
+	Format string `yaml:"format" help:"json or text"`
+}
+
+// Default returns the configuration used where the file and environment say nothing.
+func Default() Config {
+	return Config{
+		Kafka: Kafka{
+			Brokers:         []string{"localhost:9092"},
+			GroupID:         "keywatch",
+			AuthEventsTopic: "auth-events",
+			LifecycleTopic:  "key-lifecycle",
+			StartFrom:       "earliest",
+		},
+		ClickHouse: ClickHouse{
+			Addr:        []string{"localhost:9000"},
+			Database:    "keywatch",
+			Username:    "default",
+			DialTimeout: Duration(10 * time.Second),
+		},
+		Ingest: Ingest{
+			BatchMaxRows:    50000,
+			BatchMaxWait:    Duration(time.Second),
+			MaxMessageBytes: 256 << 10,
+		},
+		Retention: Retention{
+			AuthEvents:  Duration(90 * 24 * time.Hour),
+			Rollups:     Duration(400 * 24 * time.Hour),
+			DeadLetters: Duration(30 * 24 * time.Hour),
+		},
+		HTTP: HTTP{Listen: ":9464"},
+		Log:  Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads the YAML file at path (none when path is empty) over the defaults, applies the
+// environment overrides and secret files, and validates the result. Every problem is reported
+// with the field's path.
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeYAML(raw, &cfg); err != nil {
+			return cfg, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			env[k] = v
+		}
+	}
+	var errs []error
+	errs = append(errs, applyEnv(&cfg, env)...)
+	errs = append(errs, readSecretFiles(&cfg)...)
+	errs = append(errs, cfg.validate()...)
+	if len(errs) > 0 {
+		return cfg, &Error{Problems: errs}
+	}
+	return cfg, nil
+}
+
+// Error lists every problem found in a configuration, one per line.
+type Error struct{ Problems []error }
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.Error()
+	}
+	return "invalid configuration:\n  " + strings.Join(lines, "\n  ")
+}
+
+func decodeYAML(raw []byte, cfg *Config) error {
+	// Secrets never come from the file: reject them before decoding so the value is not kept.
+	var probe map[string]map[string]any
+	if err := yaml.Unmarshal(raw, &probe); err == nil {
+		for _, s := range secretFields() {
+			if _, ok := probe[s.section][s.key]; ok {
+				return fmt.Errorf("%s.%s: secrets are not read from the config file; set %s or %s.%s_file",
+					s.section, s.key, envName(s.section+"."+s.key), s.section, s.key)
+			}
+		}
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return err
+	}
+	return nil
+}
+
+func readSecretFiles(cfg *Config) []error {
+	var errs []error
+	read := func(path, file string, into *string) {
+		if file == "" || *into != "" {
+			return
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s_file: %w", path, err))
+			return
+		}
+		*into = strings.TrimSpace(string(b))
+	}
+	read("clickhouse.password", cfg.ClickHouse.PasswordFile, &cfg.ClickHouse.Password)
+	read("fingerprint.key", cfg.Fingerprint.KeyFile, &cfg.Fingerprint.Key)
+	return errs
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (c *Config) validate() []error {
+	var errs []error
+	bad := func(path string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	hostports := func(path string, addrs []string) {
+		if len(addrs) == 0 {
+			bad(path, "at least one host:port is required")
+		}
+		for i, a := range addrs {
+			if err := checkHostPort(a); err != nil {
+				bad(fmt.Sprintf("%s[%d]", path, i), "%q: %v", a, err)
+			}
+		}
+	}
+	hostports("kafka.brokers", c.Kafka.Brokers)
+	for path, v := range map[string]string{
+		"kafka.group_id": c.Kafka.GroupID, "kafka.auth_events_topic": c.Kafka.AuthEventsTopic,
+		"kafka.lifecycle_topic": c.Kafka.LifecycleTopic,
+	} {
+		if v == "" {
+			bad(path, "must not be empty")
+		}
+	}
+	if c.Kafka.AuthEventsTopic != "" && c.Kafka.AuthEventsTopic == c.Kafka.LifecycleTopic {
+		bad("kafka.lifecycle_topic", "%q is also kafka.auth_events_topic; the two streams need their own topics", c.Kafka.LifecycleTopic)
+	}
+	if c.Kafka.StartFrom != "earliest" && c.Kafka.StartFrom != "latest" {
+		bad("kafka.start_from", "%q: want earliest or latest", c.Kafka.StartFrom)
+	}
+	hostports("clickhouse.addr", c.ClickHouse.Addr)
+	if !identifier.MatchString(c.ClickHouse.Database) {
+		bad("clickhouse.database", "%q: want letters, digits and underscores, not starting with a digit", c.ClickHouse.Database)
+	}
+	if c.ClickHouse.DialTimeout <= 0 {
+		bad("clickhouse.dial_timeout", "must be positive")
+	}
+	if c.Ingest.BatchMaxRows < 1 || c.Ingest.BatchMaxRows > 1_000_000 {
+		bad("ingest.batch_max_rows", "%d: want 1 to 1000000", c.Ingest.BatchMaxRows)
+	}
+	if c.Ingest.BatchMaxWait < Duration(10*time.Millisecond) {
+		bad("ingest.batch_max_wait", "%s: want at least 10ms", c.Ingest.BatchMaxWait)
+	}
+	if c.Ingest.MaxMessageBytes < 1024 {
+		bad("ingest.max_message_bytes", "%d: want at least 1024", c.Ingest.MaxMessageBytes)
+	}
+	if len(c.Fingerprint.Key) < 16 {
+		bad("fingerprint.key", "need at least 16 bytes from %s or fingerprint.key_file (raw API keys are stored only as HMAC fingerprints under this key)", envName("fingerprint.key"))
+	}
+	for path, d := range map[string]Duration{
+		"retention.auth_events": c.Retention.AuthEvents, "retention.rollups": c.Retention.Rollups,
+		"retention.dead_letters": c.Retention.DeadLetters,
+	} {
+		if d < Duration(24*time.Hour) || time.Duration(d)%(24*time.Hour) != 0 {
+			bad(path, "%s: want whole days, at least 24h (e.g. 2160h for 90 days)", d)
+		}
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "%q: %v", c.HTTP.Listen, err)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		bad("log.format", "%q: want json or text", c.Log.Format)
+	}
+	sortErrors(errs)
+	return errs
+}
+
+func checkHostPort(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if host == "" {
+		return errors.New("missing host")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return errors.New("invalid port")
+	}
+	return nil
+}
+
+// Days returns d in whole days, as the schema's TTL clauses need.
+func (d Duration) Days() int { return int(time.Duration(d) / (24 * time.Hour)) }

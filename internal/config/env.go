@@ -1,0 +1,164 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts every environment variable that overrides a configuration value.
+const EnvPrefix = "KEYWATCH_"
+
+// envName is the environment variable that overrides the value at path (kafka.brokers →
+// KEYWATCH_KAFKA_BROKERS).
+func envName(path string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+}
+
+// Field describes one configuration value for --help and docs.
+type Field struct {
+	Path, Env, Help string
+	Secret          bool
+	Default         string
+}
+
+// Fields lists every configuration value with its environment variable and default.
+func Fields() []Field {
+	var out []Field
+	def := Default()
+	walk(reflect.ValueOf(&def).Elem(), "", func(path string, v reflect.Value, f reflect.StructField) {
+		out = append(out, Field{
+			Path: path, Env: envName(path), Help: f.Tag.Get("help"),
+			Secret: f.Tag.Get("secret") == "true", Default: format(v),
+		})
+	})
+	return out
+}
+
+type secretField struct{ section, key string }
+
+func secretFields() []secretField {
+	var out []secretField
+	for _, f := range Fields() {
+		if f.Secret {
+			section, key, _ := strings.Cut(f.Path, ".")
+			out = append(out, secretField{section, key})
+		}
+	}
+	return out
+}
+
+func walk(v reflect.Value, prefix string, visit func(path string, v reflect.Value, f reflect.StructField)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		path := name
+		if prefix != "" {
+			path = prefix + "." + name
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			walk(fv, path, visit)
+			continue
+		}
+		visit(path, fv, f)
+	}
+}
+
+var durationType = reflect.TypeFor[Duration]()
+
+func applyEnv(cfg *Config, env map[string]string) []error {
+	var errs []error
+	known := map[string]bool{}
+	walk(reflect.ValueOf(cfg).Elem(), "", func(path string, v reflect.Value, _ reflect.StructField) {
+		name := envName(path)
+		known[name] = true
+		raw, ok := env[name]
+		if !ok {
+			return
+		}
+		if err := set(v, raw); err != nil {
+			errs = append(errs, fmt.Errorf("%s (from %s): %q: %v", path, name, raw, err))
+		}
+	})
+	for name := range env {
+		if !known[name] && !ignoredEnv[name] {
+			errs = append(errs, fmt.Errorf("%s: no such setting (see keywatch check-config --help for the list)", name))
+		}
+	}
+	sortErrors(errs)
+	return errs
+}
+
+// ignoredEnv are KEYWATCH_ variables that are not configuration values.
+var ignoredEnv = map[string]bool{
+	"KEYWATCH_CONFIG": true, "KEYWATCH_LIBCHDB": true,
+	"KEYWATCH_TEST_CLICKHOUSE": true, "KEYWATCH_TEST_CLICKHOUSE_HTTP": true, "KEYWATCH_TEST_KEEP": true,
+	"KEYWATCH_TESTBED_CLICKHOUSE": true,
+}
+
+func set(v reflect.Value, raw string) error {
+	switch {
+	case v.Type() == durationType:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.String:
+		v.SetString(raw)
+	case v.Kind() == reflect.Int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("not a whole number")
+		}
+		v.SetInt(int64(n))
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		var parts []string
+		for p := range strings.SplitSeq(raw, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported type %s", v.Type())
+	}
+	return nil
+}
+
+func format(v reflect.Value) string {
+	switch {
+	case v.Type() == durationType:
+		return time.Duration(v.Int()).String()
+	case v.Kind() == reflect.Slice:
+		return strings.Join(v.Interface().([]string), ",")
+	default:
+		return fmt.Sprint(v.Interface())
+	}
+}
+
+func sortErrors(errs []error) {
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+}
+
+// Duration is a time.Duration written as "90s", "24h" in YAML and the environment.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q: not a duration (write e.g. 500ms, 30s, 24h)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}

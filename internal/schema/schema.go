@@ -1,0 +1,239 @@
+// Package schema owns keywatch's ClickHouse schema: connecting, creating the database, and applying
+// the numbered migrations in migrations/. It does not own what is written (ingest) or read (detect).
+package schema
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/config"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Retention is what the migrations' TTL clauses are rendered with, in whole days.
+type Retention struct {
+	AuthEventsDays, RollupsDays, DeadLettersDays int
+}
+
+// RetentionFrom takes the retention settings of a configuration.
+func RetentionFrom(r config.Retention) Retention {
+	return Retention{AuthEventsDays: r.AuthEvents.Days(), RollupsDays: r.Rollups.Days(), DeadLettersDays: r.DeadLetters.Days()}
+}
+
+// Migration is one numbered step of the schema.
+type Migration struct {
+	Version    int
+	Name       string
+	Statements []string
+}
+
+var migrationName = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
+
+// Migrations returns every migration in version order, rendered for r.
+func Migrations(r Retention) ([]Migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	for _, e := range entries {
+		m := migrationName.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("schema: migration file %q is not named NNNN_name.sql", e.Name())
+		}
+		raw, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		tmpl, err := template.New(e.Name()).Option("missingkey=error").Parse(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("schema: %s: %w", e.Name(), err)
+		}
+		var buf bytes.Buffer
+		if err := tmpl.Execute(&buf, r); err != nil {
+			return nil, fmt.Errorf("schema: %s: %w", e.Name(), err)
+		}
+		v, _ := strconv.Atoi(m[1])
+		out = append(out, Migration{Version: v, Name: m[2], Statements: splitStatements(buf.String())})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	for i := range out {
+		if out[i].Version != i+1 {
+			return nil, fmt.Errorf("schema: migration %04d_%s: versions must run 1, 2, 3... without gaps", out[i].Version, out[i].Name)
+		}
+	}
+	return out, nil
+}
+
+// splitStatements cuts a migration at lines that end with ";" and drops comment-only lines.
+func splitStatements(sql string) []string {
+	var stmts []string
+	var cur strings.Builder
+	for line := range strings.SplitSeq(sql, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if trimmed == "" || strings.HasPrefix(trimmed, "--") {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+		if strings.HasSuffix(trimmed, ";") {
+			stmts = append(stmts, strings.TrimSuffix(strings.TrimSpace(cur.String()), ";"))
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		stmts = append(stmts, s)
+	}
+	return stmts
+}
+
+// Open connects to ClickHouse with the configured addresses and credentials, to database db.
+func Open(cfg config.ClickHouse, db string) (driver.Conn, error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        cfg.Addr,
+		Auth:        clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
+		DialTimeout: time.Duration(cfg.DialTimeout),
+		Compression: &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+		ClientInfo:  clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "keywatch"}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("schema: open clickhouse %v: %w", cfg.Addr, err)
+	}
+	return conn, nil
+}
+
+const (
+	createMigrationsTable = `CREATE TABLE IF NOT EXISTS keywatch_migrations
+(
+    version    UInt32,
+    name       String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY version`
+	selectApplied   = `SELECT DISTINCT version FROM keywatch_migrations`
+	insertMigration = `INSERT INTO keywatch_migrations (version, name) VALUES (?, ?)`
+	selectTTL       = `SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND name IN ('auth_events', 'auth_events_1m', 'dead_letters')`
+)
+
+// Applied is what one Migrate call did.
+type Applied struct {
+	// Versions are the migrations applied by this call, in order.
+	Versions []int
+	// RetentionChanged are the tables whose TTL was changed to match the configuration.
+	RetentionChanged []string
+}
+
+// Migrate creates database db when it is missing and applies every migration it has not
+// recorded yet; then it brings the tables' TTLs in line with r. Running it again changes nothing.
+func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention) (Applied, error) {
+	var done Applied
+	migrations, err := Migrations(r)
+	if err != nil {
+		return done, err
+	}
+	admin, err := Open(cfg, "default")
+	if err != nil {
+		return done, err
+	}
+	defer admin.Close()
+	// db is validated as an identifier by config; identifiers cannot be bound parameters.
+	if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)); err != nil {
+		return done, fmt.Errorf("schema: create database %s: %w", db, err)
+	}
+	conn, err := Open(cfg, db)
+	if err != nil {
+		return done, err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, createMigrationsTable); err != nil {
+		return done, fmt.Errorf("schema: create keywatch_migrations in %s: %w", db, err)
+	}
+	applied := map[int]bool{}
+	rows, err := conn.Query(ctx, selectApplied)
+	if err != nil {
+		return done, fmt.Errorf("schema: read keywatch_migrations: %w", err)
+	}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return done, err
+		}
+		applied[int(v)] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return done, err
+	}
+	for _, m := range migrations {
+		if applied[m.Version] {
+			continue
+		}
+		for i, stmt := range m.Statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return done, fmt.Errorf("schema: migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+		}
+		if err := conn.Exec(ctx, insertMigration, uint32(m.Version), m.Name); err != nil {
+			return done, fmt.Errorf("schema: record migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		done.Versions = append(done.Versions, m.Version)
+	}
+	done.RetentionChanged, err = reconcileRetention(ctx, conn, r)
+	return done, err
+}
+
+// ttlClauses are the TTL expressions of each table with a retention, as ClickHouse prints them
+// in system.tables.engine_full; the migrations write the same expressions.
+func ttlClauses(r Retention) map[string]string {
+	return map[string]string{
+		"auth_events":    fmt.Sprintf("toDateTime(ts) + toIntervalDay(%d)", r.AuthEventsDays),
+		"auth_events_1m": fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
+		"dead_letters":   fmt.Sprintf("toDateTime(received_at) + toIntervalDay(%d)", r.DeadLettersDays),
+	}
+}
+
+func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention) ([]string, error) {
+	want := ttlClauses(r)
+	rows, err := conn.Query(ctx, selectTTL)
+	if err != nil {
+		return nil, fmt.Errorf("schema: read table TTLs: %w", err)
+	}
+	var stale []string
+	for rows.Next() {
+		var name, engine string
+		if err := rows.Scan(&name, &engine); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if !strings.Contains(engine, "TTL "+want[name]) {
+			stale = append(stale, name)
+		}
+	}
+	rows.Close()
+	sort.Strings(stale)
+	for _, table := range stale {
+		// The clause is built from whole-day integers only.
+		if err := conn.Exec(ctx, "ALTER TABLE "+table+" MODIFY TTL "+want[table]); err != nil {
+			return stale, fmt.Errorf("schema: set retention of %s: %w", table, err)
+		}
+	}
+	return stale, nil
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }

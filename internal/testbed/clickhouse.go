@@ -1,0 +1,177 @@
+package testbed
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ClickHouse is a running ClickHouse server on loopback: one this process launched from
+// libchdb.so, or one named by KEYWATCH_TEST_CLICKHOUSE and reused.
+type ClickHouse struct {
+	// Addr is the native protocol address, host:port.
+	Addr string
+	// HTTPAddr is the HTTP interface address, host:port.
+	HTTPAddr string
+	// Dir is the data folder of a launched server; empty for a reused one.
+	Dir string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	stderr *tailBuffer
+}
+
+// StartClickHouse launches a ClickHouse server with its data in dir and waits until it answers.
+// The server runs in a child process (this executable again, see ServeIfLauncher) that ends when
+// Stop is called, when it gets SIGTERM, or when this process dies.
+func StartClickHouse(ctx context.Context, dir string) (*ClickHouse, error) {
+	lib, err := findLibchdb()
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("testbed: find own executable to launch clickhouse: %w", err)
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	opts, _ := json.Marshal(serveOptions{Lib: lib, Dir: dir, TCPPort: ports[0], HTTPPort: ports[1]})
+
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), roleEnv+"="+string(opts))
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	stderr := &tailBuffer{max: 16 << 10}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("testbed: data folder: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("testbed: start clickhouse launcher: %w", err)
+	}
+	ch := &ClickHouse{
+		Addr:     fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		Dir:      dir,
+		cmd:      cmd,
+		exited:   make(chan struct{}),
+		stderr:   stderr,
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			if !signalled && strings.TrimSpace(sc.Text()) == readyLine {
+				close(ready)
+				signalled = true
+			}
+		}
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(ch.exited)
+	}()
+
+	timeout := time.NewTimer(90 * time.Second)
+	defer timeout.Stop()
+	select {
+	case <-ready:
+		return ch, nil
+	case <-ch.exited:
+		return nil, fmt.Errorf("testbed: clickhouse exited before it was ready (%s): %s", cmd.ProcessState, stderr.String())
+	case <-timeout.C:
+		ch.Stop()
+		return nil, fmt.Errorf("testbed: clickhouse not ready after 90s: %s", stderr.String())
+	case <-ctx.Done():
+		ch.Stop()
+		return nil, ctx.Err()
+	}
+}
+
+// Stop ends a launched server cleanly (SIGTERM, then SIGKILL after 20 s); its data stays in Dir.
+// It does nothing for a reused server.
+func (c *ClickHouse) Stop() {
+	if c.cmd == nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.exited
+	}
+}
+
+// Exited is closed when a launched server's process has ended.
+func (c *ClickHouse) Exited() <-chan struct{} { return c.exited }
+
+// Stderr returns the last lines the launched server wrote to its standard error.
+func (c *ClickHouse) Stderr() string { return c.stderr.String() }
+
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("testbed: find a free loopback port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// randomSuffix returns n random hex characters for database and group names.
+func randomSuffix(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf bytes.Buffer
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	if over := t.buf.Len() - t.max; over > 0 {
+		t.buf.Next(over)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}

@@ -86,12 +86,13 @@ func (b *batch) commits() []kafka.Message {
 	return out
 }
 
-// dedupToken names the batch by its offset ranges ("topic:partition:first-last", sorted), so that
-// re-inserting the same messages after a crash is recognised by ClickHouse and dropped.
+// dedupToken names the batch by its offset ranges ("topic:partition:first-last@ms", sorted), so
+// that re-inserting the same messages after a crash is recognised by ClickHouse and dropped. The
+// first message's timestamp tells a recreated topic, whose offsets start again at 0, from the old.
 func (b *batch) dedupToken() string {
 	parts := make([]string, 0, len(b.ranges))
 	for k, r := range b.ranges {
-		parts = append(parts, fmt.Sprintf("%s:%d:%d-%d", k.topic, k.partition, r.first.Offset, r.last.Offset))
+		parts = append(parts, fmt.Sprintf("%s:%d:%d-%d@%d", k.topic, k.partition, r.first.Offset, r.last.Offset, r.first.Time.UnixMilli()))
 	}
 	slices.Sort(parts)
 	tok := strings.Join(parts, ",")

@@ -20,22 +20,23 @@ func envName(path string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
 }
 
-// Field describes one configuration value for --help and docs.
+// Field describes one configuration value for --help and check-config.
 type Field struct {
 	Path, Env, Help string
 	Secret          bool
-	Default         string
+	// Value is the value in the described configuration; for a secret only whether it is set.
+	Value string
 }
 
-// Fields lists every configuration value with its environment variable and default.
-func Fields() []Field {
+// Describe lists every value of c with its path and environment variable.
+func Describe(c Config) []Field {
 	var out []Field
-	def := Default()
-	walk(reflect.ValueOf(&def).Elem(), "", func(path string, v reflect.Value, f reflect.StructField) {
-		out = append(out, Field{
-			Path: path, Env: envName(path), Help: f.Tag.Get("help"),
-			Secret: f.Tag.Get("secret") == "true", Default: format(v),
-		})
+	walk(reflect.ValueOf(&c).Elem(), "", func(path string, v reflect.Value, f reflect.StructField) {
+		fl := Field{Path: path, Env: envName(path), Help: f.Tag.Get("help"), Secret: f.Tag.Get("secret") == "true", Value: format(v)}
+		if fl.Secret {
+			fl.Value = map[bool]string{true: "(set)", false: "(not set)"}[fl.Value != ""]
+		}
+		out = append(out, fl)
 	})
 	return out
 }
@@ -44,7 +45,7 @@ type secretField struct{ section, key string }
 
 func secretFields() []secretField {
 	var out []secretField
-	for _, f := range Fields() {
+	for _, f := range Describe(Default()) {
 		if f.Secret {
 			section, key, _ := strings.Cut(f.Path, ".")
 			out = append(out, secretField{section, key})
@@ -89,7 +90,7 @@ func applyEnv(cfg *Config, env map[string]string) []error {
 	})
 	for name := range env {
 		if !known[name] && !ignoredEnv[name] {
-			errs = append(errs, fmt.Errorf("%s: no such setting (see keywatch check-config --help for the list)", name))
+			errs = append(errs, fmt.Errorf("%s: no such setting (keywatch check-config --help lists them)", name))
 		}
 	}
 	sortErrors(errs)

@@ -32,10 +32,19 @@ type ClickHouse struct {
 	stderr *tailBuffer
 }
 
-// StartClickHouse launches a ClickHouse server with its data in dir and waits until it answers.
-// The server runs in a child process (this executable again, see ServeIfLauncher) that ends when
-// Stop is called, when it gets SIGTERM, or when this process dies.
-func StartClickHouse(ctx context.Context, dir string) (*ClickHouse, error) {
+// ClickHouseOptions say where a launched server keeps its data and listens.
+type ClickHouseOptions struct {
+	Dir string
+	// TCPPort and HTTPPort are the loopback ports of the native and HTTP protocols; 0 picks a
+	// free one.
+	TCPPort, HTTPPort int
+}
+
+// StartClickHouse launches a ClickHouse server and waits until it answers. The server runs in a
+// child process (this executable again, see ServeIfLauncher) that ends when Stop is called, when it
+// gets SIGTERM, or when this process dies.
+func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, error) {
+	dir := o.Dir
 	lib, err := findLibchdb()
 	if err != nil {
 		return nil, err
@@ -47,6 +56,12 @@ func StartClickHouse(ctx context.Context, dir string) (*ClickHouse, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
+	}
+	if o.TCPPort != 0 {
+		ports[0] = o.TCPPort
+	}
+	if o.HTTPPort != 0 {
+		ports[1] = o.HTTPPort
 	}
 	opts, _ := json.Marshal(serveOptions{Lib: lib, Dir: dir, TCPPort: ports[0], HTTPPort: ports[1]})
 

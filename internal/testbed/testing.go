@@ -45,7 +45,7 @@ func runWithClickHouse(m *testing.M, ch **ClickHouse) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	server, err := StartClickHouse(ctx, filepath.Join(dir, "data"))
+	server, err := StartClickHouse(ctx, ClickHouseOptions{Dir: filepath.Join(dir, "data")})
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,41 @@
+# keywatch: `make demo` runs it end to end on this machine, `make test` runs every test.
+# Both fetch what they need (Go modules, the embedded ClickHouse library from npm) into caches
+# outside the repository: Go's module and build caches, and $(KEYWATCH_CACHE).
+
+SHELL := /bin/bash
+GO    ?= go
+
+# The embedded ClickHouse (libchdb.so) used by tests and the demo; see internal/testbed.
+CHDB_VERSION   := 26.7.3-stable.1
+CHDB_INTEGRITY := sha512-XP97mMqnc5tZpKQywR8N7cLTsHNiTmHr30pC5mzo3jWmukjKn2IBa60c2B/gWUNcuFjOMjWoorQICCqBVj5wpw==
+KEYWATCH_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/keywatch
+LIBCHDB        := $(KEYWATCH_CACHE)/chdb/$(CHDB_VERSION)/libchdb.so
+export KEYWATCH_LIBCHDB := $(LIBCHDB)
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: build demo test vet chdb clean
+
+## build: compile bin/keywatch
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/keywatch ./cmd/keywatch
+
+## demo: run keywatch on a local ClickHouse and in-process Kafka with simulated traffic (Ctrl-C stops)
+demo: chdb build
+	./bin/keywatch demo $(DEMO_FLAGS)
+
+## test: vet and run every test against a real ClickHouse and an in-process Kafka broker
+test: chdb vet
+	$(GO) test -count=1 -timeout 9m ./...
+
+vet:
+	$(GO) vet ./...
+
+## chdb: fetch libchdb.so into the cache (once)
+chdb: $(LIBCHDB)
+
+$(LIBCHDB):
+	internal/testbed/fetch-libchdb.sh $(CHDB_VERSION) $(CHDB_INTEGRITY) $(dir $(LIBCHDB))
+
+clean:
+	rm -rf bin demo-data

@@ -1,0 +1,175 @@
+// Command keywatch watches API keys through their rotation: it ingests gateway authentication logs
+// and key lifecycle events from Kafka into ClickHouse. See `keywatch help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/testbed"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "ingest events from Kafka into ClickHouse (the daemon)", runCmd},
+		{"demo", "run keywatch on a local ClickHouse and in-process Kafka with simulated traffic", demoCmd},
+		{"migrate", "create or upgrade the ClickHouse schema, then exit", migrateCmd},
+		{"check-config", "validate a configuration and print the effective values", checkConfigCmd},
+		{"clickhouse-server", "serve an embedded ClickHouse on loopback (to query the demo's data)", clickhouseServerCmd},
+		{"version", "print the version", versionCmd},
+	}
+}
+
+const overview = `keywatch watches API keys through their rotation.
+
+Gateways write one authentication event per request to Kafka, key-management systems write key
+lifecycle events; keywatch stores both in ClickHouse so that lingering clients, failure spikes
+after a rollover and leak-like usage can be found.
+
+Usage:
+  keywatch <command> [flags]
+
+Commands:
+%s
+Run 'keywatch <command> --help' for a command's flags. Configuration is one YAML file
+(--config or KEYWATCH_CONFIG) with every value overridable by KEYWATCH_* environment variables;
+'keywatch check-config --help' lists them all.
+`
+
+func main() {
+	testbed.ServeIfLauncher() // when started as the demo's embedded ClickHouse
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintf(stdout, overview, commandList())
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil, errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.As(err, new(usageError)):
+			fmt.Fprintf(stderr, "keywatch %s: %v\n", c.name, err)
+			return 2
+		default:
+			fmt.Fprintf(stderr, "keywatch %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "keywatch: unknown command %q\n\n", args[0])
+	fmt.Fprintf(stderr, overview, commandList())
+	return 2
+}
+
+func commandList() string {
+	var b strings.Builder
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %-18s %s\n", c.name, c.summary)
+	}
+	return b.String()
+}
+
+// usageError is a mistake in the command line or configuration: exit code 2.
+type usageError struct{ error }
+
+// newFlags returns a flag set whose --help prints usage, a description and the flags.
+func newFlags(name, usage, description string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: keywatch %s\n\n%s\n", usage, strings.TrimSpace(description))
+		var any bool
+		fs.VisitAll(func(*flag.Flag) { any = true })
+		if any {
+			fmt.Fprintf(out, "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("KEYWATCH_CONFIG"), "YAML configuration `file` (default $KEYWATCH_CONFIG; none: defaults and KEYWATCH_* only)")
+}
+
+func loadConfig(path string) (config.Config, error) {
+	cfg, err := config.Load(path, os.Environ())
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func versionString() string {
+	v := version
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+	}
+	return v
+}
+
+func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("version", "version", "Print keywatch's version and the commit it was built from.", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "keywatch %s\n", versionString())
+	return nil
+}

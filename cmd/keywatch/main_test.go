@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keywatch/keywatch/internal/testbed"
+)
+
+var ch *testbed.ClickHouse
+
+// asMainEnv makes this test binary run main() instead of the tests, so a test can start the
+// keywatch command as a process of its own and send it signals.
+const asMainEnv = "KEYWATCHTEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		os.Args = append([]string{"keywatch"}, os.Args[1:]...)
+		main()
+	}
+	testbed.Main(m, &ch)
+}
+
+func TestEveryCommandExplainsItself(t *testing.T) {
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if code := dispatch(context.Background(), []string{c.name, "--help"}, &out, &out); code != 0 {
+				t.Fatalf("exit code %d", code)
+			}
+			if !strings.Contains(out.String(), "Usage: keywatch "+c.name) || len(out.String()) < 60 {
+				t.Fatalf("--help printed:\n%s", out.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	if code := dispatch(context.Background(), []string{"help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "check-config") {
+		t.Fatalf("help: exit %d:\n%s", code, out.String())
+	}
+	if code := dispatch(context.Background(), []string{"frobnicate"}, &out, &out); code != 2 {
+		t.Fatalf("unknown command: exit %d, want 2", code)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	t.Setenv("KEYWATCH_FINGERPRINT_KEY", "0123456789abcdef-test")
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("kafka:\n  brokers: [\"x:y\"]\n"), 0o600)
+	var stdout, stderr bytes.Buffer
+	if code := dispatch(context.Background(), []string{"check-config", "--config", bad}, &stdout, &stderr); code != 2 {
+		t.Fatalf("exit code %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), `kafka.brokers[0]: "x:y": invalid port`) {
+		t.Fatalf("stderr:\n%s", stderr.String())
+	}
+	stdout.Reset()
+	if code := dispatch(context.Background(), []string{"check-config"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("defaults: exit code %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "fingerprint.key") || strings.Contains(stdout.String(), "0123456789abcdef-test") {
+		t.Fatalf("check-config must list values and hide secrets:\n%s", stdout.String())
+	}
+}
+
+// TestRunIngestsAndStopsOnSIGTERM starts `keywatch run` as a process, feeds it events, checks
+// health, readiness and metrics, then stops it with SIGTERM and expects exit code 0.
+func TestRunIngestsAndStopsOnSIGTERM(t *testing.T) {
+	db := ch.NewDatabase(t)
+	kafka, err := testbed.StartKafka(2, "auth-events", "key-lifecycle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Close()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	httpAddr := l.Addr().String()
+	l.Close()
+	cfgPath := filepath.Join(t.TempDir(), "keywatch.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+kafka:
+  brokers: [%q]
+clickhouse:
+  addr: [%q]
+  database: %s
+ingest:
+  batch_max_wait: 100ms
+http:
+  listen: %q
+`, kafka.Brokers[0], ch.Addr, db, httpAddr)), 0o600)
+
+	var logs bytes.Buffer
+	cmd := exec.Command(os.Args[0], "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1", "KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill() // after a clean exit this fails harmlessly
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + httpAddr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitUntil(t, "readyz answers 200", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("keywatch run exited (%v):\n%s", err, logs.String())
+		default:
+		}
+		code, _ := get("/readyz")
+		return code == 200
+	})
+	if code, body := get("/healthz"); code != 200 {
+		t.Fatalf("healthz: %d %s", code, body)
+	}
+
+	var values [][]byte
+	for i := range 500 {
+		values = append(values, fmt.Appendf(nil, `{"ts":%d,"key_id":"kid_%d","status":200,"request_id":"r%d"}`, time.Now().UnixMilli(), i%7, i))
+	}
+	values = append(values, []byte(`not json`))
+	if err := kafka.Produce(context.Background(), "auth-events", values...); err != nil {
+		t.Fatal(err)
+	}
+	conn := ch.Conn(t, db)
+	waitUntil(t, "500 events and 1 dead letter stored", func() bool {
+		var events, dead uint64
+		_ = conn.QueryRow(context.Background(), "SELECT count() FROM auth_events").Scan(&events)
+		_ = conn.QueryRow(context.Background(), "SELECT count() FROM dead_letters").Scan(&dead)
+		return events == 500 && dead == 1
+	})
+	_, metrics := get("/metrics")
+	for _, want := range []string{
+		`keywatch_ingest_messages_total{result="stored",topic="auth-events"} 500`,
+		`keywatch_ingest_dead_letters_total{reason="invalid_json"} 1`,
+		"keywatch_ingest_insert_seconds_bucket",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("keywatch run exited with %v after SIGTERM; output:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("keywatch run did not exit within 30s of SIGTERM; output:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "stopped cleanly") {
+		t.Fatalf("no clean stop in the log:\n%s", logs.String())
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

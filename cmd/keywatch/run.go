@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/api"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
+)
+
+const runDescription = `
+Run the keywatch daemon: apply the ClickHouse schema (waiting for ClickHouse if it is not up yet),
+then consume the authentication and key lifecycle topics as a member of the consumer group and
+store every event in ClickHouse. Malformed messages go to the dead_letters table with the reason.
+
+Offsets are committed only after ClickHouse has stored the batch that holds them; while ClickHouse
+is unreachable, fetching pauses and the insert is retried with backoff. On SIGTERM or Ctrl-C the
+batch in flight is stored (or left uncommitted) and the process exits 0.
+
+The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz.`
+
+func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
+	fs := newFlags("run", "run [--config FILE]", runDescription, stderr)
+	path := configFlag(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	log.Info("starting keywatch", "version", versionString())
+	return serve(ctx, cfg, log, prometheus.NewRegistry())
+}
+
+// serve runs the daemon until ctx ends: schema, ingest and the HTTP listener.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry) error {
+	if err := migrateWhenReachable(ctx, cfg, log); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	consumer := ingest.NewConsumer(ingest.Options{
+		Brokers:         cfg.Kafka.Brokers,
+		GroupID:         cfg.Kafka.GroupID,
+		AuthEventsTopic: cfg.Kafka.AuthEventsTopic,
+		LifecycleTopic:  cfg.Kafka.LifecycleTopic,
+		StartFrom:       cfg.Kafka.StartFrom,
+		BatchMaxRows:    cfg.Ingest.BatchMaxRows,
+		BatchMaxWait:    time.Duration(cfg.Ingest.BatchMaxWait),
+		MaxMessageBytes: cfg.Ingest.MaxMessageBytes,
+		Fingerprinter:   ingest.NewFingerprinter([]byte(cfg.Fingerprint.Key)),
+		Logger:          log,
+		Metrics:         ingest.NewMetrics(reg),
+	}, conn)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	start("ingest", consumer.Run)
+	if cfg.HTTP.Listen != "" {
+		checks := map[string]api.Check{
+			"clickhouse": conn.Ping,
+			"ingest": func(context.Context) error {
+				if consumer.Failing() {
+					return errors.New("storing the last batch failed; retrying")
+				}
+				return nil
+			},
+		}
+		start("http", api.New(cfg.HTTP.Listen, reg, checks, log).Run)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
+
+// migrateWhenReachable applies the schema, retrying with backoff while ClickHouse cannot be
+// reached; it returns early (nil) when ctx ends first.
+func migrateWhenReachable(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	wait := time.Second
+	for {
+		applied, err := schema.Migrate(ctx, cfg.ClickHouse, cfg.ClickHouse.Database, schema.RetentionFrom(cfg.Retention))
+		if err == nil {
+			log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied.Versions, "retention_changed", applied.RetentionChanged)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("clickhouse not ready; retrying", "addr", cfg.ClickHouse.Addr, "retry_in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}

@@ -136,6 +136,14 @@ func (c *ClickHouse) Stop() {
 	}
 }
 
+// Pid is the launcher process's id; 0 for a reused server.
+func (c *ClickHouse) Pid() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // Exited is closed when a launched server's process has ended.
 func (c *ClickHouse) Exited() <-chan struct{} { return c.exited }
 

@@ -1,7 +1,14 @@
 package testbed
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -10,7 +17,23 @@ import (
 
 var ch *ClickHouse
 
-func TestMain(m *testing.M) { Main(m, &ch) }
+// orphanParentEnv makes this test binary start a server, print the launcher's pid and wait to be
+// killed: the parent whose death the launcher must notice.
+const orphanParentEnv = "KEYWATCHTEST_ORPHAN_PARENT"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(orphanParentEnv); dir != "" {
+		ServeIfLauncher()
+		c, err := StartClickHouse(context.Background(), ClickHouseOptions{Dir: dir})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(c.Pid())
+		select {}
+	}
+	Main(m, &ch)
+}
 
 func TestClickHouseAnswersQueries(t *testing.T) {
 	db := ch.NewDatabase(t)
@@ -78,4 +101,42 @@ func TestKafkaRoundTrip(t *testing.T) {
 		}
 		got[string(m.Value)] = true
 	}
+}
+
+func TestLauncherStopsWhenItsParentDies(t *testing.T) {
+	parent := exec.Command(os.Args[0])
+	parent.Env = append(os.Environ(), orphanParentEnv+"="+t.TempDir())
+	out, _ := parent.StdoutPipe()
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		parent.Process.Kill()
+		t.Fatalf("parent printed no launcher pid: %v", err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	if !alive(pid) {
+		t.Fatalf("launcher %d is not running", pid)
+	}
+	parent.Process.Kill()
+	parent.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("launcher %d still runs 30s after its parent was killed", pid)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs (a zombie waiting for its new parent to reap it does not).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
 }

@@ -112,7 +112,7 @@ type writer struct {
 // of a part that did land is dropped by ClickHouse, materialized views included.
 func (w *writer) write(ctx context.Context, b *batch) error {
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"insert_deduplication_token":                       b.dedupToken(),
+		"insert_deduplication_token":                         b.dedupToken(),
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
 	}))
 	if len(b.events) > 0 {

@@ -147,8 +147,12 @@ func TestIngestStoresEveryValidEventOnceAndDeadLettersTheRest(t *testing.T) {
 		{ingest.ReasonWrongType, func(i int) string {
 			return fmt.Sprintf(`{"ts":"2026-11-25T16:00:00Z","key_id":"kid_%d","status":"200","request_id":"bad-%d"}`, i%50, i)
 		}},
-		{ingest.ReasonMissingField, func(i int) string { return fmt.Sprintf(`{"key_id":"kid_%d","outcome":"ok","request_id":"bad-%d"}`, i%50, i) }},
-		{ingest.ReasonMissingField, func(i int) string { return fmt.Sprintf(`{"ts":"2026-11-25T16:00:00Z","outcome":"ok","request_id":"bad-%d"}`, i) }},
+		{ingest.ReasonMissingField, func(i int) string {
+			return fmt.Sprintf(`{"key_id":"kid_%d","outcome":"ok","request_id":"bad-%d"}`, i%50, i)
+		}},
+		{ingest.ReasonMissingField, func(i int) string {
+			return fmt.Sprintf(`{"ts":"2026-11-25T16:00:00Z","outcome":"ok","request_id":"bad-%d"}`, i)
+		}},
 	}
 	base := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	values := make([][]byte, total)

@@ -192,7 +192,7 @@ func (p *progress) show(ctx context.Context, conn driver.Conn, elapsed time.Dura
 	_ = conn.QueryRow(qctx, `SELECT sumIf(requests, key_id = ?) / greatest(sum(requests), 1)
 		FROM auth_events_1m WHERE client_id = ? AND key_id IN (?, ?) AND minute >= now() - INTERVAL 1 MINUTE`,
 		rot.NewKeyID, rot.ClientID, rot.OldKeyID, rot.NewKeyID).Scan(&onNew)
-	rate := float64(sent-p.lastSent) / max((elapsed - p.lastAt).Seconds(), 0.001)
+	rate := float64(sent-p.lastSent) / max((elapsed-p.lastAt).Seconds(), 0.001)
 	p.lastSent, p.lastAt = sent, elapsed
 	line := fmt.Sprintf("[%5.1fs] sent %d events (%.0f/s) | stored %d | dead letters %d | %s on new key: %.0f%% (last minute)",
 		elapsed.Seconds(), sent, rate, stored, dead, rot.ClientID, 100*onNew)

@@ -5,33 +5,88 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
-	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/segmentio/kafka-go"
 )
 
 const (
 	insertAuthEvents = `INSERT INTO auth_events (ts, key_id, key_fingerprint, client_id, outcome, status, ip,
-	user_agent, method, route, request_id, gateway, src_partition, src_offset)`
+	user_agent, method, route, request_id, gateway, src_topic, src_partition, src_offset)`
 	insertLifecycle = `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until,
-	reason, src_partition, src_offset)`
+	reason, src_topic, src_partition, src_offset)`
 	insertDeadLetters = `INSERT INTO dead_letters (topic, partition, offset, reason, error, excerpt, size)`
 )
 
-type storedEvent struct {
-	Event
-	partition int32
-	offset    int64
+// Tables a message can land in; ingest_progress names them the same way.
+const (
+	tableAuthEvents  = "auth_events"
+	tableLifecycle   = "key_lifecycle_events"
+	tableDeadLetters = "dead_letters"
+)
+
+// outcomeCodes are auth_events.outcome's Enum8 values.
+var outcomeCodes = map[Outcome]int8{
+	OutcomeOK: 1, OutcomeInvalidKey: 2, OutcomeExpiredKey: 3, OutcomeRevokedKey: 4,
+	OutcomeForbidden: 5, OutcomeRateLimited: 6, OutcomeError: 7,
+}
+
+// eventColumns holds auth events column by column, the shape clickhouse-go appends fastest.
+type eventColumns struct {
+	ts                                                []int64 // milliseconds since the epoch
+	keyID, keyFP, clientID                            []string
+	outcome                                           []int8
+	status                                            []uint16
+	ip                                                []netip.Addr
+	userAgent, method, route, requestID, gateway, src []string
+	partition                                         []int32
+	offset                                            []int64
+}
+
+func (c *eventColumns) add(e *Event, topic string, partition int32, offset int64) {
+	ip := e.IP
+	if !ip.IsValid() {
+		ip = netip.IPv6Unspecified()
+	}
+	c.ts = append(c.ts, e.TS.UnixMilli())
+	c.keyID = append(c.keyID, e.KeyID)
+	c.keyFP = append(c.keyFP, e.KeyFingerprint)
+	c.clientID = append(c.clientID, e.ClientID)
+	c.outcome = append(c.outcome, outcomeCodes[e.Outcome])
+	c.status = append(c.status, e.Status)
+	c.ip = append(c.ip, ip)
+	c.userAgent = append(c.userAgent, e.UserAgent)
+	c.method = append(c.method, e.Method)
+	c.route = append(c.route, e.Route)
+	c.requestID = append(c.requestID, e.RequestID)
+	c.gateway = append(c.gateway, e.Gateway)
+	c.src = append(c.src, topic)
+	c.partition = append(c.partition, partition)
+	c.offset = append(c.offset, offset)
+}
+
+func (c *eventColumns) len() int { return len(c.ts) }
+
+// columns returns the slices in the order of insertAuthEvents.
+func (c *eventColumns) columns() []any {
+	return []any{c.ts, c.keyID, c.keyFP, c.clientID, c.outcome, c.status, c.ip, c.userAgent, c.method,
+		c.route, c.requestID, c.gateway, c.src, c.partition, c.offset}
+}
+
+func (c *eventColumns) reset() {
+	c.ts, c.keyID, c.keyFP, c.clientID = c.ts[:0], c.keyID[:0], c.keyFP[:0], c.clientID[:0]
+	c.outcome, c.status, c.ip, c.userAgent = c.outcome[:0], c.status[:0], c.ip[:0], c.userAgent[:0]
+	c.method, c.route, c.requestID, c.gateway = c.method[:0], c.route[:0], c.requestID[:0], c.gateway[:0]
+	c.src, c.partition, c.offset = c.src[:0], c.partition[:0], c.offset[:0]
 }
 
 type storedLifecycle struct {
 	LifecycleEvent
+	topic     string
 	partition int32
 	offset    int64
 }
@@ -47,52 +102,80 @@ type DeadLetter struct {
 	Size      int
 }
 
-type partitionKey struct {
-	topic     string
-	partition int
-}
-
-// offsetRange is the first and last offset a batch holds of one partition.
-type offsetRange struct{ first, last kafka.Message }
-
-// batch is what one insert round stores: events, lifecycle events and dead letters decoded from
-// one contiguous offset range per partition, and the messages to commit once they are stored.
-type batch struct {
-	events      []storedEvent
+// chunk is what one partition's fetcher hands on: decoded messages from one contiguous offset
+// range, [first, last], of one partition. Messages already stored are counted in the range but
+// not in the rows.
+type chunk struct {
+	topic       string
+	partition   int
+	first, last int64
+	firstTime   time.Time // the first message's timestamp, to tell a recreated topic from the old
+	messages    int
+	skipped     int // already stored before this process read them
+	events      eventColumns
 	lifecycle   []storedLifecycle
 	deadLetters []DeadLetter
-	ranges      map[partitionKey]*offsetRange
-	messages    int
 }
 
-func newBatch() *batch { return &batch{ranges: map[partitionKey]*offsetRange{}} }
+func (c *chunk) reset(topic string, partition int) {
+	c.topic, c.partition, c.messages, c.skipped = topic, partition, 0, 0
+	c.events.reset()
+	c.lifecycle, c.deadLetters = c.lifecycle[:0], c.deadLetters[:0]
+}
 
-func (b *batch) track(m kafka.Message) {
-	b.messages++
-	k := partitionKey{m.Topic, m.Partition}
-	if r, ok := b.ranges[k]; ok {
-		r.last = m
-		return
+// batch is what one insert round stores: chunks in the order their partitions produced them.
+type batch struct {
+	chunks   []*chunk
+	messages int
+	started  time.Time
+}
+
+func (b *batch) rows(table string) int {
+	n := 0
+	for _, c := range b.chunks {
+		switch table {
+		case tableAuthEvents:
+			n += c.events.len()
+		case tableLifecycle:
+			n += len(c.lifecycle)
+		case tableDeadLetters:
+			n += len(c.deadLetters)
+		}
 	}
-	b.ranges[k] = &offsetRange{first: m, last: m}
+	return n
 }
 
-// commits returns the last message of every partition in the batch: committing them commits all.
-func (b *batch) commits() []kafka.Message {
-	out := make([]kafka.Message, 0, len(b.ranges))
-	for _, r := range b.ranges {
-		out = append(out, r.last)
+// commits returns, per topic and partition, the offset to commit: one past the last it holds.
+func (b *batch) commits() map[string]map[int]int64 {
+	out := map[string]map[int]int64{}
+	for _, c := range b.chunks {
+		if out[c.topic] == nil {
+			out[c.topic] = map[int]int64{}
+		}
+		out[c.topic][c.partition] = max(out[c.topic][c.partition], c.last+1)
 	}
 	return out
 }
 
-// dedupToken names the batch by its offset ranges ("topic:partition:first-last@ms", sorted), so
-// that re-inserting the same messages after a crash is recognised by ClickHouse and dropped. The
-// first message's timestamp tells a recreated topic, whose offsets start again at 0, from the old.
+// dedupToken names the batch by its offset ranges ("topic:partition:first-last@ms", sorted), so a
+// retried insert of a batch that did land is dropped by ClickHouse, materialized views included.
 func (b *batch) dedupToken() string {
-	parts := make([]string, 0, len(b.ranges))
-	for k, r := range b.ranges {
-		parts = append(parts, fmt.Sprintf("%s:%d:%d-%d@%d", k.topic, k.partition, r.first.Offset, r.last.Offset, r.first.Time.UnixMilli()))
+	type rng struct {
+		first, last int64
+		at          time.Time
+	}
+	ranges := map[string]*rng{}
+	for _, c := range b.chunks {
+		k := fmt.Sprintf("%s:%d", c.topic, c.partition)
+		if r, ok := ranges[k]; ok {
+			r.last = c.last
+			continue
+		}
+		ranges[k] = &rng{c.first, c.last, c.firstTime}
+	}
+	parts := make([]string, 0, len(ranges))
+	for k, r := range ranges {
+		parts = append(parts, fmt.Sprintf("%s:%d-%d@%d", k, r.first, r.last, r.at.UnixMilli()))
 	}
 	slices.Sort(parts)
 	tok := strings.Join(parts, ",")
@@ -103,80 +186,70 @@ func (b *batch) dedupToken() string {
 	return tok
 }
 
-// writer stores batches in ClickHouse through the native batch API.
+// writer stores batches in ClickHouse through the native batch API, column by column.
 type writer struct {
 	conn driver.Conn
 }
 
-// write inserts every part of b. Each insert carries the batch's deduplication token, so a retry
-// of a part that did land is dropped by ClickHouse, materialized views included.
+// write inserts every table's part of b, each insert carrying the batch's deduplication token.
 func (w *writer) write(ctx context.Context, b *batch) error {
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"insert_deduplication_token":                         b.dedupToken(),
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
 	}))
-	if len(b.events) > 0 {
-		if err := w.send(ctx, insertAuthEvents, len(b.events), func(bt driver.Batch, i int) error {
-			e := &b.events[i]
-			return bt.Append(e.TS, e.KeyID, e.KeyFingerprint, e.ClientID, string(e.Outcome), e.Status, ipColumn(e),
-				e.UserAgent, e.Method, e.Route, e.RequestID, e.Gateway, e.partition, e.offset)
+	if n := b.rows(tableAuthEvents); n > 0 {
+		if err := w.send(ctx, insertAuthEvents, func(bt driver.Batch) error {
+			for _, c := range b.chunks {
+				for i, col := range c.events.columns() {
+					if err := bt.Column(i).Append(col); err != nil {
+						return fmt.Errorf("column %d: %w", i, err)
+					}
+				}
+			}
+			return nil
 		}); err != nil {
-			return fmt.Errorf("ingest: insert %d auth events: %w", len(b.events), err)
+			return fmt.Errorf("ingest: insert %d auth events: %w", n, err)
 		}
 	}
-	if len(b.lifecycle) > 0 {
-		if err := w.send(ctx, insertLifecycle, len(b.lifecycle), func(bt driver.Batch, i int) error {
-			e := &b.lifecycle[i]
-			return bt.Append(e.TS, string(e.Type), e.KeyID, e.ClientID, e.NewKeyID, e.GraceUntil, e.Reason, e.partition, e.offset)
+	if n := b.rows(tableLifecycle); n > 0 {
+		if err := w.send(ctx, insertLifecycle, func(bt driver.Batch) error {
+			for _, c := range b.chunks {
+				for _, e := range c.lifecycle {
+					if err := bt.Append(e.TS, string(e.Type), e.KeyID, e.ClientID, e.NewKeyID, e.GraceUntil, e.Reason, e.topic, e.partition, e.offset); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
 		}); err != nil {
-			return fmt.Errorf("ingest: insert %d lifecycle events: %w", len(b.lifecycle), err)
+			return fmt.Errorf("ingest: insert %d lifecycle events: %w", n, err)
 		}
 	}
-	if len(b.deadLetters) > 0 {
-		if err := w.send(ctx, insertDeadLetters, len(b.deadLetters), func(bt driver.Batch, i int) error {
-			d := &b.deadLetters[i]
-			return bt.Append(d.Topic, d.Partition, d.Offset, d.Reason, d.Error, d.Excerpt, uint32(d.Size))
+	if n := b.rows(tableDeadLetters); n > 0 {
+		if err := w.send(ctx, insertDeadLetters, func(bt driver.Batch) error {
+			for _, c := range b.chunks {
+				for _, d := range c.deadLetters {
+					if err := bt.Append(d.Topic, d.Partition, d.Offset, d.Reason, d.Error, d.Excerpt, uint32(d.Size)); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
 		}); err != nil {
-			return fmt.Errorf("ingest: insert %d dead letters: %w", len(b.deadLetters), err)
+			return fmt.Errorf("ingest: insert %d dead letters: %w", n, err)
 		}
 	}
 	return nil
 }
 
-func (w *writer) send(ctx context.Context, query string, n int, row func(driver.Batch, int) error) error {
+func (w *writer) send(ctx context.Context, query string, fill func(driver.Batch) error) error {
 	bt, err := w.conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return err
 	}
 	defer bt.Abort()
-	for i := range n {
-		if err := row(bt, i); err != nil {
-			return err
-		}
+	if err := fill(bt); err != nil {
+		return err
 	}
 	return bt.Send()
 }
-
-func ipColumn(e *storedEvent) net.IP {
-	if !e.IP.IsValid() {
-		return net.IPv6zero
-	}
-	return net.IP(e.IP.AsSlice())
-}
-
-// backoff is a capped exponential delay with full jitter.
-type backoff struct {
-	min, max time.Duration
-	attempt  int
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.min << min(b.attempt, 20)
-	if d > b.max || d <= 0 {
-		d = b.max
-	}
-	b.attempt++
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-}
-
-func (b *backoff) reset() { b.attempt = 0 }

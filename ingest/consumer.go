@@ -2,9 +2,10 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,26 +24,31 @@ type Options struct {
 	BatchMaxRows    int
 	BatchMaxWait    time.Duration
 	MaxMessageBytes int
-	// ShutdownGrace bounds the last insert after the context ends; what is not stored by then is
-	// left uncommitted and read again on the next start.
+	// ShutdownGrace bounds storing the last batch after the context ends; what is not stored by
+	// then is left uncommitted and read again on the next start.
 	ShutdownGrace time.Duration
 	Fingerprinter *Fingerprinter
 	Logger        *slog.Logger
 	Metrics       *Metrics
 }
 
-// Consumer reads both topics as one consumer group member and stores what it reads in batches.
-// Offsets are committed only after ClickHouse acknowledged every row of the batch holding them.
+// Consumer is one member of the consumer group on both topics. For every generation of the group
+// it fetches and decodes each assigned partition concurrently, gathers what they decode into
+// batches, and stores one batch at a time, committing its offsets only after ClickHouse has
+// acknowledged every row of it. Messages that an earlier member stored but did not commit are
+// recognised through ingest_progress and skipped, so each event is stored once.
 type Consumer struct {
-	opts    Options
-	reader  *kafka.Reader
-	writer  writer
-	log     *slog.Logger
-	metrics *Metrics
-	failing atomic.Bool
+	opts     Options
+	writer   writer
+	progress progressStore
+	log      *slog.Logger
+	metrics  *Metrics
+	chunks   sync.Pool
+	failing  atomic.Bool
+	assigned atomic.Bool
 }
 
-// NewConsumer joins the consumer group lazily: nothing is fetched before Run.
+// NewConsumer prepares a consumer; nothing is fetched before Run.
 func NewConsumer(opts Options, conn driver.Conn) *Consumer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -53,126 +59,200 @@ func NewConsumer(opts Options, conn driver.Conn) *Consumer {
 	if opts.ShutdownGrace == 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
-	start := kafka.FirstOffset
-	if opts.StartFrom == "latest" {
-		start = kafka.LastOffset
+	return &Consumer{
+		opts: opts, writer: writer{conn: conn}, progress: progressStore{conn: conn},
+		log: opts.Logger.With("component", "ingest"), metrics: opts.Metrics,
+		chunks: sync.Pool{New: func() any { return new(chunk) }},
 	}
-	log := opts.Logger.With("component", "ingest")
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        opts.Brokers,
-		GroupID:        opts.GroupID,
-		GroupTopics:    []string{opts.AuthEventsTopic, opts.LifecycleTopic},
-		MinBytes:       1,
-		MaxBytes:       max(16<<20, 2*opts.MaxMessageBytes),
-		MaxWait:        250 * time.Millisecond,
-		QueueCapacity:  4096,
-		StartOffset:    start,
-		CommitInterval: 0, // synchronous commits, only from store
-		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { log.Warn("kafka: " + fmt.Sprintf(msg, args...)) }),
-	})
-	return &Consumer{opts: opts, reader: reader, writer: writer{conn: conn}, log: log, metrics: opts.Metrics}
 }
 
 // Failing reports whether the last attempt to store a batch failed.
 func (c *Consumer) Failing() bool { return c.failing.Load() }
 
+// Assigned reports whether the consumer is a member of a current group generation.
+func (c *Consumer) Assigned() bool { return c.assigned.Load() }
+
 // Run consumes until ctx ends, then stores the batch in flight (within ShutdownGrace), commits
-// it, leaves the group and returns nil. It returns an error only when the reader fails for good.
+// it, leaves the group and returns nil. Broker outages are retried; it returns an error only
+// when the group cannot be set up at all.
 func (c *Consumer) Run(ctx context.Context) error {
-	defer c.reader.Close()
+	start := kafka.FirstOffset
+	if c.opts.StartFrom == "latest" {
+		start = kafka.LastOffset
+	}
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                c.opts.GroupID,
+		Brokers:           c.opts.Brokers,
+		Topics:            []string{c.opts.AuthEventsTopic, c.opts.LifecycleTopic},
+		StartOffset:       start,
+		HeartbeatInterval: time.Second,
+		SessionTimeout:    30 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		JoinGroupBackoff:  time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			c.log.Warn("kafka: " + fmt.Sprintf(msg, args...))
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: consumer group %s on %v: %w", c.opts.GroupID, c.opts.Brokers, err)
+	}
+	defer group.Close()
 	c.log.Info("consuming", "brokers", c.opts.Brokers, "group", c.opts.GroupID,
 		"topics", []string{c.opts.AuthEventsTopic, c.opts.LifecycleTopic})
-	for {
-		b, fetchErr := c.fill(ctx)
-		if b.messages > 0 {
-			storeCtx := ctx
-			if ctx.Err() != nil {
-				var cancel context.CancelFunc
-				storeCtx, cancel = context.WithTimeout(context.Background(), c.opts.ShutdownGrace)
-				defer cancel()
-			}
-			if err := c.store(storeCtx, b); err != nil {
-				c.log.Warn("batch abandoned uncommitted; it is read again on the next start", "messages", b.messages, "error", err)
-				return nil
-			}
-		}
-		if ctx.Err() != nil {
-			c.log.Info("stopped")
-			return nil
-		}
-		if fetchErr != nil {
-			return fmt.Errorf("ingest: fetch from %v: %w", c.opts.Brokers, fetchErr)
-		}
-	}
-}
-
-// fill reads messages until the batch is full, BatchMaxWait has passed since its first message,
-// or ctx ends.
-func (c *Consumer) fill(ctx context.Context) (*batch, error) {
-	b := newBatch()
-	fetchCtx := ctx // until the first message; then bounded by the batch's deadline
-	stopTimer := func() {}
-	defer func() { stopTimer() }()
-	for b.messages < c.opts.BatchMaxRows {
-		m, err := c.reader.FetchMessage(fetchCtx)
+	bo := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
+	for ctx.Err() == nil {
+		gen, err := group.Next(ctx)
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				return b, nil // the batch's time is up
+			if ctx.Err() != nil {
+				break
 			}
-			return b, err
+			wait := bo.next()
+			c.log.Warn("cannot join the consumer group; retrying", "group", c.opts.GroupID, "retry_in", wait.Round(time.Millisecond), "error", err)
+			sleep(ctx, wait)
+			continue
 		}
-		if b.messages == 0 {
-			var cancel context.CancelFunc
-			fetchCtx, cancel = context.WithTimeout(ctx, c.opts.BatchMaxWait)
-			stopTimer = cancel
-		}
-		c.add(b, m)
+		bo.reset()
+		done := make(chan struct{})
+		gen.Start(func(genCtx context.Context) {
+			defer close(done)
+			c.assigned.Store(true)
+			defer c.assigned.Store(false)
+			c.runGeneration(ctx, genCtx, gen)
+		})
+		<-done
 	}
-	return b, nil
+	c.log.Info("stopped")
+	return nil
 }
 
-// add decodes m into b: an event, a lifecycle event, or a dead letter.
-func (c *Consumer) add(b *batch, m kafka.Message) {
-	b.track(m)
-	var err error
-	switch {
-	case len(m.Value) > c.opts.MaxMessageBytes:
-		err = decodeErr(ReasonTooLarge, "%d bytes is over ingest.max_message_bytes (%d)", len(m.Value), c.opts.MaxMessageBytes)
-	case m.Topic == c.opts.AuthEventsTopic:
-		var ev Event
-		if ev, err = DecodeEvent(m.Value, c.opts.Fingerprinter); err == nil {
-			b.events = append(b.events, storedEvent{Event: ev, partition: int32(m.Partition), offset: m.Offset})
+// runGeneration consumes the partitions gen assigns until ctx (shutdown) or genCtx (rebalance)
+// ends, then stores and commits what was fetched and returns, letting the group move on.
+func (c *Consumer) runGeneration(ctx, genCtx context.Context, gen *kafka.Generation) {
+	log := c.log.With("generation", gen.ID)
+	stop, cancel := context.WithCancel(genCtx)
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-stop.Done():
 		}
-	case m.Topic == c.opts.LifecycleTopic:
-		var ev LifecycleEvent
-		if ev, err = DecodeLifecycle(m.Value); err == nil {
-			b.lifecycle = append(b.lifecycle, storedLifecycle{LifecycleEvent: ev, partition: int32(m.Partition), offset: m.Offset})
+	}()
+
+	var partitions []topicPartition
+	for topic, assigned := range gen.Assignments {
+		for _, a := range assigned {
+			partitions = append(partitions, topicPartition{topic: topic, partition: a.ID, offset: a.Offset})
 		}
-	default:
-		err = decodeErr(ReasonInvalidValue, "message from unexpected topic %q", m.Topic)
 	}
-	if err == nil {
-		return
+	log.Info("partitions assigned", "count", len(partitions))
+	stored, err := c.loadProgress(stop, partitions)
+	if err != nil {
+		return // stopped while ClickHouse was unreachable: nothing fetched, nothing to store
 	}
-	reason := ReasonInvalidValue
-	var de *DecodeError
-	if errors.As(err, &de) {
-		reason = de.Reason
+
+	chunks := make(chan *chunk, 2*len(partitions)+2)
+	var fetchers sync.WaitGroup
+	for _, tp := range partitions {
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			c.fetch(stop, tp, stored[tp.key()], chunks)
+		}()
 	}
-	b.deadLetters = append(b.deadLetters, DeadLetter{
-		Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
-		Reason: reason, Error: err.Error(), Excerpt: Redact(m.Value), Size: len(m.Value),
-	})
-	c.log.Debug("dead letter", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason)
+	go func() {
+		fetchers.Wait()
+		close(chunks)
+	}()
+	c.storeBatches(ctx, gen, chunks)
+	log.Info("generation ended")
 }
 
-// store writes b to ClickHouse, retrying with capped backoff until it lands or ctx ends, then
-// commits its offsets.
-func (c *Consumer) store(ctx context.Context, b *batch) error {
-	bo := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+// loadProgress asks ClickHouse what is already stored of the partitions, retrying until it
+// answers or ctx ends.
+func (c *Consumer) loadProgress(ctx context.Context, partitions []topicPartition) (map[string]storedUpTo, error) {
+	bo := backoff{min: 200 * time.Millisecond, max: 30 * time.Second}
+	for {
+		stored, err := c.progress.load(ctx, partitions)
+		if err == nil {
+			return stored, nil
+		}
+		c.failing.Store(true)
+		wait := bo.next()
+		c.log.Warn("cannot read ingest progress from clickhouse; retrying", "retry_in", wait.Round(time.Millisecond), "error", err)
+		if !sleep(ctx, wait) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// storeBatches gathers chunks into batches and stores them one at a time, while the fetchers go
+// on filling the next batch. It returns when chunks is closed and everything in it was stored
+// (or, on shutdown, abandoned after ShutdownGrace).
+func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chunks <-chan *chunk) {
+	ready := make(chan *batch, 1) // one batch waits while one is stored: bounded memory
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		abandoned := false
+		for b := range ready {
+			if !abandoned && !c.store(ctx, gen, b) {
+				abandoned = true // keep draining; later batches must not be stored past a gap
+			}
+			for _, ch := range b.chunks {
+				c.chunks.Put(ch)
+			}
+		}
+	}()
+
+	b := &batch{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		if len(b.chunks) > 0 {
+			ready <- b
+			b = &batch{}
+		}
+		timer.Stop()
+	}
+	for open := true; open; {
+		select {
+		case ch, ok := <-chunks:
+			if !ok {
+				open = false
+				break
+			}
+			if len(b.chunks) == 0 {
+				b.started = time.Now()
+				timer.Reset(c.opts.BatchMaxWait)
+			}
+			b.chunks = append(b.chunks, ch)
+			b.messages += ch.messages
+			if b.messages >= c.opts.BatchMaxRows {
+				flush()
+			}
+		case <-timer.C:
+			flush()
+		}
+	}
+	flush()
+	close(ready)
+	<-done
+}
+
+// store writes b, retrying with capped backoff until it lands, then commits its offsets. While
+// it retries, fetching stalls on the bounded channels. After shutdown it gives up once
+// ShutdownGrace has passed, and reports false: the batch stays uncommitted.
+func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) bool {
+	// Stores outlive ctx by ShutdownGrace, so the last batch can land after shutdown began.
+	storeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(c.opts.ShutdownGrace, cancel) })
+	defer stopGrace()
+	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
 	for {
 		start := time.Now()
-		err := c.writer.write(ctx, b)
+		err := c.writer.write(storeCtx, b)
 		if err == nil {
 			c.metrics.insertTime.Observe(time.Since(start).Seconds())
 			break
@@ -181,47 +261,74 @@ func (c *Consumer) store(ctx context.Context, b *batch) error {
 		c.metrics.retries.WithLabelValues("insert").Inc()
 		wait := bo.next()
 		c.log.Warn("store failed; fetching paused, retrying", "messages", b.messages, "retry_in", wait.Round(time.Millisecond), "error", err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
+		if !sleep(storeCtx, wait) {
+			c.log.Warn("batch abandoned uncommitted at shutdown; it is read again on the next start", "messages", b.messages, "error", err)
+			return false
 		}
 	}
 	c.failing.Store(false)
 	c.metrics.batchRows.Observe(float64(b.messages))
 	c.count(b)
 
-	bo.reset()
+	// The rows are stored: if a commit fails, the next one covers these offsets, and whoever
+	// reads them again skips them through ingest_progress.
 	for attempt := 1; ; attempt++ {
-		err := c.reader.CommitMessages(ctx, b.commits()...)
+		err := gen.CommitOffsets(b.commits())
 		if err == nil {
-			return nil
+			return true
 		}
 		c.metrics.retries.WithLabelValues("commit").Inc()
-		if attempt == 5 || ctx.Err() != nil {
-			// The rows are stored; the next commit covers these offsets, and a re-read after a
-			// restart is dropped by the deduplication token.
-			c.log.Error("commit failed; offsets are committed with the next batch", "error", err)
-			return nil
+		if attempt == 3 {
+			c.log.Warn("commit failed; the next batch's commit covers these offsets", "error", err)
+			return true
 		}
-		wait := bo.next()
-		c.log.Warn("commit failed, retrying", "retry_in", wait.Round(time.Millisecond), "error", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
+		sleep(storeCtx, time.Duration(attempt)*200*time.Millisecond)
 	}
 }
 
 func (c *Consumer) count(b *batch) {
-	if n := len(b.events); n > 0 {
-		c.metrics.messages.WithLabelValues(c.opts.AuthEventsTopic, "stored").Add(float64(n))
-	}
-	if n := len(b.lifecycle); n > 0 {
-		c.metrics.messages.WithLabelValues(c.opts.LifecycleTopic, "stored").Add(float64(n))
-	}
-	for _, d := range b.deadLetters {
-		c.metrics.messages.WithLabelValues(d.Topic, "dead_letter").Inc()
-		c.metrics.deadLetters.WithLabelValues(d.Reason).Inc()
+	for _, ch := range b.chunks {
+		if n := ch.events.len(); n > 0 {
+			c.metrics.messages.WithLabelValues(ch.topic, "stored").Add(float64(n))
+		}
+		if n := len(ch.lifecycle); n > 0 {
+			c.metrics.messages.WithLabelValues(ch.topic, "stored").Add(float64(n))
+		}
+		if ch.skipped > 0 {
+			c.metrics.messages.WithLabelValues(ch.topic, "already_stored").Add(float64(ch.skipped))
+		}
+		for _, d := range ch.deadLetters {
+			c.metrics.messages.WithLabelValues(d.Topic, "dead_letter").Inc()
+			c.metrics.deadLetters.WithLabelValues(d.Reason).Inc()
+		}
 	}
 }
+
+// sleep waits d or until ctx ends; it reports whether the whole d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// backoff is a capped exponential delay with jitter.
+type backoff struct {
+	min, max time.Duration
+	attempt  int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.min << min(b.attempt, 20)
+	if d > b.max || d <= 0 {
+		d = b.max
+	}
+	b.attempt++
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+func (b *backoff) reset() { b.attempt = 0 }

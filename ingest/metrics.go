@@ -9,6 +9,7 @@ type Metrics struct {
 	batchRows   prometheus.Histogram
 	insertTime  prometheus.Histogram
 	retries     *prometheus.CounterVec
+	lag         *prometheus.GaugeVec
 }
 
 // NewMetrics creates the series and registers them with reg (none when reg is nil).
@@ -16,7 +17,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keywatch_ingest_messages_total",
-			Help: "Kafka messages ingested, by topic and result (stored or dead_letter).",
+			Help: "Kafka messages ingested, by topic and result (stored, dead_letter, or already_stored by an earlier run and skipped).",
 		}, []string{"topic", "result"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keywatch_ingest_dead_letters_total",
@@ -36,9 +37,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keywatch_ingest_retries_total",
 			Help: "Retries after a failed operation (insert or commit).",
 		}, []string{"operation"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keywatch_ingest_partition_lag",
+			Help: "Messages between the last one fetched and the partition's end, per assigned partition.",
+		}, []string{"topic", "partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.deadLetters, m.batchRows, m.insertTime, m.retries)
+		reg.MustRegister(m.messages, m.deadLetters, m.batchRows, m.insertTime, m.retries, m.lag)
 	}
 	return m
 }

@@ -92,7 +92,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		checks := map[string]api.Check{
 			"clickhouse": conn.Ping,
 			"ingest": func(context.Context) error {
-				if consumer.Failing() {
+				switch {
+				case !consumer.Assigned():
+					return errors.New("not (yet) a member of a consumer group generation")
+				case consumer.Failing():
 					return errors.New("storing the last batch failed; retrying")
 				}
 				return nil

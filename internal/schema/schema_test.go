@@ -52,7 +52,7 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 		_ = rows.Scan(&n)
 		tables = append(tables, n)
 	}
-	want := []string{"auth_events", "auth_events_1m", "auth_events_1m_mv", "dead_letters", "key_lifecycle", "key_lifecycle_events", "key_lifecycle_mv", "keywatch_migrations"}
+	want := []string{"auth_events", "auth_events_1m", "auth_events_1m_mv", "dead_letters", "ingest_progress", "ingest_progress_auth_events_mv", "ingest_progress_dead_letters_mv", "ingest_progress_key_lifecycle_events_mv", "key_lifecycle", "key_lifecycle_events", "key_lifecycle_mv", "keywatch_migrations"}
 	if !slices.Equal(tables, want) {
 		t.Fatalf("tables = %v, want %v", tables, want)
 	}

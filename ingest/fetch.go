@@ -1,0 +1,127 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// chunkMax bounds the messages of one chunk; chunkWait bounds how long a chunk stays open.
+const (
+	chunkMax  = 2000
+	chunkWait = 50 * time.Millisecond
+)
+
+// fetch reads one partition from tp.offset until ctx ends, decoding messages into chunks and
+// handing them to out in offset order.
+func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUpTo, out chan<- *chunk) {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:       c.opts.Brokers,
+		Topic:         tp.topic,
+		Partition:     tp.partition,
+		MinBytes:      1,
+		MaxBytes:      max(16<<20, 2*c.opts.MaxMessageBytes),
+		MaxWait:       250 * time.Millisecond,
+		QueueCapacity: chunkMax,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			c.log.Debug("kafka reader: "+msg, "args", args)
+		}),
+	})
+	defer r.Close()
+	if err := r.SetOffset(tp.offset); err != nil {
+		c.log.Error("cannot seek", "topic", tp.topic, "partition", tp.partition, "offset", tp.offset, "error", err)
+		return
+	}
+	lag := c.metrics.lag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition))
+	limit := min(chunkMax, c.opts.BatchMaxRows)
+	wait := min(chunkWait, c.opts.BatchMaxWait)
+	for ctx.Err() == nil {
+		ch := c.chunks.Get().(*chunk)
+		ch.reset(tp.topic, tp.partition)
+		err := c.fill(ctx, r, ch, limit, wait, stored)
+		if ch.messages > 0 {
+			lag.Set(float64(r.Lag()))
+			out <- ch
+		} else {
+			c.chunks.Put(ch)
+		}
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "error", err)
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// fill reads into ch until it holds limit messages, wait has passed since its first message, or
+// ctx ends.
+func (c *Consumer) fill(ctx context.Context, r *kafka.Reader, ch *chunk, limit int, wait time.Duration, stored storedUpTo) error {
+	fetchCtx := ctx // until the first message; then bounded by the chunk's deadline
+	for ch.messages < limit {
+		m, err := r.FetchMessage(fetchCtx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+				return nil
+			}
+			return err
+		}
+		if ch.messages == 0 {
+			ch.first, ch.firstTime = m.Offset, m.Time
+			var cancel context.CancelFunc
+			fetchCtx, cancel = context.WithTimeout(ctx, wait)
+			defer cancel()
+		}
+		ch.last = m.Offset
+		ch.messages++
+		c.decode(ch, &m, stored)
+	}
+	return nil
+}
+
+// decode turns m into an event, a lifecycle event or a dead letter of ch, unless an earlier run
+// already stored it.
+func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo) {
+	var err error
+	switch {
+	case len(m.Value) > c.opts.MaxMessageBytes:
+		err = decodeErr(ReasonTooLarge, "%d bytes is over ingest.max_message_bytes (%d)", len(m.Value), c.opts.MaxMessageBytes)
+	case m.Topic == c.opts.AuthEventsTopic:
+		var ev Event
+		if ev, err = DecodeEvent(m.Value, c.opts.Fingerprinter); err == nil {
+			if m.Offset <= stored.authEvents {
+				ch.skipped++
+				return
+			}
+			ch.events.add(&ev, m.Topic, int32(m.Partition), m.Offset)
+			return
+		}
+	case m.Topic == c.opts.LifecycleTopic:
+		var ev LifecycleEvent
+		if ev, err = DecodeLifecycle(m.Value); err == nil {
+			if m.Offset <= stored.lifecycle {
+				ch.skipped++
+				return
+			}
+			ch.lifecycle = append(ch.lifecycle, storedLifecycle{LifecycleEvent: ev, topic: m.Topic, partition: int32(m.Partition), offset: m.Offset})
+			return
+		}
+	default:
+		err = decodeErr(ReasonInvalidValue, "message from unexpected topic %q", m.Topic)
+	}
+	if m.Offset <= stored.deadLetters {
+		ch.skipped++
+		return
+	}
+	reason := ReasonInvalidValue
+	var de *DecodeError
+	if errors.As(err, &de) {
+		reason = de.Reason
+	}
+	ch.deadLetters = append(ch.deadLetters, DeadLetter{
+		Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
+		Reason: reason, Error: err.Error(), Excerpt: Redact(m.Value), Size: len(m.Value),
+	})
+	c.log.Debug("dead letter", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason)
+}

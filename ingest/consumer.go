@@ -20,7 +20,9 @@ type Options struct {
 	AuthEventsTopic string
 	LifecycleTopic  string
 	// StartFrom is where a group without committed offsets starts: "earliest" or "latest".
-	StartFrom       string
+	StartFrom string
+	// SessionTimeout is how long the group waits for a member that stopped heartbeating.
+	SessionTimeout  time.Duration
 	BatchMaxRows    int
 	BatchMaxWait    time.Duration
 	MaxMessageBytes int
@@ -56,6 +58,9 @@ func NewConsumer(opts Options, conn driver.Conn) *Consumer {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
+	if opts.SessionTimeout == 0 {
+		opts.SessionTimeout = 10 * time.Second
+	}
 	if opts.ShutdownGrace == 0 {
 		opts.ShutdownGrace = 10 * time.Second
 	}
@@ -86,7 +91,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		Topics:            []string{c.opts.AuthEventsTopic, c.opts.LifecycleTopic},
 		StartOffset:       start,
 		HeartbeatInterval: time.Second,
-		SessionTimeout:    30 * time.Second,
+		SessionTimeout:    c.opts.SessionTimeout,
 		RebalanceTimeout:  30 * time.Second,
 		JoinGroupBackoff:  time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {

@@ -65,6 +65,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		AuthEventsTopic: cfg.Kafka.AuthEventsTopic,
 		LifecycleTopic:  cfg.Kafka.LifecycleTopic,
 		StartFrom:       cfg.Kafka.StartFrom,
+		SessionTimeout:  time.Duration(cfg.Kafka.SessionTimeout),
 		BatchMaxRows:    cfg.Ingest.BatchMaxRows,
 		BatchMaxWait:    time.Duration(cfg.Ingest.BatchMaxWait),
 		MaxMessageBytes: cfg.Ingest.MaxMessageBytes,

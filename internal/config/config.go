@@ -37,6 +37,7 @@ type Kafka struct {
 	AuthEventsTopic string   `yaml:"auth_events_topic" help:"topic of authentication events (contract 3.1)"`
 	LifecycleTopic  string   `yaml:"lifecycle_topic" help:"topic of key lifecycle events (contract 3.2)"`
 	StartFrom       string   `yaml:"start_from" help:"where a new group starts: earliest or latest"`
+	SessionTimeout  Duration `yaml:"session_timeout" help:"a replica that stops heartbeating loses its partitions after this long"`
 }
 
 // ClickHouse says where events are stored and detectors read.
@@ -89,6 +90,7 @@ func Default() Config {
 			AuthEventsTopic: "auth-events",
 			LifecycleTopic:  "key-lifecycle",
 			StartFrom:       "earliest",
+			SessionTimeout:  Duration(10 * time.Second),
 		},
 		ClickHouse: ClickHouse{
 			Addr:        []string{"localhost:9000"},
@@ -220,6 +222,9 @@ func (c *Config) validate() []error {
 	}
 	if c.Kafka.StartFrom != "earliest" && c.Kafka.StartFrom != "latest" {
 		bad("kafka.start_from", "%q: want earliest or latest", c.Kafka.StartFrom)
+	}
+	if c.Kafka.SessionTimeout < Duration(6*time.Second) || c.Kafka.SessionTimeout > Duration(5*time.Minute) {
+		bad("kafka.session_timeout", "%s: want 6s to 5m (the broker's group.min/max.session.timeout.ms)", c.Kafka.SessionTimeout)
 	}
 	hostports("clickhouse.addr", c.ClickHouse.Addr)
 	if !identifier.MatchString(c.ClickHouse.Database) {

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/keywatch/keywatch/internal/testbed"
+)
+
+// TestNoEventLostOrDuplicatedAcrossCrashesAndOutages runs `keywatch run` as a process over
+// 500,000 events, SIGKILLs it at five random points while it ingests and restarts it each time,
+// then stops ClickHouse for 30 s while it ingests. Every valid event must be stored exactly once,
+// every malformed one dead-lettered exactly once, and the rollup must agree with the raw rows.
+func TestNoEventLostOrDuplicatedAcrossCrashesAndOutages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about a minute")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(dir, "clickhouse")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Stop() })
+	const topic, partitions = "auth-events", 4
+	broker, err := testbed.StartKafka(partitions, topic, "key-lifecycle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	cfgPath := filepath.Join(dir, "keywatch.yaml")
+	os.WriteFile(cfgPath, fmt.Appendf(nil, `
+kafka:
+  brokers: [%q]
+  session_timeout: 6s
+clickhouse:
+  addr: [%q]
+  database: fault
+ingest:
+  batch_max_rows: 5000
+  batch_max_wait: 100ms
+http:
+  listen: ""
+`, broker.Brokers[0], server.Addr), 0o600)
+
+	// Events r-0 ... r-499999; every 200th is malformed.
+	const first, total = 300_000, 500_000
+	var wantValid, wantSum, wantDead uint64
+	events := make([][]byte, total)
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	for i := range total {
+		if i%200 == 13 {
+			events[i] = fmt.Appendf(nil, `{"ts":%d,"key_id":"kid_%d","status":"bad-%d"}`, base, i%97, i)
+			wantDead++
+			continue
+		}
+		events[i] = fmt.Appendf(nil, `{"ts":%d,"key_id":"kid_%d","client_id":"c%d","status":%d,"ip":"198.51.100.%d","request_id":"r-%d"}`,
+			base+int64(i), i%97, i%13, []int{200, 200, 200, 401, 429}[i%5], i%250, i)
+		wantValid++
+		wantSum += uint64(i)
+	}
+	if err := broker.Produce(ctx, topic, events[:first]...); err != nil {
+		t.Fatal(err)
+	}
+
+	conn := server.Conn(t, "default")
+	stored := func() uint64 {
+		var n uint64
+		_ = conn.QueryRow(ctx, "SELECT count() FROM fault.auth_events").Scan(&n)
+		return n
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for kill := 1; kill <= 5; kill++ {
+		kw := startKeywatch(t, cfgPath)
+		before := stored()
+		// A restart waits for the killed member's session (kafka.session_timeout) to expire.
+		waitUntilFor(t, fmt.Sprintf("progress before kill %d", kill), 2*time.Minute, func() bool { return stored() > before })
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		kw.kill()
+		t.Logf("kill %d: SIGKILL with %d of %d events stored", kill, stored(), first)
+	}
+
+	kw := startKeywatch(t, cfgPath)
+	var produced sync.WaitGroup
+	produced.Add(1)
+	go func() {
+		defer produced.Done()
+		if err := broker.Produce(ctx, topic, events[first:]...); err != nil {
+			t.Error(err)
+		}
+	}()
+	waitUntil(t, "ingest of the second part", func() bool { return stored() > first-first/4 })
+	conn.Close()
+	server.Stop()
+	t.Logf("clickhouse stopped for 30s")
+	time.Sleep(30 * time.Second)
+	server, err = testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{
+		Dir: filepath.Join(dir, "clickhouse"), TCPPort: portOf(server.Addr), HTTPPort: portOf(server.HTTPAddr),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Stop() })
+	conn = server.Conn(t, "default")
+	produced.Wait()
+	waitUntilFor(t, "every event stored and every offset committed", 3*time.Minute, func() bool {
+		return stored() == wantValid && committedLag(t, broker, "keywatch", topic, partitions) == 0
+	})
+	if out, err := kw.stop(); err != nil {
+		t.Fatalf("keywatch run after SIGTERM: %v\n%s", err, out)
+	}
+
+	var count, distinct, sum, dead, deadDistinct uint64
+	q := `SELECT count(), uniqExact(request_id), sum(toUInt64(substring(request_id, 3))) FROM fault.auth_events`
+	if err := conn.QueryRow(ctx, q).Scan(&count, &distinct, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if count != wantValid || distinct != wantValid || sum != wantSum {
+		t.Errorf("auth_events: %d rows, %d distinct request ids, checksum %d; want %d, %d, %d", count, distinct, sum, wantValid, wantValid, wantSum)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(), uniqExact(partition, offset) FROM fault.dead_letters").Scan(&dead, &deadDistinct); err != nil {
+		t.Fatal(err)
+	}
+	if dead != wantDead || deadDistinct != wantDead {
+		t.Errorf("dead_letters: %d rows for %d offsets, want %d", dead, deadDistinct, wantDead)
+	}
+	var mismatched uint64
+	if err := conn.QueryRow(ctx, `
+		SELECT count() FROM
+		(SELECT key_id, client_id, outcome, toStartOfMinute(ts) AS minute, count() AS n FROM fault.auth_events GROUP BY ALL) AS raw
+		FULL OUTER JOIN
+		(SELECT key_id, client_id, outcome, minute, sum(requests) AS n FROM fault.auth_events_1m GROUP BY ALL) AS rollup
+		USING (key_id, client_id, outcome, minute)
+		WHERE raw.n != rollup.n`).Scan(&mismatched); err != nil {
+		t.Fatal(err)
+	}
+	if mismatched != 0 {
+		t.Errorf("the per-minute rollup disagrees with auth_events on %d key × client × outcome × minute cells", mismatched)
+	}
+}
+
+// process is `keywatch run` started from this test binary.
+type process struct {
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan error
+}
+
+func startKeywatch(t *testing.T, cfgPath string) *process {
+	t.Helper()
+	p := &process{out: &bytes.Buffer{}, exited: make(chan error, 1)}
+	p.cmd = exec.Command(os.Args[0], "run", "--config", cfgPath)
+	p.cmd.Env = append(os.Environ(), asMainEnv+"=1", "KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.cmd.Process.Kill() })
+	return p
+}
+
+func (p *process) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// stop sends SIGTERM and returns the process's output and its exit error.
+func (p *process) stop() (string, error) {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		return p.out.String(), err
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+		return p.out.String(), fmt.Errorf("no exit within 30s of SIGTERM")
+	}
+}
+
+// committedLag returns how many messages of topic the group has not committed.
+func committedLag(t *testing.T, k *testbed.Kafka, group, topic string, partitions int) int64 {
+	t.Helper()
+	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 5 * time.Second}
+	var reqs []kafka.OffsetRequest
+	var ids []int
+	for p := range partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+		ids = append(ids, p)
+	}
+	ctx := context.Background()
+	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return -1
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err != nil {
+		return -1
+	}
+	end := map[int]int64{}
+	for _, p := range ends.Topics[topic] {
+		end[p.Partition] = p.LastOffset
+	}
+	var lag int64
+	for _, p := range committed.Topics[topic] {
+		lag += end[p.Partition] - max(p.CommittedOffset, 0)
+	}
+	return lag
+}
+
+func portOf(addr string) int {
+	var port int
+	fmt.Sscanf(addr[strings.LastIndexByte(addr, ':')+1:], "%d", &port)
+	return port
+}

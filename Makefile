@@ -12,6 +12,7 @@ KEYWATCH_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/keywatch
 LIBCHDB        := $(KEYWATCH_CACHE)/chdb/$(CHDB_VERSION)/libchdb.so
 export KEYWATCH_LIBCHDB := $(LIBCHDB)
 
+FUZZTIME ?= 15s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build demo test vet chdb clean

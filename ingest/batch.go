@@ -16,7 +16,7 @@ import (
 
 const (
 	insertAuthEvents = `INSERT INTO auth_events (ts, key_id, key_fingerprint, client_id, outcome, status, ip,
-	user_agent, method, route, request_id, gateway, src_topic, src_partition, src_offset)`
+	asn, as_org, country, user_agent, method, route, request_id, gateway, src_topic, src_partition, src_offset)`
 	insertLifecycle = `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until,
 	reason, src_topic, src_partition, src_offset)`
 	insertDeadLetters = `INSERT INTO dead_letters (topic, partition, offset, reason, error, excerpt, size)`
@@ -42,6 +42,8 @@ type eventColumns struct {
 	outcome                                           []int8
 	status                                            []uint16
 	ip                                                []netip.Addr
+	asn                                               []uint32
+	asOrg, country                                    []string
 	userAgent, method, route, requestID, gateway, src []string
 	partition                                         []int32
 	offset                                            []int64
@@ -59,6 +61,9 @@ func (c *eventColumns) add(e *Event, topic string, partition int32, offset int64
 	c.outcome = append(c.outcome, outcomeCodes[e.Outcome])
 	c.status = append(c.status, e.Status)
 	c.ip = append(c.ip, ip)
+	c.asn = append(c.asn, e.Network.ASN)
+	c.asOrg = append(c.asOrg, e.Network.ASOrg)
+	c.country = append(c.country, e.Network.Country)
 	c.userAgent = append(c.userAgent, e.UserAgent)
 	c.method = append(c.method, e.Method)
 	c.route = append(c.route, e.Route)
@@ -73,13 +78,14 @@ func (c *eventColumns) len() int { return len(c.ts) }
 
 // columns returns the slices in the order of insertAuthEvents.
 func (c *eventColumns) columns() []any {
-	return []any{c.ts, c.keyID, c.keyFP, c.clientID, c.outcome, c.status, c.ip, c.userAgent, c.method,
-		c.route, c.requestID, c.gateway, c.src, c.partition, c.offset}
+	return []any{c.ts, c.keyID, c.keyFP, c.clientID, c.outcome, c.status, c.ip, c.asn, c.asOrg, c.country,
+		c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src, c.partition, c.offset}
 }
 
 func (c *eventColumns) reset() {
 	c.ts, c.keyID, c.keyFP, c.clientID = c.ts[:0], c.keyID[:0], c.keyFP[:0], c.clientID[:0]
 	c.outcome, c.status, c.ip, c.userAgent = c.outcome[:0], c.status[:0], c.ip[:0], c.userAgent[:0]
+	c.asn, c.asOrg, c.country = c.asn[:0], c.asOrg[:0], c.country[:0]
 	c.method, c.route, c.requestID, c.gateway = c.method[:0], c.route[:0], c.requestID[:0], c.gateway[:0]
 	c.src, c.partition, c.offset = c.src[:0], c.partition[:0], c.offset[:0]
 }
@@ -110,6 +116,7 @@ type chunk struct {
 	partition   int
 	first, last int64
 	firstTime   time.Time // the first message's timestamp, to tell a recreated topic from the old
+	readAt      time.Time // when the first message was read: "now" for the timestamp limits
 	messages    int
 	skipped     int // already stored before this process read them
 	events      eventColumns

@@ -29,7 +29,7 @@ type Options struct {
 	// ShutdownGrace bounds storing the last batch after the context ends; what is not stored by
 	// then is left uncommitted and read again on the next start.
 	ShutdownGrace time.Duration
-	Fingerprinter *Fingerprinter
+	Decoder       *Decoder
 	Logger        *slog.Logger
 	Metrics       *Metrics
 }

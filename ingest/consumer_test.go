@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/ingest/mapping"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -32,6 +33,17 @@ const (
 	lifecycleTopic = "key-lifecycle"
 	partitions     = 4
 )
+
+const testFingerprintKey = "test-fingerprint-key"
+
+func newDecoder(t testing.TB) *ingest.Decoder {
+	spec, _ := mapping.Builtin("keywatch")
+	m, err := mapping.Compile("ingest.mapping", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ingest.NewDecoder(m, ingest.NewFingerprinter([]byte(testFingerprintKey)), ingest.Limits{}, nil)
+}
 
 // env is one test's database, broker and consumer options.
 type env struct {
@@ -63,8 +75,8 @@ func newEnv(t *testing.T, logs io.Writer) *env {
 		opts: ingest.Options{
 			Brokers: k.Brokers, GroupID: "keywatch-test", AuthEventsTopic: authTopic, LifecycleTopic: lifecycleTopic,
 			StartFrom: "earliest", BatchMaxRows: 5000, BatchMaxWait: 200 * time.Millisecond, MaxMessageBytes: 64 << 10,
-			Fingerprinter: ingest.NewFingerprinter([]byte("test-fingerprint-key")),
-			Logger:        slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Decoder: newDecoder(t),
+			Logger:  slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		},
 	}
 }
@@ -282,7 +294,7 @@ func TestRawAPIKeysReachNoTableAndNoLog(t *testing.T) {
 	})
 	_ = stop()
 
-	fp := e.opts.Fingerprinter.Fingerprint(secrets[0])
+	fp := ingest.NewFingerprinter([]byte(testFingerprintKey)).Fingerprint(secrets[0])
 	if got := e.count(t, "SELECT count() FROM auth_events WHERE key_id = ? AND key_fingerprint = ?", fp, fp); got != 1 {
 		t.Fatalf("no event stored under the fingerprint of its api_key")
 	}
@@ -339,3 +351,74 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 
 func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
 func (b *syncBuffer) Len() int       { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.Len() }
+
+func TestHostileInputNeverStallsThePipeline(t *testing.T) {
+	e := newEnv(t, nil)
+	spec, _ := mapping.Builtin("keywatch")
+	m, _ := mapping.Compile("ingest.mapping", spec)
+	e.opts.Decoder = ingest.NewDecoder(m, ingest.NewFingerprinter([]byte(testFingerprintKey)),
+		ingest.Limits{MaxAge: 30 * 24 * time.Hour, MaxSkew: time.Hour}, nil)
+	now := time.Now().UTC()
+	hostile := []struct {
+		name, reason string
+		msg          []byte
+	}{
+		{"invalid json", ingest.ReasonInvalidJSON, []byte(`{"ts": "` + now.Format(time.RFC3339) + `", "key_id": "k", "status": 200`)},
+		{"not an object", ingest.ReasonWrongType, []byte(`"just a string"`)},
+		{"status of the wrong type", ingest.ReasonWrongType, []byte(`{"ts":"` + now.Format(time.RFC3339) + `","key_id":"k","status":"200"}`)},
+		{"key id of the wrong type", ingest.ReasonWrongType, []byte(`{"ts":"` + now.Format(time.RFC3339) + `","key_id":{"id":1},"status":200}`)},
+		{"invalid utf-8", ingest.ReasonInvalidUTF8, []byte("{\"ts\":\"" + now.Format(time.RFC3339) + "\",\"key_id\":\"k\xc3\x28\",\"status\":200}")},
+		{"1 MiB message", ingest.ReasonTooLarge, append(append([]byte(`{"ts":"`+now.Format(time.RFC3339)+`","key_id":"k","status":200,"pad":"`), bytes.Repeat([]byte("x"), 1<<20-100)...), '"', '}')},
+		{"far past", ingest.ReasonInvalidValue, []byte(`{"ts":"2019-01-01T00:00:00Z","key_id":"k","status":200}`)},
+		{"far future", ingest.ReasonInvalidValue, []byte(`{"ts":"` + now.Add(48*time.Hour).Format(time.RFC3339) + `","key_id":"k","status":200}`)},
+		{"year 1970", ingest.ReasonInvalidValue, []byte(`{"ts":0,"key_id":"k","status":200}`)},
+		{"unknown outcome", ingest.ReasonInvalidValue, []byte(`{"ts":"` + now.Format(time.RFC3339) + `","key_id":"k","outcome":"meh"}`)},
+		{"ip that does not parse", ingest.ReasonInvalidValue, []byte(`{"ts":"` + now.Format(time.RFC3339) + `","key_id":"k","status":200,"ip":"300.1.2.3"}`)},
+		{"empty message", ingest.ReasonInvalidJSON, []byte(``)},
+		{"deeply nested", ingest.ReasonInvalidJSON, []byte(strings.Repeat("[", 100000))},
+	}
+	var values [][]byte
+	for i, h := range hostile {
+		values = append(values, h.msg)
+		values = append(values, fmt.Appendf(nil, `{"ts":%q,"key_id":"k","status":200,"request_id":"ok-%d"}`, now.Format(time.RFC3339Nano), i))
+	}
+	w := e.kafka.Writer(authTopic)
+	w.Balancer = &kafka.Hash{} // every message of this test on one partition, in order
+	w.BatchBytes = 4 << 20
+	var msgs []kafka.Message
+	for _, v := range values {
+		msgs = append(msgs, kafka.Message{Key: []byte("one"), Value: v})
+	}
+	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	e.opts.MaxMessageBytes = 256 << 10
+	stop := e.run(t)
+	waitFor(t, "every message stored or dead-lettered", time.Minute, func() bool {
+		return e.count(t, "SELECT count() FROM auth_events")+e.count(t, "SELECT count() FROM dead_letters") == uint64(len(values)) &&
+			e.lag(t, authTopic) == 0
+	})
+	_ = stop()
+	if got := e.count(t, "SELECT count() FROM auth_events"); got != uint64(len(hostile)) {
+		t.Errorf("%d valid events stored, want %d", got, len(hostile))
+	}
+	rows, err := e.conn.Query(context.Background(), "SELECT reason, error FROM dead_letters ORDER BY offset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	i := 0
+	for ; rows.Next(); i++ {
+		var reason, detail string
+		if err := rows.Scan(&reason, &detail); err != nil {
+			t.Fatal(err)
+		}
+		if i < len(hostile) && reason != hostile[i].reason {
+			t.Errorf("%s: dead-lettered as %s (%s), want %s", hostile[i].name, reason, detail, hostile[i].reason)
+		}
+	}
+	if i != len(hostile) {
+		t.Errorf("%d dead letters, want %d", i, len(hostile))
+	}
+}

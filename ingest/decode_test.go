@@ -2,13 +2,27 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
+
+	"github.com/keywatch/keywatch/ingest/mapping"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestDecodeEvent(t *testing.T) {
+func newTestDecoder(t testing.TB, limits Limits) (*Decoder, *Fingerprinter) {
+	spec, _ := mapping.Builtin("keywatch")
+	m, err := mapping.Compile("ingest.mapping", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fp := NewFingerprinter([]byte("0123456789abcdef"))
+	return NewDecoder(m, fp, limits, nil), fp
+}
+
+func TestDecodeEvent(t *testing.T) {
+	d, fp := newTestDecoder(t, Limits{})
+	now := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
 	ts := time.Date(2026, 11, 25, 16, 0, 0, 123e6, time.UTC)
 	cases := []struct {
 		name        string
@@ -39,10 +53,12 @@ func TestDecodeEvent(t *testing.T) {
 		{name: "bad ts text", msg: `{"ts":"yesterday","key_id":"k","outcome":"ok"}`, wantReason: ReasonInvalidValue},
 		{name: "ts in 1970", msg: `{"ts":0,"key_id":"k","outcome":"ok"}`, wantReason: ReasonInvalidValue},
 		{name: "status out of range", msg: `{"ts":1795622400123,"key_id":"k","status":42}`, wantReason: ReasonInvalidValue},
+		{name: "top-level array", msg: `[{"ts":1795622400123,"key_id":"k","status":200}]`, wantReason: ReasonWrongType},
+		{name: "trailing garbage", msg: `{"ts":1795622400123,"key_id":"k","status":200} x`, wantReason: ReasonInvalidJSON},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ev, err := DecodeEvent([]byte(tc.msg), fp)
+			ev, err := d.Event([]byte(tc.msg), now)
 			if tc.wantReason != "" {
 				var de *DecodeError
 				if !errors.As(err, &de) || de.Reason != tc.wantReason {
@@ -103,5 +119,30 @@ func TestRedact(t *testing.T) {
 	}
 	if got := Redact([]byte(strings.Repeat("x", 5000))); len(got) > excerptMax+4 {
 		t.Fatalf("excerpt of %d bytes, want at most %d", len(got), excerptMax)
+	}
+}
+
+func TestDecodeEventTimestampLimits(t *testing.T) {
+	d, _ := newTestDecoder(t, Limits{MaxAge: 24 * time.Hour, MaxSkew: time.Hour})
+	now := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
+	cases := []struct {
+		ts         time.Time
+		wantReason string
+	}{
+		{now.Add(-23 * time.Hour), ""},
+		{now.Add(-25 * time.Hour), ReasonInvalidValue},
+		{now.Add(59 * time.Minute), ""},
+		{now.Add(61 * time.Minute), ReasonInvalidValue},
+	}
+	for _, tc := range cases {
+		msg := fmt.Sprintf(`{"ts":%q,"key_id":"k","status":200}`, tc.ts.Format(time.RFC3339))
+		_, err := d.Event([]byte(msg), now)
+		var de *DecodeError
+		switch {
+		case tc.wantReason == "" && err != nil:
+			t.Errorf("%s: %v", tc.ts, err)
+		case tc.wantReason != "" && (!errors.As(err, &de) || de.Reason != tc.wantReason):
+			t.Errorf("%s: err = %v, want reason %s", tc.ts, err, tc.wantReason)
+		}
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/keywatch/keywatch/ingest/geo"
+	"github.com/keywatch/keywatch/ingest/mapping"
 )
 
 // Outcome is the result of one authentication attempt as stored in auth_events.outcome.
@@ -56,7 +59,8 @@ type Event struct {
 	ClientID       string
 	Outcome        Outcome
 	Status         uint16
-	IP             netip.Addr // the zero Addr when the gateway logged none
+	IP             netip.Addr  // the zero Addr when the gateway logged none
+	Network        geo.Network // the IP's autonomous system and country, where known
 	UserAgent      string
 	Method         string
 	Route          string
@@ -86,76 +90,101 @@ func decodeErr(reason, format string, args ...any) *DecodeError {
 	return &DecodeError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }
 
-// rawEvent is contract 3.1 as JSON.
-type rawEvent struct {
-	TS        json.RawMessage `json:"ts"`
-	KeyID     string          `json:"key_id"`
-	APIKey    string          `json:"api_key"`
-	ClientID  string          `json:"client_id"`
-	Outcome   string          `json:"outcome"`
-	Status    *int            `json:"status"`
-	IP        string          `json:"ip"`
-	UserAgent string          `json:"user_agent"`
-	Method    string          `json:"method"`
-	Route     string          `json:"route"`
-	RequestID string          `json:"request_id"`
-	Gateway   string          `json:"gateway"`
+// Limits bound an event's timestamp relative to the time it is read.
+type Limits struct {
+	// MaxAge rejects events older than this; 0 accepts any age back to the year 2000.
+	MaxAge time.Duration
+	// MaxSkew rejects events further in the future than this; 0 accepts any up to the year 2200.
+	MaxSkew time.Duration
 }
 
-// Limits on what a timestamp may be; anything outside cannot be an authentication event.
+// Absolute limits on what a timestamp may be; anything outside cannot be an authentication event.
 var (
 	minTS = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 	maxTS = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
-// DecodeEvent turns one message into an Event. A raw api_key is replaced by its fingerprint
-// under fp; when the event has no key_id, that fingerprint becomes the key id.
-func DecodeEvent(msg []byte, fp *Fingerprinter) (Event, error) {
-	var raw rawEvent
-	if err := unmarshalStrict(msg, &raw); err != nil {
-		return Event{}, err
+// Decoder turns authentication messages into Events: it reads a gateway's log shape through a
+// mapping, validates, replaces raw API keys by fingerprints and adds what geo knows of the IP.
+// It is safe for concurrent use.
+type Decoder struct {
+	mapping *mapping.Mapping
+	fp      *Fingerprinter
+	limits  Limits
+	geo     *geo.Lookup
+}
+
+// NewDecoder returns a Decoder; lookup may be nil (no enrichment).
+func NewDecoder(m *mapping.Mapping, fp *Fingerprinter, limits Limits, lookup *geo.Lookup) *Decoder {
+	return &Decoder{mapping: m, fp: fp, limits: limits, geo: lookup}
+}
+
+// Event decodes one message read at now. A raw api_key is replaced by its fingerprint; when the
+// event has no key_id, that fingerprint becomes the key id.
+func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) {
+	rec, err := d.mapping.Extract(msg)
+	if err != nil {
+		var me *mapping.Error
+		if errors.As(err, &me) {
+			return Event{}, &DecodeError{Reason: me.Reason, Detail: me.Detail}
+		}
+		return Event{}, decodeErr(ReasonInvalidJSON, "%v", err)
 	}
 	ev := Event{
-		ClientID: raw.ClientID, UserAgent: raw.UserAgent, Method: raw.Method, Route: raw.Route,
-		RequestID: raw.RequestID, Gateway: raw.Gateway, KeyID: raw.KeyID,
+		TS: rec.TS, KeyID: rec.KeyID, ClientID: rec.ClientID, UserAgent: rec.UserAgent, Method: rec.Method,
+		Route: rec.Route, RequestID: rec.RequestID, Gateway: rec.Gateway,
 	}
-	var err error
-	if ev.TS, err = parseTS("ts", raw.TS, true); err != nil {
-		return Event{}, err
-	}
-	if raw.APIKey != "" {
-		ev.KeyFingerprint = fp.Fingerprint(raw.APIKey)
-		raw.APIKey = ""
+	if rec.APIKey != "" {
+		ev.KeyFingerprint = d.fp.Fingerprint(rec.APIKey)
+		rec.APIKey = ""
 		if ev.KeyID == "" {
 			ev.KeyID = ev.KeyFingerprint
 		}
 	}
+	if err := d.checkTS(ev.TS, now); err != nil {
+		return Event{}, err
+	}
 	if ev.KeyID == "" {
 		return Event{}, decodeErr(ReasonMissingField, "key_id: required unless api_key is given")
 	}
-	if raw.Status != nil {
-		if *raw.Status < 100 || *raw.Status > 599 {
-			return Event{}, decodeErr(ReasonInvalidValue, "status: %d is not an HTTP status", *raw.Status)
+	if rec.Status != 0 {
+		if rec.Status < 100 || rec.Status > 599 {
+			return Event{}, decodeErr(ReasonInvalidValue, "status: %d is not an HTTP status", rec.Status)
 		}
-		ev.Status = uint16(*raw.Status)
+		ev.Status = uint16(rec.Status)
 	}
 	switch {
-	case raw.Outcome != "":
-		ev.Outcome = Outcome(raw.Outcome)
+	case rec.Outcome != "":
+		ev.Outcome = Outcome(rec.Outcome)
 		if !outcomes[ev.Outcome] {
-			return Event{}, decodeErr(ReasonInvalidValue, "outcome: %q is not one of ok, invalid_key, expired_key, revoked_key, forbidden, rate_limited, error", truncate(raw.Outcome, 40))
+			return Event{}, decodeErr(ReasonInvalidValue, "outcome: %q is not one of ok, invalid_key, expired_key, revoked_key, forbidden, rate_limited, error", truncate(rec.Outcome, 40))
 		}
-	case raw.Status != nil:
-		ev.Outcome = OutcomeFromStatus(*raw.Status)
+	case rec.Status != 0:
+		ev.Outcome = OutcomeFromStatus(rec.Status)
 	default:
 		return Event{}, decodeErr(ReasonMissingField, "outcome: required when status is absent")
 	}
-	if raw.IP != "" {
-		if ev.IP, err = netip.ParseAddr(raw.IP); err != nil {
-			return Event{}, decodeErr(ReasonInvalidValue, "ip: %q is not an IP address", truncate(raw.IP, 60))
+	if rec.IP != "" {
+		if ev.IP, err = netip.ParseAddr(rec.IP); err != nil {
+			return Event{}, decodeErr(ReasonInvalidValue, "ip: %q is not an IP address", truncate(rec.IP, 60))
 		}
+		ev.Network = d.geo.Network(ev.IP)
 	}
 	return ev, nil
+}
+
+func (d *Decoder) checkTS(ts, now time.Time) error {
+	switch {
+	case ts.IsZero():
+		return decodeErr(ReasonMissingField, "ts: required")
+	case ts.Before(minTS) || !ts.Before(maxTS):
+		return decodeErr(ReasonInvalidValue, "ts: %s is outside %d–%d", ts.Format(time.RFC3339), minTS.Year(), maxTS.Year())
+	case d.limits.MaxAge > 0 && ts.Before(now.Add(-d.limits.MaxAge)):
+		return decodeErr(ReasonInvalidValue, "ts: %s is more than %s old (ingest.max_event_age)", ts.Format(time.RFC3339), d.limits.MaxAge)
+	case d.limits.MaxSkew > 0 && ts.After(now.Add(d.limits.MaxSkew)):
+		return decodeErr(ReasonInvalidValue, "ts: %s is more than %s in the future (ingest.max_event_skew)", ts.Format(time.RFC3339), d.limits.MaxSkew)
+	}
+	return nil
 }
 
 // unmarshalStrict decodes JSON into v and maps failures to dead-letter reasons.

@@ -68,7 +68,7 @@ func (c *Consumer) fill(ctx context.Context, r *kafka.Reader, ch *chunk, limit i
 			return err
 		}
 		if ch.messages == 0 {
-			ch.first, ch.firstTime = m.Offset, m.Time
+			ch.first, ch.firstTime, ch.readAt = m.Offset, m.Time, time.Now()
 			var cancel context.CancelFunc
 			fetchCtx, cancel = context.WithTimeout(ctx, wait)
 			defer cancel()
@@ -89,7 +89,7 @@ func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo) {
 		err = decodeErr(ReasonTooLarge, "%d bytes is over ingest.max_message_bytes (%d)", len(m.Value), c.opts.MaxMessageBytes)
 	case m.Topic == c.opts.AuthEventsTopic:
 		var ev Event
-		if ev, err = DecodeEvent(m.Value, c.opts.Fingerprinter); err == nil {
+		if ev, err = c.opts.Decoder.Event(m.Value, ch.readAt); err == nil {
 			if m.Offset <= stored.authEvents {
 				ch.skipped++
 				return

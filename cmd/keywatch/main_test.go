@@ -64,6 +64,24 @@ func TestCheckConfig(t *testing.T) {
 	if !strings.Contains(stderr.String(), `kafka.brokers[0]: "x:y": invalid port`) {
 		t.Fatalf("stderr:\n%s", stderr.String())
 	}
+	badMapping := filepath.Join(t.TempDir(), "mapping.yaml")
+	os.WriteFile(badMapping, []byte(`
+ingest:
+  mapping: mygw
+  mappings:
+    mygw:
+      ts: {path: time, format: epoch_us}
+      kei_id: {path: key}
+`), 0o600)
+	stderr.Reset()
+	if code := dispatch(context.Background(), []string{"check-config", "--config", badMapping}, &stdout, &stderr); code != 2 {
+		t.Fatalf("wrong mapping: exit code %d, want 2", code)
+	}
+	for _, want := range []string{"ingest.mappings.mygw.ts.format", "ingest.mappings.mygw.kei_id"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("check-config of a wrong mapping does not name %s:\n%s", want, stderr.String())
+		}
+	}
 	stdout.Reset()
 	if code := dispatch(context.Background(), []string{"check-config"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("defaults: exit code %d: %s", code, stderr.String())

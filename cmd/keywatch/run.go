@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/ingest/geo"
+	"github.com/keywatch/keywatch/ingest/mapping"
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
@@ -46,6 +48,11 @@ func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) e
 
 // serve runs the daemon until ctx ends: schema, ingest and the HTTP listener.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry) error {
+	decoder, closeGeo, err := newDecoder(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeGeo()
 	if err := migrateWhenReachable(ctx, cfg, log); err != nil {
 		return err
 	}
@@ -69,7 +76,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		BatchMaxRows:    cfg.Ingest.BatchMaxRows,
 		BatchMaxWait:    time.Duration(cfg.Ingest.BatchMaxWait),
 		MaxMessageBytes: cfg.Ingest.MaxMessageBytes,
-		Fingerprinter:   ingest.NewFingerprinter([]byte(cfg.Fingerprint.Key)),
+		Decoder:         decoder,
 		Logger:          log,
 		Metrics:         ingest.NewMetrics(reg),
 	}, conn)
@@ -111,6 +118,21 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// newDecoder builds the decoder of authentication events the configuration describes.
+func newDecoder(cfg config.Config) (*ingest.Decoder, func(), error) {
+	m, err := mapping.Compile("ingest.mappings."+cfg.Ingest.Mapping, cfg.Ingest.MappingSpec())
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	lookup, err := geo.Open(cfg.Geo.ASNDatabase, cfg.Geo.CountryDatabase)
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	limits := ingest.Limits{MaxAge: time.Duration(cfg.Ingest.MaxEventAge), MaxSkew: time.Duration(cfg.Ingest.MaxEventSkew)}
+	fp := ingest.NewFingerprinter([]byte(cfg.Fingerprint.Key))
+	return ingest.NewDecoder(m, fp, limits, lookup), func() { lookup.Close() }, nil
 }
 
 // migrateWhenReachable applies the schema, retrying with backoff while ClickHouse cannot be

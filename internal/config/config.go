@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keywatch/keywatch/ingest/mapping"
 )
 
 // Config is the whole of keywatch's configuration. Every field's path (e.g. kafka.brokers) is its
@@ -24,6 +26,7 @@ type Config struct {
 	Kafka       Kafka       `yaml:"kafka"`
 	ClickHouse  ClickHouse  `yaml:"clickhouse"`
 	Ingest      Ingest      `yaml:"ingest"`
+	Geo         Geo         `yaml:"geo"`
 	Fingerprint Fingerprint `yaml:"fingerprint"`
 	Retention   Retention   `yaml:"retention"`
 	HTTP        HTTP        `yaml:"http"`
@@ -50,11 +53,21 @@ type ClickHouse struct {
 	DialTimeout  Duration `yaml:"dial_timeout"`
 }
 
-// Ingest bounds the batches written to ClickHouse.
+// Ingest says how authentication events are read and bounds the batches written to ClickHouse.
 type Ingest struct {
-	BatchMaxRows    int      `yaml:"batch_max_rows" help:"flush a batch at this many messages"`
-	BatchMaxWait    Duration `yaml:"batch_max_wait" help:"flush a batch at least this often"`
-	MaxMessageBytes int      `yaml:"max_message_bytes" help:"larger messages go to dead_letters"`
+	Mapping         string                  `yaml:"mapping" help:"log shape of the auth events topic: keywatch (contract 3.1), kong, envoy, aws-apigateway, tyk, nginx, or a name under ingest.mappings"`
+	Mappings        map[string]mapping.Spec `yaml:"mappings" help:"your own log shapes: contract field -> {path, value, format, strip_port, values, absent} (YAML only)"`
+	BatchMaxRows    int                     `yaml:"batch_max_rows" help:"flush a batch at this many messages"`
+	BatchMaxWait    Duration                `yaml:"batch_max_wait" help:"flush a batch at least this often"`
+	MaxMessageBytes int                     `yaml:"max_message_bytes" help:"larger messages go to dead_letters"`
+	MaxEventAge     Duration                `yaml:"max_event_age" help:"older events go to dead_letters; 0s accepts any age"`
+	MaxEventSkew    Duration                `yaml:"max_event_skew" help:"events further in the future go to dead_letters; 0s accepts any"`
+}
+
+// Geo names the MaxMind-format MMDB files that add network and country to each event.
+type Geo struct {
+	ASNDatabase     string `yaml:"asn_database" help:"GeoLite2-ASN (or GeoIP2-ISP) .mmdb file; empty: no ASN"`
+	CountryDatabase string `yaml:"country_database" help:"GeoLite2-Country (or -City) .mmdb file; empty: no country"`
 }
 
 // Fingerprint is the secret that turns raw API keys into keyed fingerprints (HMAC-SHA256).
@@ -99,9 +112,12 @@ func Default() Config {
 			DialTimeout: Duration(10 * time.Second),
 		},
 		Ingest: Ingest{
+			Mapping:         "keywatch",
 			BatchMaxRows:    50000,
 			BatchMaxWait:    Duration(time.Second),
 			MaxMessageBytes: 256 << 10,
+			MaxEventAge:     Duration(30 * 24 * time.Hour),
+			MaxEventSkew:    Duration(time.Hour),
 		},
 		Retention: Retention{
 			AuthEvents:  Duration(90 * 24 * time.Hour),
@@ -242,6 +258,29 @@ func (c *Config) validate() []error {
 	if c.Ingest.MaxMessageBytes < 1024 {
 		bad("ingest.max_message_bytes", "%d: want at least 1024", c.Ingest.MaxMessageBytes)
 	}
+	if c.Ingest.MaxEventAge < 0 || c.Ingest.MaxEventSkew < 0 {
+		bad("ingest.max_event_age", "limits must not be negative")
+	}
+	for name, spec := range c.Ingest.Mappings {
+		if _, ok := mapping.Builtin(name); ok {
+			bad("ingest.mappings."+name, "%q is a built-in mapping; give yours another name", name)
+			continue
+		}
+		if _, err := mapping.Compile("ingest.mappings."+name, spec); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, builtin := mapping.Builtin(c.Ingest.Mapping); !builtin && c.Ingest.Mappings[c.Ingest.Mapping] == nil {
+		bad("ingest.mapping", "%q is neither built in (%s) nor defined under ingest.mappings", c.Ingest.Mapping, strings.Join(mapping.BuiltinNames(), ", "))
+	}
+	for path, file := range map[string]string{"geo.asn_database": c.Geo.ASNDatabase, "geo.country_database": c.Geo.CountryDatabase} {
+		if file == "" {
+			continue
+		}
+		if _, err := os.Stat(file); err != nil {
+			bad(path, "%v", err)
+		}
+	}
 	if len(c.Fingerprint.Key) < 16 {
 		bad("fingerprint.key", "need at least 16 bytes from %s or fingerprint.key_file (raw API keys are stored only as HMAC fingerprints under this key)", envName("fingerprint.key"))
 	}
@@ -287,3 +326,11 @@ func checkHostPort(a string) error {
 
 // Days returns d in whole days, as the schema's TTL clauses need.
 func (d Duration) Days() int { return int(time.Duration(d) / (24 * time.Hour)) }
+
+// MappingSpec returns the spec of the configured ingest.mapping: a built-in one or the user's.
+func (i Ingest) MappingSpec() mapping.Spec {
+	if spec, ok := mapping.Builtin(i.Mapping); ok {
+		return spec
+	}
+	return i.Mappings[i.Mapping]
+}

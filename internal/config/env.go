@@ -129,7 +129,7 @@ func set(v reflect.Value, raw string) error {
 		}
 		v.Set(reflect.ValueOf(parts))
 	default:
-		return fmt.Errorf("unsupported type %s", v.Type())
+		return fmt.Errorf("this setting is read from the YAML file only")
 	}
 	return nil
 }

@@ -19,11 +19,13 @@ type Kafka struct {
 }
 
 // StartKafka starts a one-broker cluster on a free loopback port with the given topics, each with
-// the given number of partitions.
+// the given number of partitions. It accepts produce batches of up to 16 MiB, so tests can send
+// oversized messages.
 func StartKafka(partitions int32, topics ...string) (*Kafka, error) {
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(partitions, topics...),
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "16777216"}),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, "127.0.0.1:0") }),
 	)
 	if err != nil {

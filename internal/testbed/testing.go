@@ -30,6 +30,11 @@ func Main(m *testing.M, ch **ClickHouse) {
 }
 
 func runWithClickHouse(m *testing.M, ch **ClickHouse) int {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") {
+			return m.Run() // fuzzing: the fuzz targets need no server, and each worker would start one
+		}
+	}
 	if addr := os.Getenv(reuseEnv); addr != "" {
 		httpAddr := os.Getenv(reuseHTTPEnv)
 		if httpAddr == "" {

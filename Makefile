@@ -15,7 +15,7 @@ export KEYWATCH_LIBCHDB := $(LIBCHDB)
 FUZZTIME ?= 15s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build demo test vet chdb clean
+.PHONY: build demo test vet bench-ingest chdb clean
 
 ## build: compile bin/keywatch
 build:
@@ -31,6 +31,10 @@ test: chdb vet
 
 vet:
 	$(GO) vet ./...
+
+## bench-ingest: keywatch against ClickHouse's own Kafka engine on 2,000,000 events, one run
+bench-ingest: chdb build
+	$(GO) run ./cmd/bench-ingest --keywatch ./bin/keywatch $(BENCH_FLAGS)
 
 ## chdb: fetch libchdb.so into the cache (once)
 chdb: $(LIBCHDB)

@@ -134,7 +134,8 @@ func (c *chunk) reset(topic string, partition int) {
 type batch struct {
 	chunks   []*chunk
 	messages int
-	started  time.Time
+	started  time.Time // the first chunk arrived
+	gathered time.Time // the batch was complete
 }
 
 func (b *batch) rows(table string) int {

@@ -156,7 +156,7 @@ func (c *Consumer) runGeneration(ctx, genCtx context.Context, gen *kafka.Generat
 		return // stopped while ClickHouse was unreachable: nothing fetched, nothing to store
 	}
 
-	chunks := make(chan *chunk, 2*len(partitions)+2)
+	chunks := make(chan *chunk, len(partitions)+1)
 	var fetchers sync.WaitGroup
 	for _, tp := range partitions {
 		fetchers.Add(1)
@@ -195,7 +195,7 @@ func (c *Consumer) loadProgress(ctx context.Context, partitions []topicPartition
 // on filling the next batch. It returns when chunks is closed and everything in it was stored
 // (or, on shutdown, abandoned after ShutdownGrace).
 func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chunks <-chan *chunk) {
-	ready := make(chan *batch, 1) // one batch waits while one is stored: bounded memory
+	ready := make(chan *batch) // one batch is gathered while one is stored: bounded memory
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -215,6 +215,7 @@ func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chun
 	timer.Stop()
 	flush := func() {
 		if len(b.chunks) > 0 {
+			b.gathered = time.Now()
 			ready <- b
 			b = &batch{}
 		}
@@ -255,8 +256,10 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(c.opts.ShutdownGrace, cancel) })
 	defer stopGrace()
 	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	queued := time.Now()
+	var start time.Time
 	for {
-		start := time.Now()
+		start = time.Now()
 		err := c.writer.write(storeCtx, b)
 		if err == nil {
 			c.metrics.insertTime.Observe(time.Since(start).Seconds())
@@ -274,6 +277,12 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	c.failing.Store(false)
 	c.metrics.batchRows.Observe(float64(b.messages))
 	c.count(b)
+	inserted := time.Now()
+	defer func() {
+		c.log.Debug("batch stored", "messages", b.messages, "chunks", len(b.chunks),
+			"gather_ms", b.gathered.Sub(b.started).Milliseconds(), "queued_ms", start.Sub(queued).Milliseconds(),
+			"insert_ms", inserted.Sub(start).Milliseconds(), "commit_ms", time.Since(inserted).Milliseconds())
+	}()
 
 	// The rows are stored: if a commit fails, the next one covers these offsets, and whoever
 	// reads them again skips them through ingest_progress.

@@ -53,7 +53,7 @@ type env struct {
 	opts  ingest.Options
 }
 
-func newEnv(t *testing.T, logs io.Writer) *env {
+func newEnv(t testing.TB, logs io.Writer) *env {
 	t.Helper()
 	ctx := context.Background()
 	db := ch.NewDatabase(t)
@@ -82,7 +82,7 @@ func newEnv(t *testing.T, logs io.Writer) *env {
 }
 
 // run starts the consumer; the returned function stops it and reports what Run returned.
-func (e *env) run(t *testing.T) (stop func() error) {
+func (e *env) run(t testing.TB) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := ingest.NewConsumer(e.opts, e.conn)
 	done := make(chan error, 1)
@@ -97,7 +97,7 @@ func (e *env) run(t *testing.T) (stop func() error) {
 	return stop
 }
 
-func (e *env) count(t *testing.T, query string, args ...any) uint64 {
+func (e *env) count(t testing.TB, query string, args ...any) uint64 {
 	t.Helper()
 	var n uint64
 	if err := e.conn.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {

@@ -25,7 +25,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 		MinBytes:      1,
 		MaxBytes:      max(16<<20, 2*c.opts.MaxMessageBytes),
 		MaxWait:       250 * time.Millisecond,
-		QueueCapacity: chunkMax,
+		QueueCapacity: 500,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			c.log.Debug("kafka reader: "+msg, "args", args)
 		}),

@@ -3,7 +3,7 @@ package ingest_test
 import (
 	"context"
 	"fmt"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/keywatch/keywatch/internal/simulate"

@@ -22,10 +22,12 @@ type Options struct {
 	// StartFrom is where a group without committed offsets starts: "earliest" or "latest".
 	StartFrom string
 	// SessionTimeout is how long the group waits for a member that stopped heartbeating.
-	SessionTimeout  time.Duration
-	BatchMaxRows    int
-	BatchMaxWait    time.Duration
-	MaxMessageBytes int
+	SessionTimeout time.Duration
+	BatchMaxRows   int
+	BatchMaxWait   time.Duration
+	// InsertConcurrency is how many batches, of disjoint partitions, are stored at once.
+	InsertConcurrency int
+	MaxMessageBytes   int
 	// ShutdownGrace bounds storing the last batch after the context ends; what is not stored by
 	// then is left uncommitted and read again on the next start.
 	ShutdownGrace time.Duration
@@ -48,6 +50,7 @@ type Consumer struct {
 	chunks   sync.Pool
 	failing  atomic.Bool
 	assigned atomic.Bool
+	commitMu sync.Mutex // one offset commit at a time on the generation's connection
 }
 
 // NewConsumer prepares a consumer; nothing is fetched before Run.
@@ -57,6 +60,9 @@ func NewConsumer(opts Options, conn driver.Conn) *Consumer {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.InsertConcurrency < 1 {
+		opts.InsertConcurrency = 1
 	}
 	if opts.SessionTimeout == 0 {
 		opts.SessionTimeout = 10 * time.Second
@@ -156,6 +162,27 @@ func (c *Consumer) runGeneration(ctx, genCtx context.Context, gen *kafka.Generat
 		return // stopped while ClickHouse was unreachable: nothing fetched, nothing to store
 	}
 
+	// Partitions are dealt to InsertConcurrency pipelines, each fetching its partitions and storing
+	// one batch at a time: a partition's batches stay in order, as ingest_progress needs.
+	shards := min(c.opts.InsertConcurrency, len(partitions))
+	var pipelines sync.WaitGroup
+	for shard := range shards {
+		var mine []topicPartition
+		for i := shard; i < len(partitions); i += shards {
+			mine = append(mine, partitions[i])
+		}
+		pipelines.Add(1)
+		go func() {
+			defer pipelines.Done()
+			c.pipeline(ctx, stop, gen, mine, stored)
+		}()
+	}
+	pipelines.Wait()
+	log.Info("generation ended")
+}
+
+// pipeline fetches partitions until stop ends and stores what they yield until all is stored.
+func (c *Consumer) pipeline(ctx, stop context.Context, gen *kafka.Generation, partitions []topicPartition, stored map[string]storedUpTo) {
 	chunks := make(chan *chunk, len(partitions)+1)
 	var fetchers sync.WaitGroup
 	for _, tp := range partitions {
@@ -170,7 +197,6 @@ func (c *Consumer) runGeneration(ctx, genCtx context.Context, gen *kafka.Generat
 		close(chunks)
 	}()
 	c.storeBatches(ctx, gen, chunks)
-	log.Info("generation ended")
 }
 
 // loadProgress asks ClickHouse what is already stored of the partitions, retrying until it
@@ -287,7 +313,9 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	// The rows are stored: if a commit fails, the next one covers these offsets, and whoever
 	// reads them again skips them through ingest_progress.
 	for attempt := 1; ; attempt++ {
+		c.commitMu.Lock()
 		err := gen.CommitOffsets(b.commits())
+		c.commitMu.Unlock()
 		if err == nil {
 			return true
 		}

@@ -67,18 +67,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	consumer := ingest.NewConsumer(ingest.Options{
-		Brokers:         cfg.Kafka.Brokers,
-		GroupID:         cfg.Kafka.GroupID,
-		AuthEventsTopic: cfg.Kafka.AuthEventsTopic,
-		LifecycleTopic:  cfg.Kafka.LifecycleTopic,
-		StartFrom:       cfg.Kafka.StartFrom,
-		SessionTimeout:  time.Duration(cfg.Kafka.SessionTimeout),
-		BatchMaxRows:    cfg.Ingest.BatchMaxRows,
-		BatchMaxWait:    time.Duration(cfg.Ingest.BatchMaxWait),
-		MaxMessageBytes: cfg.Ingest.MaxMessageBytes,
-		Decoder:         decoder,
-		Logger:          log,
-		Metrics:         ingest.NewMetrics(reg),
+		Brokers:           cfg.Kafka.Brokers,
+		GroupID:           cfg.Kafka.GroupID,
+		AuthEventsTopic:   cfg.Kafka.AuthEventsTopic,
+		LifecycleTopic:    cfg.Kafka.LifecycleTopic,
+		StartFrom:         cfg.Kafka.StartFrom,
+		SessionTimeout:    time.Duration(cfg.Kafka.SessionTimeout),
+		BatchMaxRows:      cfg.Ingest.BatchMaxRows,
+		BatchMaxWait:      time.Duration(cfg.Ingest.BatchMaxWait),
+		InsertConcurrency: cfg.Ingest.InsertConcurrency,
+		MaxMessageBytes:   cfg.Ingest.MaxMessageBytes,
+		Decoder:           decoder,
+		Logger:            log,
+		Metrics:           ingest.NewMetrics(reg),
 	}, conn)
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -55,13 +55,14 @@ type ClickHouse struct {
 
 // Ingest says how authentication events are read and bounds the batches written to ClickHouse.
 type Ingest struct {
-	Mapping         string                  `yaml:"mapping" help:"log shape of the auth events topic: keywatch (contract 3.1), kong, envoy, aws-apigateway, tyk, nginx, or a name under ingest.mappings"`
-	Mappings        map[string]mapping.Spec `yaml:"mappings" help:"your own log shapes: contract field -> {path, value, format, strip_port, values, absent} (YAML only)"`
-	BatchMaxRows    int                     `yaml:"batch_max_rows" help:"flush a batch at this many messages"`
-	BatchMaxWait    Duration                `yaml:"batch_max_wait" help:"flush a batch at least this often"`
-	MaxMessageBytes int                     `yaml:"max_message_bytes" help:"larger messages go to dead_letters"`
-	MaxEventAge     Duration                `yaml:"max_event_age" help:"older events go to dead_letters; 0s accepts any age"`
-	MaxEventSkew    Duration                `yaml:"max_event_skew" help:"events further in the future go to dead_letters; 0s accepts any"`
+	Mapping           string                  `yaml:"mapping" help:"log shape of the auth events topic: keywatch (contract 3.1), kong, envoy, aws-apigateway, tyk, nginx, or a name under ingest.mappings"`
+	Mappings          map[string]mapping.Spec `yaml:"mappings" help:"your own log shapes: contract field -> {path, value, format, strip_port, values, absent} (YAML only)"`
+	BatchMaxRows      int                     `yaml:"batch_max_rows" help:"flush a batch at this many messages"`
+	BatchMaxWait      Duration                `yaml:"batch_max_wait" help:"flush a batch at least this often"`
+	InsertConcurrency int                     `yaml:"insert_concurrency" help:"batches stored at once, each of its own partitions"`
+	MaxMessageBytes   int                     `yaml:"max_message_bytes" help:"larger messages go to dead_letters"`
+	MaxEventAge       Duration                `yaml:"max_event_age" help:"older events go to dead_letters; 0s accepts any age"`
+	MaxEventSkew      Duration                `yaml:"max_event_skew" help:"events further in the future go to dead_letters; 0s accepts any"`
 }
 
 // Geo names the MaxMind-format MMDB files that add network and country to each event.
@@ -112,12 +113,13 @@ func Default() Config {
 			DialTimeout: Duration(10 * time.Second),
 		},
 		Ingest: Ingest{
-			Mapping:         "keywatch",
-			BatchMaxRows:    50000,
-			BatchMaxWait:    Duration(time.Second),
-			MaxMessageBytes: 256 << 10,
-			MaxEventAge:     Duration(30 * 24 * time.Hour),
-			MaxEventSkew:    Duration(time.Hour),
+			Mapping:           "keywatch",
+			BatchMaxRows:      50000,
+			InsertConcurrency: 1,
+			BatchMaxWait:      Duration(time.Second),
+			MaxMessageBytes:   256 << 10,
+			MaxEventAge:       Duration(30 * 24 * time.Hour),
+			MaxEventSkew:      Duration(time.Hour),
 		},
 		Retention: Retention{
 			AuthEvents:  Duration(90 * 24 * time.Hour),
@@ -251,6 +253,9 @@ func (c *Config) validate() []error {
 	}
 	if c.Ingest.BatchMaxRows < 1 || c.Ingest.BatchMaxRows > 1_000_000 {
 		bad("ingest.batch_max_rows", "%d: want 1 to 1000000", c.Ingest.BatchMaxRows)
+	}
+	if c.Ingest.InsertConcurrency < 1 || c.Ingest.InsertConcurrency > 16 {
+		bad("ingest.insert_concurrency", "%d: want 1 to 16", c.Ingest.InsertConcurrency)
 	}
 	if c.Ingest.BatchMaxWait < Duration(10*time.Millisecond) {
 		bad("ingest.batch_max_wait", "%s: want at least 10ms", c.Ingest.BatchMaxWait)

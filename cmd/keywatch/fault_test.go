@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -29,11 +30,7 @@ func TestNoEventLostOrDuplicatedAcrossCrashesAndOutages(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(dir, "clickhouse")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Stop() })
+	server := superviseClickHouse(t, filepath.Join(dir, "clickhouse"))
 	const topic, partitions = "auth-events", 4
 	broker, err := testbed.StartKafka(partitions, topic, "key-lifecycle")
 	if err != nil {
@@ -53,7 +50,7 @@ ingest:
   batch_max_wait: 100ms
 http:
   listen: ""
-`, broker.Brokers[0], server.Addr), 0o600)
+`, broker.Brokers[0], server.addr()), 0o600)
 
 	// Events r-0 ... r-499999; every 200th is malformed.
 	const first, total = 300_000, 500_000
@@ -75,7 +72,7 @@ http:
 		t.Fatal(err)
 	}
 
-	conn := server.Conn(t, "default")
+	conn := server.conn(t)
 	stored := func() uint64 {
 		var n uint64
 		_ = conn.QueryRow(ctx, "SELECT count() FROM fault.auth_events").Scan(&n)
@@ -102,18 +99,7 @@ http:
 		}
 	}()
 	waitUntil(t, "ingest of the second part", func() bool { return stored() > first-first/4 })
-	conn.Close()
-	server.Stop()
-	t.Logf("clickhouse stopped for 30s")
-	time.Sleep(30 * time.Second)
-	server, err = testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{
-		Dir: filepath.Join(dir, "clickhouse"), TCPPort: portOf(server.Addr), HTTPPort: portOf(server.HTTPAddr),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.Stop() })
-	conn = server.Conn(t, "default")
+	server.outage(30 * time.Second)
 	produced.Wait()
 	waitUntilFor(t, "every event stored and every offset committed", 3*time.Minute, func() bool {
 		return stored() == wantValid && committedLag(t, broker, "keywatch", topic, partitions) == 0
@@ -149,6 +135,92 @@ http:
 	if mismatched != 0 {
 		t.Errorf("the per-minute rollup disagrees with auth_events on %d key × client × outcome × minute cells", mismatched)
 	}
+}
+
+// supervisedClickHouse is the fault test's own ClickHouse server. Besides the outage the test
+// makes, it restarts the server on the same ports whenever it dies unasked: the embedded server
+// (chDB 26.7) sometimes aborts on an uncaught "connection reset by peer" when a client is
+// SIGKILLed in the middle of an insert, which a production server survives. Such a crash is one
+// more fault that keywatch must ride out without losing or doubling an event.
+type supervisedClickHouse struct {
+	t       *testing.T
+	opts    testbed.ClickHouseOptions
+	mu      sync.Mutex
+	server  *testbed.ClickHouse
+	planned bool // the current stop is the test's own
+}
+
+func superviseClickHouse(t *testing.T, dir string) *supervisedClickHouse {
+	s := &supervisedClickHouse{t: t, opts: testbed.ClickHouseOptions{Dir: dir}}
+	s.server = s.start()
+	s.opts.TCPPort, s.opts.HTTPPort = portOf(s.server.Addr), portOf(s.server.HTTPAddr)
+	done := make(chan struct{})
+	go s.restartOnCrash(done)
+	t.Cleanup(func() {
+		close(done)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.planned = true
+		s.server.Stop()
+	})
+	return s
+}
+
+func (s *supervisedClickHouse) start() *testbed.ClickHouse {
+	server, err := testbed.StartClickHouse(context.Background(), s.opts)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return server
+}
+
+func (s *supervisedClickHouse) addr() string { return s.server.Addr }
+
+// conn returns a connection that outlives restarts (the ports stay the same).
+func (s *supervisedClickHouse) conn(t *testing.T) driver.Conn { return s.server.Conn(t, "default") }
+
+// outage stops the server for d, then starts it again on the same ports and data.
+func (s *supervisedClickHouse) outage(d time.Duration) {
+	s.mu.Lock()
+	s.planned = true
+	s.server.Stop()
+	s.mu.Unlock()
+	s.t.Logf("clickhouse stopped for %s", d)
+	time.Sleep(d)
+	s.mu.Lock()
+	s.server = s.start()
+	s.planned = false
+	s.mu.Unlock()
+}
+
+func (s *supervisedClickHouse) restartOnCrash(done <-chan struct{}) {
+	for {
+		s.mu.Lock()
+		server := s.server
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return
+		case <-server.Exited():
+		}
+		s.mu.Lock()
+		if !s.planned && s.server == server {
+			s.t.Logf("clickhouse died unasked, restarting it: %s", lastLine(server.Stderr()))
+			s.server = s.start()
+		}
+		s.mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "Exception") {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return lines[len(lines)-1]
 }
 
 // process is `keywatch run` started from this test binary.

@@ -23,6 +23,9 @@ import (
 // tests re-execute their own test binary and the demo re-executes keywatch.
 const roleEnv = "KEYWATCH_TESTBED_CLICKHOUSE"
 
+// serverLog is the server's log file in its data folder: warnings and errors only.
+const serverLog = "clickhouse-server.log"
+
 // readyLine is what the launcher prints on stdout once both ports answer.
 const readyLine = "clickhouse ready"
 
@@ -118,6 +121,8 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 		fmt.Sprintf("--tcp_port=%d", opts.TCPPort),
 		fmt.Sprintf("--http_port=%d", opts.HTTPPort),
 		"--listen_host=127.0.0.1",
+		"--log-level=warning",
+		"--logger.log=" + filepath.Join(opts.Dir, serverLog),
 		"--query=SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; " +
 			"SELECT count() FROM file('" + fifo + "', 'LineAsString') FORMAT Null",
 	}

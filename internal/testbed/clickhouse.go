@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,8 +148,19 @@ func (c *ClickHouse) Pid() int {
 // Exited is closed when a launched server's process has ended.
 func (c *ClickHouse) Exited() <-chan struct{} { return c.exited }
 
-// Stderr returns the last lines the launched server wrote to its standard error.
-func (c *ClickHouse) Stderr() string { return c.stderr.String() }
+// Stderr returns the last lines the launched server wrote to its standard error, and the last
+// errors in its log (Dir/clickhouse-server.log).
+func (c *ClickHouse) Stderr() string {
+	out := c.stderr.String()
+	log, _ := os.ReadFile(filepath.Join(c.Dir, serverLog))
+	var errs []string
+	for line := range strings.Lines(string(log)) {
+		if strings.Contains(line, "<Error>") || strings.Contains(line, "<Fatal>") || strings.Contains(line, "<Critical>") {
+			errs = append(errs, line)
+		}
+	}
+	return out + strings.Join(errs[max(0, len(errs)-30):], "")
+}
 
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)

@@ -13,6 +13,7 @@ LIBCHDB        := $(KEYWATCH_CACHE)/chdb/$(CHDB_VERSION)/libchdb.so
 export KEYWATCH_LIBCHDB := $(LIBCHDB)
 
 FUZZTIME ?= 15s
+FUZZTIME ?= 15s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build demo test vet bench-ingest chdb clean
@@ -25,9 +26,12 @@ build:
 demo: chdb build
 	./bin/keywatch demo $(DEMO_FLAGS)
 
-## test: vet and run every test against a real ClickHouse and an in-process Kafka broker
+## test: vet, run every test against a real ClickHouse and an in-process Kafka broker, then fuzz
+## the two decoders briefly (their corpora are checked in under testdata/fuzz)
 test: chdb vet
 	$(GO) test -count=1 -timeout 9m ./...
+	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZTIME) ./ingest/mapping/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(FUZZTIME) ./ingest/
 
 vet:
 	$(GO) vet ./...

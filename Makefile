@@ -13,7 +13,6 @@ LIBCHDB        := $(KEYWATCH_CACHE)/chdb/$(CHDB_VERSION)/libchdb.so
 export KEYWATCH_LIBCHDB := $(LIBCHDB)
 
 FUZZTIME ?= 15s
-FUZZTIME ?= 15s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build demo test vet bench-ingest chdb clean

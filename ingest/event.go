@@ -71,11 +71,11 @@ type Event struct {
 // Reasons a message is dead-lettered, stored in dead_letters.reason.
 const (
 	ReasonTooLarge     = "too_large"
-	ReasonInvalidUTF8  = "invalid_utf8"
-	ReasonInvalidJSON  = "invalid_json"
-	ReasonWrongType    = "wrong_type"
 	ReasonMissingField = "missing_field"
-	ReasonInvalidValue = "invalid_value"
+	ReasonInvalidUTF8  = mapping.ReasonInvalidUTF8
+	ReasonInvalidJSON  = mapping.ReasonInvalidJSON
+	ReasonWrongType    = mapping.ReasonWrongType
+	ReasonInvalidValue = mapping.ReasonInvalidValue
 )
 
 // DecodeError says why a message cannot become an event.

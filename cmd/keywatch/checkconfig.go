@@ -32,18 +32,13 @@ Settings (YAML path, environment variable, default):
 }
 
 func checkConfigCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check-config", "check-config [--config FILE]", checkConfigDescription(), stderr)
-	path := configFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*path)
+	cfg, path, err := parseConfig("check-config", checkConfigDescription(), args, stderr)
 	if err != nil {
 		return err
 	}
 	src := "defaults and environment"
-	if *path != "" {
-		src = *path
+	if path != "" {
+		src = path
 	}
 	fmt.Fprintf(stdout, "configuration from %s is valid:\n", src)
 	for _, f := range config.Describe(cfg) {

@@ -131,16 +131,19 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func configFlag(fs *flag.FlagSet) *string {
-	return fs.String("config", os.Getenv("KEYWATCH_CONFIG"), "YAML configuration `file` (default $KEYWATCH_CONFIG; none: defaults and KEYWATCH_* only)")
-}
-
-func loadConfig(path string) (config.Config, error) {
-	cfg, err := config.Load(path, os.Environ())
-	if err != nil {
-		return cfg, usageError{err}
+// parseConfig parses the flags of a command whose only flag is --config and loads the
+// configuration it names; it returns the file's path too ("" for none).
+func parseConfig(name, description string, args []string, stderr io.Writer) (config.Config, string, error) {
+	fs := newFlags(name, name+" [--config FILE]", description, stderr)
+	path := fs.String("config", os.Getenv("KEYWATCH_CONFIG"), "YAML configuration `file` (default $KEYWATCH_CONFIG; none: defaults and KEYWATCH_* only)")
+	if err := parse(fs, args); err != nil {
+		return config.Config{}, "", err
 	}
-	return cfg, nil
+	cfg, err := config.Load(*path, os.Environ())
+	if err != nil {
+		return cfg, *path, usageError{err}
+	}
+	return cfg, *path, nil
 }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {

@@ -14,12 +14,7 @@ not recorded yet (table keywatch_migrations), then bring table TTLs in line with
 settings. Running it again changes nothing. 'keywatch run' does the same at start.`
 
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("migrate", "migrate [--config FILE]", migrateDescription, stderr)
-	path := configFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*path)
+	cfg, _, err := parseConfig("migrate", migrateDescription, args, stderr)
 	if err != nil {
 		return err
 	}

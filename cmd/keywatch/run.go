@@ -32,12 +32,7 @@ batch in flight is stored (or left uncommitted) and the process exits 0.
 The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz.`
 
 func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
-	fs := newFlags("run", "run [--config FILE]", runDescription, stderr)
-	path := configFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*path)
+	cfg, _, err := parseConfig("run", runDescription, args, stderr)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/keywatch/keywatch/ingest"
 )
 
 // Rotation is the rotation the simulated traffic goes through.
@@ -169,7 +171,7 @@ func (t *Traffic) AuthEvent(now time.Time) []byte {
 	}
 	ev["status"] = status
 	if rng.IntN(3) == 0 { // some gateways log the outcome themselves
-		ev["outcome"] = outcomeOf(status)
+		ev["outcome"] = string(ingest.OutcomeFromStatus(status))
 	}
 	return mustJSON(ev)
 }
@@ -198,21 +200,6 @@ func (t *Traffic) pickClient() int {
 		}
 	}
 	return len(t.cum) - 1
-}
-
-func outcomeOf(status int) string {
-	switch {
-	case status == 401:
-		return "invalid_key"
-	case status == 403:
-		return "forbidden"
-	case status == 429:
-		return "rate_limited"
-	case status >= 500:
-		return "error"
-	default:
-		return "ok"
-	}
 }
 
 func mustJSON(v any) []byte {

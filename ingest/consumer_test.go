@@ -109,30 +109,9 @@ func (e *env) count(t testing.TB, query string, args ...any) uint64 {
 // lag returns how many produced messages of topic the group has not committed.
 func (e *env) lag(t *testing.T, topic string) int64 {
 	t.Helper()
-	ctx := context.Background()
-	client := &kafka.Client{Addr: kafka.TCP(e.kafka.Brokers...), Timeout: 5 * time.Second}
-	parts := []int{}
-	reqs := []kafka.OffsetRequest{}
-	for p := range partitions {
-		parts = append(parts, p)
-		reqs = append(reqs, kafka.LastOffsetOf(p))
-	}
-	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	lag, err := e.kafka.CommittedLag(context.Background(), e.opts.GroupID, topic, partitions)
 	if err != nil {
 		t.Fatal(err)
-	}
-	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: e.opts.GroupID, Topics: map[string][]int{topic: parts}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	end := map[int]int64{}
-	for _, p := range ends.Topics[topic] {
-		end[p.Partition] = p.LastOffset
-	}
-	var lag int64
-	for _, p := range committed.Topics[topic] {
-		c := max(p.CommittedOffset, 0)
-		lag += end[p.Partition] - c
 	}
 	return lag
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/keywatch/keywatch/internal/testbed"
 )
@@ -102,7 +101,7 @@ http:
 	server.outage(30 * time.Second)
 	produced.Wait()
 	waitUntilFor(t, "every event stored and every offset committed", 3*time.Minute, func() bool {
-		return stored() == wantValid && committedLag(t, broker, "keywatch", topic, partitions) == 0
+		return stored() == wantValid && committedLag(broker, "keywatch", topic, partitions) == 0
 	})
 	if out, err := kw.stop(); err != nil {
 		t.Fatalf("keywatch run after SIGTERM: %v\n%s", err, out)
@@ -262,32 +261,11 @@ func (p *process) stop() (string, error) {
 	}
 }
 
-// committedLag returns how many messages of topic the group has not committed.
-func committedLag(t *testing.T, k *testbed.Kafka, group, topic string, partitions int) int64 {
-	t.Helper()
-	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 5 * time.Second}
-	var reqs []kafka.OffsetRequest
-	var ids []int
-	for p := range partitions {
-		reqs = append(reqs, kafka.LastOffsetOf(p))
-		ids = append(ids, p)
-	}
-	ctx := context.Background()
-	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+// committedLag is the group's lag on topic, or -1 when the broker does not answer.
+func committedLag(k *testbed.Kafka, group, topic string, partitions int) int64 {
+	lag, err := k.CommittedLag(context.Background(), group, topic, partitions)
 	if err != nil {
 		return -1
-	}
-	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
-	if err != nil {
-		return -1
-	}
-	end := map[int]int64{}
-	for _, p := range ends.Topics[topic] {
-		end[p.Partition] = p.LastOffset
-	}
-	var lag int64
-	for _, p := range committed.Topics[topic] {
-		lag += end[p.Partition] - max(p.CommittedOffset, 0)
 	}
 	return lag
 }

@@ -68,3 +68,32 @@ func (k *Kafka) Produce(ctx context.Context, topic string, values ...[]byte) err
 	}
 	return nil
 }
+
+// CommittedLag returns how many messages of topic's first partitions partitions the consumer
+// group has not committed: the sum of end offset minus committed offset.
+func (k *Kafka) CommittedLag(ctx context.Context, group, topic string, partitions int) (int64, error) {
+	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 5 * time.Second}
+	ids := make([]int, 0, partitions)
+	reqs := make([]kafka.OffsetRequest, 0, partitions)
+	for p := range partitions {
+		ids = append(ids, p)
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, fmt.Errorf("testbed: end offsets of %s: %w", topic, err)
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err != nil {
+		return 0, fmt.Errorf("testbed: offsets of group %s: %w", group, err)
+	}
+	end := map[int]int64{}
+	for _, p := range ends.Topics[topic] {
+		end[p.Partition] = p.LastOffset
+	}
+	var lag int64
+	for _, p := range committed.Topics[topic] {
+		lag += end[p.Partition] - max(p.CommittedOffset, 0)
+	}
+	return lag, nil
+}

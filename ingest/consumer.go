@@ -157,6 +157,10 @@ func (c *Consumer) runGeneration(ctx, genCtx context.Context, gen *kafka.Generat
 		}
 	}
 	log.Info("partitions assigned", "count", len(partitions))
+	if len(partitions) == 0 {
+		<-stop.Done() // more members than partitions: stay in the group, idle, until the next rebalance
+		return
+	}
 	stored, err := c.loadProgress(stop, partitions)
 	if err != nil {
 		return // stopped while ClickHouse was unreachable: nothing fetched, nothing to store

@@ -401,3 +401,44 @@ func TestHostileInputNeverStallsThePipeline(t *testing.T) {
 		t.Errorf("%d dead letters, want %d", i, len(hostile))
 	}
 }
+
+func TestIngestRidesOutABrokerRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	durable, err := testbed.StartDurableKafka(t.TempDir(), partitions, authTopic, lifecycleTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { durable.Close() })
+	e.kafka, e.opts.Brokers = durable, durable.Brokers
+	e.opts.SessionTimeout = 6 * time.Second
+
+	const total = 40_000
+	values := make([][]byte, total)
+	for i := range values {
+		values[i] = fmt.Appendf(nil, `{"ts":%d,"key_id":"kid_%d","status":200,"request_id":"r-%d"}`, time.Now().UnixMilli(), i%13, i)
+	}
+	ctx := context.Background()
+	if err := durable.Produce(ctx, authTopic, values[:total/2]...); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.run(t)
+	waitFor(t, "the first events stored", time.Minute, func() bool { return e.count(t, "SELECT count() FROM auth_events") > 0 })
+	if err := durable.Restart(3 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := durable.Produce(ctx, authTopic, values[total/2:]...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every event stored and committed after the broker came back", 2*time.Minute, func() bool {
+		return e.count(t, "SELECT count() FROM auth_events") >= total && e.lag(t, authTopic) == 0
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+	if got := e.count(t, "SELECT count() FROM auth_events"); got != total {
+		t.Errorf("auth_events holds %d rows, want %d", got, total)
+	}
+	if got := e.count(t, "SELECT uniqExact(request_id) FROM auth_events"); got != total {
+		t.Errorf("%d distinct request ids, want %d", got, total)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -15,27 +16,60 @@ type Kafka struct {
 	// Brokers are the cluster's bootstrap addresses.
 	Brokers []string
 
-	cluster *kfake.Cluster
+	cluster    *kfake.Cluster
+	partitions int32
+	topics     []string
+	dir        string // where a durable cluster keeps its state; "" for none
 }
 
 // StartKafka starts a one-broker cluster on a free loopback port with the given topics, each with
 // the given number of partitions. It accepts produce batches of up to 16 MiB, so tests can send
 // oversized messages.
 func StartKafka(partitions int32, topics ...string) (*Kafka, error) {
-	c, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.SeedTopics(partitions, topics...),
-		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "16777216"}),
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, "127.0.0.1:0") }),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("testbed: start kafka: %w", err)
-	}
-	return &Kafka{Brokers: c.ListenAddrs(), cluster: c}, nil
+	k := &Kafka{partitions: partitions, topics: topics}
+	return k, k.start(0)
 }
 
-// Close stops the cluster; its data is gone with it.
+// StartDurableKafka is StartKafka with the cluster's messages, topics and group offsets kept in
+// dir, so that Restart brings the same cluster back on the same address.
+func StartDurableKafka(dir string, partitions int32, topics ...string) (*Kafka, error) {
+	k := &Kafka{partitions: partitions, topics: topics, dir: dir}
+	return k, k.start(0)
+}
+
+func (k *Kafka) start(port int) error {
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.SeedTopics(k.partitions, k.topics...),
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": "16777216"}),
+	}
+	if k.dir != "" {
+		opts = append(opts, kfake.DataDir(k.dir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return fmt.Errorf("testbed: start kafka: %w", err)
+	}
+	k.cluster, k.Brokers = c, c.ListenAddrs()
+	return nil
+}
+
+// Close stops the cluster; unless it is durable, its data is gone with it.
 func (k *Kafka) Close() { k.cluster.Close() }
+
+// Restart stops a durable cluster, waits for down, and starts it again from its data on the same
+// address: to clients, the broker went away and came back.
+func (k *Kafka) Restart(down time.Duration) error {
+	if k.dir == "" {
+		return fmt.Errorf("testbed: only a durable cluster (StartDurableKafka) can restart")
+	}
+	_, port, _ := net.SplitHostPort(k.Brokers[0])
+	p, _ := strconv.Atoi(port)
+	k.cluster.Close()
+	time.Sleep(down)
+	return k.start(p)
+}
 
 // Writer returns a kafka-go writer for topic that spreads messages over partitions by key
 // (round-robin for messages without one) and waits for the broker's acknowledgement.

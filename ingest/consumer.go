@@ -286,8 +286,8 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(c.opts.ShutdownGrace, cancel) })
 	defer stopGrace()
 	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
-	queued := time.Now()
-	var start time.Time
+	first := time.Now()
+	var start time.Time // of the attempt that landed
 	for {
 		start = time.Now()
 		err := c.writer.write(storeCtx, b)
@@ -310,7 +310,7 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	inserted := time.Now()
 	defer func() {
 		c.log.Debug("batch stored", "messages", b.messages, "chunks", len(b.chunks),
-			"gather_ms", b.gathered.Sub(b.started).Milliseconds(), "queued_ms", start.Sub(queued).Milliseconds(),
+			"gather_ms", b.gathered.Sub(b.started).Milliseconds(), "retrying_ms", start.Sub(first).Milliseconds(),
 			"insert_ms", inserted.Sub(start).Milliseconds(), "commit_ms", time.Since(inserted).Milliseconds())
 	}()
 

@@ -210,15 +210,48 @@ func (c *Consumer) loadProgress(ctx context.Context, partitions []topicPartition
 	for {
 		stored, err := c.progress.load(ctx, partitions)
 		if err == nil {
+			err = c.dropStaleProgress(ctx, partitions, stored)
+		}
+		if err == nil {
 			return stored, nil
 		}
 		c.failing.Store(true)
 		wait := bo.next()
-		c.log.Warn("cannot read ingest progress from clickhouse; retrying", "retry_in", wait.Round(time.Millisecond), "error", err)
+		c.log.Warn("cannot read ingest progress; retrying", "retry_in", wait.Round(time.Millisecond), "error", err)
 		if !sleep(ctx, wait) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// dropStaleProgress forgets what ingest_progress says of a partition that now ends at or before
+// that offset: the topic was deleted and created again (or truncated), so its offsets count anew
+// and none of its messages is stored yet.
+func (c *Consumer) dropStaleProgress(ctx context.Context, partitions []topicPartition, stored map[string]storedUpTo) error {
+	reqs := map[string][]kafka.OffsetRequest{}
+	for _, tp := range partitions {
+		reqs[tp.topic] = append(reqs[tp.topic], kafka.LastOffsetOf(tp.partition))
+	}
+	client := &kafka.Client{Addr: kafka.TCP(c.opts.Brokers...), Timeout: 10 * time.Second}
+	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: reqs})
+	if err != nil {
+		return fmt.Errorf("ingest: end offsets: %w", err)
+	}
+	for topic, offsets := range ends.Topics {
+		for _, p := range offsets {
+			if p.Error != nil {
+				return fmt.Errorf("ingest: end offset of %s/%d: %w", topic, p.Partition, p.Error)
+			}
+			key := topicPartition{topic: topic, partition: p.Partition}.key()
+			s := stored[key]
+			if highest := max(s.authEvents, s.lifecycle, s.deadLetters); highest >= p.LastOffset && highest >= 0 {
+				c.log.Warn("ingest_progress says offsets beyond this partition's end are stored: the topic was recreated or truncated; reading it all",
+					"topic", topic, "partition", p.Partition, "stored_up_to", highest, "end_offset", p.LastOffset)
+				stored[key] = storedUpTo{-1, -1, -1}
+			}
+		}
+	}
+	return nil
 }
 
 // storeBatches gathers chunks into batches and stores them one at a time, while the fetchers go

@@ -442,3 +442,25 @@ func TestIngestRidesOutABrokerRestart(t *testing.T) {
 		t.Errorf("%d distinct request ids, want %d", got, total)
 	}
 }
+
+func TestARecreatedTopicIsReadInFull(t *testing.T) {
+	e := newEnv(t, nil)
+	// What an earlier incarnation of the topic left: offsets up to 1,000,000 stored.
+	for p := range partitions {
+		if err := e.conn.Exec(context.Background(), "INSERT INTO ingest_progress VALUES ('auth_events', ?, ?, 1000000)", authTopic, int32(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var values [][]byte
+	for i := range 1000 {
+		values = append(values, fmt.Appendf(nil, `{"ts":%d,"key_id":"k","status":200,"request_id":"r-%d"}`, time.Now().UnixMilli(), i))
+	}
+	if err := e.kafka.Produce(context.Background(), authTopic, values...); err != nil {
+		t.Fatal(err)
+	}
+	stop := e.run(t)
+	waitFor(t, "the new topic's events stored", time.Minute, func() bool {
+		return e.count(t, "SELECT count() FROM auth_events") == 1000 && e.lag(t, authTopic) == 0
+	})
+	_ = stop()
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,7 +104,12 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer wg.Done()
 		serveErr <- serve(runCtx, cfg, log, prometheus.NewRegistry())
 	}()
-	if *listen != "" {
+	switch {
+	case *listen == "":
+		say("keywatch running: log in %s", logFile.Name())
+	case strings.HasSuffix(*listen, ":0"):
+		say("keywatch running: metrics on a free port (its address is in %s)", logFile.Name())
+	default:
 		say("keywatch running: metrics at http://%s/metrics, log in %s", *listen, logFile.Name())
 	}
 

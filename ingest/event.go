@@ -1,14 +1,11 @@
 package ingest
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/keywatch/keywatch/ingest/geo"
 	"github.com/keywatch/keywatch/ingest/mapping"
@@ -104,6 +101,13 @@ var (
 	maxTS = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
+// plausible reports whether t lies within the absolute limits.
+func plausible(t time.Time) bool { return !t.Before(minTS) && t.Before(maxTS) }
+
+func outsideBounds(field string, t time.Time) error {
+	return decodeErr(ReasonInvalidValue, "%s: %s is outside %d–%d", field, t.Format(time.RFC3339), minTS.Year(), maxTS.Year())
+}
+
 // Decoder turns authentication messages into Events: it reads a gateway's log shape through a
 // mapping, validates, replaces raw API keys by fingerprints and adds what geo knows of the IP.
 // It is safe for concurrent use.
@@ -177,78 +181,14 @@ func (d *Decoder) checkTS(ts, now time.Time) error {
 	switch {
 	case ts.IsZero():
 		return decodeErr(ReasonMissingField, "ts: required")
-	case ts.Before(minTS) || !ts.Before(maxTS):
-		return decodeErr(ReasonInvalidValue, "ts: %s is outside %d–%d", ts.Format(time.RFC3339), minTS.Year(), maxTS.Year())
+	case !plausible(ts):
+		return outsideBounds("ts", ts)
 	case d.limits.MaxAge > 0 && ts.Before(now.Add(-d.limits.MaxAge)):
 		return decodeErr(ReasonInvalidValue, "ts: %s is more than %s old (ingest.max_event_age)", ts.Format(time.RFC3339), d.limits.MaxAge)
 	case d.limits.MaxSkew > 0 && ts.After(now.Add(d.limits.MaxSkew)):
 		return decodeErr(ReasonInvalidValue, "ts: %s is more than %s in the future (ingest.max_event_skew)", ts.Format(time.RFC3339), d.limits.MaxSkew)
 	}
 	return nil
-}
-
-// unmarshalStrict decodes JSON into v and maps failures to dead-letter reasons.
-func unmarshalStrict(msg []byte, v any) error {
-	if !utf8.Valid(msg) {
-		return decodeErr(ReasonInvalidUTF8, "message is not valid UTF-8")
-	}
-	if err := json.Unmarshal(msg, v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return decodeErr(ReasonWrongType, "%s: got JSON %s, want %s", typeErr.Field, typeErr.Value, jsonKind(typeErr.Type.String()))
-		}
-		return decodeErr(ReasonInvalidJSON, "%v", err)
-	}
-	return nil
-}
-
-func jsonKind(goType string) string {
-	switch {
-	case strings.Contains(goType, "int"):
-		return "number"
-	case strings.Contains(goType, "string"):
-		return "string"
-	default:
-		return "object"
-	}
-}
-
-// parseTS reads an RFC 3339 string or a number of epoch milliseconds.
-func parseTS(field string, raw json.RawMessage, required bool) (time.Time, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		if required {
-			return time.Time{}, decodeErr(ReasonMissingField, "%s: required", field)
-		}
-		return time.Time{}, nil
-	}
-	var t time.Time
-	switch raw[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return time.Time{}, decodeErr(ReasonInvalidJSON, "%s: %v", field, err)
-		}
-		var err error
-		if t, err = time.Parse(time.RFC3339Nano, s); err != nil {
-			return time.Time{}, decodeErr(ReasonInvalidValue, "%s: %q is not RFC 3339", field, truncate(s, 40))
-		}
-	default:
-		var ms json.Number
-		if err := json.Unmarshal(raw, &ms); err != nil {
-			return time.Time{}, decodeErr(ReasonWrongType, "%s: want an RFC 3339 string or epoch milliseconds", field)
-		}
-		f, err := ms.Float64()
-		if err != nil {
-			return time.Time{}, decodeErr(ReasonInvalidValue, "%s: %s is not epoch milliseconds", field, truncate(ms.String(), 40))
-		}
-		t = time.UnixMilli(int64(f)).Add(time.Duration((f - float64(int64(f))) * float64(time.Millisecond)))
-	}
-	t = t.UTC()
-	if t.Before(minTS) || !t.Before(maxTS) {
-		return time.Time{}, decodeErr(ReasonInvalidValue, "%s: %s is outside %d–%d", field, t.Format(time.RFC3339), minTS.Year(), maxTS.Year())
-	}
-	return t, nil
 }
 
 func truncate(s string, n int) string {

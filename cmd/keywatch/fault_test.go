@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -220,45 +217,6 @@ func lastLine(s string) string {
 		}
 	}
 	return lines[len(lines)-1]
-}
-
-// process is `keywatch run` started from this test binary.
-type process struct {
-	cmd    *exec.Cmd
-	out    *bytes.Buffer
-	exited chan error
-}
-
-func startKeywatch(t *testing.T, cfgPath string) *process {
-	t.Helper()
-	p := &process{out: &bytes.Buffer{}, exited: make(chan error, 1)}
-	p.cmd = exec.Command(os.Args[0], "run", "--config", cfgPath)
-	p.cmd.Env = append(os.Environ(), asMainEnv+"=1", "KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test")
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() { p.cmd.Process.Kill() })
-	return p
-}
-
-func (p *process) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
-}
-
-// stop sends SIGTERM and returns the process's output and its exit error.
-func (p *process) stop() (string, error) {
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.exited:
-		return p.out.String(), err
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-		return p.out.String(), fmt.Errorf("no exit within 30s of SIGTERM")
-	}
 }
 
 // committedLag is the group's lag on topic, or -1 when the broker does not answer.

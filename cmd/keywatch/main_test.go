@@ -116,16 +116,7 @@ http:
   listen: %q
 `, kafka.Brokers[0], ch.Addr, db, httpAddr)), 0o600)
 
-	var logs bytes.Buffer
-	cmd := exec.Command(os.Args[0], "run", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), asMainEnv+"=1", "KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill() // after a clean exit this fails harmlessly
+	kw := startKeywatch(t, cfgPath)
 
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + httpAddr + path)
@@ -138,8 +129,8 @@ http:
 	}
 	waitUntil(t, "readyz answers 200", func() bool {
 		select {
-		case err := <-exited:
-			t.Fatalf("keywatch run exited (%v):\n%s", err, logs.String())
+		case err := <-kw.exited:
+			t.Fatalf("keywatch run exited (%v):\n%s", err, kw.out.String())
 		default:
 		}
 		code, _ := get("/readyz")
@@ -175,17 +166,12 @@ http:
 		}
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("keywatch run exited with %v after SIGTERM; output:\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("keywatch run did not exit within 30s of SIGTERM; output:\n%s", logs.String())
+	out, err := kw.stop()
+	if err != nil {
+		t.Fatalf("keywatch run after SIGTERM: %v; output:\n%s", err, out)
 	}
-	if !strings.Contains(logs.String(), "stopped cleanly") {
-		t.Fatalf("no clean stop in the log:\n%s", logs.String())
+	if !strings.Contains(out, "stopped cleanly") {
+		t.Fatalf("no clean stop in the log:\n%s", out)
 	}
 }
 
@@ -202,5 +188,44 @@ func waitUntilFor(t *testing.T, what string, timeout time.Duration, cond func() 
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// process is `keywatch run` started from this test binary.
+type process struct {
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	exited chan error
+}
+
+func startKeywatch(t *testing.T, cfgPath string) *process {
+	t.Helper()
+	p := &process{out: &bytes.Buffer{}, exited: make(chan error, 1)}
+	p.cmd = exec.Command(os.Args[0], "run", "--config", cfgPath)
+	p.cmd.Env = append(os.Environ(), asMainEnv+"=1", "KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.cmd.Process.Kill() })
+	return p
+}
+
+func (p *process) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// stop sends SIGTERM and returns the process's output and its exit error.
+func (p *process) stop() (string, error) {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		return p.out.String(), err
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+		return p.out.String(), fmt.Errorf("no exit within 30s of SIGTERM")
 	}
 }

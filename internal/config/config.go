@@ -30,6 +30,7 @@ type Config struct {
 	Fingerprint Fingerprint `yaml:"fingerprint"`
 	Retention   Retention   `yaml:"retention"`
 	HTTP        HTTP        `yaml:"http"`
+	Detect      Detect      `yaml:"detect"`
 	Log         Log         `yaml:"log"`
 }
 
@@ -84,9 +85,65 @@ type Retention struct {
 	DeadLetters Duration `yaml:"dead_letters" help:"dead letters, whole days"`
 }
 
-// HTTP is the listener for /metrics, /healthz and /readyz.
+// HTTP is the listener for /metrics, /healthz, /readyz and the /v1 API.
 type HTTP struct {
-	Listen string `yaml:"listen" help:"address of the metrics and health listener; empty disables it"`
+	Listen    string `yaml:"listen" help:"address of the HTTP listener; empty disables it"`
+	Token     string `yaml:"token" secret:"true"`
+	TokenFile string `yaml:"token_file" help:"file holding the bearer token the /v1 API requires; without a token /v1 answers 403"`
+}
+
+// Detect configures the detectors: each runs on its own cron schedule (with seconds:
+// "sec min hour dom month dow", or @every 5m); an empty schedule disables it.
+type Detect struct {
+	Lingering Lingering `yaml:"lingering"`
+	Spike     Spike     `yaml:"spike"`
+	Leak      Leak      `yaml:"leak"`
+	Hygiene   Hygiene   `yaml:"hygiene"`
+}
+
+// Lingering finds callers still using a retiring or retired key.
+type Lingering struct {
+	Schedule       string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
+	InfoBefore     Duration `yaml:"info_before" help:"a lingering caller is info this long before the grace deadline"`
+	WarningBefore  Duration `yaml:"warning_before" help:"... warning this long before it"`
+	CriticalBefore Duration `yaml:"critical_before" help:"... critical this long before it (and always after it)"`
+	QuietFor       Duration `yaml:"quiet_for" help:"a caller that moved to the new key still counts as remaining until it has not used the old key for this long"`
+	AfterRetired   Duration `yaml:"after_retired" help:"how long after retirement or revocation use of the old key is still looked for"`
+}
+
+// Spike finds authentication failures that rise after a rotation step.
+type Spike struct {
+	Schedule    string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
+	AfterStep   Duration `yaml:"after_step" help:"how long after a rotation step (started, retired, revoked) it is watched"`
+	Baseline    Duration `yaml:"baseline" help:"the window before the step that each client's failure rate is compared with"`
+	ShortWindow Duration `yaml:"short_window" help:"the recent window that must show the rise"`
+	LongWindow  Duration `yaml:"long_window" help:"the longer window (from the step at most) that must show it too"`
+	MinZ        float64  `yaml:"min_z" help:"binomial z-score of the rise, at least"`
+	MinFailures int      `yaml:"min_failures" help:"failures in each window, at least"`
+	MinRate     float64  `yaml:"min_rate" help:"failure rate in each window, at least (0..1)"`
+}
+
+// Leak scores per-key signals of leak-like use and fires when their sum reaches a threshold.
+type Leak struct {
+	Schedule               string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
+	Window                 Duration `yaml:"window" help:"the recent window that is judged"`
+	Baseline               Duration `yaml:"baseline" help:"the history before the window it is judged against"`
+	MinRequests            int      `yaml:"min_requests" help:"requests from a new network or country in the window before it counts"`
+	FanoutMinZ             float64  `yaml:"fanout_min_z" help:"robust z-score (median/MAD) of the hour's distinct IPs against the key's hourly baseline"`
+	ScoreNewNetwork        float64  `yaml:"score_new_network" help:"score of traffic from a network (ASN, else /24 or /48) not seen in the baseline"`
+	ScoreNewCountry        float64  `yaml:"score_new_country" help:"score of traffic from a country not seen in the baseline"`
+	ScoreFanout            float64  `yaml:"score_fanout" help:"score of a distinct-IP count far above the key's baseline"`
+	ScoreRevokedNewNetwork float64  `yaml:"score_revoked_new_network" help:"score of a revoked key tried from a network it never used"`
+	ScoreImpossibleTravel  float64  `yaml:"score_impossible_travel" help:"score of use from two countries too far apart for the time between"`
+	WarningScore           float64  `yaml:"warning_score" help:"a key's summed score fires a warning from here"`
+	CriticalScore          float64  `yaml:"critical_score" help:"... and a critical finding from here"`
+}
+
+// Hygiene reports keys that break the rotation policy, once a day by default.
+type Hygiene struct {
+	Schedule    string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
+	MaxKeyAge   Duration `yaml:"max_key_age" help:"an active key older than this with no rotation started is reported"`
+	UnusedAfter Duration `yaml:"unused_after" help:"an active key not used for this long is reported"`
 }
 
 // Log sets structured logging.
@@ -127,7 +184,31 @@ func Default() Config {
 			DeadLetters: Duration(30 * 24 * time.Hour),
 		},
 		HTTP: HTTP{Listen: ":9464"},
-		Log:  Log{Level: "info", Format: "json"},
+		Detect: Detect{
+			Lingering: Lingering{
+				Schedule:   "0 */5 * * * *",
+				InfoBefore: Duration(72 * time.Hour), WarningBefore: Duration(24 * time.Hour), CriticalBefore: Duration(time.Hour),
+				QuietFor: Duration(time.Hour), AfterRetired: Duration(7 * 24 * time.Hour),
+			},
+			Spike: Spike{
+				Schedule:  "30 * * * * *",
+				AfterStep: Duration(24 * time.Hour), Baseline: Duration(7 * 24 * time.Hour),
+				ShortWindow: Duration(10 * time.Minute), LongWindow: Duration(time.Hour),
+				MinZ: 4, MinFailures: 20, MinRate: 0.05,
+			},
+			Leak: Leak{
+				Schedule: "0 * * * * *",
+				Window:   Duration(time.Hour), Baseline: Duration(30 * 24 * time.Hour),
+				MinRequests: 10, FanoutMinZ: 6,
+				ScoreNewNetwork: 40, ScoreNewCountry: 30, ScoreFanout: 40, ScoreRevokedNewNetwork: 60, ScoreImpossibleTravel: 50,
+				WarningScore: 60, CriticalScore: 100,
+			},
+			Hygiene: Hygiene{
+				Schedule:  "0 0 6 * * *",
+				MaxKeyAge: Duration(90 * 24 * time.Hour), UnusedAfter: Duration(30 * 24 * time.Hour),
+			},
+		},
+		Log: Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -206,6 +287,7 @@ func readSecretFiles(cfg *Config) []error {
 	}
 	read("clickhouse.password", cfg.ClickHouse.PasswordFile, &cfg.ClickHouse.Password)
 	read("fingerprint.key", cfg.Fingerprint.KeyFile, &cfg.Fingerprint.Key)
+	read("http.token", cfg.HTTP.TokenFile, &cfg.HTTP.Token)
 	return errs
 }
 
@@ -302,6 +384,7 @@ func (c *Config) validate() []error {
 			bad("http.listen", "%q: %v", c.HTTP.Listen, err)
 		}
 	}
+	errs = append(errs, c.Detect.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

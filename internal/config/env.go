@@ -120,6 +120,12 @@ func set(v reflect.Value, raw string) error {
 			return fmt.Errorf("not a whole number")
 		}
 		v.SetInt(int64(n))
+	case v.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return fmt.Errorf("not a number")
+		}
+		v.SetFloat(f)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		var parts []string
 		for p := range strings.SplitSeq(raw, ",") {

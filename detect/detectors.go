@@ -1,0 +1,17 @@
+package detect
+
+import (
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/config"
+)
+
+// All returns every detector configured by cfg, reading through conn, with its schedule.
+func All(conn driver.Conn, cfg config.Detect) []Scheduled {
+	return []Scheduled{
+		{NewLingering(conn, cfg.Lingering), cfg.Lingering.Schedule},
+		{NewSpike(conn, cfg.Spike), cfg.Spike.Schedule},
+		{NewLeak(conn, cfg.Leak), cfg.Leak.Schedule},
+		{NewHygiene(conn, cfg.Hygiene), cfg.Hygiene.Schedule},
+	}
+}

@@ -1,0 +1,4 @@
+// Package detect owns the detectors (lingering clients, failure spikes after a rollover, leak-like
+// usage, key hygiene), their SQL, the cron scheduler that runs them and the findings they store.
+// It reads what ingest stored and the rotation model; it does not notify anyone (alerting does).
+package detect

@@ -1,0 +1,84 @@
+package detect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+const (
+	insertFindings = `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)`
+	insertRun      = `INSERT INTO detector_runs (run_id, detector, started_at, finished_at, findings, error)`
+)
+
+// Store writes findings and runs to ClickHouse.
+type Store struct {
+	conn driver.Conn
+}
+
+// NewStore returns a store over conn.
+func NewStore(conn driver.Conn) *Store { return &Store{conn: conn} }
+
+// StoreRun stores a run's findings, then the run itself, retrying while ClickHouse is unreachable
+// (up to a minute) so that no finding is lost to a blip. Each insert carries a deduplication token
+// of the run id, so a retried insert that had in fact arrived is not stored twice.
+func (s *Store) StoreRun(ctx context.Context, run Run) error {
+	if len(run.Findings) > 0 {
+		if err := s.retry(ctx, run.ID+":findings", func(ctx context.Context) error {
+			b, err := s.conn.PrepareBatch(ctx, insertFindings)
+			if err != nil {
+				return err
+			}
+			defer b.Abort()
+			for _, f := range run.Findings {
+				ev, err := f.evidenceJSON()
+				if err != nil {
+					return err
+				}
+				if err := b.Append(f.DetectedAt, run.ID, f.Detector, f.Fingerprint, f.Severity.String(), f.Score,
+					f.KeyID, f.ClientID, f.RotationID, f.Summary, ev); err != nil {
+					return err
+				}
+			}
+			return b.Send()
+		}); err != nil {
+			return fmt.Errorf("detect: store %d findings of %s run %s: %w", len(run.Findings), run.Detector, run.ID, err)
+		}
+	}
+	errText := ""
+	if run.Err != nil {
+		errText = run.Err.Error()
+	}
+	if err := s.retry(ctx, run.ID+":run", func(ctx context.Context) error {
+		return s.conn.Exec(ctx, insertRun+" VALUES (?, ?, ?, ?, ?, ?)", run.ID, run.Detector, run.Started, run.Finished, uint32(len(run.Findings)), errText)
+	}); err != nil {
+		return fmt.Errorf("detect: store %s run %s: %w", run.Detector, run.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) retry(ctx context.Context, token string, op func(context.Context) error) error {
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
+	wait := 500 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err // ClickHouse answered: retrying the same insert will not help
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}

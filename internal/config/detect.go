@@ -1,0 +1,74 @@
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// ScheduleParser parses detector schedules: cron with seconds, or descriptors like @every 5m.
+var ScheduleParser = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+func (d Detect) validate() []error {
+	var errs []error
+	bad := func(path string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	for path, s := range map[string]string{
+		"detect.lingering.schedule": d.Lingering.Schedule, "detect.spike.schedule": d.Spike.Schedule,
+		"detect.leak.schedule": d.Leak.Schedule, "detect.hygiene.schedule": d.Hygiene.Schedule,
+	} {
+		if s == "" {
+			continue
+		}
+		if _, err := ScheduleParser.Parse(s); err != nil {
+			bad(path, "%q: %v (six fields with seconds, e.g. \"0 */5 * * * *\", or @every 5m)", s, err)
+		}
+	}
+	positive := map[string]Duration{
+		"detect.lingering.info_before": d.Lingering.InfoBefore, "detect.lingering.warning_before": d.Lingering.WarningBefore,
+		"detect.lingering.critical_before": d.Lingering.CriticalBefore, "detect.lingering.after_retired": d.Lingering.AfterRetired,
+		"detect.spike.after_step": d.Spike.AfterStep, "detect.spike.baseline": d.Spike.Baseline,
+		"detect.spike.short_window": d.Spike.ShortWindow, "detect.spike.long_window": d.Spike.LongWindow,
+		"detect.leak.window": d.Leak.Window, "detect.leak.baseline": d.Leak.Baseline,
+		"detect.hygiene.max_key_age": d.Hygiene.MaxKeyAge, "detect.hygiene.unused_after": d.Hygiene.UnusedAfter,
+	}
+	for path, v := range positive {
+		if v <= 0 {
+			bad(path, "%s: must be positive", v)
+		}
+	}
+	if d.Lingering.QuietFor < 0 {
+		bad("detect.lingering.quiet_for", "%s: must not be negative", d.Lingering.QuietFor)
+	}
+	if !(d.Lingering.InfoBefore >= d.Lingering.WarningBefore && d.Lingering.WarningBefore >= d.Lingering.CriticalBefore) {
+		bad("detect.lingering.warning_before", "want info_before >= warning_before >= critical_before (%s, %s, %s)",
+			d.Lingering.InfoBefore, d.Lingering.WarningBefore, d.Lingering.CriticalBefore)
+	}
+	if d.Spike.ShortWindow > d.Spike.LongWindow {
+		bad("detect.spike.short_window", "%s is longer than detect.spike.long_window %s", d.Spike.ShortWindow, d.Spike.LongWindow)
+	}
+	if d.Spike.MinRate < 0 || d.Spike.MinRate > 1 {
+		bad("detect.spike.min_rate", "%g: want 0 to 1", d.Spike.MinRate)
+	}
+	if d.Spike.MinZ <= 0 {
+		bad("detect.spike.min_z", "%g: must be positive", d.Spike.MinZ)
+	}
+	if d.Spike.MinFailures < 1 {
+		bad("detect.spike.min_failures", "%d: want at least 1", d.Spike.MinFailures)
+	}
+	if d.Leak.Window > Duration(24*time.Hour) || d.Leak.Window < Duration(time.Minute) {
+		bad("detect.leak.window", "%s: want 1m to 24h", d.Leak.Window)
+	}
+	if d.Leak.MinRequests < 1 {
+		bad("detect.leak.min_requests", "%d: want at least 1", d.Leak.MinRequests)
+	}
+	if d.Leak.FanoutMinZ <= 0 {
+		bad("detect.leak.fanout_min_z", "%g: must be positive", d.Leak.FanoutMinZ)
+	}
+	if d.Leak.WarningScore <= 0 || d.Leak.CriticalScore < d.Leak.WarningScore {
+		bad("detect.leak.critical_score", "want 0 < warning_score <= critical_score (%g, %g)", d.Leak.WarningScore, d.Leak.CriticalScore)
+	}
+	return errs
+}

@@ -1,0 +1,197 @@
+// Package rotation owns the rotation model: the state of every key and the rotations between keys,
+// folded by event time from key lifecycle events. It does not store lifecycle events (ingest) nor
+// judge traffic (detect).
+package rotation
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// State is where a key is in its life.
+type State string
+
+// The states of a key.
+const (
+	Active   State = "active"
+	Retiring State = "retiring" // a rotation started; the key works until its grace deadline
+	Retired  State = "retired"
+	Revoked  State = "revoked"
+)
+
+// The lifecycle event types of contract 3.2.
+const (
+	KeyCreated         = "key.created"
+	KeyRotationStarted = "key.rotation_started"
+	KeyRetired         = "key.retired"
+	KeyRevoked         = "key.revoked"
+)
+
+// Event is one stored lifecycle event.
+type Event struct {
+	TS         time.Time
+	Type       string
+	KeyID      string
+	ClientID   string
+	NewKeyID   string
+	GraceUntil time.Time // zero when absent
+	Reason     string
+}
+
+// Key is one key's current state.
+type Key struct {
+	ID, ClientID string
+	State        State
+	Created      time.Time // zero when no key.created event was seen
+	Updated      time.Time // event time of the last event that changed the key
+	// Rotation is the rotation that retires this key, if one started; Predecessor is the rotation
+	// that introduced it.
+	Rotation, Predecessor *Rotation
+}
+
+// StepKind is one step of a rotation.
+type StepKind string
+
+// The steps of a rotation.
+const (
+	StepStarted StepKind = "started"
+	StepRetired StepKind = "retired"
+	StepRevoked StepKind = "revoked"
+)
+
+// Step is a rotation step and when it happened (event time).
+type Step struct {
+	Kind StepKind
+	At   time.Time
+}
+
+// Rotation moves one client from an old key to a new one.
+type Rotation struct {
+	ID                          string // "old>new": stable across runs, readable in alerts
+	ClientID, OldKeyID, NewKeyID string
+	Started                     time.Time
+	Deadline                    time.Time // the grace deadline; zero when none was given
+	// Finished is when the old key was retired or revoked; zero while the rotation runs.
+	Finished time.Time
+	Steps    []Step
+	Reason   string
+}
+
+// Running reports whether the old key has not been retired or revoked yet.
+func (r *Rotation) Running() bool { return r.Finished.IsZero() }
+
+// Model is the state of every key that has lifecycle events, and every rotation.
+type Model struct {
+	Keys      map[string]*Key
+	Rotations []*Rotation // by start time
+}
+
+// ID returns the rotation id of old → new.
+func ID(oldKeyID, newKeyID string) string { return oldKeyID + ">" + newKeyID }
+
+// typeOrder breaks ties between events with the same timestamp in the order a key lives.
+var typeOrder = map[string]int{KeyCreated: 0, KeyRotationStarted: 1, KeyRetired: 2, KeyRevoked: 3}
+
+// Build folds events into the model in event-time order, whatever order they arrived in. A repeated
+// event (same key, type and time) counts once; an event older than the key's state still adds
+// its step to the history but does not move the key back.
+func Build(events []Event) *Model {
+	sorted := slices.Clone(events)
+	slices.SortStableFunc(sorted, func(a, b Event) int {
+		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(typeOrder[a.Type], typeOrder[b.Type]), cmp.Compare(a.KeyID, b.KeyID))
+	})
+	m := &Model{Keys: map[string]*Key{}}
+	byID := map[string]*Rotation{}
+	key := func(id, client string) *Key {
+		k := m.Keys[id]
+		if k == nil {
+			k = &Key{ID: id, State: Active}
+			m.Keys[id] = k
+		}
+		if k.ClientID == "" {
+			k.ClientID = client
+		}
+		return k
+	}
+	for _, e := range sorted {
+		k := key(e.KeyID, e.ClientID)
+		switch e.Type {
+		case KeyCreated:
+			if k.Created.IsZero() {
+				k.Created = e.TS
+			}
+			if k.Updated.IsZero() {
+				k.Updated = e.TS
+			}
+		case KeyRotationStarted:
+			id := ID(e.KeyID, e.NewKeyID)
+			r := byID[id]
+			if r == nil {
+				r = &Rotation{ID: id, ClientID: e.ClientID, OldKeyID: e.KeyID, NewKeyID: e.NewKeyID, Started: e.TS, Deadline: e.GraceUntil, Reason: e.Reason}
+				if r.ClientID == "" {
+					r.ClientID = k.ClientID
+				}
+				byID[id] = r
+				m.Rotations = append(m.Rotations, r)
+				r.Steps = append(r.Steps, Step{StepStarted, e.TS})
+			} else if !e.GraceUntil.IsZero() {
+				r.Deadline = e.GraceUntil // a repeated start with a new deadline extends the grace period
+			}
+			if k.State == Active {
+				k.State, k.Updated = Retiring, e.TS
+			}
+			k.Rotation = r
+			if e.NewKeyID != "" {
+				nk := key(e.NewKeyID, r.ClientID)
+				nk.Predecessor = r
+				if nk.Created.IsZero() {
+					nk.Created = e.TS
+				}
+			}
+		case KeyRetired, KeyRevoked:
+			state, step := Retired, StepRetired
+			if e.Type == KeyRevoked {
+				state, step = Revoked, StepRevoked
+			}
+			if k.State != Revoked && (k.State != state) {
+				k.State, k.Updated = state, e.TS
+			}
+			if r := k.Rotation; r != nil && !hasStep(r, step) {
+				r.Steps = append(r.Steps, Step{step, e.TS})
+				if r.Finished.IsZero() {
+					r.Finished = e.TS
+				}
+			}
+		}
+	}
+	return m
+}
+
+func hasStep(r *Rotation, kind StepKind) bool {
+	return slices.ContainsFunc(r.Steps, func(s Step) bool { return s.Kind == kind })
+}
+
+// Running returns the rotations whose old key is neither retired nor revoked.
+func (m *Model) Running() []*Rotation {
+	var out []*Rotation
+	for _, r := range m.Rotations {
+		if r.Running() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Key returns the key with id, or nil when it has no lifecycle events.
+func (m *Model) Key(id string) *Key { return m.Keys[id] }
+
+// SortedKeys returns every key, by id.
+func (m *Model) SortedKeys() []*Key {
+	out := make([]*Key, 0, len(m.Keys))
+	for _, k := range m.Keys {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b *Key) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}

@@ -1,0 +1,48 @@
+package rotation
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// selectEvents reads every lifecycle event. The table holds a handful of rows per key, so the
+// whole history is read and folded in memory; a repeated delivery of one event is read once.
+const selectEvents = `
+SELECT ts, toString(type), key_id, client_id, new_key_id, grace_until, reason
+FROM key_lifecycle_events
+GROUP BY ts, type, key_id, client_id, new_key_id, grace_until, reason
+ORDER BY ts`
+
+// Querier is the part of a ClickHouse connection the model is read through.
+type Querier interface {
+	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
+}
+
+// Load reads every lifecycle event from ClickHouse and builds the model.
+func Load(ctx context.Context, db Querier) (*Model, error) {
+	rows, err := db.Query(ctx, selectEvents)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: read key_lifecycle_events: %w", err)
+	}
+	defer rows.Close()
+	var events []Event
+	for rows.Next() {
+		var e Event
+		var grace *time.Time
+		if err := rows.Scan(&e.TS, &e.Type, &e.KeyID, &e.ClientID, &e.NewKeyID, &grace, &e.Reason); err != nil {
+			return nil, fmt.Errorf("rotation: read key_lifecycle_events: %w", err)
+		}
+		if grace != nil {
+			e.GraceUntil = grace.UTC()
+		}
+		e.TS = e.TS.UTC()
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("rotation: read key_lifecycle_events: %w", err)
+	}
+	return Build(events), nil
+}

@@ -19,7 +19,7 @@ FUZZ_EXTRACT_EXECS ?= 500000x
 FUZZ_DECODE_EXECS  ?= 50000x
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build demo test vet bench-ingest chdb clean
+.PHONY: build demo test vet bench-ingest bench-detect chdb clean
 
 ## build: compile bin/keywatch
 build:
@@ -42,6 +42,10 @@ vet:
 ## bench-ingest: keywatch against ClickHouse's own Kafka engine on 2,000,000 events, one run
 bench-ingest: chdb build
 	$(GO) run ./cmd/bench-ingest --keywatch ./bin/keywatch $(BENCH_FLAGS)
+
+## bench-detect: a full detection cycle over 10,000 keys at 10,000,000 and 100,000,000 stored events
+bench-detect: chdb
+	$(GO) run ./cmd/bench-detect $(BENCH_FLAGS)
 
 ## chdb: fetch libchdb.so into the cache (once)
 chdb: $(LIBCHDB)

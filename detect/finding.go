@@ -4,10 +4,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 )
+
+// ErrUnknownKey is returned for a key that neither lifecycle events nor stored traffic mention.
+var ErrUnknownKey = errors.New("unknown key: no lifecycle events and no stored traffic")
 
 // Severity ranks findings; higher is more urgent.
 type Severity int8
@@ -33,6 +37,13 @@ func (s Severity) String() string {
 
 // MarshalText writes the severity's name.
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a severity's name.
+func (s *Severity) UnmarshalText(b []byte) error {
+	v, err := ParseSeverity(string(b))
+	*s = v
+	return err
+}
 
 // ParseSeverity reads a severity's name.
 func ParseSeverity(s string) (Severity, error) {

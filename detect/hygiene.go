@@ -2,14 +2,31 @@ package detect
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
 )
 
-// Hygiene is a placeholder until the detector is written.
+// selectKeyUsage reads when every key seen in traffic was first and last used. key_usage holds one
+// row per key once merged, so the whole table is small.
+const selectKeyUsage = `
+SELECT key_id, anyLast(client_id), sum(requests), min(first_seen), max(last_seen)
+FROM key_usage
+GROUP BY key_id`
+
+// The kinds of hygiene finding; each key gets at most one finding of each.
+const (
+	hygienePolicyAge = "policy_age" // active, older than MaxKeyAge, no rotation started
+	hygieneUnused    = "unused"     // active, not used for UnusedAfter
+)
+
+// Hygiene reports active keys that break the rotation policy: older than the maximum age with no
+// rotation started, or unused for a long time. It runs daily, so that teams have per-key evidence
+// of their rotation policy for audits.
 type Hygiene struct {
 	conn driver.Conn
 	cfg  config.Hygiene
@@ -21,5 +38,145 @@ func NewHygiene(conn driver.Conn, cfg config.Hygiene) *Hygiene { return &Hygiene
 // Name is the detector's name in findings, metrics and config.
 func (d *Hygiene) Name() string { return "hygiene" }
 
-// Detect is not written yet.
-func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) { return nil, nil }
+// HygieneEvidence is what a hygiene finding shows about its key.
+type HygieneEvidence struct {
+	Kind      string    `json:"kind"` // policy_age or unused
+	KeyID     string    `json:"key_id"`
+	ClientID  string    `json:"client_id,omitempty"`
+	State     string    `json:"state"`
+	Created   time.Time `json:"created,omitzero"`    // from key.created, or the rotation that introduced the key
+	FirstSeen time.Time `json:"first_seen,omitzero"` // first request with the key
+	LastUsed  time.Time `json:"last_used,omitzero"`  // last request with the key; zero: never used
+	// AgeDays is the key's age (from Created, else FirstSeen); UnusedDays how long since its last
+	// request (or since Created when it was never used).
+	AgeDays    float64 `json:"age_days"`
+	UnusedDays float64 `json:"unused_days,omitempty"`
+	Requests   uint64  `json:"requests"`
+	// LimitDays is the policy limit that was exceeded (max_key_age or unused_after).
+	LimitDays float64 `json:"limit_days"`
+}
+
+type keyUsage struct {
+	clientID            string
+	requests            uint64
+	firstSeen, lastSeen time.Time
+}
+
+// Detect reports every active key that is too old or unused, as of now.
+func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+	model, err := rotation.Load(ctx, d.conn)
+	if err != nil {
+		return nil, fmt.Errorf("hygiene: %w", err)
+	}
+	usage, err := d.usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Finding
+	for _, k := range model.SortedKeys() {
+		if k.State != rotation.Active { // a started rotation is the policy at work; retired keys are done
+			continue
+		}
+		out = append(out, d.judge(now, k.ID, k.ClientID, string(k.State), k.Created, usage[k.ID])...)
+	}
+	for id, u := range usage {
+		// A key seen only in traffic counts as active. Without a client the gateway could not tell
+		// whose it is: mostly bad or made-up keys that failed, which are not keys to rotate.
+		if model.Key(id) != nil || u.clientID == "" {
+			continue
+		}
+		out = append(out, d.judge(now, id, u.clientID, string(rotation.Active), time.Time{}, u)...)
+	}
+	return out, nil
+}
+
+func (d *Hygiene) usage(ctx context.Context) (map[string]keyUsage, error) {
+	rows, err := d.conn.Query(ctx, selectKeyUsage)
+	if err != nil {
+		return nil, fmt.Errorf("hygiene: read key_usage: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]keyUsage{}
+	for rows.Next() {
+		var id string
+		var u keyUsage
+		if err := rows.Scan(&id, &u.clientID, &u.requests, &u.firstSeen, &u.lastSeen); err != nil {
+			return nil, fmt.Errorf("hygiene: read key_usage: %w", err)
+		}
+		u.firstSeen, u.lastSeen = u.firstSeen.UTC(), u.lastSeen.UTC()
+		out[id] = u
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("hygiene: read key_usage: %w", err)
+	}
+	return out, nil
+}
+
+// judge returns the findings for one active key; clientID falls back to the client seen in traffic.
+func (d *Hygiene) judge(now time.Time, keyID, clientID, state string, created time.Time, u keyUsage) []Finding {
+	if clientID == "" {
+		clientID = u.clientID
+	}
+	born := created
+	if born.IsZero() {
+		born = u.firstSeen
+	}
+	if born.IsZero() {
+		return nil // no age to judge: neither created nor used
+	}
+	ev := HygieneEvidence{
+		KeyID: keyID, ClientID: clientID, State: state, Created: created, FirstSeen: u.firstSeen,
+		LastUsed: u.lastSeen, AgeDays: hygieneDays(now.Sub(born)), Requests: u.requests,
+	}
+	label := "key " + keyID
+	if clientID != "" {
+		label = clientID + " " + label
+	}
+	var out []Finding
+	maxAge := time.Duration(d.cfg.MaxKeyAge)
+	if age := now.Sub(born); age > maxAge {
+		e := ev
+		e.Kind, e.LimitDays = hygienePolicyAge, hygieneDays(maxAge)
+		f := d.finding(now, e, age, maxAge)
+		f.Summary = fmt.Sprintf("%s is %.0f days old and no rotation has started (policy: rotate within %.0f days)",
+			label, e.AgeDays, e.LimitDays)
+		out = append(out, f)
+	}
+	unusedAfter := time.Duration(d.cfg.UnusedAfter)
+	idleSince := u.lastSeen
+	if idleSince.IsZero() {
+		idleSince = born
+	}
+	if idle := now.Sub(idleSince); idle > unusedAfter {
+		e := ev
+		e.Kind, e.UnusedDays, e.LimitDays = hygieneUnused, hygieneDays(idle), hygieneDays(unusedAfter)
+		f := d.finding(now, e, idle, unusedAfter)
+		if u.lastSeen.IsZero() {
+			f.Summary = fmt.Sprintf("%s has never been used in the %.0f days since it was created; revoke it if it is not needed",
+				label, e.UnusedDays)
+		} else {
+			f.Summary = fmt.Sprintf("%s has not been used for %.0f days (last used %s); revoke it if it is not needed",
+				label, e.UnusedDays, u.lastSeen.Format(time.DateOnly))
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// finding builds a finding of one kind. Its fingerprint takes the kind in the rotation slot, so a
+// key has one fingerprint per kind; the finding itself names no rotation. Severity is info, and
+// warning past twice the limit. Score is how many times over the limit the key is (1.5 = half as
+// long again as the policy allows).
+func (d *Hygiene) finding(now time.Time, e HygieneEvidence, over, limit time.Duration) Finding {
+	f := newFinding(d.Name(), now, e.KeyID, e.ClientID, "")
+	f.Fingerprint = Fingerprint(d.Name(), e.KeyID, e.ClientID, e.Kind)
+	f.Severity = Info
+	if over > 2*limit {
+		f.Severity = Warning
+	}
+	f.Score = float64(over) / float64(limit)
+	f.Evidence = e
+	return f
+}
+
+func hygieneDays(d time.Duration) float64 { return d.Hours() / 24 }

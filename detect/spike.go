@@ -1,15 +1,145 @@
 package detect
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"maps"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
 )
 
-// Spike is a placeholder until the detector is written.
+// A spike is judged per case: one rotation step within AfterStep of now × one client, the
+// rotation's own or any other with traffic on the rotation's keys since the step. A client's rates
+// are of its requests with the rotation's old and new key, plus the keyless failures attributed to
+// it: what the rotation changes. (Its other keys would dilute the rate, and cost a granule per key
+// and day of baseline to read.) Each phase of a run is one query for all cases, which take the
+// cases (or steps) as arrays that arrayZip turns into a small table to join on:
+//
+//  1. the short and long windows of every case (auth_events_1m, the last LongWindow only), and the
+//     failures without a known key or client in the same minutes (auth_events, idem);
+//  2. for the candidates only, the cases that would pass MinFailures and MinRate in both windows
+//     if every keyless failure were theirs: their baseline (auth_events_1m, over Baseline and the
+//     same time in earlier weeks) and their share of the keyless failures.
+//
+// A quiet cycle thus reads only the last LongWindow; phase 2 reads a granule per key and day of
+// baseline, for the candidates only.
+//
+// Authentication failures are invalid_key, expired_key, revoked_key and forbidden: what a key
+// change can cause. rate_limited and error say nothing about the key and count as requests only.
+const spikeFailures = `('invalid_key', 'expired_key', 'revoked_key', 'forbidden')`
+
+// spikeSelectWindows counts, per step, the requests of every client on the rotation's keys in the
+// step's short and long windows. The minute the step falls in counts to the windows. Args: step
+// index, key, short window start, long window start (arrays, one element per step and key), then
+// all keys and the overall window.
+const spikeSelectWindows = `
+WITH steps AS (
+    SELECT toUInt32(t.1) AS idx, t.2 AS key_id, t.3 AS short_from, t.4 AS long_from
+    FROM (SELECT arrayJoin(arrayZip(?, ?, ?, ?)) AS t))
+SELECT steps.idx, a.client_id, a.key_id, toString(a.outcome) AS outcome,
+    sumIf(a.requests, a.minute >= steps.short_from) AS short,
+    sum(a.requests) AS long
+FROM auth_events_1m AS a INNER JOIN steps ON a.key_id = steps.key_id
+WHERE a.key_id IN ? AND a.client_id != '' AND a.minute >= ? AND a.minute < ? AND a.minute >= steps.long_from
+GROUP BY steps.idx, a.client_id, a.key_id, a.outcome`
+
+// spikeSelectKeylessMinutes counts the failures without a known key or client per minute of the
+// overall window: an upper bound of what phase 2 can attribute to any case. Args: the window.
+const spikeSelectKeylessMinutes = `
+SELECT toStartOfMinute(ts) AS minute, count()
+FROM auth_events
+WHERE client_id = '' AND ts >= ? AND ts < ? AND outcome IN ` + spikeFailures + `
+  AND key_id NOT IN (SELECT key_id FROM key_lifecycle_events)
+GROUP BY minute`
+
+// spikeCases is the case table of phase 2. Args: case index, client, the rotation's old and new
+// key, baseline start, step minute, short window start, long window start (arrays, one element
+// per case).
+const spikeCases = `
+WITH cases AS (
+    SELECT toUInt32(t.1) AS idx, t.2 AS client_id, t.3 AS keys, t.4 AS base_from, t.5 AS step_minute,
+        t.6 AS short_from, t.7 AS long_from
+    FROM (SELECT arrayJoin(arrayZip(?, ?, ?, ?, ?, ?, ?)) AS t))`
+
+// spikeSelectBaselines counts each candidate's requests and failures on the rotation's keys before
+// the step: over the baseline, and in the same time of the week as the long window in earlier
+// weeks. Rows are read only in those ranges, because for keys with little traffic every daily
+// partition read costs a granule per key. Args after the case table: now (minute), weeks back, long
+// window minutes; then the keys, clients, the baselines' overall range and the spikeWeeks (4)
+// earlier weeks' ranges.
+const spikeSelectBaselines = spikeCases + `
+SELECT cases.idx, toString(a.outcome) AS outcome,
+    sumIf(a.requests, a.minute >= cases.base_from) AS base,
+    -- minutes ago = d: in [now - long - k weeks, now - k weeks) for k in 1..weeks <=> (d-1) div week = k, (d-1) mod week < long
+    sumIf(a.requests, intDiv(dateDiff('minute', a.minute, ?) - 1, 10080) BETWEEN 1 AND ?
+        AND (dateDiff('minute', a.minute, ?) - 1) % 10080 < ?) AS same_hour
+FROM auth_events_1m AS a INNER JOIN cases ON a.client_id = cases.client_id
+WHERE a.key_id IN ? AND a.client_id IN ?
+  AND (a.minute >= ? AND a.minute < ? OR a.minute >= ? AND a.minute < ? OR a.minute >= ? AND a.minute < ?
+       OR a.minute >= ? AND a.minute < ? OR a.minute >= ? AND a.minute < ?)
+  AND has(cases.keys, a.key_id) AND a.minute < cases.step_minute
+GROUP BY cases.idx, a.outcome`
+
+// spikeSelectKeyless attributes the failures without a known key or client to the candidates'
+// clients: a client's callers are the (IP, user agent) pairs seen with the rotation's keys in the
+// baseline (key_callers_1h), and a keyless failure from such a pair counts as the client's. A pair
+// seen with two clients counts for both. The raw lookup is bounded to the long windows. Args after
+// the case table: keys, clients, overall hour range of the baselines, the raw window.
+const spikeSelectKeyless = spikeCases + `,
+callers AS (
+    SELECT cases.idx AS idx, c.ip AS ip, c.user_agent AS user_agent,
+        any(cases.short_from) AS short_from, any(cases.long_from) AS long_from
+    FROM key_callers_1h AS c INNER JOIN cases ON c.client_id = cases.client_id
+    WHERE c.key_id IN ? AND c.client_id IN ? AND c.hour >= toStartOfHour(?) AND c.hour < ?
+      AND has(cases.keys, c.key_id) AND c.hour >= toStartOfHour(cases.base_from) AND c.hour < cases.step_minute
+    GROUP BY idx, ip, user_agent)
+SELECT callers.idx, e.ip, toString(e.user_agent), toString(e.outcome), toString(e.route),
+    countIf(e.ts >= callers.short_from) AS short, countIf(e.ts >= callers.long_from) AS long
+FROM auth_events AS e INNER JOIN callers ON e.ip = callers.ip AND e.user_agent = callers.user_agent
+WHERE e.client_id = '' AND e.ts >= ? AND e.ts < ? AND e.outcome IN ` + spikeFailures + `
+  AND e.key_id NOT IN (SELECT key_id FROM key_lifecycle_events)
+GROUP BY callers.idx, e.ip, e.user_agent, e.outcome, e.route
+HAVING long > 0`
+
+// spikeSelectRoutes returns the top routes of the cases' failures in their long windows: a bounded
+// raw lookup (the rotations' keys over at most the long window), only for the cases that fire. Args
+// after the case table: keys, clients, the overall window, how many routes per case.
+const spikeSelectRoutes = spikeCases + `
+SELECT cases.idx, toString(e.route), count() AS failures
+FROM auth_events AS e INNER JOIN cases ON e.client_id = cases.client_id
+WHERE e.key_id IN ? AND e.client_id IN ? AND e.ts >= ? AND e.ts < ? AND e.outcome IN ` + spikeFailures + `
+  AND has(cases.keys, e.key_id) AND e.ts >= cases.long_from
+GROUP BY cases.idx, e.route
+ORDER BY failures DESC, e.route
+LIMIT ? BY cases.idx`
+
+const (
+	// spikeMinRate floors the baseline failure rate in z = (p - p0) / sqrt(p0 (1 - p0) / n), so
+	// that a client that never failed does not divide by zero; MinFailures and MinRate then decide.
+	spikeMinRate = 0.001
+	// spikeWeeks is how many earlier weeks the same time of the week is compared over (it is also
+	// the number of week ranges spikeSelectBaselines reads), and spikeSameHourRequests how many
+	// requests they need for their rate to count.
+	spikeWeeks            = 4
+	spikeSameHourRequests = 200
+	// spikeTop bounds the routes and keyless callers listed in evidence.
+	spikeTop  = 5
+	spikeWeek = 7 * 24 * time.Hour
+)
+
+// Spike finds authentication failures that rise after a rotation step: for each step (started,
+// retired, revoked) within AfterStep, each affected client's failure rate in a short and a long
+// window after the step is compared with its own rate before the step.
 type Spike struct {
 	conn driver.Conn
 	cfg  config.Spike
@@ -21,5 +151,485 @@ func NewSpike(conn driver.Conn, cfg config.Spike) *Spike { return &Spike{conn: c
 // Name is the detector's name in findings, metrics and config.
 func (d *Spike) Name() string { return "spike" }
 
-// Detect is not written yet.
-func (d *Spike) Detect(ctx context.Context, now time.Time) ([]Finding, error) { return nil, nil }
+// SpikeEvidence is what a spike finding shows: the step, the client's failure rates in both windows
+// against its baseline, and where the failures came from.
+type SpikeEvidence struct {
+	RotationID string            `json:"rotation_id"`
+	OldKeyID   string            `json:"old_key_id"`
+	NewKeyID   string            `json:"new_key_id"`
+	Step       rotation.StepKind `json:"step"`
+	StepAt     time.Time         `json:"step_at"`
+	ClientID   string            `json:"client_id"`
+	// RotationClient is true for the client whose keys rotate, false for another client calling them.
+	RotationClient bool          `json:"rotation_client"`
+	Short          SpikeWindow   `json:"short_window"`
+	Long           SpikeWindow   `json:"long_window"`
+	Baseline       SpikeBaseline `json:"baseline"`
+	// FailuresByOutcome and FailuresByKey (the rotation's keys) break down the long window's
+	// failures; keyless failures are under the key "" of FailuresByKey.
+	FailuresByOutcome map[string]uint64 `json:"failures_by_outcome"`
+	FailuresByKey     map[string]uint64 `json:"failures_by_key"`
+	TopRoutes         []SpikeCount      `json:"top_routes"`
+	Keyless           SpikeKeyless      `json:"keyless"`
+}
+
+// SpikeWindow is one window after the step: [From, Until).
+type SpikeWindow struct {
+	From     time.Time `json:"from,omitzero"`
+	Until    time.Time `json:"until,omitzero"`
+	Requests uint64    `json:"requests"`
+	Failures uint64    `json:"failures"`
+	Rate     float64   `json:"rate"`
+	Z        float64   `json:"z"` // binomial z-score of Rate against the baseline rate
+}
+
+// SpikeBaseline is the failure rate the windows are compared with: the higher of the rate before
+// the step and, when there are enough requests, the rate at the same time of the week in earlier
+// weeks (so a weekly pattern does not fire). z-scores floor it at 0.1%.
+type SpikeBaseline struct {
+	Rate           float64      `json:"rate"`
+	Source         string       `json:"source"` // before_step or same_time_of_week
+	BeforeStep     SpikeWindow  `json:"before_step"`
+	SameTimeOfWeek *SpikeWindow `json:"same_time_of_week,omitempty"` // summed over the weeks; nil without enough requests
+}
+
+// SpikeCount is a failure count of one route or caller.
+type SpikeCount struct {
+	Name     string `json:"name"`
+	Failures uint64 `json:"failures"`
+}
+
+// SpikeKeyless is the failures without a known key or client attributed to the client in the long
+// window, and the (IP, user agent) pairs, seen with the rotation's keys before the step, they came from.
+type SpikeKeyless struct {
+	Failures uint64       `json:"failures"`
+	Callers  []SpikeCount `json:"callers,omitempty"` // "ip user-agent"
+}
+
+// spikeCase is one step × affected client, with the counts gathered for it.
+type spikeCase struct {
+	rot                                       *rotation.Rotation
+	step                                      rotation.Step
+	client                                    string
+	baseFrom, stepMinute, shortFrom, longFrom time.Time
+	base, sameHour, shortWin, longWin         spikeTally
+	byOutcome, byKey                          map[string]uint64
+	keylessRoutes, keylessCallers             map[string]uint64
+	keylessFailures                           uint64
+}
+
+type spikeTally struct{ requests, failures uint64 }
+
+func (t *spikeTally) add(requests uint64, failed bool) {
+	t.requests += requests
+	if failed {
+		t.failures += requests
+	}
+}
+
+func (t spikeTally) rate() float64 {
+	if t.requests == 0 {
+		return 0
+	}
+	return float64(t.failures) / float64(t.requests)
+}
+
+// Detect returns one finding per rotation and client whose failures rose after a recent step.
+func (d *Spike) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+	model, err := rotation.Load(ctx, d.conn)
+	if err != nil {
+		return nil, fmt.Errorf("spike: %w", err)
+	}
+	cases, err := d.windows(ctx, model, now)
+	if err != nil || len(cases) == 0 {
+		return nil, err
+	}
+	keyless, err := d.keylessMinutes(ctx, cases, now)
+	if err != nil {
+		return nil, err
+	}
+	var candidates []*spikeCase
+	for _, c := range cases {
+		var short, long uint64
+		for m, n := range keyless {
+			if !m.Before(c.longFrom) {
+				long += n
+			}
+			if !m.Before(c.shortFrom) {
+				short += n
+			}
+		}
+		if d.large(spikeTally{c.shortWin.requests + short, c.shortWin.failures + short}) &&
+			d.large(spikeTally{c.longWin.requests + long, c.longWin.failures + long}) {
+			candidates = append(candidates, c)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	if err := d.baselines(ctx, candidates, now); err != nil {
+		return nil, err
+	}
+	if len(keyless) > 0 {
+		if err := d.attributeKeyless(ctx, candidates, now); err != nil {
+			return nil, err
+		}
+	}
+	// Of the steps of one rotation that fire for a client, the latest is the one to blame: its
+	// baseline already holds whatever the earlier steps did.
+	best := map[[2]string]*spikeCase{}
+	for _, c := range candidates {
+		if !d.fires(c) {
+			continue
+		}
+		id := [2]string{c.rot.ID, c.client}
+		if b := best[id]; b == nil || c.step.At.After(b.step.At) {
+			best[id] = c
+		}
+	}
+	fire := slices.Collect(maps.Values(best))
+	if len(fire) == 0 {
+		return nil, nil
+	}
+	routes, err := d.routes(ctx, fire, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Finding, len(fire))
+	for i, c := range fire {
+		out[i] = d.finding(c, routes[i], now)
+	}
+	return out, nil
+}
+
+// windows returns a case for every step within AfterStep × client on the rotation's keys since the
+// step (the rotation's own client always), with its short and long windows counted.
+func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Time) ([]*spikeCase, error) {
+	type stepOf struct {
+		rot  *rotation.Rotation
+		step rotation.Step
+	}
+	var steps []stepOf
+	for _, r := range model.Rotations {
+		for _, s := range r.Steps {
+			if !s.At.After(now) && now.Sub(s.At) <= time.Duration(d.cfg.AfterStep) {
+				steps = append(steps, stepOf{r, s})
+			}
+		}
+	}
+	if len(steps) == 0 {
+		return nil, nil
+	}
+	type caseID struct {
+		step   int
+		client string
+	}
+	var out []*spikeCase
+	byID := map[caseID]*spikeCase{}
+	add := func(i int, client string) *spikeCase {
+		if c := byID[caseID{i, client}]; c != nil {
+			return c
+		}
+		s := steps[i]
+		stepMinute := s.step.At.Truncate(time.Minute)
+		short, long := d.windowStarts(stepMinute, now)
+		c := &spikeCase{
+			rot: s.rot, step: s.step, client: client,
+			baseFrom: stepMinute.Add(-time.Duration(d.cfg.Baseline)), stepMinute: stepMinute, shortFrom: short, longFrom: long,
+			byOutcome: map[string]uint64{}, byKey: map[string]uint64{},
+			keylessRoutes: map[string]uint64{}, keylessCallers: map[string]uint64{},
+		}
+		byID[caseID{i, client}] = c
+		out = append(out, c)
+		return c
+	}
+	var idx []uint32
+	var keys []string
+	var shorts, longs []time.Time
+	for i, s := range steps {
+		if s.rot.ClientID != "" {
+			add(i, s.rot.ClientID)
+		}
+		short, long := d.windowStarts(s.step.At.Truncate(time.Minute), now)
+		for _, k := range []string{s.rot.OldKeyID, s.rot.NewKeyID} {
+			idx, keys, shorts, longs = append(idx, uint32(i)), append(keys, k), append(shorts, short), append(longs, long)
+		}
+	}
+	from := slices.MinFunc(longs, time.Time.Compare)
+	rows, err := d.conn.Query(ctx, spikeSelectWindows, idx, keys, shorts, longs, spikeUniq(keys), from, now)
+	if err != nil {
+		return nil, fmt.Errorf("spike: count requests on the keys of %d rotation steps since %s: %w", len(steps), from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i uint32
+		var client, key, outcome string
+		var short, long uint64
+		if err := rows.Scan(&i, &client, &key, &outcome, &short, &long); err != nil {
+			return nil, fmt.Errorf("spike: count requests on the keys of rotation steps: %w", err)
+		}
+		c, failed := add(int(i), client), spikeIsFailure(outcome)
+		c.shortWin.add(short, failed)
+		c.longWin.add(long, failed)
+		if failed {
+			c.byOutcome[outcome] += long
+			c.byKey[key] += long
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("spike: count requests on the keys of rotation steps: %w", err)
+	}
+	return out, nil
+}
+
+// windowStarts returns where the short and long windows after a step start: ShortWindow and
+// LongWindow before now, but not before the step's minute.
+func (d *Spike) windowStarts(stepMinute, now time.Time) (short, long time.Time) {
+	return spikeLater(stepMinute, now.Add(-time.Duration(d.cfg.ShortWindow)).Truncate(time.Minute)),
+		spikeLater(stepMinute, now.Add(-time.Duration(d.cfg.LongWindow)).Truncate(time.Minute))
+}
+
+// keylessMinutes returns the failures without a known key or client per minute of the cases'
+// long windows.
+func (d *Spike) keylessMinutes(ctx context.Context, cases []*spikeCase, now time.Time) (map[time.Time]uint64, error) {
+	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
+	rows, err := d.conn.Query(ctx, spikeSelectKeylessMinutes, from, now)
+	if err != nil {
+		return nil, fmt.Errorf("spike: count keyless failures since %s: %w", from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	out := map[time.Time]uint64{}
+	for rows.Next() {
+		var m time.Time
+		var n uint64
+		if err := rows.Scan(&m, &n); err != nil {
+			return nil, fmt.Errorf("spike: count keyless failures: %w", err)
+		}
+		out[m.UTC()] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("spike: count keyless failures: %w", err)
+	}
+	return out, nil
+}
+
+// spikeCaseArgs returns the arguments of the spikeCases table, and all the cases' keys and clients
+// (for the primary key).
+func spikeCaseArgs(cases []*spikeCase) (table []any, keys, clients []string) {
+	n := len(cases)
+	idx, caseClients, caseKeys := make([]uint32, n), make([]string, n), make([][]string, n)
+	base, step, short, long := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+	for i, c := range cases {
+		idx[i], caseClients[i], base[i], step[i], short[i], long[i] = uint32(i), c.client, c.baseFrom, c.stepMinute, c.shortFrom, c.longFrom
+		caseKeys[i] = []string{c.rot.OldKeyID, c.rot.NewKeyID}
+		keys = append(keys, caseKeys[i]...)
+	}
+	return []any{idx, caseClients, caseKeys, base, step, short, long}, spikeUniq(keys), spikeUniq(caseClients)
+}
+
+func (d *Spike) baselines(ctx context.Context, cases []*spikeCase, now time.Time) error {
+	args, keys, clients := spikeCaseArgs(cases)
+	nowMinute := now.Truncate(time.Minute)
+	long := time.Duration(d.cfg.LongWindow)
+	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.baseFrom.Compare(b.baseFrom) }).baseFrom
+	until := slices.MaxFunc(cases, func(a, b *spikeCase) int { return a.stepMinute.Compare(b.stepMinute) }).stepMinute
+	args = append(args, nowMinute, spikeWeeks, nowMinute, int64(long/time.Minute), keys, clients, from, until)
+	for k := 1; k <= spikeWeeks; k++ {
+		weekAgo := nowMinute.Add(-time.Duration(k) * spikeWeek)
+		args = append(args, weekAgo.Add(-long), weekAgo)
+	}
+	rows, err := d.conn.Query(ctx, spikeSelectBaselines, args...)
+	if err != nil {
+		return fmt.Errorf("spike: count requests of %d clients before their steps since %s: %w", len(clients), from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i uint32
+		var outcome string
+		var base, sameHour uint64
+		if err := rows.Scan(&i, &outcome, &base, &sameHour); err != nil {
+			return fmt.Errorf("spike: count requests before steps: %w", err)
+		}
+		failed := spikeIsFailure(outcome)
+		cases[i].base.add(base, failed)
+		cases[i].sameHour.add(sameHour, failed)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("spike: count requests before steps: %w", err)
+	}
+	return nil
+}
+
+func (d *Spike) attributeKeyless(ctx context.Context, cases []*spikeCase, now time.Time) error {
+	args, keys, clients := spikeCaseArgs(cases)
+	baseFrom := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.baseFrom.Compare(b.baseFrom) }).baseFrom
+	stepTo := slices.MaxFunc(cases, func(a, b *spikeCase) int { return a.stepMinute.Compare(b.stepMinute) }).stepMinute
+	rawFrom := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
+	args = append(args, keys, clients, baseFrom, stepTo, rawFrom, now)
+	rows, err := d.conn.Query(ctx, spikeSelectKeyless, args...)
+	if err != nil {
+		return fmt.Errorf("spike: attribute keyless failures to %d clients: %w", len(clients), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i uint32
+		var ip net.IP
+		var ua, outcome, route string
+		var short, long uint64
+		if err := rows.Scan(&i, &ip, &ua, &outcome, &route, &short, &long); err != nil {
+			return fmt.Errorf("spike: attribute keyless failures: %w", err)
+		}
+		c := cases[i]
+		c.shortWin.add(short, true)
+		c.longWin.add(long, true)
+		c.byOutcome[outcome] += long
+		c.byKey[""] += long
+		c.keylessFailures += long
+		c.keylessRoutes[route] += long
+		addr, _ := netip.AddrFromSlice(ip)
+		c.keylessCallers[addr.Unmap().String()+" "+ua] += long
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("spike: attribute keyless failures: %w", err)
+	}
+	return nil
+}
+
+// baseline returns the failure rate a case's windows are compared with, and where it came from.
+func (d *Spike) baseline(c *spikeCase) (float64, string) {
+	p0, source := c.base.rate(), "before_step"
+	if c.sameHour.requests >= spikeSameHourRequests && c.sameHour.rate() > p0 {
+		p0, source = c.sameHour.rate(), "same_time_of_week"
+	}
+	return p0, source
+}
+
+// spikeZ is the binomial z-score of a window's failure rate against the baseline rate p0, floored
+// at spikeMinRate.
+func spikeZ(t spikeTally, p0 float64) float64 {
+	p0 = max(p0, spikeMinRate)
+	if t.requests == 0 || p0 >= 1 {
+		return 0
+	}
+	return (t.rate() - p0) / math.Sqrt(p0*(1-p0)/float64(t.requests))
+}
+
+// large reports whether a window has at least MinFailures failures and MinRate.
+func (d *Spike) large(w spikeTally) bool {
+	return w.failures >= uint64(d.cfg.MinFailures) && w.rate() >= d.cfg.MinRate
+}
+
+// fires reports whether both windows show a rise that is large and significant.
+func (d *Spike) fires(c *spikeCase) bool {
+	p0, _ := d.baseline(c)
+	return d.large(c.shortWin) && d.large(c.longWin) && spikeZ(c.shortWin, p0) >= d.cfg.MinZ && spikeZ(c.longWin, p0) >= d.cfg.MinZ
+}
+
+// finding builds the finding of a case that fires. Severity is critical when at least half of the
+// long window's requests failed or revoked keys are the most common failure (a client cut off by
+// a revocation), warning otherwise. Score is the long window's z-score.
+func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) Finding {
+	p0, source := d.baseline(c)
+	window := func(from time.Time, t spikeTally) SpikeWindow {
+		return SpikeWindow{From: from, Until: now, Requests: t.requests, Failures: t.failures, Rate: t.rate(), Z: spikeZ(t, p0)}
+	}
+	ev := SpikeEvidence{
+		RotationID: c.rot.ID, OldKeyID: c.rot.OldKeyID, NewKeyID: c.rot.NewKeyID, Step: c.step.Kind, StepAt: c.step.At,
+		ClientID: c.client, RotationClient: c.client == c.rot.ClientID,
+		Short: window(c.shortFrom, c.shortWin), Long: window(c.longFrom, c.longWin),
+		Baseline: SpikeBaseline{Rate: p0, Source: source, BeforeStep: SpikeWindow{
+			From: c.baseFrom, Until: c.stepMinute, Requests: c.base.requests, Failures: c.base.failures, Rate: c.base.rate(),
+		}},
+		FailuresByOutcome: c.byOutcome, FailuresByKey: c.byKey, TopRoutes: routes,
+		Keyless: SpikeKeyless{Failures: c.keylessFailures, Callers: spikeTopCounts(c.keylessCallers)},
+	}
+	if c.sameHour.requests >= spikeSameHourRequests {
+		ev.Baseline.SameTimeOfWeek = &SpikeWindow{Requests: c.sameHour.requests, Failures: c.sameHour.failures, Rate: c.sameHour.rate()}
+	}
+	top := spikeTopCounts(c.byOutcome)[0].Name
+	f := newFinding(d.Name(), now, c.rot.OldKeyID, c.client, c.rot.ID)
+	f.Severity = Warning
+	if ev.Long.Rate >= 0.5 || top == "revoked_key" {
+		f.Severity = Critical
+	}
+	f.Score = ev.Long.Z
+	step := fmt.Sprintf("%s was %s", c.rot.OldKeyID, c.step.Kind)
+	if c.step.Kind == rotation.StepStarted {
+		step = "rotation " + c.rot.ID + " started"
+	}
+	f.Summary = fmt.Sprintf("%s: %.0f%% of %d requests failed in the last %s (usually %.1f%%) after %s %s ago; mostly %s",
+		c.client, 100*ev.Long.Rate, ev.Long.Requests, spikeDuration(now.Sub(c.longFrom)), 100*p0, step, spikeDuration(now.Sub(c.step.At)), top)
+	if len(routes) > 0 {
+		f.Summary += " on " + routes[0].Name
+	}
+	if c.keylessFailures > 0 {
+		f.Summary += fmt.Sprintf("; %d without a known key from its usual callers", c.keylessFailures)
+	}
+	f.Evidence = ev
+	return f
+}
+
+// routes returns the top routes of each case's failures in its long window, keyless ones included.
+func (d *Spike) routes(ctx context.Context, cases []*spikeCase, now time.Time) ([][]SpikeCount, error) {
+	args, keys, clients := spikeCaseArgs(cases)
+	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
+	args = append(args, keys, clients, from, now, spikeTop)
+	rows, err := d.conn.Query(ctx, spikeSelectRoutes, args...)
+	if err != nil {
+		return nil, fmt.Errorf("spike: routes of the failures of %d clients since %s: %w", len(clients), from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	counts := make([]map[string]uint64, len(cases))
+	for i, c := range cases {
+		counts[i] = maps.Clone(c.keylessRoutes)
+	}
+	for rows.Next() {
+		var i uint32
+		var route string
+		var n uint64
+		if err := rows.Scan(&i, &route, &n); err != nil {
+			return nil, fmt.Errorf("spike: routes of failures: %w", err)
+		}
+		counts[i][route] += n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("spike: routes of failures: %w", err)
+	}
+	out := make([][]SpikeCount, len(cases))
+	for i := range cases {
+		out[i] = spikeTopCounts(counts[i])
+	}
+	return out, nil
+}
+
+// spikeTopCounts returns the spikeTop largest counts, largest first.
+func spikeTopCounts(m map[string]uint64) []SpikeCount {
+	out := make([]SpikeCount, 0, len(m))
+	for name, n := range m {
+		out = append(out, SpikeCount{name, n})
+	}
+	slices.SortFunc(out, func(a, b SpikeCount) int {
+		return cmp.Or(cmp.Compare(b.Failures, a.Failures), strings.Compare(a.Name, b.Name))
+	})
+	return out[:min(len(out), spikeTop)]
+}
+
+func spikeIsFailure(outcome string) bool {
+	return strings.Contains(spikeFailures, "'"+outcome+"'")
+}
+
+func spikeDuration(d time.Duration) string {
+	if d < time.Hour {
+		return fmt.Sprintf("%dm", int(d.Round(time.Minute)/time.Minute))
+	}
+	return fmt.Sprintf("%.1fh", d.Hours())
+}
+
+func spikeUniq(s []string) []string { return slices.Compact(slices.Sorted(slices.Values(s))) }
+
+func spikeLater(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -68,10 +68,10 @@ type Step struct {
 
 // Rotation moves one client from an old key to a new one.
 type Rotation struct {
-	ID                          string // "old>new": stable across runs, readable in alerts
+	ID                           string // "old>new": stable across runs, readable in alerts
 	ClientID, OldKeyID, NewKeyID string
-	Started                     time.Time
-	Deadline                    time.Time // the grace deadline; zero when none was given
+	Started                      time.Time
+	Deadline                     time.Time // the grace deadline; zero when none was given
 	// Finished is when the old key was retired or revoked; zero while the rotation runs.
 	Finished time.Time
 	Steps    []Step
@@ -148,6 +148,9 @@ func Build(events []Event) *Model {
 				if nk.Created.IsZero() {
 					nk.Created = e.TS
 				}
+				if nk.Updated.IsZero() {
+					nk.Updated = e.TS
+				}
 			}
 		case KeyRetired, KeyRevoked:
 			state, step := Retired, StepRetired
@@ -170,17 +173,6 @@ func Build(events []Event) *Model {
 
 func hasStep(r *Rotation, kind StepKind) bool {
 	return slices.ContainsFunc(r.Steps, func(s Step) bool { return s.Kind == kind })
-}
-
-// Running returns the rotations whose old key is neither retired nor revoked.
-func (m *Model) Running() []*Rotation {
-	var out []*Rotation
-	for _, r := range m.Rotations {
-		if r.Running() {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // Key returns the key with id, or nil when it has no lifecycle events.

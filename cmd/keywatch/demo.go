@@ -26,15 +26,21 @@ Run keywatch end to end on this machine, with nothing to install or configure:
 
   - a real ClickHouse server from the embedded library (data kept in --data/clickhouse),
   - an in-process Kafka broker (topics auth-events and key-lifecycle, 4 partitions each),
-  - simulated gateway traffic: 40 clients and their keys, a realistic mix of outcomes, one key
-    rotation in progress (acme-billing moving from kid_live_acme_old to kid_live_acme_new, with
-    one nightly job that stays on the old key), raw API keys from some gateways, and a trickle of
-    malformed messages,
-  - keywatch itself ('keywatch run') ingesting all of it.
+  - simulated gateway traffic: 40 clients and their keys, a realistic mix of outcomes, raw API
+    keys from some gateways, a trickle of malformed messages, and --history of past traffic
+    (networks and countries from MMDB files the demo writes) for the detectors' baselines,
+  - three things going wrong:
+      acme-billing rotates from kid_live_acme_old to kid_live_acme_new with a 30-minute grace
+        period, and one nightly job stays on the old key (lingering clients);
+      after 1 minute globex-billing's old key is revoked early while globex still uses it
+        (failure spike after a rollover);
+      after 90 s initech-billing's key is used from a network and country it never used
+        (leak-like usage),
+  - keywatch itself ('keywatch run') ingesting all of it and running its detectors every 10 s.
 
-A progress line shows events sent and stored, dead letters and the rotation's progress. Ctrl-C
-stops everything cleanly; the data stays in --data and 'keywatch clickhouse-server' serves it.
-keywatch's own log goes to --data/keywatch.log.`
+A progress line shows events sent and stored, dead letters and the rotation's progress; each new
+finding is printed as it appears. Ctrl-C stops everything cleanly; the data stays in --data and
+'keywatch clickhouse-server' serves it. keywatch's own log goes to --data/keywatch.log.`
 
 func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", "demo [--data DIR] [--rate N] [--duration D]", demoDescription, stderr)
@@ -42,6 +48,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	rate := fs.Int("rate", 2000, "simulated authentication events per second")
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
 	listen := fs.String("http", "127.0.0.1:9464", "address for /metrics, /healthz and /readyz (empty: none)")
+	history := fs.Duration("history", 72*time.Hour, "simulated past traffic written before the live traffic starts")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -88,6 +95,12 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Ingest.BatchMaxWait = config.Duration(500 * time.Millisecond)
 	cfg.HTTP.Listen = *listen
 	cfg.Log.Format = "json"
+	if cfg.Geo.ASNDatabase, cfg.Geo.CountryDatabase, err = simulate.WriteGeo(dir); err != nil {
+		return err
+	}
+	for _, schedule := range []*string{&cfg.Detect.Lingering.Schedule, &cfg.Detect.Spike.Schedule, &cfg.Detect.Leak.Schedule, &cfg.Detect.Hygiene.Schedule} {
+		*schedule = "@every 10s"
+	}
 	logFile, err := os.OpenFile(filepath.Join(dir, "keywatch.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -120,15 +133,30 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer conn.Close()
 
 	traffic := simulate.New(uint64(time.Now().UnixNano()), time.Now().UTC())
-	rot := traffic.Rotation()
-	say("simulating %d events/s; rotation of %s: %s → %s, grace until %s", *rate, rot.ClientID, rot.OldKeyID, rot.NewKeyID, rot.GraceUntil.Format(time.TimeOnly))
+	rot, in := traffic.Rotation(), traffic.Incidents()
 	var sent atomic.Int64
 	simCtx, stopSim := context.WithCancel(ctx)
 	defer stopSim()
 	simErr := make(chan error, 1)
+	notes := make(chan string, 4)
 	go func() {
+		say := func(format string, a ...any) {
+			notes <- fmt.Sprintf("[%5.1fs] %s", time.Since(started).Seconds(), fmt.Sprintf(format, a...))
+		}
 		w := kafka.Writer("")
 		defer w.Close()
+		if *history > 0 {
+			n, err := traffic.History(simCtx, w, authTopic, *history, 20)
+			if err != nil {
+				simErr <- err
+				return
+			}
+			sent.Add(int64(n))
+			say("wrote %s of history (%d events)", *history, n)
+		}
+		say("simulating %d events/s; rotation of %s: %s → %s, grace until %s", *rate, rot.ClientID, rot.OldKeyID, rot.NewKeyID, rot.GraceUntil.Format(time.TimeOnly))
+		say("coming up: %s revoked at %s while %s still uses it; %s used from a new network from %s",
+			in.Revoked.OldKeyID, in.RevokedAt.Format(time.TimeOnly), in.Revoked.ClientID, in.LeakedKeyID, in.LeakFrom.Format(time.TimeOnly))
 		simErr <- traffic.Run(simCtx, w, authTopic, lifecycleTopic, *rate, func(n int) { sent.Add(int64(n)) })
 	}()
 
@@ -150,7 +178,10 @@ loop:
 		case <-ch.Exited():
 			runErr = fmt.Errorf("clickhouse stopped: %s", ch.Stderr())
 			break loop
+		case note := <-notes:
+			progress.note(note)
 		case <-ticker.C:
+			progress.findings(ctx, conn, time.Since(started))
 			progress.show(ctx, conn, time.Since(started), sent.Load(), rot)
 		}
 	}
@@ -170,17 +201,19 @@ loop:
 	return runErr
 }
 
-// progress prints one line a second: on a terminal it rewrites the line in place.
+// progress prints one line a second (on a terminal it rewrites the line in place), and a line for
+// each new finding.
 type progress struct {
 	out       io.Writer
 	tty       bool
 	lastSent  int64
 	lastAt    time.Duration
 	wroteLine bool
+	seen      map[string]bool // findings printed, by fingerprint and severity
 }
 
 func newProgress(out io.Writer) *progress {
-	p := &progress{out: out}
+	p := &progress{out: out, seen: map[string]bool{}}
 	if f, ok := out.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
@@ -208,6 +241,41 @@ func (p *progress) show(ctx context.Context, conn driver.Conn, elapsed time.Dura
 		return
 	}
 	fmt.Fprintln(p.out, line)
+}
+
+// note prints a line of its own above the progress line.
+func (p *progress) note(line string) {
+	if p.wroteLine {
+		fmt.Fprint(p.out, "\r\033[K")
+		p.wroteLine = false
+	}
+	fmt.Fprintln(p.out, line)
+}
+
+// selectNewFindings returns the findings of each detector's latest run.
+const selectNewFindings = `
+SELECT detector, fingerprint, toString(severity), key_id, client_id, summary
+FROM findings
+WHERE (detector, run_id) IN (SELECT detector, argMax(run_id, finished_at) FROM detector_runs GROUP BY detector)
+ORDER BY severity DESC, detector, key_id`
+
+// findings prints the findings not printed before (or printed at another severity).
+func (p *progress) findings(ctx context.Context, conn driver.Conn, elapsed time.Duration) {
+	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	defer cancel()
+	rows, err := conn.Query(qctx, selectNewFindings)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var detector, fingerprint, severity, key, client, summary string
+		if rows.Scan(&detector, &fingerprint, &severity, &key, &client, &summary) != nil || p.seen[fingerprint+severity] {
+			continue
+		}
+		p.seen[fingerprint+severity] = true
+		p.note(fmt.Sprintf("[%5.1fs] FINDING %-8s %-9s %s", elapsed.Seconds(), severity, detector, summary))
+	}
 }
 
 func (p *progress) done() {

@@ -29,9 +29,11 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"run", "ingest events from Kafka into ClickHouse (the daemon)", runCmd},
+		{"run", "ingest events from Kafka into ClickHouse and run the detectors (the daemon)", runCmd},
 		{"demo", "run keywatch on a local ClickHouse and in-process Kafka with simulated traffic", demoCmd},
 		{"migrate", "create or upgrade the ClickHouse schema, then exit", migrateCmd},
+		{"detect", "run the detectors now (--once) and print their findings", detectCmd},
+		{"readiness", "say whether a key is safe to retire (exit 0 only when safe)", readinessCmd},
 		{"check-config", "validate a configuration and print the effective values", checkConfigCmd},
 		{"clickhouse-server", "serve an embedded ClickHouse on loopback (to query the demo's data)", clickhouseServerCmd},
 		{"version", "print the version", versionCmd},
@@ -78,6 +80,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		switch {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return 0
+		case errors.As(err, new(exitCode)):
+			var code exitCode
+			errors.As(err, &code)
+			return int(code)
 		case errors.As(err, new(usageError)):
 			fmt.Fprintf(stderr, "keywatch %s: %v\n", c.name, err)
 			return 2
@@ -135,16 +141,41 @@ func parse(fs *flag.FlagSet, args []string) error {
 // configuration it names; it returns the file's path too ("" for none).
 func parseConfig(name, description string, args []string, stderr io.Writer) (config.Config, string, error) {
 	fs := newFlags(name, name+" [--config FILE]", description, stderr)
-	path := fs.String("config", os.Getenv("KEYWATCH_CONFIG"), "YAML configuration `file` (default $KEYWATCH_CONFIG; none: defaults and KEYWATCH_* only)")
+	path := configFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return config.Config{}, "", err
 	}
-	cfg, err := config.Load(*path, os.Environ())
-	if err != nil {
-		return cfg, *path, usageError{err}
-	}
-	return cfg, *path, nil
+	cfg, err := loadConfig(*path)
+	return cfg, *path, err
 }
+
+// configFlag adds --config to fs.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("KEYWATCH_CONFIG"), "YAML configuration `file` (default $KEYWATCH_CONFIG; none: defaults and KEYWATCH_* only)")
+}
+
+// loadConfig loads the configuration at path (none when empty) with the process's environment.
+func loadConfig(path string) (config.Config, error) {
+	cfg, err := config.Load(path, os.Environ())
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// loadQueryConfig is loadConfig for commands that only query ClickHouse.
+func loadQueryConfig(path string) (config.Config, error) {
+	cfg, err := config.LoadForQueries(path, os.Environ())
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+// exitCode ends a command with a code of its own and no error message (the command printed why).
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit code %d", int(c)) }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	var level slog.Level

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/ingest/geo"
 	"github.com/keywatch/keywatch/ingest/mapping"
@@ -24,12 +25,16 @@ const runDescription = `
 Run the keywatch daemon: apply the ClickHouse schema (waiting for ClickHouse if it is not up yet),
 then consume the authentication and key lifecycle topics as a member of the consumer group and
 store every event in ClickHouse. Malformed messages go to the dead_letters table with the reason.
+The detectors (lingering, spike, leak, hygiene) run on their cron schedules (detect.*.schedule)
+and store their findings in the findings table.
 
 Offsets are committed only after ClickHouse has stored the batch that holds them; while ClickHouse
 is unreachable, fetching pauses and the insert is retried with backoff. On SIGTERM or Ctrl-C the
 batch in flight is stored (or left uncommitted) and the process exits 0.
 
-The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz.`
+The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz, and with a
+bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) POST /v1/lifecycle (a lifecycle event,
+contract 3.2) and GET /v1/keys/{id}/readiness (is the key safe to retire?).`
 
 func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
 	cfg, _, err := parseConfig("run", runDescription, args, stderr)
@@ -41,7 +46,7 @@ func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) e
 	return serve(ctx, cfg, log, prometheus.NewRegistry())
 }
 
-// serve runs the daemon until ctx ends: schema, ingest and the HTTP listener.
+// serve runs the daemon until ctx ends: schema, ingest, the detectors and the HTTP listener.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry) error {
 	decoder, closeGeo, err := newDecoder(cfg)
 	if err != nil {
@@ -80,7 +85,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	start := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -92,6 +97,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		}()
 	}
 	start("ingest", consumer.Run)
+	engine := detect.NewEngine(detect.All(conn, cfg.Detect), detect.NewStore(conn), detect.NewMetrics(reg), log)
+	start("detect", engine.Start)
 	if cfg.HTTP.Listen != "" {
 		checks := map[string]api.Check{
 			"clickhouse": conn.Ping,
@@ -105,7 +112,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 				return nil
 			},
 		}
-		start("http", api.New(cfg.HTTP.Listen, reg, checks, log).Run)
+		v1 := api.V1{
+			Token:     cfg.HTTP.Token,
+			Lifecycle: ingest.NewLifecycleWriter(conn),
+			Readiness: detect.NewLingering(conn, cfg.Detect.Lingering),
+		}
+		start("http", api.New(cfg.HTTP.Listen, reg, checks, v1, log).Run)
 	}
 	wg.Wait()
 	close(errs)

@@ -1,5 +1,6 @@
 // Package api owns keywatch's HTTP listener: Prometheus metrics, liveness and readiness, and the
-// /v1 endpoints as they come. It does not own what the checks or endpoints look at.
+// bearer-token /v1 endpoints (lifecycle events in, key readiness out). It does not own what the
+// checks or endpoints look at.
 package api
 
 import (
@@ -19,7 +20,7 @@ import (
 // Check reports whether one dependency is usable; nil means ready.
 type Check func(ctx context.Context) error
 
-// Server serves /metrics, /healthz and /readyz.
+// Server serves /metrics, /healthz, /readyz and /v1.
 type Server struct {
 	srv *http.Server
 	log *slog.Logger
@@ -27,8 +28,9 @@ type Server struct {
 
 // New returns a server for addr. /readyz answers 200 only when every check passes, and says which
 // failed otherwise; /healthz answers 200 while the process runs.
-func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, log *slog.Logger) *Server {
+func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, v1 V1, log *slog.Logger) *Server {
 	mux := http.NewServeMux()
+	v1.register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -67,7 +69,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "paths", []string{"/metrics", "/healthz", "/readyz"})
+	s.log.Info("listening", "addr", ln.Addr().String(), "paths", []string{"/metrics", "/healthz", "/readyz", "/v1/lifecycle", "/v1/keys/{id}/readiness"})
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(ln) }()
 	select {

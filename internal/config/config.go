@@ -215,7 +215,13 @@ func Default() Config {
 // Load reads the YAML file at path (none when path is empty) over the defaults, applies the
 // environment overrides and secret files, and validates the result. Every problem is reported
 // with the field's path.
-func Load(path string, environ []string) (Config, error) {
+func Load(path string, environ []string) (Config, error) { return load(path, environ, true) }
+
+// LoadForQueries is Load for commands that only query ClickHouse (detect, readiness): the
+// fingerprint key, which only ingest needs, may be missing.
+func LoadForQueries(path string, environ []string) (Config, error) { return load(path, environ, false) }
+
+func load(path string, environ []string, ingest bool) (Config, error) {
 	cfg := Default()
 	if path != "" {
 		raw, err := os.ReadFile(path)
@@ -235,7 +241,7 @@ func Load(path string, environ []string) (Config, error) {
 	var errs []error
 	errs = append(errs, applyEnv(&cfg, env)...)
 	errs = append(errs, readSecretFiles(&cfg)...)
-	errs = append(errs, cfg.validate()...)
+	errs = append(errs, cfg.validate(ingest)...)
 	if len(errs) > 0 {
 		return cfg, &Error{Problems: errs}
 	}
@@ -293,7 +299,7 @@ func readSecretFiles(cfg *Config) []error {
 
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-func (c *Config) validate() []error {
+func (c *Config) validate(ingest bool) []error {
 	var errs []error
 	bad := func(path string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
@@ -368,7 +374,7 @@ func (c *Config) validate() []error {
 			bad(path, "%v", err)
 		}
 	}
-	if len(c.Fingerprint.Key) < 16 {
+	if ingest && len(c.Fingerprint.Key) < 16 {
 		bad("fingerprint.key", "need at least 16 bytes from %s or fingerprint.key_file (raw API keys are stored only as HMAC fingerprints under this key)", envName("fingerprint.key"))
 	}
 	for path, d := range map[string]Duration{

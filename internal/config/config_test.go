@@ -40,6 +40,11 @@ func TestLoadReportsTheFieldPath(t *testing.T) {
 		{name: "retention in hours", yaml: "retention:\n  auth_events: 36h\n", want: "retention.auth_events: 36h0m0s: want whole days"},
 		{name: "same topics", env: []string{"KEYWATCH_KAFKA_LIFECYCLE_TOPIC=auth-events"}, want: "kafka.lifecycle_topic: \"auth-events\" is also kafka.auth_events_topic"},
 		{name: "log level", env: []string{"KEYWATCH_LOG_LEVEL=loud"}, want: `log.level: "loud"`},
+		{name: "cron without seconds", yaml: "detect:\n  leak:\n    schedule: \"*/5 * * * *\"\n", want: `detect.leak.schedule: "*/5 * * * *": expected exactly 6 fields`},
+		{name: "float from env", env: []string{"KEYWATCH_DETECT_SPIKE_MIN_RATE=five"}, want: `detect.spike.min_rate (from KEYWATCH_DETECT_SPIKE_MIN_RATE): "five": not a number`},
+		{name: "rate above one", env: []string{"KEYWATCH_DETECT_SPIKE_MIN_RATE=5"}, want: "detect.spike.min_rate: 5: want 0 to 1"},
+		{name: "severity steps out of order", env: []string{"KEYWATCH_DETECT_LINGERING_WARNING_BEFORE=96h"}, want: "detect.lingering.warning_before: want info_before >= warning_before >= critical_before"},
+		{name: "api token in the file", yaml: "http:\n  token: abc\n", want: "http.token: secrets are not read from the config file; set KEYWATCH_HTTP_TOKEN"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,7 +77,8 @@ fingerprint:
 ingest:
   batch_max_wait: 250ms
 `)
-	cfg, err := Load(path, []string{"KEYWATCH_CLICKHOUSE_ADDR=ch1:9000, ch2:9000", "KEYWATCH_CLICKHOUSE_PASSWORD=pw", "PATH=/bin"})
+	cfg, err := Load(path, []string{"KEYWATCH_CLICKHOUSE_ADDR=ch1:9000, ch2:9000", "KEYWATCH_CLICKHOUSE_PASSWORD=pw", "PATH=/bin",
+		"KEYWATCH_DETECT_LEAK_SCHEDULE=@every 30s", "KEYWATCH_DETECT_SPIKE_MIN_Z=5.5"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +90,9 @@ ingest:
 	}
 	if cfg.Fingerprint.Key != "from-a-file-0123456789" {
 		t.Errorf("fingerprint key %q, want the file's content", cfg.Fingerprint.Key)
+	}
+	if cfg.Detect.Leak.Schedule != "@every 30s" || cfg.Detect.Spike.MinZ != 5.5 {
+		t.Errorf("detect = %+v", cfg.Detect)
 	}
 	if time.Duration(cfg.Ingest.BatchMaxWait) != 250*time.Millisecond || cfg.Ingest.BatchMaxRows != Default().Ingest.BatchMaxRows {
 		t.Errorf("ingest = %+v", cfg.Ingest)
@@ -102,5 +111,17 @@ func TestEmptyFileMeansDefaults(t *testing.T) {
 	}
 	if cfg.Kafka.AuthEventsTopic != "auth-events" || cfg.Retention.AuthEvents.Days() != 90 {
 		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestQueriesNeedNoFingerprintKey(t *testing.T) {
+	if _, err := Load("", nil); err == nil || !strings.Contains(err.Error(), "fingerprint.key") {
+		t.Fatalf("Load without a fingerprint key: %v, want it named", err)
+	}
+	if _, err := LoadForQueries("", nil); err != nil {
+		t.Fatalf("LoadForQueries without a fingerprint key: %v", err)
+	}
+	if _, err := LoadForQueries("", []string{"KEYWATCH_DETECT_LEAK_WINDOW=0s"}); err == nil || !strings.Contains(err.Error(), "detect.leak.window") {
+		t.Fatalf("LoadForQueries must still validate the rest: %v", err)
 	}
 }

@@ -127,7 +127,7 @@ ENGINE = MergeTree
 ORDER BY version`
 	selectApplied   = `SELECT DISTINCT version FROM keywatch_migrations`
 	insertMigration = `INSERT INTO keywatch_migrations (version, name) VALUES (?, ?)`
-	selectTTL       = `SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND name IN ('auth_events', 'auth_events_1m', 'dead_letters', 'key_callers_1h', 'findings', 'detector_runs')`
+	selectTTL       = `SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND name IN ('auth_events', 'auth_events_1m', 'dead_letters', 'key_callers_1h', 'findings', 'detector_runs', 'key_networks_1d', 'key_ips_1h', 'key_ip_hours')`
 )
 
 // Applied is what one Migrate call did.
@@ -202,12 +202,15 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention)
 // in system.tables.engine_full; the migrations write the same expressions.
 func ttlClauses(r Retention) map[string]string {
 	return map[string]string{
-		"auth_events":    fmt.Sprintf("toDateTime(ts) + toIntervalDay(%d)", r.AuthEventsDays),
-		"auth_events_1m": fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
-		"dead_letters":   fmt.Sprintf("toDateTime(received_at) + toIntervalDay(%d)", r.DeadLettersDays),
-		"key_callers_1h": fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
-		"findings":       fmt.Sprintf("toDateTime(detected_at) + toIntervalDay(%d)", r.RollupsDays),
-		"detector_runs":  fmt.Sprintf("toDateTime(started_at) + toIntervalDay(%d)", r.RollupsDays),
+		"auth_events":     fmt.Sprintf("toDateTime(ts) + toIntervalDay(%d)", r.AuthEventsDays),
+		"auth_events_1m":  fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
+		"dead_letters":    fmt.Sprintf("toDateTime(received_at) + toIntervalDay(%d)", r.DeadLettersDays),
+		"key_callers_1h":  fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"findings":        fmt.Sprintf("toDateTime(detected_at) + toIntervalDay(%d)", r.RollupsDays),
+		"detector_runs":   fmt.Sprintf("toDateTime(started_at) + toIntervalDay(%d)", r.RollupsDays),
+		"key_networks_1d": fmt.Sprintf("day + toIntervalDay(%d)", r.RollupsDays),
+		"key_ips_1h":      fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"key_ip_hours":    fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
 	}
 }
 

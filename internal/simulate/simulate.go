@@ -1,5 +1,6 @@
 // Package simulate owns simulated gateway traffic for the demo and benchmarks: clients with keys,
-// a realistic mix of outcomes, one rotation in progress, and a trickle of malformed messages.
+// a realistic mix of outcomes, days of history, a rotation in progress with a straggler, an early
+// revocation that breaks a client, a leaked key used from a new network, malformed messages.
 // It does not own where the messages go (a kafka-go writer) nor what reads them.
 package simulate
 
@@ -26,20 +27,35 @@ type Rotation struct {
 
 type client struct {
 	id      string
-	keys    []string // key ids; the first is the one in use
-	secrets []string // raw API keys, for clients whose gateway logs api_key instead of key_id
+	keys    []string      // key ids; the first is the one in use
+	age     time.Duration // how long before the simulation its keys were created
+	secrets []string      // raw API keys, for clients whose gateway logs api_key instead of key_id
 	ips     []string
 	ua      string
 	weight  float64
 }
 
+// Incidents are what goes wrong during the simulation, at fixed offsets from its start.
+type Incidents struct {
+	// Revoked is the rotation (started two days before the simulation) whose old key is revoked at
+	// RevokedAt while its client still uses it: from then on all its requests fail.
+	Revoked   Rotation
+	RevokedAt time.Time
+	// LeakedKeyID is used from LeakFrom on by someone else, from a network and country it never
+	// used, at LeakPerSecond requests per second.
+	LeakedKeyID, LeakClientID string
+	LeakFrom                  time.Time
+	LeakPerSecond             float64
+}
+
 // Traffic generates authentication and lifecycle events. It is not safe for concurrent use.
 type Traffic struct {
-	rng      *rand.Rand
-	clients  []client
-	cum      []float64
-	rotation Rotation
-	seq      int
+	rng       *rand.Rand
+	clients   []client
+	cum       []float64
+	rotation  Rotation
+	incidents Incidents
+	seq       int
 }
 
 var (
@@ -65,8 +81,13 @@ func New(seed uint64, start time.Time) *Traffic {
 			ua:     agents[rng.IntN(len(agents))],
 			weight: 1 / math.Pow(float64(i+1), 0.8), // a few busy clients, a long tail of quiet ones
 		}
-		for range 1 + rng.IntN(2) {
+		c.keys = []string{fmt.Sprintf("kid_live_%08x", rng.Uint32())}
+		if i%13 == 7 { // a spare key nobody uses (key hygiene: unused)
 			c.keys = append(c.keys, fmt.Sprintf("kid_live_%08x", rng.Uint32()))
+		}
+		c.age = 45 * 24 * time.Hour
+		if i%17 == 9 { // never rotated (key hygiene: older than the rotation policy)
+			c.age = 200 * 24 * time.Hour
 		}
 		if i%8 == 5 { // this gateway logs the raw key; keywatch stores only its fingerprint
 			c.secrets = []string{fmt.Sprintf("sk_live_%016x%016x", rng.Uint64(), rng.Uint64())}
@@ -91,8 +112,25 @@ func New(seed uint64, start time.Time) *Traffic {
 		Started: start, GraceUntil: start.Add(30 * time.Minute),
 		StragglerIP: "198.51.100.77", StragglerUA: "acme-nightly-export/0.9",
 	}
+	globex := &t.clients[1]
+	globex.keys = []string{"kid_live_globex_old", "kid_live_globex_new"}
+	globex.secrets = nil
+	leaked := &t.clients[2]
+	leaked.secrets = nil
+	t.incidents = Incidents{
+		Revoked: Rotation{
+			ClientID: globex.id, OldKeyID: globex.keys[0], NewKeyID: globex.keys[1],
+			Started: start.Add(-48 * time.Hour), GraceUntil: start.Add(5 * 24 * time.Hour),
+		},
+		RevokedAt:   start.Add(time.Minute),
+		LeakedKeyID: leaked.keys[0], LeakClientID: leaked.id,
+		LeakFrom: start.Add(90 * time.Second), LeakPerSecond: 0.5,
+	}
 	return t
 }
+
+// Incidents returns what goes wrong during the simulation.
+func (t *Traffic) Incidents() Incidents { return t.incidents }
 
 // Rotation returns the rotation in progress.
 func (t *Traffic) Rotation() Rotation { return t.rotation }
@@ -105,12 +143,15 @@ func randomIP(rng *rand.Rand) string {
 	return fmt.Sprintf("%s.%d", nets[rng.IntN(len(nets))], 1+rng.IntN(254))
 }
 
-// LifecycleEvents returns the key lifecycle before and at the start of the rotation (contract 3.2).
+// LifecycleEvents returns the key lifecycle before and at the start of the simulation (contract 3.2).
 func (t *Traffic) LifecycleEvents() [][]byte {
 	var out [][]byte
-	created := t.rotation.Started.Add(-90 * 24 * time.Hour)
 	for _, c := range t.clients {
+		created := t.rotation.Started.Add(-c.age)
 		for _, k := range c.keys {
+			if k == t.rotation.NewKeyID || k == t.incidents.Revoked.NewKeyID {
+				continue // created by its rotation
+			}
 			out = append(out, mustJSON(map[string]any{"ts": created.Format(time.RFC3339), "type": "key.created", "key_id": k, "client_id": c.id}))
 		}
 	}
@@ -119,7 +160,33 @@ func (t *Traffic) LifecycleEvents() [][]byte {
 		"ts": r.Started.Format(time.RFC3339Nano), "type": "key.rotation_started", "key_id": r.OldKeyID, "client_id": r.ClientID,
 		"new_key_id": r.NewKeyID, "grace_until": r.GraceUntil.Format(time.RFC3339), "reason": "scheduled rotation",
 	}))
+	g := t.incidents.Revoked
+	out = append(out, mustJSON(map[string]any{
+		"ts": g.Started.Format(time.RFC3339Nano), "type": "key.rotation_started", "key_id": g.OldKeyID, "client_id": g.ClientID,
+		"new_key_id": g.NewKeyID, "grace_until": g.GraceUntil.Format(time.RFC3339), "reason": "scheduled rotation",
+	}))
 	return out
+}
+
+// revocation is the lifecycle event of the early revocation.
+func (t *Traffic) revocation() []byte {
+	in := t.incidents
+	return mustJSON(map[string]any{
+		"ts": in.RevokedAt.Format(time.RFC3339Nano), "type": "key.revoked", "key_id": in.Revoked.OldKeyID,
+		"client_id": in.Revoked.ClientID, "reason": "revoked by mistake before the client moved",
+	})
+}
+
+// leakEvent is one request with the leaked key from somewhere it never was.
+func (t *Traffic) leakEvent(now time.Time) []byte {
+	t.seq++
+	in := t.incidents
+	return mustJSON(map[string]any{
+		"ts": now.UTC().Format(time.RFC3339Nano), "key_id": in.LeakedKeyID, "client_id": in.LeakClientID,
+		"ip": fmt.Sprintf("45.134.140.%d", 1+t.rng.IntN(254)), "user_agent": "python-requests/2.31",
+		"method": "GET", "route": "/v1/accounts/{id}", "request_id": fmt.Sprintf("req-%d-%08x", t.seq, t.rng.Uint32()),
+		"gateway": "edge-us-1", "status": 200,
+	})
 }
 
 // AuthEvent returns one authentication event at now (contract 3.1), or, about once in 500, a
@@ -173,6 +240,9 @@ func (t *Traffic) AuthEvent(now time.Time) []byte {
 	if rng.IntN(3) == 0 { // some gateways log the outcome themselves
 		ev["outcome"] = string(ingest.OutcomeFromStatus(status))
 	}
+	if in := t.incidents; ci == 1 && !now.Before(in.RevokedAt) && ev["key_id"] == in.Revoked.OldKeyID {
+		ev["status"], ev["outcome"] = 401, "revoked_key"
+	}
 	return mustJSON(ev)
 }
 
@@ -215,8 +285,29 @@ type Writer interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
 
+// History writes perMinute authentication events a minute, with event times over the span
+// before the simulation's start, to authTopic: the baseline detectors compare the present with.
+func (t *Traffic) History(ctx context.Context, w Writer, authTopic string, span time.Duration, perMinute int) (int, error) {
+	start := t.rotation.Started
+	step := time.Minute / time.Duration(perMinute)
+	msgs := make([]kafka.Message, 0, 1000)
+	n := 0
+	for ts := start.Add(-span); ts.Before(start); ts = ts.Add(step) {
+		msgs = append(msgs, kafka.Message{Topic: authTopic, Value: t.AuthEvent(ts)})
+		if len(msgs) == cap(msgs) || !ts.Add(step).Before(start) {
+			if err := w.WriteMessages(ctx, msgs...); err != nil {
+				return n, fmt.Errorf("simulate: write history: %w", err)
+			}
+			n += len(msgs)
+			msgs = msgs[:0]
+		}
+	}
+	return n, nil
+}
+
 // Run writes the lifecycle events to lifecycleTopic, then rate authentication events per second
-// to authTopic until ctx ends. sent is called with the number of events after every write.
+// to authTopic until ctx ends, with the incidents at their times. sent is called with the number
+// of events after every write.
 func (t *Traffic) Run(ctx context.Context, w Writer, authTopic, lifecycleTopic string, rate int, sent func(int)) error {
 	var lc []kafka.Message
 	for _, v := range t.LifecycleEvents() {
@@ -225,6 +316,8 @@ func (t *Traffic) Run(ctx context.Context, w Writer, authTopic, lifecycleTopic s
 	if err := w.WriteMessages(ctx, lc...); err != nil {
 		return fmt.Errorf("simulate: write lifecycle events: %w", err)
 	}
+	revoked := false
+	leakOwed := 0.0
 	const tick = 50 * time.Millisecond
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
@@ -240,6 +333,17 @@ func (t *Traffic) Run(ctx context.Context, w Writer, authTopic, lifecycleTopic s
 			msgs = msgs[:0]
 			for ; owed >= 1; owed-- {
 				msgs = append(msgs, kafka.Message{Topic: authTopic, Value: t.AuthEvent(now)})
+			}
+			if !revoked && !now.Before(t.incidents.RevokedAt) {
+				if err := w.WriteMessages(ctx, kafka.Message{Topic: lifecycleTopic, Value: t.revocation()}); err != nil {
+					return fmt.Errorf("simulate: write revocation: %w", err)
+				}
+				revoked = true
+			}
+			if !now.Before(t.incidents.LeakFrom) {
+				for leakOwed += t.incidents.LeakPerSecond * tick.Seconds(); leakOwed >= 1; leakOwed-- {
+					msgs = append(msgs, kafka.Message{Topic: authTopic, Value: t.leakEvent(now)})
+				}
 			}
 			if len(msgs) == 0 {
 				continue

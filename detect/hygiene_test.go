@@ -1,0 +1,108 @@
+package detect
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/keywatch/keywatch/rotation"
+)
+
+// TestHygiene fills one database with keys of every kind the detector tells apart and checks which
+// get a finding, of which kind and severity, and with what evidence.
+func TestHygiene(t *testing.T) {
+	s := newScenario(t)
+	day := 24 * time.Hour
+	daily := func(key, client string) func(time.Time) (event, bool) {
+		return func(time.Time) (event, bool) { return event{KeyID: key, ClientID: client}, true }
+	}
+	s.lifecycle(
+		rotation.Event{TS: now.Add(-120 * day), Type: rotation.KeyCreated, KeyID: "kid_old_unrotated", ClientID: "acme"},
+		rotation.Event{TS: now.Add(-200 * day), Type: rotation.KeyCreated, KeyID: "kid_ancient", ClientID: "acme"},
+		rotation.Event{TS: now.Add(-200 * day), Type: rotation.KeyCreated, KeyID: "kid_rotated", ClientID: "globex"},
+		rotation.Event{TS: now.Add(-10 * day), Type: rotation.KeyRotationStarted, KeyID: "kid_rotated", ClientID: "globex",
+			NewKeyID: "kid_rotated_new", GraceUntil: now.Add(20 * day)},
+		rotation.Event{TS: now.Add(-150 * day), Type: rotation.KeyCreated, KeyID: "kid_retired", ClientID: "globex"},
+		rotation.Event{TS: now.Add(-100 * day), Type: rotation.KeyRetired, KeyID: "kid_retired", ClientID: "globex"},
+		rotation.Event{TS: now.Add(-60 * day), Type: rotation.KeyCreated, KeyID: "kid_unused", ClientID: "initech"},
+		rotation.Event{TS: now.Add(-40 * day), Type: rotation.KeyCreated, KeyID: "kid_never_used", ClientID: "initech"},
+		rotation.Event{TS: now.Add(-60 * day), Type: rotation.KeyCreated, KeyID: "kid_busy", ClientID: "initech"},
+		rotation.Event{TS: now.Add(-5 * day), Type: rotation.KeyCreated, KeyID: "kid_fresh_unused", ClientID: "initech"},
+	)
+	// One insert may touch at most 100 daily partitions: the oldest key is used weekly.
+	var evs []event
+	evs = append(evs, every(now.Add(-119*day), now, 7*day, daily("kid_old_unrotated", "acme"))...)
+	evs = append(evs, every(now.Add(-10*day), now, day, daily("kid_ancient", "acme"))...)
+	evs = append(evs, every(now.Add(-10*day), now, day, daily("kid_rotated", "globex"))...)
+	evs = append(evs, every(now.Add(-10*day), now, day, daily("kid_rotated_new", "globex"))...)
+	evs = append(evs, every(now.Add(-59*day), now.Add(-45*day), day, daily("kid_unused", "initech"))...)
+	evs = append(evs, every(now.Add(-59*day), now, day, daily("kid_busy", "initech"))...)
+	// Seen only in traffic: a client's key with no lifecycle events, last used long ago, and keys
+	// the gateway could not tie to a client (made-up keys that failed).
+	evs = append(evs, every(now.Add(-100*day), now.Add(-95*day), day, daily("kid_traffic_only", "hooli"))...)
+	evs = append(evs, every(now.Add(-100*day), now.Add(-95*day), day, func(time.Time) (event, bool) {
+		return event{KeyID: "fp_0badc0ffee", Outcome: "invalid_key"}, true
+	})...)
+	s.events(evs)
+
+	findings, err := NewHygiene(s.conn, s.cfg.Hygiene).Detect(context.Background(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		severity Severity
+		client   string
+	}
+	wants := map[[2]string]want{
+		{"kid_old_unrotated", hygienePolicyAge}: {Info, "acme"},
+		{"kid_ancient", hygienePolicyAge}:       {Warning, "acme"},
+		{"kid_unused", hygieneUnused}:           {Info, "initech"},
+		{"kid_never_used", hygieneUnused}:       {Info, "initech"},
+		{"kid_traffic_only", hygienePolicyAge}:  {Info, "hooli"},
+		{"kid_traffic_only", hygieneUnused}:     {Warning, "hooli"},
+	}
+	got := map[[2]string]Finding{}
+	for _, f := range findings {
+		ev, ok := f.Evidence.(HygieneEvidence)
+		if !ok {
+			t.Fatalf("evidence of %s is %T", f.Summary, f.Evidence)
+		}
+		id := [2]string{f.KeyID, ev.Kind}
+		if _, dup := got[id]; dup {
+			t.Errorf("two %s findings for %s", ev.Kind, f.KeyID)
+		}
+		got[id] = f
+		w, ok := wants[id]
+		if !ok {
+			t.Errorf("unexpected finding: %s", f.Summary)
+			continue
+		}
+		if f.Severity != w.severity || f.ClientID != w.client || f.Detector != "hygiene" || f.RotationID != "" {
+			t.Errorf("%s %s: severity %s client %q detector %q rotation %q, want %s %q hygiene \"\"",
+				f.KeyID, ev.Kind, f.Severity, f.ClientID, f.Detector, f.RotationID, w.severity, w.client)
+		}
+		if f.Fingerprint != Fingerprint("hygiene", f.KeyID, f.ClientID, ev.Kind) {
+			t.Errorf("%s %s: fingerprint does not carry the kind", f.KeyID, ev.Kind)
+		}
+		t.Logf("%s: %s", f.Severity, f.Summary)
+	}
+	for id := range wants {
+		if _, ok := got[id]; !ok {
+			t.Errorf("no %s finding for %s", id[1], id[0])
+		}
+	}
+
+	age := got[[2]string{"kid_old_unrotated", hygienePolicyAge}].Evidence.(HygieneEvidence)
+	if !age.Created.Equal(now.Add(-120*day)) || age.AgeDays != 120 || age.LimitDays != 90 || age.Requests != 17 ||
+		!age.LastUsed.Equal(now.Add(-7*day)) || age.State != "active" {
+		t.Errorf("policy_age evidence: %+v", age)
+	}
+	unused := got[[2]string{"kid_unused", hygieneUnused}].Evidence.(HygieneEvidence)
+	if !unused.LastUsed.Equal(now.Add(-46*day)) || unused.UnusedDays != 46 || unused.LimitDays != 30 || unused.Requests != 14 {
+		t.Errorf("unused evidence: %+v", unused)
+	}
+	never := got[[2]string{"kid_never_used", hygieneUnused}].Evidence.(HygieneEvidence)
+	if !never.LastUsed.IsZero() || never.UnusedDays != 40 || never.Requests != 0 {
+		t.Errorf("never-used evidence: %+v", never)
+	}
+}

@@ -1,0 +1,100 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
+)
+
+// LifecycleStore stores a lifecycle event posted to /v1/lifecycle.
+type LifecycleStore interface {
+	StoreLifecycle(ctx context.Context, ev ingest.LifecycleEvent) error
+}
+
+// ReadinessGate answers whether a key is safe to retire.
+type ReadinessGate interface {
+	Readiness(ctx context.Context, now time.Time, keyID string) (detect.Readiness, error)
+}
+
+// V1 is what the /v1 endpoints need. Every /v1 request must carry "Authorization: Bearer <Token>";
+// with no token configured /v1 answers 403.
+type V1 struct {
+	Token     string
+	Lifecycle LifecycleStore
+	Readiness ReadinessGate
+}
+
+const maxLifecycleBody = 64 << 10
+
+func (v V1) register(mux *http.ServeMux) {
+	mux.Handle("POST /v1/lifecycle", v.authorized(http.HandlerFunc(v.postLifecycle)))
+	mux.Handle("GET /v1/keys/{id}/readiness", v.authorized(http.HandlerFunc(v.getReadiness)))
+}
+
+func (v V1) authorized(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v.Token == "" {
+			writeError(w, http.StatusForbidden, "the /v1 API is off: set KEYWATCH_HTTP_TOKEN or http.token_file")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(v.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="keywatch"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// postLifecycle stores one lifecycle event (contract 3.2). The same body posted twice is stored
+// once, so a client may retry until it gets a 2xx.
+func (v V1) postLifecycle(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLifecycleBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "body larger than 64 KiB")
+		return
+	}
+	ev, err := ingest.DecodeLifecycle(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := v.Lifecycle.StoreLifecycle(r.Context(), ev); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "not stored, retry: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "stored", "key_id": ev.KeyID, "type": string(ev.Type)})
+}
+
+// getReadiness answers 200 with the report whether safe or not (the body's "safe" says which),
+// 404 for a key keywatch knows nothing of.
+func (v V1) getReadiness(w http.ResponseWriter, r *http.Request) {
+	rep, err := v.Readiness.Readiness(r.Context(), time.Now(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, detect.ErrUnknownKey):
+		writeError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, rep)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

@@ -66,7 +66,7 @@ type keyUsage struct {
 func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	model, err := rotation.Load(ctx, d.conn)
 	if err != nil {
-		return nil, fmt.Errorf("hygiene: %w", err)
+		return nil, err
 	}
 	usage, err := d.usage(ctx)
 	if err != nil {
@@ -93,7 +93,7 @@ func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) 
 func (d *Hygiene) usage(ctx context.Context) (map[string]keyUsage, error) {
 	rows, err := d.conn.Query(ctx, selectKeyUsage)
 	if err != nil {
-		return nil, fmt.Errorf("hygiene: read key_usage: %w", err)
+		return nil, fmt.Errorf("read key_usage: %w", err)
 	}
 	defer rows.Close()
 	out := map[string]keyUsage{}
@@ -101,13 +101,13 @@ func (d *Hygiene) usage(ctx context.Context) (map[string]keyUsage, error) {
 		var id string
 		var u keyUsage
 		if err := rows.Scan(&id, &u.clientID, &u.requests, &u.firstSeen, &u.lastSeen); err != nil {
-			return nil, fmt.Errorf("hygiene: read key_usage: %w", err)
+			return nil, fmt.Errorf("read key_usage: %w", err)
 		}
 		u.firstSeen, u.lastSeen = u.firstSeen.UTC(), u.lastSeen.UTC()
 		out[id] = u
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("hygiene: read key_usage: %w", err)
+		return nil, fmt.Errorf("read key_usage: %w", err)
 	}
 	return out, nil
 }

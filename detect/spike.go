@@ -238,7 +238,7 @@ func (t spikeTally) rate() float64 {
 func (d *Spike) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	model, err := rotation.Load(ctx, d.conn)
 	if err != nil {
-		return nil, fmt.Errorf("spike: %w", err)
+		return nil, err
 	}
 	cases, err := d.windows(ctx, model, now)
 	if err != nil || len(cases) == 0 {
@@ -358,7 +358,7 @@ func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Tim
 	from := slices.MinFunc(longs, time.Time.Compare)
 	rows, err := d.conn.Query(ctx, spikeSelectWindows, idx, keys, shorts, longs, spikeUniq(keys), from, now)
 	if err != nil {
-		return nil, fmt.Errorf("spike: count requests on the keys of %d rotation steps since %s: %w", len(steps), from.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("count requests on the keys of %d rotation steps since %s: %w", len(steps), from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -366,7 +366,7 @@ func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Tim
 		var client, key, outcome string
 		var short, long uint64
 		if err := rows.Scan(&i, &client, &key, &outcome, &short, &long); err != nil {
-			return nil, fmt.Errorf("spike: count requests on the keys of rotation steps: %w", err)
+			return nil, fmt.Errorf("count requests on the keys of rotation steps: %w", err)
 		}
 		c, failed := add(int(i), client), spikeIsFailure(outcome)
 		c.shortWin.add(short, failed)
@@ -377,7 +377,7 @@ func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Tim
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("spike: count requests on the keys of rotation steps: %w", err)
+		return nil, fmt.Errorf("count requests on the keys of rotation steps: %w", err)
 	}
 	return out, nil
 }
@@ -395,7 +395,7 @@ func (d *Spike) keylessMinutes(ctx context.Context, cases []*spikeCase, now time
 	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
 	rows, err := d.conn.Query(ctx, spikeSelectKeylessMinutes, from, now)
 	if err != nil {
-		return nil, fmt.Errorf("spike: count keyless failures since %s: %w", from.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("count keyless failures since %s: %w", from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	out := map[time.Time]uint64{}
@@ -403,12 +403,12 @@ func (d *Spike) keylessMinutes(ctx context.Context, cases []*spikeCase, now time
 		var m time.Time
 		var n uint64
 		if err := rows.Scan(&m, &n); err != nil {
-			return nil, fmt.Errorf("spike: count keyless failures: %w", err)
+			return nil, fmt.Errorf("count keyless failures: %w", err)
 		}
 		out[m.UTC()] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("spike: count keyless failures: %w", err)
+		return nil, fmt.Errorf("count keyless failures: %w", err)
 	}
 	return out, nil
 }
@@ -440,7 +440,7 @@ func (d *Spike) baselines(ctx context.Context, cases []*spikeCase, now time.Time
 	}
 	rows, err := d.conn.Query(ctx, spikeSelectBaselines, args...)
 	if err != nil {
-		return fmt.Errorf("spike: count requests of %d clients before their steps since %s: %w", len(clients), from.Format(time.RFC3339), err)
+		return fmt.Errorf("count requests of %d clients before their steps since %s: %w", len(clients), from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -448,14 +448,14 @@ func (d *Spike) baselines(ctx context.Context, cases []*spikeCase, now time.Time
 		var outcome string
 		var base, sameHour uint64
 		if err := rows.Scan(&i, &outcome, &base, &sameHour); err != nil {
-			return fmt.Errorf("spike: count requests before steps: %w", err)
+			return fmt.Errorf("count requests before steps: %w", err)
 		}
 		failed := spikeIsFailure(outcome)
 		cases[i].base.add(base, failed)
 		cases[i].sameHour.add(sameHour, failed)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("spike: count requests before steps: %w", err)
+		return fmt.Errorf("count requests before steps: %w", err)
 	}
 	return nil
 }
@@ -468,7 +468,7 @@ func (d *Spike) attributeKeyless(ctx context.Context, cases []*spikeCase, now ti
 	args = append(args, keys, clients, baseFrom, stepTo, rawFrom, now)
 	rows, err := d.conn.Query(ctx, spikeSelectKeyless, args...)
 	if err != nil {
-		return fmt.Errorf("spike: attribute keyless failures to %d clients: %w", len(clients), err)
+		return fmt.Errorf("attribute keyless failures to %d clients: %w", len(clients), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -477,7 +477,7 @@ func (d *Spike) attributeKeyless(ctx context.Context, cases []*spikeCase, now ti
 		var ua, outcome, route string
 		var short, long uint64
 		if err := rows.Scan(&i, &ip, &ua, &outcome, &route, &short, &long); err != nil {
-			return fmt.Errorf("spike: attribute keyless failures: %w", err)
+			return fmt.Errorf("attribute keyless failures: %w", err)
 		}
 		c := cases[i]
 		c.shortWin.add(short, true)
@@ -490,7 +490,7 @@ func (d *Spike) attributeKeyless(ctx context.Context, cases []*spikeCase, now ti
 		c.keylessCallers[addr.Unmap().String()+" "+ua] += long
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("spike: attribute keyless failures: %w", err)
+		return fmt.Errorf("attribute keyless failures: %w", err)
 	}
 	return nil
 }
@@ -576,7 +576,7 @@ func (d *Spike) routes(ctx context.Context, cases []*spikeCase, now time.Time) (
 	args = append(args, keys, clients, from, now, spikeTop)
 	rows, err := d.conn.Query(ctx, spikeSelectRoutes, args...)
 	if err != nil {
-		return nil, fmt.Errorf("spike: routes of the failures of %d clients since %s: %w", len(clients), from.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("routes of the failures of %d clients since %s: %w", len(clients), from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	counts := make([]map[string]uint64, len(cases))
@@ -588,12 +588,12 @@ func (d *Spike) routes(ctx context.Context, cases []*spikeCase, now time.Time) (
 		var route string
 		var n uint64
 		if err := rows.Scan(&i, &route, &n); err != nil {
-			return nil, fmt.Errorf("spike: routes of failures: %w", err)
+			return nil, fmt.Errorf("routes of failures: %w", err)
 		}
 		counts[i][route] += n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("spike: routes of failures: %w", err)
+		return nil, fmt.Errorf("routes of failures: %w", err)
 	}
 	out := make([][]SpikeCount, len(cases))
 	for i := range cases {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
-	"github.com/keywatch/keywatch/internal/schema"
 )
 
 const detectDescription = `
@@ -38,15 +36,7 @@ func detectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *format != "table" && *format != "json" {
 		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
 	}
-	now, err := parseAt(*at)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadQueryConfig(*path)
-	if err != nil {
-		return err
-	}
-	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
+	now, cfg, conn, err := openForQueries(*path, *at)
 	if err != nil {
 		return err
 	}
@@ -72,17 +62,6 @@ func detectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return runErr
 }
 
-func parseAt(at string) (time.Time, error) {
-	if at == "" {
-		return time.Now().UTC(), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, at)
-	if err != nil {
-		return t, usageError{fmt.Errorf("--at %q: want RFC 3339, e.g. 2026-11-25T16:00:00Z", at)}
-	}
-	return t.UTC(), nil
-}
-
 func printRunsJSON(w io.Writer, runs []detect.Run) error {
 	type runJSON struct {
 		Detector string           `json:"detector"`
@@ -100,9 +79,7 @@ func printRunsJSON(w io.Writer, runs []detect.Run) error {
 			out[i].Error = r.Err.Error()
 		}
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return printJSON(w, out)
 }
 
 func printFindingsTable(w io.Writer, runs []detect.Run) {

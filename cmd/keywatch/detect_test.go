@@ -6,47 +6,24 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
-	"github.com/keywatch/keywatch/internal/testbed"
 )
 
 // TestRotationPipelineBlocksOnReadiness drives a rotation the way a key-management pipeline would:
 // lifecycle events through POST /v1/lifecycle, traffic through Kafka, then it asks keywatch
 // (HTTP and CLI) whether the old key may be retired, while the detectors run on their schedules.
 func TestRotationPipelineBlocksOnReadiness(t *testing.T) {
-	db := ch.NewDatabase(t)
-	kafka, err := testbed.StartKafka(1, "auth-events", "key-lifecycle")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	httpAddr := l.Addr().String()
-	l.Close()
-	cfgPath := filepath.Join(t.TempDir(), "keywatch.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-kafka:
-  brokers: [%q]
-clickhouse:
-  addr: [%q]
-  database: %s
-ingest:
-  batch_max_wait: 100ms
-http:
-  listen: %q
+	db, kafka, httpAddr, cfgPath := runSetup(t, 1, `
 detect:
   lingering:
     schedule: "@every 1s"
     quiet_for: 1s
-`, kafka.Brokers[0], ch.Addr, db, httpAddr)), 0o600)
+`)
 	const token = "pipeline-token-0123456789"
 	t.Setenv("KEYWATCH_HTTP_TOKEN", token)
 	kw := startKeywatch(t, cfgPath)

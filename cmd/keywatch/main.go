@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,8 +15,12 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
@@ -125,14 +130,22 @@ func newFlags(name, usage, description string, out io.Writer) *flag.FlagSet {
 }
 
 func parse(fs *flag.FlagSet, args []string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+// parseFlags parses the flags of a command that takes arguments after them.
+func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 	return nil
 }
@@ -163,13 +176,30 @@ func loadConfig(path string) (config.Config, error) {
 	return cfg, nil
 }
 
-// loadQueryConfig is loadConfig for commands that only query ClickHouse.
-func loadQueryConfig(path string) (config.Config, error) {
+// openForQueries is the set-up of commands that only query ClickHouse (detect, readiness): the
+// instant to judge as of (--at, default now), the configuration at path, and a connection.
+func openForQueries(path, at string) (time.Time, config.Config, driver.Conn, error) {
+	now := time.Now().UTC()
+	if at != "" {
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return now, config.Config{}, nil, usageError{fmt.Errorf("--at %q: want RFC 3339, e.g. 2026-11-25T16:00:00Z", at)}
+		}
+		now = t.UTC()
+	}
 	cfg, err := config.LoadForQueries(path, os.Environ())
 	if err != nil {
-		return cfg, usageError{err}
+		return now, cfg, nil, usageError{err}
 	}
-	return cfg, nil
+	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
+	return now, cfg, conn, err
+}
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // exitCode ends a command with a code of its own and no error message (the command printed why).

@@ -94,28 +94,7 @@ ingest:
 // TestRunIngestsAndStopsOnSIGTERM starts `keywatch run` as a process, feeds it events, checks
 // health, readiness and metrics, then stops it with SIGTERM and expects exit code 0.
 func TestRunIngestsAndStopsOnSIGTERM(t *testing.T) {
-	db := ch.NewDatabase(t)
-	kafka, err := testbed.StartKafka(2, "auth-events", "key-lifecycle")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	httpAddr := l.Addr().String()
-	l.Close()
-	cfgPath := filepath.Join(t.TempDir(), "keywatch.yaml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-kafka:
-  brokers: [%q]
-clickhouse:
-  addr: [%q]
-  database: %s
-ingest:
-  batch_max_wait: 100ms
-http:
-  listen: %q
-`, kafka.Brokers[0], ch.Addr, db, httpAddr)), 0o600)
-
+	db, kafka, httpAddr, cfgPath := runSetup(t, 2, "")
 	kw := startKeywatch(t, cfgPath)
 
 	get := func(path string) (int, string) {
@@ -173,6 +152,34 @@ http:
 	if !strings.Contains(out, "stopped cleanly") {
 		t.Fatalf("no clean stop in the log:\n%s", out)
 	}
+}
+
+// runSetup gives a test of `keywatch run` a database of its own, a broker with both topics of
+// the given partitions, a free HTTP address and a configuration file for them (plus extraYAML).
+func runSetup(t *testing.T, partitions int32, extraYAML string) (db string, kafka *testbed.Kafka, httpAddr, cfgPath string) {
+	t.Helper()
+	db = ch.NewDatabase(t)
+	kafka, err := testbed.StartKafka(partitions, "auth-events", "key-lifecycle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	httpAddr = l.Addr().String()
+	l.Close()
+	cfgPath = filepath.Join(t.TempDir(), "keywatch.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+kafka:
+  brokers: [%q]
+clickhouse:
+  addr: [%q]
+  database: %s
+ingest:
+  batch_max_wait: 100ms
+http:
+  listen: %q
+`, kafka.Brokers[0], ch.Addr, db, httpAddr)+extraYAML), 0o600)
+	return db, kafka, httpAddr, cfgPath
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
-	"github.com/keywatch/keywatch/internal/schema"
 )
 
 const readinessDescription = `
@@ -33,11 +29,8 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	path := configFlag(fs)
 	format := fs.String("format", "text", "output `format`: text or json")
 	at := fs.String("at", "", "answer as of this RFC 3339 `time` instead of now")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{fmt.Errorf("want exactly one KEY id (flags go before it), got %d arguments", fs.NArg())}
@@ -46,15 +39,7 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *format != "text" && *format != "json" {
 		return usageError{fmt.Errorf("--format %q: want text or json", *format)}
 	}
-	now, err := parseAt(*at)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadQueryConfig(*path)
-	if err != nil {
-		return err
-	}
-	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
+	now, cfg, conn, err := openForQueries(*path, *at)
 	if err != nil {
 		return err
 	}
@@ -64,9 +49,7 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if *format == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := printJSON(stdout, rep); err != nil {
 			return err
 		}
 	} else {

@@ -117,7 +117,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 			Lifecycle: ingest.NewLifecycleWriter(conn),
 			Readiness: detect.NewLingering(conn, cfg.Detect.Lingering),
 		}
-		start("http", api.New(cfg.HTTP.Listen, reg, checks, v1, log).Run)
+		start("http", api.New(cfg.HTTP.Listen, reg, checks, v1, nil, log).Run)
 	}
 	wg.Wait()
 	close(errs)

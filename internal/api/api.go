@@ -28,9 +28,13 @@ type Server struct {
 
 // New returns a server for addr. /readyz answers 200 only when every check passes, and says which
 // failed otherwise; /healthz answers 200 while the process runs.
-func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, v1 V1, log *slog.Logger) *Server {
+// slackInteractions, when not nil, serves POST /slack/interactions (it verifies Slack's signature).
+func New(addr string, gatherer prometheus.Gatherer, checks map[string]Check, v1 V1, slackInteractions http.Handler, log *slog.Logger) *Server {
 	mux := http.NewServeMux()
 	v1.register(mux)
+	if slackInteractions != nil {
+		mux.Handle("POST /slack/interactions", slackInteractions)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

@@ -28,7 +28,7 @@ func TestReadyzNamesTheFailingCheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New("127.0.0.1:0", prometheus.NewRegistry(), tc.checks, V1{}, slog.New(slog.DiscardHandler))
+			s := New("127.0.0.1:0", prometheus.NewRegistry(), tc.checks, V1{}, nil, slog.New(slog.DiscardHandler))
 			rec := httptest.NewRecorder()
 			s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 			var got map[string]string
@@ -52,7 +52,7 @@ func TestHealthzAndMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "keywatch_test_total", Help: "test"})
 	reg.MustRegister(c)
 	c.Inc()
-	s := New("127.0.0.1:0", reg, nil, V1{}, slog.New(slog.DiscardHandler))
+	s := New("127.0.0.1:0", reg, nil, V1{}, nil, slog.New(slog.DiscardHandler))
 	for path, want := range map[string]string{"/healthz": "ok\n", "/metrics": "keywatch_test_total 1"} {
 		rec := httptest.NewRecorder()
 		s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))

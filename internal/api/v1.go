@@ -24,12 +24,22 @@ type ReadinessGate interface {
 	Readiness(ctx context.Context, now time.Time, keyID string) (detect.Readiness, error)
 }
 
-// V1 is what the /v1 endpoints need. Every /v1 request must carry "Authorization: Bearer <Token>";
-// with no token configured /v1 answers 403.
+// V1 is what the /v1 endpoints need. Every /v1 request but /v1/leaks must carry
+// "Authorization: Bearer <Token>"; with no token configured those endpoints answer 403.
+// A nil handler leaves its endpoint unregistered (404).
 type V1 struct {
 	Token     string
 	Lifecycle LifecycleStore
 	Readiness ReadinessGate
+	// Revoke serves POST /v1/keys/{id}/revoke (a manual revoke through policy and guardrails).
+	Revoke http.Handler
+	// Silences serves GET and POST /v1/silences and DELETE /v1/silences/{id}.
+	Silences http.Handler
+	// Leaks serves POST /v1/leaks; it checks its own signatures or token, so no bearer is asked.
+	Leaks http.Handler
+	// Rejected, when set, is told of every request refused for a missing or wrong token, so the
+	// refusal is audited.
+	Rejected func(r *http.Request, reason string)
 }
 
 const maxLifecycleBody = 64 << 10
@@ -37,22 +47,41 @@ const maxLifecycleBody = 64 << 10
 func (v V1) register(mux *http.ServeMux) {
 	mux.Handle("POST /v1/lifecycle", v.authorized(http.HandlerFunc(v.postLifecycle)))
 	mux.Handle("GET /v1/keys/{id}/readiness", v.authorized(http.HandlerFunc(v.getReadiness)))
+	if v.Revoke != nil {
+		mux.Handle("POST /v1/keys/{id}/revoke", v.authorized(v.Revoke))
+	}
+	if v.Silences != nil {
+		mux.Handle("GET /v1/silences", v.authorized(v.Silences))
+		mux.Handle("POST /v1/silences", v.authorized(v.Silences))
+		mux.Handle("DELETE /v1/silences/{id}", v.authorized(v.Silences))
+	}
+	if v.Leaks != nil {
+		mux.Handle("POST /v1/leaks", v.Leaks)
+	}
 }
 
 func (v V1) authorized(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v.Token == "" {
+			v.reject(r, "no http.token configured")
 			writeError(w, http.StatusForbidden, "the /v1 API is off: set KEYWATCH_HTTP_TOKEN or http.token_file")
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(v.Token)) != 1 {
+			v.reject(r, map[bool]string{true: "wrong bearer token", false: "no bearer token"}[ok])
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keywatch"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func (v V1) reject(r *http.Request, reason string) {
+	if v.Rejected != nil {
+		v.Rejected(r, reason)
+	}
 }
 
 // postLifecycle stores one lifecycle event (contract 3.2). The same body posted twice is stored

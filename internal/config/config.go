@@ -31,6 +31,10 @@ type Config struct {
 	Retention   Retention   `yaml:"retention"`
 	HTTP        HTTP        `yaml:"http"`
 	Detect      Detect      `yaml:"detect"`
+	Alerting    Alerting    `yaml:"alerting"`
+	Slack       Slack       `yaml:"slack"`
+	Revoke      Revoke      `yaml:"revoke"`
+	LeakReports LeakReports `yaml:"leak_reports"`
 	Log         Log         `yaml:"log"`
 }
 
@@ -208,7 +212,10 @@ func Default() Config {
 				MaxKeyAge: Duration(90 * 24 * time.Hour), UnusedAfter: Duration(30 * 24 * time.Hour),
 			},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Alerting: defaultAlerting(),
+		Slack:    defaultSlack(),
+		Revoke:   defaultRevoke(),
+		Log:      Log{Level: "info", Format: "json"},
 	}
 }
 
@@ -294,6 +301,10 @@ func readSecretFiles(cfg *Config) []error {
 	read("clickhouse.password", cfg.ClickHouse.PasswordFile, &cfg.ClickHouse.Password)
 	read("fingerprint.key", cfg.Fingerprint.KeyFile, &cfg.Fingerprint.Key)
 	read("http.token", cfg.HTTP.TokenFile, &cfg.HTTP.Token)
+	read("slack.token", cfg.Slack.TokenFile, &cfg.Slack.Token)
+	read("slack.signing_secret", cfg.Slack.SigningSecretFile, &cfg.Slack.SigningSecret)
+	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
+	read("leak_reports.token", cfg.LeakReports.TokenFile, &cfg.LeakReports.Token)
 	return errs
 }
 
@@ -391,6 +402,10 @@ func (c *Config) validate(ingest bool) []error {
 		}
 	}
 	errs = append(errs, c.Detect.validate()...)
+	errs = append(errs, c.Alerting.validate()...)
+	errs = append(errs, c.Slack.validate()...)
+	errs = append(errs, c.Revoke.validate()...)
+	errs = append(errs, c.LeakReports.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -144,8 +144,11 @@ func format(v reflect.Value) string {
 	switch {
 	case v.Type() == durationType:
 		return time.Duration(v.Int()).String()
-	case v.Kind() == reflect.Slice:
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		return strings.Join(v.Interface().([]string), ",")
+	case v.Kind() == reflect.Slice || v.Kind() == reflect.Map:
+		b, _ := yaml.Marshal(v.Interface())
+		return strings.TrimSpace(string(b))
 	default:
 		return fmt.Sprint(v.Interface())
 	}

@@ -1,0 +1,293 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+)
+
+// Alerting turns findings into alerts: pending for alerting.for, firing, resolved after
+// alerting.resolve_after without the finding; grouped per rotation or key and routed to channels.
+type Alerting struct {
+	EvaluateInterval Duration            `yaml:"evaluate_interval" help:"how often findings are turned into alert states and notifications"`
+	For              map[string]Duration `yaml:"for" help:"per detector (or default): how long a finding must persist before its alert fires (YAML only)"`
+	ResolveAfter     map[string]Duration `yaml:"resolve_after" help:"per detector (or default): how long successful runs must not find it before the alert resolves (YAML only)"`
+	GroupWait        Duration            `yaml:"group_wait" help:"a new group waits this long for more alerts before its first notification"`
+	GroupInterval    Duration            `yaml:"group_interval" help:"a changed group is notified again at most this often"`
+	RepeatInterval   Duration            `yaml:"repeat_interval" help:"an unchanged firing group is reminded of this often"`
+	DegradedAfter    int                 `yaml:"degraded_after" help:"this many failed runs of a detector in a row raise a detection_degraded alert"`
+	Inhibit          []InhibitRule       `yaml:"inhibit" help:"while a source alert fires, target alerts with equal labels are muted (YAML only)"`
+	Silences         []Silence           `yaml:"silences" help:"silences from the file; more come through /v1/silences (YAML only)"`
+}
+
+// Matcher selects alerts by label: detector, severity, key_id, client_id, rotation_id. Each value
+// is a glob (path.Match syntax); every label given must match.
+type Matcher map[string]string
+
+// InhibitRule mutes target alerts while a source alert fires, when the labels in Equal agree.
+type InhibitRule struct {
+	Source Matcher  `yaml:"source"`
+	Target Matcher  `yaml:"target"`
+	Equal  []string `yaml:"equal"`
+}
+
+// Silence mutes the alerts it matches between StartsAt (default: now) and EndsAt.
+type Silence struct {
+	Matchers  Matcher   `yaml:"matchers"`
+	StartsAt  time.Time `yaml:"starts_at"`
+	EndsAt    time.Time `yaml:"ends_at"`
+	CreatedBy string    `yaml:"created_by"`
+	Comment   string    `yaml:"comment"`
+}
+
+// MatcherLabels are the labels a Matcher may name.
+var MatcherLabels = []string{"detector", "severity", "key_id", "client_id", "rotation_id"}
+
+// Slack posts notifications through the Slack Web API and takes button clicks at
+// POST /slack/interactions.
+type Slack struct {
+	Token             string       `yaml:"token" secret:"true"`
+	TokenFile         string       `yaml:"token_file" help:"file holding the bot token (xoxb-...); without a token notifications are kept in the outbox and logged"`
+	SigningSecret     string       `yaml:"signing_secret" secret:"true"`
+	SigningSecretFile string       `yaml:"signing_secret_file" help:"file holding the signing secret that interactions are verified with"`
+	APIURL            string       `yaml:"api_url" help:"Slack Web API base URL, ending in /"`
+	DefaultChannel    string       `yaml:"default_channel" help:"channel for groups no route matches; empty: such groups are not sent"`
+	Routes            []SlackRoute `yaml:"routes" help:"first matching route wins unless it says continue (YAML only)"`
+	Approvers         []string     `yaml:"approvers" help:"Slack user ids allowed to press Revoke now"`
+	MinInterval       Duration     `yaml:"min_interval" help:"at most one message per channel this often (Slack allows about 1/s)"`
+	GrafanaURL        string       `yaml:"grafana_url" help:"base URL of the keywatch dashboards, linked from every message; empty: no link"`
+	RunbookURL        string       `yaml:"runbook_url" help:"runbook linked from every message; empty: no link"`
+}
+
+// SlackRoute sends groups whose alerts match to Channel. Empty lists match anything.
+type SlackRoute struct {
+	Channel  string   `yaml:"channel"`
+	Severity []string `yaml:"severity"`
+	Detector []string `yaml:"detector"`
+	Client   []string `yaml:"client" help:"globs"`
+	Continue bool     `yaml:"continue"`
+}
+
+// Revoke sends emergency revokes through a signed webhook (contract 3.3), under policies and
+// guardrails.
+type Revoke struct {
+	WebhookURL        string         `yaml:"webhook_url" help:"where revokes are POSTed; empty: decisions are audited, nothing is sent"`
+	WebhookSecret     string         `yaml:"webhook_secret" secret:"true"`
+	WebhookSecretFile string         `yaml:"webhook_secret_file" help:"file holding the Standard Webhooks secret (whsec_<base64>)"`
+	Timeout           Duration       `yaml:"timeout" help:"each webhook attempt gives up after this long"`
+	RetryFor          Duration       `yaml:"retry_for" help:"5xx, 429 and network errors are retried with backoff for this long, across restarts"`
+	DefaultMode       string         `yaml:"default_mode" help:"policy where none matches: off, dry-run, approve or auto"`
+	Policies          []RevokePolicy `yaml:"policies" help:"first match by detector and key pattern wins (YAML only)"`
+	ProtectedKeys     []string       `yaml:"protected_keys" help:"key id globs that are never revoked"`
+	MaxPerHour        int            `yaml:"max_per_hour" help:"revokes sent in any hour, at most"`
+	MinScore          float64        `yaml:"min_score" help:"alerts scoring lower are never revoked automatically"`
+}
+
+// RevokePolicy says what happens to firing alerts of Detector on keys matching Keys.
+type RevokePolicy struct {
+	Detector string  `yaml:"detector" help:"detector name or glob; empty: any"`
+	Keys     string  `yaml:"keys" help:"key id glob; empty: any"`
+	Mode     string  `yaml:"mode" help:"off, dry-run, approve or auto"`
+	MinScore float64 `yaml:"min_score" help:"auto needs at least this score (and revoke.min_score)"`
+}
+
+// RevokeModes are the policy modes.
+var RevokeModes = []string{"off", "dry-run", "approve", "auto"}
+
+// LeakReports takes reports of leaked secrets at POST /v1/leaks: GitHub's secret scanning
+// partner format signed with ECDSA, or a bearer-token form.
+type LeakReports struct {
+	Token        string   `yaml:"token" secret:"true"`
+	TokenFile    string   `yaml:"token_file" help:"file holding the bearer token of the simple form; empty: only signed reports"`
+	GitHubKeys   []string `yaml:"github_keys" help:"PEM files of the ECDSA P-256 public keys reports are verified with"`
+	GitHubKeyIDs []string `yaml:"github_key_ids" help:"the key identifier (Github-Public-Key-Identifier) of each file in github_keys, in order"`
+}
+
+func defaultAlerting() Alerting {
+	return Alerting{
+		EvaluateInterval: Duration(15 * time.Second),
+		For:              map[string]Duration{"default": 0, "lingering": Duration(10 * time.Minute), "hygiene": 0},
+		ResolveAfter:     map[string]Duration{"default": Duration(time.Hour), "lingering": Duration(6 * time.Hour), "hygiene": Duration(48 * time.Hour), "leak_report": Duration(7 * 24 * time.Hour)},
+		GroupWait:        Duration(30 * time.Second),
+		GroupInterval:    Duration(5 * time.Minute),
+		RepeatInterval:   Duration(4 * time.Hour),
+		DegradedAfter:    3,
+		Inhibit: []InhibitRule{
+			// A key that leaks is revoked or rotated at once: nudging its clients to move off it in
+			// the meantime is noise.
+			{Source: Matcher{"detector": "leak*", "severity": "critical"}, Target: Matcher{"detector": "lingering"}, Equal: []string{"key_id"}},
+		},
+	}
+}
+
+func defaultSlack() Slack {
+	return Slack{APIURL: "https://slack.com/api/", MinInterval: Duration(time.Second)}
+}
+
+func defaultRevoke() Revoke {
+	return Revoke{
+		Timeout: Duration(10 * time.Second), RetryFor: Duration(time.Hour),
+		DefaultMode: "off",
+		Policies:    []RevokePolicy{{Detector: "leak*", Mode: "dry-run"}},
+		MaxPerHour:  3, MinScore: 100,
+	}
+}
+
+func (a Alerting) validate() []error {
+	var errs []error
+	bad := func(path string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if a.EvaluateInterval < Duration(time.Second) {
+		bad("alerting.evaluate_interval", "%s: want at least 1s", a.EvaluateInterval)
+	}
+	for name, m := range map[string]map[string]Duration{"alerting.for": a.For, "alerting.resolve_after": a.ResolveAfter} {
+		for det, d := range m {
+			if d < 0 {
+				bad(name+"."+det, "%s: must not be negative", d)
+			}
+		}
+	}
+	if a.GroupWait < 0 || a.GroupInterval < Duration(time.Second) || a.RepeatInterval < a.GroupInterval {
+		bad("alerting.group_interval", "want group_wait >= 0, group_interval >= 1s and repeat_interval >= group_interval (%s, %s, %s)", a.GroupWait, a.GroupInterval, a.RepeatInterval)
+	}
+	if a.DegradedAfter < 1 {
+		bad("alerting.degraded_after", "%d: want at least 1", a.DegradedAfter)
+	}
+	for i, r := range a.Inhibit {
+		errs = append(errs, r.Source.validate(fmt.Sprintf("alerting.inhibit[%d].source", i))...)
+		errs = append(errs, r.Target.validate(fmt.Sprintf("alerting.inhibit[%d].target", i))...)
+		for _, l := range r.Equal {
+			if !contains(MatcherLabels, l) {
+				bad(fmt.Sprintf("alerting.inhibit[%d].equal", i), "%q: want one of %s", l, strings.Join(MatcherLabels, ", "))
+			}
+		}
+	}
+	for i, s := range a.Silences {
+		p := fmt.Sprintf("alerting.silences[%d]", i)
+		if len(s.Matchers) == 0 {
+			bad(p+".matchers", "a silence needs at least one matcher")
+		}
+		errs = append(errs, s.Matchers.validate(p+".matchers")...)
+		if s.EndsAt.IsZero() || (!s.StartsAt.IsZero() && !s.EndsAt.After(s.StartsAt)) {
+			bad(p+".ends_at", "want an RFC 3339 time after starts_at")
+		}
+		if s.CreatedBy == "" || s.Comment == "" {
+			bad(p, "created_by and comment are required")
+		}
+	}
+	return errs
+}
+
+func (m Matcher) validate(p string) []error {
+	var errs []error
+	for l, glob := range m {
+		if !contains(MatcherLabels, l) {
+			errs = append(errs, fmt.Errorf("%s.%s: no such label (want %s)", p, l, strings.Join(MatcherLabels, ", ")))
+		}
+		if _, err := path.Match(glob, ""); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %q: %v", p, l, glob, err))
+		}
+	}
+	return errs
+}
+
+func (s Slack) validate() []error {
+	var errs []error
+	bad := func(path string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if u, err := url.Parse(s.APIURL); err != nil || u.Scheme == "" || u.Host == "" || !strings.HasSuffix(s.APIURL, "/") {
+		bad("slack.api_url", "%q: want an absolute URL ending in /", s.APIURL)
+	}
+	for i, r := range s.Routes {
+		p := fmt.Sprintf("slack.routes[%d]", i)
+		if r.Channel == "" {
+			bad(p+".channel", "must not be empty")
+		}
+		for _, sev := range r.Severity {
+			if !contains([]string{"info", "warning", "critical"}, sev) {
+				bad(p+".severity", "%q: want info, warning or critical", sev)
+			}
+		}
+		for _, g := range append(append([]string{}, r.Client...), r.Detector...) {
+			if _, err := path.Match(g, ""); err != nil {
+				bad(p, "%q: %v", g, err)
+			}
+		}
+	}
+	if s.MinInterval < 0 {
+		bad("slack.min_interval", "%s: must not be negative", s.MinInterval)
+	}
+	for path, v := range map[string]string{"slack.grafana_url": s.GrafanaURL, "slack.runbook_url": s.RunbookURL} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || u.Scheme == "" || u.Host == "" {
+			bad(path, "%q: want an absolute URL", v)
+		}
+	}
+	return errs
+}
+
+func (r Revoke) validate() []error {
+	var errs []error
+	bad := func(path string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if r.WebhookURL != "" {
+		if u, err := url.Parse(r.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("revoke.webhook_url", "%q: want an http(s) URL", r.WebhookURL)
+		}
+		if !strings.HasPrefix(r.WebhookSecret, "whsec_") || len(r.WebhookSecret) < len("whsec_")+24 {
+			bad("revoke.webhook_secret", "with revoke.webhook_url set, %s or revoke.webhook_secret_file must hold a Standard Webhooks secret: whsec_ and at least 18 base64-encoded bytes", envName("revoke.webhook_secret"))
+		}
+	}
+	if r.Timeout < Duration(100*time.Millisecond) {
+		bad("revoke.timeout", "%s: want at least 100ms", r.Timeout)
+	}
+	if r.RetryFor < 0 {
+		bad("revoke.retry_for", "%s: must not be negative", r.RetryFor)
+	}
+	if !contains(RevokeModes, r.DefaultMode) {
+		bad("revoke.default_mode", "%q: want one of %s", r.DefaultMode, strings.Join(RevokeModes, ", "))
+	}
+	for i, p := range r.Policies {
+		if !contains(RevokeModes, p.Mode) {
+			bad(fmt.Sprintf("revoke.policies[%d].mode", i), "%q: want one of %s", p.Mode, strings.Join(RevokeModes, ", "))
+		}
+		for _, g := range []string{p.Detector, p.Keys} {
+			if _, err := path.Match(g, ""); err != nil {
+				bad(fmt.Sprintf("revoke.policies[%d]", i), "%q: %v", g, err)
+			}
+		}
+	}
+	for i, g := range r.ProtectedKeys {
+		if _, err := path.Match(g, ""); err != nil {
+			bad(fmt.Sprintf("revoke.protected_keys[%d]", i), "%q: %v", g, err)
+		}
+	}
+	if r.MaxPerHour < 0 {
+		bad("revoke.max_per_hour", "%d: must not be negative (0 sends none)", r.MaxPerHour)
+	}
+	return errs
+}
+
+func (l LeakReports) validate() []error {
+	var errs []error
+	if len(l.GitHubKeyIDs) != len(l.GitHubKeys) {
+		errs = append(errs, fmt.Errorf("leak_reports.github_key_ids: %d ids for %d files in leak_reports.github_keys; give one id per file", len(l.GitHubKeyIDs), len(l.GitHubKeys)))
+	}
+	return errs
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,1 @@
+-- placeholder: filled by the package that owns these tables

@@ -166,17 +166,30 @@ func (a Alerting) validate() []error {
 		}
 	}
 	for i, s := range a.Silences {
-		p := fmt.Sprintf("alerting.silences[%d]", i)
-		if len(s.Matchers) == 0 {
-			bad(p+".matchers", "a silence needs at least one matcher")
-		}
-		errs = append(errs, s.Matchers.validate(p+".matchers")...)
-		if s.EndsAt.IsZero() || (!s.StartsAt.IsZero() && !s.EndsAt.After(s.StartsAt)) {
-			bad(p+".ends_at", "want an RFC 3339 time after starts_at")
-		}
-		if s.CreatedBy == "" || s.Comment == "" {
-			bad(p, "created_by and comment are required")
-		}
+		errs = append(errs, s.Validate(fmt.Sprintf("alerting.silences[%d].", i))...)
+	}
+	return errs
+}
+
+// Validate checks a silence from the file or from POST /v1/silences alike; each error starts with
+// prefix and the field's name (e.g. "matchers.key_id").
+func (s Silence) Validate(prefix string) []error {
+	var errs []error
+	bad := func(field string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s%s: %s", prefix, field, fmt.Sprintf(format, args...)))
+	}
+	if len(s.Matchers) == 0 {
+		bad("matchers", "a silence needs at least one matcher")
+	}
+	errs = append(errs, s.Matchers.validate(prefix+"matchers")...)
+	if s.EndsAt.IsZero() || (!s.StartsAt.IsZero() && !s.EndsAt.After(s.StartsAt)) {
+		bad("ends_at", "want an RFC 3339 time after starts_at")
+	}
+	if s.CreatedBy == "" {
+		bad("created_by", "required: who made the silence")
+	}
+	if s.Comment == "" {
+		bad("comment", "required: why the alerts are silenced")
 	}
 	return errs
 }

@@ -2,4 +2,20 @@
 // resolved, applies silences and inhibition, groups alerts per rotation or key, routes each group
 // to channels and hands the result to a Notifier and an Actor. It does not deliver messages
 // (notify) or act on keys (action); it only decides what they are told.
+//
+// An alert is pending when its fingerprint is first found and fires once it has been found for
+// alerting.for of its detector. It resolves when alerting.resolve_after has passed since its last
+// finding and its detector's latest run succeeded without finding it: a failed run never resolves
+// anything. A detector whose last alerting.degraded_after runs all failed raises a
+// detection_degraded alert of its own, resolved by its next successful run.
+//
+// Muting: silences (the file's and those of /v1/silences) and the alerting.inhibit rules mute
+// alerts; so does one built-in rule: a firing key-wide alert (no client, no rotation) mutes the
+// alerts of its key that name a client and are not more severe than it. A muted alert keeps its
+// state; it is shown in its group's notification but neither starts one nor is acted on.
+//
+// Notifications follow Alertmanager's timers per group and channel: group_wait before a group's
+// first notification, group_interval between changes, repeat_interval between reminders, and one
+// notification when the whole group resolved. What each channel was last told is stored
+// (alert_notifications_state), so a restart repeats nothing already told.
 package alerting

@@ -1,0 +1,300 @@
+package alerting
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/internal/config"
+)
+
+// recentlyResolved is how long resolved alerts stay loaded: for their group's resolved
+// notification and for keywatch_alerts{state="resolved"}.
+const recentlyResolved = 24 * time.Hour
+
+// Evaluator turns findings and detector runs into alerts, one pass at a time, and tells the
+// Notifier and the Actor about them. Its state lives in ClickHouse (alerts,
+// alert_notifications_state), so a new Evaluator over the same database continues where the last
+// one stopped.
+type Evaluator struct {
+	conn     driver.Conn
+	cfg      config.Alerting
+	routes   config.Slack
+	notifier Notifier
+	actor    Actor
+	metrics  *Metrics
+	log      *slog.Logger
+	silences *silenceStore
+	now      func() time.Time
+
+	mu       sync.Mutex // one pass at a time; guards what follows
+	sent     map[groupChannel]*sentState
+	loaded   bool // sent was read from alert_notifications_state
+	unrouted map[string]bool
+}
+
+// New returns an Evaluator over conn (a migrated database). notifier, actor and metrics may be nil.
+func New(conn driver.Conn, cfg config.Alerting, routes config.Slack, notifier Notifier, actor Actor, metrics *Metrics, log *slog.Logger) *Evaluator {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Evaluator{
+		conn: conn, cfg: cfg, routes: routes, notifier: notifier, actor: actor, metrics: metrics,
+		log: log.With("component", "alerting"), silences: newSilenceStore(conn, cfg.Silences), now: time.Now,
+		sent: map[groupChannel]*sentState{}, unrouted: map[string]bool{},
+	}
+}
+
+// Run evaluates every alerting.evaluate_interval until ctx ends. A failed pass is logged and the
+// next one starts from what is stored, so nothing it missed is lost.
+func (e *Evaluator) Run(ctx context.Context) error {
+	t := time.NewTicker(max(time.Duration(e.cfg.EvaluateInterval), time.Second))
+	defer t.Stop()
+	for {
+		if err := e.Evaluate(ctx, e.now()); err != nil && ctx.Err() == nil {
+			e.log.Warn("alert evaluation failed; retrying next pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Evaluate runs one pass as of now: it moves alerts between states, mutes them, stores them, asks
+// the Actor about firing ones and notifies groups that are due.
+func (e *Evaluator) Evaluate(ctx context.Context, now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	start := time.Now()
+	err := e.evaluate(ctx, now.UTC().Truncate(time.Millisecond)) // as stored
+	e.metrics.evaluated(err, time.Since(start))
+	return err
+}
+
+// lookback bounds what is read of findings and runs: the longest for or resolve_after, plus a day.
+func (e *Evaluator) lookback() time.Duration {
+	d := time.Duration(0)
+	for _, m := range []map[string]config.Duration{e.cfg.For, e.cfg.ResolveAfter} {
+		for _, v := range m {
+			d = max(d, time.Duration(v))
+		}
+	}
+	return d + 24*time.Hour
+}
+
+func (e *Evaluator) forOf(detector string) time.Duration {
+	return durationOf(e.cfg.For, detector)
+}
+
+func (e *Evaluator) resolveAfterOf(detector string) time.Duration {
+	return durationOf(e.cfg.ResolveAfter, detector)
+}
+
+func durationOf(m map[string]config.Duration, detector string) time.Duration {
+	if d, ok := m[detector]; ok {
+		return time.Duration(d)
+	}
+	return time.Duration(m["default"])
+}
+
+func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
+	from := now.Add(-e.lookback())
+	if !e.loaded {
+		if err := e.loadSent(ctx, now); err != nil {
+			return err
+		}
+		e.loaded = true
+	}
+	prev, err := loadAlerts(ctx, e.conn, now.Add(-recentlyResolved))
+	if err != nil {
+		return err
+	}
+	// Runs before findings: a run's findings are stored before the run, so every run read here
+	// has its findings visible to the next query.
+	degradedAfter := max(e.cfg.DegradedAfter, 1)
+	runs, err := loadRuns(ctx, e.conn, from, now, degradedAfter)
+	if err != nil {
+		return err
+	}
+	finds, err := loadFindings(ctx, e.conn, from, now)
+	if err != nil {
+		return err
+	}
+	silences, err := e.silences.active(ctx, now)
+	if err != nil {
+		return err
+	}
+
+	next := map[string]*stored{}
+	for fp, p := range prev {
+		next[fp] = &p
+	}
+	lastRun := map[string]string{}
+	for fp, f := range finds {
+		lastRun[fp] = f.lastRunID
+		a, ok := next[fp]
+		switch {
+		case !ok || a.State == Resolved:
+			if f.firstNew.IsZero() || (ok && !f.LastSeen.After(a.LastSeen)) {
+				continue // nothing found since the episode that is over
+			}
+			episode := &stored{Alert: f.Alert}
+			if ok {
+				episode.version = a.version
+			}
+			episode.State, episode.ActiveSince = Pending, f.firstNew
+			next[fp] = episode
+		default:
+			a.Detector, a.KeyID, a.ClientID, a.RotationID = f.Detector, f.KeyID, f.ClientID, f.RotationID
+			a.Severity, a.Score, a.Summary, a.Evidence = f.Severity, f.Score, f.Summary, f.Evidence
+			if f.LastSeen.After(a.LastSeen) {
+				a.LastSeen = f.LastSeen
+			}
+		}
+	}
+
+	for fp, a := range next {
+		if a.State == Resolved || a.Detector == DegradedDetector {
+			continue
+		}
+		// A successful run that started after the last finding and is not the run that found it
+		// did not find it; a failed run says nothing.
+		det := runs[a.Detector]
+		missed := len(det) > 0 && det[0].err == "" && det[0].started.After(a.LastSeen) && det[0].id != lastRun[fp]
+		switch a.State {
+		case Pending:
+			if missed {
+				a.State, a.ResolvedAt = Resolved, now // never fired: no notification
+			} else if now.Sub(a.ActiveSince) >= e.forOf(a.Detector) {
+				a.State, a.FiredAt = Firing, now
+			}
+		case Firing:
+			if missed && now.Sub(a.LastSeen) >= e.resolveAfterOf(a.Detector) {
+				a.State, a.ResolvedAt = Resolved, now
+			}
+		}
+	}
+	e.degraded(next, runs, degradedAfter, now)
+	e.mute(next, silences)
+
+	if err := e.store(ctx, prev, next, now); err != nil {
+		return err
+	}
+	if e.actor != nil {
+		before := map[string]stored{}
+		for fp, a := range next {
+			before[fp] = *a
+		}
+		for _, a := range sortedAlerts(next) {
+			if a.State != Firing || a.Silenced != "" || a.Inhibited != "" {
+				continue
+			}
+			st, err := e.actor.Consider(ctx, a.Alert)
+			if err != nil {
+				e.log.Warn("actor failed; asking again next pass", "alert", a.ID(), "detector", a.Detector, "key", a.KeyID, "err", err)
+				continue
+			}
+			next[a.Fingerprint].Action = st
+		}
+		if err := e.store(ctx, before, next, now); err != nil {
+			return err
+		}
+	}
+	e.metrics.alertsNow(next, now)
+	if e.notifier != nil {
+		e.notify(ctx, next, now)
+	}
+	return nil
+}
+
+// degradedEvidence is the evidence of a detection_degraded alert.
+type degradedEvidence struct {
+	Detector    string    `json:"detector"`
+	FailedRuns  int       `json:"failed_runs"`
+	LastError   string    `json:"last_error"`
+	LastFailure time.Time `json:"last_failure"`
+}
+
+// degraded raises an alert for each detector whose last n runs all failed, and resolves it once the
+// detector's latest run succeeded.
+func (e *Evaluator) degraded(next map[string]*stored, runs map[string][]run, n int, now time.Time) {
+	for name, rs := range runs {
+		fp := detect.Fingerprint(DegradedDetector, "", "", name)
+		a := next[fp]
+		failing := len(rs) >= n
+		for _, r := range rs[:min(n, len(rs))] {
+			failing = failing && r.err != ""
+		}
+		switch {
+		case failing:
+			if a == nil || a.State == Resolved {
+				episode := &stored{}
+				if a != nil {
+					episode.version = a.version
+				}
+				a = episode
+				a.Fingerprint, a.Detector, a.Severity = fp, DegradedDetector, detect.Warning
+				a.State, a.ActiveSince, a.FiredAt = Firing, rs[n-1].started, now
+				next[fp] = a
+			}
+			a.Score = float64(n)
+			a.Summary = fmt.Sprintf("detector %s failed its last %d runs: %s", name, n, rs[0].err)
+			a.Evidence, _ = json.Marshal(degradedEvidence{Detector: name, FailedRuns: n, LastError: rs[0].err, LastFailure: rs[0].started})
+			a.LastSeen = rs[0].started
+		case a != nil && a.State != Resolved && len(rs) > 0 && rs[0].err == "":
+			a.State, a.ResolvedAt = Resolved, now
+		}
+	}
+}
+
+// store writes the alerts that changed since before, each with a higher version.
+func (e *Evaluator) store(ctx context.Context, before map[string]stored, next map[string]*stored, now time.Time) error {
+	var changed []stored
+	for _, a := range sortedAlerts(next) {
+		if b, ok := before[a.Fingerprint]; ok && sameAlert(b.Alert, a.Alert) {
+			continue
+		}
+		a.version = max(a.version+1, uint64(now.UnixMilli()))
+		next[a.Fingerprint].version = a.version
+		changed = append(changed, a)
+	}
+	if err := writeAlerts(ctx, e.conn, changed, now); err != nil {
+		return fmt.Errorf("alerting: store %d alerts: %w", len(changed), err)
+	}
+	return nil
+}
+
+func sameAlert(a, b Alert) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// sortedAlerts returns copies of the alerts ordered by fingerprint.
+func sortedAlerts(m map[string]*stored) []stored {
+	out := make([]stored, 0, len(m))
+	for _, a := range m {
+		out = append(out, *a)
+	}
+	slices.SortFunc(out, func(a, b stored) int { return compareStrings(a.Fingerprint, b.Fingerprint) })
+	return out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,83 @@
+package alerting
+
+import (
+	"path"
+	"slices"
+
+	"github.com/keywatch/keywatch/internal/config"
+)
+
+// labels are what matchers select alerts by (config.MatcherLabels).
+func labels(a Alert) map[string]string {
+	return map[string]string{
+		"detector": a.Detector, "severity": a.Severity.String(), "key_id": a.KeyID,
+		"client_id": a.ClientID, "rotation_id": a.RotationID,
+	}
+}
+
+// matches reports whether every label of m matches its glob.
+func matches(m config.Matcher, l map[string]string) bool {
+	for label, glob := range m {
+		if ok, err := path.Match(glob, l[label]); err != nil || !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// mute sets Silenced and Inhibited on the open alerts; resolved alerts keep what they had.
+func (e *Evaluator) mute(next map[string]*stored, silences []silence) {
+	all := sortedAlerts(next)
+	var sources []stored
+	for _, a := range all {
+		if a.State == Firing {
+			sources = append(sources, a)
+		}
+	}
+	// The most severe source names the inhibition, then the lowest fingerprint: stable per pass.
+	slices.SortStableFunc(sources, func(a, b stored) int { return int(b.Severity) - int(a.Severity) })
+	for _, c := range all {
+		if c.State == Resolved {
+			continue
+		}
+		a := next[c.Fingerprint]
+		l := labels(a.Alert)
+		a.Silenced = ""
+		for _, s := range silences {
+			if matches(s.Matchers, l) {
+				a.Silenced = s.ID
+				break
+			}
+		}
+		a.Inhibited = e.inhibitor(a.Alert, l, sources)
+	}
+}
+
+// inhibitor returns the fingerprint of the firing alert that mutes a, if any: a configured rule,
+// or the built-in one (a key-wide alert mutes the per-client alerts of its key that are not more
+// severe). An alert never mutes itself.
+func (e *Evaluator) inhibitor(a Alert, l map[string]string, sources []stored) string {
+	for _, src := range sources {
+		if src.Fingerprint == a.Fingerprint {
+			continue
+		}
+		sl := labels(src.Alert)
+		for _, r := range e.cfg.Inhibit {
+			if !matches(r.Source, sl) || !matches(r.Target, l) {
+				continue
+			}
+			equal := true
+			for _, label := range r.Equal {
+				equal = equal && sl[label] == l[label]
+			}
+			if equal {
+				return src.Fingerprint
+			}
+		}
+		if src.KeyID != "" && src.ClientID == "" && src.RotationID == "" && src.KeyID == a.KeyID && a.ClientID != "" &&
+			src.Severity >= a.Severity {
+			return src.Fingerprint
+		}
+	}
+	return ""
+}

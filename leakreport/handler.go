@@ -1,0 +1,451 @@
+package leakreport
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/config"
+)
+
+// Detector is the detector name of the findings this package stores.
+const Detector = "leak_report"
+
+// Score of a leak report finding: above any revoke threshold, since a leaked secret is public.
+const Score = 1000
+
+// MaxBody is the largest report body read.
+const MaxBody = 1 << 20
+
+// Reporters: who sent a report, as stored in a finding's evidence.
+const (
+	ReporterGitHub = "github"
+	ReporterBearer = "bearer"
+)
+
+// Request headers of GitHub's secret scanning partner program.
+const (
+	headerKeyID     = "Github-Public-Key-Identifier"
+	headerSignature = "Github-Public-Key-Signature"
+)
+
+// Rejecter is told of every report refused for a missing or bad signature or token, so that the
+// refusal is audited. source is "leak_reports"; detail names the key identifier and the remote
+// address, never a secret.
+type Rejecter interface {
+	Rejected(ctx context.Context, source, reason, detail string)
+}
+
+// Handler serves POST /v1/leaks.
+type Handler struct {
+	conn    driver.Conn
+	store   *detect.Store
+	fp      *ingest.Fingerprinter
+	token   string
+	keys    map[string]*ecdsa.PublicKey // by Github-Public-Key-Identifier
+	reject  Rejecter
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	// storeMu makes "is this report's run stored yet?" and storing it one step within this process.
+	storeMu sync.Mutex
+	// lookupFor bounds how long an unreachable ClickHouse is retried within one request.
+	lookupFor time.Duration
+}
+
+// New returns the handler for cfg, with the public keys of cfg.GitHubKeys loaded. fingerprintKey
+// must be the key ingest fingerprints raw API keys with (cfg.Fingerprint.Key). rejected, metrics and
+// log may be nil.
+func New(conn driver.Conn, cfg config.LeakReports, fingerprintKey string, rejected Rejecter, metrics *Metrics, log *slog.Logger) (*Handler, error) {
+	if len(cfg.GitHubKeyIDs) != len(cfg.GitHubKeys) {
+		return nil, fmt.Errorf("leakreport: %d key ids in leak_reports.github_key_ids for %d files in leak_reports.github_keys; give one id per file", len(cfg.GitHubKeyIDs), len(cfg.GitHubKeys))
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		conn: conn, store: detect.NewStore(conn), fp: ingest.NewFingerprinter([]byte(fingerprintKey)),
+		token: cfg.Token, keys: map[string]*ecdsa.PublicKey{}, reject: rejected, metrics: metrics,
+		log: log, now: time.Now, lookupFor: 10 * time.Second,
+	}
+	for i, path := range cfg.GitHubKeys {
+		id := strings.TrimSpace(cfg.GitHubKeyIDs[i])
+		if id == "" {
+			return nil, fmt.Errorf("leakreport: leak_reports.github_key_ids[%d], the id of %s, is empty", i, path)
+		}
+		if _, dup := h.keys[id]; dup {
+			return nil, fmt.Errorf("leakreport: key id %s of %s is given twice in leak_reports.github_key_ids", id, path)
+		}
+		key, err := loadPublicKey(path)
+		if err != nil {
+			return nil, err
+		}
+		h.keys[id] = key
+	}
+	return h, nil
+}
+
+// loadPublicKey reads an ECDSA P-256 public key from a PEM file ("PUBLIC KEY", PKIX).
+func loadPublicKey(path string) (*ecdsa.PublicKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("leakreport: read GitHub public key: %w", err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("leakreport: GitHub public key file %s holds no PEM block", path)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("leakreport: GitHub public key file %s: %w", path, err)
+	}
+	key, ok := pub.(*ecdsa.PublicKey)
+	if !ok || key.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("leakreport: GitHub public key file %s: want an ECDSA P-256 public key, got %T", path, pub)
+	}
+	return key, nil
+}
+
+// report is one reported secret. Token is the raw secret: it is fingerprinted and hashed, never
+// stored, logged or echoed.
+type report struct {
+	Token  string `json:"token"`
+	Type   string `json:"type"`
+	URL    string `json:"url"`
+	Source string `json:"source"`
+}
+
+// Label is the answer for one reported secret, in the shape GitHub takes as false-positive
+// feedback: the SHA-256 of the token in hex, never the token itself.
+type Label struct {
+	TokenHash string `json:"token_hash"`
+	TokenType string `json:"token_type"`
+	// Label is "true_positive" (the secret is a key keywatch has seen in traffic) or
+	// "false_positive" (it is not); GitHub accepts only these two.
+	Label string `json:"label"`
+}
+
+const (
+	labelTrue  = "true_positive"
+	labelFalse = "false_positive"
+)
+
+// Evidence is what a leak_report finding stores besides its key and client.
+type Evidence struct {
+	URL            string    `json:"url"`
+	Source         string    `json:"source,omitempty"`
+	Type           string    `json:"type,omitempty"`
+	ReportedAt     time.Time `json:"reported_at"`
+	Reporter       string    `json:"reporter"`
+	KeyFingerprint string    `json:"key_fingerprint"`
+	KeyLastSeen    time.Time `json:"key_last_seen"`
+	// OtherURLs are further places the same report named for the same key.
+	OtherURLs []string `json:"other_urls,omitempty"`
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "POST a report")
+		return
+	}
+	ctx := r.Context()
+	if h.token == "" && len(h.keys) == 0 {
+		h.rejected(ctx, r, "leak reports are off", "")
+		writeError(w, http.StatusForbidden, "leak reports are off: configure leak_reports.github_keys or KEYWATCH_LEAK_REPORTS_TOKEN")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("report body over %d bytes", MaxBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "read report body: "+err.Error())
+		return
+	}
+	reporter, reason, detail := h.authenticate(r, body)
+	if reason != "" {
+		h.rejected(ctx, r, reason, detail)
+		writeError(w, http.StatusUnauthorized, reason)
+		return
+	}
+	reports, err := parse(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	labels, err := h.handle(ctx, reporter, reports)
+	if err != nil {
+		h.log.Error("leak report not handled", "reporter", reporter, "reports", len(reports), "err", err)
+		writeError(w, http.StatusServiceUnavailable, "the report could not be matched or stored; send it again")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(labels)
+}
+
+// authenticate checks the GitHub signature when either GitHub header is present, else the bearer
+// token. It returns the reporter, or why the request is refused and a detail for the audit.
+func (h *Handler) authenticate(r *http.Request, body []byte) (reporter, reason, detail string) {
+	keyID, sig := r.Header.Get(headerKeyID), r.Header.Get(headerSignature)
+	from := "from " + r.RemoteAddr
+	if keyID != "" || sig != "" {
+		detail = fmt.Sprintf("github key id %q %s", keyID, from)
+		switch {
+		case keyID == "":
+			return "", "missing " + headerKeyID + " header", detail
+		case sig == "":
+			return "", "missing " + headerSignature + " header", detail
+		}
+		key, ok := h.keys[keyID]
+		if !ok {
+			return "", "unknown GitHub public key identifier", detail
+		}
+		der, err := base64.StdEncoding.DecodeString(sig)
+		if err != nil {
+			return "", "signature is not base64", detail
+		}
+		digest := sha256.Sum256(body)
+		if !ecdsa.VerifyASN1(key, digest[:], der) {
+			return "", "bad signature", detail
+		}
+		return ReporterGitHub, "", ""
+	}
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return "", "missing signature or bearer token", from
+	}
+	if h.token == "" {
+		return "", "no bearer token configured for leak reports", from
+	}
+	got, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.token)) != 1 {
+		return "", "wrong bearer token", from
+	}
+	return ReporterBearer, "", ""
+}
+
+func (h *Handler) rejected(ctx context.Context, r *http.Request, reason, detail string) {
+	h.metrics.add(resultRejected, 1)
+	h.log.Warn("leak report rejected", "reason", reason, "detail", detail, "remote", r.RemoteAddr)
+	if h.reject != nil {
+		h.reject.Rejected(ctx, "leak_reports", reason, detail)
+	}
+}
+
+// parse reads a JSON array of reports, or a single report object.
+func parse(body []byte) ([]report, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, errors.New("empty body: want a JSON array of {token, type, url, source}")
+	}
+	var reports []report
+	if trimmed[0] == '{' {
+		var one report
+		if err := json.Unmarshal(trimmed, &one); err != nil {
+			return nil, fmt.Errorf("report is not a JSON object of {token, type, url, source}: %v", err)
+		}
+		reports = []report{one}
+	} else if err := json.Unmarshal(trimmed, &reports); err != nil {
+		return nil, fmt.Errorf("body is not a JSON array of {token, type, url, source}: %v", err)
+	}
+	if len(reports) == 0 {
+		return nil, errors.New("no reports in the body")
+	}
+	for i, rep := range reports {
+		if rep.Token == "" {
+			return nil, fmt.Errorf("report %d has no token", i)
+		}
+	}
+	return reports, nil
+}
+
+// known is what key_fingerprints knows of one fingerprint.
+type known struct {
+	keyID, clientID string
+	lastSeen        time.Time
+}
+
+// handle matches reports to keys, stores one finding per matched key and answers per report.
+func (h *Handler) handle(ctx context.Context, reporter string, reports []report) ([]Label, error) {
+	now := h.now().UTC()
+	fps := make([]string, len(reports))
+	for i, rep := range reports {
+		fps[i] = h.fp.Fingerprint(rep.Token)
+	}
+	keys, err := h.lookup(ctx, fps)
+	if err != nil {
+		return nil, err
+	}
+	labels := make([]Label, len(reports))
+	var findings []detect.Finding
+	byFingerprint := map[string]int{} // finding fingerprint -> index in findings
+	var runKey []string
+	matched, unknown := 0, 0
+	for i, rep := range reports {
+		sum := sha256.Sum256([]byte(rep.Token))
+		labels[i] = Label{TokenHash: hex.EncodeToString(sum[:]), TokenType: rep.Type, Label: labelFalse}
+		k, ok := keys[fps[i]]
+		if !ok {
+			unknown++
+			h.log.Info("leak report of an unknown secret", "reporter", reporter, "fingerprint", fps[i], "type", rep.Type, "url", rep.URL, "source", rep.Source)
+			continue
+		}
+		matched++
+		labels[i].Label = labelTrue
+		runKey = append(runKey, strings.Join([]string{fps[i], rep.URL, rep.Source, rep.Type}, "\x00"))
+		fingerprint := detect.Fingerprint(Detector, k.keyID, k.clientID, "")
+		if j, dup := byFingerprint[fingerprint]; dup {
+			ev := findings[j].Evidence.(*Evidence)
+			if rep.URL != ev.URL && !slices.Contains(ev.OtherURLs, rep.URL) {
+				ev.OtherURLs = append(ev.OtherURLs, rep.URL)
+			}
+			continue
+		}
+		byFingerprint[fingerprint] = len(findings)
+		findings = append(findings, detect.Finding{
+			Detector: Detector, Fingerprint: fingerprint, Severity: detect.Critical, Score: Score,
+			KeyID: k.keyID, ClientID: k.clientID, Summary: summary(k.keyID, rep), DetectedAt: now,
+			Evidence: &Evidence{URL: rep.URL, Source: rep.Source, Type: rep.Type, ReportedAt: now,
+				Reporter: reporter, KeyFingerprint: fps[i], KeyLastSeen: k.lastSeen},
+		})
+		h.log.Warn("leak report of a known key", "reporter", reporter, "key_id", k.keyID, "client_id", k.clientID,
+			"fingerprint", fps[i], "type", rep.Type, "url", rep.URL, "source", rep.Source)
+	}
+	if len(findings) > 0 {
+		if err := h.storeOnce(ctx, runID(runKey), now, findings); err != nil {
+			return nil, err
+		}
+	}
+	h.metrics.add(resultMatched, matched)
+	h.metrics.add(resultUnknown, unknown)
+	return labels, nil
+}
+
+func summary(keyID string, rep report) string {
+	if rep.URL == "" {
+		return fmt.Sprintf("key %s reported leaked (source %s, no URL given)", keyID, cmpOr(rep.Source, "unknown"))
+	}
+	return fmt.Sprintf("key %s reported leaked at %s", keyID, rep.URL)
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// runID is derived from what was reported (fingerprint, URL, source, type of each matched secret,
+// in any order), so that a retried report, or the same leak reported again, is stored once.
+func runID(parts []string) string {
+	slices.Sort(parts)
+	parts = slices.Compact(parts)
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x01")))
+	return Detector + "-" + hex.EncodeToString(sum[:12])
+}
+
+const (
+	selectKeys = `SELECT key_fingerprint, argMaxMerge(key_id), argMaxMerge(client_id), max(last_seen)
+FROM key_fingerprints
+WHERE key_fingerprint IN ?
+GROUP BY key_fingerprint`
+	selectRunStored = `SELECT count() FROM findings WHERE detector = ? AND run_id = ?`
+)
+
+// lookup returns the key of each fingerprint keywatch has seen in traffic.
+func (h *Handler) lookup(ctx context.Context, fps []string) (map[string]known, error) {
+	uniq := slices.Compact(slices.Sorted(slices.Values(fps)))
+	out := map[string]known{}
+	err := h.retry(ctx, func(ctx context.Context) error {
+		clear(out)
+		rows, err := h.conn.Query(ctx, selectKeys, uniq)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var fp string
+			var k known
+			if err := rows.Scan(&fp, &k.keyID, &k.clientID, &k.lastSeen); err != nil {
+				return err
+			}
+			out[fp] = k
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("leakreport: look up %d reported fingerprints in key_fingerprints: %w", len(uniq), err)
+	}
+	return out, nil
+}
+
+// storeOnce stores the run unless a run of the same id is stored already.
+func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findings []detect.Finding) error {
+	h.storeMu.Lock()
+	defer h.storeMu.Unlock()
+	var n uint64
+	if err := h.retry(ctx, func(ctx context.Context) error {
+		return h.conn.QueryRow(ctx, selectRunStored, Detector, id).Scan(&n)
+	}); err != nil {
+		return fmt.Errorf("leakreport: check whether report %s is stored: %w", id, err)
+	}
+	if n > 0 {
+		h.log.Info("leak report stored before; not stored again", "run_id", id)
+		return nil
+	}
+	return h.store.StoreRun(ctx, detect.Run{ID: id, Detector: Detector, Started: now, Finished: now, Findings: findings})
+}
+
+// retry runs op until it succeeds, ClickHouse answers with an error, or lookupFor has passed.
+func (h *Handler) retry(ctx context.Context, op func(context.Context) error) error {
+	wait := 250 * time.Millisecond
+	deadline := time.Now().Add(h.lookupFor)
+	for {
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err // ClickHouse answered: the same query will not do better
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

@@ -2,6 +2,7 @@ package leakreport
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -243,8 +244,8 @@ func (h *Handler) authenticate(r *http.Request, body []byte) (reporter, reason, 
 	if h.token == "" {
 		return "", "no bearer token configured for leak reports", from
 	}
-	got, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.token)) != 1 {
+	scheme, got, _ := strings.Cut(auth, " ")
+	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.token)) != 1 {
 		return "", "wrong bearer token", from
 	}
 	return ReporterBearer, "", ""
@@ -349,16 +350,9 @@ func (h *Handler) handle(ctx context.Context, reporter string, reports []report)
 
 func summary(keyID string, rep report) string {
 	if rep.URL == "" {
-		return fmt.Sprintf("key %s reported leaked (source %s, no URL given)", keyID, cmpOr(rep.Source, "unknown"))
+		return fmt.Sprintf("key %s reported leaked (source %s, no URL given)", keyID, cmp.Or(rep.Source, "unknown"))
 	}
 	return fmt.Sprintf("key %s reported leaked at %s", keyID, rep.URL)
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // runID is derived from what was reported (fingerprint, URL, source, type of each matched secret,

@@ -296,7 +296,7 @@ func TestReports(t *testing.T) {
 		},
 		{
 			name: "bearer with the token, a single object", body: bodyB,
-			headers:    func(string) map[string]string { return map[string]string{"Authorization": "Bearer " + bearerToken} },
+			headers:    func(string) map[string]string { return map[string]string{"Authorization": "bearer " + bearerToken} },
 			wantCode:   http.StatusOK,
 			wantLabels: []Label{{TokenHash: hash(leakedB), TokenType: "internal_scan", Label: "true_positive"}},
 			wantStored: 2, wantRejects: 7,

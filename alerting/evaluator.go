@@ -80,7 +80,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, now time.Time) error {
 	return err
 }
 
-// lookback bounds what is read of findings and runs: the longest for or resolve_after, plus a day.
+// lookback bounds what is read of findings: the longest for or resolve_after, plus a day.
 func (e *Evaluator) lookback() time.Duration {
 	d := time.Duration(0)
 	for _, m := range []map[string]config.Duration{e.cfg.For, e.cfg.ResolveAfter} {
@@ -121,7 +121,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 	// Runs before findings: a run's findings are stored before the run, so every run read here
 	// has its findings visible to the next query.
 	degradedAfter := max(e.cfg.DegradedAfter, 1)
-	runs, err := loadRuns(ctx, e.conn, from, now, degradedAfter)
+	runs, err := loadRuns(ctx, e.conn, now, degradedAfter)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,8 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 			continue
 		}
 		// A successful run that started after the last finding and is not the run that found it
-		// did not find it; a failed run says nothing.
+		// did not find it; a failed run says nothing. Findings of a detector that never ran (not
+		// scheduled: e.g. leak reports) resolve on resolve_after alone.
 		det := runs[a.Detector]
 		missed := len(det) > 0 && det[0].err == "" && det[0].started.After(a.LastSeen) && det[0].id != lastRun[fp]
 		switch a.State {
@@ -178,7 +179,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 				a.State, a.FiredAt = Firing, now
 			}
 		case Firing:
-			if missed && now.Sub(a.LastSeen) >= e.resolveAfterOf(a.Detector) {
+			if (missed || len(det) == 0) && now.Sub(a.LastSeen) >= e.resolveAfterOf(a.Detector) {
 				a.State, a.ResolvedAt = Resolved, now
 			}
 		}

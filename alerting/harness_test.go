@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
@@ -50,6 +49,7 @@ func newEnv(t *testing.T) *env {
 	a := cfg.Alerting
 	a.GroupWait = 0
 	a.Inhibit = nil
+	a.For = map[string]config.Duration{"default": 0}
 	return &env{
 		t: t, conn: conn, store: detect.NewStore(conn), cfg: a,
 		slack:    config.Slack{DefaultChannel: "#keywatch"},
@@ -181,5 +181,3 @@ func summary(ns []Notification) []string {
 	}
 	return out
 }
-
-var _ = prometheus.NewRegistry

@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -204,5 +205,27 @@ func TestRestart(t *testing.T) {
 	e.eval(e.evaluator(), 9*time.Hour)               // and again, much later
 	if got := e.notifier.take(); len(got) != 0 {
 		t.Fatalf("after restarts: %q, want nothing", summary(got))
+	}
+}
+
+// TestWithoutRuns: findings of a detector that has no runs (reported, not scheduled) resolve on
+// resolve_after alone.
+func TestWithoutRuns(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(time.Hour), "leak_report": config.Duration(7 * 24 * time.Hour)}
+	f := finding("leak_report", "kid_live", "", "", detect.Critical)
+	if err := e.conn.Exec(context.Background(), `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
+		VALUES (?, 'report-1', ?, ?, 'critical', 100, ?, '', '', 'reported leaked', '{}')`, t0, f.Detector, f.Fingerprint, f.KeyID); err != nil {
+		t.Fatal(err)
+	}
+	ev := e.evaluator()
+	for _, c := range []struct {
+		at   time.Duration
+		want State
+	}{{time.Minute, Firing}, {6 * 24 * time.Hour, Firing}, {7*24*time.Hour + time.Minute, Resolved}} {
+		e.eval(ev, c.at)
+		if a := e.alert(f.Fingerprint); a.State != c.want {
+			t.Fatalf("at %s: %s, want %s", c.at, a.State, c.want)
+		}
 	}
 }

@@ -21,10 +21,12 @@ const (
 FROM alerts FINAL
 WHERE state != 'resolved' OR resolved_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
-	// selectRuns reads each detector's latest ? runs started in (?, ?].
+	// selectRuns reads each detector's latest ? runs started by ?. detector_runs is small (one row
+	// per run, under the rollups TTL), so it is read whole: a detector that has not run for longer
+	// than the findings lookback is still known to be scheduled.
 	selectRuns = `SELECT detector, run_id, started_at, error
 FROM detector_runs
-WHERE started_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND started_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+WHERE started_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 ORDER BY detector, started_at DESC, run_id DESC
 LIMIT ? BY detector`
 
@@ -58,7 +60,7 @@ type stored struct {
 
 // found is what the findings of one fingerprint say as of an evaluation.
 type found struct {
-	Alert           // identity and latest fields; ActiveSince, LastSeen set
+	Alert               // identity and latest fields; LastSeen is the latest finding
 	firstNew  time.Time // first finding after the alert's last_seen (zero: none)
 	lastRunID string
 }
@@ -112,8 +114,8 @@ func unsetZero(t time.Time) time.Time {
 	return t.UTC()
 }
 
-func loadRuns(ctx context.Context, conn driver.Conn, from, to time.Time, perDetector int) (map[string][]run, error) {
-	rows, err := conn.Query(ctx, selectRuns, ms(from), ms(to), perDetector)
+func loadRuns(ctx context.Context, conn driver.Conn, to time.Time, perDetector int) (map[string][]run, error) {
+	rows, err := conn.Query(ctx, selectRuns, ms(to), perDetector)
 	if err != nil {
 		return nil, fmt.Errorf("alerting: read detector runs: %w", err)
 	}

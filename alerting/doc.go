@@ -6,7 +6,8 @@
 // An alert is pending when its fingerprint is first found and fires once it has been found for
 // alerting.for of its detector. It resolves when alerting.resolve_after has passed since its last
 // finding and its detector's latest run succeeded without finding it: a failed run never resolves
-// anything. A detector whose last alerting.degraded_after runs all failed raises a
+// anything. Findings that are reported rather than scanned for (leak_report, or a detector with no
+// runs) resolve on resolve_after alone. A detector whose last alerting.degraded_after runs all failed raises a
 // detection_degraded alert of its own, resolved by its next successful run.
 //
 // Muting: silences (the file's and those of /v1/silences) and the alerting.inhibit rules mute

@@ -15,6 +15,10 @@ import (
 	"github.com/keywatch/keywatch/internal/config"
 )
 
+// reportDetector is leakreport.Detector: each of its runs is one report about some keys, not a
+// scan of all of them, so a run without a key's finding says nothing about that key.
+const reportDetector = "leak_report"
+
 // recentlyResolved is how long resolved alerts stay loaded: for their group's resolved
 // notification and for keywatch_alerts{state="resolved"}.
 const recentlyResolved = 24 * time.Hour
@@ -167,10 +171,11 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 			continue
 		}
 		// A successful run that started after the last finding and is not the run that found it
-		// did not find it; a failed run says nothing. Findings of a detector that never ran (not
-		// scheduled: e.g. leak reports) resolve on resolve_after alone.
+		// did not find it; a failed run says nothing. Findings that are reported rather than
+		// scanned for (leak reports, or a detector that never ran) resolve on resolve_after alone.
 		det := runs[a.Detector]
-		missed := len(det) > 0 && det[0].err == "" && det[0].started.After(a.LastSeen) && det[0].id != lastRun[fp]
+		reported := len(det) == 0 || a.Detector == reportDetector
+		missed := !reported && det[0].err == "" && det[0].started.After(a.LastSeen) && det[0].id != lastRun[fp]
 		switch a.State {
 		case Pending:
 			if missed {
@@ -179,7 +184,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 				a.State, a.FiredAt = Firing, now
 			}
 		case Firing:
-			if (missed || len(det) == 0) && now.Sub(a.LastSeen) >= e.resolveAfterOf(a.Detector) {
+			if (missed || reported) && now.Sub(a.LastSeen) >= e.resolveAfterOf(a.Detector) {
 				a.State, a.ResolvedAt = Resolved, now
 			}
 		}

@@ -208,24 +208,35 @@ func TestRestart(t *testing.T) {
 	}
 }
 
-// TestWithoutRuns: findings of a detector that has no runs (reported, not scheduled) resolve on
-// resolve_after alone.
-func TestWithoutRuns(t *testing.T) {
+// TestReported: findings that are reported, not scanned for (leak reports: each run is one
+// report; or a detector that never ran), resolve on resolve_after alone.
+func TestReported(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(time.Hour), "leak_report": config.Duration(7 * 24 * time.Hour)}
-	f := finding("leak_report", "kid_live", "", "", detect.Critical)
+	week := 7 * 24 * time.Hour
+	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(week)}
+	leak := finding("leak_report", "kid_live", "", "", detect.Critical)
+	other := finding("leak_report", "kid_other", "", "", detect.Critical)
+	manual := finding("manual", "kid_manual", "", "", detect.Warning)
+	e.run("leak_report", 0, "", leak)
 	if err := e.conn.Exec(context.Background(), `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-		VALUES (?, 'report-1', ?, ?, 'critical', 100, ?, '', '', 'reported leaked', '{}')`, t0, f.Detector, f.Fingerprint, f.KeyID); err != nil {
+		VALUES (?, 'manual-1', ?, ?, 'warning', 1, ?, '', '', 'found by hand', '{}')`, t0, manual.Detector, manual.Fingerprint, manual.KeyID); err != nil {
 		t.Fatal(err)
 	}
 	ev := e.evaluator()
+	e.eval(ev, time.Minute)
+	e.run("leak_report", time.Hour, "", other) // another report: says nothing about kid_live
 	for _, c := range []struct {
 		at   time.Duration
 		want State
-	}{{time.Minute, Firing}, {6 * 24 * time.Hour, Firing}, {7*24*time.Hour + time.Minute, Resolved}} {
+	}{{2 * time.Hour, Firing}, {6 * 24 * time.Hour, Firing}, {week + time.Minute, Resolved}} {
 		e.eval(ev, c.at)
-		if a := e.alert(f.Fingerprint); a.State != c.want {
-			t.Fatalf("at %s: %s, want %s", c.at, a.State, c.want)
+		for _, f := range []detect.Finding{leak, manual} {
+			if a := e.alert(f.Fingerprint); a.State != c.want {
+				t.Fatalf("at %s: %s %s, want %s", c.at, f.Detector, a.State, c.want)
+			}
 		}
+	}
+	if a := e.alert(other.Fingerprint); a.State != Firing {
+		t.Fatalf("the later report: %s, want firing", a.State)
 	}
 }

@@ -84,15 +84,23 @@ func (e *Evaluator) Evaluate(ctx context.Context, now time.Time) error {
 	return err
 }
 
-// lookback bounds what is read of findings: the longest for or resolve_after, plus a day.
-func (e *Evaluator) lookback() time.Duration {
-	d := time.Duration(0)
+// window bounds what is read of findings: per detector its for or resolve_after, whichever is
+// longer, plus an hour.
+func (e *Evaluator) window() window {
+	w := window{other: e.windowOf("default")}
 	for _, m := range []map[string]config.Duration{e.cfg.For, e.cfg.ResolveAfter} {
-		for _, v := range m {
-			d = max(d, time.Duration(v))
+		for det := range m {
+			if det != "default" && !slices.Contains(w.detectors, det) {
+				w.detectors = append(w.detectors, det)
+				w.windows = append(w.windows, e.windowOf(det))
+			}
 		}
 	}
-	return d + 24*time.Hour
+	return w
+}
+
+func (e *Evaluator) windowOf(detector string) int64 {
+	return (max(e.forOf(detector), e.resolveAfterOf(detector)) + time.Hour).Milliseconds()
 }
 
 func (e *Evaluator) forOf(detector string) time.Duration {
@@ -111,7 +119,6 @@ func durationOf(m map[string]config.Duration, detector string) time.Duration {
 }
 
 func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
-	from := now.Add(-e.lookback())
 	if !e.loaded {
 		if err := e.loadSent(ctx, now); err != nil {
 			return err
@@ -129,7 +136,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	finds, err := loadFindings(ctx, e.conn, from, now)
+	finds, err := loadFindings(ctx, e.conn, e.window(), now)
 	if err != nil {
 		return err
 	}

@@ -240,3 +240,20 @@ func TestReported(t *testing.T) {
 		t.Fatalf("the later report: %s, want firing", a.State)
 	}
 }
+
+// TestFindingsWindow: findings are read back only as far as their detector needs.
+func TestFindingsWindow(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(7 * 24 * time.Hour), "lingering": config.Duration(time.Hour), `it's\odd`: 0}
+	leak := finding("leak_report", "kid_live", "", "", detect.Critical)
+	lingering := finding("lingering", "kid_old", "acme", "rot-1", detect.Warning)
+	e.run("leak_report", 0, "", leak)
+	e.run("lingering", 0, "", lingering)
+	got, err := loadFindings(context.Background(), e.conn, e.evaluator().window(), t0.Add(3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got[leak.Fingerprint]; !ok || len(got) != 1 {
+		t.Fatalf("read %v, want only the leak report (lingering reads 2h back)", got)
+	}
+}

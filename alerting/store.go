@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -30,8 +31,10 @@ WHERE started_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 ORDER BY detector, started_at DESC, run_id DESC
 LIMIT ? BY detector`
 
-	// selectFindings reads, per fingerprint found in (?, ?], its latest finding, the run that
-	// found it and the first finding after the alert's previous episode (its last_seen).
+	// selectFindings reads, per fingerprint found in its detector's window, its latest finding,
+	// the run that found it and the first finding after the alert's previous episode (its
+	// last_seen). Arguments: the earliest window start, the evaluation time, detector names, their
+	// windows and the default window (ms).
 	selectFindings = `SELECT f.fingerprint,
        argMax(f.detector, f.detected_at), argMax(f.key_id, f.detected_at), argMax(f.client_id, f.detected_at),
        argMax(f.rotation_id, f.detected_at), toString(argMax(f.severity, f.detected_at)), argMax(f.score, f.detected_at),
@@ -41,6 +44,7 @@ FROM findings AS f
 LEFT JOIN (SELECT fingerprint, last_seen FROM alerts FINAL WHERE last_seen > fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AS a
     ON a.fingerprint = f.fingerprint
 WHERE f.detected_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND f.detected_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+  AND f.detected_at > fromUnixTimestamp64Milli(toInt64(?) - transform(toString(f.detector), CAST(? AS Array(String)), CAST(? AS Array(Int64)), toInt64(?)), 'UTC')
 GROUP BY f.fingerprint`
 
 	insertAlerts = `INSERT INTO alerts (fingerprint, detector, key_id, client_id, rotation_id, severity, score, summary, evidence,
@@ -133,8 +137,24 @@ func loadRuns(ctx context.Context, conn driver.Conn, to time.Time, perDetector i
 	return out, rows.Err()
 }
 
-func loadFindings(ctx context.Context, conn driver.Conn, from, to time.Time) (map[string]found, error) {
-	rows, err := conn.Query(ctx, selectFindings, ms(from), ms(from), ms(to))
+// window is how far back findings are read: per detector, and for any other.
+type window struct {
+	detectors []string
+	windows   []int64 // ms
+	other     int64   // ms
+}
+
+func (w window) longest() time.Duration {
+	return time.Duration(slices.Max(append([]int64{w.other}, w.windows...))) * time.Millisecond
+}
+
+func loadFindings(ctx context.Context, conn driver.Conn, w window, to time.Time) (map[string]found, error) {
+	from := ms(to.Add(-w.longest()))
+	detectors, windows := w.detectors, w.windows
+	if detectors == nil {
+		detectors, windows = []string{}, []int64{}
+	}
+	rows, err := conn.Query(ctx, selectFindings, from, from, ms(to), ms(to), detectors, windows, w.other)
 	if err != nil {
 		return nil, fmt.Errorf("alerting: read findings: %w", err)
 	}

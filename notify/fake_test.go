@@ -1,0 +1,172 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slack-go/slack/slacktest"
+)
+
+// fakeSlack is slacktest's server with chat.postMessage, chat.update and conversations.history
+// of our own that keep messages per channel, behind a wrapper that records every call and can
+// answer 429 (Retry-After: 1) or 500 first.
+type fakeSlack struct {
+	srv *slacktest.Server
+
+	mu       sync.Mutex
+	calls    []call
+	messages map[string][]fakeMessage // channel -> messages, replies included
+	seq      int
+	// fail answers the n-th call (from 1) with a status instead of handling it; 0: handle it.
+	fail func(n int) int
+}
+
+type call struct {
+	At      time.Time
+	Method  string
+	Channel string
+	Status  int
+	TS      string // of the message posted, updated or replied to
+}
+
+type fakeMessage struct {
+	TS, ThreadTS, Text string
+	Blocks             string
+	Metadata           json.RawMessage
+	Updates            int
+}
+
+func newFakeSlack(t *testing.T) *fakeSlack {
+	f := &fakeSlack{messages: map[string][]fakeMessage{}}
+	f.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
+		c.Handle("/chat.postMessage", f.wrap("chat.postMessage", f.postMessage))
+		c.Handle("/chat.update", f.wrap("chat.update", f.update))
+		c.Handle("/conversations.history", f.wrap("conversations.history", f.history))
+	})
+	f.srv.Start()
+	t.Cleanup(f.srv.Stop)
+	return f
+}
+
+func (f *fakeSlack) url() string { return f.srv.GetAPIURL() }
+
+func (f *fakeSlack) wrap(method string, h func(w http.ResponseWriter, r *http.Request) (int, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
+		_ = r.ParseForm()
+		f.mu.Lock()
+		n := len(f.calls) + 1
+		status := 0
+		if f.fail != nil {
+			status = f.fail(n)
+		}
+		c := call{At: at, Method: method, Channel: r.FormValue("channel")}
+		f.mu.Unlock()
+		switch status {
+		case 0:
+			c.Status, c.TS = h(w, r)
+		case http.StatusTooManyRequests:
+			c.Status = status
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(status)
+		default:
+			c.Status = status
+			w.WriteHeader(status)
+		}
+		f.mu.Lock()
+		f.calls = append(f.calls, c)
+		f.mu.Unlock()
+	}
+}
+
+func answer(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (f *fakeSlack) postMessage(w http.ResponseWriter, r *http.Request) (int, string) {
+	ch := r.FormValue("channel")
+	if ch == "C_MISSING" {
+		answer(w, map[string]any{"ok": false, "error": "channel_not_found"})
+		return 200, ""
+	}
+	f.mu.Lock()
+	f.seq++
+	ts := fmt.Sprintf("%d.%06d", time.Now().Unix(), f.seq)
+	m := fakeMessage{TS: ts, ThreadTS: r.FormValue("thread_ts"), Text: r.FormValue("text"), Blocks: r.FormValue("blocks")}
+	if md := r.FormValue("metadata"); md != "" {
+		m.Metadata = json.RawMessage(md)
+	}
+	f.messages[ch] = append(f.messages[ch], m)
+	f.mu.Unlock()
+	answer(w, map[string]any{"ok": true, "channel": ch, "ts": ts})
+	return 200, ts
+}
+
+func (f *fakeSlack) update(w http.ResponseWriter, r *http.Request) (int, string) {
+	ch, ts := r.FormValue("channel"), r.FormValue("ts")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, m := range f.messages[ch] {
+		if m.TS == ts {
+			f.messages[ch][i].Text, f.messages[ch][i].Blocks = r.FormValue("text"), r.FormValue("blocks")
+			f.messages[ch][i].Updates++
+			answer(w, map[string]any{"ok": true, "channel": ch, "ts": ts, "text": r.FormValue("text")})
+			return 200, ts
+		}
+	}
+	answer(w, map[string]any{"ok": false, "error": "message_not_found"})
+	return 200, ts
+}
+
+func (f *fakeSlack) history(w http.ResponseWriter, r *http.Request) (int, string) {
+	ch := r.FormValue("channel")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var msgs []map[string]any
+	for _, m := range f.messages[ch] {
+		if m.ThreadTS != "" {
+			continue
+		}
+		v := map[string]any{"type": "message", "ts": m.TS, "text": m.Text}
+		if m.Metadata != nil && r.FormValue("include_all_metadata") == "1" {
+			v["metadata"] = m.Metadata
+		}
+		msgs = append(msgs, v)
+	}
+	answer(w, map[string]any{"ok": true, "messages": msgs, "has_more": false})
+	return 200, ""
+}
+
+// seed puts a message into a channel as if it had been posted earlier.
+func (f *fakeSlack) seed(channel string, m fakeMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.messages[channel] = append(f.messages[channel], m)
+}
+
+func (f *fakeSlack) snapshot() ([]call, map[string][]fakeMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	msgs := map[string][]fakeMessage{}
+	for k, v := range f.messages {
+		msgs[k] = append([]fakeMessage(nil), v...)
+	}
+	return append([]call(nil), f.calls...), msgs
+}
+
+// count counts successful calls of method (to channel, when not empty).
+func (f *fakeSlack) count(method, channel string) int {
+	calls, _ := f.snapshot()
+	n := 0
+	for _, c := range calls {
+		if c.Method == method && c.Status == 200 && (channel == "" || c.Channel == channel) {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,481 @@
+package notify
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/slack-go/slack"
+
+	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/internal/config"
+)
+
+// Slack's Block Kit limits.
+const (
+	maxBlocks        = 50
+	maxFields        = 10
+	maxFieldChars    = 2000
+	maxSectionChars  = 3000
+	maxHeaderChars   = 150
+	maxFallbackChars = 3000
+	// maxSectionsPerAlert: an alert's fields beyond 10 go into one more section, then are cut.
+	maxSectionsPerAlert = 2
+)
+
+// ApproveActionID is the action_id of the "Revoke now" button; its value is the action's id.
+const ApproveActionID = "keywatch_approve"
+
+// message is a rendered notification: the Block Kit blocks, the plain-text fallback, and the short
+// thread reply a resolution or a reminder posts. It is what the outbox stores as payload.
+type message struct {
+	Text   string       `json:"text"`
+	Blocks slack.Blocks `json:"blocks"`
+	// Resolved and Reminder are the replies' texts.
+	Resolved string `json:"resolved_reply,omitempty"`
+	Reminder string `json:"reminder_reply,omitempty"`
+}
+
+// renderer turns notifications into messages.
+type renderer struct {
+	grafanaURL, runbookURL string
+}
+
+func newRenderer(cfg config.Slack) renderer {
+	return renderer{grafanaURL: cfg.GrafanaURL, runbookURL: cfg.RunbookURL}
+}
+
+var severityEmoji = map[detect.Severity]string{
+	detect.Critical: ":red_circle:", detect.Warning: ":large_orange_circle:", detect.Info: ":large_blue_circle:",
+}
+
+// render builds the message of one notification. It depends only on n (no clock), so the same
+// notification always renders the same bytes and its content hash is stable.
+func (r renderer) render(n alerting.Notification) message {
+	g := n.Group
+	sev := groupSeverity(g)
+	title := groupTitle(g)
+	var header string
+	if g.Resolved {
+		header = ":white_check_mark: RESOLVED — " + title
+	} else {
+		header = fmt.Sprintf("%s %s — %s", severityEmoji[sev], strings.ToUpper(sev.String()), title)
+	}
+	blocks := []slack.Block{slack.NewHeaderBlock(plain(truncate(header, maxHeaderChars)))}
+	fallback := []string{header}
+
+	alerts := slices.Clone(g.Alerts)
+	// Most urgent first, then stable by fingerprint.
+	sort.SliceStable(alerts, func(i, j int) bool {
+		if alerts[i].Severity != alerts[j].Severity {
+			return alerts[i].Severity > alerts[j].Severity
+		}
+		return alerts[i].Fingerprint < alerts[j].Fingerprint
+	})
+	// The last block is kept for the links and, when cut, the "not shown" note.
+	shown := 0
+	for _, a := range alerts {
+		ab := r.alertBlocks(a)
+		if len(blocks)+len(ab)+2 > maxBlocks {
+			break
+		}
+		blocks = append(blocks, ab...)
+		fallback = append(fallback, fmt.Sprintf("%s %s: %s", a.Severity, a.Detector, a.Summary))
+		shown++
+	}
+	if shown < len(alerts) {
+		blocks = append(blocks, slack.NewContextBlock("", markdown(fmt.Sprintf("%d more alerts not shown", len(alerts)-shown))))
+	}
+	if r.runbookURL != "" {
+		blocks = append(blocks, slack.NewContextBlock("", markdown(fmt.Sprintf("<%s|Runbook>", r.runbookURL))))
+	}
+	msg := message{Text: truncate(strings.Join(fallback, "\n"), maxFallbackChars), Blocks: slack.Blocks{BlockSet: blocks}}
+	msg.Resolved = ":white_check_mark: Resolved: " + title
+	msg.Reminder = ":bell: Still firing: " + title
+	return msg
+}
+
+// alertBlocks renders one alert: its summary with the identity and evidence fields, a context line
+// (state, muting, action status) and the buttons.
+func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
+	text := fmt.Sprintf("*%s* · %s · score %s\n%s", a.Detector, a.Severity, strconv.FormatFloat(a.Score, 'f', -1, 64), a.Summary)
+	fields := alertFields(a)
+	var blocks []slack.Block
+	for i := 0; i < maxSectionsPerAlert && (i == 0 || len(fields) > 0); i++ {
+		chunk := fields[:min(maxFields, len(fields))]
+		fields = fields[len(chunk):]
+		var objs []*slack.TextBlockObject
+		for _, f := range chunk {
+			objs = append(objs, markdown(truncate(fmt.Sprintf("*%s*\n%s", f.label, f.value), maxFieldChars)))
+		}
+		var t *slack.TextBlockObject
+		if i == 0 {
+			t = markdown(truncate(text, maxSectionChars))
+		}
+		blocks = append(blocks, slack.NewSectionBlock(t, objs, nil))
+	}
+
+	var ctx []string
+	switch a.State {
+	case alerting.Resolved:
+		ctx = append(ctx, ":white_check_mark: resolved "+stamp(a.ResolvedAt))
+	case alerting.Firing:
+		ctx = append(ctx, "firing since "+stamp(a.FiredAt))
+	default:
+		ctx = append(ctx, string(a.State))
+	}
+	if a.Silenced != "" {
+		ctx = append(ctx, ":mute: muted by silence "+a.Silenced)
+	}
+	if a.Inhibited != "" {
+		ctx = append(ctx, ":mute: muted: inhibited by "+a.Inhibited)
+	}
+	if s := actionText(a.Action); s != "" {
+		ctx = append(ctx, s)
+	}
+	blocks = append(blocks, slack.NewContextBlock("", markdown(truncate(strings.Join(ctx, " · "), maxSectionChars))))
+
+	var buttons []slack.BlockElement
+	if link := r.grafanaLink(a); link != "" {
+		buttons = append(buttons, slack.NewButtonBlockElement("keywatch_grafana", a.Fingerprint, plain("Grafana")).WithURL(link))
+	}
+	if a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != "" {
+		confirm := slack.NewConfirmationBlockObject(plain("Revoke "+truncate(a.KeyID, 60)+"?"),
+			markdown(truncate(fmt.Sprintf("This sends a revoke of key *%s* now. %s", a.KeyID, a.Summary), 300)),
+			plain("Revoke"), plain("Cancel"))
+		buttons = append(buttons, slack.NewButtonBlockElement(ApproveActionID, a.Action.ID, plain("Revoke now")).
+			WithStyle(slack.StyleDanger).WithConfirm(confirm))
+	}
+	if len(buttons) > 0 {
+		blocks = append(blocks, slack.NewActionBlock("", buttons...))
+	}
+	return blocks
+}
+
+// actionText says what the Actor did or offers.
+func actionText(s *alerting.ActionStatus) string {
+	if s == nil || s.Status == "" {
+		return ""
+	}
+	kind := s.Kind
+	if kind == "" {
+		kind = "action"
+	}
+	var t string
+	switch s.Status {
+	case "awaiting_approval":
+		t = kind + ": awaiting approval"
+	case "sent":
+		t = kind + " sent"
+	case "dry_run":
+		t = "dry-run: would " + kind
+	default:
+		t = kind + ": " + strings.ReplaceAll(s.Status, "_", " ")
+	}
+	if s.Detail != "" {
+		t += " (" + s.Detail + ")"
+	}
+	return ":zap: " + t
+}
+
+// grafanaLink is the dashboard deep link of an alert: its key and client, from an hour before the
+// episode began to an hour after it resolved (or now).
+func (r renderer) grafanaLink(a alerting.Alert) string {
+	if r.grafanaURL == "" {
+		return ""
+	}
+	u, err := url.Parse(r.grafanaURL)
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	if a.KeyID != "" {
+		q.Set("var-key", a.KeyID)
+	}
+	if a.ClientID != "" {
+		q.Set("var-client", a.ClientID)
+	}
+	if !a.ActiveSince.IsZero() {
+		q.Set("from", strconv.FormatInt(a.ActiveSince.Add(-time.Hour).UnixMilli(), 10))
+	}
+	if a.ResolvedAt.IsZero() {
+		q.Set("to", "now")
+	} else {
+		q.Set("to", strconv.FormatInt(a.ResolvedAt.Add(time.Hour).UnixMilli(), 10))
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+type field struct{ label, value string }
+
+// alertFields are an alert's identity fields, then what its detector put in the evidence.
+func alertFields(a alerting.Alert) []field {
+	var fs []field
+	add := func(label, value string) {
+		if value != "" {
+			fs = append(fs, field{label, value})
+		}
+	}
+	add("Key", code(a.KeyID))
+	add("Client", a.ClientID)
+	add("Rotation", a.RotationID)
+	add("Active since", stamp(a.ActiveSince))
+	add("Last seen", stamp(a.LastSeen))
+	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
+		return fs
+	}
+	var ev []field
+	var err error
+	switch a.Detector {
+	case "lingering":
+		ev, err = lingeringFields(a.Evidence)
+	case "spike":
+		ev, err = spikeFields(a.Evidence)
+	case "leak":
+		ev, err = leakFields(a.Evidence)
+	case "hygiene":
+		ev, err = hygieneFields(a.Evidence)
+	default:
+		err = errUnknown
+	}
+	if err != nil {
+		ev = genericFields(a.Evidence)
+	}
+	return append(fs, ev...)
+}
+
+var errUnknown = fmt.Errorf("unknown evidence")
+
+func lingeringFields(raw json.RawMessage) ([]field, error) {
+	var e detect.LingeringEvidence
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, err
+	}
+	c := e.Caller
+	caller := c.ClientID
+	if caller == "" {
+		caller = strings.TrimSpace(c.IP + " " + c.UserAgent)
+	}
+	fs := []field{
+		{"Rotation", fmt.Sprintf("%s → %s (%s)", code(e.OldKeyID), code(e.NewKeyID), e.Step)},
+		{"Caller", caller},
+		{"Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, stamp(e.Since))},
+		{"First / last seen", stamp(c.FirstSeen) + " / " + stamp(c.LastSeen)},
+		{"On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests)},
+	}
+	if e.Deadline != nil {
+		fs = append(fs, field{"Deadline", stamp(*e.Deadline) + " (" + e.TimeLeft + " left)"})
+	}
+	if len(c.TopIPs) > 0 {
+		fs = append(fs, field{"Top addresses", countsText(c.TopIPs)})
+	}
+	if len(c.TopUserAgents) > 0 {
+		fs = append(fs, field{"Top user agents", countsText(c.TopUserAgents)})
+	}
+	return fs, nil
+}
+
+func countsText(cs []detect.Count) string {
+	var parts []string
+	for _, c := range cs {
+		parts = append(parts, fmt.Sprintf("%s (%d)", c.Value, c.Requests))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func spikeFields(raw json.RawMessage) ([]field, error) {
+	var e detect.SpikeEvidence
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, err
+	}
+	fs := []field{
+		{"Rotation", fmt.Sprintf("%s → %s, %s %s", code(e.OldKeyID), code(e.NewKeyID), e.Step, stamp(e.StepAt))},
+		{"Failures, short window", windowText(e.Short)},
+		{"Failures, long window", windowText(e.Long)},
+		{"Baseline", fmt.Sprintf("%.2f%% (%s)", 100*e.Baseline.Rate, e.Baseline.Source)},
+	}
+	if len(e.FailuresByOutcome) > 0 {
+		fs = append(fs, field{"Failures by outcome", mapText(e.FailuresByOutcome)})
+	}
+	if len(e.TopRoutes) > 0 {
+		var parts []string
+		for _, r := range e.TopRoutes {
+			parts = append(parts, fmt.Sprintf("%s (%d)", r.Name, r.Failures))
+		}
+		fs = append(fs, field{"Top routes", strings.Join(parts, ", ")})
+	}
+	if e.Keyless.Failures > 0 {
+		fs = append(fs, field{"Keyless failures", strconv.FormatUint(e.Keyless.Failures, 10)})
+	}
+	return fs, nil
+}
+
+func windowText(w detect.SpikeWindow) string {
+	return fmt.Sprintf("%d of %d (%.2f%%, z %.1f)", w.Failures, w.Requests, 100*w.Rate, w.Z)
+}
+
+func mapText(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		name := k
+		if name == "" {
+			name = "(none)"
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", name, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func leakFields(raw json.RawMessage) ([]field, error) {
+	var e detect.LeakEvidence
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, err
+	}
+	fs := []field{{"Window", fmt.Sprintf("%s – %s, %d requests", stamp(e.WindowStart), stamp(e.WindowEnd), e.WindowRequests)}}
+	if e.KeyState != "" {
+		fs = append(fs, field{"Key state", e.KeyState})
+	}
+	var networks []string
+	for _, s := range e.Signals {
+		fs = append(fs, field{fmt.Sprintf("Signal %s (+%.0f)", s.Kind, s.Score), s.Reason})
+		for _, p := range s.Places {
+			name := p.Network
+			if name == "" {
+				name = p.Country
+			}
+			if p.ASOrg != "" {
+				name += " (" + p.ASOrg + ")"
+			}
+			if len(p.Countries) > 0 {
+				name += " " + strings.Join(p.Countries, "/")
+			}
+			networks = append(networks, fmt.Sprintf("%s: %d requests, %s – %s", name, p.Requests, stamp(p.FirstSeen), stamp(p.LastSeen)))
+		}
+	}
+	if len(networks) > 0 {
+		fs = append(fs, field{"New networks", strings.Join(networks, "\n")})
+	}
+	return fs, nil
+}
+
+func hygieneFields(raw json.RawMessage) ([]field, error) {
+	var e detect.HygieneEvidence
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, err
+	}
+	fs := []field{
+		{"Problem", strings.ReplaceAll(e.Kind, "_", " ")},
+		{"Key state", e.State},
+		{"Age", fmt.Sprintf("%.0f days (limit %.0f)", e.AgeDays, e.LimitDays)},
+		{"Requests", strconv.FormatUint(e.Requests, 10)},
+	}
+	if !e.LastUsed.IsZero() {
+		fs = append(fs, field{"Last used", stamp(e.LastUsed)})
+	} else {
+		fs = append(fs, field{"Last used", "never"})
+	}
+	if e.UnusedDays > 0 {
+		fs = append(fs, field{"Unused for", fmt.Sprintf("%.0f days", e.UnusedDays)})
+	}
+	return fs, nil
+}
+
+// genericFields shows unknown evidence as key: value, in key order.
+func genericFields(raw json.RawMessage) []field {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return []field{{"Evidence", string(raw)}}
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var fs []field
+	for _, k := range keys {
+		v := string(m[k])
+		var s string
+		if json.Unmarshal(m[k], &s) == nil {
+			v = s
+		}
+		fs = append(fs, field{strings.ReplaceAll(k, "_", " "), v})
+	}
+	return fs
+}
+
+// groupSeverity is the highest severity among the group's alerts.
+func groupSeverity(g alerting.Group) detect.Severity {
+	sev := detect.Info
+	for _, a := range g.Alerts {
+		sev = max(sev, a.Severity)
+	}
+	return sev
+}
+
+// groupTitle names the detectors and what they are about: "leak on kid_x".
+func groupTitle(g alerting.Group) string {
+	var dets []string
+	for _, a := range g.Alerts {
+		if !slices.Contains(dets, a.Detector) {
+			dets = append(dets, a.Detector)
+		}
+	}
+	slices.Sort(dets)
+	what := g.Key
+	if kind, id, ok := strings.Cut(g.Key, ":"); ok {
+		switch kind {
+		case "rotation":
+			what = "rotation " + id
+		case "key", "detector":
+			what = id
+		}
+	}
+	if len(dets) == 0 {
+		return what
+	}
+	return strings.Join(dets, ", ") + " on " + what
+}
+
+func plain(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, s, true, false)
+}
+
+func markdown(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
+}
+
+func code(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "`" + s + "`"
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// truncate cuts s to at most n characters (runes), ending in "…" when cut.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}

@@ -137,7 +137,9 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the resolution", func() bool { return f.count("chat.update", "C1") >= 1 && f.count("chat.postMessage", "C1") >= 2 && outboxDepth(t, conn) == 0 })
+	waitFor(t, "the resolution", func() bool {
+		return f.count("chat.update", "C1") >= 1 && f.count("chat.postMessage", "C1") >= 2 && outboxDepth(t, conn) == 0
+	})
 	if err := s2.Notify(ctx, resolved); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +209,9 @@ func TestRetriesAndPacing(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "every resolution", func() bool { return f.count("chat.update", "") == 6 && f.count("chat.postMessage", "") == 12 && outboxDepth(t, conn) == 0 })
+	waitFor(t, "every resolution", func() bool {
+		return f.count("chat.update", "") == 6 && f.count("chat.postMessage", "") == 12 && outboxDepth(t, conn) == 0
+	})
 
 	calls, msgs := f.snapshot()
 	for _, c := range channels {

@@ -344,7 +344,11 @@ func leakFields(raw json.RawMessage) ([]field, error) {
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return nil, err
 	}
-	fs := []field{{"Window", fmt.Sprintf("%s – %s, %d requests", stamp(e.WindowStart), stamp(e.WindowEnd), e.WindowRequests)}}
+	window := fmt.Sprintf("%d requests", e.WindowRequests)
+	if !e.WindowStart.IsZero() {
+		window = fmt.Sprintf("%s – %s, %s", stamp(e.WindowStart), stamp(e.WindowEnd), window)
+	}
+	fs := []field{{"Window", window}}
 	if e.KeyState != "" {
 		fs = append(fs, field{"Key state", e.KeyState})
 	}

@@ -96,19 +96,21 @@ func (s store) pending(ctx context.Context) ([]row, error) {
 	return rows, nil
 }
 
-// write stores one version of r, retrying while ClickHouse is unreachable until ctx ends; the
+// write stores one version of r, retrying while ClickHouse is unreachable (up to a minute; the
+// callers keep the row and try again later); the
 // deduplication token (id and version) keeps a retried insert that did arrive from counting twice.
 func (s store) write(ctx context.Context, r *row) error {
 	token := r.NotificationID + ":" + strconv.FormatUint(r.Version, 10)
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
 	wait := 200 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
 	for {
 		err := s.insert(ctx, r)
 		if err == nil {
 			return nil
 		}
 		var ex *clickhouse.Exception
-		if errors.As(err, &ex) || ctx.Err() != nil {
+		if errors.As(err, &ex) || ctx.Err() != nil || time.Now().After(deadline) {
 			return fmt.Errorf("notify: store message %s of group %s in %s: %w", r.NotificationID, r.GroupKey, r.Channel, err)
 		}
 		select {

@@ -113,8 +113,8 @@ func (s *Slack) Notify(ctx context.Context, n alerting.Notification) error {
 			}
 			next.Reply = "reminder"
 		}
-		if next.TS == "" && next.Reply != "" {
-			next.Reply = "" // the first post already shows it
+		if next.TS == "" && next.InFlight == 0 && next.Reply != "" {
+			next.Reply = "" // the first post will show it
 		}
 		if next.State != statePending {
 			next.State, next.Attempts, next.LastError, next.NextAttemptAt = statePending, 0, "", now
@@ -339,16 +339,13 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 		s.record(ctx, w, func(r *row) { r.InFlight = 0; s.progress(r) })
 	case w.TS == "":
 		// Record the attempt before it is made, so a crash after Slack took it is recoverable.
-		marked := false
-		s.record(ctx, w, func(r *row) {
+		if err := s.record(ctx, w, func(r *row) {
 			if r.FirstAttemptAt.IsZero() || r.FirstAttemptAt.Unix() <= 0 {
 				r.FirstAttemptAt = s.now().UTC()
 			}
 			r.InFlight, r.InFlightHash = 1, w.ContentHash
-			marked = true
-		})
-		if !marked {
-			return
+		}); err != nil {
+			return // not posted without the mark; the next attempt looks in the history first
 		}
 		_, ts, err := s.client.PostMessageContext(ctx, w.Channel,
 			slack.MsgOptionText(msg.Text, false), slack.MsgOptionBlocks(msg.Blocks.BlockSet...),
@@ -410,7 +407,7 @@ func (s *Slack) progress(r *row) {
 
 // record applies change to the current version of w's row (Notify may have changed it meanwhile)
 // and stores it. Until ClickHouse takes it, the change stays in memory only and the row is retried.
-func (s *Slack) record(ctx context.Context, w row, change func(*row)) {
+func (s *Slack) record(ctx context.Context, w row, change func(*row)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, ok := s.rows[w.key()]
@@ -420,11 +417,16 @@ func (s *Slack) record(ctx context.Context, w row, change func(*row)) {
 	}
 	next := *cur
 	change(&next)
-	if err := s.putLocked(ctx, &next); err != nil {
-		s.log.Error("notify: cannot record a delivery step", "channel", w.Channel, "group", w.GroupKey, "err", err)
-		// Keep it in memory so the Slack side is not repeated, and retry storing on the next step.
+	err := s.putLocked(ctx, &next)
+	if err != nil {
+		s.log.Error("notify: cannot record a delivery step; retrying", "channel", w.Channel, "group", w.GroupKey, "err", err)
+		// Keep it in memory so that the Slack side is not repeated, pending, so that the next step
+		// stores it again.
+		next.State = statePending
+		next.NextAttemptAt = maxTime(next.NextAttemptAt, s.now().Add(5*time.Second))
 		s.remember(&next)
 	}
+	return err
 }
 
 // failOrRetry schedules a retry for transient errors and marks the row failed for the rest.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -335,5 +336,29 @@ func TestNoTokenKeepsOutbox(t *testing.T) {
 	<-done
 	if n := outboxDepth(t, conn); n != 1 {
 		t.Fatalf("want the notification kept in the outbox, got %d pending", n)
+	}
+}
+
+func TestReminderIsAThreadReply(t *testing.T) {
+	conn := newDB(t)
+	f := newFakeSlack(t)
+	s, _ := start(t, conn, slackConfig(f, 10*time.Millisecond))
+	ctx := context.Background()
+	n := alerting.Notification{Channel: "C1", Group: leakGroup("kid_x", false)}
+	if err := s.Notify(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the post", func() bool { return f.count("chat.postMessage", "C1") == 1 && outboxDepth(t, conn) == 0 })
+	n.Reminder = true
+	if err := s.Notify(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reminder", func() bool { return f.count("chat.postMessage", "C1") == 2 && outboxDepth(t, conn) == 0 })
+	_, msgs := f.snapshot()
+	if len(msgs["C1"]) != 2 || msgs["C1"][1].ThreadTS != msgs["C1"][0].TS || !strings.Contains(msgs["C1"][1].Text, "Still firing") {
+		t.Fatalf("want the reminder as a reply in the message's thread, got %+v", msgs["C1"])
+	}
+	if f.count("chat.update", "") != 0 {
+		t.Fatal("a reminder must not update the message")
 	}
 }

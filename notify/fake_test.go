@@ -46,6 +46,7 @@ func newFakeSlack(t *testing.T) *fakeSlack {
 		c.Handle("/chat.postMessage", f.wrap("chat.postMessage", f.postMessage))
 		c.Handle("/chat.update", f.wrap("chat.update", f.update))
 		c.Handle("/conversations.history", f.wrap("conversations.history", f.history))
+		c.Handle("/conversations.replies", f.wrap("conversations.replies", f.replies))
 	})
 	f.srv.Start()
 	t.Cleanup(f.srv.Stop)
@@ -140,6 +141,25 @@ func (f *fakeSlack) history(w http.ResponseWriter, r *http.Request) (int, string
 	}
 	answer(w, map[string]any{"ok": true, "messages": msgs, "has_more": false})
 	return 200, ""
+}
+
+func (f *fakeSlack) replies(w http.ResponseWriter, r *http.Request) (int, string) {
+	ch, ts := r.FormValue("channel"), r.FormValue("ts")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var msgs []map[string]any
+	for _, m := range f.messages[ch] {
+		if m.TS != ts && m.ThreadTS != ts {
+			continue
+		}
+		v := map[string]any{"type": "message", "ts": m.TS, "thread_ts": ts, "text": m.Text}
+		if m.Metadata != nil && r.FormValue("include_all_metadata") == "1" {
+			v["metadata"] = m.Metadata
+		}
+		msgs = append(msgs, v)
+	}
+	answer(w, map[string]any{"ok": true, "messages": msgs, "has_more": false})
+	return 200, ts
 }
 
 // seed puts a message into a channel as if it had been posted earlier.

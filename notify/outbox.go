@@ -31,9 +31,10 @@ type row struct {
 	Payload        string    `ch:"payload"`      // the message JSON to show
 	ContentHash    string    `ch:"content_hash"` // of Payload
 	Reply          string    `ch:"reply"`        // a thread reply still to post: resolved, reminder or ""
+	ReplySeq       uint32    `ch:"reply_seq"`    // the number of the last reply attempted
 	TS             string    `ch:"ts"`           // Slack's message ts, once posted
 	SentHash       string    `ch:"sent_hash"`    // content hash of what Slack shows
-	InFlight       uint8     `ch:"in_flight"`    // a post was attempted whose outcome is unknown
+	InFlight       uint8     `ch:"in_flight"`    // a post (no ts yet) or reply (ReplySeq) was attempted, outcome unknown
 	InFlightHash   string    `ch:"inflight_hash"`
 	FirstAttemptAt time.Time `ch:"first_attempt_at"`
 	Attempts       uint32    `ch:"attempts"`
@@ -52,7 +53,7 @@ type rowKey struct {
 func (r *row) key() rowKey { return rowKey{r.GroupKey, r.Channel, r.Episode} }
 
 const (
-	notificationsColumns = `group_key, channel, episode, notification_id, state, resolved, payload, content_hash, reply, ts,
+	notificationsColumns = `group_key, channel, episode, notification_id, state, resolved, payload, content_hash, reply, reply_seq, ts,
 	sent_hash, in_flight, inflight_hash, first_attempt_at, attempts, last_error, next_attempt_at, created_at, updated_at, version`
 	// selectLatestEpisode reads the newest episode of a group in a channel. Arguments: group key, channel.
 	selectLatestEpisode = `SELECT ` + notificationsColumns + ` FROM notifications FINAL

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -364,6 +365,23 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 			r.TS, r.SentHash, r.InFlight = ts, w.ContentHash, 0
 			s.progress(r)
 		})
+	case w.InFlight == 1:
+		// A thread reply may have gone out before we lost track of it.
+		found, err := s.findReply(ctx, w)
+		if err != nil {
+			s.record(ctx, w, func(r *row) { s.failOrRetry(r, err) })
+			return
+		}
+		if found {
+			s.metrics.sentInc(w.Channel, "adopt")
+		}
+		s.record(ctx, w, func(r *row) {
+			r.InFlight = 0
+			if found && r.Reply == w.Reply {
+				r.Reply = ""
+			}
+			s.progress(r)
+		})
 	case w.SentHash != w.ContentHash:
 		_, _, _, err := s.client.UpdateMessageContext(ctx, w.Channel, w.TS,
 			slack.MsgOptionText(msg.Text, false), slack.MsgOptionBlocks(msg.Blocks.BlockSet...))
@@ -378,13 +396,25 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 		if w.Reply == "resolved" {
 			text = msg.Resolved
 		}
-		_, _, err := s.client.PostMessageContext(ctx, w.Channel, slack.MsgOptionText(text, false), slack.MsgOptionTS(w.TS))
+		seq := w.ReplySeq + 1
+		if err := s.record(ctx, w, func(r *row) { r.InFlight, r.ReplySeq = 1, seq }); err != nil {
+			return
+		}
+		_, _, err := s.client.PostMessageContext(ctx, w.Channel, slack.MsgOptionText(text, false), slack.MsgOptionTS(w.TS),
+			slack.MsgOptionMetadata(slack.SlackMetadata{EventType: metadataEventType, EventPayload: map[string]any{
+				"notification_id": w.NotificationID, "reply_seq": strconv.FormatUint(uint64(seq), 10)}}))
 		if err != nil {
-			s.record(ctx, w, func(r *row) { s.failOrRetry(r, err) })
+			s.record(ctx, w, func(r *row) {
+				if definite(err) {
+					r.InFlight = 0
+				}
+				s.failOrRetry(r, err)
+			})
 			return
 		}
 		s.metrics.sentInc(w.Channel, "reply")
 		s.record(ctx, w, func(r *row) {
+			r.InFlight = 0
 			if r.Reply == w.Reply {
 				r.Reply = ""
 			}
@@ -481,7 +511,8 @@ func (s *Slack) findPosted(ctx context.Context, w row) (string, error) {
 			return "", err
 		}
 		for _, m := range resp.Messages {
-			if m.Metadata.EventType == metadataEventType && m.Metadata.EventPayload["notification_id"] == w.NotificationID {
+			p := m.Metadata.EventPayload
+			if m.Metadata.EventType == metadataEventType && p["notification_id"] == w.NotificationID && p["reply_seq"] == nil {
 				return m.Timestamp, nil
 			}
 		}
@@ -489,6 +520,28 @@ func (s *Slack) findPosted(ctx context.Context, w row) (string, error) {
 			return "", nil
 		}
 		params.Cursor = resp.ResponseMetaData.NextCursor
+	}
+}
+
+// findReply looks in the message's thread for the reply w had in flight (its reply_seq).
+func (s *Slack) findReply(ctx context.Context, w row) (bool, error) {
+	params := &slack.GetConversationRepliesParameters{ChannelID: w.Channel, Timestamp: w.TS, IncludeAllMetadata: true, Limit: 200}
+	want := strconv.FormatUint(uint64(w.ReplySeq), 10)
+	for {
+		msgs, more, cursor, err := s.client.GetConversationRepliesContext(ctx, params)
+		if err != nil {
+			return false, err
+		}
+		for _, m := range msgs {
+			p := m.Metadata.EventPayload
+			if m.Metadata.EventType == metadataEventType && p["notification_id"] == w.NotificationID && p["reply_seq"] == want {
+				return true, nil
+			}
+		}
+		if !more || cursor == "" {
+			return false, nil
+		}
+		params.Cursor = cursor
 	}
 }
 

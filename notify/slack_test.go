@@ -362,3 +362,36 @@ func TestReminderIsAThreadReply(t *testing.T) {
 		t.Fatal("a reminder must not update the message")
 	}
 }
+
+func TestCrashWindowAdoptsPostedReply(t *testing.T) {
+	conn := newDB(t)
+	f := newFakeSlack(t)
+	cfg := slackConfig(f, 10*time.Millisecond)
+	ctx := context.Background()
+
+	// The resolution's update went out and its thread reply (reply 1) was in flight at the crash.
+	n := alerting.Notification{Channel: "C1", Group: leakGroup("kid_x", true)}
+	payload, _ := json.Marshal(newRenderer(cfg).render(n))
+	now := time.Now().UTC()
+	id := notificationID(n.Group.Key, "C1", 1)
+	parent := fmt.Sprintf("%d.000001", now.Add(-time.Hour).Unix())
+	h := contentHash(string(payload))
+	r := row{GroupKey: n.Group.Key, Channel: "C1", Episode: 1, NotificationID: id, State: statePending, Resolved: 1,
+		Payload: string(payload), ContentHash: h, Reply: "resolved", ReplySeq: 1, TS: parent, SentHash: h, InFlight: 1, InFlightHash: h,
+		FirstAttemptAt: now.Add(-time.Hour), NextAttemptAt: now, CreatedAt: now, UpdatedAt: now, Version: 1}
+	if err := (store{conn: conn}).write(ctx, &r); err != nil {
+		t.Fatal(err)
+	}
+	f.seed("C1", fakeMessage{TS: parent, Text: "leak on kid_x"})
+	f.seed("C1", fakeMessage{TS: fmt.Sprintf("%d.000002", now.Unix()), ThreadTS: parent, Text: "Resolved",
+		Metadata: json.RawMessage(fmt.Sprintf(`{"event_type":%q,"event_payload":{"notification_id":%q,"reply_seq":"1"}}`, metadataEventType, id))})
+
+	start(t, conn, cfg)
+	waitFor(t, "the outbox to drain", func() bool { return outboxDepth(t, conn) == 0 })
+	if got := f.count("chat.postMessage", ""); got != 0 {
+		t.Fatalf("the reply already in the thread was posted again (%d posts)", got)
+	}
+	if got := f.count("conversations.replies", "C1"); got != 1 {
+		t.Fatalf("want one look at the thread, got %d", got)
+	}
+}

@@ -16,8 +16,12 @@ CREATE TABLE IF NOT EXISTS notifications
     payload          String,
     content_hash     String,
     reply            String,
+    -- reply_seq numbers the thread replies; the one in flight is carried in its metadata too.
+    reply_seq        UInt32,
     ts               String,
     sent_hash        String,
+    -- in_flight: a post (ts still empty) or a thread reply (reply_seq) was attempted with an
+    -- outcome not known yet.
     in_flight        UInt8,
     inflight_hash    String,
     first_attempt_at DateTime64(3, 'UTC'),

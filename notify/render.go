@@ -227,8 +227,9 @@ func alertFields(a alerting.Alert) []field {
 	add("Key", code(a.KeyID))
 	add("Client", a.ClientID)
 	add("Rotation", a.RotationID)
+	// Not the alert's last_seen: it moves with every detector run, and a message must change
+	// only when what it says changes.
 	add("Active since", stamp(a.ActiveSince))
-	add("Last seen", stamp(a.LastSeen))
 	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
 		return fs
 	}

@@ -23,6 +23,8 @@ import (
 // metadataEventType marks keywatch's messages in Slack; the payload carries the notification id.
 const metadataEventType = "keywatch_notification"
 
+var _ alerting.Notifier = (*Slack)(nil)
+
 // Slack is the alerting.Notifier that posts to Slack: Notify records what a message should show
 // in the outbox (the notifications table), Run delivers the outbox.
 type Slack struct {

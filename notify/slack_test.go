@@ -132,6 +132,16 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 	if err := s2.Notify(ctx, firing); err != nil {
 		t.Fatal(err)
 	}
+	// A later pass where only the alert's last_seen moved: the message says the same, no update.
+	moved := alerting.Notification{Channel: "C1", Group: leakGroup("kid_x", false)}
+	moved.Group.Alerts[0].LastSeen = moved.Group.Alerts[0].LastSeen.Add(time.Hour)
+	moved.Group.UpdatedAt = moved.Group.UpdatedAt.Add(time.Hour)
+	if err := s2.Notify(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+	if n := outboxDepth(t, conn); n != 0 {
+		t.Fatalf("repeating a delivered notification after a restart queued %d rows", n)
+	}
 	resolved := alerting.Notification{Channel: "C1", Group: leakGroup("kid_x", true)}
 	for range 3 {
 		if err := s2.Notify(ctx, resolved); err != nil {

@@ -302,6 +302,10 @@ func (s *Slack) step(ctx context.Context) time.Duration {
 	s.mu.Unlock()
 
 	s.deliver(ctx, work)
+	// Pacing counts from the end of the call, so the gap holds at Slack whatever the latency.
+	s.mu.Lock()
+	s.lastCall[work.Channel] = maxTime(s.lastCall[work.Channel], s.now())
+	s.mu.Unlock()
 	return 0
 }
 

@@ -1,0 +1,163 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// The states of an action, as stored (actions.state).
+const (
+	stateAwaiting = "awaiting_approval"
+	stateQueued   = "queued"
+	stateSent     = "sent"
+	stateFailed   = "failed"
+	stateRefused  = "refused"
+	stateDryRun   = "dry_run"
+)
+
+// record is one version of an action row.
+type record struct {
+	ID, Kind, KeyID, ClientID, AlertID, Reason, Mode, State, Guardrail, Detail string
+	RequestedAt                                                             time.Time
+	ApprovedBy                                                              string
+	QueuedAt                                                                time.Time
+	Body                                                                    string
+	Attempts                                                                uint32
+	FirstAttemptAt, NextAttemptAt                                           time.Time
+	LastStatus                                                              uint16
+	LastError                                                               string
+	UpdatedAt                                                               time.Time
+	Version                                                                 uint64
+}
+
+// auditRow is one row of action_audit.
+type auditRow struct {
+	At                                      time.Time
+	ActionID, Kind, KeyID, ClientID, AlertID string
+	Event, Guardrail, Actor                 string
+	HTTPStatus                              uint16
+	Detail                                  string
+}
+
+const actionColumns = `id, kind, key_id, client_id, alert_id, reason, mode, toString(state), guardrail, detail, requested_at,
+approved_by, queued_at, body, attempts, first_attempt_at, next_attempt_at, last_status, last_error, updated_at, version`
+
+const (
+	insertAction = `INSERT INTO actions (id, kind, key_id, client_id, alert_id, reason, mode, state, guardrail, detail,
+requested_at, approved_by, queued_at, body, attempts, first_attempt_at, next_attempt_at, last_status, last_error, updated_at, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	selectAction = `SELECT ` + actionColumns + ` FROM actions FINAL WHERE id = ?`
+	// selectDue is the queued actions whose next attempt is due.
+	selectDue = `SELECT id FROM actions FINAL WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id`
+	// countQueued feeds keywatch_actions_queued.
+	countQueued = `SELECT count() FROM actions FINAL WHERE state = 'queued'`
+	// countSentSince is the hourly cap: actions committed to be sent (queued or sent) since a time.
+	countSentSince = `SELECT count() FROM actions FINAL WHERE kind = ? AND state IN ('queued', 'sent') AND queued_at > ?`
+	insertAudit    = `INSERT INTO action_audit (at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
+)
+
+// store reads and writes actions and their audit.
+type store struct {
+	conn driver.Conn
+}
+
+// load returns the action with id, or nil when there is none.
+func (s store) load(ctx context.Context, id string) (*record, error) {
+	rows, err := s.conn.Query(ctx, selectAction, id)
+	if err != nil {
+		return nil, fmt.Errorf("action: read action %s: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	var r record
+	if err := rows.Scan(&r.ID, &r.Kind, &r.KeyID, &r.ClientID, &r.AlertID, &r.Reason, &r.Mode, &r.State, &r.Guardrail, &r.Detail,
+		&r.RequestedAt, &r.ApprovedBy, &r.QueuedAt, &r.Body, &r.Attempts, &r.FirstAttemptAt, &r.NextAttemptAt,
+		&r.LastStatus, &r.LastError, &r.UpdatedAt, &r.Version); err != nil {
+		return nil, fmt.Errorf("action: read action %s: %w", id, err)
+	}
+	return &r, rows.Err()
+}
+
+// save stores a new version of r (r.Version must have been raised by the caller).
+func (s store) save(ctx context.Context, r *record) error {
+	token := fmt.Sprintf("%s:v%d", r.ID, r.Version)
+	err := retry(ctx, token, func(ctx context.Context) error {
+		return s.conn.Exec(ctx, insertAction, r.ID, r.Kind, r.KeyID, r.ClientID, r.AlertID, r.Reason, r.Mode, r.State,
+			r.Guardrail, r.Detail, r.RequestedAt, r.ApprovedBy, r.QueuedAt, r.Body, r.Attempts, r.FirstAttemptAt,
+			r.NextAttemptAt, r.LastStatus, r.LastError, r.UpdatedAt, r.Version)
+	})
+	if err != nil {
+		return fmt.Errorf("action: store %s %s of key %s (%s): %w", r.Kind, r.ID, r.KeyID, r.State, err)
+	}
+	return nil
+}
+
+// audit appends a row; token makes a retried insert of the same event count once.
+func (s store) audit(ctx context.Context, token string, a auditRow) error {
+	err := retry(ctx, "audit:"+token, func(ctx context.Context) error {
+		return s.conn.Exec(ctx, insertAudit, a.At, a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID, a.Event,
+			a.Guardrail, a.Actor, a.HTTPStatus, a.Detail)
+	})
+	if err != nil {
+		return fmt.Errorf("action: audit %s of %s: %w", a.Event, a.ActionID, err)
+	}
+	return nil
+}
+
+func (s store) count(ctx context.Context, query string, args ...any) (uint64, error) {
+	var n uint64
+	if err := s.conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+func (s store) due(ctx context.Context, now time.Time) ([]string, error) {
+	rows, err := s.conn.Query(ctx, selectDue, now)
+	if err != nil {
+		return nil, fmt.Errorf("action: read queued actions: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("action: read queued actions: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// retry runs an insert until it succeeds, ClickHouse answers with an error, a minute passes or ctx
+// ends; the deduplication token makes a retried insert that had in fact arrived count once.
+func retry(ctx context.Context, token string, op func(context.Context) error) error {
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
+	wait := 500 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		var ex *clickhouse.Exception
+		if errors.As(err, &ex) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}

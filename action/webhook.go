@@ -1,0 +1,241 @@
+package action
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keywatch/keywatch/alerting"
+)
+
+// errNotConfigured fails an action at once: retrying will not set the URL.
+var errNotConfigured = errors.New("revoke.webhook_url is not set: nothing can be sent")
+
+// decodeSecret returns the key of a Standard Webhooks secret "whsec_<base64>".
+func decodeSecret(secret string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return nil, errors.New("the webhook secret must start with whsec_")
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("the webhook secret is not base64 after whsec_: %w", err)
+	}
+	return key, nil
+}
+
+// Sign returns the Standard Webhooks webhook-signature header value of one message.
+func Sign(key []byte, id string, ts time.Time, body []byte) string {
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%d.", id, ts.Unix())
+	mac.Write(body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// Run delivers queued actions until ctx ends: each due action is attempted, retried with backoff.
+func (r *Revoker) Run(ctx context.Context) error {
+	t := time.NewTicker(r.poll)
+	defer t.Stop()
+	for {
+		if err := r.SendDue(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("revoke delivery pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// SendDue makes one attempt at every queued action whose next attempt is due.
+func (r *Revoker) SendDue(ctx context.Context) error {
+	ids, err := r.store.due(ctx, r.now().UTC())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		if _, err := r.attempt(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if n, err := r.store.count(ctx, countQueued); err == nil {
+		r.metrics.setQueued(n)
+	}
+	return errors.Join(errs...)
+}
+
+// SendNow delivers one queued action now, waiting out its retries until it is sent or failed or
+// ctx ends; it returns the action's last status (still "queued" when ctx ended first: the daemon
+// keeps retrying it).
+func (r *Revoker) SendNow(ctx context.Context, id string) (*alerting.ActionStatus, error) {
+	for {
+		rec, err := r.attempt(ctx, id)
+		if err != nil || rec == nil || rec.State != stateQueued {
+			return status(rec), err
+		}
+		wait := rec.NextAttemptAt.Sub(r.now())
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return status(rec), ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// attempt sends a queued action once and records the answer. An action that is not queued is
+// returned as it is.
+func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
+	rec, err := r.store.load(ctx, id)
+	if err != nil || rec == nil || rec.State != stateQueued {
+		return rec, err
+	}
+	if rec.NextAttemptAt.After(r.now()) {
+		return rec, nil
+	}
+	n := rec.Attempts + 1
+	code, retryAfter, excerpt, sendErr := r.send(ctx, rec)
+	if ctx.Err() != nil {
+		return rec, ctx.Err() // unrecorded: the next run sends it again with the same id
+	}
+	if r.afterSend != nil && r.afterSend(id) {
+		return rec, errors.New("action: abandoned after send (test hook)")
+	}
+	now := r.now().UTC()
+	if rec.FirstAttemptAt.IsZero() || rec.FirstAttemptAt.Unix() <= 0 {
+		rec.FirstAttemptAt = now
+	}
+	rec.Attempts, rec.LastStatus, rec.UpdatedAt = n, uint16(code), now
+	rec.Version++
+	token := fmt.Sprintf("%s:attempt:%d", id, n)
+	statusLabel := strconv.Itoa(code)
+	detail := ""
+	event := ""
+	switch {
+	case sendErr == nil && code >= 200 && code < 300:
+		rec.State, rec.LastError, rec.Detail = stateSent, "", fmt.Sprintf("sent: the receiver answered %d", code)
+		event = "sent"
+		detail = rec.Detail
+	case errors.Is(sendErr, errNotConfigured):
+		statusLabel = "error"
+		rec.State, rec.LastError = stateFailed, sendErr.Error()
+		rec.Detail = "failed: " + rec.LastError
+		event, detail = "failed", rec.Detail
+	case sendErr != nil || code >= 500 || code == http.StatusTooManyRequests:
+		if sendErr != nil {
+			statusLabel = "error"
+			rec.LastError = sendErr.Error()
+		} else {
+			rec.LastError = fmt.Sprintf("the receiver answered %d", code)
+		}
+		next := r.backoffAfter(n)
+		if retryAfter > 0 {
+			next = retryAfter
+		}
+		rec.NextAttemptAt = now.Add(next)
+		event = "attempt_failed"
+		detail = fmt.Sprintf("attempt %d: %s", n, rec.LastError)
+		if rec.NextAttemptAt.After(rec.FirstAttemptAt.Add(time.Duration(r.cfg.RetryFor))) {
+			rec.State = stateFailed
+			rec.Detail = fmt.Sprintf("failed after %d attempts over revoke.retry_for: %s", n, rec.LastError)
+		} else {
+			rec.Detail = fmt.Sprintf("retrying (attempt %d failed: %s)", n, rec.LastError)
+		}
+	default:
+		rec.State = stateFailed
+		rec.LastError = fmt.Sprintf("the receiver answered %d: %q", code, excerpt)
+		rec.Detail = "failed: " + rec.LastError
+		event = "failed"
+		detail = rec.Detail
+	}
+	r.metrics.attempt(statusLabel)
+	if err := r.store.save(ctx, rec); err != nil {
+		return rec, err
+	}
+	if event == "attempt_failed" && rec.State == stateFailed {
+		event, detail = "failed", rec.Detail // the last attempt: one row saying it failed for good
+	}
+	if err := r.auditOf(ctx, rec, token, auditRow{Event: event, Actor: "auto", HTTPStatus: uint16(code), Detail: detail}); err != nil {
+		return rec, err
+	}
+	switch rec.State {
+	case stateSent:
+		r.metrics.result("sent")
+		r.log.Info("revoke sent", "action", id, "key", rec.KeyID, "status", code, "attempts", n)
+	case stateFailed:
+		r.metrics.result("failed")
+		r.log.Error("revoke failed", "action", id, "key", rec.KeyID, "status", code, "attempts", n, "err", rec.LastError)
+	default:
+		r.log.Warn("revoke attempt failed; retrying", "action", id, "key", rec.KeyID, "status", code, "attempt", n, "next", rec.NextAttemptAt, "err", rec.LastError)
+	}
+	return rec, nil
+}
+
+// backoffAfter is the wait after failed attempt n: exponential with full jitter.
+func (r *Revoker) backoffAfter(n uint32) time.Duration {
+	ceil := r.backoff
+	for i := uint32(1); i < n && ceil < r.maxBackoff; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, r.maxBackoff)
+	return time.Duration(r.rand(int64(ceil)) + 1)
+}
+
+// send POSTs the action's stored body, signed, and returns the receiver's status, its Retry-After
+// (0 when absent) and an excerpt of its body.
+func (r *Revoker) send(ctx context.Context, rec *record) (int, time.Duration, string, error) {
+	if r.cfg.WebhookURL == "" {
+		return 0, 0, "", errNotConfigured
+	}
+	if r.secret == nil {
+		if _, err := decodeSecret(r.cfg.WebhookSecret); err != nil {
+			return 0, 0, "", err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(r.cfg.Timeout))
+	defer cancel()
+	body := []byte(rec.Body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.WebhookURL, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, "", err
+	}
+	ts := r.now()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "keywatch")
+	req.Header.Set("webhook-id", rec.ID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set("webhook-signature", Sign(r.secret, rec.ID, ts, body))
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	return resp.StatusCode, retryAfter(resp.Header.Get("Retry-After"), r.now()), strings.TrimSpace(string(b)), nil
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/internal/config"
@@ -117,6 +119,7 @@ type env struct {
 	cfg  config.Revoke
 	rv   *receiver
 	clk  *clock
+	m    *Metrics
 	r    *Revoker
 }
 
@@ -137,13 +140,14 @@ func newEnv(t *testing.T, mutate func(*config.Revoke), script ...func(http.Respo
 	if mutate != nil {
 		mutate(&e.cfg)
 	}
+	e.m = NewMetrics(prometheus.NewRegistry())
 	e.r = e.revoker()
 	return e
 }
 
 // revoker is a new Revoker over the same database (a restarted process).
 func (e *env) revoker() *Revoker {
-	r := New(e.conn, e.cfg, nil, nil)
+	r := New(e.conn, e.cfg, e.m, nil)
 	r.now = e.clk.Now
 	r.rand = func(n int64) int64 { return n / 2 }
 	return r
@@ -260,6 +264,17 @@ func TestAutoRetriesWithSameIDAndBody(t *testing.T) {
 	}
 	if rec := e.load(st.ID); rec.State != stateSent || rec.Attempts != 3 {
 		t.Errorf("action %s after %d attempts, want sent after 3", rec.State, rec.Attempts)
+	}
+	for name, c := range map[string]prometheus.Metric{
+		"sent": e.m.revokes.WithLabelValues("sent"), "500": e.m.attempts.WithLabelValues("500"),
+		"503": e.m.attempts.WithLabelValues("503"), "200": e.m.attempts.WithLabelValues("200"),
+	} {
+		if v := value(c); v != 1 {
+			t.Errorf("metric %s = %g, want 1", name, v)
+		}
+	}
+	if v := value(e.m.queued); v != 0 {
+		t.Errorf("keywatch_actions_queued = %g, want 0", v)
 	}
 }
 
@@ -476,7 +491,10 @@ func TestApproveOnce(t *testing.T) {
 
 // (g) A 4xx other than 429 is not retried; 429 waits for Retry-After.
 func TestClientErrorsAndRetryAfter(t *testing.T) {
-	tooMany := func(w http.ResponseWriter) { w.Header().Set("Retry-After", "120"); w.WriteHeader(http.StatusTooManyRequests) }
+	tooMany := func(w http.ResponseWriter) {
+		w.Header().Set("Retry-After", "120")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}
 	e := newEnv(t, nil, tooMany, answer(http.StatusUnprocessableEntity))
 	st := e.consider(alert("leak", "kid_a", 100))
 	e.clk.Add(time.Second)
@@ -573,4 +591,15 @@ func TestAPI(t *testing.T) {
 	if !strings.Contains(detail, "POST /v1/keys/kid_a/revoke") || !strings.Contains(detail, "203.0.113.9") || strings.Contains(detail, "s3cr3t") {
 		t.Errorf("rejected detail %q", detail)
 	}
+}
+
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
 }

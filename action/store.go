@@ -23,25 +23,25 @@ const (
 // record is one version of an action row.
 type record struct {
 	ID, Kind, KeyID, ClientID, AlertID, Reason, Mode, State, Guardrail, Detail string
-	RequestedAt                                                             time.Time
-	ApprovedBy                                                              string
-	QueuedAt                                                                time.Time
-	Body                                                                    string
-	Attempts                                                                uint32
-	FirstAttemptAt, NextAttemptAt                                           time.Time
-	LastStatus                                                              uint16
-	LastError                                                               string
-	UpdatedAt                                                               time.Time
-	Version                                                                 uint64
+	RequestedAt                                                                time.Time
+	ApprovedBy                                                                 string
+	QueuedAt                                                                   time.Time
+	Body                                                                       string
+	Attempts                                                                   uint32
+	FirstAttemptAt, NextAttemptAt                                              time.Time
+	LastStatus                                                                 uint16
+	LastError                                                                  string
+	UpdatedAt                                                                  time.Time
+	Version                                                                    uint64
 }
 
 // auditRow is one row of action_audit.
 type auditRow struct {
-	At                                      time.Time
+	At                                       time.Time
 	ActionID, Kind, KeyID, ClientID, AlertID string
-	Event, Guardrail, Actor                 string
-	HTTPStatus                              uint16
-	Detail                                  string
+	Event, Guardrail, Actor                  string
+	HTTPStatus                               uint16
+	Detail                                   string
 }
 
 const actionColumns = `id, kind, key_id, client_id, alert_id, reason, mode, toString(state), guardrail, detail, requested_at,

@@ -402,6 +402,8 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 			return nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
 		}
 		if n == 0 {
+			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: KindRevoke, KeyID: keyID,
+				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
 			return nil, fmt.Errorf("action: revoke of key %s: %w", keyID, ErrUnknownKey)
 		}
 	}

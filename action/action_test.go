@@ -576,6 +576,9 @@ func TestAPI(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %d", c.key, c.body, code, body, c.want)
 		}
 	}
+	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'unknown_key' AND key_id = 'kid_nobody'`); n != 1 {
+		t.Errorf("%d refused rows for the unknown key, want 1", n)
+	}
 	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'decided' AND actor = 'api:bob'`); n != 1 {
 		t.Errorf("%d decided rows by api:bob, want 1", n)
 	}
@@ -602,4 +605,19 @@ func value(m prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// Without revoke.webhook_url, a queued revoke fails at once (audited) instead of retrying.
+func TestNoWebhookConfigured(t *testing.T) {
+	e := newEnv(t, func(c *config.Revoke) { c.WebhookURL = "" })
+	st := e.consider(alert("leak", "kid_a", 100))
+	e.clk.Add(time.Second)
+	e.sendDue()
+	rec := e.load(st.ID)
+	if rec.State != stateFailed || !strings.Contains(rec.LastError, "webhook_url") || rec.Attempts != 1 {
+		t.Errorf("action %s after %d attempts: %q, want failed at once naming revoke.webhook_url", rec.State, rec.Attempts, rec.LastError)
+	}
+	if a := e.audit(st.ID); !slices.Equal(a, []string{"decided//0", "failed//0"}) {
+		t.Errorf("audit %v", a)
+	}
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 )
 
-// errNotConfigured fails an action at once: retrying will not set the URL.
-var errNotConfigured = errors.New("revoke.webhook_url is not set: nothing can be sent")
+// errNotConfigured fails an action at once: retrying will not fix the configuration.
+var errNotConfigured = errors.New("the revoke webhook is not configured")
 
 // decodeSecret returns the key of a Standard Webhooks secret "whsec_<base64>".
 func decodeSecret(secret string) ([]byte, error) {
@@ -197,11 +197,11 @@ func (r *Revoker) backoffAfter(n uint32) time.Duration {
 // (0 when absent) and an excerpt of its body.
 func (r *Revoker) send(ctx context.Context, rec *record) (int, time.Duration, string, error) {
 	if r.cfg.WebhookURL == "" {
-		return 0, 0, "", errNotConfigured
+		return 0, 0, "", fmt.Errorf("%w: revoke.webhook_url is not set", errNotConfigured)
 	}
 	if r.secret == nil {
 		if _, err := decodeSecret(r.cfg.WebhookSecret); err != nil {
-			return 0, 0, "", err
+			return 0, 0, "", fmt.Errorf("%w: revoke.webhook_secret: %v", errNotConfigured, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(r.cfg.Timeout))

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/ingest/geo"
@@ -19,6 +21,8 @@ import (
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/leakreport"
+	"github.com/keywatch/keywatch/notify"
 )
 
 const runDescription = `
@@ -26,7 +30,10 @@ Run the keywatch daemon: apply the ClickHouse schema (waiting for ClickHouse if 
 then consume the authentication and key lifecycle topics as a member of the consumer group and
 store every event in ClickHouse. Malformed messages go to the dead_letters table with the reason.
 The detectors (lingering, spike, leak, hygiene) run on their cron schedules (detect.*.schedule)
-and store their findings in the findings table.
+and store their findings in the findings table. Alerting turns findings into alerts (pending,
+firing, resolved) every alerting.evaluate_interval, notifies Slack (slack.*) through an outbox in
+ClickHouse, and asks the revoke policy (revoke.*) what to do about each firing alert; revokes go
+out as signed webhooks, and every decision is written to the action_audit table.
 
 Offsets are committed only after ClickHouse has stored the batch that holds them; while ClickHouse
 is unreachable, fetching pauses and the insert is retried with backoff. On SIGTERM or Ctrl-C the
@@ -34,7 +41,10 @@ batch in flight is stored (or left uncommitted) and the process exits 0.
 
 The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz, and with a
 bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) POST /v1/lifecycle (a lifecycle event,
-contract 3.2) and GET /v1/keys/{id}/readiness (is the key safe to retire?).`
+contract 3.2), GET /v1/keys/{id}/readiness (is the key safe to retire?), POST /v1/keys/{id}/revoke
+(a manual revoke, through the same guardrails) and GET/POST/DELETE /v1/silences. POST /v1/leaks
+takes leak reports (GitHub secret scanning signatures, or leak_reports.token) and
+POST /slack/interactions the "Revoke now" button (Slack's request signature).`
 
 func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
 	cfg, _, err := parseConfig("run", runDescription, args, stderr)
@@ -66,6 +76,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	defer conn.Close()
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	revoker := action.New(conn, cfg.Revoke, action.NewMetrics(reg), log)
+	leaks, err := leakreport.New(conn, cfg.LeakReports, cfg.Fingerprint.Key, revoker, leakreport.NewMetrics(reg), log)
+	if err != nil {
+		return usageError{err}
+	}
 	consumer := ingest.NewConsumer(ingest.Options{
 		Brokers:           cfg.Kafka.Brokers,
 		GroupID:           cfg.Kafka.GroupID,
@@ -85,7 +100,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 6)
 	start := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -99,6 +114,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	start("ingest", consumer.Run)
 	engine := detect.NewEngine(detect.All(conn, cfg.Detect), detect.NewStore(conn), detect.NewMetrics(reg), log)
 	start("detect", engine.Start)
+	notifyMetrics := notify.NewMetrics(reg)
+	slack := notify.NewSlack(conn, cfg.Slack, notifyMetrics, log)
+	start("notify", slack.Run)
+	start("action", revoker.Run)
+	evaluator := alerting.New(conn, cfg.Alerting, cfg.Slack, slack, revoker, alerting.NewMetrics(reg), log)
+	start("alerting", evaluator.Run)
 	if cfg.HTTP.Listen != "" {
 		checks := map[string]api.Check{
 			"clickhouse": conn.Ping,
@@ -116,8 +137,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 			Token:     cfg.HTTP.Token,
 			Lifecycle: ingest.NewLifecycleWriter(conn),
 			Readiness: detect.NewLingering(conn, cfg.Detect.Lingering),
+			Silences:  alerting.NewSilenceAPI(conn, cfg.Alerting, log),
+			Leaks:     leaks,
+			Revoke:    revoker.APIHandler(),
+			Rejected:  revoker.RejectedHTTP,
 		}
-		start("http", api.New(cfg.HTTP.Listen, reg, checks, v1, nil, log).Run)
+		interactions := notify.NewInteractions(cfg.Slack, revoker, notifyMetrics, log)
+		start("http", api.New(cfg.HTTP.Listen, reg, checks, v1, interactions, log).Run)
 	}
 	wg.Wait()
 	close(errs)

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slack-go/slack/slacktest"
+)
+
+// TestLeakReportIsAlertedAndRevokedOnce follows a leaked key through the whole daemon: its traffic
+// arrives through Kafka, GitHub reports the raw secret to POST /v1/leaks, and keywatch posts one
+// Slack message and sends one signed revoke under an auto policy, and nothing more after a restart.
+// A report with a bad signature changes nothing.
+func TestLeakReportIsAlertedAndRevokedOnce(t *testing.T) {
+	const (
+		leaked        = "sk_live_0123456789leakedsecretABCDEF"
+		webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+		githubKeyID   = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
+	)
+	slackFake := newSlackRecorder(t)
+	receiver := newRevokeReceiver(t, webhookSecret)
+
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	pemPath := filepath.Join(t.TempDir(), "github.pem")
+	os.WriteFile(pemPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
+
+	db, kafka, httpAddr, cfgPath := runSetup(t, 1, fmt.Sprintf(`
+detect:
+  leak: {schedule: ""}
+  lingering: {schedule: ""}
+  spike: {schedule: ""}
+  hygiene: {schedule: ""}
+alerting:
+  evaluate_interval: 1s
+  group_wait: 0s
+  group_interval: 1s
+slack:
+  api_url: %q
+  default_channel: "#keywatch"
+  min_interval: 100ms
+revoke:
+  webhook_url: %q
+  retry_for: 1m
+  policies: [{detector: "leak*", mode: auto}]
+leak_reports:
+  github_keys: [%q]
+  github_key_ids: [%q]
+`, slackFake.URL(), receiver.URL, pemPath, githubKeyID))
+	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
+	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", webhookSecret)
+	kw := startKeywatch(t, cfgPath)
+
+	now := time.Now().UTC()
+	var traffic [][]byte
+	for i := range 20 {
+		traffic = append(traffic, fmt.Appendf(nil, `{"ts":%q,"key_id":"kid_live_leaky","api_key":%q,"client_id":"initech-billing","ip":"203.0.113.9","status":200}`,
+			now.Add(-time.Duration(i)*time.Minute).Format(time.RFC3339Nano), leaked))
+	}
+	if err := kafka.Produce(context.Background(), "auth-events", traffic...); err != nil {
+		t.Fatal(err)
+	}
+	conn := ch.Conn(t, db)
+	waitUntil(t, "the leaky key's traffic stored", func() bool {
+		var n uint64
+		_ = conn.QueryRow(context.Background(), "SELECT count() FROM auth_events WHERE key_id = 'kid_live_leaky'").Scan(&n)
+		return n == 20
+	})
+
+	report := func(body string, sign *ecdsa.PrivateKey) (int, string) {
+		digest := sha256.Sum256([]byte(body))
+		sig, _ := ecdsa.SignASN1(rand.Reader, sign, digest[:])
+		req, _ := http.NewRequest("POST", "http://"+httpAddr+"/v1/leaks", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Github-Public-Key-Identifier", githubKeyID)
+		req.Header.Set("Github-Public-Key-Signature", base64.StdEncoding.EncodeToString(sig))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	body := fmt.Sprintf(`[{"token":%q,"type":"keywatch_api_key","url":"https://github.com/octo/leaky/blob/main/.env","source":"content"}]`, leaked)
+
+	forger, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if code, resp := report(body, forger); code != http.StatusUnauthorized {
+		t.Fatalf("report signed by another key: %d %s, want 401", code, resp)
+	}
+	time.Sleep(3 * time.Second) // several evaluation cycles: a forged report must change nothing
+	if n := receiver.count(); n != 0 {
+		t.Fatalf("a forged report led to %d revoke requests", n)
+	}
+
+	if code, resp := report(body, priv); code != http.StatusOK || strings.Contains(resp, leaked) {
+		t.Fatalf("signed report: %d %s, want 200 without the raw token", code, resp)
+	}
+	waitUntil(t, "one revoke request", func() bool { return receiver.count() >= 1 })
+	waitUntil(t, "one Slack message", func() bool { return slackFake.count("chat.postMessage") >= 1 })
+
+	out, err := kw.stop()
+	if err != nil {
+		t.Fatalf("stop: %v\n%s", err, out)
+	}
+	if strings.Contains(out, leaked) {
+		t.Fatalf("the raw secret reached the log")
+	}
+	kw = startKeywatch(t, cfgPath)
+	defer kw.stop()
+	time.Sleep(5 * time.Second) // several evaluation cycles after the restart
+
+	ids := receiver.ids()
+	if len(ids) != 1 {
+		t.Fatalf("revoke requests with webhook-ids %v, want exactly one", ids)
+	}
+	var got map[string]any
+	json.Unmarshal(receiver.bodies()[0], &got)
+	if got["key_id"] != "kid_live_leaky" || got["client_id"] != "initech-billing" || got["mode"] != "auto" {
+		t.Fatalf("revoke body %v", got)
+	}
+	if n := slackFake.count("chat.postMessage"); n != 1 {
+		t.Fatalf("%d Slack messages posted, want 1", n)
+	}
+	var stored string
+	_ = conn.QueryRow(context.Background(), "SELECT groupConcat(evidence) FROM findings WHERE detector = 'leak_report'").Scan(&stored)
+	if !strings.Contains(stored, "github.com/octo/leaky") || strings.Contains(stored, leaked) {
+		t.Fatalf("leak_report evidence %q: want the report's URL and never the raw secret", stored)
+	}
+}
+
+// slackRecorder is slack-go's slacktest server that records every Web API call by method.
+type slackRecorder struct {
+	srv   *slacktest.Server
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func newSlackRecorder(t *testing.T) *slackRecorder {
+	r := &slackRecorder{calls: map[string]int{}}
+	record := func(method string, answer func(w http.ResponseWriter, req *http.Request)) slacktest.Binder {
+		return func(c slacktest.Customize) {
+			c.Handle("/"+method, func(w http.ResponseWriter, req *http.Request) {
+				r.mu.Lock()
+				r.calls[method]++
+				r.mu.Unlock()
+				answer(w, req)
+			})
+		}
+	}
+	ts := func(w http.ResponseWriter, req *http.Request) {
+		req.ParseForm()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"ok":true,"channel":%q,"ts":"%d.000100"}`, req.FormValue("channel"), time.Now().UnixNano())
+	}
+	empty := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"ok":true,"messages":[],"has_more":false}`)
+	}
+	r.srv = slacktest.NewTestServer(record("chat.postMessage", ts), record("chat.update", ts), record("conversations.history", empty))
+	r.srv.Start()
+	t.Cleanup(r.srv.Stop)
+	return r
+}
+
+func (r *slackRecorder) URL() string { return r.srv.GetAPIURL() }
+
+func (r *slackRecorder) count(method string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[method]
+}
+
+// revokeReceiver is a revoke webhook endpoint that checks each request's Standard Webhooks
+// signature and records the accepted ones.
+type revokeReceiver struct {
+	*httptest.Server
+	mu     sync.Mutex
+	idList []string
+	bodys  [][]byte
+}
+
+func newRevokeReceiver(t *testing.T, secret string) *revokeReceiver {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &revokeReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		id, ts := req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp")
+		mac := hmac.New(sha256.New, key)
+		fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
+		want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+		if !strings.Contains(" "+req.Header.Get("webhook-signature")+" ", " "+want+" ") {
+			t.Errorf("revoke request %s with a bad signature %q", id, req.Header.Get("webhook-signature"))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		r.mu.Lock()
+		seen := false
+		for _, have := range r.idList {
+			seen = seen || have == id
+		}
+		if !seen {
+			r.idList = append(r.idList, id)
+			r.bodys = append(r.bodys, body)
+		}
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *revokeReceiver) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.idList) }
+func (r *revokeReceiver) ids() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.idList...)
+}
+func (r *revokeReceiver) bodies() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.bodys...)
+}

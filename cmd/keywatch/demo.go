@@ -101,6 +101,11 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	for _, schedule := range []*string{&cfg.Detect.Lingering.Schedule, &cfg.Detect.Spike.Schedule, &cfg.Detect.Leak.Schedule, &cfg.Detect.Hygiene.Schedule} {
 		*schedule = "@every 10s"
 	}
+	// Alerts fire and show at once; leak alerts get a dry-run revoke (the default policy), which
+	// the demo prints from the audit table. Without a Slack token the messages wait in the outbox.
+	cfg.Alerting.EvaluateInterval = config.Duration(5 * time.Second)
+	cfg.Alerting.GroupWait = 0
+	cfg.Alerting.For = map[string]config.Duration{"default": 0}
 	logFile, err := os.OpenFile(filepath.Join(dir, "keywatch.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -181,7 +186,7 @@ loop:
 		case note := <-notes:
 			progress.note(note)
 		case <-ticker.C:
-			progress.findings(ctx, conn, time.Since(started))
+			progress.alerts(ctx, conn, time.Since(started))
 			progress.show(ctx, conn, time.Since(started), sent.Load(), rot)
 		}
 	}
@@ -209,7 +214,7 @@ type progress struct {
 	lastSent  int64
 	lastAt    time.Duration
 	wroteLine bool
-	seen      map[string]bool // findings printed, by fingerprint and severity
+	seen      map[string]bool // alert states and audit rows printed
 }
 
 func newProgress(out io.Writer) *progress {
@@ -252,29 +257,44 @@ func (p *progress) note(line string) {
 	fmt.Fprintln(p.out, line)
 }
 
-// selectNewFindings returns the findings of each detector's latest run.
-const selectNewFindings = `
-SELECT detector, fingerprint, toString(severity), key_id, client_id, summary
-FROM findings
-WHERE (detector, run_id) IN (SELECT detector, argMax(run_id, finished_at) FROM detector_runs GROUP BY detector)
+// selectAlerts returns every alert's current state.
+const selectAlerts = `
+SELECT fingerprint, toString(state), toString(severity), detector, summary
+FROM alerts FINAL
 ORDER BY severity DESC, detector, key_id`
 
-// findings prints the findings not printed before (or printed at another severity).
-func (p *progress) findings(ctx context.Context, conn driver.Conn, elapsed time.Duration) {
+// selectAudit returns the revoke decisions, oldest first.
+const selectAudit = `
+SELECT action_id, event, guardrail, key_id, detail
+FROM action_audit
+ORDER BY at`
+
+// alerts prints what alerting and the revoke policy did since the last call: alerts that changed
+// state (pending, firing, resolved) and revoke decisions (in the demo: dry runs).
+func (p *progress) alerts(ctx context.Context, conn driver.Conn, elapsed time.Duration) {
 	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
-	rows, err := conn.Query(qctx, selectNewFindings)
-	if err != nil {
-		return
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var detector, fingerprint, severity, key, client, summary string
-		if rows.Scan(&detector, &fingerprint, &severity, &key, &client, &summary) != nil || p.seen[fingerprint+severity] {
-			continue
+	if rows, err := conn.Query(qctx, selectAlerts); err == nil {
+		for rows.Next() {
+			var fingerprint, state, severity, detector, summary string
+			if rows.Scan(&fingerprint, &state, &severity, &detector, &summary) != nil || p.seen[fingerprint+state+severity] {
+				continue
+			}
+			p.seen[fingerprint+state+severity] = true
+			p.note(fmt.Sprintf("[%5.1fs] ALERT %-8s %-8s %-9s %s", elapsed.Seconds(), state, severity, detector, summary))
 		}
-		p.seen[fingerprint+severity] = true
-		p.note(fmt.Sprintf("[%5.1fs] FINDING %-8s %-9s %s", elapsed.Seconds(), severity, detector, summary))
+		rows.Close()
+	}
+	if rows, err := conn.Query(qctx, selectAudit); err == nil {
+		for rows.Next() {
+			var id, event, guardrail, key, detail string
+			if rows.Scan(&id, &event, &guardrail, &key, &detail) != nil || p.seen[id+event+guardrail] {
+				continue
+			}
+			p.seen[id+event+guardrail] = true
+			p.note(fmt.Sprintf("[%5.1fs] REVOKE %-8s %s %s %s (action_audit)", elapsed.Seconds(), event, key, guardrail, detail))
+		}
+		rows.Close()
 	}
 }
 

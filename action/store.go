@@ -2,12 +2,12 @@ package action
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // The states of an action, as stored (actions.state).
@@ -90,7 +90,7 @@ func (s store) load(ctx context.Context, id string) (*record, error) {
 // save stores a new version of r (r.Version must have been raised by the caller).
 func (s store) save(ctx context.Context, r *record) error {
 	token := fmt.Sprintf("%s:v%d", r.ID, r.Version)
-	err := retry(ctx, token, func(ctx context.Context) error {
+	err := schema.Retry(schema.WithInsertToken(ctx, token), time.Minute, func(ctx context.Context) error {
 		return s.conn.Exec(ctx, insertAction, r.ID, r.Kind, r.KeyID, r.ClientID, r.AlertID, r.Reason, r.Mode, r.State,
 			r.Guardrail, r.Detail, r.RequestedAt, r.ApprovedBy, r.QueuedAt, r.Body, r.Attempts, r.FirstAttemptAt,
 			r.NextAttemptAt, r.LastStatus, r.LastError, r.UpdatedAt, r.Version)
@@ -103,7 +103,7 @@ func (s store) save(ctx context.Context, r *record) error {
 
 // audit appends a row; token makes a retried insert of the same event count once.
 func (s store) audit(ctx context.Context, token string, a auditRow) error {
-	err := retry(ctx, "audit:"+token, func(ctx context.Context) error {
+	err := schema.Retry(schema.WithInsertToken(ctx, "audit:"+token), time.Minute, func(ctx context.Context) error {
 		return s.conn.Exec(ctx, insertAudit, a.At, a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID, a.Event,
 			a.Guardrail, a.Actor, a.HTTPStatus, a.Detail)
 	})
@@ -136,28 +136,4 @@ func (s store) due(ctx context.Context, now time.Time) ([]string, error) {
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
-}
-
-// retry runs an insert until it succeeds, ClickHouse answers with an error, a minute passes or ctx
-// ends; the deduplication token makes a retried insert that had in fact arrived count once.
-func retry(ctx context.Context, token string, op func(context.Context) error) error {
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
-	wait := 500 * time.Millisecond
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := op(ctx)
-		if err == nil {
-			return nil
-		}
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) || time.Now().After(deadline) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 10*time.Second)
-	}
 }

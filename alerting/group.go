@@ -12,6 +12,7 @@ import (
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // groupChannel is what notification timers are kept per.
@@ -274,7 +275,7 @@ func (e *Evaluator) storeSent(ctx context.Context) error {
 	if len(dirty) == 0 {
 		return nil
 	}
-	err := retry(ctx, func(ctx context.Context) error {
+	err := schema.Retry(ctx, time.Minute, func(ctx context.Context) error {
 		b, err := e.conn.PrepareBatch(ctx, insertNotificationState)
 		if err != nil {
 			return err

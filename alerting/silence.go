@@ -18,6 +18,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 const (
@@ -147,7 +148,7 @@ func (st *silenceStore) get(ctx context.Context, id string) (*silence, error) {
 
 func (st *silenceStore) write(ctx context.Context, s silence, expiredBy string, now time.Time) error {
 	matchers, _ := json.Marshal(s.Matchers)
-	err := retry(ctx, func(ctx context.Context) error {
+	err := schema.Retry(ctx, time.Minute, func(ctx context.Context) error {
 		return st.conn.Exec(ctx, insertSilence+" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", s.ID, string(matchers), s.StartsAt, s.EndsAt,
 			s.CreatedBy, s.Comment, s.CreatedAt, expiredBy, now, s.version)
 	})

@@ -3,15 +3,14 @@ package alerting
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // Times are bound as Unix milliseconds: DateTime64(3) columns compare exactly against them.
@@ -181,7 +180,7 @@ func writeAlerts(ctx context.Context, conn driver.Conn, alerts []stored, now tim
 	if len(alerts) == 0 {
 		return nil
 	}
-	return retry(ctx, func(ctx context.Context) error {
+	return schema.Retry(ctx, time.Minute, func(ctx context.Context) error {
 		b, err := conn.PrepareBatch(ctx, insertAlerts)
 		if err != nil {
 			return err
@@ -208,28 +207,4 @@ func orEpoch(t time.Time) time.Time {
 		return time.UnixMilli(0).UTC()
 	}
 	return t
-}
-
-// retry runs op until it succeeds, ClickHouse answers with an error, a minute passed or ctx ends:
-// an unreachable server is waited for with backoff. What a failed pass did not store, the next
-// pass computes again from what is stored.
-func retry(ctx context.Context, op func(context.Context) error) error {
-	wait := 200 * time.Millisecond
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := op(ctx)
-		if err == nil {
-			return nil
-		}
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) || ctx.Err() != nil || time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 10*time.Second)
-	}
 }

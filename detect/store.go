@@ -2,12 +2,12 @@ package detect
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 const (
@@ -28,7 +28,7 @@ func NewStore(conn driver.Conn) *Store { return &Store{conn: conn} }
 // of the run id, so a retried insert that had in fact arrived is not stored twice.
 func (s *Store) StoreRun(ctx context.Context, run Run) error {
 	if len(run.Findings) > 0 {
-		if err := s.retry(ctx, run.ID+":findings", func(ctx context.Context) error {
+		if err := schema.Retry(schema.WithInsertToken(ctx, run.ID+":findings"), time.Minute, func(ctx context.Context) error {
 			b, err := s.conn.PrepareBatch(ctx, insertFindings)
 			if err != nil {
 				return err
@@ -53,32 +53,10 @@ func (s *Store) StoreRun(ctx context.Context, run Run) error {
 	if run.Err != nil {
 		errText = run.Err.Error()
 	}
-	if err := s.retry(ctx, run.ID+":run", func(ctx context.Context) error {
+	if err := schema.Retry(schema.WithInsertToken(ctx, run.ID+":run"), time.Minute, func(ctx context.Context) error {
 		return s.conn.Exec(ctx, insertRun+" VALUES (?, ?, ?, ?, ?, ?)", run.ID, run.Detector, run.Started, run.Finished, uint32(len(run.Findings)), errText)
 	}); err != nil {
 		return fmt.Errorf("detect: store %s run %s: %w", run.Detector, run.ID, err)
 	}
 	return nil
-}
-
-func (s *Store) retry(ctx context.Context, token string, op func(context.Context) error) error {
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
-	wait := 500 * time.Millisecond
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := op(ctx)
-		if err == nil {
-			return nil
-		}
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) || time.Now().After(deadline) || ctx.Err() != nil {
-			return err // ClickHouse answered: retrying the same insert will not help
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 10*time.Second)
-	}
 }

@@ -24,12 +24,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // Detector is the detector name of the findings this package stores.
@@ -376,7 +376,7 @@ GROUP BY key_fingerprint`
 func (h *Handler) lookup(ctx context.Context, fps []string) (map[string]known, error) {
 	uniq := slices.Compact(slices.Sorted(slices.Values(fps)))
 	out := map[string]known{}
-	err := h.retry(ctx, func(ctx context.Context) error {
+	err := schema.Retry(ctx, h.lookupFor, func(ctx context.Context) error {
 		clear(out)
 		rows, err := h.conn.Query(ctx, selectKeys, uniq)
 		if err != nil {
@@ -404,7 +404,7 @@ func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findi
 	h.storeMu.Lock()
 	defer h.storeMu.Unlock()
 	var n uint64
-	if err := h.retry(ctx, func(ctx context.Context) error {
+	if err := schema.Retry(ctx, h.lookupFor, func(ctx context.Context) error {
 		return h.conn.QueryRow(ctx, selectRunStored, Detector, id).Scan(&n)
 	}); err != nil {
 		return fmt.Errorf("leakreport: check whether report %s is stored: %w", id, err)
@@ -414,28 +414,6 @@ func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findi
 		return nil
 	}
 	return h.store.StoreRun(ctx, detect.Run{ID: id, Detector: Detector, Started: now, Finished: now, Findings: findings})
-}
-
-// retry runs op until it succeeds, ClickHouse answers with an error, or lookupFor has passed.
-func (h *Handler) retry(ctx context.Context, op func(context.Context) error) error {
-	wait := 250 * time.Millisecond
-	deadline := time.Now().Add(h.lookupFor)
-	for {
-		err := op(ctx)
-		if err == nil {
-			return nil
-		}
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) || time.Now().After(deadline) || ctx.Err() != nil {
-			return err // ClickHouse answered: the same query will not do better
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

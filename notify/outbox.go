@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // Row states.
@@ -102,25 +102,10 @@ func (s store) pending(ctx context.Context) ([]row, error) {
 // deduplication token (id and version) keeps a retried insert that did arrive from counting twice.
 func (s store) write(ctx context.Context, r *row) error {
 	token := r.NotificationID + ":" + strconv.FormatUint(r.Version, 10)
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
-	wait := 200 * time.Millisecond
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := s.insert(ctx, r)
-		if err == nil {
-			return nil
-		}
-		var ex *clickhouse.Exception
-		if errors.As(err, &ex) || ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("notify: store message %s of group %s in %s: %w", r.NotificationID, r.GroupKey, r.Channel, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("notify: store message %s of group %s in %s: %w", r.NotificationID, r.GroupKey, r.Channel, err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 10*time.Second)
+	if err := schema.Retry(schema.WithInsertToken(ctx, token), time.Minute, func(ctx context.Context) error { return s.insert(ctx, r) }); err != nil {
+		return fmt.Errorf("notify: store message %s of group %s in %s: %w", r.NotificationID, r.GroupKey, r.Channel, err)
 	}
+	return nil
 }
 
 func (s store) insert(ctx context.Context, r *row) error {

@@ -245,3 +245,123 @@ func (r *revokeReceiver) bodies() [][]byte {
 	defer r.mu.Unlock()
 	return append([][]byte(nil), r.bodys...)
 }
+
+// TestPersistentFindingIsOneSlackMessageUpdatedOnResolve stores a finding run after run, as a
+// detector would, then a successful run without it: Slack gets one message, updated (and answered
+// in its thread) when the alert resolves, and a restart in between sends nothing twice. Requests
+// to the revoke API and to /slack/interactions without valid credentials are refused and audited.
+func TestPersistentFindingIsOneSlackMessageUpdatedOnResolve(t *testing.T) {
+	slackFake := newSlackRecorder(t)
+	db, _, httpAddr, cfgPath := runSetup(t, 1, fmt.Sprintf(`
+detect:
+  leak: {schedule: ""}
+  lingering: {schedule: ""}
+  spike: {schedule: ""}
+  hygiene: {schedule: ""}
+alerting:
+  evaluate_interval: 1s
+  group_wait: 0s
+  group_interval: 1s
+  resolve_after: {default: 2s}
+slack:
+  api_url: %q
+  default_channel: "#keywatch"
+  min_interval: 100ms
+`, slackFake.URL()))
+	const token = "api-token-0123456789"
+	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
+	t.Setenv("KEYWATCH_SLACK_SIGNING_SECRET", "slack-signing-secret")
+	t.Setenv("KEYWATCH_HTTP_TOKEN", token)
+	kw := startKeywatch(t, cfgPath)
+	conn := ch.Conn(t, db)
+	ctx := context.Background()
+	waitUntil(t, "keywatch ready", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	run := func(i int, found bool) {
+		t.Helper()
+		now := time.Now().UTC()
+		id := fmt.Sprintf("run-%d", i)
+		n := 0
+		if found {
+			n = 1
+			if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
+				VALUES (?, ?, 'spike', 'fp-spike-acme', 'critical', 9.5, 'kid_old', 'acme', 'kid_old>kid_new', 'acme: 60% of requests failed after kid_old was retired', ?)`, now, id, `{"failures":120}`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := conn.Exec(ctx, `INSERT INTO detector_runs (run_id, detector, started_at, finished_at, findings, error) VALUES (?, 'spike', ?, ?, ?, '')`,
+			id, now, now, uint32(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 4 { // the finding persists for several cycles
+		run(i, true)
+		time.Sleep(time.Second)
+	}
+	waitUntil(t, "one Slack message", func() bool { return slackFake.count("chat.postMessage") >= 1 })
+
+	// Credentials that are missing, wrong or forged revoke nothing and are audited.
+	post := func(path, auth string, hdr map[string]string, body string) int {
+		req, _ := http.NewRequest("POST", "http://"+httpAddr+path, strings.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post("/v1/keys/kid_old/revoke", "", nil, `{"reason":"x"}`); code != http.StatusUnauthorized {
+		t.Errorf("revoke without a token: %d, want 401", code)
+	}
+	if code := post("/v1/keys/kid_old/revoke", "wrong-token", nil, `{"reason":"x"}`); code != http.StatusUnauthorized {
+		t.Errorf("revoke with a wrong token: %d, want 401", code)
+	}
+	forged := map[string]string{"Content-Type": "application/x-www-form-urlencoded",
+		"X-Slack-Request-Timestamp": fmt.Sprint(time.Now().Unix()), "X-Slack-Signature": "v0=" + strings.Repeat("0", 64)}
+	if code := post("/slack/interactions", "", forged, "payload=%7B%7D"); code != http.StatusUnauthorized {
+		t.Errorf("forged Slack interaction: %d, want 401", code)
+	}
+	waitUntil(t, "three rejections audited", func() bool {
+		var rejected, other uint64
+		_ = conn.QueryRow(ctx, "SELECT countIf(event = 'rejected'), countIf(event != 'rejected') FROM action_audit").Scan(&rejected, &other)
+		return rejected == 3 && other == 0
+	})
+
+	out, err := kw.stop() // restart while the alert fires
+	if err != nil {
+		t.Fatalf("stop: %v\n%s", err, out)
+	}
+	kw = startKeywatch(t, cfgPath)
+	defer kw.stop()
+	run(4, true)
+	time.Sleep(3 * time.Second)
+	if n := slackFake.count("chat.postMessage"); n != 1 {
+		t.Fatalf("after a restart: %d messages posted, want still 1", n)
+	}
+
+	time.Sleep(2 * time.Second) // resolve_after passes; a successful run without the finding resolves it
+	run(5, false)
+	waitUntil(t, "the message updated on resolve", func() bool { return slackFake.count("chat.update") >= 1 })
+	time.Sleep(3 * time.Second)
+	if p, u := slackFake.count("chat.postMessage"), slackFake.count("chat.update"); p != 2 || u != 1 {
+		t.Fatalf("after resolving: %d chat.postMessage (the message and its thread reply), %d chat.update; want 2 and 1", p, u)
+	}
+	var state string
+	_ = conn.QueryRow(ctx, "SELECT toString(state) FROM alerts FINAL WHERE fingerprint = 'fp-spike-acme'").Scan(&state)
+	if state != "resolved" {
+		t.Fatalf("alert state %q, want resolved", state)
+	}
+}

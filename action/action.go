@@ -180,10 +180,18 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 	}
 	ev := auditRow{Actor: "auto"}
 	metric := ""
+	need := max(r.cfg.MinScore, p.MinScore)
 	switch {
 	case r.protected(a.KeyID):
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
 		ev.Event, metric = "skipped", "refused"
+		if p.Mode == "dry-run" {
+			rec.State, ev.Event, metric = stateDryRun, "dry_run", "dry_run"
+			rec.Detail = "would be skipped: " + rec.Detail
+		}
+	case a.Score < need:
+		rec.State, rec.Guardrail, ev.Event, metric = stateRefused, GuardMinScore, "skipped", "refused"
+		rec.Detail = fmt.Sprintf("score %g is below %g (revoke.min_score, the policy's min_score)", a.Score, need)
 		if p.Mode == "dry-run" {
 			rec.State, ev.Event, metric = stateDryRun, "dry_run", "dry_run"
 			rec.Detail = "would be skipped: " + rec.Detail
@@ -195,7 +203,6 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 		rec.State, ev.Event, metric = stateAwaiting, "awaiting_approval", "awaiting_approval"
 		rec.Detail = "waiting for an approver"
 	default: // auto
-		need := max(r.cfg.MinScore, p.MinScore)
 		mid, err := r.midRotation(ctx, a.KeyID)
 		if err != nil {
 			return nil, err
@@ -205,9 +212,6 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 			return nil, err
 		}
 		switch {
-		case a.Score < need:
-			rec.State, rec.Guardrail, ev.Event, metric = stateRefused, GuardMinScore, "skipped", "refused"
-			rec.Detail = fmt.Sprintf("score %g is below %g", a.Score, need)
 		case mid != "":
 			rec.State, rec.Guardrail, ev.Event, metric = stateAwaiting, GuardMidRotation, "awaiting_approval", "awaiting_approval"
 			rec.Detail = mid + ": never revoked automatically, waiting for an approver"

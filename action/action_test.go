@@ -384,10 +384,12 @@ func TestHourlyCap(t *testing.T) {
 	}
 }
 
-// Under auto, a score below max(revoke.min_score, policy min_score) is skipped.
+// In every mode, a score below max(revoke.min_score, policy min_score) is skipped (dry-run says it
+// would be).
 func TestMinScore(t *testing.T) {
 	e := newEnv(t, func(c *config.Revoke) {
-		c.Policies = []config.RevokePolicy{{Detector: "spike", Mode: "auto", MinScore: 500}}
+		c.Policies = []config.RevokePolicy{{Detector: "spike", Mode: "auto", MinScore: 500},
+			{Detector: "hygiene", Mode: "approve"}, {Detector: "lingering", Mode: "dry-run"}}
 	})
 	for _, c := range []struct {
 		a    alerting.Alert
@@ -397,6 +399,9 @@ func TestMinScore(t *testing.T) {
 		{alert("leak", "kid_2", 50), "queued"},
 		{alert("spike", "kid_3", 499), "skipped"},
 		{alert("spike", "kid_4", 500), "queued"},
+		{alert("hygiene", "kid_5", 49), "skipped"},
+		{alert("hygiene", "kid_6", 50), "awaiting_approval"},
+		{alert("lingering", "kid_7", 49), "dry_run"},
 	} {
 		if st := e.consider(c.a); st.Status != c.want {
 			t.Errorf("%s %s score %g: %+v, want %s", c.a.Detector, c.a.KeyID, c.a.Score, st, c.want)
@@ -440,7 +445,7 @@ func TestMidRotation(t *testing.T) {
 // (f) An approval applies once; its guardrails still hold; refused requests are audited.
 func TestApproveOnce(t *testing.T) {
 	e := newEnv(t, func(c *config.Revoke) { c.DefaultMode, c.MaxPerHour = "approve", 1 })
-	st := e.consider(alert("leak", "kid_a", 1))
+	st := e.consider(alert("leak", "kid_a", 100))
 	if st.Status != stateAwaiting {
 		t.Fatalf("Consider: %+v", st)
 	}
@@ -466,7 +471,7 @@ func TestApproveOnce(t *testing.T) {
 	}
 
 	// The hourly cap (1) is used up: a second approval is refused for now and keeps waiting.
-	st2 := e.consider(alert("leak", "kid_b", 1))
+	st2 := e.consider(alert("leak", "kid_b", 100))
 	e.clk.Add(time.Second)
 	text, err = e.r.Approve(e.ctx, st2.ID, "U1", "alice")
 	if err != nil || !strings.Contains(text, "max_per_hour") {

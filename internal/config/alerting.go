@@ -82,7 +82,7 @@ type Revoke struct {
 	Policies          []RevokePolicy `yaml:"policies" help:"first match by detector and key pattern wins (YAML only)"`
 	ProtectedKeys     []string       `yaml:"protected_keys" help:"key id globs that are never revoked"`
 	MaxPerHour        int            `yaml:"max_per_hour" help:"revokes sent in any hour, at most"`
-	MinScore          float64        `yaml:"min_score" help:"alerts scoring lower are never revoked automatically"`
+	MinScore          float64        `yaml:"min_score" help:"alerts scoring lower are never revoked, whatever the mode (dry-run says so)"`
 }
 
 // RevokePolicy says what happens to firing alerts of Detector on keys matching Keys.
@@ -90,7 +90,7 @@ type RevokePolicy struct {
 	Detector string  `yaml:"detector" help:"detector name or glob; empty: any"`
 	Keys     string  `yaml:"keys" help:"key id glob; empty: any"`
 	Mode     string  `yaml:"mode" help:"off, dry-run, approve or auto"`
-	MinScore float64 `yaml:"min_score" help:"auto needs at least this score (and revoke.min_score)"`
+	MinScore float64 `yaml:"min_score" help:"alerts under this policy need at least this score (and revoke.min_score)"`
 }
 
 // RevokeModes are the policy modes.

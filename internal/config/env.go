@@ -147,7 +147,12 @@ func format(v reflect.Value) string {
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		return strings.Join(v.Interface().([]string), ",")
 	case v.Kind() == reflect.Slice || v.Kind() == reflect.Map:
-		b, _ := yaml.Marshal(v.Interface())
+		var n yaml.Node // one line, in YAML flow style
+		if err := n.Encode(v.Interface()); err != nil {
+			return fmt.Sprint(v.Interface())
+		}
+		n.Style = yaml.FlowStyle
+		b, _ := yaml.Marshal(&n)
 		return strings.TrimSpace(string(b))
 	default:
 		return fmt.Sprint(v.Interface())
@@ -162,6 +167,9 @@ func sortErrors(errs []error) {
 type Duration time.Duration
 
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalYAML writes the duration as UnmarshalYAML reads it.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // UnmarshalYAML reads a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {

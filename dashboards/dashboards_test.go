@@ -338,7 +338,7 @@ func TestProvisioningNamesTheDataSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"type: grafana-clickhouse-datasource", "uid: " + dataSourceUID, "protocol: native",
-		"defaultDatabase: keywatch", "password: ${KEYWATCH_CLICKHOUSE_PASSWORD}"} {
+		"defaultDatabase: keywatch", "password: ${CLICKHOUSE_PASSWORD}"} {
 		if !strings.Contains(string(ds), want) {
 			t.Errorf("datasource provisioning lacks %q", want)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keywatch/keywatch/dashboards"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -168,9 +169,26 @@ func TestComposeStack(t *testing.T) {
 	for _, m := range dig(services, "grafana", "volumes").([]any) {
 		mounts = append(mounts, m.(string))
 	}
-	for _, want := range []string{"../dashboards/provisioning:/etc/grafana/provisioning", "../dashboards:/var/lib/grafana/dashboards"} {
+	// The dashboards land where the provisioning file's provider looks for them, and every
+	// ${VAR} the data source file reads is set in Grafana's environment.
+	var provider struct {
+		Providers []struct {
+			Options struct{ Path string } `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	raw, _ := dashboards.Files.ReadFile("provisioning/dashboards/keywatch.yaml")
+	if err := yaml.Unmarshal(raw, &provider); err != nil || len(provider.Providers) != 1 {
+		t.Fatalf("dashboards provisioning: %v", err)
+	}
+	for _, want := range []string{"../dashboards/provisioning:/etc/grafana/provisioning", "../dashboards:" + provider.Providers[0].Options.Path + ":"} {
 		if !slices.ContainsFunc(mounts, func(m string) bool { return strings.HasPrefix(m, want) }) {
 			t.Errorf("grafana mounts %v, want %s", mounts, want)
+		}
+	}
+	ds, _ := dashboards.Files.ReadFile("provisioning/datasources/clickhouse.yaml")
+	for _, m := range regexp.MustCompile(`\$\{([A-Z_]+)\}`).FindAllStringSubmatch(string(ds), -1) {
+		if dig(services, "grafana", "environment", m[1]) == nil {
+			t.Errorf("the data source reads ${%s}; grafana's environment does not set it", m[1])
 		}
 	}
 

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -292,6 +293,11 @@ func (l LeakReports) validate() []error {
 	var errs []error
 	if len(l.GitHubKeyIDs) != len(l.GitHubKeys) {
 		errs = append(errs, fmt.Errorf("leak_reports.github_key_ids: %d ids for %d files in leak_reports.github_keys; give one id per file", len(l.GitHubKeyIDs), len(l.GitHubKeys)))
+	}
+	for i, file := range l.GitHubKeys { // their content is checked when the daemon loads them
+		if _, err := os.Stat(file); err != nil {
+			errs = append(errs, fmt.Errorf("leak_reports.github_keys[%d]: %v", i, err))
+		}
 	}
 	return errs
 }

@@ -68,6 +68,10 @@ func (h *Interactions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	if h.secret == "" { // an empty HMAC key would let anyone sign
+		h.reject(w, r, http.StatusForbidden, "off", "slack.signing_secret is not set: interactions are off")
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		h.reject(w, r, http.StatusBadRequest, "bad_request", err.Error())

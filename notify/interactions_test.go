@@ -131,3 +131,18 @@ func TestInteractions(t *testing.T) {
 		t.Fatal("the message was not updated through response_url")
 	}
 }
+
+// Without a signing secret nothing is accepted: an empty HMAC key would let anyone sign.
+func TestInteractionsOffWithoutSecret(t *testing.T) {
+	cfg := config.Default().Slack
+	cfg.Approvers = []string{"U_OK"}
+	approver := &fakeApprover{}
+	h := NewInteractions(cfg, approver, nil, quietLog())
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, signedRequest(click("U_OK", ApproveActionID, ""), time.Now(), ""))
+	approver.mu.Lock()
+	defer approver.mu.Unlock()
+	if rec.Code != http.StatusForbidden || len(approver.approved) != 0 || len(approver.rejected) != 1 {
+		t.Fatalf("status %d, approved %v, rejected %v: want 403, none, one", rec.Code, approver.approved, approver.rejected)
+	}
+}

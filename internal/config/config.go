@@ -35,6 +35,7 @@ type Config struct {
 	Slack       Slack       `yaml:"slack"`
 	Revoke      Revoke      `yaml:"revoke"`
 	LeakReports LeakReports `yaml:"leak_reports"`
+	Leader      Leader      `yaml:"leader"`
 	Log         Log         `yaml:"log"`
 }
 
@@ -215,6 +216,7 @@ func Default() Config {
 		Alerting: defaultAlerting(),
 		Slack:    defaultSlack(),
 		Revoke:   defaultRevoke(),
+		Leader:   defaultLeader(),
 		Log:      Log{Level: "info", Format: "json"},
 	}
 }
@@ -406,6 +408,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Slack.validate()...)
 	errs = append(errs, c.Revoke.validate()...)
 	errs = append(errs, c.LeakReports.validate()...)
+	errs = append(errs, c.Leader.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -40,7 +40,10 @@ type Elector struct {
 	opts    Options
 	log     *slog.Logger
 	leading atomic.Bool
-	gauge   prometheus.Gauge
+	// incumbent: this member led the last generation it was in; it asks to keep leading, so
+	// that a replica joining (a rolling deploy) does not move the leadership.
+	incumbent atomic.Bool
+	gauge     prometheus.Gauge
 }
 
 // New returns an Elector; nothing happens until Run.
@@ -94,6 +97,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 		ID:                e.opts.GroupID,
 		Brokers:           e.opts.Brokers,
 		Topics:            []string{e.opts.Topic},
+		GroupBalancers:    []kafka.GroupBalancer{stickyBalancer{e}},
 		SessionTimeout:    session,
 		HeartbeatInterval: session / 3,
 		RebalanceTimeout:  session,
@@ -121,11 +125,17 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, kafka.RebalanceInProgress) {
+			e.log.Debug("leader election: group rebalancing; joining again", "group", e.opts.GroupID)
+			continue
+		}
 		if err != nil {
 			e.log.Warn("leader election: joining the group failed; retrying", "group", e.opts.GroupID, "topic", e.opts.Topic, "error", err)
 			continue // the group backs off by itself
 		}
-		if !assigned(gen, e.opts.Topic) {
+		leads := assigned(gen, e.opts.Topic)
+		e.incumbent.Store(leads)
+		if !leads {
 			e.log.Debug("following", "generation", gen.ID, "member", gen.MemberID)
 			continue
 		}
@@ -214,4 +224,38 @@ func (e *Elector) createTopic(ctx context.Context) error {
 	}
 	e.log.Info("created the coordination topic", "topic", e.opts.Topic)
 	return nil
+}
+
+// stickyBalancer gives partition 0 of the coordination topic to the member that led the previous
+// generation when it is still in the group, else to the member with the lowest id.
+type stickyBalancer struct{ e *Elector }
+
+func (stickyBalancer) ProtocolName() string { return "keywatch-leader-sticky" }
+
+func (b stickyBalancer) UserData() ([]byte, error) {
+	if b.e.incumbent.Load() {
+		return []byte{1}, nil
+	}
+	return []byte{0}, nil
+}
+
+func (stickyBalancer) AssignGroups(members []kafka.GroupMember, partitions []kafka.Partition) kafka.GroupMemberAssignments {
+	out := kafka.GroupMemberAssignments{}
+	if len(members) == 0 {
+		return out
+	}
+	chosen := members[0]
+	for _, m := range members[1:] {
+		mine, theirs := len(m.UserData) > 0 && m.UserData[0] == 1, len(chosen.UserData) > 0 && chosen.UserData[0] == 1
+		if mine && !theirs || mine == theirs && m.ID < chosen.ID {
+			chosen = m
+		}
+	}
+	for _, p := range partitions {
+		if out[chosen.ID] == nil {
+			out[chosen.ID] = map[string][]int{}
+		}
+		out[chosen.ID][p.Topic] = append(out[chosen.ID][p.Topic], p.ID)
+	}
+	return out
 }

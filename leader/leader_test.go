@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/keywatch/keywatch/internal/testbed"
 )
@@ -181,4 +182,24 @@ func gauge(t *testing.T, r *replica) float64 {
 	}
 	t.Fatal("keywatch_leader is not registered")
 	return 0
+}
+
+func TestStickyBalancerKeepsTheIncumbent(t *testing.T) {
+	parts := []kafkago.Partition{{Topic: "keywatch-leader", ID: 0}}
+	for _, c := range []struct {
+		name    string
+		members []kafkago.GroupMember
+		want    string
+	}{
+		{"lowest id without incumbent", []kafkago.GroupMember{{ID: "b", UserData: []byte{0}}, {ID: "a", UserData: []byte{0}}}, "a"},
+		{"incumbent keeps it", []kafkago.GroupMember{{ID: "a", UserData: []byte{0}}, {ID: "b", UserData: []byte{1}}}, "b"},
+		{"no user data", []kafkago.GroupMember{{ID: "b"}, {ID: "a"}}, "a"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := stickyBalancer{}.AssignGroups(c.members, parts)
+			if len(got) != 1 || len(got[c.want]["keywatch-leader"]) != 1 {
+				t.Errorf("assignments %v, want all to %s", got, c.want)
+			}
+		})
+	}
 }

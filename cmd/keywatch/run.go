@@ -21,6 +21,7 @@ import (
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/leader"
 	"github.com/keywatch/keywatch/leakreport"
 	"github.com/keywatch/keywatch/notify"
 )
@@ -34,6 +35,12 @@ and store their findings in the findings table. Alerting turns findings into ale
 firing, resolved) every alerting.evaluate_interval, notifies Slack (slack.*) through an outbox in
 ClickHouse, and asks the revoke policy (revoke.*) what to do about each firing alert; revokes go
 out as signed webhooks, and every decision is written to the action_audit table.
+
+Every replica ingests and serves HTTP; only one at a time (the leader) runs the detectors, alerting
+and the Slack and revoke senders. The replicas elect it as members of the consumer group
+<kafka.group_id>-leader on the one-partition topic leader.topic (created if missing); when the
+leader dies another takes over within leader.session_timeout, continuing from ClickHouse. The
+gauge keywatch_leader is 1 on the leader. leader.enabled: false makes a replica always lead.
 
 Offsets are committed only after ClickHouse has stored the batch that holds them; while ClickHouse
 is unreachable, fetching pauses and the insert is retried with backoff. On SIGTERM or Ctrl-C the
@@ -113,13 +120,28 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	}
 	start("ingest", consumer.Run)
 	engine := detect.NewEngine(detect.All(conn, cfg.Detect), detect.NewStore(conn), detect.NewMetrics(reg), log)
-	start("detect", engine.Start)
 	notifyMetrics := notify.NewMetrics(reg)
-	slack := notify.NewSlack(conn, cfg.Slack, notifyMetrics, log)
-	start("notify", slack.Run)
-	start("action", revoker.Run)
-	evaluator := alerting.New(conn, cfg.Alerting, cfg.Slack, slack, revoker, alerting.NewMetrics(reg), log)
-	start("alerting", evaluator.Run)
+	alertingMetrics := alerting.NewMetrics(reg)
+	elector := leader.New(leader.Options{
+		Disabled:       !cfg.Leader.Enabled,
+		Brokers:        cfg.Kafka.Brokers,
+		GroupID:        cfg.Kafka.GroupID + "-leader",
+		Topic:          cfg.Leader.Topic,
+		SessionTimeout: time.Duration(cfg.Leader.SessionTimeout),
+		Logger:         log,
+		Registerer:     reg,
+	})
+	// Only the leader detects, alerts and sends. Each term starts from what ClickHouse holds (the
+	// Slack outbox, alert states, queued actions): another replica may have led in between.
+	start("leader", func(ctx context.Context) error {
+		return elector.Run(ctx, func(ctx context.Context) error {
+			slack := notify.NewSlack(conn, cfg.Slack, notifyMetrics, log)
+			evaluator := alerting.New(conn, cfg.Alerting, cfg.Slack, slack, revoker, alertingMetrics, log)
+			return runAll(ctx, map[string]func(context.Context) error{
+				"detect": engine.Start, "notify": slack.Run, "action": revoker.Run, "alerting": evaluator.Run,
+			})
+		})
+	})
 	if cfg.HTTP.Listen != "" {
 		checks := map[string]api.Check{
 			"clickhouse": conn.Ping,
@@ -152,6 +174,28 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// runAll runs every loop until ctx ends; the first that fails stops the others and its error,
+// named, is returned.
+func runAll(ctx context.Context, loops map[string]func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(loops))
+	for name, fn := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // newDecoder builds the decoder of authentication events the configuration describes.

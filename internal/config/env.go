@@ -120,6 +120,12 @@ func set(v reflect.Value, raw string) error {
 			return fmt.Errorf("not a whole number")
 		}
 		v.SetInt(int64(n))
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("want true or false")
+		}
+		v.SetBool(b)
 	case v.Kind() == reflect.Float64:
 		f, err := strconv.ParseFloat(raw, 64)
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 // Leader elects the one replica that runs the detectors, alerting, the Slack sender and the
 // revoke sender, through Kafka group membership on a one-partition coordination topic.
 type Leader struct {
-	Enabled        bool     `yaml:"enabled" help:"elect one replica to run detectors, alerting, Slack and revokes; false: this replica always runs them (single replica, YAML only)"`
+	Enabled        bool     `yaml:"enabled" help:"elect one replica to run detectors, alerting, Slack and revokes; false: this replica always runs them (single replica)"`
 	Topic          string   `yaml:"topic" help:"one-partition coordination topic; the group is kafka.group_id + \"-leader\"; created if missing"`
 	SessionTimeout Duration `yaml:"session_timeout" help:"a leader that stops heartbeating is replaced after about this long"`
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/keywatch/keywatch/internal/api"
 )
 
 // revokeRequest is the body of POST /v1/keys/{id}/revoke.
@@ -19,7 +21,7 @@ type revokeRequest struct {
 func (r *Revoker) APIHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodPost {
-			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "POST only"})
+			api.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "POST only"})
 			return
 		}
 		key := req.PathValue("id")
@@ -28,7 +30,7 @@ func (r *Revoker) APIHandler() http.Handler {
 		}
 		var body revokeRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, req.Body, 64<<10)).Decode(&body); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want a JSON body {\"reason\": \"...\", \"actor\": \"...\"}: " + err.Error()})
+			api.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "want a JSON body {\"reason\": \"...\", \"actor\": \"...\"}: " + err.Error()})
 			return
 		}
 		actor := "api"
@@ -38,24 +40,18 @@ func (r *Revoker) APIHandler() http.Handler {
 		st, err := r.Manual(req.Context(), key, body.Reason, actor)
 		switch {
 		case errors.Is(err, ErrNoReason):
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			api.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		case errors.Is(err, ErrUnknownKey):
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			api.WriteJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 		case errors.Is(err, ErrProtected):
-			writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "action": st})
+			api.WriteJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "action": st})
 		case errors.Is(err, ErrHourlyCap):
-			writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": err.Error(), "action": st})
+			api.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"error": err.Error(), "action": st})
 		case err != nil:
 			r.log.Error("manual revoke failed", "key", key, "err", err)
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			api.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		default:
-			writeJSON(w, http.StatusAccepted, st)
+			api.WriteJSON(w, http.StatusAccepted, st)
 		}
 	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 )
@@ -193,7 +194,7 @@ func (a *SilenceAPI) list(w http.ResponseWriter, r *http.Request) {
 	if all == nil {
 		all = []silence{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"silences": all})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"silences": all})
 }
 
 // silenceRequest is the body of POST /v1/silences; times are RFC 3339, duration a Go duration.
@@ -214,7 +215,7 @@ func (a *SilenceAPI) create(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxSilenceBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
-		writeError(w, http.StatusBadRequest, "body: want a JSON silence {matchers, starts_at, ends_at or duration, created_by, comment}: "+err.Error())
+		api.WriteError(w, http.StatusBadRequest, "body: want a JSON silence {matchers, starts_at, ends_at or duration, created_by, comment}: "+err.Error())
 		return
 	}
 	s, errs := in.silence(now)
@@ -223,7 +224,7 @@ func (a *SilenceAPI) create(w http.ResponseWriter, r *http.Request) {
 		for i, err := range errs {
 			msgs[i] = err.Error()
 		}
-		writeError(w, http.StatusBadRequest, strings.Join(msgs, "; "))
+		api.WriteError(w, http.StatusBadRequest, strings.Join(msgs, "; "))
 		return
 	}
 	var id [8]byte
@@ -234,7 +235,7 @@ func (a *SilenceAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("silence created", "silence", s.ID, "matchers", s.Matchers, "ends_at", s.EndsAt, "created_by", s.CreatedBy)
-	writeJSON(w, http.StatusCreated, s.withStatus(now))
+	api.WriteJSON(w, http.StatusCreated, s.withStatus(now))
 }
 
 // silence checks the request by the rules the file's silences follow, and that it ends later.
@@ -280,7 +281,7 @@ func (a *SilenceAPI) expire(w http.ResponseWriter, r *http.Request) {
 	now := a.now().UTC().Truncate(time.Millisecond)
 	id := r.PathValue("id")
 	if strings.HasPrefix(id, "config-") {
-		writeError(w, http.StatusConflict, "silence "+id+" comes from the configuration file: remove it there")
+		api.WriteError(w, http.StatusConflict, "silence "+id+" comes from the configuration file: remove it there")
 		return
 	}
 	s, err := a.store.get(r.Context(), id)
@@ -289,7 +290,7 @@ func (a *SilenceAPI) expire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s == nil {
-		writeError(w, http.StatusNotFound, "no silence "+id)
+		api.WriteError(w, http.StatusNotFound, "no silence "+id)
 		return
 	}
 	if now.Before(s.EndsAt) {
@@ -305,20 +306,10 @@ func (a *SilenceAPI) expire(w http.ResponseWriter, r *http.Request) {
 		}
 		a.log.Info("silence expired", "silence", id, "expired_by", by)
 	}
-	writeJSON(w, http.StatusOK, s.withStatus(now))
+	api.WriteJSON(w, http.StatusOK, s.withStatus(now))
 }
 
 func (a *SilenceAPI) fail(w http.ResponseWriter, err error) {
 	a.log.Error("silences API", "err", err)
-	writeError(w, http.StatusServiceUnavailable, "silences are unavailable: ClickHouse did not answer; try again")
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	api.WriteError(w, http.StatusServiceUnavailable, "silences are unavailable: ClickHouse did not answer; try again")
 }

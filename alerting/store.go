@@ -21,12 +21,13 @@ const (
 FROM alerts FINAL
 WHERE state != 'resolved' OR resolved_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
-	// selectRuns reads each detector's latest ? runs started by ?. detector_runs is small (one row
-	// per run, under the rollups TTL), so it is read whole: a detector that has not run for longer
-	// than the findings lookback is still known to be scheduled.
+	// selectRuns reads each detector's latest ? runs started by ?, within the 30 days before: longer
+	// than the findings lookback, so a daily detector is still known to be scheduled, without
+	// reading the whole history (detector_runs keeps a row per run for the rollups' retention).
 	selectRuns = `SELECT detector, run_id, started_at, error
 FROM detector_runs
 WHERE started_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+  AND started_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC') - INTERVAL 30 DAY
 ORDER BY detector, started_at DESC, run_id DESC
 LIMIT ? BY detector`
 
@@ -118,7 +119,7 @@ func unsetZero(t time.Time) time.Time {
 }
 
 func loadRuns(ctx context.Context, conn driver.Conn, to time.Time, perDetector int) (map[string][]run, error) {
-	rows, err := conn.Query(ctx, selectRuns, ms(to), perDetector)
+	rows, err := conn.Query(ctx, selectRuns, ms(to), ms(to), perDetector)
 	if err != nil {
 		return nil, fmt.Errorf("alerting: read detector runs: %w", err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 )
@@ -170,44 +171,43 @@ type Evidence struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "POST a report")
+		api.WriteError(w, http.StatusMethodNotAllowed, "POST a report")
 		return
 	}
 	ctx := r.Context()
 	if h.token == "" && len(h.keys) == 0 {
 		h.rejected(ctx, r, "leak reports are off", "")
-		writeError(w, http.StatusForbidden, "leak reports are off: configure leak_reports.github_keys or KEYWATCH_LEAK_REPORTS_TOKEN")
+		api.WriteError(w, http.StatusForbidden, "leak reports are off: configure leak_reports.github_keys or KEYWATCH_LEAK_REPORTS_TOKEN")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("report body over %d bytes", MaxBody))
+			api.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("report body over %d bytes", MaxBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "read report body: "+err.Error())
+		api.WriteError(w, http.StatusBadRequest, "read report body: "+err.Error())
 		return
 	}
 	reporter, reason, detail := h.authenticate(r, body)
 	if reason != "" {
 		h.rejected(ctx, r, reason, detail)
-		writeError(w, http.StatusUnauthorized, reason)
+		api.WriteError(w, http.StatusUnauthorized, reason)
 		return
 	}
 	reports, err := parse(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		api.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	labels, err := h.handle(ctx, reporter, reports)
 	if err != nil {
 		h.log.Error("leak report not handled", "reporter", reporter, "reports", len(reports), "err", err)
-		writeError(w, http.StatusServiceUnavailable, "the report could not be matched or stored; send it again")
+		api.WriteError(w, http.StatusServiceUnavailable, "the report could not be matched or stored; send it again")
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(labels)
+	api.WriteJSON(w, http.StatusOK, labels)
 }
 
 // authenticate checks the GitHub signature when either GitHub header is present, else the bearer
@@ -414,10 +414,4 @@ func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findi
 		return nil
 	}
 	return h.store.StoreRun(ctx, detect.Run{ID: id, Detector: Detector, Started: now, Finished: now, Findings: findings})
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }

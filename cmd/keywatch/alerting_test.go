@@ -25,6 +25,13 @@ import (
 	"github.com/slack-go/slack/slacktest"
 )
 
+// detectorsOff stops the scheduled detectors: these tests supply the findings themselves.
+const detectorsOff = `detect:
+  leak: {schedule: ""}
+  lingering: {schedule: ""}
+  spike: {schedule: ""}
+  hygiene: {schedule: ""}`
+
 // TestLeakReportIsAlertedAndRevokedOnce follows a leaked key through the whole daemon: its traffic
 // arrives through Kafka, GitHub reports the raw secret to POST /v1/leaks, and keywatch posts one
 // Slack message and sends one signed revoke under an auto policy, and nothing more after a restart.
@@ -47,11 +54,7 @@ func TestLeakReportIsAlertedAndRevokedOnce(t *testing.T) {
 	os.WriteFile(pemPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600)
 
 	db, kafka, httpAddr, cfgPath := runSetup(t, 1, fmt.Sprintf(`
-detect:
-  leak: {schedule: ""}
-  lingering: {schedule: ""}
-  spike: {schedule: ""}
-  hygiene: {schedule: ""}
+%s
 alerting:
   evaluate_interval: 1s
   group_wait: 0s
@@ -67,7 +70,7 @@ revoke:
 leak_reports:
   github_keys: [%q]
   github_key_ids: [%q]
-`, slackFake.URL(), receiver.URL, pemPath, githubKeyID))
+`, detectorsOff, slackFake.URL(), receiver.URL, pemPath, githubKeyID))
 	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
 	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", webhookSecret)
 	kw := startKeywatch(t, cfgPath)
@@ -253,11 +256,7 @@ func (r *revokeReceiver) bodies() [][]byte {
 func TestPersistentFindingIsOneSlackMessageUpdatedOnResolve(t *testing.T) {
 	slackFake := newSlackRecorder(t)
 	db, _, httpAddr, cfgPath := runSetup(t, 1, fmt.Sprintf(`
-detect:
-  leak: {schedule: ""}
-  lingering: {schedule: ""}
-  spike: {schedule: ""}
-  hygiene: {schedule: ""}
+%s
 alerting:
   evaluate_interval: 1s
   group_wait: 0s
@@ -267,7 +266,7 @@ slack:
   api_url: %q
   default_channel: "#keywatch"
   min_interval: 100ms
-`, slackFake.URL()))
+`, detectorsOff, slackFake.URL()))
 	const token = "api-token-0123456789"
 	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
 	t.Setenv("KEYWATCH_SLACK_SIGNING_SECRET", "slack-signing-secret")
@@ -275,14 +274,7 @@ slack:
 	kw := startKeywatch(t, cfgPath)
 	conn := ch.Conn(t, db)
 	ctx := context.Background()
-	waitUntil(t, "keywatch ready", func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	kw.waitReady(t, httpAddr)
 
 	run := func(i int, found bool) {
 		t.Helper()

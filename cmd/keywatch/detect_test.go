@@ -42,15 +42,7 @@ detect:
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitUntil(t, "readyz answers 200", func() bool {
-		select {
-		case err := <-kw.exited:
-			t.Fatalf("keywatch run exited (%v):\n%s", err, kw.out.String())
-		default:
-		}
-		code, _ := call("GET", "/readyz", "", "")
-		return code == 200
-	})
+	kw.waitReady(t, httpAddr)
 
 	now := time.Now().UTC()
 	ts := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339Nano) }

@@ -106,15 +106,7 @@ func TestRunIngestsAndStopsOnSIGTERM(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitUntil(t, "readyz answers 200", func() bool {
-		select {
-		case err := <-kw.exited:
-			t.Fatalf("keywatch run exited (%v):\n%s", err, kw.out.String())
-		default:
-		}
-		code, _ := get("/readyz")
-		return code == 200
-	})
+	kw.waitReady(t, httpAddr)
 	if code, body := get("/healthz"); code != 200 {
 		t.Fatalf("healthz: %d %s", code, body)
 	}
@@ -218,6 +210,24 @@ func startKeywatch(t *testing.T, cfgPath string) *process {
 	go func() { p.exited <- p.cmd.Wait() }()
 	t.Cleanup(func() { p.cmd.Process.Kill() })
 	return p
+}
+
+// waitReady waits until the process's /readyz answers 200, failing the test if it exits first.
+func (p *process) waitReady(t *testing.T, httpAddr string) {
+	t.Helper()
+	waitUntil(t, "readyz answers 200", func() bool {
+		select {
+		case err := <-p.exited:
+			t.Fatalf("keywatch run exited (%v):\n%s", err, p.out.String())
+		default:
+		}
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 func (p *process) kill() {

@@ -64,14 +64,14 @@ func (v V1) authorized(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v.Token == "" {
 			v.reject(r, "no http.token configured")
-			writeError(w, http.StatusForbidden, "the /v1 API is off: set KEYWATCH_HTTP_TOKEN or http.token_file")
+			WriteError(w, http.StatusForbidden, "the /v1 API is off: set KEYWATCH_HTTP_TOKEN or http.token_file")
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(v.Token)) != 1 {
 			v.reject(r, map[bool]string{true: "wrong bearer token", false: "no bearer token"}[ok])
 			w.Header().Set("WWW-Authenticate", `Bearer realm="keywatch"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			WriteError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -89,19 +89,19 @@ func (v V1) reject(r *http.Request, reason string) {
 func (v V1) postLifecycle(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLifecycleBody))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "body larger than 64 KiB")
+		WriteError(w, http.StatusRequestEntityTooLarge, "body larger than 64 KiB")
 		return
 	}
 	ev, err := ingest.DecodeLifecycle(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err := v.Lifecycle.StoreLifecycle(r.Context(), ev); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "not stored, retry: "+err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "not stored, retry: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "stored", "key_id": ev.KeyID, "type": string(ev.Type)})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "stored", "key_id": ev.KeyID, "type": string(ev.Type)})
 }
 
 // getReadiness answers 200 with the report whether safe or not (the body's "safe" says which),
@@ -110,20 +110,22 @@ func (v V1) getReadiness(w http.ResponseWriter, r *http.Request) {
 	rep, err := v.Readiness.Readiness(r.Context(), time.Now(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, detect.ErrUnknownKey):
-		writeError(w, http.StatusNotFound, err.Error())
+		WriteError(w, http.StatusNotFound, err.Error())
 	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		WriteError(w, http.StatusServiceUnavailable, err.Error())
 	default:
-		writeJSON(w, http.StatusOK, rep)
+		WriteJSON(w, http.StatusOK, rep)
 	}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteJSON answers with v as JSON and status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+// WriteError answers {"error": msg} with status code.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
 }

@@ -202,6 +202,7 @@ type revokeReceiver struct {
 	mu     sync.Mutex
 	idList []string
 	bodys  [][]byte
+	total  int // accepted deliveries, repeats of an id included
 }
 
 func newRevokeReceiver(t *testing.T, secret string) *revokeReceiver {
@@ -222,6 +223,7 @@ func newRevokeReceiver(t *testing.T, secret string) *revokeReceiver {
 			return
 		}
 		r.mu.Lock()
+		r.total++
 		seen := false
 		for _, have := range r.idList {
 			seen = seen || have == id
@@ -237,7 +239,8 @@ func newRevokeReceiver(t *testing.T, secret string) *revokeReceiver {
 	return r
 }
 
-func (r *revokeReceiver) count() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.idList) }
+func (r *revokeReceiver) count() int      { r.mu.Lock(); defer r.mu.Unlock(); return len(r.idList) }
+func (r *revokeReceiver) deliveries() int { r.mu.Lock(); defer r.mu.Unlock(); return r.total }
 func (r *revokeReceiver) ids() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -14,14 +14,18 @@ import (
 	"time"
 )
 
-// Two replicas on one database and broker: both ingest, one leads (detects), and when it is
-// killed the other takes over and detection goes on.
+// Two replicas on one database and broker: both ingest, one leads (detects, alerts, sends), and
+// when it is killed the other takes over: detection goes on, an alert that fires before the kill is
+// neither posted nor revoked again, and one that fires during the takeover is not lost.
 func TestTwoReplicasOneLeaderAndTakeover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two daemons and waits out a takeover")
 	}
+	const webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	ctx := context.Background()
-	db, kafka, httpA, cfgA := runSetup(t, 2, `
+	slackFake := newSlackRecorder(t)
+	receiver := newRevokeReceiver(t, webhookSecret)
+	db, kafka, httpA, cfgA := runSetup(t, 2, fmt.Sprintf(`
 leader:
   session_timeout: 6s
 detect:
@@ -29,7 +33,20 @@ detect:
   spike: {schedule: "@every 1s"}
   leak: {schedule: ""}
   hygiene: {schedule: ""}
-`)
+alerting:
+  evaluate_interval: 1s
+  group_wait: 0s
+  group_interval: 1s
+slack:
+  api_url: %q
+  default_channel: "#keywatch"
+  min_interval: 100ms
+revoke:
+  webhook_url: %q
+  policies: [{detector: "leak", mode: auto}]
+`, slackFake.URL(), receiver.URL))
+	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
+	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", webhookSecret)
 	// The second replica differs only in its HTTP address.
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	httpB := l.Addr().String()
@@ -131,10 +148,27 @@ detect:
 		t.Fatalf("the leader did not log leading:\n%s", lead.p.out.String())
 	}
 
+	// A leak alert fires under the first leader: one Slack message, one revoke sent.
+	leak := func(key string) {
+		t.Helper()
+		if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
+			VALUES (?, ?, 'leak', ?, 'critical', 500, ?, 'acme', '', ?, '{}')`,
+			time.Now().UTC(), "run-"+key, "fp-leak-"+key, key, key+" used from a new network"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leak("kid_before")
+	waitUntil(t, "the first alert posted and its revoke sent", func() bool {
+		alive()
+		return slackFake.count("chat.postMessage") >= 1 && receiver.count() >= 1 &&
+			count("SELECT count() FROM actions FINAL WHERE key_id = 'kid_before' AND state = 'sent'") == 1
+	})
+
 	// SIGKILL the leader: the other takes over within its session timeout (6s) plus slack.
 	lead.p.kill()
 	killed := time.Now()
 	reps = []*replica{follower}
+	leak("kid_during") // fires while nobody leads
 	waitUntilFor(t, "the other replica to report keywatch_leader 1", 30*time.Second, func() bool {
 		alive()
 		return gauge(follower, "keywatch_leader") == 1
@@ -145,6 +179,19 @@ detect:
 		alive()
 		return count("SELECT count() FROM detector_runs") >= runs+6
 	})
+
+	// Nothing lost, nothing doubled: one message and one revoke per alert.
+	waitUntil(t, "the alert raised during the takeover posted and revoked", func() bool {
+		alive()
+		return slackFake.count("chat.postMessage") >= 2 && receiver.count() >= 2
+	})
+	time.Sleep(3 * time.Second) // several evaluation and send cycles under the new leader
+	if n := slackFake.count("chat.postMessage"); n != 2 {
+		t.Errorf("%d Slack messages posted across the takeover, want 2 (one per alert)", n)
+	}
+	if ids, n := receiver.ids(), receiver.deliveries(); len(ids) != 2 || n != 2 {
+		t.Errorf("revoke webhook-ids %v in %d deliveries, want 2 ids delivered once each", ids, n)
+	}
 	if out, err := follower.p.stop(); err != nil {
 		t.Fatalf("replica %s after SIGTERM: %v\n%s", follower.name, err, out)
 	}

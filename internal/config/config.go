@@ -34,8 +34,10 @@ type Config struct {
 	Alerting    Alerting    `yaml:"alerting"`
 	Slack       Slack       `yaml:"slack"`
 	Revoke      Revoke      `yaml:"revoke"`
+	Rollback    Rollback    `yaml:"rollback"`
 	LeakReports LeakReports `yaml:"leak_reports"`
 	Leader      Leader      `yaml:"leader"`
+	Digest      Digest      `yaml:"digest"`
 	Log         Log         `yaml:"log"`
 }
 
@@ -216,7 +218,9 @@ func Default() Config {
 		Alerting: defaultAlerting(),
 		Slack:    defaultSlack(),
 		Revoke:   defaultRevoke(),
+		Rollback: defaultRollback(),
 		Leader:   defaultLeader(),
+		Digest:   defaultDigest(),
 		Log:      Log{Level: "info", Format: "json"},
 	}
 }
@@ -407,8 +411,10 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Alerting.validate()...)
 	errs = append(errs, c.Slack.validate()...)
 	errs = append(errs, c.Revoke.validate()...)
+	errs = append(errs, c.Rollback.validate()...)
 	errs = append(errs, c.LeakReports.validate()...)
 	errs = append(errs, c.Leader.validate()...)
+	errs = append(errs, c.Digest.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -17,8 +17,6 @@ import (
 const (
 	insertAuthEvents = `INSERT INTO auth_events (ts, key_id, key_fingerprint, client_id, outcome, status, ip,
 	asn, as_org, country, user_agent, method, route, request_id, gateway, src_topic, src_partition, src_offset)`
-	insertLifecycle = `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until,
-	reason, src_topic, src_partition, src_offset)`
 	insertDeadLetters = `INSERT INTO dead_letters (topic, partition, offset, reason, error, excerpt, size)`
 )
 
@@ -223,7 +221,7 @@ func (w *writer) write(ctx context.Context, b *batch) error {
 		if err := w.send(ctx, insertLifecycle, func(bt driver.Batch) error {
 			for _, c := range b.chunks {
 				for _, e := range c.lifecycle {
-					if err := bt.Append(e.TS, string(e.Type), e.KeyID, e.ClientID, e.NewKeyID, e.GraceUntil, e.Reason, e.topic, e.partition, e.offset); err != nil {
+					if err := bt.Append(lifecycleRow(e.LifecycleEvent, e.topic, e.partition, e.offset)...); err != nil {
 						return err
 					}
 				}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -29,6 +31,12 @@ type LifecycleEvent struct {
 	NewKeyID   string
 	GraceUntil *time.Time
 	Reason     string
+	// Key metadata, optional with every type; it describes KeyID. Version is "" and ExpiresAt nil
+	// when the event did not say; Scopes is nil when it did not say (or said []), else sorted and
+	// without duplicates.
+	Version   string
+	ExpiresAt *time.Time
+	Scopes    []string
 }
 
 type rawLifecycle struct {
@@ -39,7 +47,17 @@ type rawLifecycle struct {
 	NewKeyID   string          `json:"new_key_id"`
 	GraceUntil json.RawMessage `json:"grace_until"`
 	Reason     string          `json:"reason"`
+	Version    json.RawMessage `json:"version"`
+	ExpiresAt  json.RawMessage `json:"expires_at"`
+	Scopes     json.RawMessage `json:"scopes"`
 }
+
+// Limits of the key metadata a lifecycle event may carry.
+const (
+	maxVersionLen = 64
+	maxScopes     = 100
+	maxScopeLen   = 128
+)
 
 // DecodeLifecycle turns one message into a LifecycleEvent.
 func DecodeLifecycle(msg []byte) (LifecycleEvent, error) {
@@ -72,7 +90,111 @@ func DecodeLifecycle(msg []byte) (LifecycleEvent, error) {
 	if !grace.IsZero() {
 		ev.GraceUntil = &grace
 	}
+	if ev.Version, err = parseVersion(raw.Version); err != nil {
+		return LifecycleEvent{}, err
+	}
+	expires, err := parseTS("expires_at", raw.ExpiresAt, false)
+	if err != nil {
+		return LifecycleEvent{}, err
+	}
+	if !expires.IsZero() {
+		ev.ExpiresAt = &expires
+	}
+	if ev.Scopes, err = parseScopes(raw.Scopes); err != nil {
+		return LifecycleEvent{}, err
+	}
 	return ev, nil
+}
+
+// wholeNumber is a JSON number without fraction or exponent.
+var wholeNumber = regexp.MustCompile(`^-?[0-9]+$`)
+
+// parseVersion reads a key version given as a string ("2026-11", "v3") or a whole number (3),
+// kept as its text.
+func parseVersion(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	var v string
+	switch kind := rawKind(raw); kind {
+	case "", "null":
+		return "", nil
+	case "string":
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", decodeErr(ReasonInvalidJSON, "version: %v", err)
+		}
+	case "number":
+		if v = string(raw); !wholeNumber.MatchString(v) {
+			return "", decodeErr(ReasonInvalidValue, "version: %s is not a whole number (write other versions as a string)", truncate(v, 40))
+		}
+	default:
+		return "", decodeErr(ReasonWrongType, "version: got JSON %s, want a string or a whole number", kind)
+	}
+	if len(v) > maxVersionLen {
+		return "", decodeErr(ReasonInvalidValue, "version: %q is longer than %d bytes", truncate(v, 40), maxVersionLen)
+	}
+	return v, nil
+}
+
+// parseScopes reads the scopes a key grants: an array of strings such as ["read", "trade"].
+// Each scope is one word, as OAuth writes them; "read trade" in one string is refused rather than
+// guessed at.
+func parseScopes(raw json.RawMessage) ([]string, error) {
+	raw = bytes.TrimSpace(raw)
+	switch kind := rawKind(raw); kind {
+	case "", "null":
+		return nil, nil
+	case "array":
+	default:
+		return nil, decodeErr(ReasonWrongType, "scopes: got JSON %s, want an array of strings", kind)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, decodeErr(ReasonInvalidJSON, "scopes: %v", err)
+	}
+	if len(items) > maxScopes {
+		return nil, decodeErr(ReasonInvalidValue, "scopes: %d of them, want at most %d", len(items), maxScopes)
+	}
+	var out []string
+	for i, item := range items {
+		if kind := rawKind(item); kind != "string" {
+			return nil, decodeErr(ReasonWrongType, "scopes[%d]: got JSON %s, want a string", i, kind)
+		}
+		var s string
+		if err := json.Unmarshal(item, &s); err != nil {
+			return nil, decodeErr(ReasonInvalidJSON, "scopes[%d]: %v", i, err)
+		}
+		switch {
+		case s == "":
+			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: empty", i)
+		case len(s) > maxScopeLen:
+			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q is longer than %d bytes", i, truncate(s, 40), maxScopeLen)
+		case strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
+			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q holds a space or control character (give each scope as its own string)", i, truncate(s, 40))
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// rawKind names the JSON kind of an already valid value: "" when absent.
+func rawKind(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	switch raw[0] {
+	case '"':
+		return "string"
+	case '[':
+		return "array"
+	case '{':
+		return "object"
+	case 't', 'f':
+		return "bool"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
 }
 
 // Lifecycle events are few: they are read with encoding/json rather than a mapping.

@@ -5,11 +5,26 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
+
+// insertLifecycle stores lifecycle events; lifecycleRow gives a row's values in its column order.
+const insertLifecycle = `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until,
+	reason, src_topic, src_partition, src_offset, version, expires_at, scopes)`
+
+// lifecycleRow is ev as one insertLifecycle row, read from topic at partition and offset.
+func lifecycleRow(ev LifecycleEvent, topic string, partition int32, offset int64) []any {
+	scopes := ev.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return []any{ev.TS, string(ev.Type), ev.KeyID, ev.ClientID, ev.NewKeyID, ev.GraceUntil, ev.Reason,
+		topic, partition, offset, ev.Version, ev.ExpiresAt, scopes}
+}
 
 // LifecycleWriter stores lifecycle events that arrive outside Kafka (POST /v1/lifecycle). They
 // carry no topic and partition -1, so ingest_progress never mistakes them for consumed offsets.
@@ -27,8 +42,18 @@ func (w *LifecycleWriter) StoreLifecycle(ctx context.Context, ev LifecycleEvent)
 	if ev.GraceUntil != nil {
 		grace = ev.GraceUntil.Format(time.RFC3339Nano)
 	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",
-		ev.TS.Format(time.RFC3339Nano), ev.Type, ev.KeyID, ev.ClientID, ev.NewKeyID, grace, ev.Reason))
+	digest := fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",
+		ev.TS.Format(time.RFC3339Nano), ev.Type, ev.KeyID, ev.ClientID, ev.NewKeyID, grace, ev.Reason)
+	// Metadata joins the digest only when the event has some, so an event without it keeps the
+	// token it had before metadata existed.
+	if ev.Version != "" || ev.ExpiresAt != nil || len(ev.Scopes) > 0 {
+		expires := ""
+		if ev.ExpiresAt != nil {
+			expires = ev.ExpiresAt.Format(time.RFC3339Nano)
+		}
+		digest = fmt.Appendf(digest, "\x00%s\x00%s\x00%s", ev.Version, expires, strings.Join(ev.Scopes, " "))
+	}
+	sum := sha256.Sum256(digest)
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"insert_deduplication_token":                         "http:" + hex.EncodeToString(sum[:16]),
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
@@ -38,7 +63,7 @@ func (w *LifecycleWriter) StoreLifecycle(ctx context.Context, ev LifecycleEvent)
 		return fmt.Errorf("ingest: store lifecycle event of %s: %w", ev.KeyID, err)
 	}
 	defer b.Abort()
-	if err := b.Append(ev.TS, string(ev.Type), ev.KeyID, ev.ClientID, ev.NewKeyID, ev.GraceUntil, ev.Reason, "", int32(-1), int64(0)); err != nil {
+	if err := b.Append(lifecycleRow(ev, "", -1, 0)...); err != nil {
 		return fmt.Errorf("ingest: store lifecycle event of %s: %w", ev.KeyID, err)
 	}
 	if err := b.Send(); err != nil {

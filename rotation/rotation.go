@@ -37,6 +37,10 @@ type Event struct {
 	NewKeyID   string
 	GraceUntil time.Time // zero when absent
 	Reason     string
+	// Key metadata the event stated about KeyID: "", zero and nil when it said nothing.
+	Version   string
+	ExpiresAt time.Time
+	Scopes    []string
 }
 
 // Key is one key's current state.
@@ -48,7 +52,16 @@ type Key struct {
 	// Rotation is the rotation that retires this key, if one started; Predecessor is the rotation
 	// that introduced it.
 	Rotation, Predecessor *Rotation
+	// Version, ExpiresAt and Scopes are each the latest value (by event time) that a lifecycle event
+	// of this key stated; "", zero and nil when none did. A key without Scopes has unknown scopes,
+	// not none.
+	Version   string
+	ExpiresAt time.Time
+	Scopes    []string
 }
+
+// HasScope reports whether the key's known scopes include scope.
+func (k *Key) HasScope(scope string) bool { return slices.Contains(k.Scopes, scope) }
 
 // StepKind is one step of a rotation.
 type StepKind string
@@ -116,6 +129,15 @@ func Build(events []Event) *Model {
 	}
 	for _, e := range sorted {
 		k := key(e.KeyID, e.ClientID)
+		if e.Version != "" {
+			k.Version = e.Version
+		}
+		if !e.ExpiresAt.IsZero() {
+			k.ExpiresAt = e.ExpiresAt
+		}
+		if len(e.Scopes) > 0 {
+			k.Scopes = slices.Clone(e.Scopes)
+		}
 		switch e.Type {
 		case KeyCreated:
 			if k.Created.IsZero() {

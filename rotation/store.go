@@ -11,9 +11,9 @@ import (
 // selectEvents reads every lifecycle event. The table holds a handful of rows per key, so the
 // whole history is read and folded in memory; a repeated delivery of one event is read once.
 const selectEvents = `
-SELECT ts, toString(type), key_id, client_id, new_key_id, grace_until, reason
+SELECT ts, toString(type), key_id, client_id, new_key_id, grace_until, reason, version, expires_at, scopes
 FROM key_lifecycle_events
-GROUP BY ts, type, key_id, client_id, new_key_id, grace_until, reason
+GROUP BY ts, type, key_id, client_id, new_key_id, grace_until, reason, version, expires_at, scopes
 ORDER BY ts`
 
 // Querier is the part of a ClickHouse connection the model is read through.
@@ -31,12 +31,18 @@ func Load(ctx context.Context, db Querier) (*Model, error) {
 	var events []Event
 	for rows.Next() {
 		var e Event
-		var grace *time.Time
-		if err := rows.Scan(&e.TS, &e.Type, &e.KeyID, &e.ClientID, &e.NewKeyID, &grace, &e.Reason); err != nil {
+		var grace, expires *time.Time
+		if err := rows.Scan(&e.TS, &e.Type, &e.KeyID, &e.ClientID, &e.NewKeyID, &grace, &e.Reason, &e.Version, &expires, &e.Scopes); err != nil {
 			return nil, fmt.Errorf("rotation: read key_lifecycle_events: %w", err)
 		}
 		if grace != nil {
 			e.GraceUntil = grace.UTC()
+		}
+		if expires != nil {
+			e.ExpiresAt = expires.UTC()
+		}
+		if len(e.Scopes) == 0 {
+			e.Scopes = nil
 		}
 		e.TS = e.TS.UTC()
 		events = append(events, e)

@@ -23,7 +23,7 @@ import (
 	"github.com/keywatch/keywatch/rotation"
 )
 
-// KindRevoke is the kind of a revoke-now action (extend_grace and reactivate come later).
+// KindRevoke is the kind of a revoke-now action (rollback.go has extend_grace and reactivate).
 const KindRevoke = "revoke"
 
 // The guardrails, as audited (action_audit.guardrail).
@@ -44,13 +44,14 @@ var (
 
 // Revoker decides, guards, sends and audits revokes. It is an alerting.Actor.
 type Revoker struct {
-	cfg     config.Revoke
-	store   store
-	conn    driver.Conn
-	metrics *Metrics
-	log     *slog.Logger
-	client  *http.Client
-	secret  []byte
+	cfg      config.Revoke
+	rollback config.Rollback // set by WithRollback; its zero value offers no rollback
+	store    store
+	conn     driver.Conn
+	metrics  *Metrics
+	log      *slog.Logger
+	client   *http.Client
+	secret   []byte
 
 	// now is the clock; poll how often Run looks for due actions; backoff the first retry's
 	// ceiling (doubling per attempt up to maxBackoff).
@@ -162,6 +163,9 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 	if a.State != alerting.Firing || a.KeyID == "" {
 		return nil, nil
 	}
+	if st, ok, err := r.considerRollback(ctx, a); ok {
+		return st, err
+	}
 	p := r.policy(a.Detector, a.KeyID)
 	if p.Mode == "off" || p.Mode == "" {
 		return nil, nil
@@ -240,15 +244,18 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 	return status(rec), nil
 }
 
-// webhookBody is the JSON body of a revoke webhook (contract 3.3 plus "action").
+// webhookBody is the JSON body of an action webhook (contract 3.3 plus "action"; a rollback also
+// names the rotation and, for extend_grace, the new grace deadline).
 type webhookBody struct {
-	KeyID       string    `json:"key_id"`
-	ClientID    string    `json:"client_id"`
-	Reason      string    `json:"reason"`
-	AlertID     string    `json:"alert_id"`
-	RequestedAt time.Time `json:"requested_at"`
-	Mode        string    `json:"mode"`
-	Action      string    `json:"action"`
+	KeyID       string     `json:"key_id"`
+	ClientID    string     `json:"client_id"`
+	Reason      string     `json:"reason"`
+	AlertID     string     `json:"alert_id"`
+	RequestedAt time.Time  `json:"requested_at"`
+	Mode        string     `json:"mode"`
+	Action      string     `json:"action"`
+	RotationID  string     `json:"rotation_id,omitempty"`
+	GraceUntil  *time.Time `json:"grace_until,omitempty"`
 }
 
 // queue makes rec ready to send: the body is fixed now, so every attempt sends the same bytes.
@@ -303,14 +310,21 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 		return "", fmt.Errorf("action: approve %s: no such action", actionID)
 	}
 	now := r.now().UTC()
+	what := "Revoke"
+	if IsRollback(rec.Kind) {
+		what = "Rollback (" + rec.Kind + ")"
+	}
 	if rec.State != stateAwaiting {
-		text := fmt.Sprintf("Revoke of %s is %s", rec.KeyID, strings.ReplaceAll(rec.State, "_", " "))
+		text := fmt.Sprintf("%s of %s is %s", what, rec.KeyID, strings.ReplaceAll(rec.State, "_", " "))
 		if rec.ApprovedBy != "" {
-			text = fmt.Sprintf("Revoke of %s was already approved by %s (%s)", rec.KeyID, rec.ApprovedBy, rec.State)
+			text = fmt.Sprintf("%s of %s was already approved by %s (%s)", what, rec.KeyID, rec.ApprovedBy, rec.State)
 		}
 		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:approve:%s:%d", actionID, slackUserID, now.UnixNano()),
 			auditRow{Event: "skipped", Guardrail: "already_decided", Actor: actor, Detail: text + "; nothing done"})
 		return text, nil
+	}
+	if IsRollback(rec.Kind) {
+		return r.approveRollback(ctx, rec, actor, slackUserID, slackUserName, now)
 	}
 	prev := *rec
 	rec.Version++

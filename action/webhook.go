@@ -172,13 +172,13 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 	}
 	switch rec.State {
 	case stateSent:
-		r.metrics.result("sent")
-		r.log.Info("revoke sent", "action", id, "key", rec.KeyID, "status", code, "attempts", n)
+		r.result(rec.Kind, "sent")
+		r.log.Info("action sent", "kind", rec.Kind, "action", id, "key", rec.KeyID, "status", code, "attempts", n)
 	case stateFailed:
-		r.metrics.result("failed")
-		r.log.Error("revoke failed", "action", id, "key", rec.KeyID, "status", code, "attempts", n, "err", rec.LastError)
+		r.result(rec.Kind, "failed")
+		r.log.Error("action failed", "kind", rec.Kind, "action", id, "key", rec.KeyID, "status", code, "attempts", n, "err", rec.LastError)
 	default:
-		r.log.Warn("revoke attempt failed; retrying", "action", id, "key", rec.KeyID, "status", code, "attempt", n, "next", rec.NextAttemptAt, "err", rec.LastError)
+		r.log.Warn("action attempt failed; retrying", "kind", rec.Kind, "action", id, "key", rec.KeyID, "status", code, "attempt", n, "next", rec.NextAttemptAt, "err", rec.LastError)
 	}
 	return rec, nil
 }

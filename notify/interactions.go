@@ -31,7 +31,8 @@ type Approver interface {
 const signatureWindow = 5 * time.Minute
 
 // Interactions is the http.Handler of POST /slack/interactions: it verifies Slack's signature,
-// refuses replays and users not in slack.approvers, and passes "Revoke now" clicks to the Approver.
+// refuses replays and users not in slack.approvers, and passes "Revoke now" and "Roll back" clicks to
+// the Approver.
 type Interactions struct {
 	secret    string
 	approvers []string
@@ -117,7 +118,7 @@ func (h *Interactions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var action *slack.BlockAction
 	for _, a := range cb.ActionCallback.BlockActions {
-		if a.ActionID == ApproveActionID {
+		if slices.Contains(approvalActionIDs, a.ActionID) {
 			action = a
 			break
 		}
@@ -173,7 +174,7 @@ func (h *Interactions) firstSeen(sig string, now time.Time) bool {
 	return true
 }
 
-// showApproval replaces the message's "Revoke now" buttons with who approved, through the
+// showApproval replaces the message's "Revoke now" or "Roll back" button with who approved, through the
 // interaction's response_url.
 func (h *Interactions) showApproval(cb slack.InteractionCallback, actionID, text string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -198,7 +199,7 @@ func approvedBlocks(blocks []slack.Block, actionID, text string) []slack.Block {
 		var keep []slack.BlockElement
 		hit := false
 		for _, e := range ab.Elements.ElementSet {
-			if btn, ok := e.(*slack.ButtonBlockElement); ok && btn.ActionID == ApproveActionID && btn.Value == actionID {
+			if btn, ok := e.(*slack.ButtonBlockElement); ok && slices.Contains(approvalActionIDs, btn.ActionID) && btn.Value == actionID {
 				hit = true
 				continue
 			}

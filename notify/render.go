@@ -33,6 +33,13 @@ const (
 // ApproveActionID is the action_id of the "Revoke now" button; its value is the action's id.
 const ApproveActionID = "keywatch_approve"
 
+// RollbackActionID is the action_id of the "Roll back" button of a failure-spike alert whose
+// rollback (extend_grace or reactivate) awaits approval; its value is the action's id.
+const RollbackActionID = "keywatch_rollback"
+
+// approvalActionIDs are the buttons whose click approves the action named by their value.
+var approvalActionIDs = []string{ApproveActionID, RollbackActionID}
+
 // message is a rendered notification: the Block Kit blocks, the plain-text fallback, and the short
 // thread reply a resolution or a reminder posts. It is what the outbox stores as payload.
 type message struct {
@@ -146,7 +153,17 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 	if link := r.grafanaLink(a); link != "" {
 		buttons = append(buttons, slack.NewButtonBlockElement("keywatch_grafana", a.Fingerprint, plain("Grafana")).WithURL(link))
 	}
-	if a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != "" {
+	if a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != "" && isRollback(a.Action.Kind) {
+		what := "extends the grace period of"
+		if a.Action.Kind == "reactivate" {
+			what = "reactivates"
+		}
+		confirm := slack.NewConfirmationBlockObject(plain("Roll back "+truncate(a.KeyID, 60)+"?"),
+			markdown(truncate(fmt.Sprintf("This %s key *%s* now (%s). %s", what, a.KeyID, a.Action.Kind, a.Summary), 300)),
+			plain("Roll back"), plain("Cancel"))
+		buttons = append(buttons, slack.NewButtonBlockElement(RollbackActionID, a.Action.ID, plain("Roll back")).
+			WithStyle(slack.StylePrimary).WithConfirm(confirm))
+	} else if a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != "" {
 		confirm := slack.NewConfirmationBlockObject(plain("Revoke "+truncate(a.KeyID, 60)+"?"),
 			markdown(truncate(fmt.Sprintf("This sends a revoke of key *%s* now. %s", a.KeyID, a.Summary), 300)),
 			plain("Revoke"), plain("Cancel"))
@@ -158,6 +175,9 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 	}
 	return blocks
 }
+
+// isRollback reports whether an action kind is a rollback (action.KindExtendGrace, KindReactivate).
+func isRollback(kind string) bool { return kind == "extend_grace" || kind == "reactivate" }
 
 // actionText says what the Actor did or offers.
 func actionText(s *alerting.ActionStatus) string {

@@ -49,9 +49,11 @@ batch in flight is stored (or left uncommitted) and the process exits 0.
 The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz, and with a
 bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) POST /v1/lifecycle (a lifecycle event,
 contract 3.2), GET /v1/keys/{id}/readiness (is the key safe to retire?), POST /v1/keys/{id}/revoke
-(a manual revoke, through the same guardrails) and GET/POST/DELETE /v1/silences. POST /v1/leaks
+(a manual revoke, through the same guardrails), POST /v1/keys/{id}/rollback (extend_grace or
+reactivate) and GET/POST/DELETE /v1/silences. POST /v1/leaks
 takes leak reports (GitHub secret scanning signatures, or leak_reports.token) and
-POST /slack/interactions the "Revoke now" button (Slack's request signature).`
+POST /slack/interactions the "Revoke now" and "Roll back" buttons (Slack's request signature).
+A failure spike after a retire or revoke step offers a rollback under the rollback.* policy.`
 
 func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
 	cfg, _, err := parseConfig("run", runDescription, args, stderr)
@@ -83,7 +85,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	defer conn.Close()
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	revoker := action.New(conn, cfg.Revoke, action.NewMetrics(reg), log)
+	revoker := action.New(conn, cfg.Revoke, action.NewMetrics(reg), log).WithRollback(cfg.Rollback)
 	leaks, err := leakreport.New(conn, cfg.LeakReports, cfg.Fingerprint.Key, revoker, leakreport.NewMetrics(reg), log)
 	if err != nil {
 		return usageError{err}
@@ -162,6 +164,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 			Silences:  alerting.NewSilenceAPI(conn, cfg.Alerting, log),
 			Leaks:     leaks,
 			Revoke:    revoker.APIHandler(),
+			Rollback:  revoker.RollbackAPIHandler(),
 			Rejected:  revoker.RejectedHTTP,
 		}
 		interactions := notify.NewInteractions(cfg.Slack, revoker, notifyMetrics, log)

@@ -33,6 +33,8 @@ type V1 struct {
 	Readiness ReadinessGate
 	// Revoke serves POST /v1/keys/{id}/revoke (a manual revoke through policy and guardrails).
 	Revoke http.Handler
+	// Rollback serves POST /v1/keys/{id}/rollback (a manual extend_grace or reactivate).
+	Rollback http.Handler
 	// Silences serves GET and POST /v1/silences and DELETE /v1/silences/{id}.
 	Silences http.Handler
 	// Leaks serves POST /v1/leaks; it checks its own signatures or token, so no bearer is asked.
@@ -49,6 +51,9 @@ func (v V1) register(mux *http.ServeMux) {
 	mux.Handle("GET /v1/keys/{id}/readiness", v.authorized(http.HandlerFunc(v.getReadiness)))
 	if v.Revoke != nil {
 		mux.Handle("POST /v1/keys/{id}/revoke", v.authorized(v.Revoke))
+	}
+	if v.Rollback != nil {
+		mux.Handle("POST /v1/keys/{id}/rollback", v.authorized(v.Rollback))
 	}
 	if v.Silences != nil {
 		mux.Handle("GET /v1/silences", v.authorized(v.Silences))

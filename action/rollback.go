@@ -1,0 +1,349 @@
+package action
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
+)
+
+// The kinds of a rollback: extend the old key's grace period, or reactivate it.
+const (
+	KindExtendGrace = "extend_grace"
+	KindReactivate  = "reactivate"
+)
+
+// The rollback guardrails, as audited (action_audit.guardrail).
+const (
+	// GuardLeaked refuses a rollback of a key keywatch considers leaked.
+	GuardLeaked = "leaked"
+	// GuardNotCritical sends an auto rollback for approval: the client is not in
+	// rollback.critical_clients.
+	GuardNotCritical = "not_critical"
+)
+
+// spikeDetector is the detector whose findings offer a rollback (detect.Spike).
+const spikeDetector = "spike"
+
+// ErrLeaked refuses a rollback of a key with an open leak alert or a recent leak finding.
+var ErrLeaked = errors.New("the key is considered leaked")
+
+// IsRollback reports whether kind is a rollback (extend_grace or reactivate).
+func IsRollback(kind string) bool { return kind == KindExtendGrace || kind == KindReactivate }
+
+// WithRollback sets the rollback policy (the rollback section) and returns r.
+func (r *Revoker) WithRollback(cfg config.Rollback) *Revoker {
+	r.rollback = cfg
+	return r
+}
+
+// selectLeakAlert is the latest open (pending or firing) leak-like alert of a key: the leak
+// detector's or a leak report's. Args: key.
+const selectLeakAlert = `SELECT detector, toString(state), summary FROM alerts FINAL
+WHERE key_id = ? AND detector LIKE 'leak%' AND state IN ('pending', 'firing')
+ORDER BY last_seen DESC LIMIT 1`
+
+// selectLeakFinding is the latest leak-like finding of a key since a time. Args: key, since.
+const selectLeakFinding = `SELECT detector, detected_at, summary FROM findings
+WHERE key_id = ? AND detector LIKE 'leak%' AND detected_at >= ?
+ORDER BY detected_at DESC LIMIT 1`
+
+// leaked says why keyID is considered leaked, or "" when it is not: an open leak or leak_report
+// alert on it, or a leak-like finding within rollback.leak_lookback.
+func (r *Revoker) leaked(ctx context.Context, keyID string) (string, error) {
+	var detector, state, summary string
+	err := r.conn.QueryRow(ctx, selectLeakAlert, keyID).Scan(&detector, &state, &summary)
+	switch {
+	case err == nil:
+		return fmt.Sprintf("%s has a %s %s alert: %s", keyID, state, detector, summary), nil
+	case !isNoRows(err):
+		return "", fmt.Errorf("action: read the leak alerts of key %s: %w", keyID, err)
+	}
+	var at time.Time
+	err = r.conn.QueryRow(ctx, selectLeakFinding, keyID, r.now().Add(-time.Duration(r.rollback.LeakLookback)).UTC()).Scan(&detector, &at, &summary)
+	switch {
+	case err == nil:
+		return fmt.Sprintf("%s has a %s finding of %s: %s", keyID, detector, at.UTC().Format(time.RFC3339), summary), nil
+	case !isNoRows(err):
+		return "", fmt.Errorf("action: read the leak findings of key %s: %w", keyID, err)
+	}
+	return "", nil
+}
+
+func isNoRows(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no rows")
+}
+
+// rollbackPolicy returns the first rollback policy matching the rotation and client, else the
+// default mode; the action is filled in.
+func (r *Revoker) rollbackPolicy(rotationID, clientID string) config.RollbackPolicy {
+	p := config.RollbackPolicy{Mode: r.rollback.DefaultMode}
+	for _, q := range r.rollback.Policies {
+		if glob(q.Rotation, rotationID) && glob(q.Clients, clientID) {
+			p = q
+			break
+		}
+	}
+	if p.Action == "" {
+		p.Action = r.rollback.DefaultAction
+	}
+	if p.Action == "" {
+		p.Action = KindExtendGrace
+	}
+	return p
+}
+
+func (r *Revoker) critical(clientID string) bool {
+	for _, g := range r.rollback.CriticalClients {
+		if glob(g, clientID) {
+			return true
+		}
+	}
+	return false
+}
+
+// considerRollback decides the rollback of a firing spike alert that follows a retire or revoke
+// step. ok is false when no rollback applies (another detector, a started step, policy off): the
+// alert then goes to the revoke policy.
+func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *alerting.ActionStatus, ok bool, err error) {
+	if a.Detector != spikeDetector {
+		return nil, false, nil
+	}
+	var ev detect.SpikeEvidence
+	if err := json.Unmarshal(a.Evidence, &ev); err != nil || (ev.Step != rotation.StepRetired && ev.Step != rotation.StepRevoked) {
+		return nil, false, nil
+	}
+	rotationID := a.RotationID
+	if rotationID == "" {
+		rotationID = ev.RotationID
+	}
+	p := r.rollbackPolicy(rotationID, a.ClientID)
+	if p.Mode == "off" || p.Mode == "" {
+		return nil, false, nil
+	}
+	keyID := a.KeyID // the spike names the rotation's old key: the one whose step broke the client
+	id := ActionID(p.Action, keyID, a.ID())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, err := r.store.load(ctx, id); err != nil || rec != nil {
+		return status(rec), true, err
+	}
+	now := r.now().UTC()
+	rec := &record{
+		ID: id, Kind: p.Action, KeyID: keyID, ClientID: a.ClientID, AlertID: a.ID(), Mode: p.Mode,
+		Reason:      fmt.Sprintf("failure spike after %s was %s (rotation %s): %s", keyID, ev.Step, rotationID, a.Summary),
+		RequestedAt: now, UpdatedAt: now, Version: 1,
+	}
+	ev2 := auditRow{Actor: "auto"}
+	leak, err := r.leaked(ctx, keyID)
+	if err != nil {
+		return nil, true, err
+	}
+	metric := ""
+	switch {
+	case leak != "":
+		rec.State, rec.Guardrail, ev2.Event, metric = stateRefused, GuardLeaked, "refused", "refused"
+		rec.Detail = leak + ": never rolled back"
+	case p.Mode == "approve":
+		rec.State, ev2.Event, metric = stateAwaiting, "awaiting_approval", "awaiting_approval"
+		rec.Detail = "waiting for an approver"
+	case !r.critical(a.ClientID):
+		rec.State, rec.Guardrail, ev2.Event, metric = stateAwaiting, GuardNotCritical, "awaiting_approval", "awaiting_approval"
+		rec.Detail = fmt.Sprintf("%s is not in rollback.critical_clients: waiting for an approver", a.ClientID)
+	default:
+		if err := r.queueAction(ctx, rec, now, "auto", time.Duration(r.rollback.ExtendBy)); err != nil {
+			return nil, true, err
+		}
+		ev2.Event = "decided"
+		rec.Detail = rec.Kind + " queued"
+	}
+	if err := r.store.save(ctx, rec); err != nil {
+		return nil, true, err
+	}
+	ev2.Guardrail, ev2.Detail = rec.Guardrail, rec.Detail
+	if err := r.auditOf(ctx, rec, id+":decision", ev2); err != nil {
+		return nil, true, err
+	}
+	if metric != "" {
+		r.metrics.rollbackResult(metric)
+	}
+	r.log.Info("rollback decided", "action", id, "kind", rec.Kind, "key", keyID, "client", a.ClientID, "alert", a.ID(), "state", rec.State, "guardrail", rec.Guardrail)
+	return status(rec), true, nil
+}
+
+// queueAction makes rec ready to send. A rollback's body also names the key's rotation and, for
+// extend_grace, the new grace deadline: the later of the key's current deadline and now, plus
+// extendBy. The body is fixed now: every attempt sends the same bytes.
+func (r *Revoker) queueAction(ctx context.Context, rec *record, now time.Time, mode string, extendBy time.Duration) error {
+	if !IsRollback(rec.Kind) {
+		return r.queue(rec, now, mode)
+	}
+	m, err := rotation.Load(ctx, r.conn)
+	if err != nil {
+		return fmt.Errorf("action: read the rotation model for the %s of key %s: %w", rec.Kind, rec.KeyID, err)
+	}
+	body := webhookBody{
+		KeyID: rec.KeyID, ClientID: rec.ClientID, Reason: rec.Reason, AlertID: rec.AlertID,
+		RequestedAt: rec.RequestedAt.UTC(), Mode: mode, Action: rec.Kind,
+	}
+	deadline := time.Time{}
+	if k := m.Key(rec.KeyID); k != nil && k.Rotation != nil {
+		body.RotationID, deadline = k.Rotation.ID, k.Rotation.Deadline
+	}
+	if rec.Kind == KindExtendGrace {
+		until := now.Add(extendBy)
+		if deadline.After(now) {
+			until = deadline.Add(extendBy)
+		}
+		until = until.UTC().Truncate(time.Millisecond)
+		body.GraceUntil = &until
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("action: encode %s %s of key %s: %w", rec.Kind, rec.ID, rec.KeyID, err)
+	}
+	rec.State, rec.Body, rec.QueuedAt, rec.NextAttemptAt = stateQueued, string(b), now, now
+	return nil
+}
+
+// approveRollback is Approve for a rollback awaiting approval: refused when the key is now
+// considered leaked, else queued.
+func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slackUserID, slackUserName string, now time.Time) (string, error) {
+	leak, err := r.leaked(ctx, rec.KeyID)
+	if err != nil {
+		return "", err
+	}
+	rec.Version++
+	rec.UpdatedAt = now
+	if leak != "" {
+		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardLeaked, leak+": never rolled back"
+		if err := r.store.save(ctx, rec); err != nil {
+			return "", err
+		}
+		r.metrics.rollbackResult("refused")
+		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardLeaked, Actor: actor, Detail: rec.Detail})
+		return fmt.Sprintf("Rollback (%s) of %s refused: %s", rec.Kind, rec.KeyID, leak), nil
+	}
+	rec.ApprovedBy = slackUserName
+	if rec.ApprovedBy == "" {
+		rec.ApprovedBy = slackUserID
+	}
+	rec.Detail = "approved by " + rec.ApprovedBy
+	rec.Guardrail = ""
+	if err := r.queueAction(ctx, rec, now, "approve", time.Duration(r.rollback.ExtendBy)); err != nil {
+		return "", err
+	}
+	if err := r.store.save(ctx, rec); err != nil {
+		return "", err
+	}
+	r.metrics.rollbackResult("approved")
+	if err := r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
+		return "", err
+	}
+	r.log.Info("rollback approved", "action", rec.ID, "kind", rec.Kind, "key", rec.KeyID, "by", actor)
+	return fmt.Sprintf("Rollback (%s) of %s approved by %s: sending", rec.Kind, rec.KeyID, rec.ApprovedBy), nil
+}
+
+// ManualRollback requests a rollback of keyID by a human (CLI or API): kind is extend_grace (by
+// extendBy; 0 means rollback.extend_by) or reactivate. A key considered leaked is refused
+// (ErrLeaked) and audited. The id comes from the key, kind, extension, reason and the minute, so a
+// retried request makes no second action.
+func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extendBy time.Duration, reason, actor string) (*alerting.ActionStatus, error) {
+	if keyID == "" {
+		return nil, errors.New("action: rollback: a key id is required")
+	}
+	if !IsRollback(kind) {
+		return nil, fmt.Errorf("action: rollback of key %s: %q is not extend_grace or reactivate", keyID, kind)
+	}
+	if kind == KindReactivate {
+		extendBy = 0
+	} else if extendBy <= 0 {
+		extendBy = time.Duration(r.rollback.ExtendBy)
+	}
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		reason = "manual rollback by " + actor
+	}
+	now := r.now().UTC()
+	id := ActionID(kind, keyID, fmt.Sprintf("manual\x00%s\x00%s\x00%s", reason, extendBy, now.Truncate(time.Minute).Format(time.RFC3339)))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, err := r.store.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		return status(rec), rollbackRefusal(rec)
+	}
+	m, err := rotation.Load(ctx, r.conn)
+	if err != nil {
+		return nil, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
+	}
+	clientID := ""
+	if k := m.Key(keyID); k != nil {
+		clientID = k.ClientID
+	} else {
+		n, err := r.store.count(ctx, selectKeyUsed, keyID)
+		if err != nil {
+			return nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
+		}
+		if n == 0 {
+			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: kind, KeyID: keyID,
+				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
+			return nil, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)
+		}
+	}
+	rec = &record{
+		ID: id, Kind: kind, KeyID: keyID, ClientID: clientID, Reason: reason, Mode: "manual",
+		RequestedAt: now, ApprovedBy: actor, UpdatedAt: now, Version: 1,
+	}
+	leak, err := r.leaked(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	ev := auditRow{Actor: actor}
+	metric := "refused"
+	if leak != "" {
+		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardLeaked, leak+": never rolled back"
+		ev.Event = "refused"
+	} else {
+		if err := r.queueAction(ctx, rec, now, "manual", extendBy); err != nil {
+			return nil, err
+		}
+		ev.Event, metric = "decided", ""
+		rec.Detail = kind + " requested by " + actor
+		if kind == KindExtendGrace {
+			rec.Detail += " (by " + extendBy.String() + ")"
+		}
+	}
+	if err := r.store.save(ctx, rec); err != nil {
+		return nil, err
+	}
+	ev.Guardrail, ev.Detail = rec.Guardrail, rec.Detail
+	if err := r.auditOf(ctx, rec, id+":decision", ev); err != nil {
+		return nil, err
+	}
+	if metric != "" {
+		r.metrics.rollbackResult(metric)
+	}
+	r.log.Info("manual rollback", "action", id, "kind", kind, "key", keyID, "actor", actor, "state", rec.State, "guardrail", rec.Guardrail)
+	return status(rec), rollbackRefusal(rec)
+}
+
+// rollbackRefusal is the error of a refused manual rollback.
+func rollbackRefusal(rec *record) error {
+	if rec.State != stateRefused {
+		return nil
+	}
+	if rec.Guardrail == GuardLeaked {
+		return fmt.Errorf("action: %s of key %s refused: %w: %s", rec.Kind, rec.KeyID, ErrLeaked, rec.Detail)
+	}
+	return fmt.Errorf("action: %s of key %s refused by %s: %s", rec.Kind, rec.KeyID, rec.Guardrail, rec.Detail)
+}

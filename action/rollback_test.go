@@ -1,0 +1,302 @@
+package action
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
+)
+
+// rollbackCfg is the rollback section the tests start from: approve by default, one day.
+func rollbackCfg() config.Rollback {
+	c := config.Default().Rollback
+	c.DefaultMode, c.ExtendBy, c.LeakLookback = "approve", config.Duration(24*time.Hour), config.Duration(24*time.Hour)
+	return c
+}
+
+// rotated stores a rotation old → new of client whose grace deadline is grace, with the old key
+// revoked at t0 - 10m.
+func (e *env) rotated(old, newKey, client string, grace time.Time) {
+	e.t.Helper()
+	for _, ev := range []struct {
+		ts               time.Time
+		typ, key, newKey string
+		grace            *time.Time
+	}{
+		{t0.Add(-48 * time.Hour), "key.created", old, "", nil},
+		{t0.Add(-24 * time.Hour), "key.rotation_started", old, newKey, &grace},
+		{t0.Add(-10 * time.Minute), "key.revoked", old, "", nil},
+	} {
+		if err := e.conn.Exec(e.ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
+VALUES (?, ?, ?, ?, ?, ?, '', 0, 0)`, ev.ts, ev.typ, ev.key, client, ev.newKey, ev.grace); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// spikeAlert is a firing spike alert of client after step of old's rotation to new.
+func spikeAlert(old, newKey, client string, step rotation.StepKind) alerting.Alert {
+	ev, _ := json.Marshal(detect.SpikeEvidence{
+		RotationID: rotation.ID(old, newKey), OldKeyID: old, NewKeyID: newKey, Step: step, StepAt: t0.Add(-10 * time.Minute), ClientID: client,
+	})
+	return alerting.Alert{
+		Fingerprint: "fp_spike_" + old + "_" + client, Detector: "spike", KeyID: old, ClientID: client, RotationID: rotation.ID(old, newKey),
+		Severity: detect.Critical, Score: 12, Summary: client + ": 80% of requests failed", Evidence: ev,
+		State: alerting.Firing, ActiveSince: t0.Add(-5 * time.Minute), FiredAt: t0.Add(-4 * time.Minute),
+	}
+}
+
+// leak marks key as leaked: an open leak_report alert, or a leak finding at t0 - ago.
+func (e *env) leak(key string, alert bool, ago time.Duration) {
+	e.t.Helper()
+	q := `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
+VALUES (?, 'r1', 'leak', ?, 'critical', 120, ?, 'acme', '', 'used from 40 new networks', '{}')`
+	if alert {
+		q = `INSERT INTO alerts (fingerprint, detector, key_id, client_id, rotation_id, severity, score, summary, evidence, state, active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, updated_at, version)
+VALUES (?, 'leak_report', ?, 'acme', '', 'critical', 100, 'reported public on GitHub', '{}', 'firing', ?, ?, 0, ?, '', '', '', ?, 1)`
+		if err := e.conn.Exec(e.ctx, q, "fp_leak_"+key, key, t0.Add(-ago), t0.Add(-ago), t0.Add(-ago), t0.Add(-ago)); err != nil {
+			e.t.Fatal(err)
+		}
+		return
+	}
+	if err := e.conn.Exec(e.ctx, q, t0.Add(-ago), "fp_leak_"+key, key); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func body(t *testing.T, d delivery) map[string]any {
+	t.Helper()
+	var b map[string]any
+	if err := json.Unmarshal([]byte(d.Body), &b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A spike after a revoke step is a rollback under the rollback policy: approve waits for a click,
+// auto runs for critical clients only, a leaked key is refused, other alerts go to revoke policy.
+func TestRollbackPolicy(t *testing.T) {
+	grace := t0.Add(-time.Hour)
+	for _, c := range []struct {
+		name     string
+		mutate   func(*config.Rollback)
+		step     rotation.StepKind
+		leak     string // "", "alert", "finding", "old_finding"
+		want     string // status; "" for no action
+		kind     string
+		guard    string
+		audit    []string
+		delivers int
+	}{
+		{name: "off", mutate: func(c *config.Rollback) { c.DefaultMode = "off" }, step: rotation.StepRevoked},
+		{name: "started step", step: rotation.StepStarted},
+		{name: "approve", step: rotation.StepRevoked, want: stateAwaiting, kind: KindExtendGrace, audit: []string{"awaiting_approval//0"}},
+		{name: "auto critical", step: rotation.StepRetired, want: stateSent, kind: KindExtendGrace, delivers: 1,
+			mutate: func(c *config.Rollback) { c.DefaultMode, c.CriticalClients = "auto", []string{"acme-*"} },
+			audit:  []string{"decided//0", "sent//200"}},
+		{name: "auto not critical", step: rotation.StepRevoked, want: stateAwaiting, kind: KindExtendGrace, guard: GuardNotCritical,
+			mutate: func(c *config.Rollback) { c.DefaultMode, c.CriticalClients = "auto", []string{"globex"} },
+			audit:  []string{"awaiting_approval/not_critical/0"}},
+		{name: "policy reactivate", step: rotation.StepRevoked, want: stateSent, kind: KindReactivate, delivers: 1,
+			mutate: func(c *config.Rollback) {
+				c.CriticalClients = []string{"acme-*"}
+				c.Policies = []config.RollbackPolicy{{Rotation: "kid_other>*", Mode: "off"}, {Rotation: "kid_old>*", Clients: "acme-*", Mode: "auto", Action: "reactivate"}}
+			},
+			audit: []string{"decided//0", "sent//200"}},
+		{name: "open leak alert", step: rotation.StepRevoked, leak: "alert", want: "skipped", kind: KindExtendGrace, guard: GuardLeaked,
+			mutate: func(c *config.Rollback) { c.DefaultMode, c.CriticalClients = "auto", []string{"*"} },
+			audit:  []string{"refused/leaked/0"}},
+		{name: "recent leak finding", step: rotation.StepRevoked, leak: "finding", want: "skipped", kind: KindExtendGrace, guard: GuardLeaked,
+			audit: []string{"refused/leaked/0"}},
+		{name: "leak finding older than leak_lookback", step: rotation.StepRevoked, leak: "old_finding", want: stateAwaiting, kind: KindExtendGrace,
+			audit: []string{"awaiting_approval//0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, func(r *config.Revoke) { r.DefaultMode = "off" })
+			e.r.rollback = rollbackCfg()
+			if c.mutate != nil {
+				c.mutate(&e.r.rollback)
+			}
+			e.rotated("kid_old", "kid_new", "acme-billing", grace)
+			switch c.leak {
+			case "alert":
+				e.leak("kid_old", true, time.Hour)
+			case "finding":
+				e.leak("kid_old", false, time.Hour)
+			case "old_finding":
+				e.leak("kid_old", false, 48*time.Hour)
+			}
+			a := spikeAlert("kid_old", "kid_new", "acme-billing", c.step)
+			st := e.consider(a)
+			e.clk.Add(time.Second)
+			e.sendDue()
+			if c.want == "" {
+				if st != nil {
+					t.Fatalf("Consider: %+v, want no action", st)
+				}
+				return
+			}
+			if st == nil {
+				t.Fatal("Consider: no action")
+			}
+			if st.ID != ActionID(c.kind, "kid_old", a.ID()) || st.Kind != c.kind {
+				t.Errorf("Consider: %+v, want kind %s with the deterministic id", st, c.kind)
+			}
+			rec := e.load(st.ID)
+			if got := status(rec).Status; got != c.want || rec.Guardrail != c.guard {
+				t.Errorf("status %s guardrail %q (%s), want %s %q", got, rec.Guardrail, rec.Detail, c.want, c.guard)
+			}
+			if c.guard == GuardLeaked && !strings.Contains(rec.Detail, "kid_old has a") {
+				t.Errorf("refusal detail %q does not say why", rec.Detail)
+			}
+			if got := e.audit(st.ID); !slices.Equal(got, c.audit) {
+				t.Errorf("audit %v, want %v", got, c.audit)
+			}
+			got := e.rv.deliveries()
+			if len(got) != c.delivers {
+				t.Fatalf("%d deliveries, want %d", len(got), c.delivers)
+			}
+			if c.delivers == 0 {
+				return
+			}
+			b := body(t, got[0])
+			if got[0].ID != st.ID || b["action"] != c.kind || b["key_id"] != "kid_old" || b["client_id"] != "acme-billing" ||
+				b["rotation_id"] != "kid_old>kid_new" || b["mode"] != "auto" || b["alert_id"] != a.ID() {
+				t.Errorf("delivery %s %s", got[0].ID, got[0].Body)
+			}
+			// The deadline has passed: the grace runs extend_by from the decision.
+			if want := t0.Add(24 * time.Hour).Format(time.RFC3339); c.kind == KindExtendGrace && b["grace_until"] != want {
+				t.Errorf("grace_until %v, want %s", b["grace_until"], want)
+			}
+			if _, has := b["grace_until"]; c.kind == KindReactivate && has {
+				t.Errorf("reactivate body carries grace_until: %s", got[0].Body)
+			}
+		})
+	}
+}
+
+// A click approves a rollback once; retries keep the webhook-id and body; a key found leaked
+// between the offer and the click is refused and audited.
+func TestRollbackApprove(t *testing.T) {
+	e := newEnv(t, nil, answer(500))
+	e.r.rollback = rollbackCfg()
+	grace := t0.Add(2 * time.Hour) // still in the future: extended from the deadline
+	e.rotated("kid_old", "kid_new", "acme-billing", grace)
+	st := e.consider(spikeAlert("kid_old", "kid_new", "acme-billing", rotation.StepRevoked))
+	if st.Status != stateAwaiting || st.Kind != KindExtendGrace {
+		t.Fatalf("Consider: %+v", st)
+	}
+	e.clk.Add(time.Second)
+	text, err := e.r.Approve(e.ctx, st.ID, "U1", "alice")
+	if err != nil || !strings.Contains(text, "approved by alice") {
+		t.Fatalf("Approve: %q %v", text, err)
+	}
+	e.clk.Add(time.Second)
+	text, _ = e.r.Approve(e.ctx, st.ID, "U2", "bob")
+	if !strings.Contains(text, "already approved by alice") {
+		t.Errorf("second Approve: %q", text)
+	}
+	for range 3 {
+		e.clk.Add(time.Second)
+		e.sendDue()
+		e.clk.Add(time.Minute)
+	}
+	got := e.rv.deliveries()
+	if len(got) != 2 || got[0].ID != st.ID || got[1].ID != st.ID || got[0].Body != got[1].Body {
+		t.Fatalf("deliveries %+v, want two with id %s and the same body", got, st.ID)
+	}
+	b := body(t, got[0])
+	if b["mode"] != "approve" || b["action"] != KindExtendGrace || b["grace_until"] != grace.Add(24*time.Hour).Format(time.RFC3339) {
+		t.Errorf("body %s", got[0].Body)
+	}
+	want := []string{"awaiting_approval//0", "approved//0", "skipped/already_decided/0", "attempt_failed//500", "sent//200"}
+	if a := e.audit(st.ID); !slices.Equal(a, want) {
+		t.Errorf("audit %v, want %v", a, want)
+	}
+
+	// Another client's spike on a key that leaks before the click.
+	e.rotated("kid_two", "kid_three", "globex", grace)
+	st2 := e.consider(spikeAlert("kid_two", "kid_three", "globex", rotation.StepRevoked))
+	e.leak("kid_two", false, time.Minute)
+	e.clk.Add(time.Second)
+	text, err = e.r.Approve(e.ctx, st2.ID, "U1", "alice")
+	if err != nil || !strings.Contains(text, "refused") || !strings.Contains(text, "leak") {
+		t.Errorf("Approve of a leaked key: %q %v", text, err)
+	}
+	if rec := e.load(st2.ID); rec.State != stateRefused || rec.Guardrail != GuardLeaked {
+		t.Errorf("leaked key's rollback %s/%s", rec.State, rec.Guardrail)
+	}
+	if a := e.audit(st2.ID); !slices.Equal(a, []string{"awaiting_approval//0", "refused/leaked/0"}) {
+		t.Errorf("audit %v", a)
+	}
+	e.sendDue()
+	if n := len(e.rv.deliveries()); n != 2 {
+		t.Errorf("%d deliveries after the refusal, want still 2", n)
+	}
+}
+
+// keywatch rollback and POST /v1/keys/{id}/rollback: manual, audited, refused for a leaked key.
+func TestManualRollbackAPI(t *testing.T) {
+	e := newEnv(t, nil)
+	e.r.rollback = rollbackCfg()
+	e.rotated("kid_old", "kid_new", "acme-billing", t0.Add(-time.Hour))
+	e.rotated("kid_leaky", "kid_next", "acme-billing", t0.Add(-time.Hour))
+	e.leak("kid_leaky", true, time.Hour)
+
+	st, err := e.r.ManualRollback(e.ctx, "kid_old", KindExtendGrace, 48*time.Hour, "", "cli:ops")
+	if err != nil || st.Status != stateQueued {
+		t.Fatalf("ManualRollback: %+v %v", st, err)
+	}
+	if _, err := e.r.ManualRollback(e.ctx, "kid_leaky", KindExtendGrace, 0, "", "cli:ops"); !errors.Is(err, ErrLeaked) {
+		t.Errorf("rollback of a leaked key: %v, want ErrLeaked", err)
+	}
+	e.sendDue()
+	got := e.rv.deliveries()
+	if len(got) != 1 {
+		t.Fatalf("%d deliveries, want 1", len(got))
+	}
+	if b := body(t, got[0]); b["mode"] != "manual" || b["grace_until"] != t0.Add(48*time.Hour).Format(time.RFC3339) || b["reason"] != "manual rollback by cli:ops" {
+		t.Errorf("body %s", got[0].Body)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/keys/{id}/rollback", e.r.RollbackAPIHandler())
+	for _, c := range []struct {
+		key, body string
+		want      int
+	}{
+		{"kid_old", `{"action": "delete"}`, http.StatusBadRequest},
+		{"kid_old", `{"action": "reactivate", "extend": "24h"}`, http.StatusBadRequest},
+		{"kid_old", `{"extend": "soon"}`, http.StatusBadRequest},
+		{"kid_nobody", `{}`, http.StatusNotFound},
+		{"kid_leaky", `{"action": "reactivate", "reason": "client down"}`, http.StatusConflict},
+		{"kid_old", `{"action": "reactivate", "reason": "client down", "actor": "bob"}`, http.StatusAccepted},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/v1/keys/"+c.key+"/rollback", strings.NewReader(c.body))
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, req)
+		if w.Code != c.want {
+			t.Errorf("%s %s: %d %s, want %d", c.key, c.body, w.Code, w.Body.String(), c.want)
+		}
+	}
+	for q, want := range map[string]uint64{
+		`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'leaked' AND key_id = 'kid_leaky'`:                      2,
+		`SELECT count() FROM action_audit WHERE event = 'decided' AND actor = 'api:bob' AND kind = 'reactivate'`:                          1,
+		`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'unknown_key' AND kind = 'extend_grace'`:                1,
+		`SELECT count() FROM actions FINAL WHERE mode = 'manual' AND kind IN ('extend_grace', 'reactivate') AND state = 'refused'`:        2,
+		`SELECT count() FROM action_audit WHERE event = 'decided' AND actor = 'cli:ops' AND kind = 'extend_grace' AND key_id = 'kid_old'`: 1,
+	} {
+		if n := e.count(q); n != want {
+			t.Errorf("%s: %d, want %d", q, n, want)
+		}
+	}
+}

@@ -41,6 +41,7 @@ func commands() []command {
 		{"readiness", "say whether a key is safe to retire (exit 0 only when safe)", readinessCmd},
 		{"revoke", "revoke a key now through the signed revoke webhook, under the guardrails", revokeCmd},
 		{"rollback", "extend a key's grace period or reactivate it through the signed webhook (refused for leaked keys)", rollbackCmd},
+		{"report", "print the rotation compliance report (report rotations --since 90d)", reportCmd},
 		{"check-config", "validate a configuration and print the effective values", checkConfigCmd},
 		{"clickhouse-server", "serve an embedded ClickHouse on loopback (to query the demo's data)", clickhouseServerCmd},
 		{"version", "print the version", versionCmd},

@@ -220,6 +220,13 @@ func (d *Digest) channels(client string) []string {
 	return out
 }
 
+// anyChannel reports whether any rotation could be reported anywhere.
+func (d *Digest) anyChannel() bool {
+	return d.defaultChannel() != "" || d.cfg.ClientRoutes && slices.ContainsFunc(d.slack.Routes, func(r config.SlackRoute) bool {
+		return len(r.Client) > 0 && r.Channel != ""
+	})
+}
+
 func (d *Digest) defaultChannel() string {
 	return cmp.Or(d.cfg.Channel, d.slack.DefaultChannel)
 }

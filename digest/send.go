@@ -134,6 +134,11 @@ func (d *Digest) record(ctx context.Context, r Rotation, ch, key string, at time
 // is sent at once. Failures are logged and retried: a digest while ClickHouse is unreachable for
 // up to 30 minutes, a nudge at the next check.
 func (d *Digest) Run(ctx context.Context) error {
+	if !d.anyChannel() {
+		d.log.Info("digest: no channel (digest.channel, slack.default_channel or a slack.routes entry with client globs): no digests or nudges")
+		<-ctx.Done()
+		return nil
+	}
 	logger := cronLogger{d}
 	c := cron.New(cron.WithParser(config.ScheduleParser), cron.WithLocation(time.UTC),
 		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))

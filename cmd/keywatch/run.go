@@ -15,6 +15,7 @@ import (
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/digest"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/ingest/geo"
 	"github.com/keywatch/keywatch/ingest/mapping"
@@ -139,8 +140,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		return elector.Run(ctx, func(ctx context.Context) error {
 			slack := notify.NewSlack(conn, cfg.Slack, notifyMetrics, log)
 			evaluator := alerting.New(conn, cfg.Alerting, cfg.Slack, slack, revoker, alertingMetrics, log)
+			digests := digest.New(conn, cfg.Digest, cfg.Slack, detect.NewLingering(conn, cfg.Detect.Lingering), slack, log)
 			return runAll(ctx, map[string]func(context.Context) error{
 				"detect": engine.Start, "notify": slack.Run, "action": revoker.Run, "alerting": evaluator.Run,
+				"digest": digests.Run,
 			})
 		})
 	})

@@ -59,6 +59,7 @@ type ClickHouse struct {
 	Password     string   `yaml:"password" secret:"true"`
 	PasswordFile string   `yaml:"password_file" help:"file holding the password"`
 	DialTimeout  Duration `yaml:"dial_timeout"`
+	Cluster      string   `yaml:"cluster" help:"ClickHouse cluster name; set: tables are Replicated and Distributed ON CLUSTER"`
 }
 
 // Ingest says how authentication events are read and bounds the batches written to ClickHouse.
@@ -414,6 +415,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Rollback.validate()...)
 	errs = append(errs, c.LeakReports.validate()...)
 	errs = append(errs, c.Leader.validate()...)
+	errs = append(errs, c.ClickHouse.validateCluster()...)
 	errs = append(errs, c.Digest.validate()...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -102,8 +102,17 @@ func splitStatements(sql string) []string {
 }
 
 // Open connects to ClickHouse with the configured addresses and credentials, to database db.
+// In cluster mode (cfg.Cluster set) its inserts into Distributed tables are synchronous
+// (distributed_foreground_insert: written to the shard before the insert returns) and it prefers the
+// first healthy replica of each shard for reads and writes alike (load_balancing in_order), so what
+// keywatch wrote it reads back, as on a single server.
 func Open(cfg config.ClickHouse, db string) (driver.Conn, error) {
+	var settings clickhouse.Settings
+	if cfg.Cluster != "" {
+		settings = clickhouse.Settings{"distributed_foreground_insert": 1, "load_balancing": "in_order"}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
+		Settings:    settings,
 		Addr:        cfg.Addr,
 		Auth:        clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
 		DialTimeout: time.Duration(cfg.DialTimeout),
@@ -127,7 +136,7 @@ ENGINE = MergeTree
 ORDER BY version`
 	selectApplied   = `SELECT DISTINCT version FROM keywatch_migrations`
 	insertMigration = `INSERT INTO keywatch_migrations (version, name) VALUES (?, ?)`
-	selectTTL       = `SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND name IN ('auth_events', 'auth_events_1m', 'dead_letters', 'key_callers_1h', 'findings', 'detector_runs', 'key_networks_1d', 'key_ips_1h', 'key_ip_hours')`
+	selectTTL       = `SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()`
 )
 
 // Applied is what one Migrate call did.
@@ -140,9 +149,40 @@ type Applied struct {
 
 // Migrate creates database db when it is missing and applies every migration it has not
 // recorded yet; then it brings the tables' TTLs in line with r. Running it again changes nothing.
+// With cfg.Cluster set, the database, the tables and the migrations bookkeeping are created ON
+// CLUSTER as Replicated tables under Distributed ones of the same names (see cluster.go).
 func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention) (Applied, error) {
+	return migrate(ctx, cfg, db, r, clusterMode{name: cfg.Cluster, db: db})
+}
+
+// clusterStatements is what runs for each statement of each migration, rewritten for mode; rw
+// then knows every table the migrations create.
+func clusterStatements(migrations []Migration, rw *clusterRewriter) ([][][]string, error) {
+	out := make([][][]string, len(migrations))
+	for i, m := range migrations {
+		for j, stmt := range m.Statements {
+			run, err := rw.rewrite(stmt)
+			if err != nil {
+				return nil, fmt.Errorf("schema: migration %04d_%s statement %d for cluster %s: %w", m.Version, m.Name, j+1, rw.m.name, err)
+			}
+			out[i] = append(out[i], run)
+		}
+	}
+	return out, nil
+}
+
+func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention, mode clusterMode) (Applied, error) {
 	var done Applied
 	migrations, err := Migrations(r)
+	if err != nil {
+		return done, err
+	}
+	rw := newClusterRewriter(mode)
+	bookkeeping, err := rw.rewrite(createMigrationsTable)
+	if err != nil {
+		return done, fmt.Errorf("schema: keywatch_migrations for cluster %s: %w", mode.name, err)
+	}
+	statements, err := clusterStatements(migrations, rw)
 	if err != nil {
 		return done, err
 	}
@@ -152,7 +192,7 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention)
 	}
 	defer admin.Close()
 	// db is validated as an identifier by config; identifiers cannot be bound parameters.
-	if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)); err != nil {
+	if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)+rw.onCluster()); err != nil {
 		return done, fmt.Errorf("schema: create database %s: %w", db, err)
 	}
 	conn, err := Open(cfg, db)
@@ -160,8 +200,10 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention)
 		return done, err
 	}
 	defer conn.Close()
-	if err := conn.Exec(ctx, createMigrationsTable); err != nil {
-		return done, fmt.Errorf("schema: create keywatch_migrations in %s: %w", db, err)
+	for _, stmt := range bookkeeping {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return done, fmt.Errorf("schema: create keywatch_migrations in %s: %w", db, err)
+		}
 	}
 	applied := map[int]bool{}
 	rows, err := conn.Query(ctx, selectApplied)
@@ -180,13 +222,15 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention)
 	if err := rows.Err(); err != nil {
 		return done, err
 	}
-	for _, m := range migrations {
+	for k, m := range migrations {
 		if applied[m.Version] {
 			continue
 		}
-		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt); err != nil {
-				return done, fmt.Errorf("schema: migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+		for i, run := range statements[k] {
+			for _, stmt := range run {
+				if err := conn.Exec(ctx, stmt); err != nil {
+					return done, fmt.Errorf("schema: migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+				}
 			}
 		}
 		if err := conn.Exec(ctx, insertMigration, uint32(m.Version), m.Name); err != nil {
@@ -194,7 +238,7 @@ func Migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention)
 		}
 		done.Versions = append(done.Versions, m.Version)
 	}
-	done.RetentionChanged, err = reconcileRetention(ctx, conn, r)
+	done.RetentionChanged, err = reconcileRetention(ctx, conn, r, rw)
 	return done, err
 }
 
@@ -214,7 +258,9 @@ func ttlClauses(r Retention) map[string]string {
 	}
 }
 
-func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention) ([]string, error) {
+// reconcileRetention sets the TTL of each table whose TTL differs from r (in cluster mode: of
+// each table's _local table, where the TTL is) and returns those tables.
+func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention, rw *clusterRewriter) ([]string, error) {
 	want := ttlClauses(r)
 	rows, err := conn.Query(ctx, selectTTL)
 	if err != nil {
@@ -227,7 +273,14 @@ func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention) ([]s
 			rows.Close()
 			return nil, err
 		}
-		if !strings.Contains(engine, "TTL "+want[name]) {
+		if rw.m.name != "" {
+			base, ok := strings.CutSuffix(name, localSuffix)
+			if !ok {
+				continue // the Distributed table has no TTL of its own
+			}
+			name = base
+		}
+		if clause, ok := want[name]; ok && !strings.Contains(engine, "TTL "+clause) {
 			stale = append(stale, name)
 		}
 	}
@@ -235,8 +288,14 @@ func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention) ([]s
 	sort.Strings(stale)
 	for _, table := range stale {
 		// The clause is built from whole-day integers only.
-		if err := conn.Exec(ctx, "ALTER TABLE "+table+" MODIFY TTL "+want[table]); err != nil {
+		run, err := rw.rewrite("ALTER TABLE " + table + " MODIFY TTL " + want[table])
+		if err != nil {
 			return stale, fmt.Errorf("schema: set retention of %s: %w", table, err)
+		}
+		for _, stmt := range run {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return stale, fmt.Errorf("schema: set retention of %s: %w", table, err)
+			}
 		}
 	}
 	return stale, nil

@@ -34,6 +34,7 @@ type serveOptions struct {
 	Dir      string `json:"dir"`
 	TCPPort  int    `json:"tcp_port"`
 	HTTPPort int    `json:"http_port"`
+	Config   string `json:"config,omitempty"` // a configuration file to load, "" for none
 }
 
 // ServeIfLauncher turns this process into the ClickHouse launcher when StartClickHouse started it,
@@ -125,6 +126,9 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 		"--logger.log=" + filepath.Join(opts.Dir, serverLog),
 		"--query=SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; " +
 			"SELECT count() FROM file('" + fifo + "', 'LineAsString') FORMAT Null",
+	}
+	if opts.Config != "" {
+		args = append(args, "--config-file="+opts.Config)
 	}
 	argv := make([]*byte, len(args)+1)
 	for i, a := range args {

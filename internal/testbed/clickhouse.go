@@ -39,6 +39,28 @@ type ClickHouseOptions struct {
 	// TCPPort and HTTPPort are the loopback ports of the native and HTTP protocols; 0 picks a
 	// free one.
 	TCPPort, HTTPPort int
+	// Cluster, when set, makes the server a one-node cluster of that name: remote_servers with one
+	// shard whose one replica is this server, macros shard=01 and replica=r1, and an in-memory Keeper
+	// (testkeeper). Distributed tables work on it, Replicated tables can be created (not written:
+	// clickhouse-local has no interserver port), and ON CLUSTER queries fail (no DDL worker).
+	Cluster string
+}
+
+// clusterConfig is the server configuration of a one-node cluster named name on tcpPort.
+func clusterConfig(name string, tcpPort int) string {
+	return fmt.Sprintf(`<clickhouse>
+  <remote_servers>
+    <%s>
+      <shard>
+        <internal_replication>true</internal_replication>
+        <replica><host>127.0.0.1</host><port>%d</port></replica>
+      </shard>
+    </%[1]s>
+  </remote_servers>
+  <macros><shard>01</shard><replica>r1</replica></macros>
+  <zookeeper><implementation>testkeeper</implementation></zookeeper>
+</clickhouse>
+`, name, tcpPort)
 }
 
 // StartClickHouse launches a ClickHouse server and waits until it answers. The server runs in a
@@ -64,7 +86,17 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 	if o.HTTPPort != 0 {
 		ports[1] = o.HTTPPort
 	}
-	opts, _ := json.Marshal(serveOptions{Lib: lib, Dir: dir, TCPPort: ports[0], HTTPPort: ports[1]})
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("testbed: data folder: %w", err)
+	}
+	var config string
+	if o.Cluster != "" {
+		config = filepath.Join(dir, "keywatch-cluster.xml")
+		if err := os.WriteFile(config, []byte(clusterConfig(o.Cluster, ports[0])), 0o644); err != nil {
+			return nil, fmt.Errorf("testbed: cluster configuration: %w", err)
+		}
+	}
+	opts, _ := json.Marshal(serveOptions{Lib: lib, Dir: dir, TCPPort: ports[0], HTTPPort: ports[1], Config: config})
 
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), roleEnv+"="+string(opts))
@@ -75,9 +107,6 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("testbed: data folder: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("testbed: start clickhouse launcher: %w", err)

@@ -1,0 +1,358 @@
+package schema
+
+import (
+	"context"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/testbed"
+)
+
+func TestClusterRewrite(t *testing.T) {
+	mode := clusterMode{name: "kw", db: "keywatch"}
+	known := []string{"CREATE TABLE IF NOT EXISTS auth_events (ts DateTime, key_id String) ENGINE = MergeTree ORDER BY (key_id, ts)"}
+	cases := []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{"replacing keeps its version column", `CREATE TABLE IF NOT EXISTS alerts
+(
+    fingerprint String,
+    state       Enum8('pending' = 1, 'firing' = 2),
+    version     UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY fingerprint
+SETTINGS non_replicated_deduplication_window = 10000`, []string{
+			`CREATE TABLE IF NOT EXISTS alerts_local ON CLUSTER ` + "`kw`" + `
+(
+    fingerprint String,
+    state       Enum8('pending' = 1, 'firing' = 2),
+    version     UInt64
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/keywatch/alerts_local', '{replica}', version)
+ORDER BY fingerprint
+SETTINGS non_replicated_deduplication_window = 10000`,
+			"CREATE TABLE IF NOT EXISTS alerts ON CLUSTER `kw` AS alerts_local\nENGINE = Distributed('kw', 'keywatch', 'alerts_local', cityHash64(fingerprint))",
+		}},
+		{"plain engine, sharded by the leading ORDER BY column", `CREATE TABLE t (a UInt8, b String) ENGINE = AggregatingMergeTree PARTITION BY a ORDER BY (b, a) TTL a`, []string{
+			"CREATE TABLE t_local ON CLUSTER `kw`\n(a UInt8, b String)\nENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/keywatch/t_local', '{replica}') PARTITION BY a ORDER BY (b, a) TTL a",
+			"CREATE TABLE t ON CLUSTER `kw` AS t_local\nENGINE = Distributed('kw', 'keywatch', 't_local', cityHash64(b))",
+		}},
+		{"view reads and writes local tables, also in subqueries", `CREATE MATERIALIZED VIEW IF NOT EXISTS v TO auth_events AS
+SELECT key_id FROM (SELECT key_id FROM auth_events) JOIN system.one ON 1 GROUP BY key_id`, []string{
+			"CREATE MATERIALIZED VIEW IF NOT EXISTS v ON CLUSTER `kw` TO auth_events_local AS SELECT key_id FROM (SELECT key_id FROM auth_events_local) JOIN system.one ON 1 GROUP BY key_id",
+		}},
+		{"column changes go to both tables", `ALTER TABLE auth_events ADD COLUMN IF NOT EXISTS asn UInt32 AFTER ts`, []string{
+			"ALTER TABLE auth_events_local ON CLUSTER `kw` ADD COLUMN IF NOT EXISTS asn UInt32 AFTER ts",
+			"ALTER TABLE auth_events ON CLUSTER `kw` ADD COLUMN IF NOT EXISTS asn UInt32 AFTER ts",
+		}},
+		{"a dropped column leaves the Distributed table first", `ALTER TABLE auth_events DROP COLUMN IF EXISTS asn`, []string{
+			"ALTER TABLE auth_events ON CLUSTER `kw` DROP COLUMN IF EXISTS asn",
+			"ALTER TABLE auth_events_local ON CLUSTER `kw` DROP COLUMN IF EXISTS asn",
+		}},
+		{"TTL and mutations only on the local table", `ALTER TABLE auth_events MODIFY TTL toDateTime(ts) + toIntervalDay(7)`, []string{
+			"ALTER TABLE auth_events_local ON CLUSTER `kw` MODIFY TTL toDateTime(ts) + toIntervalDay(7)",
+		}},
+		{"a view's new query reads local tables", `ALTER TABLE v MODIFY QUERY SELECT key_id FROM auth_events`, []string{
+			"ALTER TABLE v ON CLUSTER `kw` MODIFY QUERY SELECT key_id FROM auth_events_local",
+		}},
+		{"backfill runs once through the Distributed tables", `INSERT INTO auth_events SELECT * FROM auth_events WHERE 0`, []string{
+			`INSERT INTO auth_events SELECT * FROM auth_events WHERE 0`,
+		}},
+		{"drop both", `DROP TABLE IF EXISTS auth_events SYNC`, []string{
+			"DROP TABLE IF EXISTS auth_events ON CLUSTER `kw` SYNC",
+			"DROP TABLE IF EXISTS auth_events_local ON CLUSTER `kw` SYNC",
+		}},
+		{"placeholder", `SELECT 1`, []string{`SELECT 1`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rw := newClusterRewriter(mode)
+			for _, k := range known {
+				if _, err := rw.rewrite(k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := rw.rewrite(c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("rewrite:\n%s\nwant:\n%s", strings.Join(got, "\n;\n"), strings.Join(c.want, "\n;\n"))
+			}
+		})
+	}
+	for _, bad := range []string{
+		"CREATE TABLE m (a UInt8) ENGINE = Memory",
+		"CREATE TABLE s (a UInt8) ENGINE = MergeTree ORDER BY tuple()",
+		"CREATE MATERIALIZED VIEW v ENGINE = MergeTree ORDER BY a AS SELECT 1 AS a",
+		"RENAME TABLE auth_events TO x",
+	} {
+		if got, err := newClusterRewriter(mode).rewrite(bad); err == nil {
+			t.Errorf("rewrite(%q) = %q, want an error", bad, got)
+		}
+	}
+	if got, _ := newClusterRewriter(clusterMode{}).rewrite(known[0]); !slices.Equal(got, known) {
+		t.Errorf("without a cluster the statement changed: %q", got)
+	}
+}
+
+var (
+	reCreatedTable = regexp.MustCompile(`^CREATE TABLE (?:IF NOT EXISTS )?(\w+) ON CLUSTER ` + "`kw`")
+	reFromAny      = regexp.MustCompile(`(?i)\b(?:FROM|JOIN)\s+(\w+)`)
+)
+
+// TestClusterRewritesEveryMigration rewrites the real migrations (and the bookkeeping table) for a
+// cluster, checks the shape of every statement and has the server parse each one, ON CLUSTER and
+// Replicated engines included.
+func TestClusterRewritesEveryMigration(t *testing.T) {
+	ctx := context.Background()
+	migrations, err := Migrations(RetentionFrom(config.Default().Retention))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := newClusterRewriter(clusterMode{name: "kw", db: "keywatch"})
+	bookkeeping, err := rw.rewrite(createMigrationsTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perMigration, err := clusterStatements(migrations, rw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := bookkeeping
+	for _, m := range perMigration {
+		for _, run := range m {
+			all = append(all, run...)
+		}
+	}
+	locals, distributed := map[string]bool{}, map[string]bool{}
+	for _, stmt := range all {
+		switch {
+		case reRunOnce.MatchString(stmt):
+			continue
+		case !strings.Contains(stmt, " ON CLUSTER `kw`"):
+			t.Errorf("not ON CLUSTER: %s", stmt)
+		}
+		if g := reCreatedTable.FindStringSubmatch(stmt); g != nil {
+			if base, ok := strings.CutSuffix(g[1], localSuffix); ok {
+				if !strings.Contains(stmt, "ENGINE = Replicated") || !strings.Contains(stmt, "'/clickhouse/tables/{shard}/keywatch/"+g[1]+"', '{replica}'") {
+					t.Errorf("%s is not replicated with a {shard}/{replica} path: %s", g[1], stmt)
+				}
+				locals[base] = true
+			} else if strings.Contains(stmt, "ENGINE = Distributed('kw', 'keywatch', '"+g[1]+"_local', cityHash64(") {
+				distributed[g[1]] = true
+			} else {
+				t.Errorf("%s is neither _local nor Distributed over it: %s", g[1], stmt)
+			}
+		}
+		if strings.HasPrefix(stmt, "CREATE MATERIALIZED VIEW") {
+			for _, f := range reFromAny.FindAllStringSubmatch(stmt, -1) {
+				if rw.tables[f[1]] {
+					t.Errorf("view reads the Distributed table %s, not %s_local: %s", f[1], f[1], stmt)
+				}
+			}
+			if !regexp.MustCompile(` TO \w+_local AS `).MatchString(stmt) {
+				t.Errorf("view does not write a _local table: %s", stmt)
+			}
+		}
+	}
+	if len(locals) == 0 || !maps2Equal(locals, distributed) || !locals["keywatch_migrations"] || !locals["auth_events"] {
+		t.Errorf("local tables %v, distributed %v: want the same, with keywatch_migrations and auth_events", locals, distributed)
+	}
+
+	conn := ch.Conn(t, "default")
+	for _, stmt := range all {
+		var formatted string
+		if err := conn.QueryRow(ctx, "SELECT formatQuery(?)", stmt).Scan(&formatted); err != nil {
+			t.Errorf("server cannot parse %s: %v", stmt, err)
+		}
+	}
+}
+
+func maps2Equal(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestClusterOneNode runs on a real one-node cluster: the embedded server with remote_servers
+// pointing at itself, macros and an in-memory Keeper. clickhouse-local has no DDL worker (ON
+// CLUSTER fails) and no interserver port (Replicated tables stay read-only), so the full migration
+// and the round trip run without ON CLUSTER over unreplicated _local tables, and the Replicated
+// _local tables are created (not written) with their real engines.
+func TestClusterOneNode(t *testing.T) {
+	ctx := context.Background()
+	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(t.TempDir(), "data"), Cluster: "kw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(server.Stop)
+	cfg := config.Default().ClickHouse
+	cfg.Addr = []string{server.Addr}
+	cfg.Cluster = "kw"
+	r := RetentionFrom(config.Default().Retention)
+
+	t.Run("migrate and round trip through Distributed tables", func(t *testing.T) {
+		db := server.NewDatabase(t)
+		mode := clusterMode{name: "kw", db: db, noOnCluster: true, plainEngines: true}
+		first, err := migrate(ctx, cfg, db, r, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, _ := Migrations(r)
+		if len(first.Versions) != len(all) || len(first.RetentionChanged) != 0 {
+			t.Fatalf("first run %+v, want all %d migrations and no retention change", first, len(all))
+		}
+		again, err := migrate(ctx, cfg, db, r, mode)
+		if err != nil || len(again.Versions) != 0 || len(again.RetentionChanged) != 0 {
+			t.Fatalf("second run %+v (%v), want nothing", again, err)
+		}
+		conn, err := Open(cfg, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+
+		engines := map[string]string{}
+		rows, err := conn.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = ?", db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var n, e string
+			_ = rows.Scan(&n, &e)
+			engines[n] = e
+		}
+		rows.Close()
+		for _, name := range []string{"keywatch_migrations", "auth_events", "auth_events_1m", "key_lifecycle", "key_fingerprints", "alerts", "actions"} {
+			if engines[name] != "Distributed" || !strings.HasSuffix(engines[name+"_local"], "MergeTree") {
+				t.Errorf("%s is %q over %q, want Distributed over a MergeTree", name, engines[name], engines[name+"_local"])
+			}
+		}
+		var cols uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table IN ('auth_events', 'auth_events_local') AND name IN ('asn', 'country', 'src_topic')", db).Scan(&cols); err != nil || cols != 6 {
+			t.Errorf("ALTER ... ADD COLUMN reached %d of 6 (table, column) pairs (%v)", cols, err)
+		}
+
+		// Events through the Distributed auth_events: the views on auth_events_local roll them up.
+		base := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
+		batch, err := conn.PrepareBatch(ctx, "INSERT INTO auth_events (ts, key_id, key_fingerprint, client_id, outcome, status, ip)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			ip := []string{"203.0.113.7", "203.0.113.8", "2001:db8::1"}[i%3]
+			if err := batch.Append(base.Add(time.Duration(i)*time.Second), "kid_a", "fp_a", "acme", "ok", uint16(200), ip); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := batch.Send(); err != nil {
+			t.Fatal(err)
+		}
+		var requests, ips uint64
+		err = conn.QueryRow(ctx, "SELECT sum(requests), uniqMerge(distinct_ips) FROM auth_events_1m WHERE key_id = 'kid_a'").Scan(&requests, &ips)
+		if err != nil || requests != 6 || ips != 3 {
+			t.Fatalf("rollup through Distributed: %d requests from %d IPs (%v), want 6 from 3", requests, ips, err)
+		}
+
+		// A ReplacingMergeTree state read with FINAL through the Distributed table.
+		for i, state := range []string{"key.created", "key.rotation_started"} {
+			if err := conn.Exec(ctx, "INSERT INTO key_lifecycle_events (ts, type, key_id, client_id) VALUES (?, ?, 'kid_a', 'acme')", base.Add(time.Duration(i)*time.Minute), state); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var state string
+		var versions uint64
+		if err := conn.QueryRow(ctx, "SELECT toString(state), count() FROM key_lifecycle FINAL WHERE key_id = 'kid_a' GROUP BY state").Scan(&state, &versions); err != nil || state != "retiring" || versions != 1 {
+			t.Fatalf("key_lifecycle FINAL: %q ×%d (%v), want one retiring row", state, versions, err)
+		}
+
+		// The 0011 backfill, run again on an emptied target, rebuilds it from the events.
+		if err := conn.Exec(ctx, "TRUNCATE TABLE key_fingerprints_local"); err != nil {
+			t.Fatal(err)
+		}
+		backfill := all[10].Statements[len(all[10].Statements)-1]
+		if !strings.HasPrefix(backfill, "INSERT INTO key_fingerprints") {
+			t.Fatalf("0011's last statement is not the backfill: %s", backfill)
+		}
+		if err := conn.Exec(ctx, backfill); err != nil {
+			t.Fatal(err)
+		}
+		var key string
+		if err := conn.QueryRow(ctx, "SELECT argMaxMerge(key_id) FROM key_fingerprints WHERE key_fingerprint = 'fp_a' GROUP BY key_fingerprint").Scan(&key); err != nil || key != "kid_a" {
+			t.Fatalf("backfilled fingerprint -> %q (%v), want kid_a", key, err)
+		}
+
+		// Retention changes land on the _local tables, where the TTLs are.
+		shorter := r
+		shorter.AuthEventsDays = 7
+		got, err := migrate(ctx, cfg, db, shorter, mode)
+		if err != nil || !slices.Equal(got.RetentionChanged, []string{"auth_events"}) {
+			t.Fatalf("retention change: %v (%v), want [auth_events]", got.RetentionChanged, err)
+		}
+		var engine string
+		if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = ? AND name = 'auth_events_local'", db).Scan(&engine); err != nil || !strings.Contains(engine, "toIntervalDay(7)") {
+			t.Fatalf("auth_events_local: %s (%v), want TTL of 7 days", engine, err)
+		}
+	})
+
+	t.Run("replicated tables are created with their engines", func(t *testing.T) {
+		db := server.NewDatabase(t)
+		conn := server.Conn(t, db)
+		migrations, err := Migrations(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rw := newClusterRewriter(clusterMode{name: "kw", db: db, noOnCluster: true})
+		bookkeeping, err := rw.rewrite(createMigrationsTable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		statements, err := clusterStatements(migrations, rw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := bookkeeping
+		for _, m := range statements {
+			for _, s := range m {
+				for _, stmt := range s {
+					// A read-only Replicated table takes no ALTER or INSERT here, and the views need the
+					// ALTERs' columns: tables only.
+					if strings.HasPrefix(stmt, "CREATE TABLE ") {
+						run = append(run, stmt)
+					}
+				}
+			}
+		}
+		for _, stmt := range run {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		var engine string
+		for name, want := range map[string]string{"auth_events_local": "ReplicatedMergeTree", "alerts_local": "ReplicatedReplacingMergeTree", "auth_events_1m_local": "ReplicatedAggregatingMergeTree", "auth_events": "Distributed"} {
+			if err := conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = ?", db, name).Scan(&engine); err != nil || engine != want {
+				t.Errorf("%s: engine %q (%v), want %s", name, engine, err, want)
+			}
+		}
+		var path string
+		if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = ? AND name = 'alerts_local'", db).Scan(&path); err != nil ||
+			!strings.Contains(path, "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/"+db+"/alerts_local', '{replica}', version)") {
+			t.Errorf("alerts_local: %s (%v)", path, err)
+		}
+	})
+}

@@ -38,6 +38,9 @@ type Row struct {
 	// AgeSeconds runs from CreatedAt to the end of the window, or to when the key was retired or
 	// revoked if that came first.
 	AgeSeconds *int64 `json:"age_seconds"`
+	// Version and ExpiresAt are the latest the key's lifecycle events stated ("" and nil when none did).
+	Version   string     `json:"version"`
+	ExpiresAt *time.Time `json:"expires_at"`
 	// The key's last rotation: the latest rotation retiring this key that started by the end of the window.
 	LastRotationAt      *time.Time `json:"last_rotation_at"`
 	RotationID          string     `json:"rotation_id"`
@@ -143,6 +146,10 @@ func keyRow(k *rotation.Key, rs []*rotation.Rotation, opts Options) (Row, bool) 
 		return Row{}, false
 	}
 	row := Row{KeyID: k.ID, ClientID: k.ClientID, State: string(rotation.Active), Stragglers: []string{}}
+	row.Version = k.Version
+	if !k.ExpiresAt.IsZero() {
+		row.ExpiresAt = ptr(k.ExpiresAt)
+	}
 	var ended time.Time // when the key was retired or revoked, as of Until
 	if len(rs) > 0 {
 		r := rs[len(rs)-1]

@@ -58,7 +58,7 @@ type calls struct {
 
 // scenario is three clients' keys over the 90-day window, with what the report must say about each:
 //
-//   - acme: kid_a (created before the window) rotated to kid_b from 09-01 to 09-03 12:00 (2d12h). Its
+//   - acme: kid_a (created before the window, version 3) rotated to kid_b from 09-01 to 09-03 12:00 (2d12h). Its
 //     stragglers at retirement: acme-batch (never moved, still calling after), curl with no client
 //     (moved 15 min before the retirement, within quiet_for) and acme-cron (called it once during the
 //     rotation, never moved). acme-web moved a day before: no straggler; acme-legacy called only
@@ -69,7 +69,7 @@ type calls struct {
 //     one revoke); kid_g2 revoked in the key-management system directly (one revoke); kid_g3 rotated
 //     to kid_g4 with its only client moved well before the retirement (no stragglers); a dry-run
 //     revoke of kid_g3 is not counted.
-//   - initech: kid_i2 retired before the window (left out); kid_i3 active since 04-01.
+//   - initech: kid_i2 retired before the window (left out); kid_i3 active since 04-01, expired 10-01.
 func seed(t *testing.T, conn driver.Conn) {
 	t.Helper()
 	ev := func(ts, typ, key, client string) rotation.Event {
@@ -80,8 +80,13 @@ func seed(t *testing.T, conn driver.Conn) {
 		e.NewKeyID, e.GraceUntil, e.Reason = newKey, at(grace), "scheduled rotation"
 		return e
 	}
+	created := func(ts, key, client, version, expires string) rotation.Event {
+		e := ev(ts, rotation.KeyCreated, key, client)
+		e.Version, e.ExpiresAt = version, at(expires)
+		return e
+	}
 	lifecycle(t, conn,
-		ev("2026-05-01T00:00:00Z", rotation.KeyCreated, "kid_a", "acme"),
+		created("2026-05-01T00:00:00Z", "kid_a", "acme", "3", "2026-11-01T00:00:00Z"),
 		start("2026-09-01T00:00:00Z", "kid_a", "acme", "kid_b", "2026-09-08T00:00:00Z"),
 		ev("2026-09-03T12:00:00Z", rotation.KeyRetired, "kid_a", "acme"),
 		start("2026-11-10T00:00:00Z", "kid_b", "acme", "kid_c", "2026-11-25T00:00:00Z"),
@@ -98,6 +103,7 @@ func seed(t *testing.T, conn driver.Conn) {
 		ev("2026-01-01T00:00:00Z", rotation.KeyCreated, "kid_i2", "initech"),
 		start("2026-04-01T00:00:00Z", "kid_i2", "initech", "kid_i3", "2026-04-15T00:00:00Z"),
 		ev("2026-04-10T00:00:00Z", rotation.KeyRetired, "kid_i2", "initech"),
+		created("2026-04-01T00:00:00Z", "kid_i3", "initech", "", "2026-10-01T00:00:00Z"),
 	)
 	traffic(t, conn,
 		calls{acmeOld, "kid_a", "2026-08-25T00:00:00Z", "2026-08-25T03:00:00Z", time.Hour},
@@ -127,16 +133,21 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`, id, kind, key, client, mode, state, at(upda
 
 func lifecycle(t *testing.T, conn driver.Conn, evs ...rotation.Event) {
 	t.Helper()
-	b, err := conn.PrepareBatch(context.Background(), `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_topic, src_partition, src_offset)`)
+	b, err := conn.PrepareBatch(context.Background(), `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, version, expires_at,
+	src_topic, src_partition, src_offset)`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, e := range evs {
-		var grace *time.Time
+		var grace, expires *time.Time
 		if !e.GraceUntil.IsZero() {
 			grace = &e.GraceUntil
 		}
-		if err := b.Append(e.TS, e.Type, e.KeyID, e.ClientID, e.NewKeyID, grace, e.Reason, "key-lifecycle", int32(0), int64(i)); err != nil {
+		if !e.ExpiresAt.IsZero() {
+			expires = &e.ExpiresAt
+		}
+		if err := b.Append(e.TS, e.Type, e.KeyID, e.ClientID, e.NewKeyID, grace, e.Reason, e.Version, expires,
+			"key-lifecycle", int32(0), int64(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -180,28 +191,28 @@ func newDB(t *testing.T) driver.Conn {
 
 const wantTable = `Rotations from 2026-08-22T12:00:00Z to 2026-11-20T12:00:00Z (UTC)
 
-KEY     CLIENT   STATE     CREATED           AGE      LAST ROTATION     RETIRED           TOOK   ROTATIONS  STRAGGLERS                                        REVOKES  ROLLBACKS
-kid_a   acme     retired   2026-05-01 00:00  125d12h  2026-09-01 00:00  2026-09-03 12:00  2d12h  1          3: acme-batch, 203.0.113.9 (curl/8.4), acme-cron  0        1
-kid_b   acme     retiring  2026-09-01 00:00  80d12h   2026-11-10 00:00  -                 -      0          -                                                 0        1
-kid_c   acme     active    2026-11-10 00:00  10d12h   -                 -                 -      0          -                                                 0        0
-kid_g2  globex   revoked   2026-06-01 00:00  101d0h   -                 -                 -      0          -                                                 1        0
-kid_g3  globex   retired   2026-06-01 00:00  123d6h   2026-10-01 00:00  2026-10-02 06:00  1d6h   1          0                                                 0        0
-kid_g1  globex   revoked   2026-10-01 00:00  14d10h   -                 -                 -      0          -                                                 1        0
-kid_g4  globex   active    2026-10-01 00:00  50d12h   -                 -                 -      0          -                                                 0        0
-kid_i3  initech  active    2026-04-01 00:00  233d12h  -                 -                 -      0          -                                                 0        0
+KEY     CLIENT   STATE     CREATED           AGE      EXPIRES           LAST ROTATION     RETIRED           TOOK   ROTATIONS  STRAGGLERS                                        REVOKES  ROLLBACKS
+kid_a   acme     retired   2026-05-01 00:00  125d12h  2026-11-01 00:00  2026-09-01 00:00  2026-09-03 12:00  2d12h  1          3: acme-batch, 203.0.113.9 (curl/8.4), acme-cron  0        1
+kid_b   acme     retiring  2026-09-01 00:00  80d12h   -                 2026-11-10 00:00  -                 -      0          -                                                 0        1
+kid_c   acme     active    2026-11-10 00:00  10d12h   -                 -                 -                 -      0          -                                                 0        0
+kid_g2  globex   revoked   2026-06-01 00:00  101d0h   -                 -                 -                 -      0          -                                                 1        0
+kid_g3  globex   retired   2026-06-01 00:00  123d6h   -                 2026-10-01 00:00  2026-10-02 06:00  1d6h   1          0                                                 0        0
+kid_g1  globex   revoked   2026-10-01 00:00  14d10h   -                 -                 -                 -      0          -                                                 1        0
+kid_g4  globex   active    2026-10-01 00:00  50d12h   -                 -                 -                 -      0          -                                                 0        0
+kid_i3  initech  active    2026-04-01 00:00  233d12h  2026-10-01 00:00  -                 -                 -      0          -                                                 0        0
 
 8 keys, 2 rotations completed, 1 key retired with stragglers, 2 emergency revokes, 2 rollbacks
 `
 
-const wantCSV = `key_id,client_id,state,created_at,age_seconds,last_rotation_at,rotation_id,retired_at,rotation_took_seconds,rotations_completed,stragglers_at_retirement,stragglers,emergency_revokes,rollbacks
-kid_a,acme,retired,2026-05-01T00:00:00Z,10843200,2026-09-01T00:00:00Z,kid_a>kid_b,2026-09-03T12:00:00Z,216000,1,3,acme-batch; 203.0.113.9 (curl/8.4); acme-cron,0,1
-kid_b,acme,retiring,2026-09-01T00:00:00Z,6955200,2026-11-10T00:00:00Z,kid_b>kid_c,,,0,,,0,1
-kid_c,acme,active,2026-11-10T00:00:00Z,907200,,,,,0,,,0,0
-kid_g2,globex,revoked,2026-06-01T00:00:00Z,8726400,,,,,0,,,1,0
-kid_g3,globex,retired,2026-06-01T00:00:00Z,10648800,2026-10-01T00:00:00Z,kid_g3>kid_g4,2026-10-02T06:00:00Z,108000,1,0,,0,0
-kid_g1,globex,revoked,2026-10-01T00:00:00Z,1245605,,,,,0,,,1,0
-kid_g4,globex,active,2026-10-01T00:00:00Z,4363200,,,,,0,,,0,0
-kid_i3,initech,active,2026-04-01T00:00:00Z,20174400,,,,,0,,,0,0
+const wantCSV = `key_id,client_id,state,created_at,age_seconds,version,expires_at,last_rotation_at,rotation_id,retired_at,rotation_took_seconds,rotations_completed,stragglers_at_retirement,stragglers,emergency_revokes,rollbacks
+kid_a,acme,retired,2026-05-01T00:00:00Z,10843200,3,2026-11-01T00:00:00Z,2026-09-01T00:00:00Z,kid_a>kid_b,2026-09-03T12:00:00Z,216000,1,3,acme-batch; 203.0.113.9 (curl/8.4); acme-cron,0,1
+kid_b,acme,retiring,2026-09-01T00:00:00Z,6955200,,,2026-11-10T00:00:00Z,kid_b>kid_c,,,0,,,0,1
+kid_c,acme,active,2026-11-10T00:00:00Z,907200,,,,,,,0,,,0,0
+kid_g2,globex,revoked,2026-06-01T00:00:00Z,8726400,,,,,,,0,,,1,0
+kid_g3,globex,retired,2026-06-01T00:00:00Z,10648800,,,2026-10-01T00:00:00Z,kid_g3>kid_g4,2026-10-02T06:00:00Z,108000,1,0,,0,0
+kid_g1,globex,revoked,2026-10-01T00:00:00Z,1245605,,,,,,,0,,,1,0
+kid_g4,globex,active,2026-10-01T00:00:00Z,4363200,,,,,,,0,,,0,0
+kid_i3,initech,active,2026-04-01T00:00:00Z,20174400,,2026-10-01T00:00:00Z,,,,,0,,,0,0
 `
 
 func TestRotationsReport(t *testing.T) {
@@ -216,6 +227,7 @@ func TestRotationsReport(t *testing.T) {
 	type obj = map[string]any
 	key := func(id, client, state, created string, age float64) obj {
 		return obj{"key_id": id, "client_id": client, "state": state, "created_at": created, "age_seconds": age,
+			"version": "", "expires_at": nil,
 			"last_rotation_at": nil, "rotation_id": "", "retired_at": nil, "rotation_took_seconds": nil,
 			"rotations_completed": 0.0, "stragglers_at_retirement": nil, "stragglers": []any{},
 			"emergency_revokes": 0.0, "rollbacks": 0.0}
@@ -228,7 +240,7 @@ func TestRotationsReport(t *testing.T) {
 	}
 	days := func(d, h float64) float64 { return (d*24 + h) * 3600 }
 	wantJSON := []any{
-		with(key("kid_a", "acme", "retired", "2026-05-01T00:00:00Z", days(125, 12)),
+		with(key("kid_a", "acme", "retired", "2026-05-01T00:00:00Z", days(125, 12)), "version", "3", "expires_at", "2026-11-01T00:00:00Z",
 			"last_rotation_at", "2026-09-01T00:00:00Z", "rotation_id", "kid_a>kid_b", "retired_at", "2026-09-03T12:00:00Z",
 			"rotation_took_seconds", days(2, 12), "rotations_completed", 1.0, "stragglers_at_retirement", 3.0,
 			"stragglers", []any{"acme-batch", "203.0.113.9 (curl/8.4)", "acme-cron"}, "rollbacks", 1.0),
@@ -241,7 +253,7 @@ func TestRotationsReport(t *testing.T) {
 			"rotation_took_seconds", days(1, 6), "rotations_completed", 1.0, "stragglers_at_retirement", 0.0),
 		with(key("kid_g1", "globex", "revoked", "2026-10-01T00:00:00Z", days(14, 10)+5), "emergency_revokes", 1.0),
 		key("kid_g4", "globex", "active", "2026-10-01T00:00:00Z", days(50, 12)),
-		key("kid_i3", "initech", "active", "2026-04-01T00:00:00Z", days(233, 12)),
+		with(key("kid_i3", "initech", "active", "2026-04-01T00:00:00Z", days(233, 12)), "expires_at", "2026-10-01T00:00:00Z"),
 	}
 
 	for _, c := range []struct {
@@ -328,7 +340,7 @@ func TestEmptyReportAndFormats(t *testing.T) {
 	opts := Options{Since: since, Until: until}
 	for _, c := range []struct{ format, want string }{
 		{"json", "[]\n"},
-		{"csv", "key_id,client_id,state,created_at,age_seconds,last_rotation_at,rotation_id,retired_at,rotation_took_seconds,rotations_completed,stragglers_at_retirement,stragglers,emergency_revokes,rollbacks\n"},
+		{"csv", "key_id,client_id,state,created_at,age_seconds,version,expires_at,last_rotation_at,rotation_id,retired_at,rotation_took_seconds,rotations_completed,stragglers_at_retirement,stragglers,emergency_revokes,rollbacks\n"},
 	} {
 		var out bytes.Buffer
 		if err := Write(&out, c.format, nil, opts); err != nil || out.String() != c.want {

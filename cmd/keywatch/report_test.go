@@ -60,15 +60,15 @@ VALUES (?, 'kid_old', 'acme-batch', 'ok', 200, toIPv6('198.51.100.7'), 'batch/1.
 		code int
 		want func(t *testing.T, out string)
 	}{
-		{"csv", append(base, "--format", "csv"), 0, reportEquals(`key_id,client_id,state,created_at,age_seconds,last_rotation_at,rotation_id,retired_at,rotation_took_seconds,rotations_completed,stragglers_at_retirement,stragglers,emergency_revokes,rollbacks
-kid_old,acme,retired,2026-11-01T00:00:00Z,259200,2026-11-02T00:00:00Z,kid_old>kid_new,2026-11-04T00:00:00Z,172800,1,1,acme-batch,0,0
-kid_new,acme,active,2026-11-02T00:00:00Z,691200,,,,,0,,,0,0
+		{"csv", append(base, "--format", "csv"), 0, reportEquals(`key_id,client_id,state,created_at,age_seconds,version,expires_at,last_rotation_at,rotation_id,retired_at,rotation_took_seconds,rotations_completed,stragglers_at_retirement,stragglers,emergency_revokes,rollbacks
+kid_old,acme,retired,2026-11-01T00:00:00Z,259200,,,2026-11-02T00:00:00Z,kid_old>kid_new,2026-11-04T00:00:00Z,172800,1,1,acme-batch,0,0
+kid_new,acme,active,2026-11-02T00:00:00Z,691200,,,,,,,0,,,0,0
 `)},
 		{"table", base, 0, reportEquals(`Rotations from 2026-10-11T00:00:00Z to 2026-11-10T00:00:00Z (UTC)
 
-KEY      CLIENT  STATE    CREATED           AGE   LAST ROTATION     RETIRED           TOOK  ROTATIONS  STRAGGLERS     REVOKES  ROLLBACKS
-kid_old  acme    retired  2026-11-01 00:00  3d0h  2026-11-02 00:00  2026-11-04 00:00  2d0h  1          1: acme-batch  0        0
-kid_new  acme    active   2026-11-02 00:00  8d0h  -                 -                 -     0          -              0        0
+KEY      CLIENT  STATE    CREATED           AGE   EXPIRES  LAST ROTATION     RETIRED           TOOK  ROTATIONS  STRAGGLERS     REVOKES  ROLLBACKS
+kid_old  acme    retired  2026-11-01 00:00  3d0h  -        2026-11-02 00:00  2026-11-04 00:00  2d0h  1          1: acme-batch  0        0
+kid_new  acme    active   2026-11-02 00:00  8d0h  -        -                 -                 -     0          -              0        0
 
 2 keys, 1 rotation completed, 1 key retired with stragglers, 0 emergency revokes, 0 rollbacks
 `)},

@@ -85,7 +85,7 @@ func rotationText(r Rotation, now time.Time) string {
 
 // renderSafe is the "safe to retire" nudge.
 func renderSafe(r Rotation) string {
-	return fmt.Sprintf(":white_check_mark: Safe to retire %s: every caller moved to %s (rotation %s, client %s). %s",
+	return fmt.Sprintf(":white_check_mark: Safe to retire %s: every caller moved to %s (rotation %s, client %s; readiness: %s)",
 		r.OldKeyID, r.NewKeyID, r.ID, orUnknown(r.ClientID), r.Reason)
 }
 

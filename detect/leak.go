@@ -17,16 +17,22 @@ import (
 
 // Leak finds keys used the way a leaked key is: from a network or country the key never used in its
 // baseline, from far more addresses than its own hourly baseline, a revoked key tried from a new
-// network, or use from two countries too far apart for the time between. Each signal adds its
-// configured score; a key whose sum reaches the warning score is one finding. A signal scores once
-// per key however many networks or countries show it; the evidence lists them all.
+// network, use from two countries too far apart for the time between, or forbidden requests to
+// routes outside the key's scopes (scope probing, leak_scope.go). Each signal adds its configured
+// score; a key whose sum reaches the warning score is one finding. A signal scores once per key
+// however many networks, countries or routes show it; the evidence lists them all.
 type Leak struct {
-	conn driver.Conn
-	cfg  config.Leak
+	conn     driver.Conn
+	cfg      config.Leak
+	rules    []config.RouteScopeRule // detect.leak.route_scopes, most specific first
+	rulesErr error
 }
 
 // NewLeak returns the detector.
-func NewLeak(conn driver.Conn, cfg config.Leak) *Leak { return &Leak{conn: conn, cfg: cfg} }
+func NewLeak(conn driver.Conn, cfg config.Leak) *Leak {
+	rules, err := cfg.RouteScopeRules()
+	return &Leak{conn: conn, cfg: cfg, rules: rules, rulesErr: err}
+}
 
 // Name is the detector's name in findings, metrics and config.
 func (d *Leak) Name() string { return "leak" }
@@ -185,6 +191,8 @@ type LeakSignal struct {
 	Places []LeakPlace  `json:"places,omitempty"`
 	Fanout *LeakFanout  `json:"fanout,omitempty"`
 	Travel []LeakTravel `json:"travel,omitempty"`
+	// Scope is the evidence of scope_probing.
+	Scope *LeakScopeProbe `json:"scope_probe,omitempty"`
 }
 
 // LeakPlace is a network or a country the key used in the window but not in its baseline.
@@ -272,10 +280,14 @@ type leakRun struct {
 	clientKeys                  map[string][]string
 	windowRequests              map[string]uint64
 	fanout                      map[string]*LeakFanout
+	probes                      map[string]*LeakScopeProbe
 }
 
 // Detect judges every key used in the window.
 func (d *Leak) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+	if d.rulesErr != nil {
+		return nil, d.rulesErr
+	}
 	now = now.UTC()
 	r := &leakRun{cfg: d.cfg, now: now, windowStart: now.Add(-time.Duration(d.cfg.Window))}
 	r.baseStart = r.windowStart.Add(-time.Duration(d.cfg.Baseline))
@@ -284,11 +296,17 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find keys used from new places since %s: %w", r.windowStart.Format(time.RFC3339), err)
 	}
+	if r.probes, err = d.scopeProbes(ctx, r); err != nil {
+		return nil, err
+	}
 	// With the fan-out score below the warning score, fan-out alone cannot fire: only keys with a
-	// new place need its (costlier) baseline then.
+	// new place or scope probing need its (costlier) baseline then.
 	var only []string
 	if d.cfg.ScoreFanout < d.cfg.WarningScore {
 		only = append([]string{}, newPlaceKeys...) // not nil: none at all when there are none
+		for k := range r.probes {
+			only = append(only, k)
+		}
 	}
 	if r.fanout, err = d.fanouts(ctx, r, only); err != nil {
 		return nil, err
@@ -297,14 +315,19 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	for k := range r.fanout {
 		keys = append(keys, k)
 	}
+	for k := range r.probes {
+		keys = append(keys, k)
+	}
 	if len(keys) == 0 {
 		return nil, nil
 	}
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
 
-	if r.model, err = rotation.Load(ctx, d.conn); err != nil {
-		return nil, err
+	if r.model == nil {
+		if r.model, err = rotation.Load(ctx, d.conn); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.readClients(ctx, r, keys); err != nil {
 		return nil, err
@@ -710,6 +733,10 @@ func (r *leakRun) judge(detector, key string) (Finding, bool) {
 			Reason: fmt.Sprintf("used from %s and %s, %.0f km apart, %.0f minutes apart (over %d km/h)", t.From, t.To, t.KM, t.GapMinutes, leakMaxTravelKMH),
 			Travel: trips})
 		phrases = append(phrases, fmt.Sprintf("impossible travel %s→%s: %.0f km in %.0f min", t.From, t.To, t.KM, t.GapMinutes))
+	}
+	if s, phrase, ok := r.scopeSignal(key, total, within); ok {
+		signals = append(signals, s)
+		phrases = append(phrases, phrase)
 	}
 
 	var score float64

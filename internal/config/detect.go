@@ -1,7 +1,11 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
+	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -70,5 +74,83 @@ func (d Detect) validate() []error {
 	if d.Leak.WarningScore <= 0 || d.Leak.CriticalScore < d.Leak.WarningScore {
 		bad("detect.leak.critical_score", "want 0 < warning_score <= critical_score (%g, %g)", d.Leak.WarningScore, d.Leak.CriticalScore)
 	}
+	if d.Leak.ScoreScopeProbing < 0 {
+		bad("detect.leak.score_scope_probing", "%g: must not be negative", d.Leak.ScoreScopeProbing)
+	}
+	if d.Leak.ScopeProbingMinRequests < 1 {
+		bad("detect.leak.scope_probing_min_requests", "%d: want at least 1", d.Leak.ScopeProbingMinRequests)
+	}
+	if _, err := d.Leak.RouteScopeRules(); err != nil {
+		errs = append(errs, err)
+	}
 	return errs
+}
+
+// RouteScopeRule is one entry of detect.leak.route_scopes: the routes a pattern matches need one
+// of Scopes.
+type RouteScopeRule struct {
+	Pattern string   // as configured, e.g. "POST /v1/orders*"
+	Method  string   // upper case; "" matches every method
+	Scopes  []string // any one of them grants the route
+	route   *regexp.Regexp
+	literal int // characters of the route glob that are not *
+}
+
+// Match reports whether the rule covers a request to route with method.
+func (r RouteScopeRule) Match(method, route string) bool {
+	return (r.Method == "" || strings.EqualFold(r.Method, method)) && r.route.MatchString(route)
+}
+
+// RouteScopeRules compiles detect.leak.route_scopes, most specific first: the rule whose route glob
+// has the most literal characters, then one that names a method, then by pattern. The first rule
+// that matches a request decides the scopes it needs. A pattern is "[METHOD ]glob" (METHOD * is
+// every method) where * in the glob matches any run of characters, "/" included, and the glob
+// covers the whole route.
+func (l Leak) RouteScopeRules() ([]RouteScopeRule, error) {
+	var rules []RouteScopeRule
+	var errs []string
+	for pattern, scopes := range l.RouteScopes {
+		r := RouteScopeRule{Pattern: pattern}
+		glob := strings.TrimSpace(pattern)
+		if method, rest, ok := strings.Cut(glob, " "); ok {
+			r.Method, glob = strings.ToUpper(method), strings.TrimSpace(rest)
+			if r.Method == "*" {
+				r.Method = ""
+			}
+			if strings.IndexFunc(r.Method, func(c rune) bool { return c < 'A' || c > 'Z' }) >= 0 {
+				errs = append(errs, fmt.Sprintf("%q: want [METHOD ]glob, e.g. \"POST /v1/orders*\"", pattern))
+				continue
+			}
+		}
+		if glob == "" || strings.ContainsAny(glob, " \t") {
+			errs = append(errs, fmt.Sprintf("%q: want [METHOD ]glob, e.g. \"POST /v1/orders*\"", pattern))
+			continue
+		}
+		parts := strings.Split(glob, "*")
+		for i, p := range parts {
+			r.literal += len(p)
+			parts[i] = regexp.QuoteMeta(p)
+		}
+		r.route = regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
+		for sc := range strings.SplitSeq(scopes, ",") {
+			if sc = strings.TrimSpace(sc); sc != "" {
+				r.Scopes = append(r.Scopes, sc)
+			}
+		}
+		if len(r.Scopes) == 0 {
+			errs = append(errs, fmt.Sprintf("%q: no scope given", pattern))
+			continue
+		}
+		slices.Sort(r.Scopes)
+		r.Scopes = slices.Compact(r.Scopes)
+		rules = append(rules, r)
+	}
+	if len(errs) > 0 {
+		slices.Sort(errs)
+		return nil, fmt.Errorf("detect.leak.route_scopes: %s", strings.Join(errs, "; "))
+	}
+	slices.SortFunc(rules, func(a, b RouteScopeRule) int {
+		return cmp.Or(cmp.Compare(b.literal, a.literal), cmp.Compare(min(len(b.Method), 1), min(len(a.Method), 1)), cmp.Compare(a.Pattern, b.Pattern))
+	})
+	return rules, nil
 }

@@ -145,6 +145,11 @@ type Leak struct {
 	ScoreImpossibleTravel  float64  `yaml:"score_impossible_travel" help:"score of use from two countries too far apart for the time between"`
 	WarningScore           float64  `yaml:"warning_score" help:"a key's summed score fires a warning from here"`
 	CriticalScore          float64  `yaml:"critical_score" help:"... and a critical finding from here"`
+
+	// Scope probing (detect/leak_scope.go): validated in detect.go.
+	RouteScopes             map[string]string `yaml:"route_scopes" help:"route pattern ([METHOD ]glob, * matches anything) -> the scope(s) it needs, comma-separated, any one grants it; empty disables scope probing (YAML only)"`
+	ScoreScopeProbing       float64           `yaml:"score_scope_probing" help:"score of forbidden requests to routes outside the key's scopes (from its lifecycle events)"`
+	ScopeProbingMinRequests int               `yaml:"scope_probing_min_requests" help:"forbidden requests outside the key's scopes in the window before they count"`
 }
 
 // Hygiene reports keys that break the rotation policy, once a day by default.
@@ -210,6 +215,7 @@ func Default() Config {
 				MinRequests: 10, FanoutMinZ: 6,
 				ScoreNewNetwork: 40, ScoreNewCountry: 30, ScoreFanout: 40, ScoreRevokedNewNetwork: 60, ScoreImpossibleTravel: 50,
 				WarningScore: 60, CriticalScore: 100,
+				ScoreScopeProbing: 60, ScopeProbingMinRequests: 5,
 			},
 			Hygiene: Hygiene{
 				Schedule:  "0 0 6 * * *",

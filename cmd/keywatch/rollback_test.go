@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
+)
+
+// keywatch rollback: --extend or --reactivate is sent once through the signed webhook and
+// audited as manual; a key with a recent leak finding is refused (exit 3) and audited.
+func TestRollbackCommand(t *testing.T) {
+	ctx := context.Background()
+	db := ch.NewDatabase(t)
+	cfg := config.Default()
+	cfg.ClickHouse.Addr = []string{ch.Addr}
+	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
+		t.Fatal(err)
+	}
+	conn := ch.Conn(t, db)
+	now := time.Now().UTC()
+	for _, k := range []string{"kid_old", "kid_leaky"} {
+		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
+VALUES (?, 'key.revoked', ?, 'acme', '', NULL, '', 0, 0)`, now.Add(-time.Hour), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
+VALUES (?, 'r', 'leak', 'fp', 'critical', 100, 'kid_leaky', 'acme', '', 'used from 9 new networks', '{}')`, now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		if r.Header.Get("webhook-id") == "" || !strings.HasPrefix(r.Header.Get("webhook-signature"), "v1,") {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "keywatch.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf(`
+clickhouse:
+  addr: [%q]
+  database: %s
+revoke:
+  webhook_url: %q
+`, ch.Addr, db, srv.URL)), 0o600)
+	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", "whsec_"+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	t.Setenv("USER", "ops")
+	for _, c := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"--config", path, "kid_old"}, 2, "--extend D"},
+		{[]string{"--config", path, "--extend", "24h", "--reactivate", "kid_old"}, 2, "exclude each other"},
+		{[]string{"--config", path, "--extend", "48h", "kid_old"}, 0, "SENT extend_grace of kid_old"},
+		{[]string{"--config", path, "--reactivate", "--reason", "client down", "kid_old"}, 0, "SENT reactivate of kid_old"},
+		{[]string{"--config", path, "--extend", "24h", "kid_leaky"}, 3, "REFUSED extend_grace of kid_leaky"},
+		{[]string{"--config", path, "--extend", "24h", "kid_nobody"}, 1, "unknown key"},
+	} {
+		var out bytes.Buffer
+		code := dispatch(ctx, append([]string{"rollback"}, c.args...), &out, &out)
+		if code != c.code || !strings.Contains(out.String(), c.out) {
+			t.Errorf("rollback %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.out, out.String())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 2 || !strings.Contains(bodies[0], `"action":"extend_grace"`) || !strings.Contains(bodies[0], `"grace_until":`) ||
+		!strings.Contains(bodies[1], `"action":"reactivate"`) || !strings.Contains(bodies[1], `"mode":"manual"`) {
+		t.Errorf("webhook bodies %q, want one extend_grace and one reactivate", bodies)
+	}
+	var refused, decided uint64
+	_ = conn.QueryRow(ctx, `SELECT countIf(event = 'refused' AND guardrail = 'leaked' AND key_id = 'kid_leaky'), countIf(event = 'decided' AND actor = 'cli:ops')
+FROM action_audit`).Scan(&refused, &decided)
+	if refused != 1 || decided != 2 {
+		t.Errorf("audit: %d refused for the leak, %d decided by cli:ops; want 1 and 2", refused, decided)
+	}
+}

@@ -1,0 +1,135 @@
+//go:build !nolauncher
+
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// embeddedClickHouse says whether this build can launch the embedded ClickHouse: it loads
+// libchdb.so through purego, which makes the binary dynamically linked (see chserve_stub.go).
+const embeddedClickHouse = true
+
+// localResultV2 mirrors struct local_result_v2 of chdb.h.
+type localResultV2 struct {
+	buf          *byte
+	len          uintptr
+	vec          unsafe.Pointer
+	elapsed      float64
+	rowsRead     uint64
+	bytesRead    uint64
+	errorMessage *byte
+}
+
+// serveClickHouse runs clickhouse-local from libchdb.so as a server on loopback ports until ctx
+// ends. The server's last query reads a FIFO; closing our end of it ends that query, and with it
+// the server, cleanly.
+func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) error {
+	lib, err := purego.Dlopen(opts.Lib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return fmt.Errorf("testbed: load %s: %w", opts.Lib, err)
+	}
+	var query func(argc int32, argv **byte) *localResultV2
+	var free func(*localResultV2)
+	purego.RegisterLibFunc(&query, lib, "query_stable_v2")
+	purego.RegisterLibFunc(&free, lib, "free_result_v2")
+
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return fmt.Errorf("testbed: data folder: %w", err)
+	}
+	fifo := filepath.Join(opts.Dir, "keywatch-stop.fifo")
+	_ = os.Remove(fifo)
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		return fmt.Errorf("testbed: make %s: %w", fifo, err)
+	}
+	defer os.Remove(fifo)
+
+	args := []string{
+		"clickhouse",
+		"--path=" + opts.Dir,
+		fmt.Sprintf("--tcp_port=%d", opts.TCPPort),
+		fmt.Sprintf("--http_port=%d", opts.HTTPPort),
+		"--listen_host=127.0.0.1",
+		"--log-level=warning",
+		"--logger.log=" + filepath.Join(opts.Dir, serverLog),
+		"--query=SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; " +
+			"SELECT count() FROM file('" + fifo + "', 'LineAsString') FORMAT Null",
+	}
+	if opts.Config != "" {
+		args = append(args, "--config-file="+opts.Config)
+	}
+	argv := make([]*byte, len(args)+1)
+	for i, a := range args {
+		b := append([]byte(a), 0)
+		argv[i] = &b[0]
+	}
+
+	go holdOpen(ctx, fifo, opts.HTTPPort, out)
+
+	res := query(int32(len(args)), &argv[0])
+	runtime.KeepAlive(argv)
+	if res == nil {
+		return errors.New("testbed: clickhouse returned no result")
+	}
+	defer free(res)
+	if res.errorMessage != nil {
+		return fmt.Errorf("testbed: clickhouse: %s", goString(res.errorMessage))
+	}
+	return nil
+}
+
+// holdOpen opens the writing end of the FIFO once the server reads it (by then it listens),
+// announces readiness, and closes the FIFO when ctx ends.
+func holdOpen(ctx context.Context, fifo string, httpPort int, out io.Writer) {
+	var w *os.File
+	for w == nil {
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			w = f
+			break
+		}
+		select {
+		case <-ctx.Done():
+			// Stopped while starting: wait for the reader so the server can end normally.
+			if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+				f.Close()
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	defer w.Close()
+	ping := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
+	for ctx.Err() == nil {
+		resp, err := ping.Get(fmt.Sprintf("http://127.0.0.1:%d/ping", httpPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				fmt.Fprintln(out, readyLine)
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	<-ctx.Done()
+}
+
+func goString(p *byte) string {
+	var n int
+	for *(*byte)(unsafe.Add(unsafe.Pointer(p), n)) != 0 {
+		n++
+	}
+	return string(unsafe.Slice(p, n))
+}

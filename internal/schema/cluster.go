@@ -14,6 +14,8 @@ import (
 //     table t ON CLUSTER AS t_local ENGINE = Distributed(cluster, db, t_local, cityHash64(k)) where
 //     k is the leading ORDER BY column: rows of one identity (one key, one fingerprint) stay on one
 //     shard, so FINAL, argMax and GROUP BY reads through t give the single-server answer.
+//     A non_replicated_deduplication_window setting gets its replicated_deduplication_window twin,
+//     so a retried insert (insert_deduplication_token) is dropped on the replicas too.
 //   - CREATE MATERIALIZED VIEW v TO t AS SELECT ... FROM s becomes v ON CLUSTER TO t_local reading
 //     s_local: each shard rolls up its own rows.
 //   - ALTER TABLE t ADD/MODIFY/RENAME/COMMENT COLUMN applies to t_local, then t (DROP COLUMN: t first);
@@ -47,6 +49,7 @@ var (
 	reAlter       = regexp.MustCompile(`(?is)^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.*)$`)
 	reColumnAlter = regexp.MustCompile(`(?is)^(ADD|MODIFY|RENAME|COMMENT)\s+COLUMN\b`)
 	reDropColumn  = regexp.MustCompile(`(?is)^DROP\s+COLUMN\b`)
+	reDedupWindow = regexp.MustCompile(`\bnon_replicated_deduplication_window\s*=\s*(\d+)`)
 	reModifyQuery = regexp.MustCompile(`(?is)^MODIFY\s+QUERY\b`)
 	reDrop        = regexp.MustCompile(`(?is)^DROP\s+(TABLE|VIEW)\s+(IF\s+EXISTS\s+)?([A-Za-z_][A-Za-z0-9_]*)(\s+SYNC)?$`)
 	reOnTable     = regexp.MustCompile(`(?is)^(TRUNCATE\s+TABLE\s+(?:IF\s+EXISTS\s+)?|OPTIMIZE\s+TABLE\s+)([A-Za-z_][A-Za-z0-9_]*)(.*)$`)
@@ -180,6 +183,10 @@ func (r *clusterRewriter) createTable(s string) ([]string, error) {
 		newEngine += "(" + params + ")"
 	}
 	if !r.m.plainEngines {
+		// A retried insert is dropped by the same window on a Replicated table as on a plain one.
+		if strings.Count(after, "replicated_deduplication_window") == strings.Count(after, "non_replicated_deduplication_window") {
+			after = reDedupWindow.ReplaceAllString(after, "${0}, replicated_deduplication_window = ${1}")
+		}
 		args := []string{quoteString("/clickhouse/tables/{shard}/" + r.m.db + "/" + local), quoteString("{replica}")}
 		if params != "" {
 			args = append(args, params)

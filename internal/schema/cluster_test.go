@@ -38,7 +38,7 @@ SETTINGS non_replicated_deduplication_window = 10000`, []string{
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/keywatch/alerts_local', '{replica}', version)
 ORDER BY fingerprint
-SETTINGS non_replicated_deduplication_window = 10000`,
+SETTINGS non_replicated_deduplication_window = 10000, replicated_deduplication_window = 10000`,
 			"CREATE TABLE IF NOT EXISTS alerts ON CLUSTER `kw` AS alerts_local\nENGINE = Distributed('kw', 'keywatch', 'alerts_local', cityHash64(fingerprint))",
 		}},
 		{"plain engine, sharded by the leading ORDER BY column", `CREATE TABLE t (a UInt8, b String) ENGINE = AggregatingMergeTree PARTITION BY a ORDER BY (b, a) TTL a`, []string{
@@ -353,6 +353,10 @@ func TestClusterOneNode(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = ? AND name = 'alerts_local'", db).Scan(&path); err != nil ||
 			!strings.Contains(path, "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/"+db+"/alerts_local', '{replica}', version)") {
 			t.Errorf("alerts_local: %s (%v)", path, err)
+		}
+		if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = ? AND name = 'actions_local'", db).Scan(&path); err != nil ||
+			!strings.Contains(path, "replicated_deduplication_window = 10000") {
+			t.Errorf("actions_local keeps retried inserts out for fewer than 10000 blocks: %s (%v)", path, err)
 		}
 	})
 }

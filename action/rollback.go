@@ -2,6 +2,7 @@ package action
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,9 +78,7 @@ func (r *Revoker) leaked(ctx context.Context, keyID string) (string, error) {
 	return "", nil
 }
 
-func isNoRows(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no rows")
-}
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
 // rollbackPolicy returns the first rollback policy matching the rotation and client, else the
 // default mode; the action is filled in.

@@ -25,7 +25,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/keywatch ./cmd/keywatch
 
-## demo: run keywatch on a local ClickHouse and in-process Kafka with simulated traffic (Ctrl-C stops)
+## demo: keywatch on a local ClickHouse and in-process Kafka, four scripted stories in about two minutes (DEMO_FLAGS="--revoke auto" sends the revoke)
 demo: chdb build
 	./bin/keywatch demo $(DEMO_FLAGS)
 

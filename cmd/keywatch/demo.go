@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
+	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/simulate"
@@ -22,38 +25,58 @@ import (
 )
 
 const demoDescription = `
-Run keywatch end to end on this machine, with nothing to install or configure:
+Run keywatch end to end on this machine, with nothing to install or configure, and tell four
+stories with simulated gateway traffic, each announced as it starts (times from the start of
+live traffic):
 
-  - a real ClickHouse server from the embedded library (data kept in --data/clickhouse),
-  - an in-process Kafka broker (topics auth-events and key-lifecycle, 4 partitions each),
-  - simulated gateway traffic: 40 clients and their keys, a realistic mix of outcomes, raw API
-    keys from some gateways, a trickle of malformed messages, and --history of past traffic
-    (networks and countries from MMDB files the demo writes) for the detectors' baselines,
-  - three things going wrong:
-      acme-billing rotates from kid_live_acme_old to kid_live_acme_new with a 30-minute grace
-        period, and one nightly job stays on the old key (lingering clients);
-      after 1 minute globex-billing's old key is revoked early while globex still uses it
-        (failure spike after a rollover);
-      after 90 s initech-billing's key is used from a network and country it never used
-        (leak-like usage),
-  - keywatch itself ('keywatch run') ingesting all of it and running its detectors every 10 s.
+  1. at 0 s   umbrella-billing rotates its key and all its callers move within 15 s: readiness
+              turns safe and the old key is retired (the readiness answer is printed);
+  2. at 30 s  acme-billing rotates (grace period 30 minutes), but its nightly export job stays on
+              the old key: a lingering alert, and readiness answers unsafe, naming the straggler;
+  3. at 60 s  globex-billing's old key is revoked while globex still uses it: a failure-spike alert;
+  4. at 90 s  initech-billing's key is used from a network and country it never used: a leak alert
+              and an emergency revoke decision for a webhook receiver the demo runs on loopback
+              (--revoke dry-run, the default: audited as "would revoke", nothing is sent;
+              --revoke auto: sent, signed, and the receiver prints the verified request).
 
-A progress line shows events sent and stored, dead letters and the rotation's progress; each new
-finding is printed as it appears. Ctrl-C stops everything cleanly; the data stays in --data and
-'keywatch clickhouse-server' serves it. keywatch's own log goes to --data/keywatch.log.`
+What runs: a real ClickHouse server from the embedded library (data kept in --data/clickhouse), an
+in-process Kafka broker (topics auth-events and key-lifecycle), 40 simulated clients with --history
+of past traffic (networks and countries from MMDB files the demo writes) for the detectors'
+baselines, and keywatch itself ('keywatch run': ingest, detectors every 5 s, alerting, the Slack
+and revoke senders). Alerts appear as the Slack messages they are, rendered as plain text from the
+same Block Kit blocks: the Slack sender talks to a local stand-in of the Slack API. With
+KEYWATCH_SLACK_TOKEN set, the stand-in also passes every call on to Slack, so the messages land in
+--slack-channel too (invite the bot there).
+
+The demo stops after --duration, or 15 s after the fourth story showed; Ctrl-C stops it earlier.
+The data stays in --data until the next demo replaces it; the end of the output says how to query
+it and open the Grafana dashboards on it. keywatch's own log goes to --data/keywatch.log.`
+
+// demoStories are the stories' titles, by simulate's story number.
+var demoStories = map[int]string{
+	simulate.StoryCleanRotation: "a rotation completes cleanly",
+	simulate.StoryLingering:     "a client lingers on its old key",
+	simulate.StoryRevokedInUse:  "a revocation breaks a client",
+	simulate.StoryLeak:          "a key leaks to a new network",
+}
 
 func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "demo [--data DIR] [--rate N] [--duration D]", demoDescription, stderr)
+	fs := newFlags("demo", "demo [--data DIR] [--duration D] [--revoke dry-run|auto] [--slack-channel C]", demoDescription, stderr)
 	data := fs.String("data", "demo-data", "`folder` for ClickHouse data and keywatch's log")
 	rate := fs.Int("rate", 2000, "simulated authentication events per second")
-	duration := fs.Duration("duration", 0, "stop after this long (0: run until Ctrl-C)")
+	duration := fs.Duration("duration", 150*time.Second, "stop after this long at the latest (0: run until Ctrl-C)")
 	listen := fs.String("http", "127.0.0.1:9464", "address for /metrics, /healthz and /readyz (empty: none)")
 	history := fs.Duration("history", 72*time.Hour, "simulated past traffic written before the live traffic starts")
+	revokeMode := fs.String("revoke", "dry-run", "revoke policy for leak alerts: dry-run (audit only) or auto (send the signed webhook to the demo's receiver)")
+	channel := fs.String("slack-channel", "#keywatch-demo", "Slack channel of the alerts (a real one when KEYWATCH_SLACK_TOKEN is set)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *rate < 1 {
 		return usageError{errors.New("--rate must be at least 1")}
+	}
+	if *revokeMode != "dry-run" && *revokeMode != "auto" {
+		return usageError{fmt.Errorf("--revoke %q: want dry-run or auto", *revokeMode)}
 	}
 	if *duration > 0 {
 		var cancel context.CancelFunc
@@ -67,10 +90,14 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	started := time.Now()
-	say := func(format string, a ...any) {
-		fmt.Fprintf(stdout, "[%5.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, a...))
+	d := &demo{
+		out: newProgress(stdout), started: time.Now(), notes: make(chan string, 256), quit: make(chan struct{}),
+		stories: map[int]*demoStory{}, revokeMode: *revokeMode,
 	}
+	for n := range demoStories {
+		d.stories[n] = &demoStory{}
+	}
+	say := func(format string, a ...any) { d.out.note(d.stamp() + fmt.Sprintf(format, a...)) }
 
 	say("starting ClickHouse (data in %s)", filepath.Join(dir, "clickhouse"))
 	ch, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(dir, "clickhouse")})
@@ -81,31 +108,57 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	say("ClickHouse ready: native %s, http://%s/play", ch.Addr, ch.HTTPAddr)
 
 	const authTopic, lifecycleTopic = "auth-events", "key-lifecycle"
-	kafka, err := testbed.StartKafka(4, authTopic, lifecycleTopic)
+	kafkaBroker, err := testbed.StartKafka(4, authTopic, lifecycleTopic)
 	if err != nil {
 		return err
 	}
-	defer kafka.Close()
-	say("Kafka broker ready: %v", kafka.Brokers)
+	defer kafkaBroker.Close()
+	say("Kafka broker ready: %v", kafkaBroker.Brokers)
 
-	cfg := config.Default()
-	cfg.Kafka.Brokers = kafka.Brokers
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	cfg.Fingerprint.Key = "keywatch-demo-fingerprint-key" // a real deployment reads it from env or a file
-	cfg.Ingest.BatchMaxWait = config.Duration(500 * time.Millisecond)
-	cfg.HTTP.Listen = *listen
-	cfg.Log.Format = "json"
+	receiver, err := newDemoReceiver(demoWebhookSecret, d.received)
+	if err != nil {
+		return err
+	}
+	receiverURL, stopReceiver, err := serveLocal(receiver)
+	if err != nil {
+		return err
+	}
+	defer stopReceiver()
+	receiverURL += "/revoke"
+	d.receiver = receiverURL
+	say("revoke webhook receiver (the key-management system's stand-in) at %s, secret %s", receiverURL, demoWebhookSecret)
+
+	token, upstream := os.Getenv("KEYWATCH_SLACK_TOKEN"), ""
+	if token != "" {
+		upstream = "https://slack.com/api/"
+		if u := os.Getenv("KEYWATCH_SLACK_API_URL"); u != "" {
+			upstream = u
+		}
+	} else {
+		token = "xoxb-keywatch-demo-local"
+	}
+	slackURL, stopSlack, err := serveLocal(newTerminalSlack(upstream, func(s string) { d.note(d.stamp() + s) }))
+	if err != nil {
+		return err
+	}
+	defer stopSlack()
+	if upstream != "" {
+		say("Slack: messages to %s are shown here and posted to Slack (KEYWATCH_SLACK_TOKEN is set)", *channel)
+	} else {
+		say("Slack: messages to %s are shown here (set KEYWATCH_SLACK_TOKEN to post them to Slack too)", *channel)
+	}
+
+	cfg := demoConfig(kafkaBroker.Brokers, ch.Addr, *listen)
+	if err := dropDemoDatabase(ctx, cfg.ClickHouse); err != nil {
+		return err
+	}
+	cfg.Slack.Token, cfg.Slack.APIURL, cfg.Slack.DefaultChannel = token, slackURL+"/", *channel
+	cfg.Revoke.WebhookURL, cfg.Revoke.WebhookSecret = receiverURL, demoWebhookSecret
+	cfg.Revoke.Policies = []config.RevokePolicy{{Detector: "leak*", Mode: *revokeMode}}
 	if cfg.Geo.ASNDatabase, cfg.Geo.CountryDatabase, err = simulate.WriteGeo(dir); err != nil {
 		return err
 	}
-	for _, schedule := range []*string{&cfg.Detect.Lingering.Schedule, &cfg.Detect.Spike.Schedule, &cfg.Detect.Leak.Schedule, &cfg.Detect.Hygiene.Schedule} {
-		*schedule = "@every 10s"
-	}
-	// Alerts fire and show at once; leak alerts get a dry-run revoke (the default policy), which
-	// the demo prints from the audit table. Without a Slack token the messages wait in the outbox.
-	cfg.Alerting.EvaluateInterval = config.Duration(5 * time.Second)
-	cfg.Alerting.GroupWait = 0
-	cfg.Alerting.For = map[string]config.Duration{"default": 0}
+	d.quietFor = time.Duration(cfg.Detect.Lingering.QuietFor)
 	logFile, err := os.OpenFile(filepath.Join(dir, "keywatch.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -136,39 +189,40 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer conn.Close()
+	d.conn, d.lingering = conn, detect.NewLingering(conn, cfg.Detect.Lingering)
+	d.lifecycle = kafkaBroker.Writer(lifecycleTopic)
+	defer d.lifecycle.Close()
 
 	traffic := simulate.New(uint64(time.Now().UnixNano()), time.Now().UTC())
-	rot, in := traffic.Rotation(), traffic.Incidents()
+	d.clean, d.lingerRot, d.incidents = traffic.CleanRotation(), traffic.Rotation(), traffic.Incidents()
 	var sent atomic.Int64
 	simCtx, stopSim := context.WithCancel(ctx)
 	defer stopSim()
+	storyCtx, stopStories := context.WithCancel(ctx)
+	defer stopStories()
 	simErr := make(chan error, 1)
-	notes := make(chan string, 4)
 	go func() {
-		say := func(format string, a ...any) {
-			notes <- fmt.Sprintf("[%5.1fs] %s", time.Since(started).Seconds(), fmt.Sprintf(format, a...))
-		}
-		w := kafka.Writer("")
+		w := kafkaBroker.Writer("")
 		defer w.Close()
 		if *history > 0 {
+			d.note(d.stamp() + fmt.Sprintf("writing %s of past traffic (the detectors' baselines)...", *history))
 			n, err := traffic.History(simCtx, w, authTopic, *history, 20)
 			if err != nil {
 				simErr <- err
 				return
 			}
 			sent.Add(int64(n))
-			say("wrote %s of history (%d events)", *history, n)
+			d.note(d.stamp() + fmt.Sprintf("wrote %s of history (%d events)", *history, n))
 		}
-		say("simulating %d events/s; rotation of %s: %s → %s, grace until %s", *rate, rot.ClientID, rot.OldKeyID, rot.NewKeyID, rot.GraceUntil.Format(time.TimeOnly))
-		say("coming up: %s revoked at %s while %s still uses it; %s used from a new network from %s",
-			in.Revoked.OldKeyID, in.RevokedAt.Format(time.TimeOnly), in.Revoked.ClientID, in.LeakedKeyID, in.LeakFrom.Format(time.TimeOnly))
-		simErr <- traffic.Run(simCtx, w, authTopic, lifecycleTopic, *rate, func(n int) { sent.Add(int64(n)) })
+		d.note(d.stamp() + fmt.Sprintf("live traffic: %d events/s from 40 clients; the four stories follow, one every 30 s", *rate))
+		simErr <- traffic.Run(simCtx, w, authTopic, lifecycleTopic, *rate, func(n int) { sent.Add(int64(n)) },
+			func(s simulate.Step) { d.step(storyCtx, s) })
 	}()
 
-	progress := newProgress(stdout)
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	var runErr error
+	var allShownAt time.Time
 loop:
 	for {
 		select {
@@ -183,14 +237,34 @@ loop:
 		case <-ch.Exited():
 			runErr = fmt.Errorf("clickhouse stopped: %s", ch.Stderr())
 			break loop
-		case note := <-notes:
-			progress.note(note)
+		case note := <-d.notes:
+			d.out.note(note)
 		case <-ticker.C:
-			progress.alerts(ctx, conn, time.Since(started))
-			progress.show(ctx, conn, time.Since(started), sent.Load(), rot)
+			d.watch(ctx)
+			d.out.show(ctx, conn, time.Since(d.started), sent.Load(), d.clean, d.lingerRot)
+			if allShownAt.IsZero() && d.allShown() {
+				allShownAt = time.Now()
+				say("all four stories shown; the demo stops in 15 s (Ctrl-C stops it now)")
+			}
+			if *duration > 0 && !allShownAt.IsZero() && time.Since(allShownAt) >= 15*time.Second {
+				break loop
+			}
 		}
 	}
-	progress.done()
+	stopStories()
+	storiesDone := make(chan struct{})
+	go func() { d.wg.Wait(); close(storiesDone) }()
+	for waiting := true; waiting; {
+		select {
+		case n := <-d.notes:
+			d.out.note(n)
+		case <-storiesDone:
+			waiting = false
+		}
+	}
+	d.drain()
+	d.out.done()
+	close(d.quit)
 	say("stopping: simulator, then keywatch (storing its last batch), broker and ClickHouse")
 	stopSim()
 	stopRun()
@@ -201,24 +275,452 @@ loop:
 	say("sent %d events; ClickHouse holds %d events and %d dead letters", sent.Load(), stored, dead)
 	conn.Close()
 	ch.Stop()
-	fmt.Fprintf(stdout, "\nThe data stays in %s. To query it:\n  keywatch clickhouse-server --data %s\n  curl 'http://127.0.0.1:8123/?query=SELECT+outcome,count()+FROM+keywatch.auth_events+GROUP+BY+outcome'\n",
-		filepath.Join(dir, "clickhouse"), filepath.Join(dir, "clickhouse"))
+	d.summary(stdout)
+	printDemoData(stdout, dir)
 	return runErr
 }
 
-// progress prints one line a second (on a terminal it rewrites the line in place), and a line for
-// each new finding.
+// demoConfig is keywatch's configuration in the demo: tuned so that every story shows within
+// seconds on a busy two-core machine.
+func demoConfig(brokers []string, clickhouse, listen string) config.Config {
+	cfg := config.Default()
+	cfg.Kafka.Brokers = brokers
+	cfg.ClickHouse.Addr = []string{clickhouse}
+	cfg.Fingerprint.Key = "keywatch-demo-fingerprint-key" // a real deployment reads it from env or a file
+	cfg.Ingest.BatchMaxWait = config.Duration(500 * time.Millisecond)
+	cfg.HTTP.Listen = listen
+	cfg.Log.Format = "json"
+	cfg.Leader.Enabled = false // one replica
+	for _, schedule := range []*string{&cfg.Detect.Lingering.Schedule, &cfg.Detect.Spike.Schedule, &cfg.Detect.Leak.Schedule} {
+		*schedule = "@every 5s"
+	}
+	cfg.Detect.Hygiene.Schedule = "@every 15s" // its alerts show once, during story 1
+	// Readiness releases a caller that moved this long after its last old-key call (default 1 h).
+	cfg.Detect.Lingering.QuietFor = config.Duration(10 * time.Second)
+	// Alerts fire at once, except leak alerts: they wait for a second detector run, so that the
+	// revoke decision (made once per alert) sees the whole burst's score.
+	cfg.Alerting.EvaluateInterval = config.Duration(2 * time.Second)
+	cfg.Alerting.For = map[string]config.Duration{"default": 0, "leak": config.Duration(6 * time.Second)}
+	cfg.Alerting.GroupWait = 0
+	cfg.Alerting.GroupInterval = config.Duration(20 * time.Second)
+	cfg.Slack.GrafanaURL = "http://localhost:3000/d/keywatch-rotation-overview"
+	return cfg
+}
+
+// dropDemoDatabase removes what an earlier demo left in the data folder: its Kafka topics are
+// gone (the broker is in-process), so its offsets, alerts and actions would only confuse this run.
+func dropDemoDatabase(ctx context.Context, cfg config.ClickHouse) error {
+	conn, err := schema.Open(cfg, "default")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.Database+" SYNC"); err != nil {
+		return fmt.Errorf("demo: drop the previous demo's database %s: %w", cfg.Database, err)
+	}
+	return nil
+}
+
+// demoStory is when a story started and showed (zero: not yet), and what showed it.
+type demoStory struct {
+	started, shown time.Duration
+	how            string
+	alert, answer  bool // story 2: the lingering alert fired; the readiness answer was printed
+}
+
+// demo tells the stories: it announces each step the simulator reports, acts as the rotation
+// pipeline and key-management system would (asks readiness, retires a key), and watches alerts
+// and revoke decisions.
+type demo struct {
+	out        *progress
+	started    time.Time
+	notes      chan string
+	quit       chan struct{}
+	revokeMode string
+	receiver   string
+	quietFor   time.Duration
+
+	conn      driver.Conn
+	lingering *detect.Lingering
+	lifecycle *kafka.Writer
+	clean     simulate.Rotation
+	lingerRot simulate.Rotation
+	incidents simulate.Incidents
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex
+	stories map[int]*demoStory
+	seen    map[string]bool // alert states and audit rows printed
+}
+
+func (d *demo) stamp() string { return fmt.Sprintf("[%5.1fs] ", time.Since(d.started).Seconds()) }
+
+// note prints a line (or lines) above the progress line, from any goroutine.
+func (d *demo) note(s string) {
+	select {
+	case d.notes <- s:
+	case <-d.quit:
+	}
+}
+
+// drain prints the notes still queued.
+func (d *demo) drain() {
+	for {
+		select {
+		case n := <-d.notes:
+			d.out.note(n)
+		default:
+			return
+		}
+	}
+}
+
+func (d *demo) begin(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.stories[n]; s.started == 0 {
+		s.started = time.Since(d.started)
+	}
+}
+
+func (d *demo) shown(n int, how string) {
+	d.mu.Lock()
+	s := d.stories[n]
+	first := s.shown == 0
+	if first {
+		s.shown, s.how = time.Since(d.started), how
+	}
+	d.mu.Unlock()
+	if first {
+		d.note(d.stamp() + fmt.Sprintf("✔ story %d shown: %s", n, how))
+	}
+}
+
+func (d *demo) allShown() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.stories {
+		if s.shown == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func banner(n int) string {
+	return fmt.Sprintf("══ Story %d of 4: %s ══", n, demoStories[n])
+}
+
+// step announces a story step and starts what the demo does about it.
+func (d *demo) step(ctx context.Context, s simulate.Step) {
+	r := s.Rotation
+	switch {
+	case s.Story == simulate.StoryCleanRotation && s.Kind == simulate.StepRotationStarted:
+		d.begin(s.Story)
+		d.note(d.stamp() + banner(s.Story) + "\n" + indent(fmt.Sprintf(
+			"%s starts rotating %s → %s (grace period until %s); all its callers move to the new key within %s.",
+			r.ClientID, r.OldKeyID, r.NewKeyID, r.GraceUntil.Format("Jan 2 15:04"), r.MoveFor)))
+	case s.Story == simulate.StoryCleanRotation && s.Kind == simulate.StepMoved:
+		d.note(d.stamp() + fmt.Sprintf("every %s request now uses %s; readiness turns safe once nothing called %s for detect.lingering.quiet_for (%s in the demo, 1h by default).",
+			r.ClientID, r.NewKeyID, r.OldKeyID, d.quietFor))
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.retireWhenSafe(ctx, r) }()
+	case s.Story == simulate.StoryLingering && s.Kind == simulate.StepRotationStarted:
+		d.begin(s.Story)
+		d.note(d.stamp() + banner(s.Story) + "\n" + indent(fmt.Sprintf(
+			"%s starts rotating %s → %s, grace period until %s (30 minutes). Its services move within %s, but its nightly export job (%s, %s) keeps using the old key.",
+			r.ClientID, r.OldKeyID, r.NewKeyID, r.GraceUntil.Format("15:04:05"), r.MoveFor, r.StragglerIP, r.StragglerUA)))
+	case s.Story == simulate.StoryLingering && s.Kind == simulate.StepMoved:
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.askLingering(ctx, r, s.At) }()
+	case s.Story == simulate.StoryRevokedInUse:
+		d.begin(s.Story)
+		d.note(d.stamp() + banner(s.Story) + "\n" + indent(fmt.Sprintf(
+			"%s (rotating to %s since 2 days) is revoked now by mistake, while %s still uses it: from here every request it makes fails (401 revoked_key).",
+			r.OldKeyID, r.NewKeyID, r.ClientID)))
+	case s.Story == simulate.StoryLeak:
+		d.begin(s.Story)
+		in := d.incidents
+		what := fmt.Sprintf("revoke policy for leak alerts: dry-run (the decision is audited, nothing is sent; --revoke auto sends it to %s)", d.receiver)
+		if d.revokeMode == "auto" {
+			what = fmt.Sprintf("revoke policy for leak alerts: auto (the signed webhook goes to %s)", d.receiver)
+		}
+		d.note(d.stamp() + banner(s.Story) + "\n" + indent(fmt.Sprintf(
+			"%s (%s) is used from 45.134.140.0/24 (AS64666 Unfamiliar Cloud, Brazil), where it never was in its history: %d addresses at once, then %g request/s. %s.",
+			in.LeakedKeyID, in.LeakClientID, in.LeakBurst, in.LeakPerSecond, what)))
+	}
+}
+
+func indent(s string) string { return "          " + strings.ReplaceAll(s, "\n", "\n          ") }
+
+// readinessText is what 'keywatch readiness' prints, indented.
+func readinessText(rep detect.Readiness) string {
+	var b bytes.Buffer
+	printReadiness(&b, rep)
+	return indent("$ keywatch readiness " + rep.KeyID + "\n" + strings.TrimRight(b.String(), "\n"))
+}
+
+// retireWhenSafe is the rotation pipeline of story 1: it asks readiness every two seconds, and
+// retires the old key once the answer is safe.
+func (d *demo) retireWhenSafe(ctx context.Context, r simulate.Rotation) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	shownUnsafe := false
+	for {
+		rep, err := d.lingering.Readiness(ctx, time.Now(), r.OldKeyID)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			d.note(d.stamp() + fmt.Sprintf("readiness of %s: %v", r.OldKeyID, err))
+		case rep.Safe:
+			d.note(d.stamp() + "the rotation pipeline asks whether the old key can go:\n" + readinessText(rep))
+			at := time.Now().UTC()
+			if err := d.lifecycle.WriteMessages(ctx, kafka.Message{Value: simulate.Retired(r, at)}); err != nil {
+				d.note(d.stamp() + fmt.Sprintf("cannot retire %s: %v", r.OldKeyID, err))
+				return
+			}
+			d.note(d.stamp() + indent(fmt.Sprintf("→ %s retired (key.retired on key-lifecycle); %s runs on %s alone.", r.OldKeyID, r.ClientID, r.NewKeyID)))
+			d.shown(simulate.StoryCleanRotation, fmt.Sprintf("readiness SAFE for %s, then retired", r.OldKeyID))
+			return
+		case !shownUnsafe:
+			shownUnsafe = true
+			d.note(d.stamp() + "the rotation pipeline asks whether the old key can go (and asks again every 2 s):\n" + readinessText(rep))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// selectOldKeyCallers: who called a key since a time, busiest first. Arguments: key, since.
+const selectOldKeyCallers = `
+SELECT replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', '') AS addr, user_agent, count() AS n
+FROM auth_events
+WHERE key_id = ? AND ts >= fromUnixTimestamp64Milli(?)
+GROUP BY addr, user_agent
+ORDER BY n DESC
+LIMIT 3`
+
+// askLingering is story 2's readiness question, asked once the client's services moved: it waits
+// for the lingering alert (at most 15 s), then prints the answer and who still calls the old key.
+func (d *demo) askLingering(ctx context.Context, r simulate.Rotation, moved time.Time) {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		d.mu.Lock()
+		fired := d.stories[simulate.StoryLingering].alert
+		d.mu.Unlock()
+		if fired {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	// A few seconds after the move, so the callers since then are the stragglers only.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Until(moved.Add(5 * time.Second))):
+	}
+	rep, err := d.lingering.Readiness(ctx, time.Now(), r.OldKeyID)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.note(d.stamp() + fmt.Sprintf("readiness of %s: %v", r.OldKeyID, err))
+		}
+		return
+	}
+	text := d.stamp() + "the rotation pipeline asks whether acme's old key can go:\n" + readinessText(rep)
+	if rows, err := d.conn.Query(ctx, selectOldKeyCallers, r.OldKeyID, moved.UnixMilli()); err == nil {
+		var lines []string
+		for rows.Next() {
+			var addr, ua string
+			var n uint64
+			if rows.Scan(&addr, &ua, &n) == nil {
+				lines = append(lines, fmt.Sprintf("%s (%s): %d requests", addr, ua, n))
+			}
+		}
+		rows.Close()
+		if len(lines) > 0 {
+			text += "\n" + indent(fmt.Sprintf("calls with %s since its services moved (%s): %s",
+				r.OldKeyID, moved.UTC().Format("15:04:05"), strings.Join(lines, "; ")))
+		}
+	}
+	d.note(text)
+	if rep.Safe {
+		return
+	}
+	d.mu.Lock()
+	s := d.stories[simulate.StoryLingering]
+	s.answer = true
+	done := s.alert
+	d.mu.Unlock()
+	if done {
+		d.shown(simulate.StoryLingering, fmt.Sprintf("lingering alert firing and readiness UNSAFE for %s", r.OldKeyID))
+	}
+}
+
+// received reports a request the revoke receiver took.
+func (d *demo) received(r receivedRevoke) {
+	if !r.Verified {
+		d.note(d.stamp() + fmt.Sprintf("⚠ revoke receiver refused a request: %s", r.Problem))
+		return
+	}
+	d.note(d.stamp() + fmt.Sprintf("📨 revoke receiver: POST %s, signature verified (Standard Webhooks v1)\n%s", d.receiver,
+		indent(fmt.Sprintf("webhook-id: %s\nwebhook-timestamp: %s\nwebhook-signature: %s\n%s", r.ID, r.Timestamp, r.Signature, r.Body))))
+	if strings.Contains(r.Body, d.incidents.LeakedKeyID) {
+		d.shown(simulate.StoryLeak, "leak alert firing; the signed revoke reached the receiver, verified")
+	}
+}
+
+// selectDemoAlerts returns every alert's current state.
+const selectDemoAlerts = `
+SELECT fingerprint, detector, key_id, client_id, toString(state), toString(severity), score, summary
+FROM alerts FINAL
+ORDER BY severity DESC, detector, key_id`
+
+// selectDemoAudit returns the revoke decisions and attempts, oldest first.
+const selectDemoAudit = `
+SELECT action_id, event, guardrail, key_id, http_status, detail
+FROM action_audit
+ORDER BY at`
+
+// watch prints alerts that changed state and new audit rows, and notes which stories they show.
+func (d *demo) watch(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+	defer cancel()
+	if d.seen == nil {
+		d.seen = map[string]bool{}
+	}
+	in := d.incidents
+	if rows, err := d.conn.Query(qctx, selectDemoAlerts); err == nil {
+		for rows.Next() {
+			var fingerprint, detector, key, client, state, severity, summary string
+			var score float64
+			if rows.Scan(&fingerprint, &detector, &key, &client, &state, &severity, &score, &summary) != nil {
+				continue
+			}
+			// Hygiene alerts (old and unused keys) show as their one-line Slack messages only.
+			if id := fingerprint + state + severity; !d.seen[id] && detector != "hygiene" {
+				d.seen[id] = true
+				subject := key
+				if client != "" {
+					subject += " (" + client + ")"
+				}
+				d.out.note(d.stamp() + fmt.Sprintf("ALERT %s %s on %s: %s, score %.4g", severity, detector, subject, state, score))
+			}
+			if state != "firing" {
+				continue
+			}
+			switch {
+			case detector == "lingering" && key == d.lingerRot.OldKeyID:
+				d.mu.Lock()
+				s := d.stories[simulate.StoryLingering]
+				s.alert = true
+				done := s.answer
+				d.mu.Unlock()
+				if done {
+					d.shown(simulate.StoryLingering, fmt.Sprintf("lingering alert firing and readiness UNSAFE for %s", key))
+				}
+			case detector == "spike" && client == in.Revoked.ClientID:
+				d.shown(simulate.StoryRevokedInUse, fmt.Sprintf("failure-spike alert firing for %s", client))
+			}
+		}
+		rows.Close()
+	}
+	if rows, err := d.conn.Query(qctx, selectDemoAudit); err == nil {
+		for rows.Next() {
+			var id, event, guardrail, key, detail string
+			var status uint16
+			if rows.Scan(&id, &event, &guardrail, &key, &status, &detail) != nil || d.seen[id+event+detail] {
+				continue
+			}
+			d.seen[id+event+detail] = true
+			line := fmt.Sprintf("REVOKE %s %s", event, key)
+			if guardrail != "" {
+				line += " guardrail " + guardrail
+			}
+			if status != 0 {
+				line += fmt.Sprintf(" HTTP %d", status)
+			}
+			d.out.note(d.stamp() + line + ": " + detail + " (action_audit)")
+			if key == in.LeakedKeyID && event == "dry_run" && strings.HasPrefix(detail, "dry run") {
+				d.shown(simulate.StoryLeak, "leak alert firing; audit: dry run, a revoke would be requested (nothing sent)")
+			}
+		}
+		rows.Close()
+	}
+}
+
+// summary prints when each story started and showed.
+func (d *demo) summary(w io.Writer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Fprintln(w, "\nStories (seconds since the demo started):")
+	for n := simulate.StoryCleanRotation; n <= simulate.StoryLeak; n++ {
+		s := d.stories[n]
+		started, shown := "not started", "not shown"
+		if s.started > 0 {
+			started = fmt.Sprintf("started %5.1fs", s.started.Seconds())
+		}
+		if s.shown > 0 {
+			shown = fmt.Sprintf("shown %5.1fs (%+.1fs): %s", s.shown.Seconds(), (s.shown - s.started).Seconds(), s.how)
+		}
+		fmt.Fprintf(w, "  %d. %-32s %s, %s\n", n, demoStories[n], started, shown)
+	}
+}
+
+// printDemoData says where the data is, how to query it and how to open the dashboards on it.
+func printDemoData(w io.Writer, dir string) {
+	data := filepath.Join(dir, "clickhouse")
+	self := "keywatch"
+	if exe, err := os.Executable(); err == nil {
+		if wd, err := os.Getwd(); err == nil {
+			if rel, err := filepath.Rel(wd, exe); err == nil && !strings.HasPrefix(rel, "..") {
+				self = "./" + rel
+			}
+		}
+	}
+	dashboards := "dashboards"
+	if abs, err := filepath.Abs("dashboards/provisioning"); err == nil {
+		if _, err := os.Stat(abs); err == nil {
+			dashboards = filepath.Dir(abs)
+		}
+	}
+	fmt.Fprintf(w, `
+The data stays in %[1]s (database keywatch). To query it, serve it again:
+  %[2]s clickhouse-server --data %[1]s      # native 127.0.0.1:9000, HTTP 127.0.0.1:8123
+  curl 'http://127.0.0.1:8123/?query=SELECT+detector,state,severity,summary+FROM+keywatch.alerts+FINAL+FORMAT+PrettyCompact'
+  or open http://127.0.0.1:8123/play (tables: auth_events, findings, alerts, notifications, action_audit, ...)
+
+Dashboards: while that server runs, start Grafana with keywatch's provisioning (Docker; the data
+source reads CLICKHOUSE_HOST/USER/PASSWORD and port 9000):
+  docker run --rm --network host -e GF_INSTALL_PLUGINS=grafana-clickhouse-datasource \
+    -e CLICKHOUSE_HOST=127.0.0.1 -e CLICKHOUSE_USER=default -e CLICKHOUSE_PASSWORD= \
+    -v %[3]s/provisioning:/etc/grafana/provisioning:ro \
+    -v %[3]s:/var/lib/grafana/dashboards/keywatch:ro grafana/grafana:12.2.0
+  then open http://localhost:3000/d/keywatch-rotation-overview (admin / admin; folder "keywatch":
+  rotation overview, lingering, failures, leak, alerts, pipeline).
+`, data, self, dashboards)
+}
+
+// progress prints one line a second (on a terminal it rewrites the line in place), and notes
+// above it.
 type progress struct {
 	out       io.Writer
 	tty       bool
 	lastSent  int64
 	lastAt    time.Duration
+	lastLine  time.Duration // when the last line was printed, when not a terminal
 	wroteLine bool
-	seen      map[string]bool // alert states and audit rows printed
 }
 
 func newProgress(out io.Writer) *progress {
-	p := &progress{out: out, seen: map[string]bool{}}
+	p := &progress{out: out}
 	if f, ok := out.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			p.tty = true
@@ -227,25 +729,36 @@ func newProgress(out io.Writer) *progress {
 	return p
 }
 
-func (p *progress) show(ctx context.Context, conn driver.Conn, elapsed time.Duration, sent int64, rot simulate.Rotation) {
+// selectOnNewKey is the share of a client's requests with the rotation's new key in the last 10 s.
+// Arguments: new key, old key, new key.
+const selectOnNewKey = `
+SELECT countIf(key_id = ?) / greatest(count(), 1)
+FROM auth_events
+WHERE key_id IN (?, ?) AND ts >= now64(3) - INTERVAL 10 SECOND`
+
+func (p *progress) show(ctx context.Context, conn driver.Conn, elapsed time.Duration, sent int64, rots ...simulate.Rotation) {
 	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
 	stored := count(qctx, conn, "SELECT count() FROM auth_events")
 	dead := count(qctx, conn, "SELECT count() FROM dead_letters")
-	var onNew float64
-	_ = conn.QueryRow(qctx, `SELECT sumIf(requests, key_id = ?) / greatest(sum(requests), 1)
-		FROM auth_events_1m WHERE client_id = ? AND key_id IN (?, ?) AND minute >= now() - INTERVAL 1 MINUTE`,
-		rot.NewKeyID, rot.ClientID, rot.OldKeyID, rot.NewKeyID).Scan(&onNew)
 	rate := float64(sent-p.lastSent) / max((elapsed-p.lastAt).Seconds(), 0.001)
 	p.lastSent, p.lastAt = sent, elapsed
-	line := fmt.Sprintf("[%5.1fs] sent %d events (%.0f/s) | stored %d | dead letters %d | %s on new key: %.0f%% (last minute)",
-		elapsed.Seconds(), sent, rate, stored, dead, rot.ClientID, 100*onNew)
+	line := fmt.Sprintf("[%5.1fs] sent %d events (%.0f/s) | stored %d | dead letters %d", elapsed.Seconds(), sent, rate, stored, dead)
+	for _, r := range rots {
+		var onNew float64
+		_ = conn.QueryRow(qctx, selectOnNewKey, r.NewKeyID, r.OldKeyID, r.NewKeyID).Scan(&onNew)
+		line += fmt.Sprintf(" | %s on new key %.0f%%", strings.TrimSuffix(r.ClientID, "-billing"), 100*onNew)
+	}
 	if p.tty {
 		fmt.Fprintf(p.out, "\r\033[K%s", line)
 		p.wroteLine = true
 		return
 	}
-	fmt.Fprintln(p.out, line)
+	// Not a terminal (a log file): one line every 10 s is enough.
+	if p.lastLine == 0 || elapsed-p.lastLine >= 10*time.Second {
+		p.lastLine = elapsed
+		fmt.Fprintln(p.out, line)
+	}
 }
 
 // note prints a line of its own above the progress line.
@@ -257,50 +770,10 @@ func (p *progress) note(line string) {
 	fmt.Fprintln(p.out, line)
 }
 
-// selectAlerts returns every alert's current state.
-const selectAlerts = `
-SELECT fingerprint, toString(state), toString(severity), detector, summary
-FROM alerts FINAL
-ORDER BY severity DESC, detector, key_id`
-
-// selectAudit returns the revoke decisions, oldest first.
-const selectAudit = `
-SELECT action_id, event, guardrail, key_id, detail
-FROM action_audit
-ORDER BY at`
-
-// alerts prints what alerting and the revoke policy did since the last call: alerts that changed
-// state (pending, firing, resolved) and revoke decisions (in the demo: dry runs).
-func (p *progress) alerts(ctx context.Context, conn driver.Conn, elapsed time.Duration) {
-	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
-	defer cancel()
-	if rows, err := conn.Query(qctx, selectAlerts); err == nil {
-		for rows.Next() {
-			var fingerprint, state, severity, detector, summary string
-			if rows.Scan(&fingerprint, &state, &severity, &detector, &summary) != nil || p.seen[fingerprint+state+severity] {
-				continue
-			}
-			p.seen[fingerprint+state+severity] = true
-			p.note(fmt.Sprintf("[%5.1fs] ALERT %-8s %-8s %-9s %s", elapsed.Seconds(), state, severity, detector, summary))
-		}
-		rows.Close()
-	}
-	if rows, err := conn.Query(qctx, selectAudit); err == nil {
-		for rows.Next() {
-			var id, event, guardrail, key, detail string
-			if rows.Scan(&id, &event, &guardrail, &key, &detail) != nil || p.seen[id+event+guardrail] {
-				continue
-			}
-			p.seen[id+event+guardrail] = true
-			p.note(fmt.Sprintf("[%5.1fs] REVOKE %-8s %s %s %s (action_audit)", elapsed.Seconds(), event, key, guardrail, detail))
-		}
-		rows.Close()
-	}
-}
-
 func (p *progress) done() {
 	if p.wroteLine {
 		fmt.Fprintln(p.out)
+		p.wroteLine = false
 	}
 }
 

@@ -140,7 +140,7 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 		Reason:      fmt.Sprintf("failure spike after %s was %s (rotation %s): %s", keyID, ev.Step, rotationID, a.Summary),
 		RequestedAt: now, UpdatedAt: now, Version: 1,
 	}
-	ev2 := auditRow{Actor: "auto"}
+	row := auditRow{Actor: "auto"}
 	leak, err := r.leaked(ctx, keyID)
 	if err != nil {
 		return nil, true, err
@@ -148,26 +148,26 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 	metric := ""
 	switch {
 	case leak != "":
-		rec.State, rec.Guardrail, ev2.Event, metric = stateRefused, GuardLeaked, "refused", "refused"
+		rec.State, rec.Guardrail, row.Event, metric = stateRefused, GuardLeaked, "refused", "refused"
 		rec.Detail = leak + ": never rolled back"
 	case p.Mode == "approve":
-		rec.State, ev2.Event, metric = stateAwaiting, "awaiting_approval", "awaiting_approval"
+		rec.State, row.Event, metric = stateAwaiting, "awaiting_approval", "awaiting_approval"
 		rec.Detail = "waiting for an approver"
 	case !r.critical(a.ClientID):
-		rec.State, rec.Guardrail, ev2.Event, metric = stateAwaiting, GuardNotCritical, "awaiting_approval", "awaiting_approval"
+		rec.State, rec.Guardrail, row.Event, metric = stateAwaiting, GuardNotCritical, "awaiting_approval", "awaiting_approval"
 		rec.Detail = fmt.Sprintf("%s is not in rollback.critical_clients: waiting for an approver", a.ClientID)
 	default:
 		if err := r.queueAction(ctx, rec, now, "auto", time.Duration(r.rollback.ExtendBy)); err != nil {
 			return nil, true, err
 		}
-		ev2.Event = "decided"
+		row.Event = "decided"
 		rec.Detail = rec.Kind + " queued"
 	}
 	if err := r.store.save(ctx, rec); err != nil {
 		return nil, true, err
 	}
-	ev2.Guardrail, ev2.Detail = rec.Guardrail, rec.Detail
-	if err := r.auditOf(ctx, rec, id+":decision", ev2); err != nil {
+	row.Guardrail, row.Detail = rec.Guardrail, rec.Detail
+	if err := r.auditOf(ctx, rec, id+":decision", row); err != nil {
 		return nil, true, err
 	}
 	if metric != "" {

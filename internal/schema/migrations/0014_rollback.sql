@@ -1,2 +1,0 @@
--- placeholder: reserved slot, replaced by its owner (or removed before release)
-SELECT 1;

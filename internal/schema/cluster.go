@@ -1,9 +1,14 @@
 package schema
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/config"
 )
 
 // Cluster mode (clickhouse.cluster set). The migrations are written once, for one server; here they
@@ -32,9 +37,53 @@ type clusterMode struct {
 	name string
 	// db is the database, named in Distributed(...) and in the Keeper paths.
 	db string
-	// noOnCluster leaves out ON CLUSTER and plainEngines keeps the engines unreplicated. Only tests
-	// set them: the embedded test server (clickhouse-local) has no DDL worker and no interserver port.
-	noOnCluster, plainEngines bool
+	// nodes and plainEngines are for tests only: the embedded test server (clickhouse-local) has
+	// no DDL worker and no interserver port. With nodes (native addresses of every server of the
+	// cluster) ON CLUSTER is left out and each schema statement runs on every node instead, as the
+	// DDL worker would run it; plainEngines keeps the _local engines unreplicated.
+	nodes        []string
+	plainEngines bool
+}
+
+// schemaExec runs rewritten statements: on conn, or in a test's emulated cluster (clusterMode.nodes)
+// each schema statement on every node, and INSERT/SELECT once on conn.
+type schemaExec struct {
+	conn  driver.Conn
+	nodes []driver.Conn
+}
+
+func (x schemaExec) exec(ctx context.Context, stmt string) error {
+	if len(x.nodes) == 0 || reRunOnce.MatchString(strings.TrimSpace(stmt)) {
+		return x.conn.Exec(ctx, stmt)
+	}
+	for _, n := range x.nodes {
+		if err := n.Exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openNodes connects to database db on each of the emulated cluster's nodes.
+func openNodes(cfg config.ClickHouse, db string, nodes []string) ([]driver.Conn, error) {
+	var conns []driver.Conn
+	for _, addr := range nodes {
+		c := cfg
+		c.Addr = []string{addr}
+		conn, err := Open(c, db)
+		if err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		conns = append(conns, conn)
+	}
+	return conns, nil
+}
+
+func closeAll(conns []driver.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // localSuffix names the per-shard table under each Distributed table.
@@ -134,7 +183,7 @@ func (r *clusterRewriter) rewrite(stmt string) ([]string, error) {
 }
 
 func (r *clusterRewriter) onCluster() string {
-	if r.m.name == "" || r.m.noOnCluster {
+	if r.m.name == "" || len(r.m.nodes) > 0 {
 		return ""
 	}
 	return " ON CLUSTER " + quoteIdent(r.m.name)

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -189,26 +190,49 @@ func maps2Equal(a, b map[string]bool) bool {
 	return true
 }
 
-// TestClusterOneNode runs on a real one-node cluster: the embedded server with remote_servers
-// pointing at itself, macros and an in-memory Keeper. clickhouse-local has no DDL worker (ON
-// CLUSTER fails) and no interserver port (Replicated tables stay read-only), so the full migration
-// and the round trip run without ON CLUSTER over unreplicated _local tables, and the Replicated
-// _local tables are created (not written) with their real engines.
-func TestClusterOneNode(t *testing.T) {
-	ctx := context.Background()
-	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(t.TempDir(), "data"), Cluster: "kw"})
+// startCluster starts n embedded servers that form cluster name, one shard each.
+func startCluster(t *testing.T, name string, n int) []*testbed.ClickHouse {
+	t.Helper()
+	ports, err := testbed.FreePorts(2 * n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(server.Stop)
+	var shards []string
+	for i := range n {
+		shards = append(shards, fmt.Sprintf("127.0.0.1:%d", ports[2*i]))
+	}
+	servers := make([]*testbed.ClickHouse, n)
+	for i := range n {
+		s, err := testbed.StartClickHouse(context.Background(), testbed.ClickHouseOptions{
+			Dir: filepath.Join(t.TempDir(), "data"), TCPPort: ports[2*i], HTTPPort: ports[2*i+1], Cluster: name, Shards: shards,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Stop)
+		servers[i] = s
+	}
+	return servers
+}
+
+// TestClusterTwoShards runs on a real two-shard cluster: two embedded servers whose remote_servers
+// name both, with {shard} macros and in-memory Keepers. clickhouse-local has no DDL worker (ON
+// CLUSTER fails) and no interserver port (Replicated tables stay read-only), so the full migration
+// and the round trip run with each schema statement sent to both servers, as the DDL worker would,
+// over unreplicated _local tables; and the Replicated _local tables are created (not written)
+// with their real engines.
+func TestClusterTwoShards(t *testing.T) {
+	ctx := context.Background()
+	servers := startCluster(t, "kw", 2)
+	nodes := []string{servers[0].Addr, servers[1].Addr}
 	cfg := config.Default().ClickHouse
-	cfg.Addr = []string{server.Addr}
+	cfg.Addr = []string{servers[0].Addr}
 	cfg.Cluster = "kw"
 	r := RetentionFrom(config.Default().Retention)
 
 	t.Run("migrate and round trip through Distributed tables", func(t *testing.T) {
-		db := server.NewDatabase(t)
-		mode := clusterMode{name: "kw", db: db, noOnCluster: true, plainEngines: true}
+		db := "t_cluster_" + strings.ReplaceAll(fmt.Sprint(time.Now().UnixNano()), "-", "")
+		mode := clusterMode{name: "kw", db: db, nodes: nodes, plainEngines: true}
 		first, err := migrate(ctx, cfg, db, r, mode)
 		if err != nil {
 			t.Fatal(err)
@@ -217,9 +241,12 @@ func TestClusterOneNode(t *testing.T) {
 		if len(first.Versions) != len(all) || len(first.RetentionChanged) != 0 {
 			t.Fatalf("first run %+v, want all %d migrations and no retention change", first, len(all))
 		}
-		again, err := migrate(ctx, cfg, db, r, mode)
+		// The record of applied migrations is the cluster's: a run through the other shard finds it.
+		other := cfg
+		other.Addr = []string{servers[1].Addr}
+		again, err := migrate(ctx, other, db, r, mode)
 		if err != nil || len(again.Versions) != 0 || len(again.RetentionChanged) != 0 {
-			t.Fatalf("second run %+v (%v), want nothing", again, err)
+			t.Fatalf("second run, through shard 2: %+v (%v), want nothing", again, err)
 		}
 		conn, err := Open(cfg, db)
 		if err != nil {
@@ -227,63 +254,95 @@ func TestClusterOneNode(t *testing.T) {
 		}
 		t.Cleanup(func() { conn.Close() })
 
-		engines := map[string]string{}
-		rows, err := conn.Query(ctx, "SELECT name, engine FROM system.tables WHERE database = ?", db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var n, e string
-			_ = rows.Scan(&n, &e)
-			engines[n] = e
-		}
-		rows.Close()
-		for _, name := range []string{"keywatch_migrations", "auth_events", "auth_events_1m", "key_lifecycle", "key_fingerprints", "alerts", "actions"} {
-			if engines[name] != "Distributed" || !strings.HasSuffix(engines[name+"_local"], "MergeTree") {
-				t.Errorf("%s is %q over %q, want Distributed over a MergeTree", name, engines[name], engines[name+"_local"])
+		for i, s := range servers {
+			engines := map[string]string{}
+			rows, err := conn.Query(ctx, "SELECT name, engine FROM remote(?, system.tables) WHERE database = ?", s.Addr, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var n, e string
+				_ = rows.Scan(&n, &e)
+				engines[n] = e
+			}
+			rows.Close()
+			for _, name := range []string{"keywatch_migrations", "auth_events", "auth_events_1m", "key_lifecycle", "key_fingerprints", "alerts", "actions"} {
+				if engines[name] != "Distributed" || !strings.HasSuffix(engines[name+"_local"], "MergeTree") {
+					t.Errorf("shard %d: %s is %q over %q, want Distributed over a MergeTree", i+1, name, engines[name], engines[name+"_local"])
+				}
 			}
 		}
 		var cols uint64
-		if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table IN ('auth_events', 'auth_events_local') AND name IN ('asn', 'country', 'src_topic')", db).Scan(&cols); err != nil || cols != 6 {
-			t.Errorf("ALTER ... ADD COLUMN reached %d of 6 (table, column) pairs (%v)", cols, err)
+		if err := conn.QueryRow(ctx, "SELECT count() FROM clusterAllReplicas('kw', system.columns) WHERE database = ? AND table IN ('auth_events', 'auth_events_local') AND name IN ('asn', 'country', 'src_topic')", db).Scan(&cols); err != nil || cols != 12 {
+			t.Errorf("ALTER ... ADD COLUMN reached %d of 12 (shard, table, column) triples (%v)", cols, err)
 		}
 
-		// Events through the Distributed auth_events: the views on auth_events_local roll them up.
+		// Events of 20 keys through the Distributed auth_events: spread over both shards, each key
+		// on one, and the views on auth_events_local roll them up where they are.
 		base := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
 		batch, err := conn.PrepareBatch(ctx, "INSERT INTO auth_events (ts, key_id, key_fingerprint, client_id, outcome, status, ip)")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range 6 {
-			ip := []string{"203.0.113.7", "203.0.113.8", "2001:db8::1"}[i%3]
-			if err := batch.Append(base.Add(time.Duration(i)*time.Second), "kid_a", "fp_a", "acme", "ok", uint16(200), ip); err != nil {
-				t.Fatal(err)
+		for k := range 20 {
+			for i := range 6 {
+				ip := []string{"203.0.113.7", "203.0.113.8", "2001:db8::1"}[i%3]
+				key := fmt.Sprintf("kid_%02d", k)
+				if err := batch.Append(base.Add(time.Duration(i)*time.Second), key, "fp_"+key, "acme", "ok", uint16(200), ip); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		if err := batch.Send(); err != nil {
 			t.Fatal(err)
 		}
+		var onShard [2]uint64
+		for i, s := range servers {
+			if err := conn.QueryRow(ctx, "SELECT count() FROM remote(?, ?, 'auth_events_local')", s.Addr, db).Scan(&onShard[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if onShard[0] == 0 || onShard[1] == 0 || onShard[0]+onShard[1] != 120 {
+			t.Fatalf("rows on the shards: %v, want 120 spread over both", onShard)
+		}
+		var split uint64
+		if err := conn.QueryRow(ctx, "SELECT countIf(shards > 1) FROM (SELECT key_id, uniqExact(_shard_num) AS shards FROM auth_events GROUP BY key_id)").Scan(&split); err != nil || split != 0 {
+			t.Fatalf("%d keys have rows on both shards (%v), want none", split, err)
+		}
 		var requests, ips uint64
-		err = conn.QueryRow(ctx, "SELECT sum(requests), uniqMerge(distinct_ips) FROM auth_events_1m WHERE key_id = 'kid_a'").Scan(&requests, &ips)
+		err = conn.QueryRow(ctx, "SELECT sum(requests), uniqMerge(distinct_ips) FROM auth_events_1m WHERE key_id = 'kid_07'").Scan(&requests, &ips)
 		if err != nil || requests != 6 || ips != 3 {
 			t.Fatalf("rollup through Distributed: %d requests from %d IPs (%v), want 6 from 3", requests, ips, err)
 		}
 
-		// A ReplacingMergeTree state read with FINAL through the Distributed table.
-		for i, state := range []string{"key.created", "key.rotation_started"} {
-			if err := conn.Exec(ctx, "INSERT INTO key_lifecycle_events (ts, type, key_id, client_id) VALUES (?, ?, 'kid_a', 'acme')", base.Add(time.Duration(i)*time.Minute), state); err != nil {
-				t.Fatal(err)
+		// ReplacingMergeTree state read with FINAL through the Distributed table, every key's
+		// versions on its one shard.
+		for k := range 20 {
+			for i, event := range []string{"key.created", "key.rotation_started"} {
+				if err := conn.Exec(ctx, "INSERT INTO key_lifecycle_events (ts, type, key_id, client_id) VALUES (?, ?, ?, 'acme')",
+					base.Add(time.Duration(i)*time.Minute), event, fmt.Sprintf("kid_%02d", k)); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		var state string
-		var versions uint64
-		if err := conn.QueryRow(ctx, "SELECT toString(state), count() FROM key_lifecycle FINAL WHERE key_id = 'kid_a' GROUP BY state").Scan(&state, &versions); err != nil || state != "retiring" || versions != 1 {
-			t.Fatalf("key_lifecycle FINAL: %q ×%d (%v), want one retiring row", state, versions, err)
+		var retiring, rowsFinal uint64
+		if err := conn.QueryRow(ctx, "SELECT countIf(state = 'retiring'), count() FROM key_lifecycle FINAL").Scan(&retiring, &rowsFinal); err != nil || retiring != 20 || rowsFinal != 20 {
+			t.Fatalf("key_lifecycle FINAL: %d retiring of %d rows (%v), want 20 of 20", retiring, rowsFinal, err)
 		}
 
-		// The 0011 backfill, run again on an emptied target, rebuilds it from the events.
-		if err := conn.Exec(ctx, "TRUNCATE TABLE key_fingerprints_local"); err != nil {
-			t.Fatal(err)
+		// IN and JOIN subqueries over Distributed tables, as the detectors write them: refused
+		// across shards unless keywatch's connections make them GLOBAL.
+		var joined uint64
+		if err := conn.QueryRow(ctx, `SELECT count() FROM auth_events_1m AS a INNER JOIN (SELECT key_id FROM key_lifecycle FINAL) AS l ON a.key_id = l.key_id
+WHERE a.key_id IN (SELECT key_id FROM key_lifecycle_events)`).Scan(&joined); err != nil || joined == 0 {
+			t.Fatalf("JOIN and IN over Distributed tables: %d rows (%v)", joined, err)
+		}
+
+		// The 0011 backfill, run again on emptied targets, rebuilds them from both shards' events.
+		for _, s := range servers {
+			if err := s.Conn(t, db).Exec(ctx, "TRUNCATE TABLE key_fingerprints_local"); err != nil {
+				t.Fatal(err)
+			}
 		}
 		backfill := all[10].Statements[len(all[10].Statements)-1]
 		if !strings.HasPrefix(backfill, "INSERT INTO key_fingerprints") {
@@ -292,32 +351,38 @@ func TestClusterOneNode(t *testing.T) {
 		if err := conn.Exec(ctx, backfill); err != nil {
 			t.Fatal(err)
 		}
+		var fingerprints uint64
 		var key string
-		if err := conn.QueryRow(ctx, "SELECT argMaxMerge(key_id) FROM key_fingerprints WHERE key_fingerprint = 'fp_a' GROUP BY key_fingerprint").Scan(&key); err != nil || key != "kid_a" {
-			t.Fatalf("backfilled fingerprint -> %q (%v), want kid_a", key, err)
+		if err := conn.QueryRow(ctx, "SELECT count(), argMaxIf(k, fp = 'fp_kid_13', 1) FROM (SELECT key_fingerprint AS fp, argMaxMerge(key_id) AS k FROM key_fingerprints GROUP BY key_fingerprint)").Scan(&fingerprints, &key); err != nil || fingerprints != 20 || key != "kid_13" {
+			t.Fatalf("backfilled %d fingerprints, fp_kid_13 -> %q (%v); want 20 and kid_13", fingerprints, key, err)
 		}
 
-		// Retention changes land on the _local tables, where the TTLs are.
+		// Retention changes land on every shard's _local table, where the TTLs are.
 		shorter := r
 		shorter.AuthEventsDays = 7
 		got, err := migrate(ctx, cfg, db, shorter, mode)
 		if err != nil || !slices.Equal(got.RetentionChanged, []string{"auth_events"}) {
 			t.Fatalf("retention change: %v (%v), want [auth_events]", got.RetentionChanged, err)
 		}
-		var engine string
-		if err := conn.QueryRow(ctx, "SELECT engine_full FROM system.tables WHERE database = ? AND name = 'auth_events_local'", db).Scan(&engine); err != nil || !strings.Contains(engine, "toIntervalDay(7)") {
-			t.Fatalf("auth_events_local: %s (%v), want TTL of 7 days", engine, err)
+		var ttl7 uint64
+		if err := conn.QueryRow(ctx, "SELECT countIf(engine_full LIKE '%toIntervalDay(7)%') FROM clusterAllReplicas('kw', system.tables) WHERE database = ? AND name = 'auth_events_local'", db).Scan(&ttl7); err != nil || ttl7 != 2 {
+			t.Fatalf("auth_events_local has the 7-day TTL on %d shards (%v), want 2", ttl7, err)
+		}
+		for _, s := range servers {
+			if err := s.Conn(t, "default").Exec(ctx, "DROP DATABASE IF EXISTS "+db+" SYNC"); err != nil {
+				t.Log(err)
+			}
 		}
 	})
 
 	t.Run("replicated tables are created with their engines", func(t *testing.T) {
-		db := server.NewDatabase(t)
-		conn := server.Conn(t, db)
+		db := servers[0].NewDatabase(t)
+		conn := servers[0].Conn(t, db)
 		migrations, err := Migrations(r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rw := newClusterRewriter(clusterMode{name: "kw", db: db, noOnCluster: true})
+		rw := newClusterRewriter(clusterMode{name: "kw", db: db, nodes: nodes[:1]})
 		bookkeeping, err := rw.rewrite(createMigrationsTable)
 		if err != nil {
 			t.Fatal(err)

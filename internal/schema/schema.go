@@ -105,11 +105,13 @@ func splitStatements(sql string) []string {
 // In cluster mode (cfg.Cluster set) its inserts into Distributed tables are synchronous
 // (distributed_foreground_insert: written to the shard before the insert returns) and it prefers the
 // first healthy replica of each shard for reads and writes alike (load_balancing in_order), so what
-// keywatch wrote it reads back, as on a single server.
+// keywatch wrote it reads back, as on a single server. An IN or JOIN subquery over a Distributed
+// table runs once and is sent to the shards (distributed_product_mode global), instead of being
+// refused when there are several shards.
 func Open(cfg config.ClickHouse, db string) (driver.Conn, error) {
 	var settings clickhouse.Settings
 	if cfg.Cluster != "" {
-		settings = clickhouse.Settings{"distributed_foreground_insert": 1, "load_balancing": "in_order"}
+		settings = clickhouse.Settings{"distributed_foreground_insert": 1, "load_balancing": "in_order", "distributed_product_mode": "global"}
 	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Settings:    settings,
@@ -191,8 +193,13 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 		return done, err
 	}
 	defer admin.Close()
+	adminNodes, err := openNodes(cfg, "default", mode.nodes)
+	if err != nil {
+		return done, err
+	}
+	defer closeAll(adminNodes)
 	// db is validated as an identifier by config; identifiers cannot be bound parameters.
-	if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)+rw.onCluster()); err != nil {
+	if err := (schemaExec{admin, adminNodes}).exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)+rw.onCluster()); err != nil {
 		return done, fmt.Errorf("schema: create database %s: %w", db, err)
 	}
 	conn, err := Open(cfg, db)
@@ -200,8 +207,14 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 		return done, err
 	}
 	defer conn.Close()
+	nodes, err := openNodes(cfg, db, mode.nodes)
+	if err != nil {
+		return done, err
+	}
+	defer closeAll(nodes)
+	x := schemaExec{conn, nodes}
 	for _, stmt := range bookkeeping {
-		if err := conn.Exec(ctx, stmt); err != nil {
+		if err := x.exec(ctx, stmt); err != nil {
 			return done, fmt.Errorf("schema: create keywatch_migrations in %s: %w", db, err)
 		}
 	}
@@ -228,7 +241,7 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 		}
 		for i, run := range statements[k] {
 			for _, stmt := range run {
-				if err := conn.Exec(ctx, stmt); err != nil {
+				if err := x.exec(ctx, stmt); err != nil {
 					return done, fmt.Errorf("schema: migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 				}
 			}
@@ -238,7 +251,7 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 		}
 		done.Versions = append(done.Versions, m.Version)
 	}
-	done.RetentionChanged, err = reconcileRetention(ctx, conn, r, rw)
+	done.RetentionChanged, err = reconcileRetention(ctx, x, r, rw)
 	return done, err
 }
 
@@ -260,9 +273,9 @@ func ttlClauses(r Retention) map[string]string {
 
 // reconcileRetention sets the TTL of each table whose TTL differs from r (in cluster mode: of
 // each table's _local table, where the TTL is) and returns those tables.
-func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention, rw *clusterRewriter) ([]string, error) {
+func reconcileRetention(ctx context.Context, x schemaExec, r Retention, rw *clusterRewriter) ([]string, error) {
 	want := ttlClauses(r)
-	rows, err := conn.Query(ctx, selectTTL)
+	rows, err := x.conn.Query(ctx, selectTTL)
 	if err != nil {
 		return nil, fmt.Errorf("schema: read table TTLs: %w", err)
 	}
@@ -293,7 +306,7 @@ func reconcileRetention(ctx context.Context, conn driver.Conn, r Retention, rw *
 			return stale, fmt.Errorf("schema: set retention of %s: %w", table, err)
 		}
 		for _, stmt := range run {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := x.exec(ctx, stmt); err != nil {
 				return stale, fmt.Errorf("schema: set retention of %s: %w", table, err)
 			}
 		}

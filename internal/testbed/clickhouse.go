@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,29 +41,39 @@ type ClickHouseOptions struct {
 	// TCPPort and HTTPPort are the loopback ports of the native and HTTP protocols; 0 picks a
 	// free one.
 	TCPPort, HTTPPort int
-	// Cluster, when set, makes the server a one-node cluster of that name: remote_servers with one
-	// shard whose one replica is this server, macros shard=01 and replica=r1, and an in-memory Keeper
-	// (testkeeper). Distributed tables work on it, Replicated tables can be created (not written:
-	// clickhouse-local has no interserver port), and ON CLUSTER queries fail (no DDL worker).
+	// Cluster, when set, makes the server a member of a cluster of that name: remote_servers with
+	// one shard per address of Shards (one replica each, internal_replication on), macros {shard}
+	// (this server's place in Shards, 01, 02...) and {replica} (r1), and an in-memory Keeper
+	// (testkeeper) of its own. Distributed tables work on it; Replicated tables can be created but
+	// not written (clickhouse-local has no interserver port), and ON CLUSTER fails (no DDL worker).
 	Cluster string
+	// Shards are the native addresses (127.0.0.1:port) of the cluster's shards, this server's
+	// among them (TCPPort must then be set); empty: this server is the one shard.
+	Shards []string
 }
 
-// clusterConfig is the server configuration of a one-node cluster named name on tcpPort.
-func clusterConfig(name string, tcpPort int) string {
-	return fmt.Sprintf(`<clickhouse>
-  <remote_servers>
-    <%s>
-      <shard>
-        <internal_replication>true</internal_replication>
-        <replica><host>127.0.0.1</host><port>%d</port></replica>
-      </shard>
-    </%[1]s>
-  </remote_servers>
-  <macros><shard>01</shard><replica>r1</replica></macros>
-  <zookeeper><implementation>testkeeper</implementation></zookeeper>
-</clickhouse>
-`, name, tcpPort)
+// clusterConfig is the server configuration of cluster name whose shards are at shards, for the
+// server at self.
+func clusterConfig(name string, shards []string, self string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "<clickhouse>\n  <remote_servers>\n    <%s>\n", name)
+	shard := 0
+	for i, addr := range shards {
+		host, port, _ := net.SplitHostPort(addr)
+		fmt.Fprintf(&b, "      <shard><internal_replication>true</internal_replication><replica><host>%s</host><port>%s</port></replica></shard>\n", host, port)
+		if addr == self {
+			shard = i + 1
+		}
+	}
+	fmt.Fprintf(&b, "    </%s>\n  </remote_servers>\n", name)
+	fmt.Fprintf(&b, "  <macros><shard>%02d</shard><replica>r1</replica></macros>\n", shard)
+	b.WriteString("  <zookeeper><implementation>testkeeper</implementation></zookeeper>\n</clickhouse>\n")
+	return b.String()
 }
+
+// FreePorts returns n loopback ports that are free now, for servers started later (the shards of
+// a cluster must know each other's ports before they start).
+func FreePorts(n int) ([]int, error) { return freePorts(n) }
 
 // StartClickHouse launches a ClickHouse server and waits until it answers. The server runs in a
 // child process (this executable again, see ServeIfLauncher) that ends when Stop is called, when it
@@ -95,8 +106,15 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 	}
 	var config string
 	if o.Cluster != "" {
+		self := fmt.Sprintf("127.0.0.1:%d", ports[0])
+		shards := o.Shards
+		if len(shards) == 0 {
+			shards = []string{self}
+		} else if !slices.Contains(shards, self) {
+			return nil, fmt.Errorf("testbed: cluster shards %v do not include this server, %s", shards, self)
+		}
 		config = filepath.Join(dir, "keywatch-cluster.xml")
-		if err := os.WriteFile(config, []byte(clusterConfig(o.Cluster, ports[0])), 0o644); err != nil {
+		if err := os.WriteFile(config, []byte(clusterConfig(o.Cluster, shards, self)), 0o644); err != nil {
 			return nil, fmt.Errorf("testbed: cluster configuration: %w", err)
 		}
 	}

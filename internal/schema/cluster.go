@@ -106,10 +106,14 @@ var (
 	reFromTable   = regexp.MustCompile(`(?i)\b(FROM|JOIN)(\s+)([A-Za-z_][A-Za-z0-9_]*)\b`)
 )
 
-// replicable are the engines cluster mode turns into their Replicated form, parameters kept.
-var replicable = map[string]bool{
-	"MergeTree": true, "ReplacingMergeTree": true, "AggregatingMergeTree": true, "SummingMergeTree": true,
-	"CollapsingMergeTree": true, "VersionedCollapsingMergeTree": true, "GraphiteMergeTree": true,
+// replicable says whether cluster mode can turn engine into its Replicated form, parameters kept.
+func replicable(engine string) bool {
+	switch engine {
+	case "MergeTree", "ReplacingMergeTree", "AggregatingMergeTree", "SummingMergeTree",
+		"CollapsingMergeTree", "VersionedCollapsingMergeTree", "GraphiteMergeTree":
+		return true
+	}
+	return false
 }
 
 // clusterRewriter rewrites a sequence of statements; it remembers the tables created so far, so
@@ -207,7 +211,7 @@ func (r *clusterRewriter) createTable(s string) ([]string, error) {
 		return nil, fmt.Errorf("table %s: no ENGINE = right after the columns", table)
 	}
 	engine := rest[e[2]:e[3]]
-	if !replicable[engine] {
+	if !replicable(engine) {
 		return nil, fmt.Errorf("table %s: engine %s has no Replicated form; cluster mode needs a *MergeTree", table, engine)
 	}
 	var params string

@@ -29,12 +29,13 @@ Run keywatch end to end on this machine, with nothing to install or configure, a
 stories with simulated gateway traffic, each announced as it starts (times from the start of
 live traffic):
 
-  1. at 0 s   umbrella-billing rotates its key and all its callers move within 15 s: readiness
+  0. normal use: 40 clients, keywatch's hygiene detector flags old and unused keys;
+  1. at 12 s  umbrella-billing rotates its key and all its callers move within 15 s: readiness
               turns safe and the old key is retired (the readiness answer is printed);
-  2. at 30 s  acme-billing rotates (grace period 30 minutes), but its nightly export job stays on
+  2. at 42 s  acme-billing rotates (grace period 30 minutes), but its nightly export job stays on
               the old key: a lingering alert, and readiness answers unsafe, naming the straggler;
-  3. at 60 s  globex-billing's old key is revoked while globex still uses it: a failure-spike alert;
-  4. at 90 s  initech-billing's key is used from a network and country it never used: a leak alert
+  3. at 72 s  globex-billing's old key is revoked while globex still uses it: a failure-spike alert;
+  4. at 102 s initech-billing's key is used from a network and country it never used: a leak alert
               and an emergency revoke decision for a webhook receiver the demo runs on loopback
               (--revoke dry-run, the default: audited as "would revoke", nothing is sent;
               --revoke auto: sent, signed, and the receiver prints the verified request).
@@ -91,7 +92,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	d := &demo{
-		out: newProgress(stdout), started: time.Now(), notes: make(chan string, 256), quit: make(chan struct{}),
+		out: newProgress(stdout), started: time.Now(), notes: make(chan string, 1024), quit: make(chan struct{}),
 		stories: map[int]*demoStory{}, revokeMode: *revokeMode,
 	}
 	for n := range demoStories {
@@ -205,16 +206,16 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		w := kafkaBroker.Writer("")
 		defer w.Close()
 		if *history > 0 {
-			d.note(d.stamp() + fmt.Sprintf("writing %s of past traffic (the detectors' baselines)...", *history))
+			d.note(d.stamp() + fmt.Sprintf("writing %s of past traffic (the detectors' baselines)...", hours(*history)))
 			n, err := traffic.History(simCtx, w, authTopic, *history, 20)
 			if err != nil {
 				simErr <- err
 				return
 			}
 			sent.Add(int64(n))
-			d.note(d.stamp() + fmt.Sprintf("wrote %s of history (%d events)", *history, n))
+			d.note(d.stamp() + fmt.Sprintf("wrote %s of history (%d events)", hours(*history), n))
 		}
-		d.note(d.stamp() + fmt.Sprintf("live traffic: %d events/s from 40 clients; the four stories follow, one every 30 s", *rate))
+		d.note(d.stamp() + "══ Normal use ══\n" + indent(fmt.Sprintf("live traffic: %d events/s from 40 clients, a few of them busy, most quiet; about 2%% of requests fail as usual, 1 in 500 messages is malformed (dead letters). keywatch's hygiene detector flags keys never used or older than 90 days (one line each). The four stories follow, one every 30 s.", *rate)))
 		simErr <- traffic.Run(simCtx, w, authTopic, lifecycleTopic, *rate, func(n int) { sent.Add(int64(n)) },
 			func(s simulate.Step) { d.step(storyCtx, s) })
 	}()
@@ -294,15 +295,15 @@ func demoConfig(brokers []string, clickhouse, listen string) config.Config {
 	for _, schedule := range []*string{&cfg.Detect.Lingering.Schedule, &cfg.Detect.Spike.Schedule, &cfg.Detect.Leak.Schedule} {
 		*schedule = "@every 5s"
 	}
-	cfg.Detect.Hygiene.Schedule = "@every 15s" // its alerts show once, during story 1
+	cfg.Detect.Hygiene.Schedule = "@every 2s" // its alerts show once, during normal use
 	// Readiness releases a caller that moved this long after its last old-key call (default 1 h).
 	cfg.Detect.Lingering.QuietFor = config.Duration(10 * time.Second)
 	// Alerts fire at once, except leak alerts: they wait for a second detector run, so that the
 	// revoke decision (made once per alert) sees the whole burst's score.
 	cfg.Alerting.EvaluateInterval = config.Duration(2 * time.Second)
-	cfg.Alerting.For = map[string]config.Duration{"default": 0, "leak": config.Duration(6 * time.Second)}
+	cfg.Alerting.For = map[string]config.Duration{"default": 0, "leak": config.Duration(8 * time.Second)}
 	cfg.Alerting.GroupWait = 0
-	cfg.Alerting.GroupInterval = config.Duration(20 * time.Second)
+	cfg.Alerting.GroupInterval = config.Duration(2 * time.Second) // a group changes (alerts join, revoke status) show at once
 	cfg.Slack.GrafanaURL = "http://localhost:3000/d/keywatch-rotation-overview"
 	return cfg
 }
@@ -451,6 +452,14 @@ func (d *demo) step(ctx context.Context, s simulate.Step) {
 	}
 }
 
+// hours prints whole hours as "72h".
+func hours(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return d.String()
+}
+
 func indent(s string) string { return "          " + strings.ReplaceAll(s, "\n", "\n          ") }
 
 // readinessText is what 'keywatch readiness' prints, indented.
@@ -480,7 +489,7 @@ func (d *demo) retireWhenSafe(ctx context.Context, r simulate.Rotation) {
 				d.note(d.stamp() + fmt.Sprintf("cannot retire %s: %v", r.OldKeyID, err))
 				return
 			}
-			d.note(d.stamp() + indent(fmt.Sprintf("→ %s retired (key.retired on key-lifecycle); %s runs on %s alone.", r.OldKeyID, r.ClientID, r.NewKeyID)))
+			d.note(d.stamp() + (fmt.Sprintf("→ %s retired (key.retired on key-lifecycle); %s runs on %s alone.", r.OldKeyID, r.ClientID, r.NewKeyID)))
 			d.shown(simulate.StoryCleanRotation, fmt.Sprintf("readiness SAFE for %s, then retired", r.OldKeyID))
 			return
 		case !shownUnsafe:

@@ -70,13 +70,13 @@ type Script struct {
 	LeakPerSecond float64
 }
 
-// DefaultScript is the demo's timing: a story every 30 seconds.
+// DefaultScript is the demo's timing: normal use for 12 seconds, then a story every 30 seconds.
 func DefaultScript() Script {
 	return Script{
-		CleanAt: 0, CleanMoveFor: 15 * time.Second,
-		LingerAt: 30 * time.Second, LingerMoveFor: 10 * time.Second,
-		RevokeAt: 60 * time.Second,
-		LeakAt:   90 * time.Second, LeakBurst: 30, LeakPerSecond: 1,
+		CleanAt: 12 * time.Second, CleanMoveFor: 15 * time.Second,
+		LingerAt: 42 * time.Second, LingerMoveFor: 10 * time.Second,
+		RevokeAt: 72 * time.Second,
+		LeakAt:   102 * time.Second, LeakBurst: 30, LeakPerSecond: 1,
 	}
 }
 

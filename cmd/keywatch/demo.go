@@ -303,7 +303,7 @@ func demoConfig(brokers []string, clickhouse, listen string) config.Config {
 	cfg.Alerting.EvaluateInterval = config.Duration(2 * time.Second)
 	cfg.Alerting.For = map[string]config.Duration{"default": 0, "leak": config.Duration(8 * time.Second)}
 	cfg.Alerting.GroupWait = 0
-	cfg.Alerting.GroupInterval = config.Duration(2 * time.Second) // a group changes (alerts join, revoke status) show at once
+	cfg.Alerting.GroupInterval = config.Duration(2 * time.Second) // a group's changes (alerts join, revoke status) show at once
 	cfg.Slack.GrafanaURL = "http://localhost:3000/d/keywatch-rotation-overview"
 	return cfg
 }

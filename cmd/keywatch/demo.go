@@ -242,6 +242,7 @@ loop:
 			d.out.note(note)
 		case <-ticker.C:
 			d.watch(ctx)
+			d.drain()
 			d.out.show(ctx, conn, time.Since(d.started), sent.Load(), d.clean, d.lingerRot)
 			if allShownAt.IsZero() && d.allShown() {
 				allShownAt = time.Now()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ type fakeSlack struct {
 
 	mu       sync.Mutex
 	calls    []call
-	messages map[string][]fakeMessage // channel -> messages, replies included
+	messages map[string][]fakeMessage // channel id -> messages, replies included
+	names    map[string]string        // channel name (without #) -> id, for users.conversations
 	seq      int
 	// fail answers the n-th call (from 1) with a status instead of handling it; 0: handle it.
 	fail func(n int) int
@@ -41,12 +43,13 @@ type fakeMessage struct {
 }
 
 func newFakeSlack(t *testing.T) *fakeSlack {
-	f := &fakeSlack{messages: map[string][]fakeMessage{}}
+	f := &fakeSlack{messages: map[string][]fakeMessage{}, names: map[string]string{}}
 	f.srv = slacktest.NewTestServer(func(c slacktest.Customize) {
 		c.Handle("/chat.postMessage", f.wrap("chat.postMessage", f.postMessage))
 		c.Handle("/chat.update", f.wrap("chat.update", f.update))
 		c.Handle("/conversations.history", f.wrap("conversations.history", f.history))
 		c.Handle("/conversations.replies", f.wrap("conversations.replies", f.replies))
+		c.Handle("/users.conversations", f.wrap("users.conversations", f.userConversations))
 	})
 	f.srv.Start()
 	t.Cleanup(f.srv.Stop)
@@ -89,6 +92,28 @@ func answer(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// channelID is the id of channel as Slack resolves it: a "#name" becomes its id (and is
+// remembered for users.conversations); an id stays itself.
+func (f *fakeSlack) channelID(channel string) string {
+	name, ok := strings.CutPrefix(channel, "#")
+	if !ok {
+		return channel
+	}
+	id := "C" + strings.ToUpper(name)
+	f.names[name] = id
+	return id
+}
+
+// byID answers channel_not_found for a channel name, as Slack's chat.update and conversations.*
+// do: only chat.postMessage takes names.
+func byID(w http.ResponseWriter, channel string) bool {
+	if strings.HasPrefix(channel, "#") {
+		answer(w, map[string]any{"ok": false, "error": "channel_not_found"})
+		return false
+	}
+	return true
+}
+
 func (f *fakeSlack) postMessage(w http.ResponseWriter, r *http.Request) (int, string) {
 	ch := r.FormValue("channel")
 	if ch == "C_MISSING" {
@@ -96,6 +121,7 @@ func (f *fakeSlack) postMessage(w http.ResponseWriter, r *http.Request) (int, st
 		return 200, ""
 	}
 	f.mu.Lock()
+	ch = f.channelID(ch)
 	f.seq++
 	ts := fmt.Sprintf("%d.%06d", time.Now().Unix(), f.seq)
 	m := fakeMessage{TS: ts, ThreadTS: r.FormValue("thread_ts"), Text: r.FormValue("text"), Blocks: r.FormValue("blocks")}
@@ -110,6 +136,9 @@ func (f *fakeSlack) postMessage(w http.ResponseWriter, r *http.Request) (int, st
 
 func (f *fakeSlack) update(w http.ResponseWriter, r *http.Request) (int, string) {
 	ch, ts := r.FormValue("channel"), r.FormValue("ts")
+	if !byID(w, ch) {
+		return 200, ts
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, m := range f.messages[ch] {
@@ -126,6 +155,9 @@ func (f *fakeSlack) update(w http.ResponseWriter, r *http.Request) (int, string)
 
 func (f *fakeSlack) history(w http.ResponseWriter, r *http.Request) (int, string) {
 	ch := r.FormValue("channel")
+	if !byID(w, ch) {
+		return 200, ""
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var msgs []map[string]any
@@ -145,6 +177,9 @@ func (f *fakeSlack) history(w http.ResponseWriter, r *http.Request) (int, string
 
 func (f *fakeSlack) replies(w http.ResponseWriter, r *http.Request) (int, string) {
 	ch, ts := r.FormValue("channel"), r.FormValue("ts")
+	if !byID(w, ch) {
+		return 200, ts
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var msgs []map[string]any
@@ -162,10 +197,23 @@ func (f *fakeSlack) replies(w http.ResponseWriter, r *http.Request) (int, string
 	return 200, ts
 }
 
-// seed puts a message into a channel as if it had been posted earlier.
+// userConversations lists every channel known by name, one page.
+func (f *fakeSlack) userConversations(w http.ResponseWriter, _ *http.Request) (int, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var chans []map[string]any
+	for name, id := range f.names {
+		chans = append(chans, map[string]any{"id": id, "name": name, "is_channel": true})
+	}
+	answer(w, map[string]any{"ok": true, "channels": chans, "response_metadata": map[string]any{"next_cursor": ""}})
+	return 200, ""
+}
+
+// seed puts a message into a channel (an id, or a "#name") as if it had been posted earlier.
 func (f *fakeSlack) seed(channel string, m fakeMessage) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	channel = f.channelID(channel)
 	f.messages[channel] = append(f.messages[channel], m)
 }
 

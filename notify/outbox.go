@@ -33,6 +33,7 @@ type row struct {
 	Reply          string    `ch:"reply"`        // a thread reply still to post: resolved, reminder or ""
 	ReplySeq       uint32    `ch:"reply_seq"`    // the number of the last reply attempted
 	TS             string    `ch:"ts"`           // Slack's message ts, once posted
+	ChannelID      string    `ch:"channel_id"`   // the conversation id Slack posted it to (Channel may be a name)
 	SentHash       string    `ch:"sent_hash"`    // content hash of what Slack shows
 	InFlight       uint8     `ch:"in_flight"`    // a post (no ts yet) or reply (ReplySeq) was attempted, outcome unknown
 	InFlightHash   string    `ch:"inflight_hash"`
@@ -54,7 +55,7 @@ func (r *row) key() rowKey { return rowKey{r.GroupKey, r.Channel, r.Episode} }
 
 const (
 	notificationsColumns = `group_key, channel, episode, notification_id, state, resolved, payload, content_hash, reply, reply_seq, ts,
-	sent_hash, in_flight, inflight_hash, first_attempt_at, attempts, last_error, next_attempt_at, created_at, updated_at, version`
+	channel_id, sent_hash, in_flight, inflight_hash, first_attempt_at, attempts, last_error, next_attempt_at, created_at, updated_at, version`
 	// selectLatestEpisode reads the newest episode of a group in a channel. Arguments: group key, channel.
 	selectLatestEpisode = `SELECT ` + notificationsColumns + ` FROM notifications FINAL
 WHERE group_key = ? AND channel = ? ORDER BY episode DESC LIMIT 1`

@@ -41,12 +41,13 @@ type Slack struct {
 
 	wake chan struct{}
 
-	mu       sync.Mutex
-	rows     map[rowKey]*row      // the outbox, and the latest episode of each group seen
-	latest   map[[2]string]uint32 // group, channel -> latest episode known in rows
-	lastCall map[string]time.Time // channel -> when the last Slack call to it may be counted from
-	loaded   bool                 // the pending rows were read back
-	lastVer  uint64
+	mu         sync.Mutex
+	rows       map[rowKey]*row      // the outbox, and the latest episode of each group seen
+	latest     map[[2]string]uint32 // group, channel -> latest episode known in rows
+	lastCall   map[string]time.Time // channel -> when the last Slack call to it may be counted from
+	channelIDs map[string]string    // channel name -> conversation id, as looked up
+	loaded     bool                 // the pending rows were read back
+	lastVer    uint64
 }
 
 // NewSlack returns a notifier over conn. Without cfg.Token it keeps notifications in the outbox.
@@ -56,7 +57,7 @@ func NewSlack(conn driver.Conn, cfg config.Slack, metrics *Metrics, log *slog.Lo
 		metrics: metrics, log: log, now: time.Now,
 		backoff: time.Second, maxWait: 5 * time.Minute, idleTick: time.Second,
 		wake: make(chan struct{}, 1),
-		rows: map[rowKey]*row{}, latest: map[[2]string]uint32{}, lastCall: map[string]time.Time{},
+		rows: map[rowKey]*row{}, latest: map[[2]string]uint32{}, lastCall: map[string]time.Time{}, channelIDs: map[string]string{},
 	}
 	if cfg.Token != "" {
 		// slack-go retries nothing unless told to (OptionRetry); the outbox does the retrying.
@@ -328,7 +329,7 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 	switch {
 	case w.TS == "" && w.InFlight == 1:
 		// A post may have gone out before we lost track of it: look for it before posting again.
-		ts, err := s.findPosted(ctx, w)
+		channelID, ts, err := s.findPosted(ctx, w)
 		if err != nil {
 			s.record(ctx, w, func(r *row) { s.failOrRetry(r, err) })
 			return
@@ -337,7 +338,7 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 			s.metrics.sentInc(w.Channel, "adopt")
 			s.log.Info("notify: adopted a message posted before a restart", "channel", w.Channel, "group", w.GroupKey, "ts", ts)
 			s.record(ctx, w, func(r *row) {
-				r.TS, r.SentHash, r.InFlight = ts, w.InFlightHash, 0
+				r.TS, r.ChannelID, r.SentHash, r.InFlight = ts, channelID, w.InFlightHash, 0
 				s.progress(r)
 			})
 			return
@@ -354,7 +355,7 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 		}); err != nil {
 			return // not posted without the mark; the next attempt looks in the history first
 		}
-		_, ts, err := s.client.PostMessageContext(ctx, w.Channel,
+		channelID, ts, err := s.client.PostMessageContext(ctx, w.Channel,
 			slack.MsgOptionText(msg.Text, false), slack.MsgOptionBlocks(msg.Blocks.BlockSet...),
 			slack.MsgOptionMetadata(slack.SlackMetadata{EventType: metadataEventType, EventPayload: map[string]any{"notification_id": w.NotificationID}}))
 		if err != nil {
@@ -368,7 +369,7 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 		}
 		s.metrics.sentInc(w.Channel, "post")
 		s.record(ctx, w, func(r *row) {
-			r.TS, r.SentHash, r.InFlight = ts, w.ContentHash, 0
+			r.TS, r.ChannelID, r.SentHash, r.InFlight = ts, channelID, w.ContentHash, 0
 			s.progress(r)
 		})
 	case w.InFlight == 1:
@@ -389,8 +390,11 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 			s.progress(r)
 		})
 	case w.SentHash != w.ContentHash:
-		_, _, _, err := s.client.UpdateMessageContext(ctx, w.Channel, w.TS,
-			slack.MsgOptionText(msg.Text, false), slack.MsgOptionBlocks(msg.Blocks.BlockSet...))
+		channelID, err := s.conversation(ctx, w)
+		if err == nil {
+			_, _, _, err = s.client.UpdateMessageContext(ctx, channelID, w.TS,
+				slack.MsgOptionText(msg.Text, false), slack.MsgOptionBlocks(msg.Blocks.BlockSet...))
+		}
 		if err != nil {
 			s.record(ctx, w, func(r *row) { s.failOrRetry(r, err) })
 			return
@@ -402,11 +406,16 @@ func (s *Slack) deliver(ctx context.Context, w row) {
 		if w.Reply == "resolved" {
 			text = msg.Resolved
 		}
+		channelID, err := s.conversation(ctx, w)
+		if err != nil {
+			s.record(ctx, w, func(r *row) { s.failOrRetry(r, err) })
+			return
+		}
 		seq := w.ReplySeq + 1
 		if err := s.record(ctx, w, func(r *row) { r.InFlight, r.ReplySeq = 1, seq }); err != nil {
 			return
 		}
-		_, _, err := s.client.PostMessageContext(ctx, w.Channel, slack.MsgOptionText(text, false), slack.MsgOptionTS(w.TS),
+		_, _, err = s.client.PostMessageContext(ctx, channelID, slack.MsgOptionText(text, false), slack.MsgOptionTS(w.TS),
 			slack.MsgOptionMetadata(slack.SlackMetadata{EventType: metadataEventType, EventPayload: map[string]any{
 				"notification_id": w.NotificationID, "reply_seq": strconv.FormatUint(uint64(seq), 10)}}))
 		if err != nil {
@@ -505,25 +514,29 @@ func (s *Slack) delay(n uint32) time.Duration {
 }
 
 // findPosted looks in the channel's history since the first attempt for a message carrying w's
-// notification id, and returns its ts ("" when there is none).
-func (s *Slack) findPosted(ctx context.Context, w row) (string, error) {
+// notification id, and returns the channel's id and the message's ts ("" when there is none).
+func (s *Slack) findPosted(ctx context.Context, w row) (string, string, error) {
+	channelID, err := s.conversation(ctx, w)
+	if err != nil {
+		return "", "", err
+	}
 	params := &slack.GetConversationHistoryParameters{
-		ChannelID: w.Channel, IncludeAllMetadata: true, Limit: 200, Inclusive: true,
+		ChannelID: channelID, IncludeAllMetadata: true, Limit: 200, Inclusive: true,
 		Oldest: fmt.Sprintf("%d.000000", w.FirstAttemptAt.Add(-time.Second).Unix()),
 	}
 	for {
 		resp, err := s.client.GetConversationHistoryContext(ctx, params)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		for _, m := range resp.Messages {
 			p := m.Metadata.EventPayload
 			if m.Metadata.EventType == metadataEventType && p["notification_id"] == w.NotificationID && p["reply_seq"] == nil {
-				return m.Timestamp, nil
+				return channelID, m.Timestamp, nil
 			}
 		}
 		if !resp.HasMore || resp.ResponseMetaData.NextCursor == "" {
-			return "", nil
+			return channelID, "", nil
 		}
 		params.Cursor = resp.ResponseMetaData.NextCursor
 	}
@@ -531,7 +544,11 @@ func (s *Slack) findPosted(ctx context.Context, w row) (string, error) {
 
 // findReply looks in the message's thread for the reply w had in flight (its reply_seq).
 func (s *Slack) findReply(ctx context.Context, w row) (bool, error) {
-	params := &slack.GetConversationRepliesParameters{ChannelID: w.Channel, Timestamp: w.TS, IncludeAllMetadata: true, Limit: 200}
+	channelID, err := s.conversation(ctx, w)
+	if err != nil {
+		return false, err
+	}
+	params := &slack.GetConversationRepliesParameters{ChannelID: channelID, Timestamp: w.TS, IncludeAllMetadata: true, Limit: 200}
 	want := strconv.FormatUint(uint64(w.ReplySeq), 10)
 	for {
 		msgs, more, cursor, err := s.client.GetConversationRepliesContext(ctx, params)

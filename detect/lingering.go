@@ -309,7 +309,7 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, now time.Time) Findi
 	}
 	if !r.Deadline.IsZero() {
 		deadline := r.Deadline
-		ev.Deadline, ev.TimeLeft = &deadline, left.String()
+		ev.Deadline, ev.TimeLeft = &deadline, roundLeft(left).String()
 	}
 	window := "since the rotation started"
 	if !r.Running() {
@@ -464,4 +464,13 @@ func ago(d time.Duration) string {
 		return fmt.Sprintf("%dh", hours)
 	}
 	return fmt.Sprintf("%dm", mins)
+}
+
+// roundLeft rounds the time left to a deadline to the minute (to the second in its last minute),
+// as people read it.
+func roundLeft(d time.Duration) time.Duration {
+	if d > -time.Minute && d < time.Minute {
+		return d.Round(time.Second)
+	}
+	return d.Round(time.Minute)
 }

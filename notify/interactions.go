@@ -118,7 +118,7 @@ func (h *Interactions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var action *slack.BlockAction
 	for _, a := range cb.ActionCallback.BlockActions {
-		if slices.Contains(approvalActionIDs, a.ActionID) {
+		if approves(a.ActionID) {
 			action = a
 			break
 		}
@@ -199,7 +199,7 @@ func approvedBlocks(blocks []slack.Block, actionID, text string) []slack.Block {
 		var keep []slack.BlockElement
 		hit := false
 		for _, e := range ab.Elements.ElementSet {
-			if btn, ok := e.(*slack.ButtonBlockElement); ok && slices.Contains(approvalActionIDs, btn.ActionID) && btn.Value == actionID {
+			if btn, ok := e.(*slack.ButtonBlockElement); ok && approves(btn.ActionID) && btn.Value == actionID {
 				hit = true
 				continue
 			}

@@ -3,6 +3,7 @@ package notify
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"sort"
@@ -37,8 +38,8 @@ const ApproveActionID = "keywatch_approve"
 // rollback (extend_grace or reactivate) awaits approval; its value is the action's id.
 const RollbackActionID = "keywatch_rollback"
 
-// approvalActionIDs are the buttons whose click approves the action named by their value.
-var approvalActionIDs = []string{ApproveActionID, RollbackActionID}
+// approves reports whether a click on the button actionID approves the action named by its value.
+func approves(actionID string) bool { return actionID == ApproveActionID || actionID == RollbackActionID }
 
 // message is a rendered notification: the Block Kit blocks, the plain-text fallback, and the short
 // thread reply a resolution or a reminder posts. It is what the outbox stores as payload.
@@ -112,7 +113,7 @@ func (r renderer) render(n alerting.Notification) message {
 // alertBlocks renders one alert: its summary with the identity and evidence fields, a context line
 // (state, muting, action status) and the buttons.
 func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
-	text := fmt.Sprintf("*%s* · %s · score %s\n%s", a.Detector, a.Severity, strconv.FormatFloat(a.Score, 'f', -1, 64), a.Summary)
+	text := fmt.Sprintf("*%s* · %s · score %s\n%s", a.Detector, a.Severity, strconv.FormatFloat(math.Round(a.Score*10)/10, 'f', -1, 64), a.Summary)
 	fields := alertFields(a)
 	var blocks []slack.Block
 	for i := 0; i < maxSectionsPerAlert && (i == 0 || len(fields) > 0); i++ {

@@ -60,7 +60,7 @@ func (a Alert) ID() string {
 // ActionStatus is what the Actor did or offers for an alert, shown with its notification.
 type ActionStatus struct {
 	ID     string `json:"id"`               // the webhook-id of the action
-	Kind   string `json:"kind"`             // revoke (extend_grace, reactivate later)
+	Kind   string `json:"kind"`             // revoke, or a rollback: extend_grace, reactivate
 	Mode   string `json:"mode"`             // off, dry-run, approve, auto
 	Status string `json:"status"`           // e.g. awaiting_approval, sent, dry_run, skipped
 	Detail string `json:"detail,omitempty"` // the guardrail that stopped it, the approver, the receiver's answer

@@ -400,34 +400,12 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 	id := ActionID(KindRevoke, keyID, "manual\x00"+reason+"\x00"+now.Truncate(time.Minute).Format(time.RFC3339))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, err := r.store.load(ctx, id)
+	rec, stored, err := r.manualRecord(ctx, id, KindRevoke, keyID, reason, actor, now)
 	if err != nil {
 		return nil, err
 	}
-	if rec != nil {
+	if stored {
 		return status(rec), refusal(rec)
-	}
-	m, err := rotation.Load(ctx, r.conn)
-	if err != nil {
-		return nil, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
-	}
-	clientID := ""
-	if k := m.Key(keyID); k != nil {
-		clientID = k.ClientID
-	} else {
-		n, err := r.store.count(ctx, selectKeyUsed, keyID)
-		if err != nil {
-			return nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
-		}
-		if n == 0 {
-			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: KindRevoke, KeyID: keyID,
-				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
-			return nil, fmt.Errorf("action: revoke of key %s: %w", keyID, ErrUnknownKey)
-		}
-	}
-	rec = &record{
-		ID: id, Kind: KindRevoke, KeyID: keyID, ClientID: clientID, Reason: reason, Mode: "manual",
-		RequestedAt: now, ApprovedBy: actor, UpdatedAt: now, Version: 1,
 	}
 	ev := auditRow{Actor: actor}
 	metric := "refused"
@@ -474,6 +452,37 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 	}
 	r.log.Info("manual revoke", "action", id, "key", keyID, "actor", actor, "state", rec.State, "guardrail", rec.Guardrail)
 	return status(rec), refusal(rec)
+}
+
+// manualRecord is the new record of the manual action id (kind on keyID) or, when the same request
+// was made before, the stored one (stored true). A key keywatch never saw is refused with
+// ErrUnknownKey, and audited. Call with r.mu held.
+func (r *Revoker) manualRecord(ctx context.Context, id, kind, keyID, reason, actor string, now time.Time) (rec *record, stored bool, err error) {
+	if rec, err = r.store.load(ctx, id); err != nil || rec != nil {
+		return rec, rec != nil, err
+	}
+	m, err := rotation.Load(ctx, r.conn)
+	if err != nil {
+		return nil, false, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
+	}
+	clientID := ""
+	if k := m.Key(keyID); k != nil {
+		clientID = k.ClientID
+	} else {
+		n, err := r.store.count(ctx, selectKeyUsed, keyID)
+		if err != nil {
+			return nil, false, fmt.Errorf("action: look up key %s: %w", keyID, err)
+		}
+		if n == 0 {
+			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: kind, KeyID: keyID,
+				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
+			return nil, false, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)
+		}
+	}
+	return &record{
+		ID: id, Kind: kind, KeyID: keyID, ClientID: clientID, Reason: reason, Mode: "manual",
+		RequestedAt: now, ApprovedBy: actor, UpdatedAt: now, Version: 1,
+	}, false, nil
 }
 
 // refusal is the error of a refused manual action.

@@ -274,34 +274,12 @@ func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extend
 	id := ActionID(kind, keyID, fmt.Sprintf("manual\x00%s\x00%s\x00%s", reason, extendBy, now.Truncate(time.Minute).Format(time.RFC3339)))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, err := r.store.load(ctx, id)
+	rec, stored, err := r.manualRecord(ctx, id, kind, keyID, reason, actor, now)
 	if err != nil {
 		return nil, err
 	}
-	if rec != nil {
+	if stored {
 		return status(rec), rollbackRefusal(rec)
-	}
-	m, err := rotation.Load(ctx, r.conn)
-	if err != nil {
-		return nil, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
-	}
-	clientID := ""
-	if k := m.Key(keyID); k != nil {
-		clientID = k.ClientID
-	} else {
-		n, err := r.store.count(ctx, selectKeyUsed, keyID)
-		if err != nil {
-			return nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
-		}
-		if n == 0 {
-			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: kind, KeyID: keyID,
-				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
-			return nil, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)
-		}
-	}
-	rec = &record{
-		ID: id, Kind: kind, KeyID: keyID, ClientID: clientID, Reason: reason, Mode: "manual",
-		RequestedAt: now, ApprovedBy: actor, UpdatedAt: now, Version: 1,
 	}
 	leak, err := r.leaked(ctx, keyID)
 	if err != nil {

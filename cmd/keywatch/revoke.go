@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/alerting"
 )
 
 const revokeDescription = `
@@ -64,21 +65,30 @@ func revokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	return deliver(ctx, r, st, "revoke", fs.Arg(0), *wait, stdout)
+}
+
+// deliver sends a queued action now, waiting up to wait, and prints the outcome: nil once sent; an
+// action still queued is left for 'keywatch run'. what names the action (revoke, extend_grace...).
+func deliver(ctx context.Context, r *action.Revoker, st *alerting.ActionStatus, what, key string, wait time.Duration, stdout io.Writer) error {
 	if st.Status == "queued" {
-		wctx, cancel := context.WithTimeout(ctx, *wait)
-		st, err = r.SendNow(wctx, st.ID)
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		sent, err := r.SendNow(wctx, st.ID)
 		cancel()
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
+		if sent != nil {
+			st = sent
+		}
 	}
 	switch st.Status {
 	case "sent":
-		fmt.Fprintf(stdout, "SENT revoke of %s (webhook-id %s): %s\n", fs.Arg(0), st.ID, st.Detail)
+		fmt.Fprintf(stdout, "SENT %s of %s (webhook-id %s): %s\n", what, key, st.ID, st.Detail)
 		return nil
 	case "queued":
-		return fmt.Errorf("revoke of %s (webhook-id %s) not delivered within --wait %s: %s; it stays queued for 'keywatch run'", fs.Arg(0), st.ID, *wait, st.Detail)
+		return fmt.Errorf("%s of %s (webhook-id %s) not delivered within --wait %s: %s; it stays queued for 'keywatch run'", what, key, st.ID, wait, st.Detail)
 	default:
-		return fmt.Errorf("revoke of %s (webhook-id %s) %s: %s", fs.Arg(0), st.ID, st.Status, st.Detail)
+		return fmt.Errorf("%s of %s (webhook-id %s) %s: %s", what, key, st.ID, st.Status, st.Detail)
 	}
 }

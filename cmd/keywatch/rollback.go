@@ -78,21 +78,5 @@ func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if st.Status == "queued" {
-		wctx, cancel := context.WithTimeout(ctx, *wait)
-		st, err = r.SendNow(wctx, st.ID)
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return err
-		}
-	}
-	switch st.Status {
-	case "sent":
-		fmt.Fprintf(stdout, "SENT %s of %s (webhook-id %s): %s\n", kind, key, st.ID, st.Detail)
-		return nil
-	case "queued":
-		return fmt.Errorf("%s of %s (webhook-id %s) not delivered within --wait %s: %s; it stays queued for 'keywatch run'", kind, key, st.ID, *wait, st.Detail)
-	default:
-		return fmt.Errorf("%s of %s (webhook-id %s) %s: %s", kind, key, st.ID, st.Status, st.Detail)
-	}
+	return deliver(ctx, r, st, kind, key, *wait, stdout)
 }

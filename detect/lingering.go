@@ -316,14 +316,14 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, now time.Time) Findi
 		window = "since then"
 	}
 	traffic := fmt.Sprintf("%d requests %s, last %s ago; %.0f%% of its traffic is on %s",
-		c.Requests, window, ago(now.Sub(c.LastSeen)), 100*c.NewKeyShare, r.NewKeyID)
+		c.Requests, window, Span(now.Sub(c.LastSeen)), 100*c.NewKeyShare, r.NewKeyID)
 	base := 100.0
 	switch {
 	case !r.Running():
 		finished := r.Finished
 		ev.Finished = &finished
 		f.Severity = Critical
-		f.Summary = fmt.Sprintf("%s still calls %s, %s %s ago (%s)", name, r.OldKeyID, step(r), ago(now.Sub(r.Finished)), traffic)
+		f.Summary = fmt.Sprintf("%s still calls %s, %s %s ago (%s)", name, r.OldKeyID, step(r), Span(now.Sub(r.Finished)), traffic)
 	default:
 		info := time.Duration(d.cfg.InfoBefore)
 		base = 10 * min(1, max(0, 1-float64(left)/float64(info)))
@@ -335,9 +335,9 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, now time.Time) Findi
 		default:
 			f.Severity = Info
 		}
-		deadline := "deadline in " + ago(left)
+		deadline := "deadline in " + Span(left)
 		if left < 0 {
-			deadline = "deadline passed " + ago(-left) + " ago"
+			deadline = "deadline passed " + Span(-left) + " ago"
 		}
 		f.Summary = fmt.Sprintf("%s still calls %s; %s (%s)", name, r.OldKeyID, deadline, traffic)
 	}
@@ -400,17 +400,17 @@ func (d *Lingering) readiness(ctx context.Context, now time.Time, keyID string) 
 		case r.Running():
 			rep.Reason = fmt.Sprintf("%s is still used by %s not yet on %s", keyID, callersPhrase(rep.Remaining, now), r.NewKeyID)
 		case rep.Safe:
-			rep.Reason = fmt.Sprintf("%s was %s %s ago and no caller depends on it since", keyID, step(r), ago(now.Sub(r.Finished)))
+			rep.Reason = fmt.Sprintf("%s was %s %s ago and no caller depends on it since", keyID, step(r), Span(now.Sub(r.Finished)))
 		default:
-			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), ago(now.Sub(r.Finished)), callersPhrase(rep.Remaining, now))
+			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), Span(now.Sub(r.Finished)), callersPhrase(rep.Remaining, now))
 		}
 		return rep, nil
 	}
 
 	// No rotation retires the key: anything that called it lately depends on it.
-	from, within := now.Add(-noRotationLookback), "in the last "+ago(noRotationLookback)
+	from, within := now.Add(-noRotationLookback), "in the last "+Span(noRotationLookback)
 	if k != nil && (k.State == rotation.Retired || k.State == rotation.Revoked) {
-		from, within = k.Updated, fmt.Sprintf("since it was %s %s ago", k.State, ago(now.Sub(k.Updated)))
+		from, within = k.Updated, fmt.Sprintf("since it was %s %s ago", k.State, Span(now.Sub(k.Updated)))
 	}
 	u, err := d.callers(ctx, map[string]time.Time{keyID: from})
 	if err != nil {
@@ -444,14 +444,14 @@ func (d *Lingering) readiness(ctx context.Context, now time.Time, keyID string) 
 func callersPhrase(cs []Caller, now time.Time) string {
 	c := cs[0]
 	if len(cs) == 1 {
-		return fmt.Sprintf("1 caller (%s, last %s ago)", c.name(), ago(now.Sub(c.LastSeen)))
+		return fmt.Sprintf("1 caller (%s, last %s ago)", c.name(), Span(now.Sub(c.LastSeen)))
 	}
-	return fmt.Sprintf("%d callers (latest %s, %s ago)", len(cs), c.name(), ago(now.Sub(c.LastSeen)))
+	return fmt.Sprintf("%d callers (latest %s, %s ago)", len(cs), c.name(), Span(now.Sub(c.LastSeen)))
 }
 
-// ago writes a positive duration for people: 2d3h, 5h, 5h30m, 12m, 0m.
-func ago(d time.Duration) string {
-	d = d.Truncate(time.Minute)
+// Span writes a duration for people, to the minute: 2d3h, 5h, 5h30m, 12m, 0m (negative as 0m).
+func Span(d time.Duration) string {
+	d = max(0, d).Truncate(time.Minute)
 	days, hours, mins := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour), int(d%time.Hour/time.Minute)
 	switch {
 	case days > 0 && hours > 0:

@@ -61,7 +61,7 @@ func rotationText(r Rotation, now time.Time) string {
 			}
 			p := fmt.Sprintf("%s %s on new (%d old, %d new requests", orUnknown(c.ClientID), percent(c.OldRequests, c.NewRequests), c.OldRequests, c.NewRequests)
 			if c.OldLastSeen != nil {
-				p += ", old key last seen " + ago(now.Sub(*c.OldLastSeen)) + " ago"
+				p += ", old key last seen " + detect.Span(now.Sub(*c.OldLastSeen)) + " ago"
 			}
 			parts = append(parts, p+")")
 		}
@@ -76,7 +76,7 @@ func rotationText(r Rotation, now time.Time) string {
 				parts = append(parts, fmt.Sprintf("%d more", len(r.Stragglers)-i))
 				break
 			}
-			parts = append(parts, fmt.Sprintf("%s (last seen %s ago, %d requests on the old key)", callerName(c), ago(now.Sub(c.LastSeen)), c.Requests))
+			parts = append(parts, fmt.Sprintf("%s (last seen %s ago, %d requests on the old key)", callerName(c), detect.Span(now.Sub(c.LastSeen)), c.Requests))
 		}
 		b.WriteString("Stragglers: " + strings.Join(parts, "; "))
 	}
@@ -119,26 +119,9 @@ func timeLeft(deadline *time.Time, now time.Time) string {
 	case deadline == nil:
 		return "no grace deadline"
 	case deadline.Before(now):
-		return fmt.Sprintf("grace deadline passed %s ago (%s)", ago(now.Sub(*deadline)), deadline.UTC().Format("Mon 2 Jan 15:04 UTC"))
+		return fmt.Sprintf("grace deadline passed %s ago (%s)", detect.Span(now.Sub(*deadline)), deadline.UTC().Format("Mon 2 Jan 15:04 UTC"))
 	}
-	return fmt.Sprintf("%s left until the grace deadline (%s)", ago(deadline.Sub(now)), deadline.UTC().Format("Mon 2 Jan 15:04 UTC"))
-}
-
-// ago writes a positive duration for people: 2d3h, 5h, 5h30m, 12m, 0m.
-func ago(d time.Duration) string {
-	d = max(0, d).Truncate(time.Minute)
-	days, hours, mins := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour), int(d%time.Hour/time.Minute)
-	switch {
-	case days > 0 && hours > 0:
-		return fmt.Sprintf("%dd%dh", days, hours)
-	case days > 0:
-		return fmt.Sprintf("%dd", days)
-	case hours > 0 && mins > 0:
-		return fmt.Sprintf("%dh%dm", hours, mins)
-	case hours > 0:
-		return fmt.Sprintf("%dh", hours)
-	}
-	return fmt.Sprintf("%dm", mins)
+	return fmt.Sprintf("%s left until the grace deadline (%s)", detect.Span(deadline.Sub(now)), deadline.UTC().Format("Mon 2 Jan 15:04 UTC"))
 }
 
 func plural(n int, word string) string {

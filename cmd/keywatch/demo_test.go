@@ -19,7 +19,6 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/notify"
 )
 
@@ -75,12 +74,7 @@ func TestDemoSlackShowsWhatTheSenderPosts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	db := ch.NewDatabase(t)
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	conn := ch.Conn(t, db)
+	_, conn := migratedDB(t)
 
 	var mu sync.Mutex
 	var calls []string

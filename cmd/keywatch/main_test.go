@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
@@ -246,4 +250,16 @@ func (p *process) stop() (string, error) {
 		<-p.exited
 		return p.out.String(), fmt.Errorf("no exit within 30s of SIGTERM")
 	}
+}
+
+// migratedDB gives the test a database of its own with keywatch's schema, and a connection to it.
+func migratedDB(t *testing.T) (string, driver.Conn) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.ClickHouse.Addr = []string{ch.Addr}
+	db := ch.NewDatabase(t)
+	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
+		t.Fatal(err)
+	}
+	return db, ch.Conn(t, db)
 }

@@ -10,22 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // TestReportCommand: `keywatch report rotations` over a rotation with a straggler, in each format,
 // and its usage errors. The report's content is tested in depth in package report.
 func TestReportCommand(t *testing.T) {
 	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	conn := ch.Conn(t, db)
+	db, conn := migratedDB(t)
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for _, e := range []struct {
 		at                    time.Time

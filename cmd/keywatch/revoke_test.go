@@ -13,20 +13,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
 )
 
 func TestRevokeCommand(t *testing.T) {
 	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	conn := ch.Conn(t, db)
+	db, conn := migratedDB(t)
 	for _, k := range []string{"kid_live", "kid_root"} {
 		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
 VALUES (?, 'key.created', ?, 'acme', '', NULL, '', 0, 0)`, time.Now().Add(-time.Hour), k); err != nil {

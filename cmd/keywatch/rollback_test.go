@@ -14,22 +14,13 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
 )
 
 // keywatch rollback: --extend or --reactivate is sent once through the signed webhook and
 // audited as manual; a key with a recent leak finding is refused (exit 3) and audited.
 func TestRollbackCommand(t *testing.T) {
 	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	conn := ch.Conn(t, db)
+	db, conn := migratedDB(t)
 	now := time.Now().UTC()
 	for _, k := range []string{"kid_old", "kid_leaky"} {
 		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)

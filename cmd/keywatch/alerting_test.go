@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,7 +44,7 @@ func TestLeakReportIsAlertedAndRevokedOnce(t *testing.T) {
 		githubKeyID   = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
 	)
 	slackFake := newSlackRecorder(t)
-	receiver := newRevokeReceiver(t, webhookSecret)
+	receiver := newWebhookReceiver(t, webhookSecret, false)
 
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -139,7 +140,7 @@ leak_reports:
 		t.Fatalf("revoke requests with webhook-ids %v, want exactly one", ids)
 	}
 	var got map[string]any
-	json.Unmarshal(receiver.bodies()[0], &got)
+	json.Unmarshal([]byte(receiver.accepted()[0].body), &got)
 	if got["key_id"] != "kid_live_leaky" || got["client_id"] != "initech-billing" || got["mode"] != "auto" {
 		t.Fatalf("revoke body %v", got)
 	}
@@ -195,61 +196,81 @@ func (r *slackRecorder) count(method string) int {
 	return r.calls[method]
 }
 
-// revokeReceiver is a revoke webhook endpoint that checks each request's Standard Webhooks
-// signature and records the accepted ones.
-type revokeReceiver struct {
+// webhookReceiver is an action webhook endpoint (the key-management system's side): it checks each
+// request's Standard Webhooks signature and records it. With failFirst it answers 500 to the first
+// delivery of each webhook-id, so the sender has to retry.
+type webhookReceiver struct {
 	*httptest.Server
-	mu     sync.Mutex
-	idList []string
-	bodys  [][]byte
-	total  int // accepted deliveries, repeats of an id included
+	failFirst bool
+	mu        sync.Mutex
+	got       []delivery
 }
 
-func newRevokeReceiver(t *testing.T, secret string) *revokeReceiver {
+// delivery is one correctly signed webhook request and what the receiver answered.
+type delivery struct {
+	id, body string
+	status   int
+}
+
+func newWebhookReceiver(t *testing.T, secret string, failFirst bool) *webhookReceiver {
 	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &revokeReceiver{}
+	r := &webhookReceiver{failFirst: failFirst}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		id, ts := req.Header.Get("webhook-id"), req.Header.Get("webhook-timestamp")
 		mac := hmac.New(sha256.New, key)
 		fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
 		want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-		if !strings.Contains(" "+req.Header.Get("webhook-signature")+" ", " "+want+" ") {
-			t.Errorf("revoke request %s with a bad signature %q", id, req.Header.Get("webhook-signature"))
+		if !slices.Contains(strings.Fields(req.Header.Get("webhook-signature")), want) {
+			t.Errorf("webhook %s with a bad signature %q", id, req.Header.Get("webhook-signature"))
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
 		r.mu.Lock()
-		r.total++
-		seen := false
-		for _, have := range r.idList {
-			seen = seen || have == id
+		status := http.StatusOK
+		if r.failFirst && !slices.ContainsFunc(r.got, func(d delivery) bool { return d.id == id }) {
+			status = http.StatusInternalServerError
 		}
-		if !seen {
-			r.idList = append(r.idList, id)
-			r.bodys = append(r.bodys, body)
-		}
+		r.got = append(r.got, delivery{id, string(body), status})
 		r.mu.Unlock()
-		w.WriteHeader(http.StatusOK)
+		w.WriteHeader(status)
 	}))
 	t.Cleanup(r.Close)
 	return r
 }
 
-func (r *revokeReceiver) count() int      { r.mu.Lock(); defer r.mu.Unlock(); return len(r.idList) }
-func (r *revokeReceiver) deliveries() int { r.mu.Lock(); defer r.mu.Unlock(); return r.total }
-func (r *revokeReceiver) ids() []string {
+// all is every signed request, refused ones included.
+func (r *webhookReceiver) all() []delivery {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]string(nil), r.idList...)
+	return slices.Clone(r.got)
 }
-func (r *revokeReceiver) bodies() [][]byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([][]byte(nil), r.bodys...)
+
+// accepted is every request answered 200, repeats of a webhook-id included.
+func (r *webhookReceiver) accepted() []delivery {
+	return slices.DeleteFunc(r.all(), func(d delivery) bool { return d.status != http.StatusOK })
+}
+
+// ids are the webhook-ids accepted, each once, in order.
+func (r *webhookReceiver) ids() []string {
+	var ids []string
+	for _, d := range r.accepted() {
+		if !slices.Contains(ids, d.id) {
+			ids = append(ids, d.id)
+		}
+	}
+	return ids
+}
+
+func (r *webhookReceiver) count() int      { return len(r.ids()) }
+func (r *webhookReceiver) deliveries() int { return len(r.accepted()) }
+
+// forKey is every signed request for key, refused ones included.
+func (r *webhookReceiver) forKey(key string) []delivery {
+	return slices.DeleteFunc(r.all(), func(d delivery) bool { return !strings.Contains(d.body, `"key_id":"`+key+`"`) })
 }
 
 // TestPersistentFindingIsOneSlackMessageUpdatedOnResolve stores a finding run after run, as a

@@ -24,7 +24,7 @@ func TestTwoReplicasOneLeaderAndTakeover(t *testing.T) {
 	const webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	ctx := context.Background()
 	slackFake := newSlackRecorder(t)
-	receiver := newRevokeReceiver(t, webhookSecret)
+	receiver := newWebhookReceiver(t, webhookSecret, false)
 	db, kafka, httpA, cfgA := runSetup(t, 2, fmt.Sprintf(`
 leader:
   session_timeout: 6s

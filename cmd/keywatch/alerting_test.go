@@ -159,6 +159,7 @@ type slackRecorder struct {
 	srv   *slacktest.Server
 	mu    sync.Mutex
 	calls map[string]int
+	texts []string // of every message posted or updated
 }
 
 func newSlackRecorder(t *testing.T) *slackRecorder {
@@ -166,8 +167,12 @@ func newSlackRecorder(t *testing.T) *slackRecorder {
 	record := func(method string, answer func(w http.ResponseWriter, req *http.Request)) slacktest.Binder {
 		return func(c slacktest.Customize) {
 			c.Handle("/"+method, func(w http.ResponseWriter, req *http.Request) {
+				req.ParseForm()
 				r.mu.Lock()
 				r.calls[method]++
+				if t := req.FormValue("text"); t != "" {
+					r.texts = append(r.texts, t)
+				}
 				r.mu.Unlock()
 				answer(w, req)
 			})
@@ -189,6 +194,19 @@ func newSlackRecorder(t *testing.T) *slackRecorder {
 }
 
 func (r *slackRecorder) URL() string { return r.srv.GetAPIURL() }
+
+// posted counts the messages posted or updated whose text contains s.
+func (r *slackRecorder) posted(s string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, t := range r.texts {
+		if strings.Contains(t, s) {
+			n++
+		}
+	}
+	return n
+}
 
 func (r *slackRecorder) count(method string) int {
 	r.mu.Lock()

@@ -1,8 +1,10 @@
 package detect
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -22,10 +24,11 @@ GROUP BY key_id`
 const (
 	hygienePolicyAge = "policy_age" // active, older than MaxKeyAge, no rotation started
 	hygieneUnused    = "unused"     // active, not used for UnusedAfter
+	hygieneExpiring  = "expiring"   // active, expires_at within ExpiringWithin (or passed), no rotation started
 )
 
 // Hygiene reports active keys that break the rotation policy: older than the maximum age with no
-// rotation started, or unused for a long time. It runs daily, so that teams have per-key evidence
+// rotation started, unused for a long time, or about to expire (expires_at) with no rotation started. It runs daily, so that teams have per-key evidence
 // of their rotation policy for audits.
 type Hygiene struct {
 	conn driver.Conn
@@ -40,7 +43,7 @@ func (d *Hygiene) Name() string { return "hygiene" }
 
 // HygieneEvidence is what a hygiene finding shows about its key.
 type HygieneEvidence struct {
-	Kind      string    `json:"kind"` // policy_age or unused
+	Kind      string    `json:"kind"` // policy_age, unused or expiring
 	KeyID     string    `json:"key_id"`
 	ClientID  string    `json:"client_id,omitempty"`
 	State     string    `json:"state"`
@@ -52,8 +55,12 @@ type HygieneEvidence struct {
 	AgeDays    float64 `json:"age_days"`
 	UnusedDays float64 `json:"unused_days,omitempty"`
 	Requests   uint64  `json:"requests"`
-	// LimitDays is the policy limit that was exceeded (max_key_age or unused_after).
+	// LimitDays is the policy limit that was exceeded (max_key_age, unused_after or expiring_within).
 	LimitDays float64 `json:"limit_days"`
+	// ExpiresAt is when the key stops working by itself (lifecycle events); DaysLeft until then,
+	// negative once it passed. Set for the expiring kind.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	DaysLeft  float64    `json:"days_left,omitempty"`
 }
 
 type keyUsage struct {
@@ -78,6 +85,9 @@ func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) 
 			continue
 		}
 		out = append(out, d.judge(now, k.ID, k.ClientID, string(k.State), k.Created, usage[k.ID])...)
+		if f, ok := d.expiring(now, k, usage[k.ID]); ok {
+			out = append(out, f)
+		}
 	}
 	for id, u := range usage {
 		// A key seen only in traffic counts as active. Without a client the gateway could not tell
@@ -161,6 +171,43 @@ func (d *Hygiene) judge(now time.Time, keyID, clientID, state string, created ti
 		out = append(out, f)
 	}
 	return out
+}
+
+// expiring reports an active key whose expires_at is within detect.hygiene.expiring_within, or
+// passed, while no rotation has started: its clients break when it expires. Warning, critical from
+// a day before expiry.
+func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (Finding, bool) {
+	within := time.Duration(d.cfg.ExpiringWithin)
+	left := k.ExpiresAt.Sub(now)
+	if within <= 0 || k.ExpiresAt.IsZero() || left > within {
+		return Finding{}, false
+	}
+	clientID := cmp.Or(k.ClientID, u.clientID)
+	expires := k.ExpiresAt
+	e := HygieneEvidence{
+		Kind: hygieneExpiring, KeyID: k.ID, ClientID: clientID, State: string(k.State), Created: k.Created,
+		FirstSeen: u.firstSeen, LastUsed: u.lastSeen, Requests: u.requests, LimitDays: hygieneDays(within),
+		ExpiresAt: &expires, DaysLeft: hygieneDays(left),
+	}
+	if born := cmp.Or(k.Created, u.firstSeen); !born.IsZero() {
+		e.AgeDays = hygieneDays(now.Sub(born))
+	}
+	f := newFinding(d.Name(), now, k.ID, clientID, "")
+	f.Fingerprint = Fingerprint(d.Name(), k.ID, clientID, hygieneExpiring)
+	f.Severity, f.Evidence = Warning, e
+	if left < 24*time.Hour {
+		f.Severity = Critical
+	}
+	// 1 at the edge of the window, growing as expiry nears (2 at expiry, more after it).
+	f.Score = 1 + float64(within-left)/float64(within)
+	label := strings.TrimSpace(clientID + " key " + k.ID)
+	if left > 0 {
+		f.Summary = fmt.Sprintf("%s expires in %s (%s) and no rotation has started; its callers break then",
+			label, Span(left), expires.UTC().Format("2006-01-02 15:04 UTC"))
+	} else {
+		f.Summary = fmt.Sprintf("%s expired %s ago (%s) and no rotation has started", label, Span(-left), expires.UTC().Format("2006-01-02 15:04 UTC"))
+	}
+	return f, true
 }
 
 // finding builds a finding of one kind. Its fingerprint takes the kind in the rotation slot, so a

@@ -28,6 +28,14 @@ func TestHygiene(t *testing.T) {
 		rotation.Event{TS: now.Add(-40 * day), Type: rotation.KeyCreated, KeyID: "kid_never_used", ClientID: "initech"},
 		rotation.Event{TS: now.Add(-60 * day), Type: rotation.KeyCreated, KeyID: "kid_busy", ClientID: "initech"},
 		rotation.Event{TS: now.Add(-5 * day), Type: rotation.KeyCreated, KeyID: "kid_fresh_unused", ClientID: "initech"},
+		// expires_at: within the 14 days, within a day, passed, far off, and on a key being rotated.
+		rotation.Event{TS: now.Add(-20 * day), Type: rotation.KeyCreated, KeyID: "kid_expiring", ClientID: "umbrella", ExpiresAt: now.Add(5 * day)},
+		rotation.Event{TS: now.Add(-20 * day), Type: rotation.KeyCreated, KeyID: "kid_expiring_soon", ClientID: "umbrella", ExpiresAt: now.Add(12 * time.Hour)},
+		rotation.Event{TS: now.Add(-20 * day), Type: rotation.KeyCreated, KeyID: "kid_expired", ClientID: "umbrella", ExpiresAt: now.Add(-2 * day)},
+		rotation.Event{TS: now.Add(-20 * day), Type: rotation.KeyCreated, KeyID: "kid_expiring_later", ClientID: "umbrella", ExpiresAt: now.Add(30 * day)},
+		rotation.Event{TS: now.Add(-20 * day), Type: rotation.KeyCreated, KeyID: "kid_expiring_rotating", ClientID: "umbrella", ExpiresAt: now.Add(2 * day)},
+		rotation.Event{TS: now.Add(-day), Type: rotation.KeyRotationStarted, KeyID: "kid_expiring_rotating", ClientID: "umbrella",
+			NewKeyID: "kid_expiring_rotating_new", GraceUntil: now.Add(day)},
 	)
 	// One insert may touch at most 100 daily partitions: the oldest key is used weekly.
 	var evs []event
@@ -60,6 +68,9 @@ func TestHygiene(t *testing.T) {
 		{"kid_never_used", hygieneUnused}:       {Info, "initech"},
 		{"kid_traffic_only", hygienePolicyAge}:  {Info, "hooli"},
 		{"kid_traffic_only", hygieneUnused}:     {Warning, "hooli"},
+		{"kid_expiring", hygieneExpiring}:       {Warning, "umbrella"},
+		{"kid_expiring_soon", hygieneExpiring}:  {Critical, "umbrella"},
+		{"kid_expired", hygieneExpiring}:        {Critical, "umbrella"},
 	}
 	got := map[[2]string]Finding{}
 	for _, f := range findings {
@@ -100,6 +111,10 @@ func TestHygiene(t *testing.T) {
 	unused := got[[2]string{"kid_unused", hygieneUnused}].Evidence.(HygieneEvidence)
 	if !unused.LastUsed.Equal(now.Add(-46*day)) || unused.UnusedDays != 46 || unused.LimitDays != 30 || unused.Requests != 14 {
 		t.Errorf("unused evidence: %+v", unused)
+	}
+	expiring := got[[2]string{"kid_expiring", hygieneExpiring}].Evidence.(HygieneEvidence)
+	if expiring.ExpiresAt == nil || !expiring.ExpiresAt.Equal(now.Add(5*day)) || expiring.DaysLeft != 5 || expiring.LimitDays != 14 {
+		t.Errorf("expiring evidence: %+v", expiring)
 	}
 	never := got[[2]string{"kid_never_used", hygieneUnused}].Evidence.(HygieneEvidence)
 	if !never.LastUsed.IsZero() || never.UnusedDays != 40 || never.Requests != 0 {

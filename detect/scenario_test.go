@@ -101,16 +101,19 @@ func (s *scenario) events(evs []event) {
 func (s *scenario) lifecycle(evs ...rotation.Event) {
 	s.t.Helper()
 	ctx := context.Background()
-	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_topic, src_partition, src_offset)`)
+	b, err := s.conn.PrepareBatch(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_topic, src_partition, src_offset, expires_at)`)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	for i, e := range evs {
-		var grace *time.Time
+		var grace, expires *time.Time
 		if !e.GraceUntil.IsZero() {
 			grace = &e.GraceUntil
 		}
-		if err := b.Append(e.TS, e.Type, e.KeyID, e.ClientID, e.NewKeyID, grace, e.Reason, "key-lifecycle", int32(0), int64(i)); err != nil {
+		if !e.ExpiresAt.IsZero() {
+			expires = &e.ExpiresAt
+		}
+		if err := b.Append(e.TS, e.Type, e.KeyID, e.ClientID, e.NewKeyID, grace, e.Reason, "key-lifecycle", int32(0), int64(i), expires); err != nil {
 			s.t.Fatal(err)
 		}
 	}

@@ -402,11 +402,18 @@ func hygieneFields(raw json.RawMessage) ([]field, error) {
 	if err := json.Unmarshal(raw, &e); err != nil {
 		return nil, err
 	}
+	age := fmt.Sprintf("%.0f days (limit %.0f)", e.AgeDays, e.LimitDays)
+	if e.ExpiresAt != nil {
+		age = fmt.Sprintf("%.0f days", e.AgeDays)
+	}
 	fs := []field{
 		{"Problem", strings.ReplaceAll(e.Kind, "_", " ")},
 		{"Key state", e.State},
-		{"Age", fmt.Sprintf("%.0f days (limit %.0f)", e.AgeDays, e.LimitDays)},
+		{"Age", age},
 		{"Requests", strconv.FormatUint(e.Requests, 10)},
+	}
+	if e.ExpiresAt != nil {
+		fs = append(fs, field{"Expires", fmt.Sprintf("%s (%.1f days left; reported within %.0f days)", stamp(*e.ExpiresAt), e.DaysLeft, e.LimitDays)})
 	}
 	if !e.LastUsed.IsZero() {
 		fs = append(fs, field{"Last used", stamp(e.LastUsed)})

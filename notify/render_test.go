@@ -133,6 +133,8 @@ func TestRenderKnownEvidence(t *testing.T) {
 			[]string{"40 of 100 (40.00%, z 12.0)", "revoked_key 40", "/v1/prices (30)"}},
 		{"hygiene", ev(detect.HygieneEvidence{Kind: "policy_age", KeyID: "kid_h", State: "active", AgeDays: 400, LimitDays: 365, Requests: 9}),
 			[]string{"*Problem*\npolicy age", "400 days (limit 365)", "*Last used*\nnever"}},
+		{"hygiene", ev(detect.HygieneEvidence{Kind: "expiring", KeyID: "kid_e", State: "active", AgeDays: 20, LimitDays: 14, ExpiresAt: &deadline, DaysLeft: 4.5}),
+			[]string{"*Problem*\nexpiring", "*Age*\n20 days", "*Expires*\n2026-12-01 00:00 UTC (4.5 days left; reported within 14 days)"}},
 		{"leak_report", json.RawMessage(`{"url": "https://github.com/o/r/blob/x", "source": "content", "count": 3}`),
 			[]string{"*url*\nhttps://github.com/o/r/blob/x", "*source*\ncontent", "*count*\n3"}},
 	}

@@ -154,9 +154,10 @@ type Leak struct {
 
 // Hygiene reports keys that break the rotation policy, once a day by default.
 type Hygiene struct {
-	Schedule    string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
-	MaxKeyAge   Duration `yaml:"max_key_age" help:"an active key older than this with no rotation started is reported"`
-	UnusedAfter Duration `yaml:"unused_after" help:"an active key not used for this long is reported"`
+	Schedule       string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
+	MaxKeyAge      Duration `yaml:"max_key_age" help:"an active key older than this with no rotation started is reported"`
+	UnusedAfter    Duration `yaml:"unused_after" help:"an active key not used for this long is reported"`
+	ExpiringWithin Duration `yaml:"expiring_within" help:"an active key whose expires_at (lifecycle events) is this close, with no rotation started, is reported; 0s: never"`
 }
 
 // Log sets structured logging.
@@ -220,6 +221,7 @@ func Default() Config {
 			Hygiene: Hygiene{
 				Schedule:  "0 0 6 * * *",
 				MaxKeyAge: Duration(90 * 24 * time.Hour), UnusedAfter: Duration(30 * 24 * time.Hour),
+				ExpiringWithin: Duration(14 * 24 * time.Hour),
 			},
 		},
 		Alerting: defaultAlerting(),

@@ -43,6 +43,9 @@ func (d Detect) validate() []error {
 			bad(path, "%s: must be positive", v)
 		}
 	}
+	if d.Hygiene.ExpiringWithin < 0 {
+		bad("detect.hygiene.expiring_within", "%s: must not be negative", d.Hygiene.ExpiringWithin)
+	}
 	if d.Lingering.QuietFor < 0 {
 		bad("detect.lingering.quiet_for", "%s: must not be negative", d.Lingering.QuietFor)
 	}

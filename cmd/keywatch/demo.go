@@ -297,6 +297,8 @@ func demoConfig(brokers []string, clickhouse, listen string) config.Config {
 	cfg.Detect.Hygiene.Schedule = "@every 2s" // its alerts show once, during normal use
 	// Readiness releases a caller that moved this long after its last old-key call (default 1 h).
 	cfg.Detect.Lingering.QuietFor = config.Duration(10 * time.Second)
+	// The "safe to retire" message of story 1 is looked for every 2 s; no scheduled digest.
+	cfg.Digest.Schedule, cfg.Digest.NudgeSchedule = "", "@every 2s"
 	// Alerts fire at once, except leak alerts: they wait for a second detector run, so that the
 	// revoke decision (made once per alert) sees the whole burst's score.
 	cfg.Alerting.EvaluateInterval = config.Duration(2 * time.Second)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/simulate"
+	"github.com/keywatch/keywatch/rotation"
 )
 
 // demoStory is when a story started and showed (zero: not yet), and what showed it.
@@ -178,6 +179,9 @@ func (d *demo) retireWhenSafe(ctx context.Context, r simulate.Rotation) {
 			d.note(d.stamp() + fmt.Sprintf("readiness of %s: %v", r.OldKeyID, err))
 		case rep.Safe:
 			d.note(d.stamp() + "the rotation pipeline asks whether the old key can go:\n" + readinessText(rep))
+			if d.waitNudge(ctx, r) {
+				d.note(d.stamp() + "keywatch told the channel once: \"Safe to retire " + r.OldKeyID + "\" (rotation_nudges).")
+			}
 			at := time.Now().UTC()
 			if err := d.lifecycle.WriteMessages(ctx, kafka.Message{Value: simulate.Retired(r, at)}); err != nil {
 				d.note(d.stamp() + fmt.Sprintf("cannot retire %s: %v", r.OldKeyID, err))
@@ -194,6 +198,27 @@ func (d *demo) retireWhenSafe(ctx context.Context, r simulate.Rotation) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		}
+	}
+}
+
+// selectNudged counts the "safe to retire" messages of a rotation. Argument: rotation id.
+const selectNudged = `SELECT count() FROM rotation_nudges WHERE rotation_id = ?`
+
+// waitNudge waits up to 10 s for keywatch's "safe to retire" message of r (package digest), as a
+// team would before retiring the key, and says whether it came.
+func (d *demo) waitNudge(ctx context.Context, r simulate.Rotation) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		var n uint64
+		if err := d.conn.QueryRow(ctx, selectNudged, rotation.ID(r.OldKeyID, r.NewKeyID)).Scan(&n); err == nil && n > 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

@@ -10,7 +10,8 @@ import (
 	"github.com/keywatch/keywatch/detect"
 )
 
-// Slack's limits: 50 blocks per message, 3000 characters per section text, 150 per header.
+// Slack's limits: 50 blocks per message (a header, a context line, a section per rotation and a
+// "more" line: 43 at most), 3000 characters per section text, 150 per header.
 const (
 	maxRotationsShown = 40
 	maxClientsShown   = 10
@@ -37,7 +38,7 @@ func renderDigest(rep Report) (string, slack.Blocks) {
 			blocks = append(blocks, slack.NewContextBlock("", markdown(fmt.Sprintf("%d more rotations not shown", len(rep.Rotations)-i))))
 			break
 		}
-		blocks = append(blocks, slack.NewDividerBlock(), slack.NewSectionBlock(markdown(truncate(rotationText(r, rep.At), maxSectionChars)), nil, nil))
+		blocks = append(blocks, slack.NewSectionBlock(markdown(truncate(rotationText(r, rep.At), maxSectionChars)), nil, nil))
 	}
 	return text, slack.Blocks{BlockSet: blocks}
 }

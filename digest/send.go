@@ -1,6 +1,7 @@
 package digest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -64,7 +65,7 @@ func (d *Digest) Nudge(ctx context.Context) ([]string, error) {
 	}
 	var nudged []string
 	for _, r := range rep.Rotations {
-		if !r.Safe || r.OldRequests == 0 {
+		if !r.Safe || !usedSinceStart(r) {
 			continue
 		}
 		for _, ch := range d.channels(r.ClientID) {
@@ -157,7 +158,12 @@ func (d *Digest) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("digest: digest.schedule %q: %w", d.cfg.Schedule, err)
 		}
-		c.Schedule(sched, cron.FuncJob(job(func() { d.sendLogged(ctx, d.now().UTC().Truncate(time.Second)) })))
+		c.Schedule(sched, cron.FuncJob(job(func() {
+			// Keyed by the scheduled time, not the clock: a late run and a new leader's catch-up
+			// make the same digest.
+			now := d.now().UTC()
+			d.sendLogged(ctx, cmp.Or(lastFire(sched, now, time.Minute), now.Truncate(time.Second)))
+		})))
 		if missed := lastFire(sched, d.now().UTC(), time.Duration(d.cfg.CatchUp)); !missed.IsZero() {
 			wg.Add(1)
 			go func() {
@@ -189,6 +195,17 @@ func (d *Digest) sendLogged(ctx context.Context, scheduled time.Time) {
 	if err != nil && ctx.Err() == nil {
 		d.log.Error("digest: sending the scheduled digest failed", "scheduled", scheduled, "err", err)
 	}
+}
+
+// usedSinceStart says whether a client called the rotation's old key after the rotation started:
+// a rotation whose old key saw no traffic since is not nudged.
+func usedSinceStart(r Rotation) bool {
+	for _, c := range r.Clients {
+		if c.OldLastSeen != nil && !c.OldLastSeen.Before(r.Started) {
+			return true
+		}
+	}
+	return false
 }
 
 // lastFire returns the latest time sched fired within (now-within, now], or zero.

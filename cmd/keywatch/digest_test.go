@@ -22,7 +22,7 @@ slack:
   default_channel: "#keywatch"
   min_interval: 100ms
 digest:
-  schedule: "@every 2s"
+  schedule: "*/2 * * * * *"
   nudge_schedule: "@every 1s"
 `, slackFake.URL()))
 	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")

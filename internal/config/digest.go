@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"time"
+
+	"github.com/robfig/cron/v3"
 )
 
 // Digest posts a scheduled Slack digest of every rotation in flight (per client: share of traffic
@@ -29,8 +31,15 @@ func (d Digest) validate() []error {
 		if s == "" {
 			continue
 		}
-		if _, err := ScheduleParser.Parse(s); err != nil {
+		sched, err := ScheduleParser.Parse(s)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q: %v (six fields with seconds, e.g. \"0 0 9 * * 1-5\", or @every 5m)", path, s, err))
+			continue
+		}
+		// A digest is keyed by its scheduled time, so that a late run, a restart or a new leader
+		// sends it once: @every has no fixed times.
+		if _, every := sched.(cron.ConstantDelaySchedule); every && path == "digest.schedule" {
+			errs = append(errs, fmt.Errorf("%s: %q: @every has no fixed times to send a digest once at; use six fields with seconds, e.g. \"0 0 9 * * 1-5\"", path, s))
 		}
 	}
 	if d.CatchUp < 0 {

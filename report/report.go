@@ -64,9 +64,10 @@ const (
 
 // selectSentActions reads every action keywatch sent to the key-management system: revokes and
 // rollbacks. A sent action's last version is written when the receiver accepted it, so its
-// updated_at is when it took effect. The table is small (the hourly cap bounds it) and has no TTL.
+// updated_at is when it took effect; queued_at is when its body was fixed, before the first
+// attempt. The table is small (the hourly cap bounds it) and has no TTL.
 const selectSentActions = `
-SELECT key_id, kind, updated_at
+SELECT key_id, kind, updated_at, queued_at
 FROM actions FINAL
 WHERE kind IN ('revoke', 'extend_grace', 'reactivate') AND state = 'sent'
 ORDER BY updated_at, id`
@@ -94,14 +95,14 @@ ORDER BY old_last DESC, client_id, caller_ip, caller_ua`
 // sentAction is one action keywatch sent.
 type sentAction struct {
 	keyID, kind string
-	at          time.Time
+	at, queued  time.Time // accepted by the receiver; queued to be sent
 }
 
 // Rotations gathers the report: one row per key that has lifecycle events and lived within the
 // window (created by its end, and not retired or revoked before its start), by client, creation
 // time and key id.
 func Rotations(ctx context.Context, db Querier, opts Options) ([]Row, error) {
-	m, err := rotation.Load(ctx, db)
+	m, err := rotation.LoadAsOf(ctx, db, opts.Until)
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
@@ -245,10 +246,10 @@ func sentActions(ctx context.Context, db Querier) ([]sentAction, error) {
 	var out []sentAction
 	for rows.Next() {
 		var a sentAction
-		if err := rows.Scan(&a.keyID, &a.kind, &a.at); err != nil {
+		if err := rows.Scan(&a.keyID, &a.kind, &a.at, &a.queued); err != nil {
 			return nil, fmt.Errorf("report: read sent actions: %w", err)
 		}
-		a.at = a.at.UTC()
+		a.at, a.queued = a.at.UTC(), a.queued.UTC()
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {
@@ -261,7 +262,8 @@ func sentActions(ctx context.Context, db Querier) ([]sentAction, error) {
 // is a revoke webhook keywatch sent (automatic, approved or by hand), or the key's key.revoked
 // lifecycle event when no keywatch revoke of the key was sent before it (a revoke made in the
 // key-management system directly; the event that follows keywatch's own revoke is not counted
-// twice). A rollback is an extend_grace or reactivate webhook keywatch sent.
+// twice: it may carry a time before keywatch recorded the receiver's answer, but not before the
+// revoke was queued). A rollback is an extend_grace or reactivate webhook keywatch sent.
 func countActions(k *rotation.Key, actions []sentAction, opts Options) (revokes, rollbacks int) {
 	in := func(t time.Time) bool { return !t.Before(opts.Since) && !t.After(opts.Until) }
 	var revokedAt time.Time
@@ -275,7 +277,7 @@ func countActions(k *rotation.Key, actions []sentAction, opts Options) (revokes,
 		}
 		switch a.kind {
 		case kindRevoke:
-			if !revokedAt.IsZero() && !a.at.After(revokedAt) {
+			if !revokedAt.IsZero() && !a.queued.After(revokedAt) {
 				explained = true
 			}
 			if in(a.at) {

@@ -118,8 +118,8 @@ func seed(t *testing.T, conn driver.Conn) {
 	)
 	action := func(id, kind, key, client, mode, state, updated string) {
 		t.Helper()
-		err := conn.Exec(context.Background(), `INSERT INTO actions (id, kind, key_id, client_id, mode, state, requested_at, updated_at, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`, id, kind, key, client, mode, state, at(updated).Add(-time.Minute), at(updated))
+		err := conn.Exec(context.Background(), `INSERT INTO actions (id, kind, key_id, client_id, mode, state, requested_at, queued_at, updated_at, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`, id, kind, key, client, mode, state, at(updated).Add(-time.Minute), at(updated).Add(-time.Minute), at(updated))
 		if err != nil {
 			t.Fatal(err)
 		}

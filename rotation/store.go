@@ -8,11 +8,13 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// selectEvents reads every lifecycle event. The table holds a handful of rows per key, so the
-// whole history is read and folded in memory; a repeated delivery of one event is read once.
+// selectEvents reads every lifecycle event up to a time (Unix ms). The table holds a handful of
+// rows per key, so the whole history is read and folded in memory; a repeated delivery of one
+// event is read once.
 const selectEvents = `
 SELECT ts, toString(type), key_id, client_id, new_key_id, grace_until, reason, version, expires_at, scopes
 FROM key_lifecycle_events
+WHERE ts <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY ts, type, key_id, client_id, new_key_id, grace_until, reason, version, expires_at, scopes
 ORDER BY ts`
 
@@ -23,7 +25,13 @@ type Querier interface {
 
 // Load reads every lifecycle event from ClickHouse and builds the model.
 func Load(ctx context.Context, db Querier) (*Model, error) {
-	rows, err := db.Query(ctx, selectEvents)
+	return LoadAsOf(ctx, db, time.Unix(1<<40, 0))
+}
+
+// LoadAsOf builds the model from the lifecycle events up to at (inclusive): the keys and
+// rotations as they stood then.
+func LoadAsOf(ctx context.Context, db Querier, at time.Time) (*Model, error) {
+	rows, err := db.Query(ctx, selectEvents, at.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("rotation: read key_lifecycle_events: %w", err)
 	}

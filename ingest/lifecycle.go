@@ -167,8 +167,8 @@ func parseScopes(raw json.RawMessage) ([]string, error) {
 			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: empty", i)
 		case len(s) > maxScopeLen:
 			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q is longer than %d bytes", i, truncate(s, 40), maxScopeLen)
-		case strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
-			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q holds a space or control character (give each scope as its own string)", i, truncate(s, 40))
+		case strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == ',' }) >= 0:
+			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q holds a space, comma or control character (give each scope as its own string)", i, truncate(s, 40))
 		}
 		out = append(out, s)
 	}

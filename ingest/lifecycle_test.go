@@ -39,6 +39,7 @@ func TestDecodeLifecycleMetadata(t *testing.T) {
 		{name: "scope a number", fields: `,"scopes":["read",7]`, wantReason: ingest.ReasonWrongType},
 		{name: "empty scope", fields: `,"scopes":[""]`, wantReason: ingest.ReasonInvalidValue},
 		{name: "two scopes in one string", fields: `,"scopes":["read trade"]`, wantReason: ingest.ReasonInvalidValue},
+		{name: "two scopes joined by a comma", fields: `,"scopes":["read,trade"]`, wantReason: ingest.ReasonInvalidValue},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -413,7 +413,11 @@ func hygieneFields(raw json.RawMessage) ([]field, error) {
 		{"Requests", strconv.FormatUint(e.Requests, 10)},
 	}
 	if e.ExpiresAt != nil {
-		fs = append(fs, field{"Expires", fmt.Sprintf("%s (%.1f days left; reported within %.0f days)", stamp(*e.ExpiresAt), e.DaysLeft, e.LimitDays)})
+		left := fmt.Sprintf("%.1f days left", e.DaysLeft)
+		if e.DaysLeft < 0 {
+			left = fmt.Sprintf("expired %.1f days ago", -e.DaysLeft)
+		}
+		fs = append(fs, field{"Expires", fmt.Sprintf("%s (%s; reported within %.0f days)", stamp(*e.ExpiresAt), left, e.LimitDays)})
 	}
 	if !e.LastUsed.IsZero() {
 		fs = append(fs, field{"Last used", stamp(e.LastUsed)})

@@ -28,6 +28,8 @@ const (
 	// GuardNotCritical sends an auto rollback for approval: the client is not in
 	// rollback.critical_clients.
 	GuardNotCritical = "not_critical"
+	// GuardAlertOver refuses an approval that comes after the rollback's alert stopped firing.
+	GuardAlertOver = "alert_over"
 )
 
 // spikeDetector is the detector whose findings offer a rollback (detect.Spike).
@@ -78,7 +80,47 @@ func (r *Revoker) leaked(ctx context.Context, keyID string) (string, error) {
 	return "", nil
 }
 
+// selectAlertState is the state of an alert episode. Args: fingerprint, fired_at (Unix ms).
+const selectAlertState = `SELECT toString(state) FROM alerts FINAL
+WHERE fingerprint = ? AND fired_at = fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
+
+// alertFiring says whether the alert episode alertID (alerting.Alert.ID: fingerprint-firedAt)
+// still fires.
+func (r *Revoker) alertFiring(ctx context.Context, alertID string) (bool, error) {
+	i := strings.LastIndex(alertID, "-")
+	if i < 0 {
+		return false, nil
+	}
+	firedAt, err := time.Parse("20060102T150405.000Z", alertID[i+1:])
+	if err != nil {
+		return false, nil
+	}
+	var state string
+	switch err := r.conn.QueryRow(ctx, selectAlertState, alertID[:i], firedAt.UnixMilli()).Scan(&state); {
+	case isNoRows(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("action: read alert %s: %w", alertID, err)
+	}
+	return state == "firing", nil
+}
+
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// refuseLeaked refuses a queued rollback, before its next attempt, of a key that leaked since it
+// was decided; audited.
+func (r *Revoker) refuseLeaked(ctx context.Context, rec *record, leak string) (*record, error) {
+	rec.Version++
+	rec.UpdatedAt = r.now().UTC()
+	rec.State, rec.Guardrail = stateRefused, GuardLeaked
+	rec.Detail = leak + ": never rolled back (checked again before sending)"
+	if err := r.store.save(ctx, rec); err != nil {
+		return rec, err
+	}
+	r.metrics.rollbackResult("refused")
+	r.log.Warn("rollback refused before sending: the key leaked since it was decided", "action", rec.ID, "kind", rec.Kind, "key", rec.KeyID, "leak", leak)
+	return rec, r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardLeaked, Detail: rec.Detail})
+}
 
 // rollbackPolicy returns the first rollback policy matching the rotation and client, else the
 // default mode; the action is filled in.
@@ -213,22 +255,33 @@ func (r *Revoker) queueAction(ctx context.Context, rec *record, now time.Time, m
 }
 
 // approveRollback is Approve for a rollback awaiting approval: refused when the key is now
-// considered leaked, else queued.
+// considered leaked, or when its alert no longer fires (a click on a message not yet updated),
+// else queued.
 func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slackUserID, slackUserName string, now time.Time) (string, error) {
 	leak, err := r.leaked(ctx, rec.KeyID)
 	if err != nil {
 		return "", err
 	}
+	guard, why := GuardLeaked, leak+": never rolled back"
+	if leak == "" {
+		firing, err := r.alertFiring(ctx, rec.AlertID)
+		if err != nil {
+			return "", err
+		}
+		if !firing {
+			guard, why = GuardAlertOver, "its alert "+rec.AlertID+" no longer fires: the incident is over"
+		}
+	}
 	rec.Version++
 	rec.UpdatedAt = now
-	if leak != "" {
-		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardLeaked, leak+": never rolled back"
+	if leak != "" || guard == GuardAlertOver {
+		rec.State, rec.Guardrail, rec.Detail = stateRefused, guard, why
 		if err := r.store.save(ctx, rec); err != nil {
 			return "", err
 		}
 		r.metrics.rollbackResult("refused")
-		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardLeaked, Actor: actor, Detail: rec.Detail})
-		return fmt.Sprintf("Rollback (%s) of %s refused: %s", rec.Kind, rec.KeyID, leak), nil
+		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: guard, Actor: actor, Detail: rec.Detail})
+		return fmt.Sprintf("Rollback (%s) of %s refused: %s", rec.Kind, rec.KeyID, why), nil
 	}
 	rec.ApprovedBy = slackUserName
 	if rec.ApprovedBy == "" {

@@ -55,6 +55,18 @@ func spikeAlert(old, newKey, client string, step rotation.StepKind) alerting.Ale
 	}
 }
 
+// stored writes a as the alerting evaluator stores it (state included).
+func (e *env) stored(a alerting.Alert) alerting.Alert {
+	e.t.Helper()
+	if err := e.conn.Exec(e.ctx, `INSERT INTO alerts (fingerprint, detector, key_id, client_id, rotation_id, severity, score, summary, evidence, state, active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, updated_at, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, 0, ?, '', '', '', ?, ?)`,
+		a.Fingerprint, a.Detector, a.KeyID, a.ClientID, a.RotationID, a.Severity.String(), a.Score, a.Summary, string(a.State),
+		a.ActiveSince, a.FiredAt, a.FiredAt, e.clk.Now(), uint64(e.clk.Now().UnixNano())); err != nil {
+		e.t.Fatal(err)
+	}
+	return a
+}
+
 // leak marks key as leaked: an open leak_report alert, or a leak finding at t0 - ago.
 func (e *env) leak(key string, alert bool, ago time.Duration) {
 	e.t.Helper()
@@ -191,7 +203,7 @@ func TestRollbackApprove(t *testing.T) {
 	e.r.rollback = rollbackCfg()
 	grace := t0.Add(2 * time.Hour) // still in the future: extended from the deadline
 	e.rotated("kid_old", "kid_new", "acme-billing", grace)
-	st := e.consider(spikeAlert("kid_old", "kid_new", "acme-billing", rotation.StepRevoked))
+	st := e.consider(e.stored(spikeAlert("kid_old", "kid_new", "acme-billing", rotation.StepRevoked)))
 	if st.Status != stateAwaiting || st.Kind != KindExtendGrace {
 		t.Fatalf("Consider: %+v", st)
 	}
@@ -225,7 +237,7 @@ func TestRollbackApprove(t *testing.T) {
 
 	// Another client's spike on a key that leaks before the click.
 	e.rotated("kid_two", "kid_three", "globex", grace)
-	st2 := e.consider(spikeAlert("kid_two", "kid_three", "globex", rotation.StepRevoked))
+	st2 := e.consider(e.stored(spikeAlert("kid_two", "kid_three", "globex", rotation.StepRevoked)))
 	e.leak("kid_two", false, time.Minute)
 	e.clk.Add(time.Second)
 	text, err = e.r.Approve(e.ctx, st2.ID, "U1", "alice")
@@ -238,9 +250,24 @@ func TestRollbackApprove(t *testing.T) {
 	if a := e.audit(st2.ID); !slices.Equal(a, []string{"awaiting_approval//0", "refused/leaked/0"}) {
 		t.Errorf("audit %v", a)
 	}
+
+	// A click after the alert resolved (on a message not updated yet) is refused.
+	e.rotated("kid_four", "kid_five", "initech", grace)
+	over := e.stored(spikeAlert("kid_four", "kid_five", "initech", rotation.StepRevoked))
+	st3 := e.consider(over)
+	over.State = alerting.Resolved
+	e.clk.Add(time.Second)
+	e.stored(over)
+	text, err = e.r.Approve(e.ctx, st3.ID, "U1", "alice")
+	if err != nil || !strings.Contains(text, "no longer fires") {
+		t.Errorf("Approve after the alert resolved: %q %v", text, err)
+	}
+	if rec := e.load(st3.ID); rec.State != stateRefused || rec.Guardrail != GuardAlertOver {
+		t.Errorf("rollback of a resolved alert %s/%s", rec.State, rec.Guardrail)
+	}
 	e.sendDue()
 	if n := len(e.rv.deliveries()); n != 2 {
-		t.Errorf("%d deliveries after the refusal, want still 2", n)
+		t.Errorf("%d deliveries after the refusals, want still 2", n)
 	}
 }
 

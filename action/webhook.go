@@ -105,6 +105,17 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 	if rec.NextAttemptAt.After(r.now()) {
 		return rec, nil
 	}
+	if IsRollback(rec.Kind) {
+		// A key may have leaked since the rollback was decided (or between its retries): then it
+		// is never rolled back, whatever was decided.
+		leak, err := r.leaked(ctx, rec.KeyID)
+		if err != nil {
+			return rec, err
+		}
+		if leak != "" {
+			return r.refuseLeaked(ctx, rec, leak)
+		}
+	}
 	n := rec.Attempts + 1
 	code, retryAfter, excerpt, sendErr := r.send(ctx, rec)
 	if ctx.Err() != nil {

@@ -154,7 +154,9 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 	if link := r.grafanaLink(a); link != "" {
 		buttons = append(buttons, slack.NewButtonBlockElement("keywatch_grafana", a.Fingerprint, plain("Grafana")).WithURL(link))
 	}
-	if a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != "" && isRollback(a.Action.Kind) {
+	// Approval buttons only while the alert fires: a resolved incident is not acted on.
+	awaiting := a.State == alerting.Firing && a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != ""
+	if awaiting && isRollback(a.Action.Kind) {
 		what := "extends the grace period of"
 		if a.Action.Kind == "reactivate" {
 			what = "reactivates"
@@ -164,7 +166,7 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 			plain("Roll back"), plain("Cancel"))
 		buttons = append(buttons, slack.NewButtonBlockElement(RollbackActionID, a.Action.ID, plain("Roll back")).
 			WithStyle(slack.StylePrimary).WithConfirm(confirm))
-	} else if a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != "" {
+	} else if awaiting {
 		confirm := slack.NewConfirmationBlockObject(plain("Revoke "+truncate(a.KeyID, 60)+"?"),
 			markdown(truncate(fmt.Sprintf("This sends a revoke of key *%s* now. %s", a.KeyID, a.Summary), 300)),
 			plain("Revoke"), plain("Cancel"))

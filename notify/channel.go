@@ -9,10 +9,10 @@ import (
 	"github.com/slack-go/slack"
 )
 
-// conversationIDPattern matches Slack conversation ids (C… public, G… private channels, D… direct
-// messages; upper case, where channel names are lower case). chat.postMessage takes a channel's
+// conversationIDPattern matches Slack ids (C… public, G… private channels, D… direct messages,
+// U…/W… users; upper case, where channel names are lower case). chat.postMessage takes a channel's
 // name, but chat.update, conversations.history and conversations.replies need its id.
-var conversationIDPattern = regexp.MustCompile(`^[CGD][A-Z0-9_]+$`)
+var conversationIDPattern = regexp.MustCompile(`^[CGDUW][A-Z0-9_]+$`)
 
 // conversation returns the id of w's channel: the one Slack answered the post with, the configured
 // channel when it is an id, else the id looked up by name.
@@ -51,7 +51,9 @@ func (s *Slack) conversationID(ctx context.Context, channel string) (string, err
 			}
 		}
 		if cursor == "" {
-			return "", fmt.Errorf("notify: channel %s is not among the bot's conversations: invite the bot, or configure the channel's id", channel)
+			// Not retried: the notification fails with channel_not_found until its content changes.
+			return "", fmt.Errorf("notify: channel %s is not among the bot's conversations: invite the bot, or configure the channel's id: %w",
+				channel, slack.SlackErrorResponse{Err: "channel_not_found"})
 		}
 		params.Cursor = cursor
 	}

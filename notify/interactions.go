@@ -145,11 +145,13 @@ func (h *Interactions) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		text = fmt.Sprintf(":warning: Approval of %s by <@%s> failed: %v", action.Value, cb.User.ID, err)
 	} else {
 		h.metrics.interaction("approved")
-		h.log.Info("notify: approved from Slack", "action", action.Value, "user", cb.User.ID)
+		h.log.Info("notify: approved from Slack", "action", action.Value, "user", cb.User.ID, "outcome", text)
 		if text == "" {
 			text = "approved"
 		}
-		text = fmt.Sprintf(":white_check_mark: Approved by <@%s>: %s", cb.User.ID, text)
+		// The Approver's text says what came of the click: approved, already decided, or refused
+		// by a guardrail (a leaked key, an alert that stopped firing).
+		text = fmt.Sprintf(":ballot_box_with_check: Clicked by <@%s>: %s", cb.User.ID, text)
 	}
 	w.WriteHeader(http.StatusOK)
 	if cb.ResponseURL != "" {

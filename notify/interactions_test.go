@@ -124,7 +124,7 @@ func TestInteractions(t *testing.T) {
 	}
 	select {
 	case body := <-shown:
-		if !strings.Contains(body, `"replace_original":true`) || !strings.Contains(body, `Approved by \u003c@U_OK\u003e`) {
+		if !strings.Contains(body, `"replace_original":true`) || !strings.Contains(body, `Clicked by \u003c@U_OK\u003e: revoke of kid_x queued`) {
 			t.Fatalf("the message update does not show the approval: %s", body)
 		}
 	case <-time.After(10 * time.Second):

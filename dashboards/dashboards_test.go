@@ -51,7 +51,7 @@ var wantColumns = map[string][]string{
 	"leak.json/Distinct IPs against baseline/A":                       {"key_id", "peak_ips", "baseline_avg", "baseline_max", "ratio_to_baseline_max"},
 	"alerts.json/Alerts fired/A":                                      {"time", "detector", "alerts"},
 	"alerts.json/Alerts/A":                                            {"active_since", "state", "severity", "detector", "key_id", "client_id", "rotation_id", "summary", "fired_at", "resolved_at", "silenced", "inhibited", "fingerprint"},
-	"alerts.json/Revocations/A":                                       {"at", "action_id", "key_id", "client_id", "event", "guardrail", "actor", "http_status", "detail"},
+	"alerts.json/Revocations and rollbacks/A":                         {"at", "kind", "action_id", "key_id", "client_id", "event", "guardrail", "actor", "http_status", "detail"},
 	"alerts.json/Notifications/A":                                     {"updated_at", "group_key", "channel", "episode", "state", "resolved", "attempts", "last_error"},
 	"pipeline.json/Ingest rate/A":                                     {"time", "events_per_second"},
 	"pipeline.json/Ingest lag/A":                                      {"time", "lag_p50_seconds", "lag_p95_seconds"},

@@ -84,6 +84,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		return err
 	}
 	defer conn.Close()
+	if cfg.ClickHouse.Cluster != "" {
+		switch n, err := schema.Shards(ctx, conn, cfg.ClickHouse.Cluster); {
+		case err != nil:
+			log.Warn("cannot count the cluster's shards", "cluster", cfg.ClickHouse.Cluster, "err", err)
+		case n > 1:
+			log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (README: Cluster mode)",
+				"cluster", cfg.ClickHouse.Cluster, "shards", n)
+		}
+	}
 
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	revoker := action.New(conn, cfg.Revoke, action.NewMetrics(reg), log).WithRollback(cfg.Rollback)

@@ -296,3 +296,16 @@ func closingParen(s string, open int) (int, error) {
 func quoteString(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
+
+// selectShards counts the shards of a cluster in the server's remote_servers. Argument: cluster.
+const selectShards = `SELECT uniqExact(shard_num) FROM system.clusters WHERE cluster = ?`
+
+// Shards is how many shards cluster has, as the server conn talks to sees it. Ingest's exactly-once
+// guarantee holds with one (replicas only): a batch to several shards is one insert per shard.
+func Shards(ctx context.Context, conn driver.Conn, cluster string) (int, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, selectShards, cluster).Scan(&n); err != nil {
+		return 0, fmt.Errorf("schema: count the shards of cluster %s: %w", cluster, err)
+	}
+	return int(n), nil
+}

@@ -253,6 +253,9 @@ func TestClusterTwoShards(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
+		if n, err := Shards(ctx, conn, "kw"); err != nil || n != 2 {
+			t.Errorf("Shards: %d %v, want 2", n, err)
+		}
 
 		for i, s := range servers {
 			engines := map[string]string{}

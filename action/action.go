@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -112,14 +113,12 @@ func glob(pattern, s string) bool {
 	return ok
 }
 
-func (r *Revoker) protected(keyID string) bool {
-	for _, g := range r.cfg.ProtectedKeys {
-		if glob(g, keyID) {
-			return true
-		}
-	}
-	return false
+// anyGlob reports whether s matches one of patterns (path.Match globs).
+func anyGlob(patterns []string, s string) bool {
+	return slices.ContainsFunc(patterns, func(g string) bool { return glob(g, s) })
 }
+
+func (r *Revoker) protected(keyID string) bool { return anyGlob(r.cfg.ProtectedKeys, keyID) }
 
 // midRotation says whether key is being rotated: it is retiring, or the new key of a running
 // rotation. The text names the rotation.

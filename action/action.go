@@ -229,11 +229,8 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 			rec.Detail = "revoke queued"
 		}
 	}
-	if err := r.store.save(ctx, rec); err != nil {
-		return nil, err
-	}
 	ev.Guardrail, ev.Detail = rec.Guardrail, rec.Detail
-	if err := r.auditOf(ctx, rec, id+":decision", ev); err != nil {
+	if err := r.decide(ctx, rec, id+":decision", ev); err != nil {
 		return nil, err
 	}
 	if metric != "" {
@@ -274,6 +271,16 @@ func (r *Revoker) auditOf(ctx context.Context, rec *record, token string, a audi
 	a.At = r.now().UTC()
 	a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID = rec.ID, rec.Kind, rec.KeyID, rec.ClientID, rec.AlertID
 	return r.store.audit(ctx, token, a)
+}
+
+// decide records a decision on rec: its audit row first, then its new state. A crash or timeout
+// between the two never leaves a stored decision without its row; a decision audited but not
+// stored is made again at the next evaluation or click, and the row's token keeps it one row.
+func (r *Revoker) decide(ctx context.Context, rec *record, token string, a auditRow) error {
+	if err := r.auditOf(ctx, rec, token, a); err != nil {
+		return err
+	}
+	return r.store.save(ctx, rec)
 }
 
 // status is what an action shows with its alert.
@@ -331,11 +338,10 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 	switch {
 	case r.protected(rec.KeyID):
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
-		if err := r.store.save(ctx, rec); err != nil {
+		if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardProtected, Actor: actor, Detail: rec.Detail}); err != nil {
 			return "", err
 		}
 		r.metrics.result("refused")
-		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardProtected, Actor: actor, Detail: rec.Detail})
 		return fmt.Sprintf("Revoke of %s refused: the key is protected", rec.KeyID), nil
 	}
 	capped, err := r.capReached(ctx)
@@ -357,13 +363,10 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 	if err := r.queue(rec, now, "approve"); err != nil {
 		return "", err
 	}
-	if err := r.store.save(ctx, rec); err != nil {
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
 		return "", err
 	}
 	r.metrics.result("approved")
-	if err := r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
-		return "", err
-	}
 	r.log.Info("revoke approved", "action", rec.ID, "key", rec.KeyID, "by", actor)
 	return fmt.Sprintf("Revoke of %s approved by %s: sending", rec.KeyID, rec.ApprovedBy), nil
 }
@@ -436,14 +439,11 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 			rec.Detail += "; " + mid + " (allowed: the requester approves it)"
 		}
 	}
-	if err := r.store.save(ctx, rec); err != nil {
-		return nil, err
-	}
 	if ev.Guardrail == "" {
 		ev.Guardrail = rec.Guardrail
 	}
 	ev.Detail = rec.Detail
-	if err := r.auditOf(ctx, rec, id+":decision", ev); err != nil {
+	if err := r.decide(ctx, rec, id+":decision", ev); err != nil {
 		return nil, err
 	}
 	if metric != "" {

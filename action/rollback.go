@@ -114,12 +114,12 @@ func (r *Revoker) refuseLeaked(ctx context.Context, rec *record, leak string) (*
 	rec.UpdatedAt = r.now().UTC()
 	rec.State, rec.Guardrail = stateRefused, GuardLeaked
 	rec.Detail = leak + ": never rolled back (checked again before sending)"
-	if err := r.store.save(ctx, rec); err != nil {
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardLeaked, Detail: rec.Detail}); err != nil {
 		return rec, err
 	}
 	r.metrics.rollbackResult("refused")
 	r.log.Warn("rollback refused before sending: the key leaked since it was decided", "action", rec.ID, "kind", rec.Kind, "key", rec.KeyID, "leak", leak)
-	return rec, r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardLeaked, Detail: rec.Detail})
+	return rec, nil
 }
 
 // rollbackPolicy returns the first rollback policy matching the rotation and client, else the
@@ -198,11 +198,8 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 		row.Event = "decided"
 		rec.Detail = rec.Kind + " queued"
 	}
-	if err := r.store.save(ctx, rec); err != nil {
-		return nil, true, err
-	}
 	row.Guardrail, row.Detail = rec.Guardrail, rec.Detail
-	if err := r.auditOf(ctx, rec, id+":decision", row); err != nil {
+	if err := r.decide(ctx, rec, id+":decision", row); err != nil {
 		return nil, true, err
 	}
 	if metric != "" {
@@ -269,11 +266,10 @@ func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slack
 	rec.UpdatedAt = now
 	if leak != "" || guard == GuardAlertOver {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, guard, why
-		if err := r.store.save(ctx, rec); err != nil {
+		if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: guard, Actor: actor, Detail: rec.Detail}); err != nil {
 			return "", err
 		}
 		r.metrics.rollbackResult("refused")
-		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: guard, Actor: actor, Detail: rec.Detail})
 		return fmt.Sprintf("Rollback (%s) of %s refused: %s", rec.Kind, rec.KeyID, why), nil
 	}
 	rec.ApprovedBy = slackUserName
@@ -285,13 +281,10 @@ func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slack
 	if err := r.queueAction(ctx, rec, now, "approve", time.Duration(r.rollback.ExtendBy)); err != nil {
 		return "", err
 	}
-	if err := r.store.save(ctx, rec); err != nil {
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
 		return "", err
 	}
 	r.metrics.rollbackResult("approved")
-	if err := r.auditOf(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
-		return "", err
-	}
 	r.log.Info("rollback approved", "action", rec.ID, "kind", rec.Kind, "key", rec.KeyID, "by", actor)
 	return fmt.Sprintf("Rollback (%s) of %s approved by %s: sending", rec.Kind, rec.KeyID, rec.ApprovedBy), nil
 }
@@ -346,11 +339,8 @@ func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extend
 			rec.Detail += " (by " + extendBy.String() + ")"
 		}
 	}
-	if err := r.store.save(ctx, rec); err != nil {
-		return nil, err
-	}
 	ev.Guardrail, ev.Detail = rec.Guardrail, rec.Detail
-	if err := r.auditOf(ctx, rec, id+":decision", ev); err != nil {
+	if err := r.decide(ctx, rec, id+":decision", ev); err != nil {
 		return nil, err
 	}
 	if metric != "" {

@@ -144,7 +144,7 @@ func (r *Revoker) midRotation(ctx context.Context, keyID string) (string, error)
 
 // sentLastHour counts the revokes sent or queued in the hour before now.
 func (r *Revoker) sentLastHour(ctx context.Context) (int, error) {
-	n, err := r.store.count(ctx, countSentSince, KindRevoke, r.now().Add(-time.Hour))
+	n, err := r.store.count(ctx, countSentSince, KindRevoke, r.now().Add(-time.Hour).UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("action: count revokes of the last hour: %w", err)
 	}

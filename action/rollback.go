@@ -55,7 +55,7 @@ ORDER BY last_seen DESC LIMIT 1`
 
 // selectLeakFinding is the latest leak-like finding of a key since a time. Args: key, since.
 const selectLeakFinding = `SELECT detector, detected_at, summary FROM findings
-WHERE key_id = ? AND detector LIKE 'leak%' AND detected_at >= ?
+WHERE key_id = ? AND detector LIKE 'leak%' AND detected_at >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 ORDER BY detected_at DESC LIMIT 1`
 
 // leaked says why keyID is considered leaked, or "" when it is not: an open leak or leak_report
@@ -70,7 +70,7 @@ func (r *Revoker) leaked(ctx context.Context, keyID string) (string, error) {
 		return "", fmt.Errorf("action: read the leak alerts of key %s: %w", keyID, err)
 	}
 	var at time.Time
-	err = r.conn.QueryRow(ctx, selectLeakFinding, keyID, r.now().Add(-time.Duration(r.rollback.LeakLookback)).UTC()).Scan(&detector, &at, &summary)
+	err = r.conn.QueryRow(ctx, selectLeakFinding, keyID, r.now().Add(-time.Duration(r.rollback.LeakLookback)).UnixMilli()).Scan(&detector, &at, &summary)
 	switch {
 	case err == nil:
 		return fmt.Sprintf("%s has a %s finding of %s: %s", keyID, detector, at.UTC().Format(time.RFC3339), summary), nil

@@ -52,12 +52,12 @@ const (
 requested_at, approved_by, queued_at, body, attempts, first_attempt_at, next_attempt_at, last_status, last_error, updated_at, version)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	selectAction = `SELECT ` + actionColumns + ` FROM actions FINAL WHERE id = ?`
-	// selectDue is the queued actions whose next attempt is due.
-	selectDue = `SELECT id FROM actions FINAL WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id`
+	// selectDue is the queued actions whose next attempt is due. Argument: now (Unix ms; a bound time would be cut to the second).
+	selectDue = `SELECT id FROM actions FINAL WHERE state = 'queued' AND next_attempt_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC') ORDER BY next_attempt_at, id`
 	// countQueued feeds keywatch_actions_queued.
 	countQueued = `SELECT count() FROM actions FINAL WHERE state = 'queued'`
-	// countSentSince is the hourly cap: actions committed to be sent (queued or sent) since a time.
-	countSentSince = `SELECT count() FROM actions FINAL WHERE kind = ? AND state IN ('queued', 'sent') AND queued_at > ?`
+	// countSentSince is the hourly cap: actions committed to be sent (queued or sent) since a time (Unix ms).
+	countSentSince = `SELECT count() FROM actions FINAL WHERE kind = ? AND state IN ('queued', 'sent') AND queued_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 	insertAudit    = `INSERT INTO action_audit (at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
@@ -122,7 +122,7 @@ func (s store) count(ctx context.Context, query string, args ...any) (uint64, er
 }
 
 func (s store) due(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := s.conn.Query(ctx, selectDue, now)
+	rows, err := s.conn.Query(ctx, selectDue, now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("action: read queued actions: %w", err)
 	}

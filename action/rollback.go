@@ -141,7 +141,9 @@ func (r *Revoker) rollbackPolicy(rotationID, clientID string) config.RollbackPol
 	return p
 }
 
-func (r *Revoker) critical(clientID string) bool { return anyGlob(r.rollback.CriticalClients, clientID) }
+func (r *Revoker) critical(clientID string) bool {
+	return anyGlob(r.rollback.CriticalClients, clientID)
+}
 
 // considerRollback decides the rollback of a firing spike alert that follows a retire or revoke
 // step. ok is false when no rollback applies (another detector, a started step, policy off): the

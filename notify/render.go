@@ -39,7 +39,9 @@ const ApproveActionID = "keywatch_approve"
 const RollbackActionID = "keywatch_rollback"
 
 // approves reports whether a click on the button actionID approves the action named by its value.
-func approves(actionID string) bool { return actionID == ApproveActionID || actionID == RollbackActionID }
+func approves(actionID string) bool {
+	return actionID == ApproveActionID || actionID == RollbackActionID
+}
 
 // message is a rendered notification: the Block Kit blocks, the plain-text fallback, and the short
 // thread reply a resolution or a reminder posts. It is what the outbox stores as payload.

@@ -41,6 +41,34 @@ func Sign(key []byte, id string, ts time.Time, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
+// Verify is a receiver's side of Sign: secret is the Standard Webhooks secret (whsec_...), the
+// timestamp must be within tolerance of now, and one of the space-separated signatures must be a
+// matching v1 signature (compared in constant time).
+func Verify(secret, id, ts, signatures string, body []byte, now time.Time, tolerance time.Duration) error {
+	key, err := decodeSecret(secret)
+	if err != nil {
+		return err
+	}
+	if id == "" || ts == "" || signatures == "" {
+		return errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("webhook-timestamp %q is not unix seconds", ts)
+	}
+	at := time.Unix(sec, 0)
+	if d := now.Sub(at); d > tolerance || d < -tolerance {
+		return fmt.Errorf("webhook-timestamp is %s away from now", d.Round(time.Second))
+	}
+	want := Sign(key, id, at, body)
+	for _, s := range strings.Fields(signatures) {
+		if hmac.Equal([]byte(s), []byte(want)) {
+			return nil
+		}
+	}
+	return errors.New("no v1 signature matches")
+}
+
 // Run delivers queued actions until ctx ends: each due action is attempted, retried with backoff.
 func (r *Revoker) Run(ctx context.Context) error {
 	t := time.NewTicker(r.poll)

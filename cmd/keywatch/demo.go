@@ -114,10 +114,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer kafkaBroker.Close()
 	say("Kafka broker ready: %v", kafkaBroker.Brokers)
 
-	receiver, err := newDemoReceiver(demoWebhookSecret, d.received)
-	if err != nil {
-		return err
-	}
+	receiver := newDemoReceiver(demoWebhookSecret, d.received)
 	receiverURL, stopReceiver, err := serveLocal(receiver)
 	if err != nil {
 		return err

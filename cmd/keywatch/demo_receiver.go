@@ -1,18 +1,14 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/keywatch/keywatch/action"
 )
 
 // demoWebhookSecret is the demo receiver's Standard Webhooks secret; a real one comes from
@@ -24,7 +20,7 @@ const demoWebhookSecret = "whsec_a2V5d2F0Y2gtZGVtby13ZWJob29rLXNlY3JldC0zMmI="
 // "id.timestamp.body" with the secret's key) and reports it. It answers 200 to a verified request
 // and 401 to anything else.
 type demoReceiver struct {
-	key    []byte
+	secret string
 	now    func() time.Time
 	report func(r receivedRevoke)
 
@@ -40,42 +36,8 @@ type receivedRevoke struct {
 	Problem                  string // why it was not verified
 }
 
-func newDemoReceiver(secret string, report func(receivedRevoke)) (*demoReceiver, error) {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil || !strings.HasPrefix(secret, "whsec_") {
-		return nil, fmt.Errorf("demo: webhook secret: want whsec_<base64>")
-	}
-	return &demoReceiver{key: key, now: time.Now, report: report}, nil
-}
-
-// verify checks a request's signature headers against its body, as a receiver must: the
-// timestamp within five minutes, one of the space-separated v1 signatures equal (constant time).
-func (rr *demoReceiver) verify(id, ts, sigs string, body []byte) error {
-	if id == "" || ts == "" || sigs == "" {
-		return errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return fmt.Errorf("webhook-timestamp %q is not unix seconds", ts)
-	}
-	if d := rr.now().Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
-		return fmt.Errorf("webhook-timestamp is %s away from now", d.Round(time.Second))
-	}
-	mac := hmac.New(sha256.New, rr.key)
-	fmt.Fprintf(mac, "%s.%s.", id, ts)
-	mac.Write(body)
-	want := mac.Sum(nil)
-	for _, s := range strings.Fields(sigs) {
-		v, sig, ok := strings.Cut(s, ",")
-		if !ok || v != "v1" {
-			continue
-		}
-		got, err := base64.StdEncoding.DecodeString(sig)
-		if err == nil && hmac.Equal(got, want) {
-			return nil
-		}
-	}
-	return errors.New("no v1 signature matches")
+func newDemoReceiver(secret string, report func(receivedRevoke)) *demoReceiver {
+	return &demoReceiver{secret: secret, now: time.Now, report: report}
 }
 
 func (rr *demoReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +54,7 @@ func (rr *demoReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ID: r.Header.Get("webhook-id"), Timestamp: r.Header.Get("webhook-timestamp"),
 		Signature: r.Header.Get("webhook-signature"), Body: string(body),
 	}
-	if err := rr.verify(got.ID, got.Timestamp, got.Signature, body); err != nil {
+	if err := action.Verify(rr.secret, got.ID, got.Timestamp, got.Signature, body, rr.now(), 5*time.Minute); err != nil {
 		got.Problem = err.Error()
 	} else {
 		got.Verified = true

@@ -279,16 +279,25 @@ func (d *demo) askLingering(ctx context.Context, r simulate.Rotation, moved time
 		}
 	}
 	d.note(text)
-	if rep.Safe {
-		return
+	if !rep.Safe {
+		d.lingeringPart(r.OldKeyID, false)
 	}
+}
+
+// lingeringPart records one half of story 2, the lingering alert firing or readiness answering
+// unsafe; the story shows once both came.
+func (d *demo) lingeringPart(key string, alert bool) {
 	d.mu.Lock()
 	s := d.stories[simulate.StoryLingering]
-	s.answer = true
-	done := s.alert
+	if alert {
+		s.alert = true
+	} else {
+		s.answer = true
+	}
+	both := s.alert && s.answer
 	d.mu.Unlock()
-	if done {
-		d.shown(simulate.StoryLingering, fmt.Sprintf("lingering alert firing and readiness UNSAFE for %s", r.OldKeyID))
+	if both {
+		d.shown(simulate.StoryLingering, fmt.Sprintf("lingering alert firing and readiness UNSAFE for %s", key))
 	}
 }
 
@@ -346,14 +355,7 @@ func (d *demo) watch(ctx context.Context) {
 			}
 			switch {
 			case detector == "lingering" && key == d.lingerRot.OldKeyID:
-				d.mu.Lock()
-				s := d.stories[simulate.StoryLingering]
-				s.alert = true
-				done := s.answer
-				d.mu.Unlock()
-				if done {
-					d.shown(simulate.StoryLingering, fmt.Sprintf("lingering alert firing and readiness UNSAFE for %s", key))
-				}
+				d.lingeringPart(key, true)
 			case detector == "spike" && client == in.Revoked.ClientID:
 				d.shown(simulate.StoryRevokedInUse, fmt.Sprintf("failure-spike alert firing for %s", client))
 			}

@@ -5,12 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -24,14 +21,8 @@ VALUES (?, 'key.created', ?, 'acme', '', NULL, '', 0, 0)`, time.Now().Add(-time.
 			t.Fatal(err)
 		}
 	}
-	var calls atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		if r.Header.Get("webhook-id") == "" || !strings.HasPrefix(r.Header.Get("webhook-signature"), "v1,") {
-			w.WriteHeader(http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	srv := newWebhookReceiver(t, secret, false)
 	path := filepath.Join(t.TempDir(), "keywatch.yaml")
 	os.WriteFile(path, []byte(fmt.Sprintf(`
 clickhouse:
@@ -41,7 +32,7 @@ revoke:
   webhook_url: %q
   protected_keys: ["kid_root"]
 `, ch.Addr, db, srv.URL)), 0o600)
-	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", "whsec_"+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", secret)
 	for _, c := range []struct {
 		args []string
 		code int
@@ -58,7 +49,7 @@ revoke:
 			t.Errorf("revoke %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.out, out.String())
 		}
 	}
-	if n := calls.Load(); n != 1 {
+	if n := len(srv.all()); n != 1 {
 		t.Errorf("receiver called %d times, want 1", n)
 	}
 }

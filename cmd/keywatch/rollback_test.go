@@ -5,13 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -32,18 +28,8 @@ VALUES (?, 'key.revoked', ?, 'acme', '', NULL, '', 0, 0)`, now.Add(-time.Hour), 
 VALUES (?, 'r', 'leak', 'fp', 'critical', 100, 'kid_leaky', 'acme', '', 'used from 9 new networks', '{}')`, now.Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var bodies []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		bodies = append(bodies, string(b))
-		mu.Unlock()
-		if r.Header.Get("webhook-id") == "" || !strings.HasPrefix(r.Header.Get("webhook-signature"), "v1,") {
-			w.WriteHeader(http.StatusBadRequest)
-		}
-	}))
-	defer srv.Close()
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	srv := newWebhookReceiver(t, secret, false)
 	path := filepath.Join(t.TempDir(), "keywatch.yaml")
 	os.WriteFile(path, []byte(fmt.Sprintf(`
 clickhouse:
@@ -52,7 +38,7 @@ clickhouse:
 revoke:
   webhook_url: %q
 `, ch.Addr, db, srv.URL)), 0o600)
-	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", "whsec_"+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef")))
+	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", secret)
 	t.Setenv("USER", "ops")
 	for _, c := range []struct {
 		args []string
@@ -72,8 +58,10 @@ revoke:
 			t.Errorf("rollback %v: exit %d, want %d with %q:\n%s", c.args, code, c.code, c.out, out.String())
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	var bodies []string
+	for _, d := range srv.all() {
+		bodies = append(bodies, d.body)
+	}
 	if len(bodies) != 2 || !strings.Contains(bodies[0], `"action":"extend_grace"`) || !strings.Contains(bodies[0], `"grace_until":`) ||
 		!strings.Contains(bodies[1], `"action":"reactivate"`) || !strings.Contains(bodies[1], `"mode":"manual"`) {
 		t.Errorf("webhook bodies %q, want one extend_grace and one reactivate", bodies)

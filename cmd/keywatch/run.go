@@ -116,21 +116,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		Metrics:           ingest.NewMetrics(reg),
 	}, conn)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, 6)
-	start := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
-		}()
-	}
-	start("ingest", consumer.Run)
+	loops := map[string]func(context.Context) error{"ingest": consumer.Run}
+	lingering := detect.NewLingering(conn, cfg.Detect.Lingering)
 	engine := detect.NewEngine(detect.All(conn, cfg.Detect), detect.NewStore(conn), detect.NewMetrics(reg), log)
 	notifyMetrics := notify.NewMetrics(reg)
 	alertingMetrics := alerting.NewMetrics(reg)
@@ -145,17 +132,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	})
 	// Only the leader detects, alerts and sends. Each term starts from what ClickHouse holds (the
 	// Slack outbox, alert states, queued actions): another replica may have led in between.
-	start("leader", func(ctx context.Context) error {
+	loops["leader"] = func(ctx context.Context) error {
 		return elector.Run(ctx, func(ctx context.Context) error {
 			slack := notify.NewSlack(conn, cfg.Slack, notifyMetrics, log)
 			evaluator := alerting.New(conn, cfg.Alerting, cfg.Slack, slack, revoker, alertingMetrics, log)
-			digests := digest.New(conn, cfg.Digest, cfg.Slack, detect.NewLingering(conn, cfg.Detect.Lingering), slack, log)
+			digests := digest.New(conn, cfg.Digest, cfg.Slack, lingering, slack, log)
 			return runAll(ctx, map[string]func(context.Context) error{
 				"detect": engine.Start, "notify": slack.Run, "action": revoker.Run, "alerting": evaluator.Run,
 				"digest": digests.Run,
 			})
 		})
-	})
+	}
 	if cfg.HTTP.Listen != "" {
 		checks := map[string]api.Check{
 			"clickhouse": conn.Ping,
@@ -172,7 +159,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		v1 := api.V1{
 			Token:     cfg.HTTP.Token,
 			Lifecycle: ingest.NewLifecycleWriter(conn),
-			Readiness: detect.NewLingering(conn, cfg.Detect.Lingering),
+			Readiness: lingering,
 			Silences:  alerting.NewSilenceAPI(conn, cfg.Alerting, log),
 			Leaks:     leaks,
 			Revoke:    revoker.APIHandler(),
@@ -180,11 +167,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 			Rejected:  revoker.RejectedHTTP,
 		}
 		interactions := notify.NewInteractions(cfg.Slack, revoker, notifyMetrics, log)
-		start("http", api.New(cfg.HTTP.Listen, reg, checks, v1, interactions, log).Run)
+		loops["http"] = api.New(cfg.HTTP.Listen, reg, checks, v1, interactions, log).Run
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := runAll(ctx, loops); err != nil {
 		return err
 	}
 	log.Info("stopped cleanly")

@@ -363,18 +363,24 @@ func step(r *rotation.Rotation) rotation.StepKind {
 // retired or revoked, for such a key). A key that neither lifecycle events nor traffic know is
 // an ErrUnknownKey error.
 func (d *Lingering) Readiness(ctx context.Context, now time.Time, keyID string) (Readiness, error) {
-	rep, err := d.readiness(ctx, now, keyID)
+	m, err := rotation.Load(ctx, d.conn)
+	if err != nil {
+		return Readiness{}, fmt.Errorf("detect: readiness of %s: %w", keyID, err)
+	}
+	return d.ReadinessIn(ctx, m, now, keyID)
+}
+
+// ReadinessIn is Readiness with the rotation model m already read, for callers that ask about
+// many keys at once (the rotation digest).
+func (d *Lingering) ReadinessIn(ctx context.Context, m *rotation.Model, now time.Time, keyID string) (Readiness, error) {
+	rep, err := d.readiness(ctx, m, now, keyID)
 	if err != nil {
 		return Readiness{}, fmt.Errorf("detect: readiness of %s: %w", keyID, err)
 	}
 	return rep, nil
 }
 
-func (d *Lingering) readiness(ctx context.Context, now time.Time, keyID string) (Readiness, error) {
-	m, err := rotation.Load(ctx, d.conn)
-	if err != nil {
-		return Readiness{}, err
-	}
+func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.Time, keyID string) (Readiness, error) {
 	rep := Readiness{KeyID: keyID, State: "unknown", Remaining: []Caller{}, CheckedAt: now}
 	k := m.Key(keyID)
 	if k != nil {

@@ -36,7 +36,7 @@ GROUP BY client_id`
 
 // Readier answers whether a key is safe to retire: detect.Lingering.
 type Readier interface {
-	Readiness(ctx context.Context, now time.Time, keyID string) (detect.Readiness, error)
+	ReadinessIn(ctx context.Context, m *rotation.Model, now time.Time, keyID string) (detect.Readiness, error)
 }
 
 // Poster queues a Slack message at most once per key and channel: notify.Slack.
@@ -112,7 +112,7 @@ func (d *Digest) Build(ctx context.Context, now time.Time) (Report, error) {
 		if r == nil || !r.Running() || r.OldKeyID != k.ID {
 			continue
 		}
-		rr, err := d.rotation(ctx, now, r)
+		rr, err := d.rotation(ctx, m, now, r)
 		if err != nil {
 			return Report{}, err
 		}
@@ -132,7 +132,7 @@ func (d *Digest) Build(ctx context.Context, now time.Time) (Report, error) {
 	return rep, nil
 }
 
-func (d *Digest) rotation(ctx context.Context, now time.Time, r *rotation.Rotation) (Rotation, error) {
+func (d *Digest) rotation(ctx context.Context, m *rotation.Model, now time.Time, r *rotation.Rotation) (Rotation, error) {
 	out := Rotation{
 		ID: r.ID, ClientID: r.ClientID, OldKeyID: r.OldKeyID, NewKeyID: r.NewKeyID,
 		Started: r.Started, Since: r.Started.UTC().Truncate(time.Hour), Clients: []Client{},
@@ -173,7 +173,7 @@ func (d *Digest) rotation(ctx context.Context, now time.Time, r *rotation.Rotati
 	})
 	out.NewKeyShare = share(out.OldRequests, out.NewRequests)
 
-	ready, err := d.ready.Readiness(ctx, now, r.OldKeyID)
+	ready, err := d.ready.ReadinessIn(ctx, m, now, r.OldKeyID)
 	if err != nil {
 		return Rotation{}, fmt.Errorf("digest: rotation %s: %w", r.ID, err)
 	}

@@ -37,7 +37,7 @@ func clickhouseServerCmd(ctx context.Context, args []string, stdout, stderr io.W
 	select {
 	case <-ctx.Done():
 	case <-ch.Exited():
-		return fmt.Errorf("clickhouse stopped: %s", ch.Stderr())
+		return ch.Gone()
 	}
 	ch.Stop()
 	return nil

@@ -231,7 +231,7 @@ loop:
 			runErr = fmt.Errorf("keywatch stopped: %v (see %s)", err, logFile.Name())
 			break loop
 		case <-ch.Exited():
-			runErr = fmt.Errorf("clickhouse stopped: %s", ch.Stderr())
+			runErr = ch.Gone()
 			break loop
 		case note := <-d.notes:
 			d.out.note(note)

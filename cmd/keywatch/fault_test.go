@@ -26,7 +26,7 @@ func TestNoEventLostOrDuplicatedAcrossCrashesAndOutages(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	server := superviseClickHouse(t, filepath.Join(dir, "clickhouse"))
+	server := startFaultClickHouse(t, filepath.Join(dir, "clickhouse"))
 	const topic, partitions = "auth-events", 4
 	broker, err := testbed.StartKafka(partitions, topic, "key-lifecycle")
 	if err != nil {
@@ -133,36 +133,22 @@ http:
 	}
 }
 
-// supervisedClickHouse is the fault test's own ClickHouse server. Besides the outage the test
-// makes, it restarts the server on the same ports whenever it dies unasked: the embedded server
-// (chDB 26.7) sometimes aborts on an uncaught "connection reset by peer" when a client is
-// SIGKILLed in the middle of an insert, which a production server survives. Such a crash is one
-// more fault that keywatch must ride out without losing or doubling an event.
-type supervisedClickHouse struct {
-	t       *testing.T
-	opts    testbed.ClickHouseOptions
-	mu      sync.Mutex
-	server  *testbed.ClickHouse
-	planned bool // the current stop is the test's own
+// faultClickHouse is the fault test's own ClickHouse server, which the test stops for an outage.
+type faultClickHouse struct {
+	t      *testing.T
+	opts   testbed.ClickHouseOptions
+	server *testbed.ClickHouse
 }
 
-func superviseClickHouse(t *testing.T, dir string) *supervisedClickHouse {
-	s := &supervisedClickHouse{t: t, opts: testbed.ClickHouseOptions{Dir: dir}}
+func startFaultClickHouse(t *testing.T, dir string) *faultClickHouse {
+	s := &faultClickHouse{t: t, opts: testbed.ClickHouseOptions{Dir: dir}}
 	s.server = s.start()
 	s.opts.TCPPort, s.opts.HTTPPort = portOf(s.server.Addr), portOf(s.server.HTTPAddr)
-	done := make(chan struct{})
-	go s.restartOnCrash(done)
-	t.Cleanup(func() {
-		close(done)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.planned = true
-		s.server.Stop()
-	})
+	t.Cleanup(func() { s.server.Stop() })
 	return s
 }
 
-func (s *supervisedClickHouse) start() *testbed.ClickHouse {
+func (s *faultClickHouse) start() *testbed.ClickHouse {
 	server, err := testbed.StartClickHouse(context.Background(), s.opts)
 	if err != nil {
 		s.t.Fatal(err)
@@ -170,53 +156,17 @@ func (s *supervisedClickHouse) start() *testbed.ClickHouse {
 	return server
 }
 
-func (s *supervisedClickHouse) addr() string { return s.server.Addr }
+func (s *faultClickHouse) addr() string { return s.server.Addr }
 
 // conn returns a connection that outlives restarts (the ports stay the same).
-func (s *supervisedClickHouse) conn(t *testing.T) driver.Conn { return s.server.Conn(t, "default") }
+func (s *faultClickHouse) conn(t *testing.T) driver.Conn { return s.server.Conn(t, "default") }
 
 // outage stops the server for d, then starts it again on the same ports and data.
-func (s *supervisedClickHouse) outage(d time.Duration) {
-	s.mu.Lock()
-	s.planned = true
+func (s *faultClickHouse) outage(d time.Duration) {
 	s.server.Stop()
-	s.mu.Unlock()
 	s.t.Logf("clickhouse stopped for %s", d)
 	time.Sleep(d)
-	s.mu.Lock()
 	s.server = s.start()
-	s.planned = false
-	s.mu.Unlock()
-}
-
-func (s *supervisedClickHouse) restartOnCrash(done <-chan struct{}) {
-	for {
-		s.mu.Lock()
-		server := s.server
-		s.mu.Unlock()
-		select {
-		case <-done:
-			return
-		case <-server.Exited():
-		}
-		s.mu.Lock()
-		if !s.planned && s.server == server {
-			s.t.Logf("clickhouse died unasked, restarting it: %s", lastLine(server.Stderr()))
-			s.server = s.start()
-		}
-		s.mu.Unlock()
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.Contains(lines[i], "Exception") {
-			return strings.TrimSpace(lines[i])
-		}
-	}
-	return lines[len(lines)-1]
 }
 
 // committedLag is the group's lag on topic, or -1 when the broker does not answer.

@@ -18,8 +18,13 @@ const roleEnv = "KEYWATCH_TESTBED_CLICKHOUSE"
 // serverLog is the server's log file in its data folder: warnings and errors only.
 const serverLog = "clickhouse-server.log"
 
-// readyLine is what the launcher prints on stdout once both ports answer.
+// readyLine starts what the launcher prints on stdout once both ports answer; " direct=" and the
+// native address ClickHouse itself listens on, behind the relay, follow it.
 const readyLine = "clickhouse ready"
+
+// exitFatal is the launcher's exit status when ClickHouse logged a fatal error: 128 + SIGABRT, as
+// a shell reports a process that aborted, for that is what the server did.
+const exitFatal = 134
 
 type serveOptions struct {
 	Lib      string `json:"lib"`

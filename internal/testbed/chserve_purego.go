@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -33,9 +35,11 @@ type localResultV2 struct {
 	errorMessage *byte
 }
 
-// serveClickHouse runs clickhouse-local from libchdb.so as a server on loopback ports until ctx
-// ends. The server's last query reads a FIFO; closing our end of it ends that query, and with it
-// the server, cleanly.
+// serveClickHouse runs clickhouse-local from libchdb.so as a server on loopback until ctx ends.
+// Its native protocol is served on opts.TCPPort through a relay (see relay) that keeps a vanishing
+// client from taking the server down; ClickHouse itself listens on another port. The HTTP
+// interface, which survives such clients, is ClickHouse's own on opts.HTTPPort. The server's last
+// query reads a FIFO; closing our end of it ends that query, and with it the server, cleanly.
 func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) error {
 	lib, err := purego.Dlopen(opts.Lib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
@@ -56,14 +60,26 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 	}
 	defer os.Remove(fifo)
 
+	own, err := freePorts(1)
+	if err != nil {
+		return err
+	}
+	direct := fmt.Sprintf("127.0.0.1:%d", own[0])
+	native, err := listenRelay(fmt.Sprintf("127.0.0.1:%d", opts.TCPPort), direct)
+	if err != nil {
+		return fmt.Errorf("testbed: listen on the native port %d: %w", opts.TCPPort, err)
+	}
+	go native.serve(ctx)
+
+	logFile := filepath.Join(opts.Dir, serverLog)
 	args := []string{
 		"clickhouse",
 		"--path=" + opts.Dir,
-		fmt.Sprintf("--tcp_port=%d", opts.TCPPort),
+		fmt.Sprintf("--tcp_port=%d", own[0]),
 		fmt.Sprintf("--http_port=%d", opts.HTTPPort),
 		"--listen_host=127.0.0.1",
 		"--log-level=warning",
-		"--logger.log=" + filepath.Join(opts.Dir, serverLog),
+		"--logger.log=" + logFile,
 		"--query=SYSTEM START LISTEN TCP; SYSTEM START LISTEN HTTP; " +
 			"SELECT count() FROM file('" + fifo + "', 'LineAsString') FORMAT Null",
 	}
@@ -76,7 +92,8 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 		argv[i] = &b[0]
 	}
 
-	go holdOpen(ctx, fifo, opts.HTTPPort, out)
+	go holdOpen(ctx, fifo, opts.HTTPPort, fmt.Sprintf("%s direct=%s", readyLine, direct), out)
+	go exitOnFatal(ctx, logFile)
 
 	res := query(int32(len(args)), &argv[0])
 	runtime.KeepAlive(argv)
@@ -91,8 +108,9 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 }
 
 // holdOpen opens the writing end of the FIFO once the server reads it (by then it listens),
-// announces readiness, and closes the FIFO when ctx ends.
-func holdOpen(ctx context.Context, fifo string, httpPort int, out io.Writer) {
+// announces readiness with ready once the HTTP interface answers a ping, and closes the FIFO when
+// ctx ends.
+func holdOpen(ctx context.Context, fifo string, httpPort int, ready string, out io.Writer) {
 	var w *os.File
 	for w == nil {
 		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
@@ -117,7 +135,7 @@ func holdOpen(ctx context.Context, fifo string, httpPort int, out io.Writer) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				fmt.Fprintln(out, readyLine)
+				fmt.Fprintln(out, ready)
 				break
 			}
 		}
@@ -125,6 +143,49 @@ func holdOpen(ctx context.Context, fifo string, httpPort int, out io.Writer) {
 	}
 	<-ctx.Done()
 }
+
+// exitOnFatal ends this process with exitFatal once ClickHouse has logged a fatal error (an
+// uncaught exception, a signal) and finished writing its report: the embedded server then stops
+// answering but never exits, and whoever waits for it would wait forever.
+func exitOnFatal(ctx context.Context, logFile string) {
+	var read int64 // bytes of the log looked at
+	fatal := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+		f, err := os.Open(logFile)
+		if err != nil {
+			continue // not written yet
+		}
+		if _, err := f.Seek(read, io.SeekStart); err == nil {
+			b, _ := io.ReadAll(f)
+			read += int64(len(b))
+			fatal = fatal || fatalLine(string(b))
+			if fatal && len(b) == 0 { // the report is complete: nothing new for 250 ms
+				f.Close()
+				fmt.Fprintf(os.Stderr, "testbed: ClickHouse logged a fatal error in %s and stopped answering; ending it\n", logFile)
+				os.Exit(exitFatal)
+			}
+		}
+		f.Close()
+	}
+}
+
+// fatalLine says whether log text holds a line logged at the Fatal level.
+func fatalLine(log string) bool {
+	for line := range strings.Lines(log) {
+		if fatalLevel.MatchString(line) {
+			return true
+		}
+	}
+	return false
+}
+
+// fatalLevel matches a log line of level Fatal: "2026.12.06 12:19:36.652372 [ 7747 ] {} <Fatal> ...".
+var fatalLevel = regexp.MustCompile(`^\d{4}\.\d\d\.\d\d [\d:.]+ \[ \d+ \] \{[^}]*\} <Fatal> `)
 
 func goString(p *byte) string {
 	var n int

@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -30,9 +32,17 @@ type ClickHouse struct {
 	// Dir is the data folder of a launched server; empty for a reused one.
 	Dir string
 
-	cmd    *exec.Cmd
-	exited chan struct{}
-	stderr *tailBuffer
+	// direct is the native address ClickHouse itself listens on, behind the relay at Addr; for
+	// tests that must reach the server unprotected.
+	direct string
+
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	stderr   *tailBuffer
+	stopping atomic.Bool // Stop was called: an exit is no death
+
+	mu     sync.Mutex
+	lostIn string // the test that was told of the server's death first
 }
 
 // ClickHouseOptions say where a launched server keeps its data and listens.
@@ -146,7 +156,8 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 		sc := bufio.NewScanner(stdout)
 		signalled := false
 		for sc.Scan() {
-			if !signalled && strings.TrimSpace(sc.Text()) == readyLine {
+			if direct, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), readyLine+" direct="); ok && !signalled {
+				ch.direct = direct
 				close(ready)
 				signalled = true
 			}
@@ -185,6 +196,7 @@ func (c *ClickHouse) Stop() {
 	if c.cmd == nil {
 		return
 	}
+	c.stopping.Store(true)
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
@@ -205,19 +217,57 @@ func (c *ClickHouse) Pid() int {
 // Exited is closed when a launched server's process has ended.
 func (c *ClickHouse) Exited() <-chan struct{} { return c.exited }
 
-// Stderr returns the last lines the launched server wrote to its standard error, and the last
-// errors in its log (Dir/clickhouse-server.log).
-func (c *ClickHouse) Stderr() string {
-	out := c.stderr.String()
+// Gone returns nil while a launched server runs, after Stop, and for a reused server. Once the
+// server has died unasked, it returns what a test needs to know: the launcher's exit status and
+// the last lines of the server's log.
+func (c *ClickHouse) Gone() error {
+	if c.cmd == nil {
+		return nil
+	}
+	select {
+	case <-c.exited:
+	default:
+		return nil
+	}
+	if c.stopping.Load() {
+		return nil
+	}
+	how := c.cmd.ProcessState.String()
+	if c.cmd.ProcessState.ExitCode() == exitFatal {
+		how += " (ClickHouse logged a fatal error and stopped answering)"
+	}
+	return fmt.Errorf("testbed: the ClickHouse server at %s died: %s\nits data folder %s; the end of its log:\n%s",
+		c.Addr, how, c.Dir, c.logTail())
+}
+
+// logTail is the end of a launched server's log: its last errors and its fatal report without the
+// stack frames, then what the launcher last wrote to its standard error.
+func (c *ClickHouse) logTail() string {
 	log, _ := os.ReadFile(filepath.Join(c.Dir, serverLog))
-	var errs []string
+	var errs, fatal []string
 	for line := range strings.Lines(string(log)) {
-		if strings.Contains(line, "<Error>") || strings.Contains(line, "<Fatal>") || strings.Contains(line, "<Critical>") {
-			errs = append(errs, line)
+		if len(line) > 400 {
+			line = line[:400] + "...\n"
+		}
+		switch {
+		case strings.Contains(line, "<Fatal>"):
+			if !stackFrame.MatchString(line) {
+				fatal = append(fatal, line)
+			}
+		case strings.Contains(line, "<Error>") || strings.Contains(line, "<Critical>"):
+			if len(fatal) == 0 {
+				errs = append(errs, line)
+			}
 		}
 	}
-	return out + strings.Join(errs[max(0, len(errs)-30):], "")
+	tail := errs[max(0, len(errs)-5):]
+	tail = append(tail, fatal[:min(len(fatal), 30)]...)
+	return strings.Join(tail, "") + c.stderr.String()
 }
+
+// stackFrame matches the frames of a fatal report ("<Fatal> ClientBase: 12. ? @ 0x...") and its
+// raw address list.
+var stackFrame = regexp.MustCompile(`<Fatal> \S+: (\d+\. |Stack trace: 0x)`)
 
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)

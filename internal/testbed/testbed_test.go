@@ -22,6 +22,9 @@ var ch *ClickHouse
 const orphanParentEnv = "KEYWATCHTEST_ORPHAN_PARENT"
 
 func TestMain(m *testing.M) {
+	if addrs := os.Getenv(vanishingClientEnv); addrs != "" {
+		holdConnections(addrs)
+	}
 	if dir := os.Getenv(orphanParentEnv); dir != "" {
 		ServeIfLauncher()
 		c, err := StartClickHouse(context.Background(), ClickHouseOptions{Dir: dir})

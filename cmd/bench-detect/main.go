@@ -168,7 +168,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 
 	logf("starting ClickHouse in %s", dir)
-	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: dir})
+	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: dir, NoRelay: true})
 	if err != nil {
 		return false, err
 	}

@@ -128,7 +128,7 @@ type engineRun struct {
 	settings          engineSettings
 	columns           []viewColumn
 	chPid             int
-	chStderr          func() string
+	chLog             func() string
 	progress          time.Duration
 }
 
@@ -180,7 +180,7 @@ func engineDiagnostics(ch *chHTTP, e engineRun) string {
 	if err != nil {
 		consumers = err.Error()
 	}
-	return fmt.Sprintf("system.kafka_consumers:\n%s\nClickHouse stderr (last lines):\n%s", consumers, lastLines(e.chStderr(), 30))
+	return fmt.Sprintf("system.kafka_consumers:\n%s\nClickHouse log (last lines):\n%s", consumers, lastLines(e.chLog(), 30))
 }
 
 func lastLines(s string, n int) string {

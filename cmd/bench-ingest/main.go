@@ -156,7 +156,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	defer os.RemoveAll(work)
 
 	logf("starting ClickHouse and the Kafka broker")
-	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(work, "clickhouse")})
+	server, err := testbed.StartClickHouse(ctx, testbed.ClickHouseOptions{Dir: filepath.Join(work, "clickhouse"), NoRelay: true})
 	if err != nil {
 		return false, err
 	}
@@ -212,7 +212,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		logf("measuring ClickHouse's Kafka engine")
 		p, err := runEngine(ctx, ch, engineRun{
 			db: engineDB, broker: kafka.Brokers[0], topic: authTopic, events: uint64(o.events), timeout: o.timeout,
-			settings: o.engine, columns: columns, chPid: server.Pid(), chStderr: server.Stderr, progress: o.progress,
+			settings: o.engine, columns: columns, chPid: server.Pid(), chLog: server.LogTail, progress: o.progress,
 		})
 		if err != nil {
 			return false, err

@@ -32,6 +32,7 @@ type serveOptions struct {
 	TCPPort  int    `json:"tcp_port"`
 	HTTPPort int    `json:"http_port"`
 	Config   string `json:"config,omitempty"` // a configuration file to load, "" for none
+	NoRelay  bool   `json:"no_relay,omitempty"`
 }
 
 // ServeIfLauncher turns this process into the ClickHouse launcher when StartClickHouse started it,

@@ -37,7 +37,8 @@ type localResultV2 struct {
 
 // serveClickHouse runs clickhouse-local from libchdb.so as a server on loopback until ctx ends.
 // Its native protocol is served on opts.TCPPort through a relay (see relay) that keeps a vanishing
-// client from taking the server down; ClickHouse itself listens on another port. The HTTP
+// client from taking the server down, ClickHouse itself listening on another port (unless
+// opts.NoRelay). The HTTP
 // interface, which survives such clients, is ClickHouse's own on opts.HTTPPort. The server's last
 // query reads a FIFO; closing our end of it ends that query, and with it the server, cleanly.
 func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) error {
@@ -60,22 +61,25 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 	}
 	defer os.Remove(fifo)
 
-	own, err := freePorts(1)
-	if err != nil {
-		return err
+	tcpPort := opts.TCPPort // ClickHouse's own
+	if !opts.NoRelay {
+		own, err := freePorts(1)
+		if err != nil {
+			return err
+		}
+		tcpPort = own[0]
+		native, err := listenRelay(fmt.Sprintf("127.0.0.1:%d", opts.TCPPort), fmt.Sprintf("127.0.0.1:%d", tcpPort))
+		if err != nil {
+			return fmt.Errorf("testbed: listen on the native port %d: %w", opts.TCPPort, err)
+		}
+		go native.serve(ctx)
 	}
-	direct := fmt.Sprintf("127.0.0.1:%d", own[0])
-	native, err := listenRelay(fmt.Sprintf("127.0.0.1:%d", opts.TCPPort), direct)
-	if err != nil {
-		return fmt.Errorf("testbed: listen on the native port %d: %w", opts.TCPPort, err)
-	}
-	go native.serve(ctx)
 
 	logFile := filepath.Join(opts.Dir, serverLog)
 	args := []string{
 		"clickhouse",
 		"--path=" + opts.Dir,
-		fmt.Sprintf("--tcp_port=%d", own[0]),
+		fmt.Sprintf("--tcp_port=%d", tcpPort),
 		fmt.Sprintf("--http_port=%d", opts.HTTPPort),
 		"--listen_host=127.0.0.1",
 		"--log-level=warning",
@@ -92,7 +96,7 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 		argv[i] = &b[0]
 	}
 
-	go holdOpen(ctx, fifo, opts.HTTPPort, fmt.Sprintf("%s direct=%s", readyLine, direct), out)
+	go holdOpen(ctx, fifo, opts.HTTPPort, fmt.Sprintf("%s direct=127.0.0.1:%d", readyLine, tcpPort), out)
 	go exitOnFatal(ctx, logFile)
 
 	res := query(int32(len(args)), &argv[0])

@@ -1,4 +1,5 @@
 // Package testbed owns the real servers that tests and `keywatch demo` run on one machine: an
-// embedded ClickHouse server loaded from libchdb.so, an in-process Kafka broker, and event producers.
+// embedded ClickHouse server loaded from libchdb.so, whose native port it serves through a relay
+// that keeps vanishing clients from crashing it, an in-process Kafka broker, and event producers.
 // It does not own keywatch's schema (internal/schema) or what is ingested (ingest).
 package testbed

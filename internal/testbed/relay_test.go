@@ -282,3 +282,38 @@ func TestDoomedSecond(t *testing.T) {
 	}
 	ch.NewDatabase(t)
 }
+
+// BenchmarkInsertThroughRelay inserts the same batches through the relay and straight into
+// ClickHouse, to show what the relay costs:
+// go test -run '^$' -bench InsertThroughRelay -benchtime 20x ./internal/testbed/
+func BenchmarkInsertThroughRelay(b *testing.B) {
+	const rows = 200_000
+	for _, path := range []struct{ name, addr string }{{"relay", ch.Addr}, {"direct", ch.direct}} {
+		b.Run(path.name, func(b *testing.B) {
+			db := ch.NewDatabase(b)
+			conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{path.addr}, Auth: clickhouse.Auth{Database: db}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			ctx := context.Background()
+			if err := conn.Exec(ctx, "CREATE TABLE t (n UInt64, s String) ENGINE = Null"); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(rows * 24)
+			for b.Loop() {
+				batch, err := conn.PrepareBatch(ctx, "INSERT INTO t")
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range uint64(rows) {
+					batch.Append(i, "a string of sixteen")
+				}
+				if err := batch.Send(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}

@@ -170,8 +170,8 @@ func TestServerOutlivesClientsKilledMidRead(t *testing.T) {
 	}
 }
 
-// answers runs one query on a new connection, giving the server a few seconds to die first if
-// it is going to.
+// answers runs one query on a new connection, after giving a server that is about to die 300 ms
+// to do so.
 func answers(server *ClickHouse) error {
 	select {
 	case <-server.Exited():

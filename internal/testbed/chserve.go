@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"syscall"
 	"time"
 )
@@ -18,13 +19,16 @@ const roleEnv = "KEYWATCH_TESTBED_CLICKHOUSE"
 // serverLog is the server's log file in its data folder: warnings and errors only.
 const serverLog = "clickhouse-server.log"
 
-// readyLine starts what the launcher prints on stdout once both ports answer; " direct=" and the
+// readyLine starts what the launcher prints on stdout once the server answers; " direct=" and the
 // native address ClickHouse itself listens on, behind the relay, follow it.
 const readyLine = "clickhouse ready"
 
 // exitFatal is the launcher's exit status when ClickHouse logged a fatal error: 128 + SIGABRT, as
 // a shell reports a process that aborted, for that is what the server did.
 const exitFatal = 134
+
+// fatalLevel matches a log line of level Fatal: "2026.12.06 12:19:36.652372 [ 7747 ] {} <Fatal> ...".
+var fatalLevel = regexp.MustCompile(`^\d{4}\.\d\d\.\d\d [\d:.]+ \[ \d+ \] \{[^}]*\} <Fatal> `)
 
 type serveOptions struct {
 	Lib      string `json:"lib"`

@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -133,15 +131,10 @@ func holdOpen(ctx context.Context, fifo string, httpPort int, ready string, out 
 		}
 	}
 	defer w.Close()
-	ping := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
 	for ctx.Err() == nil {
-		resp, err := ping.Get(fmt.Sprintf("http://127.0.0.1:%d/ping", httpPort))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				fmt.Fprintln(out, ready)
-				break
-			}
+		if answersPing(fmt.Sprintf("127.0.0.1:%d", httpPort)) {
+			fmt.Fprintln(out, ready)
+			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -152,7 +145,12 @@ func holdOpen(ctx context.Context, fifo string, httpPort int, ready string, out 
 // uncaught exception, a signal) and finished writing its report: the embedded server then stops
 // answering but never exits, and whoever waits for it would wait forever.
 func exitOnFatal(ctx context.Context, logFile string) {
-	var read int64 // bytes of the log looked at
+	var log *os.File // opened once ClickHouse has created it, then read as it grows
+	defer func() {
+		if log != nil {
+			log.Close()
+		}
+	}()
 	fatal := false
 	for {
 		select {
@@ -160,21 +158,19 @@ func exitOnFatal(ctx context.Context, logFile string) {
 			return
 		case <-time.After(250 * time.Millisecond):
 		}
-		f, err := os.Open(logFile)
-		if err != nil {
-			continue // not written yet
-		}
-		if _, err := f.Seek(read, io.SeekStart); err == nil {
-			b, _ := io.ReadAll(f)
-			read += int64(len(b))
-			fatal = fatal || fatalLine(string(b))
-			if fatal && len(b) == 0 { // the report is complete: nothing new for 250 ms
-				f.Close()
-				fmt.Fprintf(os.Stderr, "testbed: ClickHouse logged a fatal error in %s and stopped answering; ending it\n", logFile)
-				os.Exit(exitFatal)
+		if log == nil {
+			f, err := os.Open(logFile)
+			if err != nil {
+				continue // not written yet
 			}
+			log = f
 		}
-		f.Close()
+		b, _ := io.ReadAll(log)
+		fatal = fatal || fatalLine(string(b))
+		if fatal && len(b) == 0 { // the report is complete: nothing new for 250 ms
+			fmt.Fprintf(os.Stderr, "testbed: ClickHouse logged a fatal error in %s and stopped answering; ending it\n", logFile)
+			os.Exit(exitFatal)
+		}
 	}
 }
 
@@ -187,9 +183,6 @@ func fatalLine(log string) bool {
 	}
 	return false
 }
-
-// fatalLevel matches a log line of level Fatal: "2026.12.06 12:19:36.652372 [ 7747 ] {} <Fatal> ...".
-var fatalLevel = regexp.MustCompile(`^\d{4}\.\d\d\.\d\d [\d:.]+ \[ \d+ \] \{[^}]*\} <Fatal> `)
 
 func goString(p *byte) string {
 	var n int

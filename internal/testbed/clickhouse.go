@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -257,7 +258,7 @@ func (c *ClickHouse) LogTail() string {
 			line = line[:400] + "...\n"
 		}
 		switch {
-		case strings.Contains(line, "<Fatal>"):
+		case fatalLevel.MatchString(line):
 			if !stackFrame.MatchString(line) {
 				fatal = append(fatal, line)
 			}
@@ -275,6 +276,17 @@ func (c *ClickHouse) LogTail() string {
 // stackFrame matches the frames of a fatal report ("<Fatal> ClientBase: 12. ? @ 0x...") and its
 // raw address list.
 var stackFrame = regexp.MustCompile(`<Fatal> \S+: (\d+\. |Stack trace: 0x)`)
+
+// answersPing says whether the HTTP interface at addr (host:port) answers /ping.
+func answersPing(addr string) bool {
+	ping := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
+	resp, err := ping.Get("http://" + addr + "/ping")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
 
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)

@@ -3,7 +3,6 @@ package testbed
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -120,7 +119,6 @@ func (c *ClickHouse) lostTo() string {
 // settle waits up to 5 s until the server either answers a ping or has exited; a server that logged
 // a fatal error stops answering at once but its launcher needs a moment to notice and end it.
 func (c *ClickHouse) settle() {
-	ping := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -128,11 +126,8 @@ func (c *ClickHouse) settle() {
 			return
 		default:
 		}
-		if resp, err := ping.Get("http://" + c.HTTPAddr + "/ping"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if answersPing(c.HTTPAddr) {
+			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

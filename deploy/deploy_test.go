@@ -128,7 +128,7 @@ func TestDockerfile(t *testing.T) {
 		"./cmd/keywatch",
 		"FROM gcr.io/distroless/static-debian12:nonroot",
 		"USER 65532:65532",
-		"EXPOSE 9464",
+		"EXPOSE 8466",
 		`ENTRYPOINT ["/usr/local/bin/keywatch", "run"]`,
 	} {
 		if !strings.Contains(df, want) {
@@ -237,8 +237,8 @@ func TestComposeStack(t *testing.T) {
 	if cfg.Fingerprint.Key != testFingerprintKey || cfg.Kafka.Brokers[0] != "kafka:9092" || cfg.ClickHouse.Addr[0] != "clickhouse:9000" {
 		t.Errorf("compose config: fingerprint set %v, brokers %v, clickhouse %v", cfg.Fingerprint.Key != "", cfg.Kafka.Brokers, cfg.ClickHouse.Addr)
 	}
-	if cfg.HTTP.Listen != ":9464" {
-		t.Errorf("http.listen = %q, want :9464 (the published port)", cfg.HTTP.Listen)
+	if cfg.HTTP.Listen != ":8466" {
+		t.Errorf("http.listen = %q, want :8466 (the published port)", cfg.HTTP.Listen)
 	}
 	// ClickHouse credentials agree between the server and keywatch.
 	if a, b := dig(services, "clickhouse", "environment", "CLICKHOUSE_USER"), envMap["KEYWATCH_CLICKHOUSE_USERNAME"]; a != b {
@@ -299,7 +299,7 @@ func TestSystemdUnitAndExamples(t *testing.T) {
 	cfg := loadConfig(t, string(read(t, "systemd/keywatch.yaml")), []string{
 		"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey, "KEYWATCH_CLICKHOUSE_PASSWORD=secret",
 	})
-	if cfg.HTTP.Listen != ":9464" {
+	if cfg.HTTP.Listen != ":8466" {
 		t.Errorf("systemd example: http.listen = %q", cfg.HTTP.Listen)
 	}
 }
@@ -446,12 +446,12 @@ func TestHelmChartRenders(t *testing.T) {
 	}{
 		{"liveness probe path", dig(c, "livenessProbe", "httpGet", "path"), "/healthz"},
 		{"readiness probe path", dig(c, "readinessProbe", "httpGet", "path"), "/readyz"},
-		{"container port", dig(c, "ports", 0, "containerPort"), 9464},
+		{"container port", dig(c, "ports", 0, "containerPort"), 8466},
 		{"readOnlyRootFilesystem", dig(c, "securityContext", "readOnlyRootFilesystem"), true},
 		{"allowPrivilegeEscalation", dig(c, "securityContext", "allowPrivilegeEscalation"), false},
 		{"pod runAsNonRoot", dig(pod, "spec", "securityContext", "runAsNonRoot"), true},
 		{"scrape annotation", dig(pod, "metadata", "annotations", "prometheus.io/scrape"), "true"},
-		{"scrape port", dig(pod, "metadata", "annotations", "prometheus.io/port"), "9464"},
+		{"scrape port", dig(pod, "metadata", "annotations", "prometheus.io/port"), "8466"},
 		{"config arg", dig(c, "args", 1), "/etc/keywatch/keywatch.yaml"},
 		{"config mount", dig(c, "volumeMounts", 0, "mountPath"), "/etc/keywatch"},
 		{"config volume", dig(pod, "spec", "volumes", 1, "configMap", "name"), "test-keywatch"},
@@ -494,7 +494,7 @@ func TestHelmChartRenders(t *testing.T) {
 		t.Fatal("ConfigMap has no keywatch.yaml")
 	}
 	cfg := loadConfig(t, raw, []string{"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey})
-	if cfg.HTTP.Listen != ":9464" || cfg.Kafka.Brokers[0] != "kafka:9092" {
+	if cfg.HTTP.Listen != ":8466" || cfg.Kafka.Brokers[0] != "kafka:9092" {
 		t.Errorf("chart config: listen %q, brokers %v", cfg.HTTP.Listen, cfg.Kafka.Brokers)
 	}
 	if path.Base(dir) != dig(byKind["Deployment"], "metadata", "labels", "app.kubernetes.io/name") {

@@ -64,7 +64,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := fs.String("data", "demo-data", "`folder` for ClickHouse data and keywatch's log")
 	rate := fs.Int("rate", 2000, "simulated authentication events per second")
 	duration := fs.Duration("duration", 150*time.Second, "stop after this long at the latest (0: run until Ctrl-C)")
-	listen := fs.String("http", "127.0.0.1:9464", "address for /metrics, /healthz and /readyz (empty: none)")
+	listen := fs.String("http", "127.0.0.1:8466", "address for /metrics, /healthz and /readyz (empty: none)")
 	history := fs.Duration("history", 72*time.Hour, "simulated past traffic written before the live traffic starts")
 	revokeMode := fs.String("revoke", "dry-run", "revoke policy for leak alerts: dry-run (audit only) or auto (send the signed webhook to the demo's receiver)")
 	channel := fs.String("slack-channel", "#keywatch-demo", "Slack channel of the alerts (a real one when KEYWATCH_SLACK_TOKEN is set)")

@@ -47,7 +47,7 @@ Offsets are committed only after ClickHouse has stored the batch that holds them
 is unreachable, fetching pauses and the insert is retried with backoff. On SIGTERM or Ctrl-C the
 batch in flight is stored (or left uncommitted) and the process exits 0.
 
-The HTTP listener (http.listen, default :9464) serves /metrics, /healthz and /readyz, and with a
+The HTTP listener (http.listen, default :8466) serves /metrics, /healthz and /readyz, and with a
 bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) POST /v1/lifecycle (a lifecycle event,
 contract 3.2), GET /v1/keys/{id}/readiness (is the key safe to retire?), POST /v1/keys/{id}/revoke
 (a manual revoke, through the same guardrails), POST /v1/keys/{id}/rollback (extend_grace or

@@ -49,6 +49,34 @@ type Kafka struct {
 	LifecycleTopic  string   `yaml:"lifecycle_topic" help:"topic of key lifecycle events (contract 3.2)"`
 	StartFrom       string   `yaml:"start_from" help:"where a new group starts: earliest or latest"`
 	SessionTimeout  Duration `yaml:"session_timeout" help:"a replica that stops heartbeating loses its partitions after this long"`
+	TLS             KafkaTLS `yaml:"tls"`
+	SASL            SASL     `yaml:"sasl"`
+}
+
+// KafkaTLS switches TLS on for every connection to the brokers.
+type KafkaTLS struct {
+	Enabled bool `yaml:"enabled" help:"connect to the brokers with TLS (the SSL and SASL_SSL listeners)"`
+	TLS     `yaml:",inline"`
+}
+
+// TLS is how a client verifies a server and proves itself to it. Used only where TLS is on
+// (kafka.tls.enabled, clickhouse.secure).
+type TLS struct {
+	CAFile             string `yaml:"ca_file" help:"PEM file of the CAs that sign the server's certificate; empty: the system's roots"`
+	CertFile           string `yaml:"cert_file" help:"PEM client certificate, for servers that require one (mTLS)"`
+	KeyFile            string `yaml:"key_file" help:"PEM private key of cert_file"`
+	ServerName         string `yaml:"server_name" help:"name the server's certificate must carry; empty: the host dialed"`
+	MinVersion         string `yaml:"min_version" help:"lowest TLS version accepted: 1.2 or 1.3"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" help:"accept any server certificate (testing only: logged as a warning at start)"`
+}
+
+// SASL is how keywatch authenticates to the brokers.
+type SASL struct {
+	Mechanism    string `yaml:"mechanism" help:"none, plain, scram-sha-256, scram-sha-512 or aws-msk-iam"`
+	Username     string `yaml:"username" help:"plain and scram: the user"`
+	Password     string `yaml:"password" secret:"true"`
+	PasswordFile string `yaml:"password_file" help:"file holding the SASL password"`
+	AWSRegion    string `yaml:"aws_region" help:"aws-msk-iam: the cluster's region; empty: AWS_REGION from the AWS environment; credentials come from the AWS default chain (environment, IRSA, instance role)"`
 }
 
 // ClickHouse says where events are stored and detectors read.
@@ -60,6 +88,8 @@ type ClickHouse struct {
 	PasswordFile string   `yaml:"password_file" help:"file holding the password"`
 	DialTimeout  Duration `yaml:"dial_timeout"`
 	Cluster      string   `yaml:"cluster" help:"ClickHouse cluster name; set: tables are Replicated and Distributed ON CLUSTER"`
+	Secure       bool     `yaml:"secure" help:"connect with TLS (ClickHouse Cloud and secure native ports, usually 9440)"`
+	TLS          TLS      `yaml:"tls"`
 }
 
 // Ingest says how authentication events are read and bounds the batches written to ClickHouse.
@@ -97,7 +127,14 @@ type Retention struct {
 type HTTP struct {
 	Listen    string `yaml:"listen" help:"address of the HTTP listener; empty disables it"`
 	Token     string `yaml:"token" secret:"true"`
-	TokenFile string `yaml:"token_file" help:"file holding the bearer token the /v1 API requires; without a token /v1 answers 403"`
+	TokenFile string    `yaml:"token_file" help:"file holding the bearer token the /v1 API and POST /-/reload require; without a token they answer 403"`
+	TLS       ServerTLS `yaml:"tls"`
+}
+
+// ServerTLS makes the HTTP listener serve HTTPS; the files are read again when they change.
+type ServerTLS struct {
+	CertFile string `yaml:"cert_file" help:"PEM certificate (chain) the listener serves; set with key_file: HTTPS"`
+	KeyFile  string `yaml:"key_file" help:"PEM private key of cert_file"`
 }
 
 // Detect configures the detectors: each runs on its own cron schedule (with seconds:
@@ -176,6 +213,7 @@ func Default() Config {
 			LifecycleTopic:  "key-lifecycle",
 			StartFrom:       "earliest",
 			SessionTimeout:  Duration(10 * time.Second),
+			SASL:            SASL{Mechanism: SASLNone},
 		},
 		ClickHouse: ClickHouse{
 			Addr:        []string{"localhost:9000"},
@@ -197,7 +235,7 @@ func Default() Config {
 			Rollups:     Duration(400 * 24 * time.Hour),
 			DeadLetters: Duration(30 * 24 * time.Hour),
 		},
-		HTTP: HTTP{Listen: ":9464"},
+		HTTP: HTTP{Listen: ":8466"},
 		Detect: Detect{
 			Lingering: Lingering{
 				Schedule:   "0 */5 * * * *",
@@ -283,12 +321,12 @@ func (e *Error) Error() string {
 
 func decodeYAML(raw []byte, cfg *Config) error {
 	// Secrets never come from the file: reject them before decoding so the value is not kept.
-	var probe map[string]map[string]any
+	var probe map[string]any
 	if err := yaml.Unmarshal(raw, &probe); err == nil {
-		for _, s := range secretFields() {
-			if _, ok := probe[s.section][s.key]; ok {
-				return fmt.Errorf("%s.%s: secrets are not read from the config file; set %s or %s.%s_file",
-					s.section, s.key, envName(s.section+"."+s.key), s.section, s.key)
+		for _, path := range secretPaths() {
+			if present(probe, strings.Split(path, ".")) {
+				return fmt.Errorf("%s: secrets are not read from the config file; set %s or %s_file",
+					path, envName(path), path)
 			}
 		}
 	}
@@ -298,6 +336,16 @@ func decodeYAML(raw []byte, cfg *Config) error {
 		return err
 	}
 	return nil
+}
+
+// present says whether the decoded YAML m has a value at the path of keys.
+func present(m map[string]any, keys []string) bool {
+	v, ok := m[keys[0]]
+	if !ok || len(keys) == 1 {
+		return ok
+	}
+	sub, _ := v.(map[string]any)
+	return sub != nil && present(sub, keys[1:])
 }
 
 func readSecretFiles(cfg *Config) []error {
@@ -314,6 +362,7 @@ func readSecretFiles(cfg *Config) []error {
 		*into = strings.TrimSpace(string(b))
 	}
 	read("clickhouse.password", cfg.ClickHouse.PasswordFile, &cfg.ClickHouse.Password)
+	read("kafka.sasl.password", cfg.Kafka.SASL.PasswordFile, &cfg.Kafka.SASL.Password)
 	read("fingerprint.key", cfg.Fingerprint.KeyFile, &cfg.Fingerprint.Key)
 	read("http.token", cfg.HTTP.TokenFile, &cfg.HTTP.Token)
 	read("slack.token", cfg.Slack.TokenFile, &cfg.Slack.Token)
@@ -358,7 +407,9 @@ func (c *Config) validate(ingest bool) []error {
 	if c.Kafka.SessionTimeout < Duration(6*time.Second) || c.Kafka.SessionTimeout > Duration(5*time.Minute) {
 		bad("kafka.session_timeout", "%s: want 6s to 5m (the broker's group.min/max.session.timeout.ms)", c.Kafka.SessionTimeout)
 	}
+	errs = append(errs, c.Kafka.validateSecurity()...)
 	hostports("clickhouse.addr", c.ClickHouse.Addr)
+	errs = append(errs, c.ClickHouse.TLS.validate("clickhouse.tls", c.ClickHouse.Secure, "clickhouse.secure")...)
 	if !identifier.MatchString(c.ClickHouse.Database) {
 		bad("clickhouse.database", "%q: want letters, digits and underscores, not starting with a digit", c.ClickHouse.Database)
 	}
@@ -416,6 +467,7 @@ func (c *Config) validate(ingest bool) []error {
 			bad("http.listen", "%q: %v", c.HTTP.Listen, err)
 		}
 	}
+	errs = append(errs, c.HTTP.TLS.validate()...)
 	errs = append(errs, c.Detect.validate()...)
 	errs = append(errs, c.Alerting.validate()...)
 	errs = append(errs, c.Slack.validate()...)

@@ -41,14 +41,12 @@ func Describe(c Config) []Field {
 	return out
 }
 
-type secretField struct{ section, key string }
-
-func secretFields() []secretField {
-	var out []secretField
+// secretPaths are the paths of the secret values (kafka.sasl.password).
+func secretPaths() []string {
+	var out []string
 	for _, f := range Describe(Default()) {
 		if f.Secret {
-			section, key, _ := strings.Cut(f.Path, ".")
-			out = append(out, secretField{section, key})
+			out = append(out, f.Path)
 		}
 	}
 	return out
@@ -58,12 +56,16 @@ func walk(v reflect.Value, prefix string, visit func(path string, v reflect.Valu
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		fv := v.Field(i)
+		if opts == "inline" {
+			walk(fv, prefix, visit)
+			continue
+		}
 		path := name
 		if prefix != "" {
 			path = prefix + "." + name
 		}
-		fv := v.Field(i)
 		if fv.Kind() == reflect.Struct {
 			walk(fv, path, visit)
 			continue

@@ -12,6 +12,12 @@ KEYWATCH_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/keywatch
 LIBCHDB        := $(KEYWATCH_CACHE)/chdb/$(CHDB_VERSION)/libchdb.so
 export KEYWATCH_LIBCHDB := $(LIBCHDB)
 
+# helm, built from the Go module proxy, for the chart's tests (helm lint --strict, helm template in
+# deploy/). HELM_BIN rather than a KEYWATCH_ name: config.Load rejects unknown KEYWATCH_ variables.
+HELM_VERSION := v4.3.2
+HELM         := $(KEYWATCH_CACHE)/helm/$(HELM_VERSION)/helm
+export HELM_BIN := $(HELM)
+
 # Fuzz budgets are execution counts, not durations: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a spurious "context deadline exceeded" when -fuzztime expires
 # (golang/go#75804, fixed in Go 1.27). About 10 s each on 2 cores.
@@ -19,7 +25,7 @@ FUZZ_EXTRACT_EXECS ?= 500000x
 FUZZ_DECODE_EXECS  ?= 50000x
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build demo test vet bench-ingest bench-detect chdb clean
+.PHONY: build demo test vet bench-ingest bench-detect chdb helm clean
 
 ## build: compile bin/keywatch
 build:
@@ -29,9 +35,10 @@ build:
 demo: chdb build
 	./bin/keywatch demo $(DEMO_FLAGS)
 
-## test: vet, run every test against a real ClickHouse and an in-process Kafka broker, then fuzz
-## the two decoders briefly (their corpora are checked in under testdata/fuzz)
-test: chdb vet
+## test: vet, run every test against a real ClickHouse and an in-process Kafka broker (and the Helm
+## chart through the real helm), then fuzz the two decoders briefly (their corpora are checked in
+## under testdata/fuzz)
+test: chdb helm vet
 	$(GO) test -count=1 -timeout 9m ./...
 	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZ_EXTRACT_EXECS) ./ingest/mapping/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(FUZZ_DECODE_EXECS) ./ingest/
@@ -52,6 +59,12 @@ chdb: $(LIBCHDB)
 
 $(LIBCHDB):
 	internal/testbed/fetch-libchdb.sh $(CHDB_VERSION) $(CHDB_INTEGRITY) $(dir $(LIBCHDB))
+
+## helm: build helm $(HELM_VERSION) from the Go module proxy into the cache (once)
+helm: $(HELM)
+
+$(HELM):
+	GOBIN=$(dir $(HELM)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
 clean:
 	rm -rf bin demo-data

@@ -2,18 +2,23 @@ package dashboards
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
@@ -352,6 +357,174 @@ func TestProvisioningNamesTheDataSource(t *testing.T) {
 			t.Errorf("dashboards provisioning lacks %q", want)
 		}
 	}
+}
+
+// TestProvisionedDataSourceTLS provisions the data source as Grafana would, from its environment
+// and the files it reads, and reads the result as the plugin does: the local stack's plaintext
+// connection, and TLS with a CA of the test's own.
+func TestProvisionedDataSourceTLS(t *testing.T) {
+	ca, err := testbed.NewCA(t.TempDir(), "clickhouse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"CLICKHOUSE_HOST": "clickhouse", "CLICKHOUSE_PORT": "9000", "CLICKHOUSE_USER": "keywatch", "CLICKHOUSE_PASSWORD": "pw",
+		"CLICKHOUSE_SECURE": "false", "CLICKHOUSE_TLS_SKIP_VERIFY": "false", "CLICKHOUSE_TLS_WITH_CA_CERT": "false",
+	}
+	// The files Grafana sees: the provisioning directory as mounted at its default path.
+	files := func(path string) ([]byte, error) {
+		rel, ok := strings.CutPrefix(path, "/etc/grafana/provisioning/")
+		if !ok {
+			return nil, fmt.Errorf("%s is not in the provisioning directory", path)
+		}
+		return fs.ReadFile(Files, "provisioning/"+rel)
+	}
+
+	plain, err := provisionDataSource(env, files)
+	if err != nil {
+		t.Fatalf("local stack: %v", err)
+	}
+	if want := (pluginSettings{Host: "clickhouse", Port: 9000, Username: "keywatch", Password: "pw"}); !reflect.DeepEqual(plain, want) {
+		t.Errorf("local stack: data source %+v, want %+v", plain, want)
+	}
+
+	maps.Copy(env, map[string]string{"CLICKHOUSE_HOST": "ch.example.net", "CLICKHOUSE_PORT": "9440",
+		"CLICKHOUSE_SECURE": "true", "CLICKHOUSE_TLS_WITH_CA_CERT": "true"})
+	withCA := func(path string) ([]byte, error) {
+		if path == "/etc/grafana/provisioning/datasources/clickhouse-ca.pem" {
+			return caPEM, nil // the operator's CA mounted over the placeholder
+		}
+		return files(path)
+	}
+	secure, err := provisionDataSource(env, withCA)
+	if err != nil {
+		t.Fatalf("TLS with a CA: %v", err)
+	}
+	if !secure.Secure || secure.Port != 9440 || secure.Host != "ch.example.net" || !secure.WithCACert || secure.SkipVerify {
+		t.Errorf("TLS with a CA: data source %+v", secure)
+	}
+	// The plugin verifies the server against exactly that CA.
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(secure.CACert)) || !pool.Equal(ca.Pool) {
+		t.Errorf("TLS with a CA: tlsCACert is not the mounted CA:\n%s", secure.CACert)
+	}
+
+	// Grafana has no defaults: an unset variable is an empty string, which the plugin refuses.
+	delete(env, "CLICKHOUSE_SECURE")
+	if _, err := provisionDataSource(env, withCA); err == nil {
+		t.Error("CLICKHOUSE_SECURE unset: the data source loaded; want the plugin's parse error")
+	}
+}
+
+// pluginSettings is what grafana-clickhouse-datasource's LoadSettings takes from the data source.
+type pluginSettings struct {
+	Host, Username, Password, CACert string
+	Port                             int64
+	Secure, SkipVerify, WithCACert   bool
+}
+
+// provisionDataSource interpolates provisioning/datasources/clickhouse.yaml as Grafana's
+// provisioning does and reads the values as the plugin does. It returns the first error.
+func provisionDataSource(env map[string]string, readFile func(string) ([]byte, error)) (pluginSettings, error) {
+	var s pluginSettings
+	raw, err := fs.ReadFile(Files, "provisioning/datasources/clickhouse.yaml")
+	if err != nil {
+		return s, err
+	}
+	var file struct {
+		Datasources []struct {
+			JSONData       map[string]any    `yaml:"jsonData"`
+			SecureJSONData map[string]string `yaml:"secureJsonData"`
+		} `yaml:"datasources"`
+	}
+	if err := yaml.Unmarshal(raw, &file); err != nil || len(file.Datasources) != 1 {
+		return s, fmt.Errorf("provisioning file: %d data sources, %v", len(file.Datasources), err)
+	}
+	str := func(m map[string]any, key string) (string, error) {
+		v, ok := m[key].(string)
+		if !ok {
+			return "", fmt.Errorf("jsonData.%s = %v: want a string (to interpolate)", key, m[key])
+		}
+		return grafanaInterpolate(v, env, readFile)
+	}
+	boolean := func(key string, dst *bool) error {
+		v, err := str(file.Datasources[0].JSONData, key)
+		if err == nil {
+			*dst, err = strconv.ParseBool(v) // the plugin's parse of a string value
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	}
+	jd := file.Datasources[0].JSONData
+	if s.Host, err = str(jd, "host"); err != nil {
+		return s, err
+	}
+	if s.Username, err = str(jd, "username"); err != nil {
+		return s, err
+	}
+	port, err := str(jd, "port")
+	if err != nil {
+		return s, err
+	}
+	if s.Port, err = strconv.ParseInt(port, 0, 64); err != nil {
+		return s, fmt.Errorf("port: %w", err)
+	}
+	for key, dst := range map[string]*bool{"secure": &s.Secure, "tlsSkipVerify": &s.SkipVerify, "tlsAuthWithCACert": &s.WithCACert} {
+		if err := boolean(key, dst); err != nil {
+			return s, err
+		}
+	}
+	sec := file.Datasources[0].SecureJSONData
+	if s.Password, err = grafanaInterpolate(sec["password"], env, readFile); err != nil {
+		return s, err
+	}
+	if s.CACert, err = grafanaInterpolate(sec["tlsCACert"], env, readFile); err != nil {
+		return s, err
+	}
+	if s.WithCACert && s.CACert != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(s.CACert)) {
+		return s, fmt.Errorf("tlsCACert: not a PEM certificate")
+	}
+	return s, nil
+}
+
+// grafanaExpander is Grafana's pattern for $__env{NAME}, $__file{path} and ${NAME}.
+var grafanaExpander = regexp.MustCompile(`\$(|__\w+)\{([^}]+)\}`)
+
+// grafanaInterpolate expands a provisioning value as Grafana 12 does (setting.ExpandVar, then
+// os.ExpandEnv, on each part between "$$"): environment variables first, then $__file{path},
+// whose content is trimmed; a file that cannot be read fails the whole provisioning file.
+func grafanaInterpolate(v string, env map[string]string, readFile func(string) ([]byte, error)) (string, error) {
+	parts := strings.Split(v, "$$")
+	for i, part := range parts {
+		var err error
+		for _, expander := range []string{"env", "file"} {
+			part = grafanaExpander.ReplaceAllStringFunc(part, func(m string) string {
+				sub := grafanaExpander.FindStringSubmatch(m)
+				switch {
+				case expander == "env" && (sub[1] == "" || sub[1] == "__env"):
+					return env[sub[2]]
+				case expander == "file" && sub[1] == "__file":
+					b, ferr := readFile(sub[2])
+					if ferr != nil && err == nil {
+						err = fmt.Errorf("$__file{%s}: %w", sub[2], ferr)
+					}
+					return strings.TrimSpace(string(b))
+				}
+				return m
+			})
+		}
+		if err != nil {
+			return "", err
+		}
+		parts[i] = os.Expand(part, func(name string) string { return env[name] })
+	}
+	return strings.Join(parts, "$"), nil
 }
 
 // now is the scenario's clock: a fixed instant, so that event times are reproducible.

@@ -118,3 +118,38 @@ func (ca *CA) issue(name string, usage x509.ExtKeyUsage, hosts []string) (Issued
 	}
 	return out, nil
 }
+
+// KafkaCerts are a test CA's certificates for a TLS cluster (KafkaOptions.TLS): the server's, for
+// the cluster's loopback addresses, and a client's, for mTLS.
+type KafkaCerts struct {
+	CA             *CA
+	Server, Client Issued
+}
+
+// NewKafkaCerts makes a CA whose files go to dir and issues the cluster's and a client's
+// certificates.
+func NewKafkaCerts(dir string) (*KafkaCerts, error) {
+	ca, err := NewCA(dir, "kafka-test")
+	if err != nil {
+		return nil, err
+	}
+	c := &KafkaCerts{CA: ca}
+	if c.Server, err = ca.Server("kafka-server", "127.0.0.1", "localhost"); err != nil {
+		return nil, err
+	}
+	if c.Client, err = ca.Client("kafka-client"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ServerTLS is the cluster's TLS configuration; mutual makes the cluster require a client
+// certificate that the CA signed.
+func (c *KafkaCerts) ServerTLS(mutual bool) *tls.Config {
+	cfg := &tls.Config{Certificates: []tls.Certificate{c.Server.TLS}, MinVersion: tls.VersionTLS12}
+	if mutual {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientCAs = c.CA.Pool
+	}
+	return cfg
+}

@@ -15,7 +15,13 @@ import (
 
 // Options configure a Consumer.
 type Options struct {
-	Brokers         []string
+	Brokers []string
+	// Dialer opens the group's and the fetchers' connections to the brokers, and Transport
+	// serves the requests sent through kafka.Client (end offsets); set both, from one
+	// broker.Connector, so that every connection has the brokers' TLS and SASL. nil: plaintext
+	// without SASL.
+	Dialer          *kafka.Dialer
+	Transport       kafka.RoundTripper
 	GroupID         string
 	AuthEventsTopic string
 	LifecycleTopic  string
@@ -95,6 +101,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		ID:                c.opts.GroupID,
 		Brokers:           c.opts.Brokers,
 		Topics:            []string{c.opts.AuthEventsTopic, c.opts.LifecycleTopic},
+		Dialer:            c.opts.Dialer,
 		StartOffset:       start,
 		HeartbeatInterval: time.Second,
 		SessionTimeout:    c.opts.SessionTimeout,
@@ -232,7 +239,7 @@ func (c *Consumer) dropStaleProgress(ctx context.Context, partitions []topicPart
 	for _, tp := range partitions {
 		reqs[tp.topic] = append(reqs[tp.topic], kafka.LastOffsetOf(tp.partition))
 	}
-	client := &kafka.Client{Addr: kafka.TCP(c.opts.Brokers...), Timeout: 10 * time.Second}
+	client := &kafka.Client{Addr: kafka.TCP(c.opts.Brokers...), Timeout: 10 * time.Second, Transport: c.opts.Transport}
 	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: reqs})
 	if err != nil {
 		return fmt.Errorf("ingest: end offsets: %w", err)

@@ -55,6 +55,12 @@ type env struct {
 
 func newEnv(t testing.TB, logs io.Writer) *env {
 	t.Helper()
+	return newEnvOn(t, logs, testbed.KafkaOptions{})
+}
+
+// newEnvOn is newEnv on a broker secured as o says; the partitions and topics are the tests'.
+func newEnvOn(t testing.TB, logs io.Writer, o testbed.KafkaOptions) *env {
+	t.Helper()
 	ctx := context.Background()
 	db := ch.NewDatabase(t)
 	cfg := config.Default()
@@ -62,7 +68,8 @@ func newEnv(t testing.TB, logs io.Writer) *env {
 	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
 		t.Fatal(err)
 	}
-	k, err := testbed.StartKafka(partitions, authTopic, lifecycleTopic)
+	o.Partitions, o.Topics = partitions, []string{authTopic, lifecycleTopic}
+	k, err := testbed.StartKafkaWith(o)
 	if err != nil {
 		t.Fatal(err)
 	}

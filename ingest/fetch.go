@@ -20,6 +20,7 @@ const (
 func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUpTo, out chan<- *chunk) {
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       c.opts.Brokers,
+		Dialer:        c.opts.Dialer,
 		Topic:         tp.topic,
 		Partition:     tp.partition,
 		MinBytes:      1,

@@ -23,6 +23,9 @@ type Options struct {
 	// Disabled makes the Elector lead always, without Kafka (a single replica).
 	Disabled bool
 	Brokers  []string
+	// Dialer opens every connection to the brokers, with their TLS and SASL (internal/broker
+	// builds it); nil: plaintext without SASL.
+	Dialer *kafka.Dialer
 	// GroupID is the consumer group the replicas join on Topic (keywatch uses kafka.group_id + "-leader").
 	GroupID string
 	// Topic is the coordination topic; it has one partition, created if missing.
@@ -97,6 +100,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 		ID:                e.opts.GroupID,
 		Brokers:           e.opts.Brokers,
 		Topics:            []string{e.opts.Topic},
+		Dialer:            e.opts.Dialer,
 		GroupBalancers:    []kafka.GroupBalancer{stickyBalancer{e}},
 		SessionTimeout:    session,
 		HeartbeatInterval: session / 3,
@@ -192,8 +196,12 @@ func (e *Elector) ensureTopic(ctx context.Context) error {
 }
 
 func (e *Elector) createTopic(ctx context.Context) error {
+	dialer := e.opts.Dialer
+	if dialer == nil {
+		dialer = kafka.DefaultDialer
+	}
 	broker := e.opts.Brokers[rand.IntN(len(e.opts.Brokers))]
-	conn, err := kafka.DialContext(ctx, "tcp", broker)
+	conn, err := dialer.DialContext(ctx, "tcp", broker)
 	if err != nil {
 		return err
 	}
@@ -213,7 +221,7 @@ func (e *Elector) createTopic(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	cc, err := dialer.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
 	if err != nil {
 		return err
 	}

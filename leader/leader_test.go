@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/keywatch/keywatch/internal/broker"
+	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
@@ -46,9 +48,15 @@ func (b *board) lead(ctx context.Context) error {
 
 func startReplica(t *testing.T, brokers []string, name string, lead func(context.Context) error) *replica {
 	t.Helper()
+	return startReplicaVia(t, brokers, nil, name, lead)
+}
+
+// startReplicaVia is startReplica connecting through dialer.
+func startReplicaVia(t *testing.T, brokers []string, dialer *kafkago.Dialer, name string, lead func(context.Context) error) *replica {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", name)
-	e := New(Options{Brokers: brokers, GroupID: "keywatch-leader", Topic: "keywatch-leader", SessionTimeout: 6 * time.Second, Logger: log, Registerer: reg})
+	e := New(Options{Brokers: brokers, Dialer: dialer, GroupID: "keywatch-leader", Topic: "keywatch-leader", SessionTimeout: 6 * time.Second, Logger: log, Registerer: reg})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{e: e, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- e.Run(ctx, lead) }()
@@ -130,6 +138,34 @@ func TestOneLeaderAndTakeover(t *testing.T) {
 	if b.most != 1 {
 		t.Errorf("%d replicas led at once", b.most)
 	}
+}
+
+// TestElectionOverMutualTLSAndSASL: every connection the Elector opens, the group's and the one
+// creating the coordination topic, goes through the Dialer with the brokers' TLS and SASL.
+func TestElectionOverMutualTLSAndSASL(t *testing.T) {
+	certs, err := testbed.NewKafkaCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kafka, err := testbed.StartKafkaWith(testbed.KafkaOptions{ // no topic: the Elector creates it
+		Partitions: 1, TLS: certs.ServerTLS(true),
+		Users: []testbed.KafkaUser{{Mechanism: "SCRAM-SHA-512", Name: "keywatch", Password: "leader-secret"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	conn, err := broker.New(config.Kafka{
+		Brokers: kafka.Brokers,
+		TLS:     config.KafkaTLS{Enabled: true, TLS: config.TLS{CAFile: certs.CA.CertFile, CertFile: certs.Client.CertFile, KeyFile: certs.Client.KeyFile}},
+		SASL:    config.SASL{Mechanism: config.SASLScramSHA512, Username: "keywatch", Password: "leader-secret"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b board
+	r := startReplicaVia(t, kafka.Brokers, conn.Dialer(), "a", b.lead)
+	waitUntil(t, "the replica to lead", time.Minute, r.e.IsLeader)
 }
 
 func TestLeadErrorEndsRun(t *testing.T) {

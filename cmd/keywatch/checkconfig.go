@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/keywatch/keywatch/internal/broker"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -40,9 +41,46 @@ func checkConfigCmd(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if path != "" {
 		src = path
 	}
+	kafkaConn, err := broker.New(cfg.Kafka)
+	if err != nil {
+		return usageError{err}
+	}
 	fmt.Fprintf(stdout, "configuration from %s is valid:\n", src)
+	fmt.Fprintf(stdout, "  %-26s %s\n", "kafka connection:", kafkaConn.Mechanism())
+	fmt.Fprintf(stdout, "  %-26s %s\n", "clickhouse connection:", clickhouseSecurity(cfg.ClickHouse))
+	listener := "HTTP"
+	if cfg.HTTP.TLS.Enabled() {
+		listener = "HTTPS, certificate " + cfg.HTTP.TLS.CertFile
+	}
+	fmt.Fprintf(stdout, "  %-26s %s\n", "http listener:", listener)
+	for _, w := range append(kafkaConn.Warnings(), tlsWarnings(cfg)...) {
+		fmt.Fprintf(stdout, "  INSECURE: %s\n", w)
+	}
 	for _, f := range config.Describe(cfg) {
 		fmt.Fprintf(stdout, "  %-26s %s\n", f.Path, f.Value)
 	}
 	return nil
+}
+
+// clickhouseSecurity says in a line how keywatch connects to ClickHouse.
+func clickhouseSecurity(c config.ClickHouse) string {
+	if !c.Secure {
+		return "plaintext (clickhouse.secure: false)"
+	}
+	var parts []string
+	switch {
+	case c.TLS.InsecureSkipVerify:
+		parts = append(parts, "certificate NOT verified")
+	case c.TLS.CAFile != "":
+		parts = append(parts, "CA "+c.TLS.CAFile)
+	default:
+		parts = append(parts, "system CAs")
+	}
+	if c.TLS.CertFile != "" {
+		parts = append(parts, "client certificate "+c.TLS.CertFile)
+	}
+	if c.TLS.ServerName != "" {
+		parts = append(parts, "server name "+c.TLS.ServerName)
+	}
+	return "TLS (" + strings.Join(parts, ", ") + ")"
 }

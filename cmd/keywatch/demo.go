@@ -169,7 +169,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		serveErr <- serve(runCtx, cfg, log, prometheus.NewRegistry())
+		serveErr <- serve(runCtx, cfg, log, prometheus.NewRegistry(), nil)
 	}()
 	switch {
 	case *listen == "":

@@ -12,12 +12,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
@@ -73,6 +75,9 @@ func main() {
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintf(stdout, overview, commandList())
 		if len(args) == 0 {
@@ -222,14 +227,34 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 
 func versionString() string {
 	v := version
+	if rev := revision(); len(rev) >= 12 {
+		v += " (" + rev[:12] + ")"
+	}
+	return v
+}
+
+// revision is the commit the binary was built from, when the Go toolchain recorded it.
+func revision() string {
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " (" + s.Value[:12] + ")"
+			if s.Key == "vcs.revision" {
+				return s.Value
 			}
 		}
 	}
-	return v
+	return ""
+}
+
+// buildInfo is the keywatch_build_info gauge: always 1, labelled with what was built, the
+// convention of Prometheus exporters.
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "keywatch_build_info",
+		Help:        "A metric with a constant '1' value labelled by the version, revision and Go version keywatch was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision(), "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {

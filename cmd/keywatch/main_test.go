@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -198,13 +199,34 @@ func waitUntilFor(t *testing.T, what string, timeout time.Duration, cond func() 
 // process is `keywatch run` started from this test binary.
 type process struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *lockedBuffer
 	exited chan error
 }
 
+// lockedBuffer is the process's output, read by the test while the process writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// output is what the process has logged so far.
+func (p *process) output() string { return p.out.String() }
+
 func startKeywatch(t *testing.T, cfgPath string) *process {
 	t.Helper()
-	p := &process{out: &bytes.Buffer{}, exited: make(chan error, 1)}
+	p := &process{out: &lockedBuffer{}, exited: make(chan error, 1)}
 	p.cmd = exec.Command(os.Args[0], "run", "--config", cfgPath)
 	p.cmd.Env = append(os.Environ(), asMainEnv+"=1", "KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

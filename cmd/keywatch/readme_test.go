@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,7 +12,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keywatch/keywatch/internal/broker"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/testbed"
 )
 
 // The README documents the commands and the configuration; these tests hold it to the code.
@@ -157,5 +160,58 @@ func TestReadmeCommands(t *testing.T) {
 	slices.Sort(have)
 	if !slices.Equal(documented, have) {
 		t.Errorf("README.md documents commands %v; keywatch has %v", documented, have)
+	}
+}
+
+// TestReadmeProductionExamples: every example under "Connecting to production" is a valid
+// configuration, given the files it names and the secrets from the environment, and builds the
+// connection it describes.
+func TestReadmeProductionExamples(t *testing.T) {
+	readme := readReadme(t)
+	start := strings.Index(readme, "## Connecting to production")
+	end := strings.Index(readme[start:], "\n## ") + start
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readme[start:end], -1)
+	want := []string{"SASL aws-msk-iam (AWS default credential chain, region eu-west-1) over TLS", `SASL scram-sha-256 as "keywatch" over TLS`, `SASL plain as "ABCDEFGHIJKLMNOP" over TLS`, "client certificate", "TLS (system CAs)"}
+	if len(blocks) != len(want) {
+		t.Fatalf("%d examples under Connecting to production, want %d", len(blocks), len(want))
+	}
+	dir := t.TempDir()
+	ca, err := testbed.NewCA(dir, "readme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, _ := ca.Client("keywatch")
+	password := filepath.Join(dir, "password")
+	os.WriteFile(password, []byte("s3cret\n"), 0o600)
+	files := map[string]string{"ca_file": ca.CertFile, "cert_file": client.CertFile, "key_file": client.KeyFile, "password_file": password}
+	fileSetting := regexp.MustCompile(`(?m)^(\s*)(ca_file|cert_file|key_file|password_file): (\S+)`)
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAREADMEEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "readme-example-secret")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+	for i, b := range blocks {
+		yamlText := fileSetting.ReplaceAllStringFunc(b[1], func(line string) string {
+			m := fileSetting.FindStringSubmatch(line)
+			return m[1] + m[2] + ": " + files[m[2]]
+		})
+		path := filepath.Join(dir, fmt.Sprintf("example-%d.yaml", i))
+		os.WriteFile(path, []byte(yamlText), 0o600)
+		cfg, err := config.Load(path, []string{"KEYWATCH_FINGERPRINT_KEY=0123456789abcdef-test"})
+		if err != nil {
+			t.Errorf("example %d:\n%s\n%v", i+1, b[1], err)
+			continue
+		}
+		conn, err := broker.New(cfg.Kafka)
+		if err != nil {
+			t.Errorf("example %d: %v", i+1, err)
+			continue
+		}
+		got := conn.Mechanism()
+		if i == len(blocks)-1 {
+			got = clickhouseSecurity(cfg.ClickHouse)
+		}
+		if !strings.Contains(got, want[i]) {
+			t.Errorf("example %d connects with %q, want %q", i+1, got, want[i])
+		}
 	}
 }

@@ -2,35 +2,37 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/keywatch/keywatch/action"
-	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
-	"github.com/keywatch/keywatch/digest"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/ingest/geo"
 	"github.com/keywatch/keywatch/ingest/mapping"
 	"github.com/keywatch/keywatch/internal/api"
+	"github.com/keywatch/keywatch/internal/broker"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
-	"github.com/keywatch/keywatch/leader"
-	"github.com/keywatch/keywatch/leakreport"
-	"github.com/keywatch/keywatch/notify"
+	"github.com/keywatch/keywatch/internal/tlsconfig"
 )
 
 const runDescription = `
-Run the keywatch daemon: apply the ClickHouse schema (waiting for ClickHouse if it is not up yet),
-then consume the authentication and key lifecycle topics as a member of the consumer group and
-store every event in ClickHouse. Malformed messages go to the dead_letters table with the reason.
+Run the keywatch daemon. The HTTP listener (http.listen, default :8466; HTTPS with http.tls.*)
+comes up first: /healthz and /-/healthy answer 200 while the process lives, /readyz and /-/ready
+answer 503 naming what is not ready yet (clickhouse, schema, kafka, ingest) until everything is.
+Then it waits for ClickHouse (clickhouse.secure for TLS), applies the schema, checks that the
+brokers accept its TLS and SASL settings (kafka.tls.*, kafka.sasl.*; a wrong password or CA is
+logged and shown on /readyz, naming the setting), and consumes the authentication and key
+lifecycle topics as a member of the consumer group, storing every event in ClickHouse. Malformed
+messages go to the dead_letters table with the reason.
+
 The detectors (lingering, spike, leak, hygiene) run on their cron schedules (detect.*.schedule)
 and store their findings in the findings table. Alerting turns findings into alerts (pending,
 firing, resolved) every alerting.evaluate_interval, notifies Slack (slack.*) through an outbox in
@@ -47,133 +49,87 @@ Offsets are committed only after ClickHouse has stored the batch that holds them
 is unreachable, fetching pauses and the insert is retried with backoff. On SIGTERM or Ctrl-C the
 batch in flight is stored (or left uncommitted) and the process exits 0.
 
-The HTTP listener (http.listen, default :8466) serves /metrics, /healthz and /readyz, and with a
-bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) POST /v1/lifecycle (a lifecycle event,
-contract 3.2), GET /v1/keys/{id}/readiness (is the key safe to retire?), POST /v1/keys/{id}/revoke
-(a manual revoke, through the same guardrails), POST /v1/keys/{id}/rollback (extend_grace or
-reactivate) and GET/POST/DELETE /v1/silences. POST /v1/leaks
+SIGHUP or POST /-/reload (bearer token) reads the file and the secret files again and applies what
+can change live: detector schedules and thresholds, alerting, Slack routes, silences from the file,
+revoke and rollback policies, leak reports, digests, the API token; the HTTP certificate files are
+read again too. A file with errors is refused with every problem named, and so is a change to a
+setting that needs a restart (kafka.*, clickhouse.*, ingest.*, geo.*, fingerprint.*, retention.*,
+http.listen, http.tls.*, leader.*, log.*); the running configuration then stays.
+keywatch_config_last_reload_successful says how the last attempt went; GET /-/config (bearer
+token) shows the configuration in effect, secrets hidden.
+
+With a bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) the listener also serves POST
+/v1/lifecycle (a lifecycle event, contract 3.2), GET /v1/keys/{id}/readiness (is the key safe to
+retire?), POST /v1/keys/{id}/revoke (a manual revoke, through the same guardrails), POST
+/v1/keys/{id}/rollback (extend_grace or reactivate) and GET/POST/DELETE /v1/silences. POST /v1/leaks
 takes leak reports (GitHub secret scanning signatures, or leak_reports.token) and
 POST /slack/interactions the "Revoke now" and "Roll back" buttons (Slack's request signature).
 A failure spike after a retire or revoke step offers a rollback under the rollback.* policy.`
 
 func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) error {
-	cfg, _, err := parseConfig("run", runDescription, args, stderr)
+	cfg, path, err := parseConfig("run", runDescription, args, stderr)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
 	log.Info("starting keywatch", "version", versionString())
-	return serve(ctx, cfg, log, prometheus.NewRegistry())
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	load := func() (config.Config, error) { return config.Load(path, os.Environ()) }
+	return serve(ctx, cfg, log, prometheus.NewRegistry(), &reloads{load: load, signals: hup})
 }
 
-// serve runs the daemon until ctx ends: schema, ingest, the detectors and the HTTP listener.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry) error {
+// serve runs the daemon until ctx ends. The HTTP listener comes up first, so /healthz answers
+// while ClickHouse and Kafka are still out of reach and /readyz says which is; then the schema,
+// ingest, the leader's loops and the /v1 API. reload, when not nil, is where a new configuration
+// comes from (SIGHUP, POST /-/reload).
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry, reload *reloads) error {
 	decoder, closeGeo, err := newDecoder(cfg)
 	if err != nil {
 		return err
 	}
 	defer closeGeo()
-	if err := migrateWhenReachable(ctx, cfg, log); err != nil {
-		return err
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if cfg.ClickHouse.Cluster != "" {
-		switch n, err := schema.Shards(ctx, conn, cfg.ClickHouse.Cluster); {
-		case err != nil:
-			log.Warn("cannot count the cluster's shards", "cluster", cfg.ClickHouse.Cluster, "err", err)
-		case n > 1:
-			log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (README: Cluster mode)",
-				"cluster", cfg.ClickHouse.Cluster, "shards", n)
-		}
-	}
-
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	revoker := action.New(conn, cfg.Revoke, action.NewMetrics(reg), log).WithRollback(cfg.Rollback)
-	leaks, err := leakreport.New(conn, cfg.LeakReports, cfg.Fingerprint.Key, revoker, leakreport.NewMetrics(reg), log)
+	kafkaConn, err := broker.New(cfg.Kafka)
 	if err != nil {
 		return usageError{err}
 	}
-	consumer := ingest.NewConsumer(ingest.Options{
-		Brokers:           cfg.Kafka.Brokers,
-		GroupID:           cfg.Kafka.GroupID,
-		AuthEventsTopic:   cfg.Kafka.AuthEventsTopic,
-		LifecycleTopic:    cfg.Kafka.LifecycleTopic,
-		StartFrom:         cfg.Kafka.StartFrom,
-		SessionTimeout:    time.Duration(cfg.Kafka.SessionTimeout),
-		BatchMaxRows:      cfg.Ingest.BatchMaxRows,
-		BatchMaxWait:      time.Duration(cfg.Ingest.BatchMaxWait),
-		InsertConcurrency: cfg.Ingest.InsertConcurrency,
-		MaxMessageBytes:   cfg.Ingest.MaxMessageBytes,
-		Decoder:           decoder,
-		Logger:            log,
-		Metrics:           ingest.NewMetrics(reg),
-	}, conn)
-
-	loops := map[string]func(context.Context) error{"ingest": consumer.Run}
-	lingering := detect.NewLingering(conn, cfg.Detect.Lingering)
-	engine := detect.NewEngine(detect.All(conn, cfg.Detect), detect.NewStore(conn), detect.NewMetrics(reg), log)
-	notifyMetrics := notify.NewMetrics(reg)
-	alertingMetrics := alerting.NewMetrics(reg)
-	elector := leader.New(leader.Options{
-		Disabled:       !cfg.Leader.Enabled,
-		Brokers:        cfg.Kafka.Brokers,
-		GroupID:        cfg.Kafka.GroupID + "-leader",
-		Topic:          cfg.Leader.Topic,
-		SessionTimeout: time.Duration(cfg.Leader.SessionTimeout),
-		Logger:         log,
-		Registerer:     reg,
-	})
-	// Only the leader detects, alerts and sends. Each term starts from what ClickHouse holds (the
-	// Slack outbox, alert states, queued actions): another replica may have led in between.
-	loops["leader"] = func(ctx context.Context) error {
-		return elector.Run(ctx, func(ctx context.Context) error {
-			slack := notify.NewSlack(conn, cfg.Slack, notifyMetrics, log)
-			evaluator := alerting.New(conn, cfg.Alerting, cfg.Slack, slack, revoker, alertingMetrics, log)
-			digests := digest.New(conn, cfg.Digest, cfg.Slack, lingering, slack, log)
-			return runAll(ctx, map[string]func(context.Context) error{
-				"detect": engine.Start, "notify": slack.Run, "action": revoker.Run, "alerting": evaluator.Run,
-				"digest": digests.Run,
-			})
-		})
+	warnings := append(kafkaConn.Warnings(), tlsWarnings(cfg)...)
+	for _, w := range warnings {
+		log.Warn("INSECURE: " + w)
 	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
+	d := &daemon{
+		log: log, reg: reg, reload: reload, kafka: kafkaConn, decoder: decoder,
+		startup: newStartup(),
+	}
+	loops := map[string]func(context.Context) error{"keywatch": d.run}
 	if cfg.HTTP.Listen != "" {
-		checks := map[string]api.Check{
-			"clickhouse": conn.Ping,
-			"ingest": func(context.Context) error {
-				switch {
-				case !consumer.Assigned():
-					return errors.New("not (yet) a member of a consumer group generation")
-				case consumer.Failing():
-					return errors.New("storing the last batch failed; retrying")
-				}
-				return nil
-			},
+		opts := api.Options{Addr: cfg.HTTP.Listen, Gatherer: reg, Log: log}
+		if cfg.HTTP.TLS.Enabled() {
+			if d.cert, err = tlsconfig.LoadCertificate(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile, log); err != nil {
+				return usageError{err}
+			}
+			opts.TLS = d.cert.ServerConfig()
 		}
-		v1 := api.V1{
-			Token:     cfg.HTTP.Token,
-			Lifecycle: ingest.NewLifecycleWriter(conn),
-			Readiness: lingering,
-			Silences:  alerting.NewSilenceAPI(conn, cfg.Alerting, log),
-			Leaks:     leaks,
-			Revoke:    revoker.APIHandler(),
-			Rollback:  revoker.RollbackAPIHandler(),
-			Rejected:  revoker.RejectedHTTP,
-		}
-		interactions := notify.NewInteractions(cfg.Slack, revoker, notifyMetrics, log)
-		loops["http"] = api.New(cfg.HTTP.Listen, reg, checks, v1, interactions, log).Run
+		d.srv = api.New(opts)
+		d.srv.SetChecks(d.startup.checks(kafkaConn.Probe))
+		loops["http"] = d.srv.Run
 	}
+	d.cfg = cfg
 	if err := runAll(ctx, loops); err != nil {
 		return err
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// tlsWarnings are the ClickHouse TLS choices that give up on security.
+func tlsWarnings(cfg config.Config) []string {
+	if !cfg.ClickHouse.Secure {
+		return nil
+	}
+	return tlsconfig.Warnings(cfg.ClickHouse.TLS, "clickhouse.tls")
 }
 
 // runAll runs every loop until ctx ends; the first that fails stops the others and its error,
@@ -211,27 +167,4 @@ func newDecoder(cfg config.Config) (*ingest.Decoder, func(), error) {
 	limits := ingest.Limits{MaxAge: time.Duration(cfg.Ingest.MaxEventAge), MaxSkew: time.Duration(cfg.Ingest.MaxEventSkew)}
 	fp := ingest.NewFingerprinter([]byte(cfg.Fingerprint.Key))
 	return ingest.NewDecoder(m, fp, limits, lookup), func() { lookup.Close() }, nil
-}
-
-// migrateWhenReachable applies the schema, retrying with backoff while ClickHouse cannot be
-// reached; it returns early (nil) when ctx ends first.
-func migrateWhenReachable(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	wait := time.Second
-	for {
-		applied, err := schema.Migrate(ctx, cfg.ClickHouse, cfg.ClickHouse.Database, schema.RetentionFrom(cfg.Retention))
-		if err == nil {
-			log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied.Versions, "retention_changed", applied.RetentionChanged)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Warn("clickhouse not ready; retrying", "addr", cfg.ClickHouse.Addr, "retry_in", wait, "error", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
 }

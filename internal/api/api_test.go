@@ -28,7 +28,8 @@ func TestReadyzNamesTheFailingCheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New("127.0.0.1:0", prometheus.NewRegistry(), tc.checks, V1{}, nil, slog.New(slog.DiscardHandler))
+			s := New(Options{Addr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler)})
+			s.SetChecks(tc.checks)
 			rec := httptest.NewRecorder()
 			s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 			var got map[string]string
@@ -52,12 +53,58 @@ func TestHealthzAndMetrics(t *testing.T) {
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "keywatch_test_total", Help: "test"})
 	reg.MustRegister(c)
 	c.Inc()
-	s := New("127.0.0.1:0", reg, nil, V1{}, nil, slog.New(slog.DiscardHandler))
-	for path, want := range map[string]string{"/healthz": "ok\n", "/metrics": "keywatch_test_total 1"} {
+	s := New(Options{Addr: "127.0.0.1:0", Gatherer: reg, Log: slog.New(slog.DiscardHandler)})
+	for path, want := range map[string]string{"/healthz": "ok\n", "/-/healthy": "ok\n", "/metrics": "keywatch_test_total 1"} {
 		rec := httptest.NewRecorder()
 		s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		if rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("%s: %d %q, want 200 with %q", path, rec.Code, rec.Body.String(), want)
 		}
+	}
+}
+
+func TestAppAnswersOnceServedAndChecksAreRateLimited(t *testing.T) {
+	s := New(Options{Addr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler)})
+	calls := 0
+	s.SetChecks(map[string]Check{"clickhouse": func(context.Context) error { calls++; return errors.New("unreachable: connecting") }})
+	do := func(method, path, token string) (int, string) {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(method, path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		s.srv.Handler.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	for range 5 {
+		if code, body := do("GET", "/-/ready", ""); code != 503 || !strings.Contains(body, `"clickhouse":"unreachable: connecting"`) {
+			t.Fatalf("/-/ready: %d %s", code, body)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("5 readiness requests ran the check %d times, want 1 (cached for %s)", calls, checkTTL)
+	}
+	if code, _ := do("POST", "/-/reload", "tok"); code != 503 {
+		t.Errorf("/-/reload before the app is served: %d, want 503", code)
+	}
+
+	reloadErr := errors.New("these settings change only with a restart: kafka.brokers")
+	s.Serve(App{
+		V1:     V1{Token: "tok"},
+		Reload: func(context.Context) error { return reloadErr },
+		Config: func() string { return "detect.spike.min_z 4\n" },
+	})
+	if code, _ := do("POST", "/-/reload", ""); code != http.StatusUnauthorized {
+		t.Errorf("/-/reload without a token: %d, want 401", code)
+	}
+	if code, body := do("POST", "/-/reload", "tok"); code != http.StatusUnprocessableEntity || !strings.Contains(body, "kafka.brokers") {
+		t.Errorf("/-/reload refused: %d %s, want 422 naming the setting", code, body)
+	}
+	reloadErr = nil
+	if code, _ := do("POST", "/-/reload", "tok"); code != 200 {
+		t.Errorf("/-/reload: %d, want 200", code)
+	}
+	if code, body := do("GET", "/-/config", "tok"); code != 200 || body != "detect.spike.min_z 4\n" {
+		t.Errorf("/-/config: %d %q", code, body)
 	}
 }

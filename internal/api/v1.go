@@ -69,7 +69,7 @@ func (v V1) authorized(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if v.Token == "" {
 			v.reject(r, "no http.token configured")
-			WriteError(w, http.StatusForbidden, "the /v1 API is off: set KEYWATCH_HTTP_TOKEN or http.token_file")
+			WriteError(w, http.StatusForbidden, "the /v1 API and /-/reload are off: set KEYWATCH_HTTP_TOKEN or http.token_file")
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")

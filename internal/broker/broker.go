@@ -7,10 +7,8 @@ package broker
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/tlsconfig"
 )
 
 const (
@@ -43,7 +42,7 @@ type Connector struct {
 func New(cfg config.Kafka) (*Connector, error) {
 	c := &Connector{cfg: cfg}
 	if cfg.TLS.Enabled {
-		t, err := clientTLS(cfg.TLS.TLS)
+		t, err := tlsconfig.Client(cfg.TLS.TLS, "kafka.tls")
 		if err != nil {
 			return nil, err
 		}
@@ -137,41 +136,4 @@ func (c *Connector) Warnings() []string {
 		w = append(w, "kafka.sasl.mechanism is plain and kafka.tls.enabled is false: the SASL password crosses the network in clear text")
 	}
 	return w
-}
-
-// clientTLS is the client side of the TLS settings t (kafka.tls).
-func clientTLS(t config.TLS) (*tls.Config, error) {
-	c := &tls.Config{
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // the user's explicit choice, warned about at start
-		MinVersion:         tls.VersionTLS12,
-	}
-	switch t.MinVersion {
-	case "", "1.2":
-	case "1.3":
-		c.MinVersion = tls.VersionTLS13
-	default:
-		return nil, fmt.Errorf("kafka.tls.min_version: %q: want 1.2 or 1.3", t.MinVersion)
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka.tls.ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka.tls.ca_file: %s: no certificates found", t.CAFile)
-		}
-	}
-	if t.CertFile != "" || t.KeyFile != "" {
-		if t.CertFile == "" || t.KeyFile == "" {
-			return nil, fmt.Errorf("kafka.tls.cert_file, kafka.tls.key_file: a client certificate needs both")
-		}
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka.tls.cert_file, kafka.tls.key_file: %s, %s: %w", t.CertFile, t.KeyFile, err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }

@@ -125,8 +125,8 @@ type Retention struct {
 
 // HTTP is the listener for /metrics, /healthz, /readyz and the /v1 API.
 type HTTP struct {
-	Listen    string `yaml:"listen" help:"address of the HTTP listener; empty disables it"`
-	Token     string `yaml:"token" secret:"true"`
+	Listen    string    `yaml:"listen" help:"address of the HTTP listener; empty disables it"`
+	Token     string    `yaml:"token" secret:"true"`
 	TokenFile string    `yaml:"token_file" help:"file holding the bearer token the /v1 API and POST /-/reload require; without a token they answer 403"`
 	TLS       ServerTLS `yaml:"tls"`
 }

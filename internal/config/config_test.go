@@ -31,6 +31,15 @@ func TestLoadReportsTheFieldPath(t *testing.T) {
 		{name: "broker from env", env: []string{"KEYWATCH_KAFKA_BROKERS=a:9092,b:0"}, want: `kafka.brokers[1]: "b:0": invalid port`},
 		{name: "no fingerprint key", env: []string{"KEYWATCH_FINGERPRINT_KEY="}, want: "fingerprint.key: need at least 16 bytes"},
 		{name: "secret in the file", yaml: "fingerprint:\n  key: hunter2hunter2hunter2\n", want: "fingerprint.key: secrets are not read from the config file; set KEYWATCH_FINGERPRINT_KEY"},
+		{name: "SASL password in the file", yaml: "kafka:\n  sasl:\n    mechanism: plain\n    password: hunter2\n", want: "kafka.sasl.password: secrets are not read from the config file; set KEYWATCH_KAFKA_SASL_PASSWORD or kafka.sasl.password_file"},
+		{name: "SCRAM without password", yaml: "kafka:\n  sasl:\n    mechanism: scram-sha-512\n    username: kw\n", want: "kafka.sasl.password: required with kafka.sasl.mechanism scram-sha-512"},
+		{name: "unknown mechanism", env: []string{"KEYWATCH_KAFKA_SASL_MECHANISM=gssapi"}, want: `kafka.sasl.mechanism: "gssapi": want one of`},
+		{name: "MSK IAM without TLS", env: []string{"KEYWATCH_KAFKA_SASL_MECHANISM=aws-msk-iam"}, want: "kafka.tls.enabled: aws-msk-iam needs TLS"},
+		{name: "Kafka CA without TLS", yaml: "kafka:\n  tls:\n    ca_file: /etc/ca.pem\n", want: "kafka.tls: TLS settings are given but kafka.tls.enabled is false"},
+		{name: "ClickHouse CA missing", env: []string{"KEYWATCH_CLICKHOUSE_SECURE=true", "KEYWATCH_CLICKHOUSE_TLS_CA_FILE=/nonexistent/ca.pem"}, want: "clickhouse.tls.ca_file: stat /nonexistent/ca.pem: no such file"},
+		{name: "client certificate without key", env: []string{"KEYWATCH_CLICKHOUSE_SECURE=true", "KEYWATCH_CLICKHOUSE_TLS_CERT_FILE=/etc/hostname"}, want: "clickhouse.tls.cert_file: cert_file and key_file go together"},
+		{name: "TLS version", yaml: "clickhouse:\n  secure: true\n  tls:\n    min_version: \"1.1\"\n", want: `clickhouse.tls.min_version: "1.1": want 1.2 or 1.3`},
+		{name: "listener key without certificate", env: []string{"KEYWATCH_HTTP_TLS_KEY_FILE=/etc/hostname"}, want: "http.tls.cert_file: cert_file and key_file go together"},
 		{name: "unknown field", yaml: "kafka:\n  borkers: [\"a:1\"]\n", want: "field borkers not found"},
 		{name: "bad duration", yaml: "ingest:\n  batch_max_wait: soon\n", want: `line 2: "soon": not a duration`},
 		{name: "duration too short", env: []string{"KEYWATCH_INGEST_BATCH_MAX_WAIT=1ms"}, want: "ingest.batch_max_wait: 1ms: want at least 10ms"},
@@ -123,5 +132,21 @@ func TestQueriesNeedNoFingerprintKey(t *testing.T) {
 	}
 	if _, err := LoadForQueries("", []string{"KEYWATCH_DETECT_LEAK_WINDOW=0s"}); err == nil || !strings.Contains(err.Error(), "detect.leak.window") {
 		t.Fatalf("LoadForQueries must still validate the rest: %v", err)
+	}
+}
+
+func TestChangedNamesEveryDifferentValueSecretsIncluded(t *testing.T) {
+	a := Default()
+	b := Default()
+	b.Kafka.Brokers = []string{"other:9092"}
+	b.Kafka.SASL.Password = "rotated"
+	b.Detect.Spike.MinZ = 5
+	got := Changed(a, b)
+	want := []string{"kafka.brokers", "kafka.sasl.password", "detect.spike.min_z"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Changed = %v, want %v", got, want)
+	}
+	if c := Changed(a, Default()); len(c) != 0 {
+		t.Fatalf("Changed of equal configurations = %v", c)
 	}
 }

@@ -41,6 +41,22 @@ func Describe(c Config) []Field {
 	return out
 }
 
+// Changed lists the paths of the values that differ between a and b, in the order of Describe;
+// secrets are compared too, and only their paths are named.
+func Changed(a, b Config) []string {
+	values := map[string]any{}
+	walk(reflect.ValueOf(&b).Elem(), "", func(path string, v reflect.Value, _ reflect.StructField) {
+		values[path] = v.Interface()
+	})
+	var out []string
+	walk(reflect.ValueOf(&a).Elem(), "", func(path string, v reflect.Value, _ reflect.StructField) {
+		if !reflect.DeepEqual(v.Interface(), values[path]) {
+			out = append(out, path)
+		}
+	})
+	return out
+}
+
 // secretPaths are the paths of the secret values (kafka.sasl.password).
 func secretPaths() []string {
 	var out []string
@@ -103,7 +119,7 @@ func applyEnv(cfg *Config, env map[string]string) []error {
 var ignoredEnv = map[string]bool{
 	"KEYWATCH_CONFIG": true, "KEYWATCH_LIBCHDB": true,
 	"KEYWATCH_TEST_CLICKHOUSE": true, "KEYWATCH_TEST_CLICKHOUSE_HTTP": true, "KEYWATCH_TEST_KEEP": true,
-	"KEYWATCH_TESTBED_CLICKHOUSE": true,
+	"KEYWATCH_TESTBED_CLICKHOUSE": true, "KEYWATCH_CACHE": true,
 }
 
 func set(v reflect.Value, raw string) error {

@@ -5,6 +5,7 @@ package schema
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/tlsconfig"
 )
 
 //go:embed migrations/*.sql
@@ -108,12 +110,22 @@ func splitStatements(sql string) []string {
 // keywatch wrote it reads back, as on a single server. An IN or JOIN subquery over a Distributed
 // table runs once and is sent to the shards (distributed_product_mode global), instead of being
 // refused when there are several shards.
+//
+// With cfg.Secure it speaks TLS, verified as cfg.TLS says.
 func Open(cfg config.ClickHouse, db string) (driver.Conn, error) {
 	var settings clickhouse.Settings
 	if cfg.Cluster != "" {
 		settings = clickhouse.Settings{"distributed_foreground_insert": 1, "load_balancing": "in_order", "distributed_product_mode": "global"}
 	}
+	var tlsConfig *tls.Config
+	if cfg.Secure {
+		var err error
+		if tlsConfig, err = tlsconfig.Client(cfg.TLS, "clickhouse.tls"); err != nil {
+			return nil, fmt.Errorf("schema: open clickhouse %v: %w", cfg.Addr, err)
+		}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
+		TLS:         tlsConfig,
 		Settings:    settings,
 		Addr:        cfg.Addr,
 		Auth:        clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},

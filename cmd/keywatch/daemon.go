@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/api"
+	"github.com/keywatch/keywatch/internal/broker"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/tlsconfig"
+	"github.com/keywatch/keywatch/leader"
+	"github.com/keywatch/keywatch/leakreport"
+	"github.com/keywatch/keywatch/notify"
+)
+
+// daemon is `keywatch run` once its configuration is loaded: it waits for ClickHouse and Kafka
+// (saying so on /readyz), then ingests, leads when elected, serves the API, and applies a new
+// configuration file when told to (reload.go).
+type daemon struct {
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	reload  *reloads // nil: the configuration never changes (demo)
+	kafka   *broker.Connector
+	decoder *ingest.Decoder
+	startup *startup
+	srv     *api.Server            // nil when http.listen is empty
+	cert    *tlsconfig.Certificate // nil without http.tls
+	cfg     config.Config          // the configuration started with; restart-only settings come from it
+
+	conn    driver.Conn
+	metrics metrics
+
+	mu  sync.Mutex
+	gen *generation
+}
+
+// metrics are registered once and shared by every generation.
+type metrics struct {
+	action    *action.Metrics
+	leaks     *leakreport.Metrics
+	detect    *detect.Metrics
+	notify    *notify.Metrics
+	alerting  *alerting.Metrics
+	lastLoad  prometheus.Gauge
+	lastLoadT prometheus.Gauge
+}
+
+// run waits for the dependencies, then runs ingest, the leader's loops and the reloads.
+func (d *daemon) run(ctx context.Context) error {
+	if !d.waitForClickHouse(ctx) || !d.migrate(ctx) || !d.waitForKafka(ctx) {
+		return nil
+	}
+	cfg := d.cfg
+	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
+	if err != nil {
+		return err
+	}
+	d.conn = conn
+	defer conn.Close()
+	if cfg.ClickHouse.Cluster != "" {
+		switch n, err := schema.Shards(ctx, conn, cfg.ClickHouse.Cluster); {
+		case err != nil:
+			d.log.Warn("cannot count the cluster's shards", "cluster", cfg.ClickHouse.Cluster, "err", err)
+		case n > 1:
+			d.log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (README: Cluster mode)",
+				"cluster", cfg.ClickHouse.Cluster, "shards", n)
+		}
+	}
+	d.metrics = metrics{
+		action: action.NewMetrics(d.reg), leaks: leakreport.NewMetrics(d.reg), detect: detect.NewMetrics(d.reg),
+		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg),
+		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keywatch_config_last_reload_successful",
+			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",
+		}),
+		lastLoadT: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keywatch_config_last_reload_success_timestamp_seconds",
+			Help: "When the configuration in effect was loaded, in Unix seconds.",
+		}),
+	}
+	d.reg.MustRegister(d.metrics.lastLoad, d.metrics.lastLoadT)
+	gen, err := d.build(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	d.gen = gen
+	d.metrics.lastLoad.Set(1)
+	d.metrics.lastLoadT.Set(float64(gen.loaded.Unix()))
+
+	consumer := ingest.NewConsumer(ingest.Options{
+		Brokers:           cfg.Kafka.Brokers,
+		Dialer:            d.kafka.Dialer(),
+		Transport:         d.kafka.Transport(),
+		GroupID:           cfg.Kafka.GroupID,
+		AuthEventsTopic:   cfg.Kafka.AuthEventsTopic,
+		LifecycleTopic:    cfg.Kafka.LifecycleTopic,
+		StartFrom:         cfg.Kafka.StartFrom,
+		SessionTimeout:    time.Duration(cfg.Kafka.SessionTimeout),
+		BatchMaxRows:      cfg.Ingest.BatchMaxRows,
+		BatchMaxWait:      time.Duration(cfg.Ingest.BatchMaxWait),
+		InsertConcurrency: cfg.Ingest.InsertConcurrency,
+		MaxMessageBytes:   cfg.Ingest.MaxMessageBytes,
+		Decoder:           d.decoder,
+		Logger:            d.log,
+		Metrics:           ingest.NewMetrics(d.reg),
+	}, conn)
+	elector := leader.New(leader.Options{
+		Disabled:       !cfg.Leader.Enabled,
+		Brokers:        cfg.Kafka.Brokers,
+		Dialer:         d.kafka.Dialer(),
+		GroupID:        cfg.Kafka.GroupID + "-leader",
+		Topic:          cfg.Leader.Topic,
+		SessionTimeout: time.Duration(cfg.Leader.SessionTimeout),
+		Logger:         d.log,
+		Registerer:     d.reg,
+	})
+	if d.srv != nil {
+		d.srv.SetChecks(map[string]api.Check{
+			"clickhouse": func(ctx context.Context) error { return unreachable(conn.Ping(ctx)) },
+			"schema":     func(context.Context) error { return nil },
+			"kafka":      d.kafka.Probe,
+			"ingest": func(context.Context) error {
+				switch {
+				case !consumer.Assigned():
+					return errors.New("not (yet) a member of a consumer group generation")
+				case consumer.Failing():
+					return errors.New("storing the last batch failed; retrying")
+				}
+				return nil
+			},
+		})
+		d.srv.Serve(d.app(gen))
+	}
+	loops := map[string]func(context.Context) error{
+		"ingest": consumer.Run,
+		// Only the leader detects, alerts and sends. Each term starts from what ClickHouse holds
+		// (the Slack outbox, alert states, queued actions): another replica may have led in
+		// between. A reload ends the term's loops and starts them again on the new generation.
+		"leader": func(ctx context.Context) error { return elector.Run(ctx, d.lead) },
+	}
+	if d.reload != nil {
+		loops["reload"] = d.reloadOnSignal
+	}
+	return runAll(ctx, loops)
+}
+
+// lead runs the leader's loops of the current generation until leadership ends, starting them
+// again whenever a reload retires their generation.
+func (d *daemon) lead(ctx context.Context) error {
+	for {
+		gen := d.current()
+		term, stop := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-gen.retired:
+				stop()
+			case <-term.Done():
+			}
+		}()
+		err := runAll(term, gen.leaderLoops(d))
+		stop()
+		if ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-gen.retired:
+			d.log.Info("leader loops restarted with the reloaded configuration")
+			continue
+		default:
+		}
+		return err
+	}
+}
+
+func (d *daemon) current() *generation {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.gen
+}
+
+// waitForClickHouse connects, retrying with backoff (and saying so on /readyz) until ClickHouse
+// answers or ctx ends. It connects to the user's default database: keywatch's own may not exist
+// before the first migration.
+func (d *daemon) waitForClickHouse(ctx context.Context) bool {
+	wait := time.Second
+	for {
+		conn, err := schema.Open(d.cfg.ClickHouse, "")
+		if err == nil {
+			err = conn.Ping(ctx)
+			conn.Close()
+			if err == nil {
+				d.startup.set("clickhouse", nil)
+				return true
+			}
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		err = unreachable(err)
+		d.startup.set("clickhouse", err)
+		d.log.Warn("clickhouse not reachable; retrying", "addr", d.cfg.ClickHouse.Addr, "retry_in", wait, "error", err)
+		if !sleep(ctx, wait) {
+			return false
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// migrate applies the schema, retrying with backoff until it is applied or ctx ends.
+func (d *daemon) migrate(ctx context.Context) bool {
+	wait := time.Second
+	cfg := d.cfg
+	for {
+		d.startup.set("schema", errors.New("migrating"))
+		applied, err := schema.Migrate(ctx, cfg.ClickHouse, cfg.ClickHouse.Database, schema.RetentionFrom(cfg.Retention))
+		if err == nil {
+			d.startup.set("schema", nil)
+			d.log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied.Versions, "retention_changed", applied.RetentionChanged)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		d.startup.set("schema", fmt.Errorf("migration failed, retrying: %w", err))
+		d.log.Warn("schema migration failed; retrying", "database", cfg.ClickHouse.Database, "retry_in", wait, "error", err)
+		if !sleep(ctx, wait) {
+			return false
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// waitForKafka probes the brokers until they accept keywatch's TLS and SASL, so that a wrong
+// password or CA is an error in the log and on /readyz rather than a consumer group that retries
+// in silence.
+func (d *daemon) waitForKafka(ctx context.Context) bool {
+	wait := time.Second
+	for {
+		err := d.kafka.Probe(ctx)
+		if err == nil {
+			d.log.Info("kafka reachable", "brokers", d.cfg.Kafka.Brokers, "security", d.kafka.Mechanism())
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		d.log.Error("kafka not usable; retrying", "retry_in", wait, "error", err)
+		if !sleep(ctx, wait) {
+			return false
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// unreachable words a failed connection to ClickHouse for /readyz, naming the TLS settings when
+// the handshake is what failed.
+func unreachable(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
+		return fmt.Errorf("TLS handshake failed (clickhouse.secure, clickhouse.tls.*): %w", err)
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return fmt.Errorf("not a TLS port (clickhouse.secure, clickhouse.addr): %w", err)
+	}
+	return fmt.Errorf("unreachable: %w", err)
+}
+
+// startup is what /readyz says before the daemon is wired: ClickHouse not reached yet, the
+// schema migrating.
+type startup struct {
+	mu    sync.Mutex
+	state map[string]error
+}
+
+func newStartup() *startup {
+	return &startup{state: map[string]error{
+		"clickhouse": errors.New("unreachable: connecting"),
+		"schema":     errors.New("waiting for clickhouse"),
+	}}
+}
+
+func (s *startup) set(name string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state[name] = err
+}
+
+func (s *startup) checks(kafka api.Check) map[string]api.Check {
+	get := func(name string) api.Check {
+		return func(context.Context) error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.state[name]
+		}
+	}
+	return map[string]api.Check{"clickhouse": get("clickhouse"), "schema": get("schema"), "kafka": kafka}
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/digest"
+	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/api"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/leakreport"
+	"github.com/keywatch/keywatch/notify"
+)
+
+// reloads is where `keywatch run` gets a new configuration: the file and the secret files read
+// again, on SIGHUP (signals) or POST /-/reload.
+type reloads struct {
+	load    func() (config.Config, error)
+	signals <-chan os.Signal
+}
+
+// restartOnly are the settings (by path prefix) a running daemon cannot take over: its
+// connections, what it stores and how, and its own listener. A reload that changes one is refused.
+var restartOnly = []string{
+	"kafka.", "clickhouse.", "ingest.", "geo.", "fingerprint.", "retention.", "http.listen", "http.tls.", "leader.", "log.",
+}
+
+// generation is everything built from one configuration that a reload replaces: the detectors'
+// schedules and thresholds, alerting timers, routes and file silences, the revoke and rollback
+// policies, leak reports, digests and the API's token.
+type generation struct {
+	cfg       config.Config
+	loaded    time.Time
+	revoker   *action.Revoker
+	leaks     *leakreport.Handler
+	lingering *detect.Lingering
+	engine    *detect.Engine
+	retired   chan struct{} // closed when a reload replaces this generation
+}
+
+func (d *daemon) build(cfg config.Config) (*generation, error) {
+	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback)
+	leaks, err := leakreport.New(d.conn, cfg.LeakReports, cfg.Fingerprint.Key, revoker, d.metrics.leaks, d.log)
+	if err != nil {
+		return nil, err
+	}
+	return &generation{
+		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks,
+		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
+		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), detect.NewStore(d.conn), d.metrics.detect, d.log),
+		retired:   make(chan struct{}),
+	}, nil
+}
+
+// leaderLoops are what the leader runs on gen.
+func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) error {
+	cfg := gen.cfg
+	slack := notify.NewSlack(d.conn, cfg.Slack, d.metrics.notify, d.log)
+	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log)
+	digests := digest.New(d.conn, cfg.Digest, cfg.Slack, gen.lingering, slack, d.log)
+	return map[string]func(context.Context) error{
+		"detect": gen.engine.Start, "notify": slack.Run, "action": gen.revoker.Run, "alerting": evaluator.Run,
+		"digest": digests.Run,
+	}
+}
+
+// app is the API on gen.
+func (d *daemon) app(gen *generation) api.App {
+	cfg := gen.cfg
+	app := api.App{
+		V1: api.V1{
+			Token:     cfg.HTTP.Token,
+			Lifecycle: ingest.NewLifecycleWriter(d.conn),
+			Readiness: gen.lingering,
+			Silences:  alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
+			Leaks:     gen.leaks,
+			Revoke:    gen.revoker.APIHandler(),
+			Rollback:  gen.revoker.RollbackAPIHandler(),
+			Rejected:  gen.revoker.RejectedHTTP,
+		},
+		SlackInteractions: notify.NewInteractions(cfg.Slack, gen.revoker, d.metrics.notify, d.log),
+		Config:            func() string { return describeConfig(gen.cfg, gen.loaded) },
+	}
+	if d.reload != nil {
+		app.Reload = d.apply
+	}
+	return app
+}
+
+// reloadOnSignal applies the configuration again on each SIGHUP.
+func (d *daemon) reloadOnSignal(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.reload.signals:
+			d.log.Info("SIGHUP: reloading the configuration")
+			_ = d.apply(ctx) // apply logs the outcome
+		}
+	}
+}
+
+// apply reads the configuration again and puts it in effect, or refuses it with every problem
+// named and keeps the running one.
+func (d *daemon) apply(context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cert != nil {
+		d.cert.Reload()
+	}
+	err := d.swap()
+	if err != nil {
+		d.metrics.lastLoad.Set(0)
+		d.log.Error("configuration reload refused; the running configuration stays", "error", err)
+		return err
+	}
+	d.metrics.lastLoad.Set(1)
+	d.metrics.lastLoadT.Set(float64(time.Now().Unix()))
+	return nil
+}
+
+// swap builds the new generation and puts it in place of the current one (d.mu held).
+func (d *daemon) swap() error {
+	cfg, err := d.reload.load()
+	if err != nil {
+		return err
+	}
+	var fixed []string
+	for _, path := range config.Changed(d.cfg, cfg) {
+		for _, p := range restartOnly {
+			if strings.HasPrefix(path, p) {
+				fixed = append(fixed, path)
+				break
+			}
+		}
+	}
+	if len(fixed) > 0 {
+		return fmt.Errorf("these settings change only with a restart: %s", strings.Join(fixed, ", "))
+	}
+	changed := config.Changed(d.gen.cfg, cfg)
+	if len(changed) == 0 {
+		d.log.Info("configuration reloaded: nothing changed")
+		return nil
+	}
+	gen, err := d.build(cfg)
+	if err != nil {
+		return errors.New("invalid configuration:\n  " + err.Error())
+	}
+	old := d.gen
+	d.gen = gen
+	if d.srv != nil {
+		d.srv.Serve(d.app(gen))
+	}
+	close(old.retired)
+	d.log.Info("configuration reloaded", "changed", changed)
+	return nil
+}
+
+// describeConfig is the configuration in effect as check-config prints it, secrets hidden.
+func describeConfig(cfg config.Config, loaded time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# loaded %s\n", loaded.UTC().Format(time.RFC3339))
+	for _, f := range config.Describe(cfg) {
+		fmt.Fprintf(&b, "%-26s %s\n", f.Path, f.Value)
+	}
+	return b.String()
+}

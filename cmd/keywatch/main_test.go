@@ -53,6 +53,10 @@ func TestEveryCommandExplainsItself(t *testing.T) {
 	if code := dispatch(context.Background(), []string{"help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "check-config") {
 		t.Fatalf("help: exit %d:\n%s", code, out.String())
 	}
+	out.Reset()
+	if code := dispatch(context.Background(), []string{"--version"}, &out, &out); code != 0 || !strings.HasPrefix(out.String(), "keywatch ") {
+		t.Fatalf("--version: exit %d:\n%s", code, out.String())
+	}
 	if code := dispatch(context.Background(), []string{"frobnicate"}, &out, &out); code != 2 {
 		t.Fatalf("unknown command: exit %d, want 2", code)
 	}
@@ -93,6 +97,25 @@ ingest:
 	}
 	if !strings.Contains(stdout.String(), "fingerprint.key") || strings.Contains(stdout.String(), "0123456789abcdef-test") {
 		t.Fatalf("check-config must list values and hide secrets:\n%s", stdout.String())
+	}
+	for _, want := range []string{"kafka connection:          plaintext, no SASL", "clickhouse connection:     plaintext"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("check-config does not say %q:\n%s", want, stdout.String())
+		}
+	}
+	t.Setenv("KEYWATCH_KAFKA_TLS_ENABLED", "true")
+	t.Setenv("KEYWATCH_KAFKA_TLS_INSECURE_SKIP_VERIFY", "true")
+	t.Setenv("KEYWATCH_KAFKA_SASL_MECHANISM", "scram-sha-512")
+	t.Setenv("KEYWATCH_KAFKA_SASL_USERNAME", "kw")
+	t.Setenv("KEYWATCH_KAFKA_SASL_PASSWORD", "kafka-password-test")
+	stdout.Reset()
+	if code := dispatch(context.Background(), []string{"check-config"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("SCRAM over TLS: exit code %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{`SASL scram-sha-512 as "kw" over TLS`, "INSECURE: kafka.tls.insecure_skip_verify"} {
+		if !strings.Contains(stdout.String(), want) || strings.Contains(stdout.String(), "kafka-password-test") {
+			t.Errorf("check-config does not say %q (or shows the password):\n%s", want, stdout.String())
+		}
 	}
 }
 
@@ -136,6 +159,8 @@ func TestRunIngestsAndStopsOnSIGTERM(t *testing.T) {
 		`keywatch_ingest_messages_total{result="stored",topic="auth-events"} 500`,
 		`keywatch_ingest_dead_letters_total{reason="invalid_json"} 1`,
 		"keywatch_ingest_insert_seconds_bucket",
+		`keywatch_build_info{goversion="go`,
+		"keywatch_config_last_reload_successful 1",
 	} {
 		waitUntilFor(t, "/metrics shows "+want, 10*time.Second, func() bool {
 			_, metrics := get("/metrics")

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/internal/broker"
+	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
@@ -348,4 +350,77 @@ func rewrite(t *testing.T, path, old, new string) {
 func appendYAML(t *testing.T, path, lines, section string) {
 	t.Helper()
 	rewrite(t, path, section+"\n", section+"\n"+lines)
+}
+
+// TestRunOverKafkaTLSAndSCRAM runs keywatch against brokers that require TLS and SCRAM-SHA-512:
+// with the right password it ingests; with a wrong one it stays up, not ready, and /readyz and
+// the log name the setting.
+func TestRunOverKafkaTLSAndSCRAM(t *testing.T) {
+	certs, err := testbed.NewKafkaCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := testbed.StartKafkaWith(testbed.KafkaOptions{
+		Partitions: 1, Topics: []string{"auth-events", "key-lifecycle"}, TLS: certs.ServerTLS(false),
+		Users: []testbed.KafkaUser{{Mechanism: "SCRAM-SHA-512", Name: "keywatch", Password: "right-password"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	security := fmt.Sprintf(`  tls:
+    enabled: true
+    ca_file: %q
+  sasl:
+    mechanism: scram-sha-512
+    username: keywatch
+`, certs.CA.CertFile)
+	setup := func() (db, httpAddr, cfgPath string) {
+		db, plain, httpAddr, cfgPath := runSetup(t, 1, "")
+		rewrite(t, cfgPath, plain.Brokers[0], k.Brokers[0])
+		appendYAML(t, cfgPath, security, "kafka:")
+		return db, httpAddr, cfgPath
+	}
+
+	t.Setenv("KEYWATCH_KAFKA_SASL_PASSWORD", "wrong-password")
+	_, badAddr, badCfg := setup()
+	bad := startKeywatch(t, badCfg)
+	defer bad.stop()
+	waitUntil(t, "/readyz names the refused login", func() bool {
+		code, body := get(t, "http://"+badAddr+"/readyz")
+		return code == 503 && strings.Contains(body, "sasl authentication failed") && strings.Contains(body, "kafka.sasl.password")
+	})
+	waitUntil(t, "the log names the refused login", func() bool {
+		return strings.Contains(bad.output(), "kafka.sasl.password") && strings.Contains(bad.output(), "kafka not usable")
+	})
+
+	t.Setenv("KEYWATCH_KAFKA_SASL_PASSWORD", "right-password")
+	db, httpAddr, cfgPath := setup()
+	kw := startKeywatch(t, cfgPath)
+	defer kw.stop()
+	kw.waitReady(t, httpAddr)
+	if !strings.Contains(kw.output(), `SASL scram-sha-512 as \"keywatch\" over TLS`) {
+		t.Errorf("the log does not say how keywatch reaches Kafka:\n%s", kw.output())
+	}
+	conn, err := broker.New(config.Kafka{
+		TLS:  config.KafkaTLS{Enabled: true, TLS: config.TLS{CAFile: certs.CA.CertFile}},
+		SASL: config.SASL{Mechanism: config.SASLScramSHA512, Username: "keywatch", Password: "right-password"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Transport = conn.Transport()
+	var events [][]byte
+	for i := range 100 {
+		events = append(events, fmt.Appendf(nil, `{"ts":%d,"key_id":"kid_%d","status":200,"request_id":"r%d"}`, time.Now().UnixMilli(), i%3, i))
+	}
+	if err := k.Produce(context.Background(), "auth-events", events...); err != nil {
+		t.Fatal(err)
+	}
+	stored := ch.Conn(t, db)
+	waitUntil(t, "100 events stored through TLS and SCRAM", func() bool {
+		var n uint64
+		_ = stored.QueryRow(context.Background(), "SELECT count() FROM auth_events").Scan(&n)
+		return n == 100
+	})
 }

@@ -58,27 +58,14 @@ type metrics struct {
 	lastLoadT prometheus.Gauge
 }
 
-// run waits for the dependencies, then runs ingest, the leader's loops and the reloads.
-func (d *daemon) run(ctx context.Context) error {
-	if !d.waitForClickHouse(ctx) || !d.migrate(ctx) || !d.waitForKafka(ctx) {
-		return nil
-	}
-	cfg := d.cfg
-	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
+// wire opens the (lazy) ClickHouse pool and builds the first generation, so that every mistake in
+// the configuration stops the daemon at start, before it waits for anything.
+func (d *daemon) wire(cfg config.Config) error {
+	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database) // dials on first use
 	if err != nil {
-		return err
+		return usageError{err}
 	}
-	d.conn = conn
-	defer conn.Close()
-	if cfg.ClickHouse.Cluster != "" {
-		switch n, err := schema.Shards(ctx, conn, cfg.ClickHouse.Cluster); {
-		case err != nil:
-			d.log.Warn("cannot count the cluster's shards", "cluster", cfg.ClickHouse.Cluster, "err", err)
-		case n > 1:
-			d.log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (README: Cluster mode)",
-				"cluster", cfg.ClickHouse.Cluster, "shards", n)
-		}
-	}
+	d.cfg, d.conn = cfg, conn
 	d.metrics = metrics{
 		action: action.NewMetrics(d.reg), leaks: leakreport.NewMetrics(d.reg), detect: detect.NewMetrics(d.reg),
 		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg),
@@ -94,11 +81,30 @@ func (d *daemon) run(ctx context.Context) error {
 	d.reg.MustRegister(d.metrics.lastLoad, d.metrics.lastLoadT)
 	gen, err := d.build(cfg)
 	if err != nil {
+		conn.Close()
 		return usageError{err}
 	}
 	d.gen = gen
 	d.metrics.lastLoad.Set(1)
 	d.metrics.lastLoadT.Set(float64(gen.loaded.Unix()))
+	return nil
+}
+
+// run waits for the dependencies, then runs ingest, the leader's loops and the reloads.
+func (d *daemon) run(ctx context.Context) error {
+	if !d.waitForClickHouse(ctx) || !d.migrate(ctx) || !d.waitForKafka(ctx) {
+		return nil
+	}
+	cfg, conn, gen := d.cfg, d.conn, d.current()
+	if cfg.ClickHouse.Cluster != "" {
+		switch n, err := schema.Shards(ctx, conn, cfg.ClickHouse.Cluster); {
+		case err != nil:
+			d.log.Warn("cannot count the cluster's shards", "cluster", cfg.ClickHouse.Cluster, "err", err)
+		case n > 1:
+			d.log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (README: Cluster mode)",
+				"cluster", cfg.ClickHouse.Cluster, "shards", n)
+		}
+	}
 
 	consumer := ingest.NewConsumer(ingest.Options{
 		Brokers:           cfg.Kafka.Brokers,

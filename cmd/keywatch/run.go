@@ -103,6 +103,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		log: log, reg: reg, reload: reload, kafka: kafkaConn, decoder: decoder,
 		startup: newStartup(),
 	}
+	if err := d.wire(cfg); err != nil {
+		return err
+	}
+	defer d.conn.Close()
 	loops := map[string]func(context.Context) error{"keywatch": d.run}
 	if cfg.HTTP.Listen != "" {
 		opts := api.Options{Addr: cfg.HTTP.Listen, Gatherer: reg, Log: log}
@@ -116,7 +120,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 		d.srv.SetChecks(d.startup.checks(kafkaConn.Probe))
 		loops["http"] = d.srv.Run
 	}
-	d.cfg = cfg
 	if err := runAll(ctx, loops); err != nil {
 		return err
 	}

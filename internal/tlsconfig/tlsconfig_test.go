@@ -20,30 +20,15 @@ func TestClientVerifiesWithTheGivenCAAndPresentsItsCertificate(t *testing.T) {
 	}
 	server, _ := ca.Server("server", "db.test")
 	client, _ := ca.Client("keywatch")
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+	addr := listen(t, &tls.Config{
 		Certificates: []tls.Certificate{server.TLS}, ClientCAs: ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.(*tls.Conn).Handshake()
-			_, _ = c.Write([]byte("x"))
-			c.Close()
-		}
-	}()
 	dial := func(cfg config.TLS) error {
 		tc, err := Client(cfg, "clickhouse.tls")
 		if err != nil {
 			return err
 		}
-		c, err := tls.Dial("tcp", ln.Addr().String(), tc)
+		c, err := tls.Dial("tcp", addr, tc)
 		if err != nil {
 			return err
 		}
@@ -88,23 +73,9 @@ func TestCertificateIsReadAgainWhenItsFilesChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cert.ServerConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
+	addr := listen(t, cert.ServerConfig())
 	served := func() string {
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool})
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool})
 		if err != nil {
 			return err.Error()
 		}
@@ -131,4 +102,27 @@ func TestCertificateIsReadAgainWhenItsFilesChange(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// listen serves cfg on a loopback port: each connection gets a handshake and one byte.
+func listen(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if c.(*tls.Conn).Handshake() == nil {
+				_, _ = c.Write([]byte("x"))
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
 }

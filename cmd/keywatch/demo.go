@@ -344,9 +344,10 @@ The data stays in %[1]s (database keywatch). To query it, serve it again:
   or open http://127.0.0.1:8123/play (tables: auth_events, findings, alerts, notifications, action_audit, ...)
 
 Dashboards: while that server runs, start Grafana with keywatch's provisioning (Docker; the data
-source reads CLICKHOUSE_HOST/USER/PASSWORD and port 9000):
+source reads the CLICKHOUSE_* variables, README: Dashboards):
   docker run --rm --network host -e GF_INSTALL_PLUGINS=grafana-clickhouse-datasource \
-    -e CLICKHOUSE_HOST=127.0.0.1 -e CLICKHOUSE_USER=default -e CLICKHOUSE_PASSWORD= \
+    -e CLICKHOUSE_HOST=127.0.0.1 -e CLICKHOUSE_PORT=9000 -e CLICKHOUSE_USER=default -e CLICKHOUSE_PASSWORD= \
+    -e CLICKHOUSE_SECURE=false -e CLICKHOUSE_TLS_SKIP_VERIFY=false -e CLICKHOUSE_TLS_WITH_CA_CERT=false \
     -v %[3]s/provisioning:/etc/grafana/provisioning:ro \
     -v %[3]s:/var/lib/grafana/dashboards/keywatch:ro grafana/grafana:12.2.0
   then open http://localhost:3000/d/keywatch-rotation-overview (admin / admin; folder "keywatch":

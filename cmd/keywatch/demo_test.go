@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/dashboards"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/notify"
@@ -136,5 +140,27 @@ func TestDemoSlackShowsWhatTheSenderPosts(t *testing.T) {
 	defer mu.Unlock()
 	if len(calls) != 1 || calls[0] != "/api/chat.postMessage xoxb-demo-test true" {
 		t.Fatalf("upstream got %q, want one chat.postMessage with the token and blocks", calls)
+	}
+}
+
+// TestGrafanaCommandsSetEveryDataSourceVariable: the docker command the demo prints and the
+// README's give Grafana every variable its data source provisioning reads.
+func TestGrafanaCommandsSetEveryDataSourceVariable(t *testing.T) {
+	ds, err := fs.ReadFile(dashboards.Files, "provisioning/datasources/clickhouse.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var printed bytes.Buffer
+	printDemoData(&printed, "demo-data")
+	vars := regexp.MustCompile(`(?m)^[^#\n]*\$\{([A-Z_]+)\}`).FindAllStringSubmatch(string(ds), -1)
+	if len(vars) != 7 {
+		t.Fatalf("the data source reads %d variables, want the 7 the README lists", len(vars))
+	}
+	for _, v := range vars {
+		for where, text := range map[string]string{"the demo's output": printed.String(), "README.md": readReadme(t)} {
+			if !strings.Contains(text, "-e "+v[1]+"=") {
+				t.Errorf("%s: the Grafana command does not set %s", where, v[1])
+			}
+		}
 	}
 }

@@ -34,6 +34,17 @@ func TestImageBinaryIsStatic(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags %s: %v\n%s", m[1], err, out)
 	}
+	list := exec.CommandContext(ctx, "go", "list", "-deps", "-tags", m[1], "./cmd/keywatch")
+	list.Dir = ".."
+	deps, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list -deps -tags %s: %v", m[1], err)
+	}
+	for _, dep := range strings.Fields(string(deps)) {
+		if dep == "testing" || strings.Contains(dep, "/kfake") || strings.HasSuffix(dep, "/internal/testbed") {
+			t.Errorf("the image's binary links %s: a test rig has no place in production", dep)
+		}
+	}
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)

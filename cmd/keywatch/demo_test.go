@@ -1,3 +1,5 @@
+//go:build !nolauncher
+
 package main
 
 import (

@@ -23,7 +23,6 @@ import (
 
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
-	"github.com/keywatch/keywatch/internal/testbed"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,7 +66,7 @@ Run 'keywatch <command> --help' for a command's flags. Configuration is one YAML
 `
 
 func main() {
-	testbed.ServeIfLauncher() // when started as the demo's embedded ClickHouse
+	serveIfLauncher() // when started as the demo's embedded ClickHouse
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -1,5 +1,3 @@
-//go:build !nolauncher
-
 package testbed
 
 import (
@@ -17,10 +15,6 @@ import (
 
 	"github.com/ebitengine/purego"
 )
-
-// embeddedClickHouse says whether this build can launch the embedded ClickHouse: it loads
-// libchdb.so through purego, which makes the binary dynamically linked (see chserve_stub.go).
-const embeddedClickHouse = true
 
 // localResultV2 mirrors struct local_result_v2 of chdb.h.
 type localResultV2 struct {

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -94,9 +93,6 @@ func FreePorts(n int) ([]int, error) { return freePorts(n) }
 // child process (this executable again, see ServeIfLauncher) that ends when Stop is called, when it
 // gets SIGTERM, or when this process dies.
 func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, error) {
-	if !embeddedClickHouse {
-		return nil, errNoEmbeddedClickHouse()
-	}
 	dir := o.Dir
 	lib, err := findLibchdb()
 	if err != nil {
@@ -187,12 +183,6 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 		ch.Stop()
 		return nil, ctx.Err()
 	}
-}
-
-// errNoEmbeddedClickHouse is what a build with -tags nolauncher (the container image) answers
-// when asked to launch the embedded ClickHouse.
-func errNoEmbeddedClickHouse() error {
-	return errors.New("testbed: this keywatch was built without the embedded ClickHouse (-tags nolauncher, as in the container image); use `make demo` from source, or point clickhouse.addr at a ClickHouse server")
 }
 
 // Stop ends a launched server cleanly (SIGTERM, then SIGKILL after 20 s); its data stays in Dir.

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -30,15 +30,17 @@ import (
 // (saying so on /readyz), then ingests, leads when elected, serves the API, and applies a new
 // configuration file when told to (reload.go).
 type daemon struct {
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	reload  *reloads // nil: the configuration never changes (demo)
-	kafka   *broker.Connector
-	decoder *ingest.Decoder
-	startup *startup
-	srv     *api.Server            // nil when http.listen is empty
-	cert    *tlsconfig.Certificate // nil without http.tls
-	cfg     config.Config          // the configuration started with; restart-only settings come from it
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	reload *reloads // nil: the configuration never changes (demo)
+	kafka  *broker.Connector
+	// kafkaReady is /readyz's kafka check: kafka.Probe, its answer reused for kafkaCheckEvery.
+	kafkaReady api.Check
+	decoder    *ingest.Decoder
+	startup    *startup
+	srv        *api.Server            // nil when http.listen is empty
+	cert       *tlsconfig.Certificate // nil without http.tls
+	cfg        config.Config          // the configuration started with; restart-only settings come from it
 
 	conn    driver.Conn
 	metrics metrics
@@ -46,6 +48,9 @@ type daemon struct {
 	mu  sync.Mutex
 	gen *generation
 }
+
+// kafkaCheckEvery is how long /readyz reuses its answer about the brokers.
+const kafkaCheckEvery = 10 * time.Second
 
 // metrics are registered once and shared by every generation.
 type metrics struct {
@@ -137,7 +142,7 @@ func (d *daemon) run(ctx context.Context) error {
 		d.srv.SetChecks(map[string]api.Check{
 			"clickhouse": func(ctx context.Context) error { return unreachable(conn.Ping(ctx)) },
 			"schema":     func(context.Context) error { return nil },
-			"kafka":      d.kafka.Probe,
+			"kafka":      d.kafkaReady,
 			"ingest": func(context.Context) error {
 				switch {
 				case !consumer.Assigned():
@@ -283,15 +288,15 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // unreachable words a failed connection to ClickHouse for /readyz, naming the TLS settings when
 // the handshake is what failed.
 func unreachable(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
+	var notTLS tls.RecordHeaderError
+	var verify *tls.CertificateVerificationError
 	switch {
-	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:"):
-		return fmt.Errorf("TLS handshake failed (clickhouse.secure, clickhouse.tls.*): %w", err)
-	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+	case err == nil:
+		return nil
+	case errors.As(err, &notTLS):
 		return fmt.Errorf("not a TLS port (clickhouse.secure, clickhouse.addr): %w", err)
+	case errors.As(err, &verify), errors.As(err, new(tls.AlertError)):
+		return fmt.Errorf("TLS handshake failed (clickhouse.secure, clickhouse.tls.*): %w", err)
 	}
 	return fmt.Errorf("unreachable: %w", err)
 }

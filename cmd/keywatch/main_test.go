@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -125,17 +124,9 @@ func TestRunIngestsAndStopsOnSIGTERM(t *testing.T) {
 	db, kafka, httpAddr, cfgPath := runSetup(t, 2, "")
 	kw := startKeywatch(t, cfgPath)
 
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + httpAddr + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	base := "http://" + httpAddr
 	kw.waitReady(t, httpAddr)
-	if code, body := get("/healthz"); code != 200 {
+	if code, body := get(t, base+"/healthz"); code != 200 {
 		t.Fatalf("healthz: %d %s", code, body)
 	}
 
@@ -163,7 +154,7 @@ func TestRunIngestsAndStopsOnSIGTERM(t *testing.T) {
 		"keywatch_config_last_reload_successful 1",
 	} {
 		waitUntilFor(t, "/metrics shows "+want, 10*time.Second, func() bool {
-			_, metrics := get("/metrics")
+			_, metrics := get(t, base+"/metrics")
 			return strings.Contains(metrics, want)
 		})
 	}

@@ -102,6 +102,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	d := &daemon{
 		log: log, reg: reg, reload: reload, kafka: kafkaConn, decoder: decoder,
 		startup: newStartup(),
+		// Each probe is a TLS and SASL login: at most one per kafkaCheckEvery, whoever asks.
+		kafkaReady: api.Every(kafkaCheckEvery, kafkaConn.Probe),
 	}
 	if err := d.wire(cfg); err != nil {
 		return err
@@ -117,7 +119,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 			opts.TLS = d.cert.ServerConfig()
 		}
 		d.srv = api.New(opts)
-		d.srv.SetChecks(d.startup.checks(kafkaConn.Probe))
+		d.srv.SetChecks(d.startup.checks(d.kafkaReady))
 		loops["http"] = d.srv.Run
 	}
 	if err := runAll(ctx, loops); err != nil {

@@ -95,7 +95,7 @@ func (s *Server) SetChecks(checks map[string]Check) {
 	sort.Strings(names)
 	cs := make([]*cachedCheck, len(names))
 	for i, n := range names {
-		cs[i] = &cachedCheck{name: n, check: checks[n]}
+		cs[i] = &cachedCheck{name: n, check: checks[n], ttl: checkTTL}
 	}
 	s.checks.Store(&cs)
 }
@@ -151,10 +151,18 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, code, status)
 }
 
-// cachedCheck runs its check at most once per checkTTL, one caller at a time.
+// Every returns c with its result reused for ttl (longer than the checkTTL every check gets): for
+// a check that costs the dependency a login, such as a TLS and SASL connection to a broker.
+func Every(ttl time.Duration, c Check) Check {
+	cc := &cachedCheck{check: c, ttl: ttl}
+	return cc.run
+}
+
+// cachedCheck runs its check at most once per ttl, one caller at a time.
 type cachedCheck struct {
 	name  string
 	check Check
+	ttl   time.Duration
 
 	mu  sync.Mutex
 	at  time.Time
@@ -164,7 +172,7 @@ type cachedCheck struct {
 func (c *cachedCheck) run(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.at.IsZero() && time.Since(c.at) < checkTTL {
+	if !c.at.IsZero() && time.Since(c.at) < c.ttl {
 		return c.err
 	}
 	c.err = c.check(ctx)

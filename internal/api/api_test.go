@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -106,5 +107,16 @@ func TestAppAnswersOnceServedAndChecksAreRateLimited(t *testing.T) {
 	}
 	if code, body := do("GET", "/-/config", "tok"); code != 200 || body != "detect.spike.min_z 4\n" {
 		t.Errorf("/-/config: %d %q", code, body)
+	}
+}
+
+func TestEveryReusesAnAnswerForItsTTL(t *testing.T) {
+	calls := 0
+	c := Every(time.Hour, func(context.Context) error { calls++; return nil })
+	for range 3 {
+		_ = c(context.Background())
+	}
+	if calls != 1 {
+		t.Errorf("3 calls within the TTL ran the check %d times, want 1", calls)
 	}
 }

@@ -129,8 +129,8 @@ func (c *Connector) Mechanism() string {
 // Warnings are what the configuration gives up on, to be logged loudly at start.
 func (c *Connector) Warnings() []string {
 	var w []string
-	if c.tls != nil && c.cfg.TLS.InsecureSkipVerify {
-		w = append(w, "kafka.tls.insecure_skip_verify is true: certificate verification is OFF, so anyone between keywatch and the brokers can read and change the traffic, SASL credentials included")
+	if c.tls != nil {
+		w = append(w, tlsconfig.Warnings(c.cfg.TLS.TLS, "kafka.tls")...)
 	}
 	if c.tls == nil && c.cfg.SASL.Mechanism == config.SASLPlain {
 		w = append(w, "kafka.sasl.mechanism is plain and kafka.tls.enabled is false: the SASL password crosses the network in clear text")

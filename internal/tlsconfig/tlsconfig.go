@@ -54,7 +54,7 @@ func Client(t config.TLS, path string) (*tls.Config, error) {
 // Warnings are what a client configuration gives up on, to be logged loudly at start.
 func Warnings(t config.TLS, path string) []string {
 	if t.InsecureSkipVerify {
-		return []string{path + ".insecure_skip_verify is true: the server's certificate is NOT verified, so anyone between keywatch and the server can read and change the traffic, credentials included"}
+		return []string{path + ".insecure_skip_verify is true: certificate verification is OFF, so anyone between keywatch and the server can read and change the traffic, credentials included"}
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package detect
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -43,7 +42,8 @@ type Run struct {
 	Err               error
 }
 
-// Engine runs detectors, once or on their schedules, and stores what they find.
+// Engine runs detectors, once or on their schedules, and stores what they find, capped (see
+// MaxFindingsPerKey and MaxFindingsPerRun).
 type Engine struct {
 	detectors []Scheduled
 	store     FindingStore
@@ -97,10 +97,8 @@ func (e *Engine) run(ctx context.Context, d Detector, now time.Time) Run {
 	if err != nil {
 		run.Err = fmt.Errorf("detect: %s: %w", d.Name(), err)
 	}
-	slices.SortFunc(findings, func(a, b Finding) int {
-		return cmp.Or(cmp.Compare(b.Severity, a.Severity), cmp.Compare(b.Score, a.Score), cmp.Compare(a.Fingerprint, b.Fingerprint))
-	})
-	run.Findings = findings
+	// Most urgent first, at most MaxFindingsPerKey about a key and MaxFindingsPerRun in all.
+	run.Findings = capFindings(findings, MaxFindingsPerKey, MaxFindingsPerRun)
 	if e.store != nil {
 		if serr := e.store.StoreRun(ctx, run); serr != nil {
 			run.Err = errors.Join(run.Err, serr)

@@ -61,6 +61,9 @@ type HygieneEvidence struct {
 	// negative once it passed. Set for the expiring kind.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	DaysLeft  float64    `json:"days_left,omitempty"`
+	// FoldedFindings is, in a finding the engine folded others into, how many it stands for
+	// (MaxFindingsPerKey, MaxFindingsPerRun); the rest of the evidence is the first one's.
+	FoldedFindings int `json:"folded_findings,omitempty"`
 }
 
 type keyUsage struct {

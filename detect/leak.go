@@ -180,6 +180,9 @@ type LeakEvidence struct {
 	WindowRequests uint64       `json:"window_requests"`
 	Signals        []LeakSignal `json:"signals"`
 	Baseline       LeakBaseline `json:"baseline"`
+	// FoldedFindings is, in a finding the engine folded others into, how many it stands for
+	// (MaxFindingsPerKey, MaxFindingsPerRun); the rest of the evidence is the first one's.
+	FoldedFindings int `json:"folded_findings,omitempty"`
 }
 
 // LeakSignal is one reason a key looks leaked, and the score it added.

@@ -18,6 +18,19 @@ import (
 // retiring: a key used within it is not safe to retire. Thirty days covers monthly jobs.
 const noRotationLookback = 30 * 24 * time.Hour
 
+// Callers without a client are (IP, user agent) pairs, and whoever calls chooses both: a key tried
+// with 5,000 user agents has 5,000 of them. So the lingering detector reports them in one finding
+// per rotation, whatever their number (its fingerprint has unidentifiedCallers in the client's
+// place, and stays the same as they come and go), and a readiness answer lists at most
+// maxListedCallers callers (identified clients first) and counts the rest.
+const (
+	unidentifiedCallers = "(unidentified callers)"
+	maxListedCallers    = 50
+	// topCounts is how many addresses and user agents a caller's TopIPs and TopUserAgents keep
+	// (selectCallers keeps as many).
+	topCounts = 5
+)
+
 // selectCallers reads who called each key, per caller: a client over all its addresses and user
 // agents (with its 5 busiest of each), or an (IP, user agent) pair when the client is unknown.
 // Arguments: the keys, the earliest window start (unix seconds; prunes partitions), then the keys
@@ -87,8 +100,10 @@ type Readiness struct {
 	RotationID string     `json:"rotation_id,omitempty"`
 	NewKeyID   string     `json:"new_key_id,omitempty"`
 	Deadline   *time.Time `json:"deadline,omitempty"`
-	Remaining  []Caller   `json:"remaining"` // never null
-	CheckedAt  time.Time  `json:"checked_at"`
+	Remaining  []Caller   `json:"remaining"` // never null; at most maxListedCallers (50), clients first
+	// Unlisted is how many more callers remain than Remaining lists.
+	Unlisted  int       `json:"unlisted,omitempty"`
+	CheckedAt time.Time `json:"checked_at"`
 }
 
 // Caller is a client, or an (IP, user agent) pair when the client is unknown, and its traffic
@@ -107,7 +122,8 @@ type Caller struct {
 	NewKeyRequests uint64     `json:"new_key_requests"`
 	NewKeyShare    float64    `json:"new_key_share"` // new / (old + new), 0..1
 	NewKeyLastSeen *time.Time `json:"new_key_last_seen,omitempty"`
-	// TopIPs and TopUserAgents are a client's busiest addresses and user agents with the key.
+	// TopIPs and TopUserAgents are a client's busiest addresses and user agents with the key (at
+	// most 5 each); for the callers without a client that one finding sums, theirs.
 	TopIPs        []Count `json:"top_ips,omitempty"`
 	TopUserAgents []Count `json:"top_user_agents,omitempty"`
 }
@@ -137,7 +153,19 @@ type LingeringEvidence struct {
 	Deadline   *time.Time `json:"deadline,omitempty"`
 	TimeLeft   string     `json:"time_left,omitempty"` // until the deadline, negative once it passed
 	Finished   *time.Time `json:"finished,omitempty"`  // when the old key was retired or revoked
-	Caller     Caller     `json:"caller"`
+	// Caller is the client the finding is about or, for the finding about the callers without a
+	// client, the one of them there is, or, when there are several, their sum: no client, IP nor
+	// user agent, their traffic added up, and their busiest addresses and user agents.
+	Caller Caller `json:"caller"`
+	// Callers, Addresses and UserAgents are, in the finding about the callers without a client,
+	// how many (IP, user agent) pairs it stands for and how many distinct addresses and user agents
+	// they used; 0 in a client's finding.
+	Callers    int `json:"callers,omitempty"`
+	Addresses  int `json:"addresses,omitempty"`
+	UserAgents int `json:"user_agents,omitempty"`
+	// FoldedFindings is, in a finding the engine folded others into, how many it stands for
+	// (MaxFindingsPerKey, MaxFindingsPerRun); the rest of the evidence is the first one's.
+	FoldedFindings int `json:"folded_findings,omitempty"`
 }
 
 // callerID identifies a caller: client_id, or ip and ua when the client is unknown.
@@ -147,10 +175,11 @@ type callerID struct{ client, ip, ua string }
 type usage map[string]map[callerID]*Caller
 
 // Detect reports, for every rotation whose deadline is within InfoBefore (or passed) and every
-// rotation finished within AfterRetired, each caller that still depends on the old key (see
-// remaining). Severity follows the deadline: within CriticalBefore or passed critical, within
-// WarningBefore warning, within InfoBefore info; any use of the old key after it was retired or
-// revoked is critical. Rotations without a deadline are left to Readiness.
+// rotation finished within AfterRetired, each client that still depends on the old key (see
+// remaining), and in one finding the callers without a client that do (see unidentified).
+// Severity follows the deadline: within CriticalBefore or passed critical, within WarningBefore
+// warning, within InfoBefore info; any use of the old key after it was retired or revoked is
+// critical. Rotations without a deadline are left to Readiness.
 func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	m, err := rotation.Load(ctx, d.conn)
 	if err != nil {
@@ -171,8 +200,16 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]Finding, error
 	}
 	var out []Finding
 	for _, r := range watched {
+		var anonymous []Caller
 		for _, c := range d.remaining(r, now, u) {
-			out = append(out, d.finding(r, c, now))
+			if c.ClientID == "" {
+				anonymous = append(anonymous, c)
+				continue
+			}
+			out = append(out, d.finding(r, c, c.name(), false, now))
+		}
+		if len(anonymous) > 0 {
+			out = append(out, d.unidentified(r, anonymous, now))
 		}
 	}
 	return out, nil
@@ -293,15 +330,83 @@ func sortCallers(cs []Caller) {
 	})
 }
 
-// finding reports caller c of r's old key. Score = base + log10(1 + requests with the old key):
-// base grows linearly from 0 to 10 as the deadline comes from InfoBefore away to due (10 once it
-// passed), and is 100 for use after retirement or revocation, so that use ranks above anything.
-func (d *Lingering) finding(r *rotation.Rotation, c Caller, now time.Time) Finding {
-	name := c.name()
-	f := newFinding(d.Name(), now, r.OldKeyID, c.ClientID, r.ID)
-	if c.ClientID == "" {
-		f.Fingerprint = Fingerprint(d.Name(), r.OldKeyID, c.IP+"|"+c.UserAgent, r.ID)
+// unidentified reports the callers cs of r's old key that have no client in one finding, however
+// many there are: with one, it names it as finding does; with several, it counts them and sums
+// their traffic (see merge). Its fingerprint stays the same as callers come and go.
+func (d *Lingering) unidentified(r *rotation.Rotation, cs []Caller, now time.Time) Finding {
+	c, addresses, userAgents := merge(cs)
+	var f Finding
+	if len(cs) == 1 {
+		f = d.finding(r, c, c.name(), false, now)
+	} else {
+		who := fmt.Sprintf("%d callers without a client (%s, %s)",
+			len(cs), plural(addresses, "address", "addresses"), plural(userAgents, "user agent", "user agents"))
+		f = d.finding(r, c, who, true, now)
 	}
+	f.Fingerprint = Fingerprint(d.Name(), r.OldKeyID, unidentifiedCallers, r.ID)
+	ev := f.Evidence.(LingeringEvidence)
+	ev.Callers, ev.Addresses, ev.UserAgents = len(cs), addresses, userAgents
+	f.Evidence = ev
+	return f
+}
+
+// merge returns the one caller of cs, or for several callers without a client, one that stands
+// for them: no IP nor user agent, their requests, failures and new-key traffic summed, the
+// earliest first and latest last seen, and their topCounts busiest addresses and user agents. It
+// also returns how many distinct addresses and user agents cs used.
+func merge(cs []Caller) (c Caller, addresses, userAgents int) {
+	if len(cs) == 1 {
+		return cs[0], 1, 1
+	}
+	ips, uas := map[string]uint64{}, map[string]uint64{}
+	for i, x := range cs {
+		ips[x.IP] += x.Requests
+		uas[x.UserAgent] += x.Requests
+		c.Requests += x.Requests
+		c.Failures += x.Failures
+		c.NewKeyRequests += x.NewKeyRequests
+		if i == 0 || x.FirstSeen.Before(c.FirstSeen) {
+			c.FirstSeen = x.FirstSeen
+		}
+		if x.LastSeen.After(c.LastSeen) {
+			c.LastSeen = x.LastSeen
+		}
+		if x.NewKeyLastSeen != nil && (c.NewKeyLastSeen == nil || x.NewKeyLastSeen.After(*c.NewKeyLastSeen)) {
+			last := *x.NewKeyLastSeen
+			c.NewKeyLastSeen = &last
+		}
+	}
+	c.NewKeyShare = float64(c.NewKeyRequests) / float64(c.Requests+c.NewKeyRequests)
+	c.TopIPs, c.TopUserAgents = top(ips, topCounts), top(uas, topCounts)
+	return c, len(ips), len(uas)
+}
+
+// plural writes n with the word for one or for many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// top returns the n values of m with the most requests, most first (then by value).
+func top(m map[string]uint64, n int) []Count {
+	out := make([]Count, 0, len(m))
+	for v, r := range m {
+		out = append(out, Count{v, r})
+	}
+	slices.SortFunc(out, func(a, b Count) int {
+		return cmp.Or(cmp.Compare(b.Requests, a.Requests), cmp.Compare(a.Value, b.Value))
+	})
+	return out[:min(n, len(out))]
+}
+
+// finding reports caller c of r's old key, named who in the summary (several callers when many).
+// Score = base + log10(1 + requests with the old key): base grows linearly from 0 to 10 as the
+// deadline comes from InfoBefore away to due (10 once it passed), and is 100 for use after
+// retirement or revocation, so that use ranks above anything.
+func (d *Lingering) finding(r *rotation.Rotation, c Caller, who string, many bool, now time.Time) Finding {
+	f := newFinding(d.Name(), now, r.OldKeyID, c.ClientID, r.ID)
 	left := r.Deadline.Sub(now)
 	ev := LingeringEvidence{
 		RotationID: r.ID, OldKeyID: r.OldKeyID, NewKeyID: r.NewKeyID, Step: string(step(r)),
@@ -315,15 +420,19 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, now time.Time) Findi
 	if !r.Running() {
 		window = "since then"
 	}
-	traffic := fmt.Sprintf("%d requests %s, last %s ago; %.0f%% of its traffic is on %s",
-		c.Requests, window, Span(now.Sub(c.LastSeen)), 100*c.NewKeyShare, r.NewKeyID)
+	calls, its := "calls", "its"
+	if many {
+		calls, its = "call", "their"
+	}
+	traffic := fmt.Sprintf("%d requests %s, last %s ago; %.0f%% of %s traffic is on %s",
+		c.Requests, window, Span(now.Sub(c.LastSeen)), 100*c.NewKeyShare, its, r.NewKeyID)
 	base := 100.0
 	switch {
 	case !r.Running():
 		finished := r.Finished
 		ev.Finished = &finished
 		f.Severity = Critical
-		f.Summary = fmt.Sprintf("%s still calls %s, %s %s ago (%s)", name, r.OldKeyID, step(r), Span(now.Sub(r.Finished)), traffic)
+		f.Summary = fmt.Sprintf("%s still %s %s, %s %s ago (%s)", who, calls, r.OldKeyID, step(r), Span(now.Sub(r.Finished)), traffic)
 	default:
 		info := time.Duration(d.cfg.InfoBefore)
 		base = 10 * min(1, max(0, 1-float64(left)/float64(info)))
@@ -339,7 +448,7 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, now time.Time) Findi
 		if left < 0 {
 			deadline = "deadline passed " + Span(-left) + " ago"
 		}
-		f.Summary = fmt.Sprintf("%s still calls %s; %s (%s)", name, r.OldKeyID, deadline, traffic)
+		f.Summary = fmt.Sprintf("%s still %s %s; %s (%s)", who, calls, r.OldKeyID, deadline, traffic)
 	}
 	f.Score = base + math.Log10(1+float64(c.Requests))
 	f.Evidence = ev
@@ -397,18 +506,19 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 		if err != nil {
 			return Readiness{}, err
 		}
-		rep.Remaining = d.remaining(r, now, u)
-		rep.Safe = len(rep.Remaining) == 0
+		remaining := d.remaining(r, now, u)
+		rep.Remaining, rep.Unlisted = listed(remaining, maxListedCallers)
+		rep.Safe = len(remaining) == 0
 		switch {
 		case r.Running() && rep.Safe:
 			rep.Reason = fmt.Sprintf("every caller of %s since the rotation started has moved to %s and not used %s for %s",
 				keyID, r.NewKeyID, keyID, time.Duration(d.cfg.QuietFor))
 		case r.Running():
-			rep.Reason = fmt.Sprintf("%s is still used by %s not yet on %s", keyID, callersPhrase(rep.Remaining, now), r.NewKeyID)
+			rep.Reason = fmt.Sprintf("%s is still used by %s not yet on %s", keyID, callersPhrase(remaining, now), r.NewKeyID)
 		case rep.Safe:
 			rep.Reason = fmt.Sprintf("%s was %s %s ago and no caller depends on it since", keyID, step(r), Span(now.Sub(r.Finished)))
 		default:
-			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), Span(now.Sub(r.Finished)), callersPhrase(rep.Remaining, now))
+			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), Span(now.Sub(r.Finished)), callersPhrase(remaining, now))
 		}
 		return rep, nil
 	}
@@ -422,13 +532,15 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 	if err != nil {
 		return Readiness{}, err
 	}
+	remaining := []Caller{}
 	for _, c := range u[keyID] {
 		if !c.LastSeen.Before(from) {
-			rep.Remaining = append(rep.Remaining, *c)
+			remaining = append(remaining, *c)
 		}
 	}
-	sortCallers(rep.Remaining)
-	if k == nil && len(rep.Remaining) == 0 {
+	sortCallers(remaining)
+	rep.Remaining, rep.Unlisted = listed(remaining, maxListedCallers)
+	if k == nil && len(remaining) == 0 {
 		var n uint64
 		if err := d.conn.QueryRow(ctx, selectKeyUsed, keyID).Scan(&n); err != nil {
 			return Readiness{}, fmt.Errorf("read key_usage: %w", err)
@@ -437,13 +549,33 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 			return Readiness{}, ErrUnknownKey
 		}
 	}
-	rep.Safe = len(rep.Remaining) == 0
+	rep.Safe = len(remaining) == 0
 	if rep.Safe {
 		rep.Reason = fmt.Sprintf("no rotation retires %s and nothing called it %s", keyID, within)
 	} else {
-		rep.Reason = fmt.Sprintf("no rotation started, and %s is used by %s %s", keyID, callersPhrase(rep.Remaining, now), within)
+		rep.Reason = fmt.Sprintf("no rotation started, and %s is used by %s %s", keyID, callersPhrase(remaining, now), within)
 	}
 	return rep, nil
+}
+
+// listed returns at most n of cs (sorted latest first), still latest first, and how many it left
+// out. Identified clients are kept before callers without a client, whose identities whoever
+// calls chooses: a key tried with thousands of user agents must not hide the client still on it.
+func listed(cs []Caller, n int) ([]Caller, int) {
+	if len(cs) <= n {
+		return cs, 0
+	}
+	keep := slices.Clone(cs)
+	anonymous := func(c Caller) int {
+		if c.ClientID == "" {
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(keep, func(a, b Caller) int { return cmp.Compare(anonymous(a), anonymous(b)) })
+	keep = keep[:n]
+	sortCallers(keep)
+	return keep, len(cs) - n
 }
 
 // callersPhrase names how many callers there are and the latest of cs (sorted latest first).

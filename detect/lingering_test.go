@@ -143,7 +143,9 @@ func TestLingeringStraggler(t *testing.T) {
 
 // TestLingeringNightlyJob: a job without a resolved client calls the old key once a night at
 // 02:00, since long before the rotation; it is found by its (IP, user agent). Another unresolved
-// caller that moved to the new key two days ago is not.
+// caller that moved to the new key two days ago is not. The finding is the rotation's one about
+// its callers without a client (see TestLingeringUnidentifiedCallers): its fingerprint is not the
+// job's IP and user agent, so it stays the same finding when another such caller shows up.
 func TestLingeringNightlyJob(t *testing.T) {
 	s := newScenario(t)
 	s.rotate("kid_old", "kid_new", "acme", now.Add(-72*time.Hour), now.Add(20*time.Hour))
@@ -158,8 +160,11 @@ func TestLingeringNightlyJob(t *testing.T) {
 	if f.ClientID != "" || f.Severity != Warning {
 		t.Errorf("finding client %q severity %s, want no client, warning", f.ClientID, f.Severity)
 	}
-	if want := Fingerprint("lingering", "kid_old", "203.0.113.50|nightly-export/3.2", "kid_old>kid_new"); f.Fingerprint != want {
-		t.Errorf("fingerprint %s, want %s (from ip|ua)", f.Fingerprint, want)
+	if want := Fingerprint("lingering", "kid_old", "(unidentified callers)", "kid_old>kid_new"); f.Fingerprint != want {
+		t.Errorf("fingerprint %s, want %s (the rotation's callers without a client)", f.Fingerprint, want)
+	}
+	if ev := f.Evidence.(LingeringEvidence); ev.Callers != 1 || ev.Addresses != 1 || ev.UserAgents != 1 {
+		t.Errorf("evidence counts %d callers, %d addresses, %d user agents; want 1 of each", ev.Callers, ev.Addresses, ev.UserAgents)
 	}
 	lastNight := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
 	sameCaller(t, "nightly caller", callerOf(t, f), Caller{

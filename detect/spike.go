@@ -171,6 +171,9 @@ type SpikeEvidence struct {
 	FailuresByKey     map[string]uint64 `json:"failures_by_key"`
 	TopRoutes         []SpikeCount      `json:"top_routes"`
 	Keyless           SpikeKeyless      `json:"keyless"`
+	// FoldedFindings is, in a finding the engine folded others into, how many it stands for
+	// (MaxFindingsPerKey, MaxFindingsPerRun); the rest of the evidence is the first one's.
+	FoldedFindings int `json:"folded_findings,omitempty"`
 }
 
 // SpikeWindow is one window after the step: [From, Until).

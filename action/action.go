@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"path"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -98,27 +97,18 @@ func ActionID(kind, keyID, decision string) string {
 // policy returns the first policy matching the detector and key, else the default mode.
 func (r *Revoker) policy(detector, keyID string) config.RevokePolicy {
 	for _, p := range r.cfg.Policies {
-		if glob(p.Detector, detector) && glob(p.Keys, keyID) {
+		if matchOrEmpty(p.Detector, detector) && matchOrEmpty(p.Keys, keyID) {
 			return p
 		}
 	}
 	return config.RevokePolicy{Mode: r.cfg.DefaultMode}
 }
 
-func glob(pattern, s string) bool {
-	if pattern == "" {
-		return true
-	}
-	ok, _ := path.Match(pattern, s)
-	return ok
-}
+// matchOrEmpty is a policy's optional glob: empty matches anything.
+func matchOrEmpty(pattern, s string) bool { return pattern == "" || glob.Match(pattern, s) }
 
-// anyGlob reports whether s matches one of patterns (path.Match globs).
-func anyGlob(patterns []string, s string) bool {
-	return slices.ContainsFunc(patterns, func(g string) bool { return glob(g, s) })
-}
-
-func (r *Revoker) protected(keyID string) bool { return anyGlob(r.cfg.ProtectedKeys, keyID) }
+// protected says whether keyID matches revoke.protected_keys (globs whose * crosses "/").
+func (r *Revoker) protected(keyID string) bool { return glob.Any(r.cfg.ProtectedKeys, keyID) }
 
 // midRotation says whether key is being rotated: it is retiring, or the new key of a running
 // rotation. The text names the rotation.

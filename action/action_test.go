@@ -357,6 +357,29 @@ func TestProtectedKeyNeverSent(t *testing.T) {
 	}
 }
 
+// Issue #14 (5): revoke.protected_keys globs cover key ids with "/": kid_root_* covers
+// kid_root_a/b, and projects/* a GCP key id. Neither is revoked, automatically or by hand.
+func TestProtectedGlobCoversSlashes(t *testing.T) {
+	e := newEnv(t, func(c *config.Revoke) { c.ProtectedKeys = []string{"kid_root_*", "projects/*"} })
+	for _, k := range []string{"kid_root_a/b", "projects/p/locations/global/keys/k"} {
+		e.lifecycle(t0.Add(-time.Hour), "key.created", k, "c1", "")
+		if st := e.consider(alert("leak", k, 1e9)); st == nil || st.Status != "skipped" || !strings.HasPrefix(st.Detail, GuardProtected) {
+			t.Errorf("Consider(%s): %+v, want skipped by protected", k, st)
+		}
+		if _, err := e.r.Manual(e.ctx, k, "incident 7", "cli"); !errors.Is(err, ErrProtected) {
+			t.Errorf("Manual(%s): %v, want ErrProtected", k, err)
+		}
+	}
+	e.clk.Add(time.Minute)
+	e.sendDue()
+	if got := e.rv.deliveries(); len(got) != 0 {
+		t.Errorf("protected keys revoked: %+v", got)
+	}
+	if n := e.count(`SELECT count() FROM action_audit WHERE guardrail = 'protected' AND event IN ('skipped', 'refused')`); n != 4 {
+		t.Errorf("%d refusals by protected audited, want 4", n)
+	}
+}
+
 // (d) max_per_hour N: N+1 firing alerts send N, the rest are skipped; the hour rolls.
 func TestHourlyCap(t *testing.T) {
 	e := newEnv(t, func(c *config.Revoke) { c.MaxPerHour = 2 })

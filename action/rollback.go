@@ -12,6 +12,7 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -127,7 +128,7 @@ func (r *Revoker) refuseLeaked(ctx context.Context, rec *record, leak string) (*
 func (r *Revoker) rollbackPolicy(rotationID, clientID string) config.RollbackPolicy {
 	p := config.RollbackPolicy{Mode: r.rollback.DefaultMode}
 	for _, q := range r.rollback.Policies {
-		if glob(q.Rotation, rotationID) && glob(q.Clients, clientID) {
+		if matchOrEmpty(q.Rotation, rotationID) && matchOrEmpty(q.Clients, clientID) {
 			p = q
 			break
 		}
@@ -142,7 +143,7 @@ func (r *Revoker) rollbackPolicy(rotationID, clientID string) config.RollbackPol
 }
 
 func (r *Revoker) critical(clientID string) bool {
-	return anyGlob(r.rollback.CriticalClients, clientID)
+	return glob.Any(r.rollback.CriticalClients, clientID)
 }
 
 // considerRollback decides the rollback of a firing spike alert that follows a retire or revoke

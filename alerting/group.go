@@ -6,12 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"path"
 	"slices"
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/internal/schema"
 )
 
@@ -149,10 +149,10 @@ func route(s config.Slack, g Group) []string {
 		if len(r.Severity) > 0 && !slices.Contains(r.Severity, sev) {
 			continue
 		}
-		if len(r.Detector) > 0 && !slices.ContainsFunc(g.Alerts, func(a Alert) bool { return anyGlob(r.Detector, a.Detector) }) {
+		if len(r.Detector) > 0 && !slices.ContainsFunc(g.Alerts, func(a Alert) bool { return glob.Any(r.Detector, a.Detector) }) {
 			continue
 		}
-		if len(r.Client) > 0 && !anyGlob(r.Client, g.ClientID) {
+		if len(r.Client) > 0 && !glob.Any(r.Client, g.ClientID) {
 			continue
 		}
 		if !slices.Contains(out, r.Channel) {
@@ -166,15 +166,6 @@ func route(s config.Slack, g Group) []string {
 		out = append(out, s.DefaultChannel)
 	}
 	return out
-}
-
-func anyGlob(globs []string, v string) bool {
-	for _, g := range globs {
-		if ok, _ := path.Match(g, v); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // due says whether a group's channel is to be notified now, and whether as a reminder.

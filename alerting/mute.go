@@ -1,10 +1,10 @@
 package alerting
 
 import (
-	"path"
 	"slices"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/glob"
 )
 
 // labels are what matchers select alerts by (config.MatcherLabels).
@@ -15,10 +15,10 @@ func labels(a Alert) map[string]string {
 	}
 }
 
-// matches reports whether every label of m matches its glob.
+// matches reports whether every label of m matches its glob (package glob: * crosses "/").
 func matches(m config.Matcher, l map[string]string) bool {
-	for label, glob := range m {
-		if ok, err := path.Match(glob, l[label]); err != nil || !ok {
+	for label, pattern := range m {
+		if !glob.Match(pattern, l[label]) {
 			return false
 		}
 	}

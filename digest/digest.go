@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path"
 	"slices"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/notify"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -204,10 +204,10 @@ func (d *Digest) channels(client string) []string {
 		if len(r.Client) == 0 || r.Channel == "" {
 			continue
 		}
-		if len(r.Detector) > 0 && !anyGlob(r.Detector, "lingering") {
+		if len(r.Detector) > 0 && !glob.Any(r.Detector, "lingering") {
 			continue
 		}
-		if !anyGlob(r.Client, client) {
+		if !glob.Any(r.Client, client) {
 			continue
 		}
 		if !slices.Contains(out, r.Channel) {
@@ -229,15 +229,6 @@ func (d *Digest) anyChannel() bool {
 
 func (d *Digest) defaultChannel() string {
 	return cmp.Or(d.cfg.Channel, d.slack.DefaultChannel)
-}
-
-func anyGlob(globs []string, v string) bool {
-	for _, g := range globs {
-		if ok, _ := path.Match(g, v); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // byChannel splits rep into one report per channel, in channel order of first appearance.

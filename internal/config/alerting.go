@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path"
 	"strings"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/glob"
 )
 
 // Alerting turns findings into alerts: pending for alerting.for, firing, resolved after
@@ -24,7 +25,8 @@ type Alerting struct {
 }
 
 // Matcher selects alerts by label: detector, severity, key_id, client_id, rotation_id. Each value
-// is a glob (path.Match syntax); every label given must match.
+// is a glob (package glob: * matches any run of characters, "/" included, ? one character, \
+// escapes; no [...] classes); every label given must match.
 type Matcher map[string]string
 
 // InhibitRule mutes target alerts while a source alert fires, when the labels in Equal agree.
@@ -197,12 +199,12 @@ func (s Silence) Validate(prefix string) []error {
 
 func (m Matcher) validate(p string) []error {
 	var errs []error
-	for l, glob := range m {
+	for l, pattern := range m {
 		if !contains(MatcherLabels, l) {
 			errs = append(errs, fmt.Errorf("%s.%s: no such label (want %s)", p, l, strings.Join(MatcherLabels, ", ")))
 		}
-		if _, err := path.Match(glob, ""); err != nil {
-			errs = append(errs, fmt.Errorf("%s.%s: %q: %v", p, l, glob, err))
+		if err := glob.Valid(pattern); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %v", p, l, err))
 		}
 	}
 	return errs
@@ -226,9 +228,14 @@ func (s Slack) validate() []error {
 				bad(p+".severity", "%q: want info, warning or critical", sev)
 			}
 		}
-		for _, g := range append(append([]string{}, r.Client...), r.Detector...) {
-			if _, err := path.Match(g, ""); err != nil {
-				bad(p, "%q: %v", g, err)
+		for j, g := range r.Client {
+			if err := glob.Valid(g); err != nil {
+				bad(fmt.Sprintf("%s.client[%d]", p, j), "%v", err)
+			}
+		}
+		for j, g := range r.Detector {
+			if err := glob.Valid(g); err != nil {
+				bad(fmt.Sprintf("%s.detector[%d]", p, j), "%v", err)
 			}
 		}
 	}
@@ -272,15 +279,16 @@ func (r Revoke) validate() []error {
 		if !contains(RevokeModes, p.Mode) {
 			bad(fmt.Sprintf("revoke.policies[%d].mode", i), "%q: want one of %s", p.Mode, strings.Join(RevokeModes, ", "))
 		}
-		for _, g := range []string{p.Detector, p.Keys} {
-			if _, err := path.Match(g, ""); err != nil {
-				bad(fmt.Sprintf("revoke.policies[%d]", i), "%q: %v", g, err)
-			}
+		if err := glob.Valid(p.Detector); err != nil {
+			bad(fmt.Sprintf("revoke.policies[%d].detector", i), "%v", err)
+		}
+		if err := glob.Valid(p.Keys); err != nil {
+			bad(fmt.Sprintf("revoke.policies[%d].keys", i), "%v", err)
 		}
 	}
 	for i, g := range r.ProtectedKeys {
-		if _, err := path.Match(g, ""); err != nil {
-			bad(fmt.Sprintf("revoke.protected_keys[%d]", i), "%q: %v", g, err)
+		if err := glob.Valid(g); err != nil {
+			bad(fmt.Sprintf("revoke.protected_keys[%d]", i), "%v", err)
 		}
 	}
 	if r.MaxPerHour < 0 {

@@ -2,9 +2,10 @@ package config
 
 import (
 	"fmt"
-	"path"
 	"strings"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/glob"
 )
 
 // Rollback offers a graceful rollback when a failure spike follows a retire or revoke step: the
@@ -59,16 +60,16 @@ func (r Rollback) validate() []error {
 		if p.Action != "" && !contains(RollbackActions, p.Action) {
 			bad(fmt.Sprintf("rollback.policies[%d].action", i), "%q: want one of %s (or empty)", p.Action, strings.Join(RollbackActions, ", "))
 		}
-		if _, err := path.Match(p.Rotation, ""); err != nil {
-			bad(fmt.Sprintf("rollback.policies[%d].rotation", i), "%q: %v", p.Rotation, err)
+		if err := glob.Valid(p.Rotation); err != nil {
+			bad(fmt.Sprintf("rollback.policies[%d].rotation", i), "%v", err)
 		}
-		if _, err := path.Match(p.Clients, ""); err != nil {
-			bad(fmt.Sprintf("rollback.policies[%d].clients", i), "%q: %v", p.Clients, err)
+		if err := glob.Valid(p.Clients); err != nil {
+			bad(fmt.Sprintf("rollback.policies[%d].clients", i), "%v", err)
 		}
 	}
 	for i, g := range r.CriticalClients {
-		if _, err := path.Match(g, ""); err != nil {
-			bad(fmt.Sprintf("rollback.critical_clients[%d]", i), "%q: %v", g, err)
+		if err := glob.Valid(g); err != nil {
+			bad(fmt.Sprintf("rollback.critical_clients[%d]", i), "%v", err)
 		}
 	}
 	if r.ExtendBy < Duration(time.Minute) {

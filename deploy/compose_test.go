@@ -111,7 +111,8 @@ func TestComposeStack(t *testing.T) {
 			"CLICKHOUSE_HOST": "abc123.eu-west-1.aws.clickhouse.cloud", "CLICKHOUSE_PORT": "9440",
 			"CLICKHOUSE_PASSWORD": "cloud-secret", "CLICKHOUSE_SECURE": "true",
 			"CLICKHOUSE_CA_FILE": ca.CertFile, "CLICKHOUSE_TLS_WITH_CA_CERT": "true",
-			"KEYWATCH_HTTP_TOKEN": "api-token", "GF_ADMIN_PASSWORD": "grafana-secret", "KEYWATCH_VERSION": "v1.2.3",
+			"KEYWATCH_HTTP_TOKEN": "api-token-0123456789abcdef0123456789", "KEYWATCH_HTTP_WRITE_TOKEN": "write-token-0123456789abcdef0123456789",
+			"KEYWATCH_HTTP_READ_TOKEN": "read-token-0123456789abcdef0123456789", "GF_ADMIN_PASSWORD": "grafana-secret", "KEYWATCH_VERSION": "v1.2.3",
 		},
 			chHost: "abc123.eu-west-1.aws.clickhouse.cloud", chPort: 9440, chPassword: "cloud-secret", secure: true, caFile: ca.CertFile},
 	} {
@@ -133,8 +134,14 @@ func TestComposeStack(t *testing.T) {
 			} else if cfg.ClickHouse.TLS.CAFile != tc.caFile { // read through keywatch's mounts
 				t.Errorf("keywatch clickhouse.tls.ca_file is %q on this host, want %s", cfg.ClickHouse.TLS.CAFile, tc.caFile)
 			}
-			if tok := tc.env["KEYWATCH_HTTP_TOKEN"]; cfg.HTTP.Token != tok {
-				t.Errorf("keywatch http.token %q, want %q", cfg.HTTP.Token, tok)
+			for name, got := range map[string]string{
+				"KEYWATCH_HTTP_TOKEN": cfg.HTTP.Token, "KEYWATCH_HTTP_WRITE_TOKEN": cfg.HTTP.WriteToken, "KEYWATCH_HTTP_READ_TOKEN": cfg.HTTP.ReadToken,
+			} {
+				if tok := tc.env[name]; got != tok {
+					t.Errorf("keywatch %s gives %q, want %q", name, got, tok)
+				} else if tok != "" && len(tok) < config.MinSecretLength {
+					t.Errorf("the test's %s is shorter than %d characters", name, config.MinSecretLength)
+				}
 			}
 			if v, want := kw.Build.Args["VERSION"], cmp.Or(tc.env["KEYWATCH_VERSION"], "compose"); v == nil || *v != want {
 				t.Errorf("keywatch build arg VERSION = %v, want %s", v, want)
@@ -236,11 +243,49 @@ func checkComposeKeywatch(t *testing.T, p *types.Project) config.Config {
 	if cfg.Fingerprint.Key != testFingerprintKey || len(cfg.Kafka.Brokers) != 1 || cfg.Kafka.Brokers[0] != "kafka:9092" {
 		t.Errorf("compose config: fingerprint set %v, brokers %v", cfg.Fingerprint.Key != "", cfg.Kafka.Brokers)
 	}
-	if cfg.HTTP.Listen != ":8466" {
-		t.Errorf("http.listen = %q, want :8466", cfg.HTTP.Listen)
+	if cfg.HTTP.Listen != ":8466" || cfg.HTTP.AdminListen != ":8467" {
+		t.Errorf("http.listen = %q, http.admin_listen = %q; want :8466 and :8467", cfg.HTTP.Listen, cfg.HTTP.AdminListen)
 	}
-	if !slices.ContainsFunc(kw.Ports, func(pc types.ServicePortConfig) bool { return pc.Target == 8466 && pc.Published == "8466" }) {
-		t.Errorf("keywatch ports %+v: 8466 is not published", kw.Ports)
+	// The public listener is published on every interface of the host; the admin listener
+	// (/metrics, /readyz's errors) on its loopback only.
+	for _, l := range []struct {
+		setting, addr string
+		hostIPs       []string
+	}{
+		{"http.listen", cfg.HTTP.Listen, []string{"", "0.0.0.0"}},
+		{"http.admin_listen", cfg.HTTP.AdminListen, []string{"127.0.0.1"}},
+	} {
+		_, port, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			t.Errorf("%s %q: %v", l.setting, l.addr, err)
+			continue
+		}
+		var published []types.ServicePortConfig
+		for _, pc := range kw.Ports {
+			if strconv.Itoa(int(pc.Target)) == port {
+				published = append(published, pc)
+			}
+		}
+		if len(published) != 1 || published[0].Published != port || !slices.Contains(l.hostIPs, published[0].HostIP) {
+			t.Errorf("keywatch publishes %s's port %s as %+v, want once, as %s, on host IP %q", l.setting, port, published, port, l.hostIPs)
+		}
+	}
+	if len(kw.Ports) != 2 {
+		t.Errorf("keywatch ports %+v: want the public and the admin listener's only", kw.Ports)
+	}
+	// A healthcheck, should the image ever gain a client, asks the admin listener.
+	if hc := kw.HealthCheck; hc != nil && !hc.Disable && (!strings.Contains(strings.Join(hc.Test, " "), ":8467") || strings.Contains(strings.Join(hc.Test, " "), ":8466")) {
+		t.Errorf("keywatch healthcheck %v: want the admin listener, :8467", hc.Test)
+	}
+	// The URLs the header lists for /metrics, /healthz and /readyz are the admin listener's.
+	urls := regexp.MustCompile(`localhost:(\d+)/(metrics|healthz|readyz)`).FindAllStringSubmatch(string(read(t, "docker-compose.yaml")), -1)
+	if len(urls) == 0 {
+		t.Error("docker-compose.yaml names no URL of /metrics, /healthz or /readyz")
+	}
+	for _, m := range urls {
+		if m[1] != "8467" {
+			t.Errorf("docker-compose.yaml names %s: /%s is on the admin listener, port 8467", m[0], m[2])
+		}
 	}
 	return cfg
 }

@@ -185,7 +185,7 @@ func TestSystemdUnitAndExamples(t *testing.T) {
 	cfg := loadConfig(t, string(read(t, "systemd/keywatch.yaml")), []string{
 		"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey, "KEYWATCH_CLICKHOUSE_PASSWORD=secret",
 	})
-	if cfg.HTTP.Listen != ":8466" {
-		t.Errorf("systemd example: http.listen = %q", cfg.HTTP.Listen)
+	if cfg.HTTP.Listen != ":8466" || cfg.HTTP.AdminListen != "127.0.0.1:8467" {
+		t.Errorf("systemd example: http.listen = %q, http.admin_listen = %q; want :8466 and 127.0.0.1:8467", cfg.HTTP.Listen, cfg.HTTP.AdminListen)
 	}
 }

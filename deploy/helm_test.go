@@ -205,7 +205,8 @@ func (c chart) named(l []any, n string) any {
 
 // expect is what a rendering must show for its values.
 type expect struct {
-	port           int
+	port           int // the http port (config.http.listen)
+	adminPort      int // the admin port (config.http.admin_listen); 0: none
 	scheme         string
 	serviceAccount string
 	saAnnotations  map[string]string
@@ -225,7 +226,7 @@ func TestHelmLint(t *testing.T) {
 
 func TestHelmChartDefaults(t *testing.T) {
 	c := helmTemplate(t)
-	checkChart(t, c, expect{port: 8466, scheme: "HTTP", serviceAccount: "test-keywatch", podScrape: true})
+	checkChart(t, c, expect{port: 8466, adminPort: 8467, scheme: "HTTP", serviceAccount: "test-keywatch", podScrape: true})
 
 	// Replicas spread softly over zones, then nodes, each constraint selecting this release's pods.
 	tsc, _ := dig(c.pod(), "spec", "topologySpreadConstraints").([]any)
@@ -240,10 +241,37 @@ func TestHelmChartDefaults(t *testing.T) {
 		t.Errorf("topology spread over %v", keys)
 	}
 
-	// The ConfigMap's keywatch.yaml is a valid configuration given the required secret.
+	// The ConfigMap's keywatch.yaml is a valid configuration given the required secret, and
+	// with the three HTTP tokens the chart's Secrets may add.
 	cfg := loadConfig(t, c.configYAML(), []string{"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey})
-	if cfg.HTTP.Listen != ":8466" || cfg.Kafka.Brokers[0] != "kafka:9092" || cfg.Kafka.TLS.Enabled || cfg.ClickHouse.Secure {
-		t.Errorf("chart config: listen %q, brokers %v, kafka TLS %v, clickhouse secure %v", cfg.HTTP.Listen, cfg.Kafka.Brokers, cfg.Kafka.TLS.Enabled, cfg.ClickHouse.Secure)
+	if cfg.HTTP.Listen != ":8466" || cfg.HTTP.AdminListen != ":8467" || cfg.Kafka.Brokers[0] != "kafka:9092" || cfg.Kafka.TLS.Enabled || cfg.ClickHouse.Secure {
+		t.Errorf("chart config: listen %q, admin_listen %q, brokers %v, kafka TLS %v, clickhouse secure %v",
+			cfg.HTTP.Listen, cfg.HTTP.AdminListen, cfg.Kafka.Brokers, cfg.Kafka.TLS.Enabled, cfg.ClickHouse.Secure)
+	}
+	tokens := map[string]string{
+		"KEYWATCH_HTTP_TOKEN":       "admin-token-0123456789abcdef0123456789",
+		"KEYWATCH_HTTP_WRITE_TOKEN": "write-token-0123456789abcdef0123456789",
+		"KEYWATCH_HTTP_READ_TOKEN":  "read-token-0123456789abcdef0123456789",
+	}
+	env := []string{"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey}
+	for name, tok := range tokens {
+		if len(tok) < config.MinSecretLength {
+			t.Fatalf("%s: the test's token is shorter than %d", name, config.MinSecretLength)
+		}
+		env = append(env, name+"="+tok)
+	}
+	cfg = loadConfig(t, c.configYAML(), env)
+	if cfg.HTTP.Token != tokens["KEYWATCH_HTTP_TOKEN"] || cfg.HTTP.WriteToken != tokens["KEYWATCH_HTTP_WRITE_TOKEN"] || cfg.HTTP.ReadToken != tokens["KEYWATCH_HTTP_READ_TOKEN"] {
+		t.Errorf("chart config with the tokens: admin %q, write %q, read %q", cfg.HTTP.Token, cfg.HTTP.WriteToken, cfg.HTTP.ReadToken)
+	}
+	for name, want := range map[string]string{
+		"KEYWATCH_HTTP_TOKEN":       "map[key:token name:keywatch-http optional:true]",
+		"KEYWATCH_HTTP_WRITE_TOKEN": "map[key:write-token name:keywatch-http optional:true]",
+		"KEYWATCH_HTTP_READ_TOKEN":  "map[key:read-token name:keywatch-http optional:true]",
+	} {
+		if ref := dig(c.named(c.env(), name), "valueFrom", "secretKeyRef"); fmt.Sprint(ref) != want {
+			t.Errorf("%s from %v, want %s", name, ref, want)
+		}
 	}
 	if len(c.volumeMounts()) != 2 || len(c.volumes()) != 2 {
 		t.Errorf("default pod: mounts %v, volumes %v; want config and tmp only", c.volumeMounts(), c.volumes())
@@ -254,7 +282,7 @@ func TestHelmChartDefaults(t *testing.T) {
 // an IAM role on the ServiceAccount, certificate files from extra volumes.
 func TestHelmChartTLS(t *testing.T) {
 	c := helmTemplate(t, "-f", "testdata/values-tls.yaml")
-	checkChart(t, c, expect{port: 9443, scheme: "HTTPS", serviceAccount: "keywatch-msk",
+	checkChart(t, c, expect{port: 9443, adminPort: 9444, scheme: "HTTPS", serviceAccount: "keywatch-msk",
 		saAnnotations: map[string]string{"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/keywatch"}})
 
 	// A constraint with its own labelSelector is kept as given.
@@ -325,9 +353,30 @@ func TestHelmChartTLS(t *testing.T) {
 	}
 	cfg := loadConfig(t, raw, []string{"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey, "KEYWATCH_KAFKA_SASL_PASSWORD=scram-secret"})
 	if !cfg.Kafka.TLS.Enabled || cfg.Kafka.SASL.Mechanism != config.SASLScramSHA512 || cfg.Kafka.SASL.Password != "scram-secret" ||
-		!cfg.ClickHouse.Secure || !cfg.HTTP.TLS.Enabled() || cfg.HTTP.Listen != "0.0.0.0:9443" {
-		t.Errorf("chart config: kafka TLS %v SASL %q (password set %v), clickhouse secure %v, HTTPS %v on %q",
-			cfg.Kafka.TLS.Enabled, cfg.Kafka.SASL.Mechanism, cfg.Kafka.SASL.Password != "", cfg.ClickHouse.Secure, cfg.HTTP.TLS.Enabled(), cfg.HTTP.Listen)
+		!cfg.ClickHouse.Secure || !cfg.HTTP.TLS.Enabled() || cfg.HTTP.Listen != "0.0.0.0:9443" || cfg.HTTP.AdminListen != "0.0.0.0:9444" {
+		t.Errorf("chart config: kafka TLS %v SASL %q (password set %v), clickhouse secure %v, HTTPS %v on %q and %q",
+			cfg.Kafka.TLS.Enabled, cfg.Kafka.SASL.Mechanism, cfg.Kafka.SASL.Password != "", cfg.ClickHouse.Secure, cfg.HTTP.TLS.Enabled(), cfg.HTTP.Listen, cfg.HTTP.AdminListen)
+	}
+}
+
+// TestHelmChartWithoutAdminListener renders an empty or unset config.http.admin_listen: keywatch
+// then serves /metrics, /healthz and /readyz on http.listen, so the pod has the http port alone
+// and the probes and the scrape annotations use it.
+func TestHelmChartWithoutAdminListener(t *testing.T) {
+	for _, args := range [][]string{
+		{"--set-string", "config.http.admin_listen="},
+		{"--set", "config.http.admin_listen=null"}, // unset: keywatch's default, empty
+		{"--set-string", "config.http.admin_listen=", "--set", "scrapeAnnotations.pod=false", "--set", "scrapeAnnotations.service=true"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			c := helmTemplate(t, args...)
+			podScrape := !slices.Contains(args, "scrapeAnnotations.service=true")
+			checkChart(t, c, expect{port: 8466, scheme: "HTTP", serviceAccount: "test-keywatch", podScrape: podScrape})
+			cfg := loadConfig(t, c.configYAML(), []string{"KEYWATCH_FINGERPRINT_KEY=" + testFingerprintKey})
+			if cfg.HTTP.Listen != ":8466" || cfg.HTTP.AdminListen != "" {
+				t.Errorf("chart config: listen %q, admin_listen %q; want :8466 and none", cfg.HTTP.Listen, cfg.HTTP.AdminListen)
+			}
+		})
 	}
 }
 
@@ -354,8 +403,18 @@ func TestHelmChartRefuses(t *testing.T) {
 		want string
 	}{
 		{[]string{"--set", "config.http.listen="}, "config.http.listen"},
-		{[]string{"--set", "config.http.listen=localhost"}, "want host:port"},
-		{[]string{"--set", "config.http.listen=:http"}, "must be a number"},
+		{[]string{"--set", "config.http.listen=localhost"}, `config.http.listen "localhost": want host:port`},
+		{[]string{"--set", "config.http.listen=:http"}, `config.http.listen ":http": the port must be a number`},
+		{[]string{"--set", "config.http.listen=:0"}, `config.http.listen ":0": the port must be 1 to 65535`},
+		{[]string{"--set", "config.http.listen=127.0.0.1:8466"}, `config.http.listen "127.0.0.1:8466": a loopback address`},
+		// The admin listener: the same checks, naming its setting, and a port of its own.
+		{[]string{"--set", "config.http.admin_listen=localhost"}, `config.http.admin_listen "localhost": want host:port`},
+		{[]string{"--set", "config.http.admin_listen=:metrics"}, `config.http.admin_listen ":metrics": the port must be a number`},
+		{[]string{"--set", "config.http.admin_listen=:70000"}, `config.http.admin_listen ":70000": the port must be 1 to 65535`},
+		{[]string{"--set", "config.http.admin_listen=127.0.0.1:8467"}, `config.http.admin_listen "127.0.0.1:8467": a loopback address`},
+		{[]string{"--set", "config.http.admin_listen=[::1]:8467"}, `config.http.admin_listen "[::1]:8467": a loopback address`},
+		{[]string{"--set", "config.http.admin_listen=0.0.0.0:8466"}, `config.http.admin_listen "0.0.0.0:8466": port 8466 is config.http.listen's too`},
+		{[]string{"--set", "config.http.listen=:9000", "--set", "config.http.admin_listen=:9000"}, `config.http.admin_listen ":9000": port 9000 is config.http.listen's too`},
 		{[]string{"--set-json", `extraVolumeMounts=[{"name":"ca","mountPath":"/etc/keywatch/tls"}]`}, "inside /etc/keywatch"},
 	} {
 		out, err := runHelm(t, append([]string{"template", "test", chartDir}, tc.args...)...)
@@ -366,8 +425,12 @@ func TestHelmChartRefuses(t *testing.T) {
 	// Listening on every address or one, IPv4 or IPv6, the port is the same.
 	for _, listen := range []string{"0.0.0.0:9000", "[::]:9000", "10.0.0.1:9000"} {
 		c := helmTemplate(t, "--set-string", "config.http.listen="+listen)
-		if got := dig(c.container(), "ports", 0, "containerPort"); fmt.Sprint(got) != "9000" {
+		if got := dig(c.named(dig(c.container(), "ports").([]any), "http"), "containerPort"); fmt.Sprint(got) != "9000" {
 			t.Errorf("listen %s: containerPort %v", listen, got)
+		}
+		c = helmTemplate(t, "--set-string", "config.http.admin_listen="+listen)
+		if got := dig(c.named(dig(c.container(), "ports").([]any), "admin"), "containerPort"); fmt.Sprint(got) != "9000" {
+			t.Errorf("admin_listen %s: containerPort %v", listen, got)
 		}
 	}
 }
@@ -425,27 +488,46 @@ func checkChart(t *testing.T, c chart, want expect) {
 		}
 	}
 
-	// One port, from config.http.listen, which the Service targets, the probes use and
-	// Prometheus scrapes, over HTTPS when http.tls is set.
-	port := c.named(dig(ctr, "ports").([]any), "http")
-	if fmt.Sprint(dig(port, "containerPort")) != strconv.Itoa(want.port) {
-		t.Errorf("containerPort %v, want %d", dig(port, "containerPort"), want.port)
+	// The http port, from config.http.listen, is the Service's one target: the public listener.
+	// The admin port, from config.http.admin_listen, is what the probes use and Prometheus
+	// scrapes; without an admin listener the http port serves those too. HTTPS on both when
+	// http.tls is set.
+	ports, _ := dig(ctr, "ports").([]any)
+	wantPorts := map[string]int{"http": want.port}
+	probePort, scrapePort := "http", want.port
+	if want.adminPort != 0 {
+		wantPorts["admin"] = want.adminPort
+		probePort, scrapePort = "admin", want.adminPort
 	}
-	svcPort := dig(c.byKind["Service"], "spec", "ports", 0)
-	if tp := dig(svcPort, "targetPort"); tp != "http" && fmt.Sprint(tp) != strconv.Itoa(want.port) {
-		t.Errorf("the Service targets %v, want the container's http port %d", tp, want.port)
+	if len(ports) != len(wantPorts) {
+		t.Errorf("container ports %v, want %v", ports, wantPorts)
+	}
+	for name, n := range wantPorts {
+		port := c.named(ports, name)
+		if fmt.Sprint(dig(port, "containerPort")) != strconv.Itoa(n) || dig(port, "protocol") != "TCP" {
+			t.Errorf("container port %s: %v, want %d/TCP", name, port, n)
+		}
+	}
+	svcPorts, _ := dig(c.byKind["Service"], "spec", "ports").([]any)
+	if len(svcPorts) != 1 {
+		t.Errorf("the Service has ports %v, want the http port alone", svcPorts)
+	}
+	for _, sp := range svcPorts {
+		if tp := dig(sp, "targetPort"); tp != "http" && fmt.Sprint(tp) != strconv.Itoa(want.port) {
+			t.Errorf("the Service targets %v, want the container's http port %d, never the admin port", tp, want.port)
+		}
 	}
 	for probe, path := range map[string]string{"startup": "/healthz", "liveness": "/healthz", "readiness": "/readyz"} {
 		get := dig(c.probe(probe), "httpGet")
-		if dig(get, "path") != path || dig(get, "port") != "http" || dig(get, "scheme") != want.scheme {
-			t.Errorf("%s probe %v, want GET %s on port http, scheme %s", probe, get, path, want.scheme)
+		if dig(get, "path") != path || dig(get, "port") != probePort || dig(get, "scheme") != want.scheme {
+			t.Errorf("%s probe %v, want GET %s on port %s, scheme %s", probe, get, path, probePort, want.scheme)
 		}
 	}
 	if p, f := dig(c.probe("startup"), "periodSeconds"), dig(c.probe("startup"), "failureThreshold"); fmt.Sprint(p) != "5" || fmt.Sprint(f) != "60" {
 		t.Errorf("startup probe: every %vs, %v failures: want 5 minutes' grace", p, f)
 	}
 	scrape := map[string]any{
-		"prometheus.io/scrape": "true", "prometheus.io/port": strconv.Itoa(want.port), "prometheus.io/path": "/metrics",
+		"prometheus.io/scrape": "true", "prometheus.io/port": strconv.Itoa(scrapePort), "prometheus.io/path": "/metrics",
 	}
 	if want.scheme == "HTTPS" {
 		scrape["prometheus.io/scheme"] = "https"

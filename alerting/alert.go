@@ -43,7 +43,8 @@ type Alert struct {
 	LastSeen    time.Time `json:"last_seen"`
 
 	// Silenced names the silence that mutes the alert; Inhibited the fingerprint of the alert
-	// that mutes it. A muted alert keeps its state but is not notified.
+	// that mutes it. A muted alert keeps its state but is not notified. A silenced alert is still
+	// given to the Actor; an inhibited one is not.
 	Silenced  string `json:"silenced,omitempty"`
 	Inhibited string `json:"inhibited,omitempty"`
 

@@ -13,7 +13,9 @@
 // Muting: silences (the file's and those of /v1/silences) and the alerting.inhibit rules mute
 // alerts; so does one built-in rule: a firing key-wide alert (no client, no rotation) mutes the
 // alerts of its key that name a client and are not more severe than it. A muted alert keeps its
-// state; it is shown in its group's notification but neither starts one nor is acted on.
+// state; it is shown in its group's notification but does not start one. An inhibited alert is not
+// acted on; a silenced one is: silences mute notifications, the revoke policies decide revokes.
+// Silences last at most alerting.silence_max_duration and must select something (not only *).
 //
 // Notifications follow Alertmanager's timers per group and channel: group_wait before a group's
 // first notification, group_interval between changes, repeat_interval between reminders, and one

@@ -207,8 +207,12 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 		for fp, a := range next {
 			before[fp] = *a
 		}
+		// A silence mutes notifications only: the revoke policies and guardrails decide about a
+		// silenced alert as about any other (revoke.protected_keys keeps a key from being revoked).
+		// Silences may be made with a token that cannot revoke, and are often broad or forgotten:
+		// they must not turn the emergency revoke off. An inhibited alert is not acted on.
 		for _, a := range sortedAlerts(next) {
-			if a.State != Firing || a.Silenced != "" || a.Inhibited != "" {
+			if a.State != Firing || a.Inhibited != "" {
 				continue
 			}
 			st, err := e.actor.Consider(ctx, a.Alert)

@@ -22,6 +22,8 @@ import (
 	"github.com/keywatch/keywatch/internal/schema"
 )
 
+// Times are bound as Unix milliseconds and read with fromUnixTimestamp64Milli (see package schema):
+// a time.Time argument would be written as whole seconds, and saturate in 2106.
 const (
 	selectSilences = `SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at, version
 FROM silences FINAL
@@ -29,7 +31,9 @@ WHERE ends_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 	selectSilence = `SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at, version
 FROM silences FINAL
 WHERE id = ?`
-	insertSilence = `INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, created_at, expired_by, updated_at, version)`
+	insertSilence = `INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment, created_at, expired_by, updated_at, version)
+VALUES (?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?,
+        fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?)`
 )
 
 // silence mutes the alerts its matchers select between StartsAt and EndsAt. It is what
@@ -150,8 +154,8 @@ func (st *silenceStore) get(ctx context.Context, id string) (*silence, error) {
 func (st *silenceStore) write(ctx context.Context, s silence, expiredBy string, now time.Time) error {
 	matchers, _ := json.Marshal(s.Matchers)
 	err := schema.Retry(ctx, time.Minute, func(ctx context.Context) error {
-		return st.conn.Exec(ctx, insertSilence+" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", s.ID, string(matchers), s.StartsAt, s.EndsAt,
-			s.CreatedBy, s.Comment, s.CreatedAt, expiredBy, now, s.version)
+		return st.conn.Exec(ctx, insertSilence, s.ID, string(matchers), s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli(),
+			s.CreatedBy, s.Comment, s.CreatedAt.UnixMilli(), expiredBy, now.UnixMilli(), s.version)
 	})
 	if err != nil {
 		return fmt.Errorf("alerting: store silence %s: %w", s.ID, err)
@@ -162,12 +166,14 @@ func (st *silenceStore) write(ctx context.Context, s silence, expiredBy string, 
 // SilenceAPI serves GET /v1/silences (the active and pending silences, the file's included),
 // POST /v1/silences (JSON {matchers, starts_at?, ends_at | duration, created_by, comment}; 201 with
 // the silence) and DELETE /v1/silences/{id} (expires it now; ?expired_by=NAME is recorded).
-// Mount it behind the bearer check.
+// Times are kept to the millisecond. A silence lasting longer than alerting.silence_max_duration,
+// or whose matchers are all *, is refused. Mount it behind the bearer check.
 type SilenceAPI struct {
-	store *silenceStore
-	log   *slog.Logger
-	now   func() time.Time
-	mux   *http.ServeMux
+	store       *silenceStore
+	maxDuration config.Duration
+	log         *slog.Logger
+	now         func() time.Time
+	mux         *http.ServeMux
 }
 
 // NewSilenceAPI returns the silences API over conn (a migrated database); cfg.Silences are listed
@@ -176,7 +182,14 @@ func NewSilenceAPI(conn driver.Conn, cfg config.Alerting, log *slog.Logger) *Sil
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &SilenceAPI{store: newSilenceStore(conn, cfg.Silences), log: log.With("component", "alerting"), now: time.Now, mux: http.NewServeMux()}
+	maxDuration := cfg.SilenceMaxDuration
+	if maxDuration <= 0 {
+		maxDuration = config.DefaultSilenceMaxDuration
+	}
+	a := &SilenceAPI{
+		store: newSilenceStore(conn, cfg.Silences), maxDuration: maxDuration, log: log.With("component", "alerting"),
+		now: time.Now, mux: http.NewServeMux(),
+	}
 	a.mux.HandleFunc("GET /v1/silences", a.list)
 	a.mux.HandleFunc("POST /v1/silences", a.create)
 	a.mux.HandleFunc("DELETE /v1/silences/{id}", a.expire)
@@ -218,7 +231,7 @@ func (a *SilenceAPI) create(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "body: want a JSON silence {matchers, starts_at, ends_at or duration, created_by, comment}: "+err.Error())
 		return
 	}
-	s, errs := in.silence(now)
+	s, errs := in.silence(now, a.maxDuration)
 	if len(errs) > 0 {
 		msgs := make([]string, len(errs))
 		for i, err := range errs {
@@ -238,8 +251,9 @@ func (a *SilenceAPI) create(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusCreated, s.withStatus(now))
 }
 
-// silence checks the request by the rules the file's silences follow, and that it ends later.
-func (in silenceRequest) silence(now time.Time) (silence, []error) {
+// silence checks the request by the rules the file's silences follow, that it ends later and that it
+// lasts at most maxDuration. Its times are kept to the millisecond, as stored.
+func (in silenceRequest) silence(now time.Time, maxDuration config.Duration) (silence, []error) {
 	var errs []error
 	s := silence{Matchers: in.Matchers, StartsAt: now, CreatedBy: strings.TrimSpace(in.CreatedBy), Comment: strings.TrimSpace(in.Comment)}
 	if in.StartsAt != "" {
@@ -247,7 +261,7 @@ func (in silenceRequest) silence(now time.Time) (silence, []error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("starts_at: %q: want an RFC 3339 time", in.StartsAt))
 		}
-		s.StartsAt = t.UTC()
+		s.StartsAt = t.UTC().Truncate(time.Millisecond)
 	}
 	switch {
 	case in.EndsAt != "" && in.Duration != "":
@@ -257,13 +271,13 @@ func (in silenceRequest) silence(now time.Time) (silence, []error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ends_at: %q: want an RFC 3339 time", in.EndsAt))
 		}
-		s.EndsAt = t.UTC()
+		s.EndsAt = t.UTC().Truncate(time.Millisecond)
 	case in.Duration != "":
 		d, err := time.ParseDuration(in.Duration)
 		if err != nil || d <= 0 {
 			errs = append(errs, fmt.Errorf("duration: %q: want a positive duration such as 2h", in.Duration))
 		} else {
-			s.EndsAt = s.StartsAt.Add(d)
+			s.EndsAt = s.StartsAt.Add(d).Truncate(time.Millisecond)
 		}
 	}
 	if len(errs) > 0 {
@@ -272,7 +286,16 @@ func (in silenceRequest) silence(now time.Time) (silence, []error) {
 	cs := config.Silence{Matchers: s.Matchers, StartsAt: s.StartsAt, EndsAt: s.EndsAt, CreatedBy: s.CreatedBy, Comment: s.Comment}
 	errs = cs.Validate("")
 	if !s.EndsAt.IsZero() && !s.EndsAt.After(now) {
-		errs = append(errs, fmt.Errorf("ends_at: %s has passed", s.EndsAt.Format(time.RFC3339)))
+		errs = append(errs, fmt.Errorf("ends_at: %s has passed", s.EndsAt.Format(time.RFC3339Nano)))
+	}
+	if cs.TooLong(now, maxDuration) {
+		if in.Duration != "" {
+			errs = append(errs, fmt.Errorf("duration: %s is longer than alerting.silence_max_duration (%s): make it shorter, and a new silence when this one ends if still needed",
+				in.Duration, maxDuration))
+		} else {
+			errs = append(errs, fmt.Errorf("ends_at: %s is more than alerting.silence_max_duration (%s) after starts_at %s: end it sooner, and make a new silence then if still needed",
+				s.EndsAt.Format(time.RFC3339Nano), maxDuration, s.StartsAt.Format(time.RFC3339Nano)))
+		}
 	}
 	return s, errs
 }

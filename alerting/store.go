@@ -13,7 +13,8 @@ import (
 	"github.com/keywatch/keywatch/internal/schema"
 )
 
-// Times are bound as Unix milliseconds: DateTime64(3) columns compare exactly against them.
+// Times are bound as Unix milliseconds (ms) and read with fromUnixTimestamp64Milli, as package schema
+// says: DateTime64(3) columns compare exactly against them.
 const (
 	// selectAlerts reads the open alerts and those resolved since ?.
 	selectAlerts = `SELECT fingerprint, detector, key_id, client_id, rotation_id, toString(severity), score, summary, evidence,

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +24,19 @@ type Alerting struct {
 	DegradedAfter    int                 `yaml:"degraded_after" help:"this many failed runs of a detector in a row raise a detection_degraded alert"`
 	Inhibit          []InhibitRule       `yaml:"inhibit" help:"while a source alert fires, target alerts with equal labels are muted (YAML only)"`
 	Silences         []Silence           `yaml:"silences" help:"silences from the file; more come through /v1/silences (YAML only)"`
+	// SilenceMaxDuration bounds every silence, the file's and those of /v1/silences.
+	SilenceMaxDuration Duration `yaml:"silence_max_duration" help:"a silence ends at most this long after it starts; a longer one is refused"`
 }
+
+// DefaultSilenceMaxDuration is alerting.silence_max_duration's default: 30 days, long enough to
+// cover a client's move off an old key or a planned maintenance, short enough that a forgotten
+// silence ends within the month. A longer need is renewed, or is a change of the detectors'
+// settings or routes rather than a silence.
+const DefaultSilenceMaxDuration = Duration(30 * 24 * time.Hour)
+
+// LatestSilenceTime bounds a silence's times: ClickHouse stores later ones, but they cannot be
+// read back into a time.Time (nanoseconds since 1970 overflow an int64 in 2262).
+var LatestSilenceTime = time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Matcher selects alerts by label: detector, severity, key_id, client_id, rotation_id. Each value
 // is a glob (package glob: * matches any run of characters, "/" included, ? one character, \
@@ -122,6 +136,7 @@ func defaultAlerting() Alerting {
 			// the meantime is noise.
 			{Source: Matcher{"detector": "leak*", "severity": "critical"}, Target: Matcher{"detector": "lingering"}, Equal: []string{"key_id"}},
 		},
+		SilenceMaxDuration: DefaultSilenceMaxDuration,
 	}
 }
 
@@ -168,10 +183,32 @@ func (a Alerting) validate() []error {
 			}
 		}
 	}
+	if a.SilenceMaxDuration <= 0 {
+		bad("alerting.silence_max_duration", "%s: want a positive duration such as 720h (30 days)", a.SilenceMaxDuration)
+	}
+	now := time.Now()
 	for i, s := range a.Silences {
-		errs = append(errs, s.Validate(fmt.Sprintf("alerting.silences[%d].", i))...)
+		prefix := fmt.Sprintf("alerting.silences[%d].", i)
+		errs = append(errs, s.Validate(prefix)...)
+		if a.SilenceMaxDuration > 0 && s.TooLong(now, a.SilenceMaxDuration) {
+			from := "starts_at " + s.StartsAt.UTC().Format(time.RFC3339Nano)
+			if s.StartsAt.IsZero() {
+				from = "now (it has no starts_at)"
+			}
+			bad(prefix+"ends_at", "%s is more than alerting.silence_max_duration (%s) after %s: end it sooner, or raise the limit",
+				s.EndsAt.UTC().Format(time.RFC3339Nano), a.SilenceMaxDuration, from)
+		}
 	}
 	return errs
+}
+
+// TooLong reports whether s lasts longer than max: from StartsAt (now when it has none) to EndsAt.
+func (s Silence) TooLong(now time.Time, max Duration) bool {
+	start := s.StartsAt
+	if start.IsZero() {
+		start = now
+	}
+	return s.EndsAt.After(start.Add(time.Duration(max))) // not EndsAt.Sub: it saturates at 292 years
 }
 
 // Validate checks a silence from the file or from POST /v1/silences alike; each error starts with
@@ -183,10 +220,17 @@ func (s Silence) Validate(prefix string) []error {
 	}
 	if len(s.Matchers) == 0 {
 		bad("matchers", "a silence needs at least one matcher")
+	} else if s.Matchers.matchesEverything() {
+		bad("matchers", "%s matches every alert: give at least one label that is not * (e.g. key_id or detector)", s.Matchers.text())
 	}
 	errs = append(errs, s.Matchers.validate(prefix+"matchers")...)
 	if s.EndsAt.IsZero() || (!s.StartsAt.IsZero() && !s.EndsAt.After(s.StartsAt)) {
 		bad("ends_at", "want an RFC 3339 time after starts_at")
+	}
+	for field, t := range map[string]time.Time{"starts_at": s.StartsAt, "ends_at": s.EndsAt} {
+		if !t.Before(LatestSilenceTime) {
+			bad(field, "%s: want a time before %s", t.UTC().Format(time.RFC3339Nano), LatestSilenceTime.Format(time.DateOnly))
+		}
 	}
 	if s.CreatedBy == "" {
 		bad("created_by", "required: who made the silence")
@@ -195,6 +239,30 @@ func (s Silence) Validate(prefix string) []error {
 		bad("comment", "required: why the alerts are silenced")
 	}
 	return errs
+}
+
+// matchesEverything reports whether every glob of m is made of * alone, so that m selects every
+// alert.
+func (m Matcher) matchesEverything() bool {
+	for _, glob := range m {
+		if strings.Trim(glob, "*") != "" || glob == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// text writes m as label: glob pairs in label order, for messages.
+func (m Matcher) text() string {
+	labels := make([]string, 0, len(m))
+	for l := range m {
+		labels = append(labels, l)
+	}
+	slices.Sort(labels)
+	for i, l := range labels {
+		labels[i] = l + ": " + strconv.Quote(m[l])
+	}
+	return "{" + strings.Join(labels, ", ") + "}"
 }
 
 func (m Matcher) validate(p string) []error {

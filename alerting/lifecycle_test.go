@@ -219,7 +219,7 @@ func TestReported(t *testing.T) {
 	manual := finding("manual", "kid_manual", "", "", detect.Warning)
 	e.run("leak_report", 0, "", leak)
 	if err := e.conn.Exec(context.Background(), `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-		VALUES (?, 'manual-1', ?, ?, 'warning', 1, ?, '', '', 'found by hand', '{}')`, t0, manual.Detector, manual.Fingerprint, manual.KeyID); err != nil {
+		VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'manual-1', ?, ?, 'warning', 1, ?, '', '', 'found by hand', '{}')`, t0.UnixMilli(), manual.Detector, manual.Fingerprint, manual.KeyID); err != nil {
 		t.Fatal(err)
 	}
 	ev := e.evaluator()

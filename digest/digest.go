@@ -31,7 +31,7 @@ SELECT
     maxIf(last_seen, key_id = ?) AS old_last_seen,
     maxIf(last_seen, key_id = ?) AS new_last_seen
 FROM key_callers_1h
-WHERE key_id IN (?, ?) AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
+WHERE key_id IN (?, ?) AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY client_id`
 
 // Readier answers whether a key is safe to retire: detect.Lingering.
@@ -141,7 +141,7 @@ func (d *Digest) rotation(ctx context.Context, m *rotation.Model, now time.Time,
 		deadline := r.Deadline
 		out.Deadline = &deadline
 	}
-	rows, err := d.conn.Query(ctx, selectShares, r.OldKeyID, r.NewKeyID, r.OldKeyID, r.NewKeyID, r.OldKeyID, r.NewKeyID, r.Started.Unix())
+	rows, err := d.conn.Query(ctx, selectShares, r.OldKeyID, r.NewKeyID, r.OldKeyID, r.NewKeyID, r.OldKeyID, r.NewKeyID, r.Started.UnixMilli())
 	if err != nil {
 		return Rotation{}, fmt.Errorf("digest: read traffic of rotation %s from key_callers_1h: %w", r.ID, err)
 	}

@@ -23,8 +23,8 @@ func TestRevokeNotCountedTwice(t *testing.T) {
 	)
 	// keywatch's attempt: sent, the 200 recorded 2 s later (a slow receiver, or a retry after a timed-out first attempt).
 	err := conn.Exec(context.Background(), `INSERT INTO actions (id, kind, key_id, client_id, mode, state, requested_at, queued_at, updated_at, version)
-VALUES ('wh_r', 'revoke', 'kid_r', 'globex', 'auto', 'sent', ?, ?, ?, 1)`,
-		at("2026-10-15T09:59:59Z"), at("2026-10-15T09:59:59Z"), at("2026-10-15T10:00:02Z")) // 2 s later (Exec binds times to the second)
+VALUES ('wh_r', 'revoke', 'kid_r', 'globex', 'auto', 'sent', fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 1)`,
+		at("2026-10-15T09:59:59Z").UnixMilli(), at("2026-10-15T09:59:59Z").UnixMilli(), at("2026-10-15T10:00:02Z").UnixMilli()) // 2 s later
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,8 @@ func seed(t *testing.T, conn driver.Conn) {
 	action := func(id, kind, key, client, mode, state, updated string) {
 		t.Helper()
 		err := conn.Exec(context.Background(), `INSERT INTO actions (id, kind, key_id, client_id, mode, state, requested_at, queued_at, updated_at, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`, id, kind, key, client, mode, state, at(updated).Add(-time.Minute), at(updated).Add(-time.Minute), at(updated))
+VALUES (?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 1)`,
+			id, kind, key, client, mode, state, at(updated).Add(-time.Minute).UnixMilli(), at(updated).Add(-time.Minute).UnixMilli(), at(updated).UnixMilli())
 		if err != nil {
 			t.Fatal(err)
 		}

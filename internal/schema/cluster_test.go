@@ -322,8 +322,8 @@ func TestClusterTwoShards(t *testing.T) {
 		// versions on its one shard.
 		for k := range 20 {
 			for i, event := range []string{"key.created", "key.rotation_started"} {
-				if err := conn.Exec(ctx, "INSERT INTO key_lifecycle_events (ts, type, key_id, client_id) VALUES (?, ?, ?, 'acme')",
-					base.Add(time.Duration(i)*time.Minute), event, fmt.Sprintf("kid_%02d", k)); err != nil {
+				if err := conn.Exec(ctx, "INSERT INTO key_lifecycle_events (ts, type, key_id, client_id) VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, 'acme')",
+					base.Add(time.Duration(i)*time.Minute).UnixMilli(), event, fmt.Sprintf("kid_%02d", k)); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -1,5 +1,16 @@
 // Package schema owns keywatch's ClickHouse schema: connecting, creating the database, and applying
 // the numbered migrations in migrations/. It does not own what is written (ingest) or read (detect).
+//
+// Times in queries: clickhouse-go writes a time.Time argument of Exec, Query, QueryRow or Select
+// into the query as toDateTime('<Unix seconds>'), which drops the milliseconds and saturates at
+// 2106-02-07 06:28:15. So keywatch never binds one: it binds t.UnixMilli() and reads it with
+//
+//	fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+//
+// a DateTime64(3, 'UTC') that compares exactly with DateTime64(3) columns and, like a DateTime
+// literal, narrows what is read by the primary key (DateTime columns included). Batch inserts
+// (PrepareBatch, Append) keep a time.Time's milliseconds and take it as it is.
+// TestTimesAreBoundAsMilliseconds holds every package to this.
 package schema
 
 import (

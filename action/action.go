@@ -34,6 +34,10 @@ const (
 	GuardMidRotation = "mid_rotation"
 )
 
+// DefaultAPIWait is how long POST /v1/keys/{id}/revoke and /rollback wait for the leader's outcome
+// before answering 202 with the action's id.
+const DefaultAPIWait = 10 * time.Second
+
 // Errors a manual revoke or an approval is refused with; the returned status says more.
 var (
 	ErrProtected  = errors.New("the key is protected (revoke.protected_keys)")
@@ -42,7 +46,15 @@ var (
 	ErrNoReason   = errors.New("a reason is required")
 )
 
-// Revoker decides, guards, sends and audits revokes. It is an alerting.Actor.
+// Revoker decides, guards, sends and audits revokes and rollbacks. It is an alerting.Actor.
+//
+// Where each thing is decided, across replicas and the CLI over one ClickHouse: anything may
+// record a request (Manual, ManualRollback, Approve: any replica's API or Slack endpoint, or the
+// CLI); only the leader's loops decide what counts against revoke.max_per_hour (Consider, from the
+// alerting evaluator, and Run, which takes approved revokes) and deliver (Run). Leader election
+// makes those loops run in one process at a time, and within it r.mu orders them, so the cap is
+// counted from ClickHouse by one decider and each queued action has one sender. Requesters follow
+// the outcome with Await.
 type Revoker struct {
 	cfg      config.Revoke
 	rollback config.Rollback // set by WithRollback; its zero value offers no rollback
@@ -53,10 +65,13 @@ type Revoker struct {
 	client   *http.Client
 	secret   []byte
 
-	// now is the clock; poll how often Run looks for due actions; backoff the first retry's
-	// ceiling (doubling per attempt up to maxBackoff).
+	// now is the clock; poll how often Run looks for approved and due actions; awaitPoll how
+	// often Await reads an action's state; apiWait how long the API waits for an outcome before
+	// answering 202; backoff the first retry's ceiling (doubling per attempt up to maxBackoff).
 	now        func() time.Time
 	poll       time.Duration
+	awaitPoll  time.Duration
+	apiWait    time.Duration
 	backoff    time.Duration
 	maxBackoff time.Duration
 	rand       func(n int64) int64
@@ -64,7 +79,8 @@ type Revoker struct {
 	// returning true abandons the attempt unrecorded (tests: a process killed in between).
 	afterSend func(id string) bool
 
-	mu sync.Mutex // one decision at a time in this process
+	mu   sync.Mutex    // one decision at a time in this process
+	wake chan struct{} // a request was stored: Run takes it now rather than at its next tick
 }
 
 var _ alerting.Actor = (*Revoker)(nil)
@@ -76,8 +92,8 @@ func New(conn driver.Conn, cfg config.Revoke, metrics *Metrics, log *slog.Logger
 	}
 	r := &Revoker{
 		cfg: cfg, store: store{conn}, conn: conn, metrics: metrics, log: log,
-		now: time.Now, poll: time.Second, backoff: time.Second, maxBackoff: 5 * time.Minute,
-		rand: rand.Int64N,
+		now: time.Now, poll: time.Second, awaitPoll: 200 * time.Millisecond, apiWait: DefaultAPIWait,
+		backoff: time.Second, maxBackoff: 5 * time.Minute, rand: rand.Int64N, wake: make(chan struct{}, 1),
 	}
 	r.client = &http.Client{
 		Timeout:       time.Duration(cfg.Timeout),
@@ -117,19 +133,24 @@ func (r *Revoker) midRotation(ctx context.Context, keyID string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
 	}
+	return midRotationIn(m, keyID), nil
+}
+
+// midRotationIn is midRotation in model m.
+func midRotationIn(m *rotation.Model, keyID string) string {
 	if k := m.Key(keyID); k != nil && k.State == rotation.Retiring {
 		id := ""
 		if k.Rotation != nil {
 			id = k.Rotation.ID
 		}
-		return fmt.Sprintf("%s is retiring (rotation %s)", keyID, id), nil
+		return fmt.Sprintf("%s is retiring (rotation %s)", keyID, id)
 	}
 	for _, rot := range m.Rotations {
 		if rot.NewKeyID == keyID && rot.Running() {
-			return fmt.Sprintf("%s is the new key of running rotation %s", keyID, rot.ID), nil
+			return fmt.Sprintf("%s is the new key of running rotation %s", keyID, rot.ID)
 		}
 	}
-	return "", nil
+	return ""
 }
 
 // sentLastHour counts the revokes sent or queued in the hour before now.
@@ -291,8 +312,12 @@ func status(rec *record) *alerting.ActionStatus {
 	return s
 }
 
-// Approve approves an action awaiting approval, once. The guardrails still apply: a protected key
-// is refused, and a full hourly cap leaves the action waiting. The text is shown in Slack.
+// Approve approves an action awaiting approval, once. It only records the approval: Slack wants an
+// answer within 3 s, and any replica may serve the click. A rollback is queued at once (no cap
+// applies to rollbacks); a revoke is stored approved, and the leader's Run queues it within the
+// hourly cap. The guardrails still apply: a protected key is refused; a full hourly cap refuses the
+// approval for now (the action keeps waiting), here when it is full already, else when the leader
+// takes the approval. The text is shown in Slack.
 func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserName string) (string, error) {
 	actor := "slack:" + slackUserID
 	r.mu.Lock()
@@ -302,7 +327,7 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 		return "", err
 	}
 	if rec == nil {
-		r.Rejected(ctx, "slack", "unknown action", fmt.Sprintf("approval of unknown action %s by %s", actionID, actor))
+		r.unknownApproval(ctx, actionID, actor)
 		return "", fmt.Errorf("action: approve %s: no such action", actionID)
 	}
 	now := r.now().UTC()
@@ -334,6 +359,7 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 		r.metrics.result("refused")
 		return fmt.Sprintf("Revoke of %s refused: the key is protected", rec.KeyID), nil
 	}
+	// Only the leader's count decides; this one spares a click the leader would bounce.
 	capped, err := r.capReached(ctx)
 	if err != nil {
 		return "", err
@@ -348,20 +374,38 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 	if rec.ApprovedBy == "" {
 		rec.ApprovedBy = slackUserID
 	}
-	rec.Detail = "approved by " + rec.ApprovedBy
-	rec.Guardrail = ""
-	if err := r.queue(rec, now, "approve"); err != nil {
-		return "", err
-	}
-	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
+	rec.State, rec.Guardrail, rec.Detail = stateApproved, "", "approved by "+rec.ApprovedBy
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor,
+		Detail: rec.Detail + "; the leader queues it within revoke.max_per_hour"}); err != nil {
 		return "", err
 	}
 	r.metrics.result("approved")
 	r.log.Info("revoke approved", "action", rec.ID, "key", rec.KeyID, "by", actor)
+	r.signal()
 	return fmt.Sprintf("Revoke of %s approved by %s: sending", rec.KeyID, rec.ApprovedBy), nil
 }
 
+// unknownApproval audits an approval, from a signed Slack request by an allowed approver, of an
+// action keywatch does not have (an old message of another database, a hand-made payload). The
+// id is cut short: it came from the request.
+func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor string) {
+	if len(actionID) > 64 {
+		actionID = strings.ToValidUTF8(actionID[:64], "") + "…"
+	}
+	now := r.now().UTC()
+	detail := fmt.Sprintf("approval of unknown action %q by %s", actionID, actor)
+	if err := r.store.audit(ctx, fmt.Sprintf("%s:approve:%s:%d", actionID, actor, now.UnixNano()),
+		auditRow{At: now, ActionID: actionID, Event: "refused", Guardrail: "unknown_action", Actor: actor, Detail: detail}); err != nil {
+		r.log.Warn("audit of an approval of an unknown action failed", "action", actionID, "actor", actor, "err", err)
+	}
+	r.log.Warn("approval of an unknown action refused", "action", actionID, "actor", actor)
+}
+
 // Rejected audits a refused request (a forged Slack interaction, a bad API token).
+//
+// Deprecated: requests refused before authentication are counted and logged by internal/refusal,
+// without a write; package action no longer calls this. It stays until its last callers
+// (notify.Approver, leakreport.Rejecter) are moved.
 func (r *Revoker) Rejected(ctx context.Context, source, reason, detail string) {
 	now := r.now().UTC()
 	a := auditRow{At: now, Event: "rejected", Actor: source, Detail: reason + ": " + detail}
@@ -373,13 +417,21 @@ func (r *Revoker) Rejected(ctx context.Context, source, reason, detail string) {
 
 // RejectedHTTP audits an API request refused for a missing or wrong token (api.V1.Rejected). The
 // token itself is never recorded.
+//
+// Deprecated: use internal/refusal (api.V1's refusals are unauthenticated: nothing is written).
+// It stays until cmd/keywatch stops wiring it.
 func (r *Revoker) RejectedHTTP(req *http.Request, reason string) {
 	r.Rejected(req.Context(), "api", reason, fmt.Sprintf("%s %s from %s", req.Method, req.URL.Path, req.RemoteAddr))
 }
 
-// Manual requests a revoke of keyID by a human (CLI or API): the same guardrails and audit, except
-// that a key mid-rotation is allowed (the requester is the approver; it is audited). The id comes
-// from the key, the reason and the minute, so a retried request makes no second action.
+// Manual requests a revoke of keyID by a human (CLI or API) and returns at once; Await follows it.
+// What needs no count is checked here, in whichever process serves the request: a reason, a key
+// keywatch saw (ErrUnknownKey), not protected (ErrProtected); a refusal is audited. The request is
+// then stored approved (the requester is its approver; a key mid-rotation is allowed, and that is
+// audited), and the leader's Run decides it: refused when revoke.max_per_hour revokes were sent or
+// queued in the last hour, counted from ClickHouse (Await returns ErrHourlyCap), else queued and
+// sent. The id comes from the key, the reason and the minute, so a retried request makes no
+// second action.
 func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*alerting.ActionStatus, error) {
 	reason = strings.TrimSpace(reason)
 	if reason == "" {
@@ -392,7 +444,7 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 	id := ActionID(KindRevoke, keyID, "manual\x00"+reason+"\x00"+now.Truncate(time.Minute).Format(time.RFC3339))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, stored, err := r.manualRecord(ctx, id, KindRevoke, keyID, reason, actor, now)
+	rec, stored, m, err := r.manualRecord(ctx, id, KindRevoke, keyID, reason, actor, now)
 	if err != nil {
 		return nil, err
 	}
@@ -400,59 +452,38 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 		return status(rec), refusal(rec)
 	}
 	ev := auditRow{Actor: actor}
-	metric := "refused"
-	switch {
-	case r.protected(keyID):
+	if r.protected(keyID) {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
-		ev.Event = "refused"
-	default:
-		capped, err := r.capReached(ctx)
-		if err != nil {
-			return nil, err
-		}
-		mid, err := r.midRotation(ctx, keyID)
-		if err != nil {
-			return nil, err
-		}
-		if capped {
-			rec.State, rec.Guardrail, ev.Event = stateRefused, GuardHourlyCap, "refused"
-			rec.Detail = fmt.Sprintf("%d revokes were already sent in the last hour (revoke.max_per_hour)", r.cfg.MaxPerHour)
-			break
-		}
-		if err := r.queue(rec, now, "manual"); err != nil {
-			return nil, err
-		}
-		ev.Event, metric = "decided", ""
-		rec.Detail = "revoke requested by " + actor
-		if mid != "" {
+		ev.Event, ev.Guardrail, ev.Detail = "refused", GuardProtected, rec.Detail
+	} else {
+		rec.State, rec.Detail = stateApproved, "revoke requested by "+actor
+		if mid := midRotationIn(m, keyID); mid != "" {
 			ev.Guardrail = GuardMidRotation
 			rec.Detail += "; " + mid + " (allowed: the requester approves it)"
 		}
+		ev.Event, ev.Detail = "requested", rec.Detail+"; the leader queues it within revoke.max_per_hour"
 	}
-	if ev.Guardrail == "" {
-		ev.Guardrail = rec.Guardrail
-	}
-	ev.Detail = rec.Detail
 	if err := r.decide(ctx, rec, id+":decision", ev); err != nil {
 		return nil, err
 	}
-	if metric != "" {
-		r.metrics.result(metric)
+	if rec.State == stateRefused {
+		r.metrics.result("refused")
 	}
 	r.log.Info("manual revoke", "action", id, "key", keyID, "actor", actor, "state", rec.State, "guardrail", rec.Guardrail)
+	r.signal()
 	return status(rec), refusal(rec)
 }
 
 // manualRecord is the new record of the manual action id (kind on keyID) or, when the same request
-// was made before, the stored one (stored true). A key keywatch never saw is refused with
-// ErrUnknownKey, and audited. Call with r.mu held.
-func (r *Revoker) manualRecord(ctx context.Context, id, kind, keyID, reason, actor string, now time.Time) (rec *record, stored bool, err error) {
+// was made before, the stored one (stored true), with the rotation model (nil when stored). A key
+// keywatch never saw is refused with ErrUnknownKey, and audited. Call with r.mu held.
+func (r *Revoker) manualRecord(ctx context.Context, id, kind, keyID, reason, actor string, now time.Time) (rec *record, stored bool, m *rotation.Model, err error) {
 	if rec, err = r.store.load(ctx, id); err != nil || rec != nil {
-		return rec, rec != nil, err
+		return rec, rec != nil, nil, err
 	}
-	m, err := rotation.Load(ctx, r.conn)
+	m, err = rotation.Load(ctx, r.conn)
 	if err != nil {
-		return nil, false, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
+		return nil, false, nil, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
 	}
 	clientID := ""
 	if k := m.Key(keyID); k != nil {
@@ -460,21 +491,143 @@ func (r *Revoker) manualRecord(ctx context.Context, id, kind, keyID, reason, act
 	} else {
 		n, err := r.store.count(ctx, selectKeyUsed, keyID)
 		if err != nil {
-			return nil, false, fmt.Errorf("action: look up key %s: %w", keyID, err)
+			return nil, false, nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
 		}
 		if n == 0 {
 			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: kind, KeyID: keyID,
 				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
-			return nil, false, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)
+			return nil, false, nil, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)
 		}
 	}
 	return &record{
 		ID: id, Kind: kind, KeyID: keyID, ClientID: clientID, Reason: reason, Mode: "manual",
 		RequestedAt: now, ApprovedBy: actor, UpdatedAt: now, Version: 1,
-	}, false, nil
+	}, false, m, nil
 }
 
-// refusal is the error of a refused manual action.
+// signal tells this process's Run that a request is waiting (it also looks every poll).
+func (r *Revoker) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// decideApproved is the leader's decision on the approved revokes (manual requests and Slack
+// approvals), in the order they were approved: a key protected by this process's configuration is
+// refused; over the hourly cap (counted from ClickHouse) a manual request is refused (Await
+// returns ErrHourlyCap) and an approval goes back to waiting for approval; the rest are queued.
+// Only Run calls it: one decider across replicas.
+func (r *Revoker) decideApproved(ctx context.Context) error {
+	ids, err := r.store.ids(ctx, selectApproved, KindRevoke)
+	if err != nil {
+		return fmt.Errorf("action: read the approved revokes: %w", err)
+	}
+	var errs []error
+	for _, id := range ids {
+		if err := r.decideOne(ctx, id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Revoker) decideOne(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, err := r.store.load(ctx, id)
+	if err != nil || rec == nil || rec.State != stateApproved {
+		return err
+	}
+	now := r.now().UTC()
+	rec.Version++
+	rec.UpdatedAt = now
+	manual := rec.Mode == "manual"
+	ev := auditRow{Actor: "auto"}
+	if r.protected(rec.KeyID) {
+		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
+		ev.Event, ev.Guardrail, ev.Detail = "refused", GuardProtected, rec.Detail
+	} else {
+		n, err := r.sentLastHour(ctx)
+		if err != nil {
+			return err
+		}
+		full := fmt.Sprintf("%d revokes were already sent in the last hour (revoke.max_per_hour)", r.cfg.MaxPerHour)
+		switch {
+		case n >= r.cfg.MaxPerHour && manual:
+			rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardHourlyCap, full
+			ev.Event, ev.Guardrail, ev.Detail = "refused", GuardHourlyCap, rec.Detail
+		case n >= r.cfg.MaxPerHour:
+			ev.Event, ev.Guardrail = "refused", GuardHourlyCap
+			ev.Detail = fmt.Sprintf("the approval by %s is refused for now: %s; the action waits for another approval", rec.ApprovedBy, full)
+			rec.State, rec.Guardrail, rec.ApprovedBy = stateAwaiting, GuardHourlyCap, ""
+			rec.Detail = full + ": waiting for another approval"
+		default:
+			mode := "approve"
+			if manual {
+				mode = "manual"
+			}
+			if err := r.queue(rec, now, mode); err != nil {
+				return err
+			}
+			ev.Event = "decided"
+			ev.Detail = fmt.Sprintf("%s; queued: revoke %d of at most %d in the last hour (revoke.max_per_hour)", rec.Detail, n+1, r.cfg.MaxPerHour)
+		}
+	}
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), ev); err != nil {
+		return err
+	}
+	if ev.Event == "refused" {
+		r.metrics.result("refused")
+	}
+	r.log.Info("approved revoke decided", "action", id, "key", rec.KeyID, "mode", rec.Mode, "state", rec.State, "guardrail", rec.Guardrail)
+	return nil
+}
+
+// Await follows action id until it is decided for good (sent, failed, refused) or ctx ends, and
+// returns its status. The error is the refusal of a refused action (ErrProtected, ErrHourlyCap,
+// ErrLeaked, ErrNotInRotation...), or, wrapping ctx's error, the news that ctx ended first: the
+// action is then still approved (no leader took it yet) or queued (being retried), and the leader
+// carries on with it. Await never sends: the leader's Run does.
+func (r *Revoker) Await(ctx context.Context, id string) (*alerting.ActionStatus, error) {
+	t := time.NewTicker(r.awaitPoll)
+	defer t.Stop()
+	var last *record
+	for {
+		rec, err := r.store.load(ctx, id)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return status(last), fmt.Errorf("action: action %s not decided yet: %w", id, ctx.Err())
+		case err != nil:
+			return status(last), err
+		case rec == nil:
+			return nil, fmt.Errorf("action: no action %s", id)
+		}
+		switch rec.State {
+		case stateApproved, stateQueued:
+		case stateRefused:
+			return status(rec), refusalOf(rec)
+		default:
+			return status(rec), nil
+		}
+		last = rec
+		select {
+		case <-ctx.Done():
+			return status(rec), fmt.Errorf("action: %s %s of key %s is still %s (%s): %w", rec.Kind, id, rec.KeyID, rec.State, rec.Detail, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// refusalOf is the error of a refused action of any kind.
+func refusalOf(rec *record) error {
+	if IsRollback(rec.Kind) {
+		return rollbackRefusal(rec)
+	}
+	return refusal(rec)
+}
+
+// refusal is the error of a refused manual revoke.
 func refusal(rec *record) error {
 	if rec.State != stateRefused {
 		return nil

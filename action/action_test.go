@@ -150,7 +150,30 @@ func (e *env) revoker() *Revoker {
 	r := New(e.conn, e.cfg, e.m, nil)
 	r.now = e.clk.Now
 	r.rand = func(n int64) int64 { return n / 2 }
+	r.poll, r.awaitPoll = 5*time.Millisecond, 5*time.Millisecond
 	return r
+}
+
+// lead runs r's leader loop (Run) until the test ends, as the elected replica does.
+func (e *env) lead(r *Revoker) {
+	e.t.Helper()
+	ctx, stop := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	e.t.Cleanup(func() { stop(); <-done })
+}
+
+// await is Await with a bound far above what the test needs; it fails the test when the action
+// is still undecided then.
+func (e *env) await(r *Revoker, id string) (*alerting.ActionStatus, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	st, err := r.Await(ctx, id)
+	if errors.Is(err, context.DeadlineExceeded) {
+		e.t.Fatalf("action %s still undecided after a minute: %+v", id, st)
+	}
+	return st, err
 }
 
 func alert(detector, key string, score float64) alerting.Alert {
@@ -176,10 +199,13 @@ func (e *env) sendDue() {
 	}
 }
 
-// audit returns "event/guardrail/http_status" of an action's audit rows in time order.
+// audit returns "event/guardrail/http_status" of an action's audit rows in time order. The fake
+// clock stands still within a leader's pass, which decides then sends: at one time, the decision
+// comes first.
 func (e *env) audit(actionID string) []string {
 	e.t.Helper()
-	rows, err := e.conn.Query(e.ctx, `SELECT event, guardrail, http_status FROM action_audit WHERE action_id = ? ORDER BY at`, actionID)
+	rows, err := e.conn.Query(e.ctx, `SELECT event, guardrail, http_status FROM action_audit WHERE action_id = ?
+ORDER BY at, event IN ('attempt_failed', 'sent', 'failed')`, actionID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -448,20 +474,23 @@ func TestMidRotation(t *testing.T) {
 		}
 	}
 	st, err := e.r.Manual(e.ctx, "kid_old", "leaked in a paste", "cli:alice")
-	if err != nil || st.Status != stateQueued {
+	if err != nil || st.Status != stateApproved {
 		t.Fatalf("Manual: %+v %v", st, err)
 	}
-	if a := e.audit(st.ID); !slices.Equal(a, []string{"decided/mid_rotation/0"}) {
+	if a := e.audit(st.ID); !slices.Equal(a, []string{"requested/mid_rotation/0"}) {
 		t.Errorf("manual audit %v", a)
 	}
 	if again, _ := e.r.Manual(e.ctx, "kid_old", "leaked in a paste", "cli:alice"); again.ID != st.ID {
 		t.Errorf("retried Manual made %s, want %s", again.ID, st.ID)
 	}
 	e.clk.Add(time.Second)
-	e.sendDue()
+	e.sendDue() // the leader's pass: queued within the cap, sent
 	got := e.rv.deliveries()
 	if len(got) != 1 || !strings.Contains(got[0].Body, `"mode":"manual"`) {
 		t.Errorf("deliveries %+v, want one manual", got)
+	}
+	if a := e.audit(st.ID); !slices.Equal(a, []string{"requested/mid_rotation/0", "decided//0", "sent//200"}) {
+		t.Errorf("manual audit %v", a)
 	}
 }
 
@@ -483,12 +512,12 @@ func TestApproveOnce(t *testing.T) {
 		t.Errorf("second Approve: %q %v", text, err)
 	}
 	e.clk.Add(time.Second)
-	e.sendDue()
+	e.sendDue() // the leader queues the approved revoke within the cap and sends it
 	e.sendDue()
 	if got := e.rv.deliveries(); len(got) != 1 || !strings.Contains(got[0].Body, `"mode":"approve"`) {
 		t.Errorf("deliveries %+v, want one with mode approve", got)
 	}
-	want := []string{"awaiting_approval//0", "approved//0", "skipped/already_decided/0", "sent//200"}
+	want := []string{"awaiting_approval//0", "approved//0", "skipped/already_decided/0", "decided//0", "sent//200"}
 	if a := e.audit(st.ID); !slices.Equal(a, want) {
 		t.Errorf("audit %v, want %v", a, want)
 	}
@@ -507,13 +536,61 @@ func TestApproveOnce(t *testing.T) {
 		t.Errorf("audit over the cap %v", a)
 	}
 
-	// Unknown actions and forged interactions are audited as rejected.
+	// A signed approval of an action keywatch does not have is refused and audited.
 	if _, err := e.r.Approve(e.ctx, "rv_nonexistent", "U1", "alice"); err == nil {
 		t.Error("Approve of an unknown action: no error")
 	}
-	e.r.Rejected(e.ctx, "slack", "bad signature", "x-slack-signature mismatch")
-	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'rejected' AND actor = 'slack'`); n != 2 {
-		t.Errorf("%d rejected rows, want 2", n)
+	if n := e.count(`SELECT count() FROM action_audit WHERE action_id = 'rv_nonexistent' AND event = 'refused' AND guardrail = 'unknown_action' AND actor = 'slack:U1'`); n != 1 {
+		t.Errorf("%d refusals of the unknown action, want 1", n)
+	}
+}
+
+// An approval is only recorded: the leader queues it within the hourly cap. When the cap filled
+// between the click and the leader's pass (another approval, a manual revoke), the approval is
+// refused for now and the action waits for another one.
+func TestApprovalOverTheCapWaitsAgain(t *testing.T) {
+	e := newEnv(t, func(c *config.Revoke) { c.DefaultMode, c.MaxPerHour = "approve", 1 })
+	e.lifecycle(t0.Add(-time.Hour), "key.created", "kid_b", "c1", "")
+	st := e.consider(alert("leak", "kid_a", 100))
+	e.clk.Add(time.Second)
+	if text, err := e.r.Approve(e.ctx, st.ID, "U1", "alice"); err != nil || !strings.Contains(text, "approved by alice") {
+		t.Fatalf("Approve: %q %v", text, err)
+	}
+	manual, err := e.r.Manual(e.ctx, "kid_b", "leaked", "cli:bob") // approved before the click's turn
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Add(time.Second)
+	e.sendDue()
+	if got := e.rv.deliveries(); len(got) != 1 {
+		t.Fatalf("%d deliveries, want 1 (revoke.max_per_hour 1)", len(got))
+	}
+	// The approval was first: it is sent; the manual request after it is refused by the cap.
+	if rec := e.load(st.ID); rec.State != stateSent {
+		t.Errorf("the approved revoke is %s (%s), want sent", rec.State, rec.Detail)
+	}
+	if _, err := e.await(e.r, manual.ID); !errors.Is(err, ErrHourlyCap) {
+		t.Errorf("the manual revoke over the cap: %v, want ErrHourlyCap", err)
+	}
+
+	// A second approved revoke finds the cap full at the leader's pass: it waits again.
+	st2 := e.consider(alert("leak", "kid_c", 100))
+	rec := e.load(st2.ID)
+	rec.Version++
+	rec.State, rec.ApprovedBy, rec.Detail = stateApproved, "carol", "approved by carol"
+	if err := e.r.store.save(e.ctx, rec); err != nil { // as a click on another replica, before the cap filled
+		t.Fatal(err)
+	}
+	e.clk.Add(time.Second)
+	e.sendDue()
+	if rec := e.load(st2.ID); rec.State != stateAwaiting || rec.Guardrail != GuardHourlyCap || rec.ApprovedBy != "" {
+		t.Errorf("approved over the cap: %s/%s by %q, want awaiting_approval/hourly_cap by nobody", rec.State, rec.Guardrail, rec.ApprovedBy)
+	}
+	if a := e.audit(st2.ID); !slices.Equal(a, []string{"awaiting_approval//0", "refused/hourly_cap/0"}) {
+		t.Errorf("audit %v", a)
+	}
+	if n := len(e.rv.deliveries()); n != 1 {
+		t.Errorf("%d deliveries, want still 1", n)
 	}
 }
 
@@ -550,6 +627,66 @@ func TestClientErrorsAndRetryAfter(t *testing.T) {
 	}
 }
 
+// Issue #14 (13): a Retry-After past the end of revoke.retry_for still gets its retry, at the time
+// the receiver asked for and not before; a failure then is final. A Retry-After further than one
+// more retry_for is cut to it.
+func TestRetryAfterBeyondRetryFor(t *testing.T) {
+	unavailable := func(seconds string) func(http.ResponseWriter) {
+		return func(w http.ResponseWriter) {
+			w.Header().Set("Retry-After", seconds)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}
+	for _, c := range []struct {
+		name       string
+		script     []func(http.ResponseWriter)
+		retryAt    time.Duration // after the first attempt
+		state      string
+		audit      []string
+		deliveries int
+	}{
+		{"retried at Retry-After, then sent", []func(http.ResponseWriter){unavailable("600")}, 10 * time.Minute,
+			stateSent, []string{"decided//0", "attempt_failed//503", "sent//200"}, 2},
+		{"the retry past retry_for fails too: failed", []func(http.ResponseWriter){unavailable("600"), unavailable("600")}, 10 * time.Minute,
+			stateFailed, []string{"decided//0", "attempt_failed//503", "failed//503"}, 2},
+		{"a Retry-After of a day is cut to retry_for past its end", []func(http.ResponseWriter){unavailable("86400")}, 10 * time.Minute,
+			stateSent, []string{"decided//0", "attempt_failed//503", "sent//200"}, 2},
+		{"Retry-After within retry_for, then one past it", []func(http.ResponseWriter){unavailable("60"), unavailable("300")}, time.Minute,
+			stateSent, []string{"decided//0", "attempt_failed//503", "attempt_failed//503", "sent//200"}, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, func(r *config.Revoke) { r.RetryFor = config.Duration(5 * time.Minute) }, c.script...)
+			st := e.consider(alert("leak", "kid_a", 100))
+			e.clk.Add(time.Second)
+			first := e.clk.Now()
+			e.sendDue()
+			rec := e.load(st.ID)
+			if want := first.Add(c.retryAt); rec.State != stateQueued || !rec.NextAttemptAt.Equal(want) {
+				t.Fatalf("after a 503: %s, next attempt %s (%s); want queued for %s", rec.State, rec.NextAttemptAt, rec.Detail, want)
+			}
+			if !strings.Contains(rec.Detail, "Retry-After") {
+				t.Errorf("detail %q does not say the receiver asked to wait", rec.Detail)
+			}
+			e.clk.Add(c.retryAt - time.Millisecond)
+			e.sendDue()
+			if n := len(e.rv.deliveries()); n != 1 {
+				t.Fatalf("%d attempts before the receiver's Retry-After, want 1", n)
+			}
+			for range 30 {
+				e.clk.Add(time.Minute)
+				e.sendDue()
+			}
+			rec = e.load(st.ID)
+			if rec.State != c.state || len(e.rv.deliveries()) != c.deliveries {
+				t.Errorf("%s after %d deliveries (%s), want %s after %d", rec.State, len(e.rv.deliveries()), rec.Detail, c.state, c.deliveries)
+			}
+			if a := e.audit(st.ID); !slices.Equal(a, c.audit) {
+				t.Errorf("audit %v, want %v", a, c.audit)
+			}
+		})
+	}
+}
+
 // (h) dry-run audits once per episode and sends nothing; off does nothing.
 func TestDryRunAndOff(t *testing.T) {
 	e := newEnv(t, func(c *config.Revoke) {
@@ -578,18 +715,38 @@ func TestDryRunAndOff(t *testing.T) {
 }
 
 // (i) POST /v1/keys/{id}/revoke and the audit of requests the API refused.
+// The API waits for the leader's outcome: 200 sent, 202 not decided within the wait, 409
+// protected, 429 over the cap, 502 refused by the receiver.
 func TestAPI(t *testing.T) {
-	e := newEnv(t, func(c *config.Revoke) { c.ProtectedKeys, c.MaxPerHour = []string{"kid_root"}, 1 })
-	e.lifecycle(t0.Add(-time.Hour), "key.created", "kid_a", "c1", "")
-	e.lifecycle(t0.Add(-time.Hour), "key.created", "kid_root", "c1", "")
-	mux := http.NewServeMux()
-	mux.Handle("POST /v1/keys/{id}/revoke", e.r.APIHandler())
-	post := func(key, body string) (int, string) {
+	e := newEnv(t, func(c *config.Revoke) { c.ProtectedKeys, c.MaxPerHour = []string{"kid_root"}, 3 },
+		answer(200), answer(200), answer(http.StatusUnprocessableEntity))
+	for _, k := range []string{"kid_a", "kid_b", "kid_root"} {
+		e.lifecycle(t0.Add(-time.Hour), "key.created", k, "c1", "")
+	}
+	post := func(r *Revoker, key, body string) (int, string) {
+		t.Helper()
+		mux := http.NewServeMux()
+		mux.Handle("POST /v1/keys/{id}/revoke", r.APIHandler())
 		req := httptest.NewRequest(http.MethodPost, "/v1/keys/"+key+"/revoke", strings.NewReader(body))
 		w := httptest.NewRecorder()
 		mux.ServeHTTP(w, req)
 		return w.Code, w.Body.String()
 	}
+
+	// No leader yet: a replica answers 202 with the action's id once its wait is over; the leader
+	// elected later sends it.
+	replica := e.revoker()
+	replica.apiWait = 0
+	code, body := post(replica, "kid_a", `{"reason": "first"}`)
+	var st alerting.ActionStatus
+	if err := json.Unmarshal([]byte(body), &st); code != http.StatusAccepted || err != nil || st.ID == "" || st.Status != stateApproved {
+		t.Fatalf("POST without a leader: %d %s, want 202 with the approved action's id", code, body)
+	}
+	e.lead(e.r)
+	if got, err := e.await(e.r, st.ID); err != nil || got.Status != stateSent {
+		t.Fatalf("the request taken by the leader: %+v %v, want sent", got, err)
+	}
+
 	for _, c := range []struct {
 		key, body string
 		want      int
@@ -597,18 +754,23 @@ func TestAPI(t *testing.T) {
 		{"kid_a", `{"reason": ""}`, http.StatusBadRequest},
 		{"kid_nobody", `{"reason": "x"}`, http.StatusNotFound},
 		{"kid_root", `{"reason": "x"}`, http.StatusConflict},
-		{"kid_a", `{"reason": "leaked", "actor": "bob"}`, http.StatusAccepted},
+		{"kid_a", `{"reason": "leaked", "actor": "bob"}`, http.StatusOK},
+		{"kid_b", `{"reason": "leaked"}`, http.StatusBadGateway}, // the receiver answers 422
+		{"kid_b", `{"reason": "leaked, again"}`, http.StatusOK},
 		{"kid_a", `{"reason": "leaked again"}`, http.StatusTooManyRequests},
 	} {
-		if code, body := post(c.key, c.body); code != c.want {
+		if code, body := post(e.r, c.key, c.body); code != c.want {
 			t.Errorf("%s %s: %d %s, want %d", c.key, c.body, code, body, c.want)
 		}
 	}
 	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'unknown_key' AND key_id = 'kid_nobody'`); n != 1 {
 		t.Errorf("%d refused rows for the unknown key, want 1", n)
 	}
-	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'decided' AND actor = 'api:bob'`); n != 1 {
-		t.Errorf("%d decided rows by api:bob, want 1", n)
+	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'requested' AND actor = 'api:bob'`); n != 1 {
+		t.Errorf("%d requested rows by api:bob, want 1", n)
+	}
+	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'hourly_cap' AND actor = 'auto'`); n != 1 {
+		t.Errorf("%d refusals by the leader's hourly cap, want 1", n)
 	}
 
 	req := httptest.NewRequest(http.MethodPost, "/v1/keys/kid_a/revoke", nil)

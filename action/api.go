@@ -1,6 +1,7 @@
 package action
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/internal/api"
 )
 
@@ -17,9 +19,12 @@ type revokeRequest struct {
 	Actor  string `json:"actor"`
 }
 
-// APIHandler serves POST /v1/keys/{id}/revoke (internal/api checks the bearer token before it):
-// 202 with the action's status, 400 without a reason, 404 for an unknown key, 409 for a protected
-// key, 429 when the hourly cap is reached.
+// APIHandler serves POST /v1/keys/{id}/revoke (internal/api checks the bearer token before it).
+// The request is stored and the leader decides it (Manual); the handler waits up to
+// DefaultAPIWait for the outcome (Await), then answers with the action's status: 200 sent, 202
+// not decided yet or being retried (the leader carries on; the body has the action's id), 400
+// without a reason, 404 for an unknown key, 409 for a protected key, 429 when the hourly cap is
+// reached, 502 when the receiver refused it or stayed unreachable for revoke.retry_for.
 func (r *Revoker) APIHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodPost {
@@ -40,22 +45,47 @@ func (r *Revoker) APIHandler() http.Handler {
 			actor = "api:" + a
 		}
 		st, err := r.Manual(req.Context(), key, body.Reason, actor)
-		switch {
-		case errors.Is(err, ErrNoReason):
+		if errors.Is(err, ErrNoReason) {
 			api.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-		case errors.Is(err, ErrUnknownKey):
-			api.WriteJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
-		case errors.Is(err, ErrProtected):
-			api.WriteJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "action": st})
-		case errors.Is(err, ErrHourlyCap):
-			api.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"error": err.Error(), "action": st})
-		case err != nil:
-			r.log.Error("manual revoke failed", "key", key, "err", err)
-			api.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-		default:
-			api.WriteJSON(w, http.StatusAccepted, st)
+			return
 		}
+		r.answer(w, req, "revoke", key, st, err)
 	})
+}
+
+// answer waits up to r.apiWait for the outcome of the action a manual request made (st, err from
+// Manual or ManualRollback) and writes it.
+func (r *Revoker) answer(w http.ResponseWriter, req *http.Request, what, key string, st *alerting.ActionStatus, err error) {
+	if err == nil {
+		ctx, cancel := context.WithTimeout(req.Context(), r.apiWait)
+		got, werr := r.Await(ctx, st.ID)
+		cancel()
+		if got != nil {
+			st = got
+		}
+		err = werr
+	}
+	switch {
+	case errors.Is(err, ErrUnknownKey):
+		api.WriteJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+	case errors.Is(err, ErrProtected), errors.Is(err, ErrLeaked), errors.Is(err, ErrNotInRotation):
+		api.WriteJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "action": st})
+	case errors.Is(err, ErrHourlyCap):
+		api.WriteJSON(w, http.StatusTooManyRequests, map[string]any{"error": err.Error(), "action": st})
+	case st != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		api.WriteJSON(w, http.StatusAccepted, st) // not decided or delivered yet: the leader carries on
+	case err != nil && st != nil && st.Status == stateRefused:
+		api.WriteJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "action": st})
+	case err != nil:
+		r.log.Error("manual "+what+" failed", "key", key, "err", err)
+		api.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+	case st.Status == stateSent:
+		api.WriteJSON(w, http.StatusOK, st)
+	case st.Status == stateFailed:
+		api.WriteJSON(w, http.StatusBadGateway, map[string]any{"error": fmt.Sprintf("the %s of %s was not delivered: %s", what, key, st.Detail), "action": st})
+	default:
+		api.WriteJSON(w, http.StatusAccepted, st)
+	}
 }
 
 // rollbackRequest is the body of POST /v1/keys/{id}/rollback.
@@ -67,8 +97,10 @@ type rollbackRequest struct {
 }
 
 // RollbackAPIHandler serves POST /v1/keys/{id}/rollback (internal/api checks the bearer token
-// before it): 202 with the action's status, 400 for a bad action or extension, 404 for an unknown
-// key, 409 for a key considered leaked (refused and audited).
+// before it). Like APIHandler, it waits up to DefaultAPIWait for the leader to deliver it: 200
+// sent, 202 not delivered yet, 400 for a bad action or extension, 404 for an unknown key, 409 for
+// a key in no rotation or considered leaked (refused and audited), 502 when the receiver refused
+// it or stayed unreachable.
 func (r *Revoker) RollbackAPIHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodPost {
@@ -106,16 +138,6 @@ func (r *Revoker) RollbackAPIHandler() http.Handler {
 			actor = "api:" + a
 		}
 		st, err := r.ManualRollback(req.Context(), key, kind, extend, body.Reason, actor)
-		switch {
-		case errors.Is(err, ErrUnknownKey):
-			api.WriteError(w, http.StatusNotFound, err.Error())
-		case errors.Is(err, ErrLeaked):
-			api.WriteJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "action": st})
-		case err != nil:
-			r.log.Error("manual rollback failed", "key", key, "err", err)
-			api.WriteError(w, http.StatusInternalServerError, err.Error())
-		default:
-			api.WriteJSON(w, http.StatusAccepted, st)
-		}
+		r.answer(w, req, kind, key, st, err)
 	})
 }

@@ -31,13 +31,34 @@ const (
 	GuardNotCritical = "not_critical"
 	// GuardAlertOver refuses an approval that comes after the rollback's alert stopped firing.
 	GuardAlertOver = "alert_over"
+	// GuardNotInRotation refuses a rollback of a key that is not the old key of a rotation: there
+	// is no retire or revoke step to roll back.
+	GuardNotInRotation = "not_in_rotation"
 )
 
 // spikeDetector is the detector whose findings offer a rollback (detect.Spike).
 const spikeDetector = "spike"
 
-// ErrLeaked refuses a rollback of a key with an open leak alert or a recent leak finding.
-var ErrLeaked = errors.New("the key is considered leaked")
+// Errors a manual rollback is refused with; the returned status says more.
+var (
+	// ErrLeaked refuses a rollback of a key with an open leak alert or a recent leak finding.
+	ErrLeaked = errors.New("the key is considered leaked")
+	// ErrNotInRotation refuses a rollback of a key that is the old key of no rotation.
+	ErrNotInRotation = errors.New("the key is in no rotation")
+)
+
+// notInRotation says why keyID has nothing to roll back in model m, or "" when it is the old key
+// of a rotation (running or finished).
+func notInRotation(m *rotation.Model, keyID string) string {
+	k := m.Key(keyID)
+	switch {
+	case k != nil && k.Rotation != nil:
+		return ""
+	case k != nil && k.Predecessor != nil:
+		return fmt.Sprintf("%s is the new key of rotation %s, not the old key of one: no retire or revoke step to roll back", keyID, k.Predecessor.ID)
+	}
+	return fmt.Sprintf("%s is in no rotation (no key.rotation_started event names it as the old key): no retire or revoke step to roll back", keyID)
+}
 
 // IsRollback reports whether kind is a rollback (extend_grace or reactivate).
 func IsRollback(kind string) bool { return kind == KindExtendGrace || kind == KindReactivate }
@@ -179,12 +200,19 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 		RequestedAt: now, UpdatedAt: now, Version: 1,
 	}
 	row := auditRow{Actor: "auto"}
+	m, err := rotation.Load(ctx, r.conn)
+	if err != nil {
+		return nil, true, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
+	}
 	leak, err := r.leaked(ctx, keyID)
 	if err != nil {
 		return nil, true, err
 	}
 	metric := ""
-	switch {
+	switch none := notInRotation(m, keyID); {
+	case none != "":
+		rec.State, rec.Guardrail, row.Event, metric = stateRefused, GuardNotInRotation, "refused", "refused"
+		rec.Detail = none
 	case leak != "":
 		rec.State, rec.Guardrail, row.Event, metric = stateRefused, GuardLeaked, "refused", "refused"
 		rec.Detail = leak + ": never rolled back"
@@ -293,9 +321,11 @@ func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slack
 }
 
 // ManualRollback requests a rollback of keyID by a human (CLI or API): kind is extend_grace (by
-// extendBy; 0 means rollback.extend_by) or reactivate. A key considered leaked is refused
-// (ErrLeaked) and audited. The id comes from the key, kind, extension, reason and the minute, so a
-// retried request makes no second action.
+// extendBy; 0 means rollback.extend_by) or reactivate. A key that is the old key of no rotation
+// (ErrNotInRotation) or is considered leaked (ErrLeaked) is refused, and audited. Otherwise the
+// rollback is queued (no cap applies to rollbacks) and the leader's Run sends it; Await follows
+// it. The id comes from the key, kind, extension, reason and the minute, so a retried request
+// makes no second action.
 func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extendBy time.Duration, reason, actor string) (*alerting.ActionStatus, error) {
 	if keyID == "" {
 		return nil, errors.New("action: rollback: a key id is required")
@@ -316,7 +346,7 @@ func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extend
 	id := ActionID(kind, keyID, fmt.Sprintf("manual\x00%s\x00%s\x00%s", reason, extendBy, now.Truncate(time.Minute).Format(time.RFC3339)))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, stored, err := r.manualRecord(ctx, id, kind, keyID, reason, actor, now)
+	rec, stored, m, err := r.manualRecord(ctx, id, kind, keyID, reason, actor, now)
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +359,10 @@ func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extend
 	}
 	ev := auditRow{Actor: actor}
 	metric := "refused"
-	if leak != "" {
+	if none := notInRotation(m, keyID); none != "" {
+		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardNotInRotation, none
+		ev.Event = "refused"
+	} else if leak != "" {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardLeaked, leak+": never rolled back"
 		ev.Event = "refused"
 	} else {
@@ -350,6 +383,7 @@ func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extend
 		r.metrics.rollbackResult(metric)
 	}
 	r.log.Info("manual rollback", "action", id, "kind", kind, "key", keyID, "actor", actor, "state", rec.State, "guardrail", rec.Guardrail)
+	r.signal()
 	return status(rec), rollbackRefusal(rec)
 }
 
@@ -358,8 +392,11 @@ func rollbackRefusal(rec *record) error {
 	if rec.State != stateRefused {
 		return nil
 	}
-	if rec.Guardrail == GuardLeaked {
+	switch rec.Guardrail {
+	case GuardLeaked:
 		return fmt.Errorf("action: %s of key %s refused: %w: %s", rec.Kind, rec.KeyID, ErrLeaked, rec.Detail)
+	case GuardNotInRotation:
+		return fmt.Errorf("action: %s of key %s refused: %w: %s", rec.Kind, rec.KeyID, ErrNotInRotation, rec.Detail)
 	}
 	return fmt.Errorf("action: %s of key %s refused by %s: %s", rec.Kind, rec.KeyID, rec.Guardrail, rec.Detail)
 }

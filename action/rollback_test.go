@@ -295,6 +295,7 @@ func TestManualRollbackAPI(t *testing.T) {
 		t.Errorf("body %s", got[0].Body)
 	}
 
+	e.lead(e.r) // the API waits for the leader to send
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/keys/{id}/rollback", e.r.RollbackAPIHandler())
 	for _, c := range []struct {
@@ -306,7 +307,7 @@ func TestManualRollbackAPI(t *testing.T) {
 		{"kid_old", `{"extend": "soon"}`, http.StatusBadRequest},
 		{"kid_nobody", `{}`, http.StatusNotFound},
 		{"kid_leaky", `{"action": "reactivate", "reason": "client down"}`, http.StatusConflict},
-		{"kid_old", `{"action": "reactivate", "reason": "client down", "actor": "bob"}`, http.StatusAccepted},
+		{"kid_old", `{"action": "reactivate", "reason": "client down", "actor": "bob"}`, http.StatusOK},
 	} {
 		req := httptest.NewRequest(http.MethodPost, "/v1/keys/"+c.key+"/rollback", strings.NewReader(c.body))
 		w := httptest.NewRecorder()
@@ -325,5 +326,56 @@ func TestManualRollbackAPI(t *testing.T) {
 		if n := e.count(q); n != want {
 			t.Errorf("%s: %d, want %d", q, n, want)
 		}
+	}
+}
+
+// Issue #14 (14): a rollback of a key that is the old key of no rotation (a key merely revoked,
+// or the new key of a rotation) is refused with not_in_rotation, audited, and sent nowhere: by
+// hand, through the API, or from a spike alert.
+func TestRollbackOfKeyInNoRotationRefused(t *testing.T) {
+	e := newEnv(t, func(r *config.Revoke) { r.DefaultMode = "off" })
+	e.r.rollback = rollbackCfg()
+	e.r.rollback.DefaultMode, e.r.rollback.CriticalClients = "auto", []string{"*"}
+	e.lifecycle(t0.Add(-48*time.Hour), "key.created", "kid_plain", "acme", "")
+	e.lifecycle(t0.Add(-time.Hour), "key.revoked", "kid_plain", "acme", "")
+	e.rotated("kid_old", "kid_new", "acme", t0.Add(-time.Hour))
+	for _, c := range []struct{ key, says string }{
+		{"kid_plain", "kid_plain is in no rotation"},
+		{"kid_new", "kid_new is the new key of rotation kid_old>kid_new"},
+	} {
+		st, err := e.r.ManualRollback(e.ctx, c.key, KindReactivate, 0, "client down", "cli:ops")
+		if !errors.Is(err, ErrNotInRotation) || st == nil || st.Status != stateRefused || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("rollback of %s: %+v %v, want refused with ErrNotInRotation saying %q", c.key, st, err, c.says)
+		}
+	}
+	e.lead(e.r)
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/keys/{id}/rollback", e.r.RollbackAPIHandler())
+	req := httptest.NewRequest(http.MethodPost, "/v1/keys/kid_plain/rollback", strings.NewReader(`{"action": "extend_grace", "reason": "x"}`))
+	w := httptest.NewRecorder()
+	mux.ServeHTTP(w, req)
+	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), GuardNotInRotation) {
+		t.Errorf("POST rollback of kid_plain: %d %s, want 409 naming %s", w.Code, w.Body, GuardNotInRotation)
+	}
+	// A spike alert naming kid_plain with a revoke step, as if from a rotation keywatch lost.
+	a := spikeAlert("kid_plain", "kid_other", "acme", rotation.StepRevoked)
+	if st := e.consider(a); st == nil || st.Status != "skipped" || !strings.HasPrefix(st.Detail, GuardNotInRotation) {
+		t.Errorf("Consider of a spike on kid_plain: %+v, want skipped by %s", st, GuardNotInRotation)
+	}
+	// The old key of a rotation is rolled back, as before.
+	st, err := e.r.ManualRollback(e.ctx, "kid_old", KindReactivate, 0, "client down", "cli:ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.await(e.r, st.ID); err != nil || st.Status != stateSent {
+		t.Errorf("rollback of kid_old: %+v %v, want sent", st, err)
+	}
+	for _, d := range e.rv.deliveries() {
+		if k := body(t, d)["key_id"]; k != "kid_old" {
+			t.Errorf("a rollback of %s was sent: %s", k, d.Body)
+		}
+	}
+	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'not_in_rotation'`); n != 4 {
+		t.Errorf("%d refusals audited with not_in_rotation, want 4", n)
 	}
 }

@@ -13,6 +13,9 @@ import (
 // The states of an action, as stored (actions.state).
 const (
 	stateAwaiting = "awaiting_approval"
+	// stateApproved is a revoke approved by a human (a Slack click, or the requester of a manual
+	// revoke) that the leader has not yet counted against the hourly cap and queued.
+	stateApproved = "approved"
 	stateQueued   = "queued"
 	stateSent     = "sent"
 	stateFailed   = "failed"
@@ -54,6 +57,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	selectAction = `SELECT ` + actionColumns + ` FROM actions FINAL WHERE id = ?`
 	// selectDue is the queued actions whose next attempt is due. Argument: now (Unix ms; a bound time would be cut to the second).
 	selectDue = `SELECT id FROM actions FINAL WHERE state = 'queued' AND next_attempt_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC') ORDER BY next_attempt_at, id`
+	// selectApproved is the approved actions of a kind, in the order they were approved: what the
+	// leader decides next. Argument: kind.
+	selectApproved = `SELECT id FROM actions FINAL WHERE kind = ? AND state = 'approved' ORDER BY updated_at, id`
 	// countQueued feeds keywatch_actions_queued.
 	countQueued = `SELECT count() FROM actions FINAL WHERE state = 'queued'`
 	// countSentSince is the hourly cap: actions committed to be sent (queued or sent) since a time (Unix ms).
@@ -122,16 +128,25 @@ func (s store) count(ctx context.Context, query string, args ...any) (uint64, er
 }
 
 func (s store) due(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := s.conn.Query(ctx, selectDue, now.UnixMilli())
+	ids, err := s.ids(ctx, selectDue, now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("action: read queued actions: %w", err)
+	}
+	return ids, nil
+}
+
+// ids runs query, which selects action ids.
+func (s store) ids(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := s.conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("action: read queued actions: %w", err)
+			return nil, err
 		}
 		ids = append(ids, id)
 	}

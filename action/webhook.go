@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/keywatch/keywatch/alerting"
 )
 
 // errNotConfigured fails an action at once: retrying will not fix the configuration.
@@ -69,7 +67,10 @@ func Verify(secret, id, ts, signatures string, body []byte, now time.Time, toler
 	return errors.New("no v1 signature matches")
 }
 
-// Run delivers queued actions until ctx ends: each due action is attempted, retried with backoff.
+// Run is the leader's loop, until ctx ends: each pass (SendDue) decides the approved revokes and
+// attempts every due action. Only the leader runs it, so it is, across replicas and the CLI, the
+// one place approved revokes are counted against revoke.max_per_hour and the one sender of every
+// action. A request stored by this process wakes it at once; others' are taken within a poll.
 func (r *Revoker) Run(ctx context.Context) error {
 	t := time.NewTicker(r.poll)
 	defer t.Stop()
@@ -81,17 +82,22 @@ func (r *Revoker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-r.wake:
 		}
 	}
 }
 
-// SendDue makes one attempt at every queued action whose next attempt is due.
+// SendDue is one pass of Run: it decides the approved revokes (decideApproved), then makes one
+// attempt at every queued action whose next attempt is due.
 func (r *Revoker) SendDue(ctx context.Context) error {
+	var errs []error
+	if err := r.decideApproved(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	ids, err := r.store.due(ctx, r.now().UTC())
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	for _, id := range ids {
 		if _, err := r.attempt(ctx, id); err != nil {
 			errs = append(errs, err)
@@ -101,26 +107,6 @@ func (r *Revoker) SendDue(ctx context.Context) error {
 		r.metrics.setQueued(n)
 	}
 	return errors.Join(errs...)
-}
-
-// SendNow delivers one queued action now, waiting out its retries until it is sent or failed or
-// ctx ends; it returns the action's last status (still "queued" when ctx ended first: the daemon
-// keeps retrying it).
-func (r *Revoker) SendNow(ctx context.Context, id string) (*alerting.ActionStatus, error) {
-	for {
-		rec, err := r.attempt(ctx, id)
-		if err != nil || rec == nil || rec.State != stateQueued {
-			return status(rec), err
-		}
-		wait := rec.NextAttemptAt.Sub(r.now())
-		if wait > 0 {
-			select {
-			case <-ctx.Done():
-				return status(rec), ctx.Err()
-			case <-time.After(wait):
-			}
-		}
-	}
 }
 
 // attempt sends a queued action once and records the answer. An action that is not queued is
@@ -179,18 +165,27 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 		} else {
 			rec.LastError = fmt.Sprintf("the receiver answered %d", code)
 		}
-		next := r.backoffAfter(n)
-		if retryAfter > 0 {
-			next = retryAfter
-		}
-		rec.NextAttemptAt = now.Add(next)
 		event = "attempt_failed"
 		detail = fmt.Sprintf("attempt %d: %s", n, rec.LastError)
-		if rec.NextAttemptAt.After(rec.FirstAttemptAt.Add(time.Duration(r.cfg.RetryFor))) {
+		next, last := r.nextAttempt(rec.FirstAttemptAt, now, n, retryAfter)
+		when := ""
+		switch {
+		case next.IsZero():
 			rec.State = stateFailed
 			rec.Detail = fmt.Sprintf("failed after %d attempts over revoke.retry_for: %s", n, rec.LastError)
-		} else {
-			rec.Detail = fmt.Sprintf("retrying (attempt %d failed: %s)", n, rec.LastError)
+		case last:
+			rec.NextAttemptAt = next
+			when = fmt.Sprintf("once more at %s, past the end of revoke.retry_for", next.Format(time.RFC3339))
+		default:
+			rec.NextAttemptAt = next
+			when = "at " + next.Format(time.RFC3339)
+		}
+		if when != "" {
+			if retryAfter > 0 {
+				when += fmt.Sprintf(" (the receiver's Retry-After: %s)", retryAfter)
+			}
+			rec.Detail = fmt.Sprintf("retrying %s; attempt %d failed: %s", when, n, rec.LastError)
+			detail += "; retrying " + when
 		}
 	default:
 		rec.State = stateFailed
@@ -220,6 +215,38 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 		r.log.Warn("action attempt failed; retrying", "kind", rec.Kind, "action", id, "key", rec.KeyID, "status", code, "attempt", n, "next", rec.NextAttemptAt, "err", rec.LastError)
 	}
 	return rec, nil
+}
+
+// nextAttempt is when to retry after failed attempt n, made at now, or zero when that attempt was
+// the last. Retries run for revoke.retry_for from the first attempt (0: none), with backoff, and
+// never before the receiver's Retry-After. The retry that would fall past the end of retry_for is
+// still made, once (last true): at the receiver's Retry-After when it gave one, else at the end of
+// retry_for. A Retry-After further than one more retry_for past the end is cut to it, so an action
+// is decided within twice revoke.retry_for of its first attempt.
+func (r *Revoker) nextAttempt(first, now time.Time, n uint32, retryAfter time.Duration) (next time.Time, last bool) {
+	window := time.Duration(r.cfg.RetryFor)
+	end := first.Add(window)
+	if window <= 0 || !now.Before(end) {
+		return time.Time{}, false
+	}
+	wait := r.backoffAfter(n)
+	if retryAfter > 0 {
+		wait = retryAfter
+	}
+	if next = now.Add(wait); !next.After(end) {
+		return next, false
+	}
+	if retryAfter > 0 {
+		return minTime(next, end.Add(window)), true
+	}
+	return end, true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // backoffAfter is the wait after failed attempt n: exponential with full jitter.

@@ -19,17 +19,22 @@ is the later of the key's current grace deadline and now, plus D; the body says
 "action":"extend_grace" and carries grace_until) or to reactivate it (--reactivate, body
 "action":"reactivate"). Use it when retiring or revoking a key broke a client.
 
-A key keywatch considers leaked is never rolled back: one with an open (pending or firing) leak or
-leak_report alert, or a leak-like finding within rollback.leak_lookback. The refusal is audited.
-Running the same command again within the same minute is the same request, not a second one. Every
-decision and attempt is written to the action_audit table (mode manual, actor cli:$USER).
+Only the old key of a rotation (one a key.rotation_started event names) can be rolled back; any
+other key is refused (guardrail not_in_rotation). A key keywatch considers leaked is never rolled
+back: one with an open (pending or firing) leak or leak_report alert, or a leak-like finding within
+rollback.leak_lookback. Refusals are audited. Running the same command again within the same
+minute is the same request, not a second one. Every decision and attempt is written to the
+action_audit table (mode manual, actor cli:$USER).
 
-Failed deliveries (5xx, 429, network errors) are retried with backoff for up to --wait; if still not
-delivered, the action stays queued and a running 'keywatch run' keeps retrying it for
-revoke.retry_for. The same rollback is served at POST /v1/keys/KEY/rollback.
+The rollback is queued in ClickHouse and the leader of the running 'keywatch run' replicas sends
+it (it alone sends, so it is sent once); without a running 'keywatch run' nothing is sent. The
+command waits up to --wait for the outcome; failed deliveries (5xx, 429, network errors) are
+retried by the leader with backoff for revoke.retry_for. The same rollback is served at
+POST /v1/keys/KEY/rollback.
 
-Exit status: 0 sent, 3 refused (the key is considered leaked), 1 on any other error (unknown key,
-receiver refused or unreachable, ClickHouse unreachable), 2 for bad flags.`
+Exit status: 0 sent, 3 refused (the key is in no rotation, or considered leaked), 1 on any other
+error (unknown key, receiver refused or unreachable, not sent within --wait, ClickHouse
+unreachable), 2 for bad flags.`
 
 func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("rollback", "rollback [--config FILE] (--extend D | --reactivate) [--reason TEXT] [--wait D] KEY", rollbackDescription, stderr)
@@ -37,7 +42,7 @@ func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	extend := fs.Duration("extend", 0, "extend the key's grace period by this long (e.g. 24h)")
 	reactivate := fs.Bool("reactivate", false, "reactivate the key instead")
 	reason := fs.String("reason", "", "why (sent to the receiver and audited; default: manual rollback by the user)")
-	wait := fs.Duration("wait", time.Minute, "how long to keep retrying a failed delivery before leaving it to the daemon")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for the leader's outcome (it carries on after)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -71,12 +76,5 @@ func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	key := fs.Arg(0)
 	st, err := r.ManualRollback(ctx, key, kind, *extend, *reason, actor)
-	if errors.Is(err, action.ErrLeaked) {
-		fmt.Fprintf(stdout, "REFUSED %s of %s (%s): %s\n", kind, key, st.ID, st.Detail)
-		return exitRefused
-	}
-	if err != nil {
-		return err
-	}
-	return deliver(ctx, r, st, kind, key, *wait, stdout)
+	return follow(ctx, r, st, err, kind, key, *wait, stdout)
 }

@@ -10,17 +10,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/config"
 )
 
-// keywatch rollback: --extend or --reactivate is sent once through the signed webhook and
-// audited as manual; a key with a recent leak finding is refused (exit 3) and audited.
+// keywatch rollback: --extend or --reactivate is sent once through the signed webhook (by the
+// leader of 'keywatch run') and audited as manual; a key with a recent leak finding, or in no
+// rotation, is refused (exit 3) and audited.
 func TestRollbackCommand(t *testing.T) {
 	ctx := context.Background()
 	db, conn := migratedDB(t)
 	now := time.Now().UTC()
-	for _, k := range []string{"kid_old", "kid_leaky"} {
+	for _, ev := range []struct{ typ, key, newKey string }{
+		{"key.rotation_started", "kid_old", "kid_new"}, {"key.revoked", "kid_old", ""},
+		{"key.rotation_started", "kid_leaky", "kid_leaky_new"}, {"key.revoked", "kid_leaky", ""},
+		{"key.revoked", "kid_plain", ""}, // revoked, but in no rotation: nothing to roll back
+	} {
 		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
-VALUES (?, 'key.revoked', ?, 'acme', '', NULL, '', 0, 0)`, now.Add(-time.Hour), k); err != nil {
+VALUES (?, ?, ?, 'acme', ?, NULL, '', 0, 0)`, now.Add(-time.Hour), ev.typ, ev.key, ev.newKey); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -40,6 +47,9 @@ revoke:
 `, ch.Addr, db, srv.URL)), 0o600)
 	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", secret)
 	t.Setenv("USER", "ops")
+	rc := config.Default().Revoke
+	rc.WebhookURL, rc.WebhookSecret = srv.URL, secret
+	leadActions(t, conn, rc)
 	for _, c := range []struct {
 		args []string
 		code int
@@ -50,6 +60,7 @@ revoke:
 		{[]string{"--config", path, "--extend", "48h", "kid_old"}, 0, "SENT extend_grace of kid_old"},
 		{[]string{"--config", path, "--reactivate", "--reason", "client down", "kid_old"}, 0, "SENT reactivate of kid_old"},
 		{[]string{"--config", path, "--extend", "24h", "kid_leaky"}, 3, "REFUSED extend_grace of kid_leaky"},
+		{[]string{"--config", path, "--reactivate", "kid_plain"}, 3, "kid_plain is in no rotation"},
 		{[]string{"--config", path, "--extend", "24h", "kid_nobody"}, 1, "unknown key"},
 	} {
 		var out bytes.Buffer
@@ -66,10 +77,11 @@ revoke:
 		!strings.Contains(bodies[1], `"action":"reactivate"`) || !strings.Contains(bodies[1], `"mode":"manual"`) {
 		t.Errorf("webhook bodies %q, want one extend_grace and one reactivate", bodies)
 	}
-	var refused, decided uint64
-	_ = conn.QueryRow(ctx, `SELECT countIf(event = 'refused' AND guardrail = 'leaked' AND key_id = 'kid_leaky'), countIf(event = 'decided' AND actor = 'cli:ops')
-FROM action_audit`).Scan(&refused, &decided)
-	if refused != 1 || decided != 2 {
-		t.Errorf("audit: %d refused for the leak, %d decided by cli:ops; want 1 and 2", refused, decided)
+	var refused, notInRotation, decided uint64
+	_ = conn.QueryRow(ctx, `SELECT countIf(event = 'refused' AND guardrail = 'leaked' AND key_id = 'kid_leaky'),
+countIf(event = 'refused' AND guardrail = 'not_in_rotation' AND key_id = 'kid_plain' AND actor = 'cli:ops'), countIf(event = 'decided' AND actor = 'cli:ops')
+FROM action_audit`).Scan(&refused, &notInRotation, &decided)
+	if refused != 1 || notInRotation != 1 || decided != 2 {
+		t.Errorf("audit: %d refused for the leak, %d for no rotation, %d decided by cli:ops; want 1, 1 and 2", refused, notInRotation, decided)
 	}
 }

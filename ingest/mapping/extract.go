@@ -137,6 +137,30 @@ func (m *Mapping) Extract(msg []byte) (Record, error) {
 	return r, nil
 }
 
+// RawKey returns the raw key msg holds at api_key's path, as far as msg can be read: also when
+// another field of it, or the JSON after the key, is bad, so that the key can be taken out of what
+// is kept of a message that failed. It is "" when msg holds no string there (or the mapping
+// reads no api_key from the log). Like Record.APIKey, never log or store it.
+func (m *Mapping) RawKey(msg []byte) string {
+	f := &m.fields[fAPIKey]
+	if !f.set || f.constant {
+		return ""
+	}
+	var caps [numFields]capture
+	s := scanner{b: msg, caps: &caps}
+	if i := s.ws(0); i < len(msg) && msg[i] == '{' {
+		s.object(i, &m.root, 1)
+	}
+	c := caps[fAPIKey]
+	if c.kind != kindString {
+		return ""
+	}
+	if c.esc {
+		return string(unescape(nil, msg[c.start:c.end]))
+	}
+	return string(msg[c.start:c.end])
+}
+
 // text is the Record's field for the contract's string field f.
 func (r *Record) text(f int) *string {
 	switch f {

@@ -3,6 +3,7 @@ package mapping
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -452,5 +453,36 @@ func TestExtractAbsentMarkers(t *testing.T) {
 	}
 	if _, err := m.Extract([]byte(`{"s": "--"}`)); err == nil {
 		t.Error(`status "--" read, want an error`)
+	}
+}
+
+// TestSecretPathsAndRawKey: a mapping says where the raw key is, and finds it in a message as far
+// as the message can be read, so that it can be taken out of what is kept of a bad message.
+func TestSecretPathsAndRawKey(t *testing.T) {
+	custom := mustCompile(t, Spec{"ts": {Path: "ts"}, "api_key": {Path: `auth.cred\.v1`}, "status": {Path: "status"}})
+	if got := custom.SecretPaths(); len(got) != 1 || !slices.Equal(got[0], []string{"auth", "cred.v1"}) {
+		t.Errorf("SecretPaths = %q, want [[auth cred.v1]]", got)
+	}
+	aws, _ := Builtin("aws-apigateway")
+	if got := mustCompile(t, aws).SecretPaths(); got != nil {
+		t.Errorf("aws-apigateway's SecretPaths = %q, want none (it reads no raw key)", got)
+	}
+	constant := mustCompile(t, Spec{"ts": {Path: "ts"}, "api_key": {Value: "k"}})
+	if got := constant.SecretPaths(); got != nil {
+		t.Errorf("a constant api_key's SecretPaths = %q, want none", got)
+	}
+	for _, tc := range []struct{ name, msg, want string }{
+		{"valid", `{"ts":1,"auth":{"cred.v1":"Zq01W7xKp3VH"},"status":200}`, "Zq01W7xKp3VH"},
+		{"escaped", `{"auth":{"cred\u002ev1":"Zq\u00301W7xKp3VH"}}`, "Zq01W7xKp3VH"},
+		{"another field of the wrong type", `{"ts":{},"auth":{"cred.v1":"Zq01W7xKp3VH"},"status":"x"}`, "Zq01W7xKp3VH"},
+		{"invalid JSON after the key", `{"auth":{"cred.v1":"Zq01W7xKp3VH"},"status":200 oops`, "Zq01W7xKp3VH"},
+		{"cut off inside the key", `{"auth":{"cred.v1":"Zq01W7`, ""},
+		{"not a string", `{"auth":{"cred.v1":["Zq01W7xKp3VH"]}}`, ""},
+		{"not an object", `["Zq01W7xKp3VH"]`, ""},
+		{"absent", `{"ts":1}`, ""},
+	} {
+		if got := custom.RawKey([]byte(tc.msg)); got != tc.want {
+			t.Errorf("%s: RawKey = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -242,6 +242,14 @@ func Compile(at string, spec Spec) (*Mapping, error) {
 	if !hasKeyID && !hasAPIKey {
 		add("key_id", "missing: the spec needs key_id or api_key (or both) to tell which key was used")
 	}
+	// A field stored as the log wrote it, read from where the raw key is, would store the key.
+	if key, ok := spec["api_key"]; ok && key.Path != "" {
+		for name, sf := range spec {
+			if f, ok := fieldByName(name); ok && stored(f) && sf.Path == key.Path {
+				add(join(name, "path"), "%q is api_key's path too: the raw key would be stored as %s; read %s from elsewhere or leave it out", sf.Path, name, name)
+			}
+		}
+	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		errs := make([]error, len(problems))
@@ -260,6 +268,26 @@ func Compile(at string, spec Spec) (*Mapping, error) {
 	}
 	m.root.index()
 	return m, nil
+}
+
+// stored reports whether contract field f is stored as the log wrote it (rather than parsed
+// into a time, a number or one of the outcomes).
+func stored(f int) bool {
+	switch f {
+	case fKeyID, fClientID, fIP, fUserAgent, fMethod, fRoute, fRequestID, fGateway:
+		return true
+	}
+	return false
+}
+
+// SecretPaths returns the paths (their keys, unescaped) where the log holds secrets: api_key's,
+// when it is read from the log. Whatever keeps a message that failed to decode must take out
+// the values there, whatever their key is called.
+func (m *Mapping) SecretPaths() [][]string {
+	if f := m.fields[fAPIKey]; f.set && !f.constant {
+		return [][]string{slices.Clone(f.segs)}
+	}
+	return nil
 }
 
 // compileField checks sf as the spec of contract field f, reporting problems through add with

@@ -94,6 +94,13 @@ func TestCompileErrors(t *testing.T) {
 		{"bad backslash", with("route", Field{Path: `request\uri`}), []string{
 			`ingest.mappings.mygw.route.path: "request\\uri": a backslash must be followed by`,
 		}},
+		{"a stored field at api_key's path", Spec{
+			"ts": {Path: "ts"}, "api_key": {Path: "headers.x-api-key"}, "key_id": {Path: "headers.x-api-key"},
+			"route": {Path: "headers.x-api-key"}, "status": {Path: "headers.x-api-key"},
+		}, []string{
+			`ingest.mappings.mygw.key_id.path: "headers.x-api-key" is api_key's path too: the raw key would be stored as key_id`,
+			`ingest.mappings.mygw.route.path: "headers.x-api-key" is api_key's path too: the raw key would be stored as route`,
+		}},
 		{"several problems, sorted", Spec{"ts": {Format: "x"}, "key_id": {Path: "k", StripPort: true}, "zzz": {}}, []string{
 			`ingest.mappings.mygw.key_id.strip_port: only ip takes strip_port`,
 			`ingest.mappings.mygw.ts.format: "x": want auto`,

@@ -54,11 +54,10 @@ const (
 	headerSignature = "Github-Public-Key-Signature"
 )
 
-// Rejecter is told of every report refused for a missing or bad signature or token, so that the
-// refusal is audited. source is "leak_reports"; detail names the key identifier and the remote
-// address, never a secret.
-type Rejecter interface {
-	Rejected(ctx context.Context, source, reason, detail string)
+// Refusals is told of every report refused for a missing or bad signature or token
+// (refusal.Log): it counts and logs them; nothing is stored.
+type Refusals interface {
+	Refuse(r *http.Request, source, reason string)
 }
 
 // Handler serves POST /v1/leaks.
@@ -68,7 +67,7 @@ type Handler struct {
 	fp      *ingest.Fingerprinter
 	token   string
 	keys    map[string]*ecdsa.PublicKey // by Github-Public-Key-Identifier
-	reject  Rejecter
+	refuse  Refusals
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
@@ -79,9 +78,9 @@ type Handler struct {
 }
 
 // New returns the handler for cfg, with the public keys of cfg.GitHubKeys loaded. fingerprintKey
-// must be the key ingest fingerprints raw API keys with (cfg.Fingerprint.Key). rejected, metrics and
-// log may be nil.
-func New(conn driver.Conn, cfg config.LeakReports, fingerprintKey string, rejected Rejecter, metrics *Metrics, log *slog.Logger) (*Handler, error) {
+// must be the key ingest fingerprints raw API keys with (cfg.Fingerprint.Key). refusals, metrics
+// and log may be nil.
+func New(conn driver.Conn, cfg config.LeakReports, fingerprintKey string, refusals Refusals, metrics *Metrics, log *slog.Logger) (*Handler, error) {
 	if len(cfg.GitHubKeyIDs) != len(cfg.GitHubKeys) {
 		return nil, fmt.Errorf("leakreport: %d key ids in leak_reports.github_key_ids for %d files in leak_reports.github_keys; give one id per file", len(cfg.GitHubKeyIDs), len(cfg.GitHubKeys))
 	}
@@ -90,7 +89,7 @@ func New(conn driver.Conn, cfg config.LeakReports, fingerprintKey string, reject
 	}
 	h := &Handler{
 		conn: conn, store: detect.NewStore(conn), fp: ingest.NewFingerprinter([]byte(fingerprintKey)),
-		token: cfg.Token, keys: map[string]*ecdsa.PublicKey{}, reject: rejected, metrics: metrics,
+		token: cfg.Token, keys: map[string]*ecdsa.PublicKey{}, refuse: refusals, metrics: metrics,
 		log: log, now: time.Now, lookupFor: 10 * time.Second,
 	}
 	for i, path := range cfg.GitHubKeys {
@@ -176,8 +175,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	if h.token == "" && len(h.keys) == 0 {
-		h.rejected(ctx, r, "leak reports are off", "")
+		h.rejected(r, "leak reports are off")
 		api.WriteError(w, http.StatusForbidden, "leak reports are off: configure leak_reports.github_keys or KEYWATCH_LEAK_REPORTS_TOKEN")
+		return
+	}
+	// The headers are checked before the body is read: a request that cannot be a report costs
+	// nothing more. A GitHub signature covers the body, so it is verified once the body is in.
+	reporter, key, sig, reason := h.authenticate(r)
+	if reason != "" {
+		h.rejected(r, reason)
+		api.WriteError(w, http.StatusUnauthorized, reason)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
@@ -190,11 +197,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, "read report body: "+err.Error())
 		return
 	}
-	reporter, reason, detail := h.authenticate(r, body)
-	if reason != "" {
-		h.rejected(ctx, r, reason, detail)
-		api.WriteError(w, http.StatusUnauthorized, reason)
-		return
+	if key != nil {
+		digest := sha256.Sum256(body)
+		if !ecdsa.VerifyASN1(key, digest[:], sig) {
+			h.rejected(r, "bad signature")
+			api.WriteError(w, http.StatusUnauthorized, "bad signature")
+			return
+		}
 	}
 	reports, err := parse(body)
 	if err != nil {
@@ -210,52 +219,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, labels)
 }
 
-// authenticate checks the GitHub signature when either GitHub header is present, else the bearer
-// token. It returns the reporter, or why the request is refused and a detail for the audit.
-func (h *Handler) authenticate(r *http.Request, body []byte) (reporter, reason, detail string) {
-	keyID, sig := r.Header.Get(headerKeyID), r.Header.Get(headerSignature)
-	from := "from " + r.RemoteAddr
-	if keyID != "" || sig != "" {
-		detail = fmt.Sprintf("github key id %q %s", keyID, from)
+// authenticate checks a request's headers: the GitHub key identifier and the form of its
+// signature when either GitHub header is present (key and sig are then what the body must verify
+// against), else the bearer token. It returns the reporter, or why the request is refused (a
+// constant, since it is a metric label).
+func (h *Handler) authenticate(r *http.Request) (reporter string, key *ecdsa.PublicKey, sig []byte, reason string) {
+	keyID, sig64 := r.Header.Get(headerKeyID), r.Header.Get(headerSignature)
+	if keyID != "" || sig64 != "" {
 		switch {
 		case keyID == "":
-			return "", "missing " + headerKeyID + " header", detail
-		case sig == "":
-			return "", "missing " + headerSignature + " header", detail
+			return "", nil, nil, "missing " + headerKeyID + " header"
+		case sig64 == "":
+			return "", nil, nil, "missing " + headerSignature + " header"
 		}
 		key, ok := h.keys[keyID]
 		if !ok {
-			return "", "unknown GitHub public key identifier", detail
+			return "", nil, nil, "unknown GitHub public key identifier"
 		}
-		der, err := base64.StdEncoding.DecodeString(sig)
+		der, err := base64.StdEncoding.DecodeString(sig64)
 		if err != nil {
-			return "", "signature is not base64", detail
+			return "", nil, nil, "signature is not base64"
 		}
-		digest := sha256.Sum256(body)
-		if !ecdsa.VerifyASN1(key, digest[:], der) {
-			return "", "bad signature", detail
-		}
-		return ReporterGitHub, "", ""
+		return ReporterGitHub, key, der, ""
 	}
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
-		return "", "missing signature or bearer token", from
+		return "", nil, nil, "missing signature or bearer token"
 	}
 	if h.token == "" {
-		return "", "no bearer token configured for leak reports", from
+		return "", nil, nil, "no bearer token configured for leak reports"
 	}
 	scheme, got, _ := strings.Cut(auth, " ")
 	if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(h.token)) != 1 {
-		return "", "wrong bearer token", from
+		return "", nil, nil, "wrong bearer token"
 	}
-	return ReporterBearer, "", ""
+	return ReporterBearer, nil, nil, ""
 }
 
-func (h *Handler) rejected(ctx context.Context, r *http.Request, reason, detail string) {
+// rejected counts a refused report; nothing is stored and nothing is waited for.
+func (h *Handler) rejected(r *http.Request, reason string) {
 	h.metrics.add(resultRejected, 1)
-	h.log.Warn("leak report rejected", "reason", reason, "detail", detail, "remote", r.RemoteAddr)
-	if h.reject != nil {
-		h.reject.Rejected(ctx, "leak_reports", reason, detail)
+	if h.refuse != nil {
+		h.refuse.Refuse(r, "leak_reports", reason)
 	}
 }
 

@@ -55,10 +55,10 @@ type recorder struct {
 	calls []string
 }
 
-func (r *recorder) Rejected(_ context.Context, source, reason, detail string) {
+func (r *recorder) Refuse(_ *http.Request, source, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls = append(r.calls, source+"|"+reason+"|"+detail)
+	r.calls = append(r.calls, source+"|"+reason)
 }
 
 func (r *recorder) count() int {

@@ -19,6 +19,7 @@ import (
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/broker"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/refusal"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/tlsconfig"
 	"github.com/keywatch/keywatch/leader"
@@ -59,6 +60,7 @@ type metrics struct {
 	detect    *detect.Metrics
 	notify    *notify.Metrics
 	alerting  *alerting.Metrics
+	refusals  *refusal.Log
 	lastLoad  prometheus.Gauge
 	lastLoadT prometheus.Gauge
 }
@@ -73,7 +75,7 @@ func (d *daemon) wire(cfg config.Config) error {
 	d.cfg, d.conn = cfg, conn
 	d.metrics = metrics{
 		action: action.NewMetrics(d.reg), leaks: leakreport.NewMetrics(d.reg), detect: detect.NewMetrics(d.reg),
-		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg),
+		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg), refusals: refusal.New(d.reg, d.log),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keywatch_config_last_reload_successful",
 			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",

@@ -90,6 +90,19 @@ ingest:
 			t.Errorf("check-config of a wrong mapping does not name %s:\n%s", want, stderr.String())
 		}
 	}
+	for env, want := range map[string]string{
+		"KEYWATCH_HTTP_TOKEN":           "http.token: 1 characters, want at least 32",
+		"KEYWATCH_LEAK_REPORTS_TOKEN":   "leak_reports.token: 1 characters, want at least 32",
+		"KEYWATCH_SLACK_SIGNING_SECRET": "slack.signing_secret: 1 characters, want at least 32",
+	} {
+		t.Run("short "+env, func(t *testing.T) {
+			t.Setenv(env, "x")
+			var stdout, stderr bytes.Buffer
+			if code := dispatch(context.Background(), []string{"check-config"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), want) {
+				t.Errorf("check-config with a 1-character %s: exit %d, stderr:\n%s\nwant exit 2 and %q", env, code, stderr.String(), want)
+			}
+		})
+	}
 	stdout.Reset()
 	if code := dispatch(context.Background(), []string{"check-config"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("defaults: exit code %d: %s", code, stderr.String())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
@@ -84,7 +85,22 @@ func printReadiness(w io.Writer, rep detect.Readiness) {
 		if caller == "" {
 			caller = c.IP + " " + c.UserAgent
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f%%\n", caller, c.Requests, c.LastSeen.Format(time.RFC3339), 100*c.NewKeyShare)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f%%\n", printable(caller), c.Requests, c.LastSeen.Format(time.RFC3339), 100*c.NewKeyShare)
+	}
+	if rep.Unlisted > 0 {
+		fmt.Fprintf(tw, "... and %d more callers\n", rep.Unlisted)
 	}
 	_ = tw.Flush()
+}
+
+// printable returns s for a terminal: whoever sends requests to the gateway writes client ids
+// and user agents, so control and formatting characters (escape sequences, bidi overrides) are
+// shown escaped, and a long value is cut.
+func printable(s string) string {
+	const maxRunes = 120
+	if r := []rune(s); len(r) > maxRunes {
+		s = string(r[:maxRunes]) + "…"
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }

@@ -111,7 +111,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	defer d.conn.Close()
 	loops := map[string]func(context.Context) error{"keywatch": d.run}
 	if cfg.HTTP.Listen != "" {
-		opts := api.Options{Addr: cfg.HTTP.Listen, Gatherer: reg, Log: log}
+		opts := api.Options{
+			Addr: cfg.HTTP.Listen, AdminAddr: cfg.HTTP.AdminListen, Gatherer: reg, Log: log,
+			Limits: api.Limits{
+				ReadTimeout: time.Duration(cfg.HTTP.ReadTimeout), IdleTimeout: time.Duration(cfg.HTTP.IdleTimeout),
+				MaxConnections: cfg.HTTP.MaxConnections,
+			},
+		}
 		if cfg.HTTP.TLS.Enabled() {
 			if d.cert, err = tlsconfig.LoadCertificate(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile, log); err != nil {
 				return usageError{err}

@@ -5,6 +5,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -28,13 +29,51 @@ type Check func(ctx context.Context) error
 // not be able to make keywatch dial ClickHouse or Kafka more often than this.
 const checkTTL = 2 * time.Second
 
-// Options configure the listener.
+// Options configure the listeners.
 type Options struct {
 	Addr string
-	// TLS, when set, makes the listener serve HTTPS (tlsconfig.Certificate re-reads its files).
+	// AdminAddr, when set, is a second listener serving /metrics, /healthz and /readyz (with
+	// each failing check's error); Addr then serves only the application. Empty: Addr serves
+	// both, and /readyz names the failing checks' errors only to a bearer token.
+	AdminAddr string
+	// TLS, when set, makes the listeners serve HTTPS (tlsconfig.Certificate re-reads its files).
 	TLS      *tls.Config
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
+	// Limits bound what one connection may hold; zero fields take DefaultLimits.
+	Limits Limits
+}
+
+// Limits bound what a client may hold of the listener. Nothing is read from a request before its
+// headers are complete, a bearer-token request's body is read only once its token is checked,
+// and a connection that sends too slowly, or idles, is closed.
+type Limits struct {
+	// ReadTimeout bounds a request's headers and body together.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end of the answer.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no next request.
+	IdleTimeout time.Duration
+	// MaxConnections is how many connections each listener holds at once; more wait to be
+	// accepted, so the admin listener keeps answering while the public one is full.
+	MaxConnections int
+	// MaxHeaderBytes bounds a request's line and headers.
+	MaxHeaderBytes int
+}
+
+// DefaultLimits are the limits of fields left zero.
+var DefaultLimits = Limits{
+	ReadTimeout: 10 * time.Second, WriteTimeout: 2 * time.Minute, IdleTimeout: 60 * time.Second,
+	MaxConnections: 1024, MaxHeaderBytes: 32 << 10,
+}
+
+func (l Limits) orDefault() Limits {
+	d := DefaultLimits
+	return Limits{
+		ReadTimeout: cmp.Or(l.ReadTimeout, d.ReadTimeout), WriteTimeout: cmp.Or(l.WriteTimeout, d.WriteTimeout),
+		IdleTimeout: cmp.Or(l.IdleTimeout, d.IdleTimeout), MaxConnections: cmp.Or(l.MaxConnections, d.MaxConnections),
+		MaxHeaderBytes: cmp.Or(l.MaxHeaderBytes, d.MaxHeaderBytes),
+	}
 }
 
 // App is what the daemon serves once it is wired: until Serve is called, /v1, /slack and /-/
@@ -43,47 +82,71 @@ type App struct {
 	V1 V1
 	// SlackInteractions, when not nil, serves POST /slack/interactions (it verifies Slack's signature).
 	SlackInteractions http.Handler
-	// Reload serves POST /-/reload (bearer token): it applies the configuration file again and
+	// Reload serves POST /-/reload (admin token): it applies the configuration file again and
 	// returns why it refused to, if it did.
 	Reload func(ctx context.Context) error
-	// Config serves GET /-/config (bearer token): the configuration in effect, secrets hidden.
+	// Config serves GET /-/config (admin token): the configuration in effect, secrets hidden.
 	Config func() string
 }
 
+// served is the application in effect: its routes and who may see /readyz's errors.
+type served struct {
+	mux *http.ServeMux
+	v1  V1
+}
+
 // Server serves /metrics, /healthz, /readyz (and their Prometheus-style aliases /-/healthy and
-// /-/ready), /v1, /slack/interactions, /-/reload and /-/config.
+// /-/ready), /v1, /slack/interactions, /-/reload and /-/config, on one listener or two.
 type Server struct {
-	srv    *http.Server
+	public *http.Server
+	admin  *http.Server // nil: the public listener serves the admin paths too
+	limits Limits
 	tls    *tls.Config
 	log    *slog.Logger
-	app    atomic.Pointer[http.ServeMux]
+	app    atomic.Pointer[served]
 	checks atomic.Pointer[[]*cachedCheck]
 }
 
-// New returns a server for opts.Addr; nothing listens until Run.
+// New returns a server for opts.Addr (and opts.AdminAddr); nothing listens until Run.
 func New(opts Options) *Server {
-	s := &Server{tls: opts.TLS, log: opts.Log.With("component", "api")}
+	s := &Server{tls: opts.TLS, log: opts.Log.With("component", "api"), limits: opts.Limits.orDefault()}
 	s.checks.Store(&[]*cachedCheck{})
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	adminMux := http.NewServeMux()
+	adminMux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	for _, p := range []string{"/healthz", "/-/healthy"} {
-		mux.HandleFunc("GET "+p, func(w http.ResponseWriter, _ *http.Request) {
+		adminMux.HandleFunc("GET "+p, func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			_, _ = w.Write([]byte("ok\n"))
 		})
 	}
 	for _, p := range []string{"/readyz", "/-/ready"} {
-		mux.HandleFunc("GET "+p, s.ready)
+		adminMux.HandleFunc("GET "+p, s.ready(opts.AdminAddr != ""))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if app := s.app.Load(); app != nil {
-			app.ServeHTTP(w, r)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := s.app.Load(); a != nil {
+			a.mux.ServeHTTP(w, r)
 			return
 		}
 		WriteError(w, http.StatusServiceUnavailable, "keywatch is starting: see /readyz")
 	})
-	s.srv = &http.Server{Addr: opts.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: opts.TLS}
+	if opts.AdminAddr == "" {
+		adminMux.Handle("/", app)
+		s.public = s.server(opts.Addr, adminMux)
+		return s
+	}
+	s.public = s.server(opts.Addr, app)
+	s.admin = s.server(opts.AdminAddr, adminMux)
 	return s
+}
+
+func (s *Server) server(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr: addr, Handler: h, TLSConfig: s.tls,
+		ReadHeaderTimeout: s.limits.ReadTimeout, ReadTimeout: s.limits.ReadTimeout,
+		WriteTimeout: s.limits.WriteTimeout, IdleTimeout: s.limits.IdleTimeout,
+		MaxHeaderBytes: s.limits.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 }
 
 // SetChecks replaces what /readyz checks.
@@ -108,7 +171,7 @@ func (s *Server) Serve(app App) {
 		mux.Handle("POST /slack/interactions", app.SlackInteractions)
 	}
 	if app.Reload != nil {
-		mux.Handle("POST /-/reload", app.V1.authorized(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.Handle("POST /-/reload", app.V1.authorized(ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := app.Reload(r.Context()); err != nil {
 				WriteError(w, http.StatusUnprocessableEntity, err.Error())
 				return
@@ -117,38 +180,52 @@ func (s *Server) Serve(app App) {
 		})))
 	}
 	if app.Config != nil {
-		mux.Handle("GET /-/config", app.V1.authorized(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mux.Handle("GET /-/config", app.V1.authorized(ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			_, _ = w.Write([]byte(app.Config()))
 		})))
 	}
-	s.app.Store(mux)
+	s.app.Store(&served{mux: mux, v1: app.V1})
 }
 
 // readyTimeout bounds a readiness answer, under the Helm chart's 3 s probe timeout: the checks
 // run at once, and one that has not answered by then fails.
 const readyTimeout = 2500 * time.Millisecond
 
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
-	defer cancel()
-	checks := *s.checks.Load()
-	errs := make([]error, len(checks))
-	var wg sync.WaitGroup
-	for i, c := range checks {
-		wg.Go(func() { errs[i] = c.run(ctx) })
-	}
-	wg.Wait()
-	status := map[string]string{}
-	code := http.StatusOK
-	for i, c := range checks {
-		status[c.name] = "ok"
-		if errs[i] != nil {
-			status[c.name] = errs[i].Error()
-			code = http.StatusServiceUnavailable
+// ready answers whether every check passes. detailed (the admin listener) shows each failing
+// check's error to anyone; on the public listener only a bearer token sees them, and others see
+// "not ready", since the errors name internal addresses.
+func (s *Server) ready(detailed bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		defer cancel()
+		checks := *s.checks.Load()
+		errs := make([]error, len(checks))
+		var wg sync.WaitGroup
+		for i, c := range checks {
+			wg.Go(func() { errs[i] = c.run(ctx) })
 		}
+		wg.Wait()
+		if !detailed {
+			if a := s.app.Load(); a != nil {
+				_, ok := a.v1.scope(r)
+				detailed = ok
+			}
+		}
+		status := map[string]string{}
+		code := http.StatusOK
+		for i, c := range checks {
+			status[c.name] = "ok"
+			if errs[i] != nil {
+				status[c.name] = "not ready"
+				if detailed {
+					status[c.name] = errs[i].Error()
+				}
+				code = http.StatusServiceUnavailable
+			}
+		}
+		WriteJSON(w, code, status)
 	}
-	WriteJSON(w, code, status)
 }
 
 // Every returns c with its result reused for ttl (longer than the checkTTL every check gets): for
@@ -180,30 +257,70 @@ func (c *cachedCheck) run(ctx context.Context) error {
 	return c.err
 }
 
-// Run listens until ctx ends, then shuts down gracefully.
+// Run listens until ctx ends, then shuts down: requests in flight get shutdownGrace to finish,
+// and connections still open after it are closed.
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.srv.Addr)
+	public, err := net.Listen("tcp", s.public.Addr)
 	if err != nil {
 		return err
 	}
+	var admin net.Listener
+	if s.admin != nil {
+		if admin, err = net.Listen("tcp", s.admin.Addr); err != nil {
+			_ = public.Close()
+			return err
+		}
+	}
+	return s.serve(ctx, public, admin)
+}
+
+// serve serves on the listeners (admin is nil without an admin listener) until ctx ends.
+func (s *Server) serve(ctx context.Context, public, admin net.Listener) error {
 	scheme := "http"
 	if s.tls != nil {
 		scheme = "https"
-		ln = tls.NewListener(ln, s.tls)
 	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "scheme", scheme,
-		"paths", []string{"/metrics", "/healthz", "/readyz", "/-/healthy", "/-/ready", "/-/reload", "/-/config", "/v1/...", "/slack/interactions"})
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(ln) }()
+	type listener struct {
+		srv *http.Server
+		ln  net.Listener
+	}
+	ls := []listener{{s.public, public}}
+	if s.admin == nil {
+		s.log.Info("listening", "addr", public.Addr().String(), "scheme", scheme,
+			"paths", []string{"/metrics", "/healthz", "/readyz", "/-/healthy", "/-/ready", "/-/reload", "/-/config", "/v1/...", "/slack/interactions"})
+	} else {
+		ls = append(ls, listener{s.admin, admin})
+		s.log.Info("listening", "addr", public.Addr().String(), "scheme", scheme,
+			"paths", []string{"/-/reload", "/-/config", "/v1/...", "/slack/interactions"})
+		s.log.Info("admin listening", "addr", admin.Addr().String(), "scheme", scheme,
+			"paths", []string{"/metrics", "/healthz", "/readyz", "/-/healthy", "/-/ready"})
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		ln := limitListener(l.ln, s.limits.MaxConnections)
+		if s.tls != nil {
+			ln = tls.NewListener(ln, s.tls)
+		}
+		go func() { errc <- l.srv.Serve(ln) }()
+	}
+	var err error
 	select {
-	case err := <-errc:
-		return err
+	case err = <-errc:
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdown, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := s.srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for _, l := range ls {
+		if serr := l.srv.Shutdown(shutdown); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			s.log.Warn("connections still open at shutdown are closed", "addr", l.srv.Addr, "err", serr)
+			_ = l.srv.Close()
+		}
 	}
-	return nil
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }
+
+// shutdownGrace is how long requests in flight may take once the daemon stops.
+const shutdownGrace = 5 * time.Second

@@ -29,10 +29,10 @@ func TestReadyzNamesTheFailingCheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New(Options{Addr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler)})
+			s := New(Options{Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler)})
 			s.SetChecks(tc.checks)
 			rec := httptest.NewRecorder()
-			s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+			s.admin.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 			var got map[string]string
 			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 				t.Fatal(err)
@@ -57,7 +57,7 @@ func TestHealthzAndMetrics(t *testing.T) {
 	s := New(Options{Addr: "127.0.0.1:0", Gatherer: reg, Log: slog.New(slog.DiscardHandler)})
 	for path, want := range map[string]string{"/healthz": "ok\n", "/-/healthy": "ok\n", "/metrics": "keywatch_test_total 1"} {
 		rec := httptest.NewRecorder()
-		s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		s.public.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		if rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("%s: %d %q, want 200 with %q", path, rec.Code, rec.Body.String(), want)
 		}
@@ -74,11 +74,11 @@ func TestAppAnswersOnceServedAndChecksAreRateLimited(t *testing.T) {
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		s.srv.Handler.ServeHTTP(rec, req)
+		s.public.Handler.ServeHTTP(rec, req)
 		return rec.Code, rec.Body.String()
 	}
 	for range 5 {
-		if code, body := do("GET", "/-/ready", ""); code != 503 || !strings.Contains(body, `"clickhouse":"unreachable: connecting"`) {
+		if code, body := do("GET", "/-/ready", ""); code != 503 || !strings.Contains(body, `"clickhouse":"not ready"`) {
 			t.Fatalf("/-/ready: %d %s", code, body)
 		}
 	}
@@ -91,7 +91,7 @@ func TestAppAnswersOnceServedAndChecksAreRateLimited(t *testing.T) {
 
 	reloadErr := errors.New("these settings change only with a restart: kafka.brokers")
 	s.Serve(App{
-		V1:     V1{Token: "tok"},
+		V1:     V1{Tokens: Tokens{Admin: "tok"}},
 		Reload: func(context.Context) error { return reloadErr },
 		Config: func() string { return "detect.spike.min_z 4\n" },
 	})
@@ -104,6 +104,9 @@ func TestAppAnswersOnceServedAndChecksAreRateLimited(t *testing.T) {
 	reloadErr = nil
 	if code, _ := do("POST", "/-/reload", "tok"); code != 200 {
 		t.Errorf("/-/reload: %d, want 200", code)
+	}
+	if code, body := do("GET", "/-/ready", "tok"); code != 503 || !strings.Contains(body, `"clickhouse":"unreachable: connecting"`) {
+		t.Errorf("/-/ready with a token: %d %s, want the check's error", code, body)
 	}
 	if code, body := do("GET", "/-/config", "tok"); code != 200 || body != "detect.spike.min_z 4\n" {
 		t.Errorf("/-/config: %d %q", code, body)

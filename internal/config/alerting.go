@@ -279,7 +279,7 @@ func (m Matcher) validate(p string) []error {
 }
 
 func (s Slack) validate() []error {
-	var errs []error
+	errs := secretLength("slack.signing_secret", s.SigningSecret)
 	bad := func(path string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
@@ -366,7 +366,7 @@ func (r Revoke) validate() []error {
 }
 
 func (l LeakReports) validate() []error {
-	var errs []error
+	errs := secretLength("leak_reports.token", l.Token)
 	if len(l.GitHubKeyIDs) != len(l.GitHubKeys) {
 		errs = append(errs, fmt.Errorf("leak_reports.github_key_ids: %d ids for %d files in leak_reports.github_keys; give one id per file", len(l.GitHubKeyIDs), len(l.GitHubKeys)))
 	}

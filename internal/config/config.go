@@ -123,13 +123,26 @@ type Retention struct {
 	DeadLetters Duration `yaml:"dead_letters" help:"dead letters, whole days"`
 }
 
-// HTTP is the listener for /metrics, /healthz, /readyz and the /v1 API.
+// HTTP is the listener of the /v1 API, leak reports and Slack interactions, and the admin
+// listener of /metrics, /healthz and /readyz.
 type HTTP struct {
-	Listen    string    `yaml:"listen" help:"address of the HTTP listener; empty disables it"`
-	Token     string    `yaml:"token" secret:"true"`
-	TokenFile string    `yaml:"token_file" help:"file holding the bearer token the /v1 API and POST /-/reload require; without a token they answer 403"`
-	TLS       ServerTLS `yaml:"tls"`
+	Listen         string    `yaml:"listen" help:"address of the HTTP listener (/v1, /slack/interactions, /-/reload, /-/config); empty disables it"`
+	AdminListen    string    `yaml:"admin_listen" help:"address of the admin listener (/metrics, /healthz, /readyz); empty serves them on http.listen, where /readyz names failing checks only to a bearer token"`
+	Token          string    `yaml:"token" secret:"true"`
+	TokenFile      string    `yaml:"token_file" help:"file holding the admin bearer token: every /v1 call, revokes, rollbacks, POST /-/reload, GET /-/config; without a token they answer 403"`
+	WriteToken     string    `yaml:"write_token" secret:"true"`
+	WriteTokenFile string    `yaml:"write_token_file" help:"file holding a bearer token for reads, POST /v1/lifecycle and silences, but not revokes, rollbacks or /-/ (optional)"`
+	ReadToken      string    `yaml:"read_token" secret:"true"`
+	ReadTokenFile  string    `yaml:"read_token_file" help:"file holding a bearer token for GET requests only (optional)"`
+	ReadTimeout    Duration  `yaml:"read_timeout" help:"longest a request's headers and body may take to arrive; a slower client is cut off"`
+	IdleTimeout    Duration  `yaml:"idle_timeout" help:"an idle keep-alive connection is closed after this long"`
+	MaxConnections int       `yaml:"max_connections" help:"connections each listener holds at once; more wait in the kernel's queue"`
+	TLS            ServerTLS `yaml:"tls"`
 }
+
+// MinSecretLength is the shortest bearer token or signing secret keywatch accepts: 32 characters,
+// what "openssl rand -hex 16" prints and what Slack issues as a signing secret.
+const MinSecretLength = 32
 
 // ServerTLS makes the HTTP listener serve HTTPS; the files are read again when they change.
 type ServerTLS struct {
@@ -235,7 +248,10 @@ func Default() Config {
 			Rollups:     Duration(400 * 24 * time.Hour),
 			DeadLetters: Duration(30 * 24 * time.Hour),
 		},
-		HTTP: HTTP{Listen: ":8466"},
+		HTTP: HTTP{
+			Listen: ":8466", ReadTimeout: Duration(10 * time.Second), IdleTimeout: Duration(60 * time.Second),
+			MaxConnections: 1024,
+		},
 		Detect: Detect{
 			Lingering: Lingering{
 				Schedule:   "0 */5 * * * *",
@@ -365,6 +381,8 @@ func readSecretFiles(cfg *Config) []error {
 	read("kafka.sasl.password", cfg.Kafka.SASL.PasswordFile, &cfg.Kafka.SASL.Password)
 	read("fingerprint.key", cfg.Fingerprint.KeyFile, &cfg.Fingerprint.Key)
 	read("http.token", cfg.HTTP.TokenFile, &cfg.HTTP.Token)
+	read("http.write_token", cfg.HTTP.WriteTokenFile, &cfg.HTTP.WriteToken)
+	read("http.read_token", cfg.HTTP.ReadTokenFile, &cfg.HTTP.ReadToken)
 	read("slack.token", cfg.Slack.TokenFile, &cfg.Slack.Token)
 	read("slack.signing_secret", cfg.Slack.SigningSecretFile, &cfg.Slack.SigningSecret)
 	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
@@ -462,12 +480,7 @@ func (c *Config) validate(ingest bool) []error {
 			bad(path, "%s: want whole days, at least 24h (e.g. 2160h for 90 days)", d)
 		}
 	}
-	if c.HTTP.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			bad("http.listen", "%q: %v", c.HTTP.Listen, err)
-		}
-	}
-	errs = append(errs, c.HTTP.TLS.validate()...)
+	errs = append(errs, c.HTTP.validate()...)
 	errs = append(errs, c.Detect.validate()...)
 	errs = append(errs, c.Alerting.validate()...)
 	errs = append(errs, c.Slack.validate()...)

@@ -54,6 +54,14 @@ func TestLoadReportsTheFieldPath(t *testing.T) {
 		{name: "rate above one", env: []string{"KEYWATCH_DETECT_SPIKE_MIN_RATE=5"}, want: "detect.spike.min_rate: 5: want 0 to 1"},
 		{name: "severity steps out of order", env: []string{"KEYWATCH_DETECT_LINGERING_WARNING_BEFORE=96h"}, want: "detect.lingering.warning_before: want info_before >= warning_before >= critical_before"},
 		{name: "api token in the file", yaml: "http:\n  token: abc\n", want: "http.token: secrets are not read from the config file; set KEYWATCH_HTTP_TOKEN"},
+		{name: "short api token", env: []string{"KEYWATCH_HTTP_TOKEN=x"}, want: "http.token: 1 characters, want at least 32"},
+		{name: "short read token", env: []string{"KEYWATCH_HTTP_READ_TOKEN=0123456789abcdef"}, want: "http.read_token: 16 characters, want at least 32"},
+		{name: "short Slack signing secret", env: []string{"KEYWATCH_SLACK_SIGNING_SECRET=s"}, want: "slack.signing_secret: 1 characters, want at least 32"},
+		{name: "short leak report token", env: []string{"KEYWATCH_LEAK_REPORTS_TOKEN=t"}, want: "leak_reports.token: 1 characters, want at least 32"},
+		{name: "one token for two scopes", env: []string{"KEYWATCH_HTTP_TOKEN=" + strings.Repeat("a", 32), "KEYWATCH_HTTP_READ_TOKEN=" + strings.Repeat("a", 32)}, want: "http.read_token: is the same as http.token"},
+		{name: "admin listener on the public port", yaml: "http:\n  admin_listen: \":8466\"\n", want: `http.admin_listen: ":8466" is also http.listen`},
+		{name: "read timeout", env: []string{"KEYWATCH_HTTP_READ_TIMEOUT=0s"}, want: "http.read_timeout: 0s: want 1s to 5m"},
+		{name: "max connections", env: []string{"KEYWATCH_HTTP_MAX_CONNECTIONS=1"}, want: "http.max_connections: 1: want 16 to 1000000"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

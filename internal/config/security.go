@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"slices"
+	"time"
 )
 
 // SASL mechanisms keywatch speaks to the brokers (kafka.sasl.mechanism).
@@ -82,6 +84,57 @@ func (t TLS) validate(path string, on bool, onPath string) []error {
 		bad("insecure_skip_verify", "true makes ca_file pointless: the server's certificate is not verified at all")
 	}
 	return errs
+}
+
+func (h HTTP) validate() []error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	for path, addr := range map[string]string{"http.listen": h.Listen, "http.admin_listen": h.AdminListen} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(path, "%q: %v", addr, err)
+		}
+	}
+	if h.AdminListen != "" && h.AdminListen == h.Listen {
+		bad("http.admin_listen", "%q is also http.listen: give the admin listener its own port, or leave it empty", h.AdminListen)
+	}
+	if h.ReadTimeout < Duration(time.Second) || h.ReadTimeout > Duration(5*time.Minute) {
+		bad("http.read_timeout", "%s: want 1s to 5m", h.ReadTimeout)
+	}
+	if h.IdleTimeout < Duration(time.Second) || h.IdleTimeout > Duration(time.Hour) {
+		bad("http.idle_timeout", "%s: want 1s to 1h", h.IdleTimeout)
+	}
+	if h.MaxConnections < 16 || h.MaxConnections > 1_000_000 {
+		bad("http.max_connections", "%d: want 16 to 1000000", h.MaxConnections)
+	}
+	tokens := map[string]string{"http.token": h.Token, "http.write_token": h.WriteToken, "http.read_token": h.ReadToken}
+	seen := map[string]string{}
+	for _, path := range []string{"http.token", "http.write_token", "http.read_token"} {
+		tok := tokens[path]
+		if tok == "" {
+			continue
+		}
+		errs = append(errs, secretLength(path, tok)...)
+		if other, dup := seen[tok]; dup {
+			bad(path, "is the same as %s: each scope needs its own token", other)
+		}
+		seen[tok] = path
+	}
+	return append(errs, h.TLS.validate()...)
+}
+
+// secretLength refuses a bearer token or signing secret shorter than MinSecretLength; the error
+// names the setting, not the value.
+func secretLength(path, secret string) []error {
+	if secret == "" || len(secret) >= MinSecretLength {
+		return nil
+	}
+	return []error{fmt.Errorf("%s: %d characters, want at least %d (e.g. openssl rand -hex 16); set %s or %s_file",
+		path, len(secret), MinSecretLength, envName(path), path)}
 }
 
 func (t ServerTLS) validate() []error {

@@ -11,25 +11,28 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/keywatch/keywatch/internal/config"
 )
 
 type fakeApprover struct {
 	mu       sync.Mutex
 	approved []string
 	rejected []string
+	answer   string // what Approve says; "revoke of kid_x queued" when empty
 }
 
 func (a *fakeApprover) Approve(_ context.Context, actionID, user, _ string) (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.approved = append(a.approved, actionID+" by "+user)
+	if a.answer != "" {
+		return a.answer, nil
+	}
 	return "revoke of kid_x queued", nil
 }
 
@@ -37,6 +40,24 @@ func (a *fakeApprover) Rejected(_ context.Context, source, reason, _ string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.rejected = append(a.rejected, source+":"+reason)
+}
+
+// fakeRefuser records the refusals before authentication, as source:reason.
+type fakeRefuser struct {
+	mu      sync.Mutex
+	refused []string
+}
+
+func (f *fakeRefuser) Refuse(_ *http.Request, source, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refused = append(f.refused, source+":"+reason)
+}
+
+func (f *fakeRefuser) all() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.refused...)
 }
 
 const testSecret = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -72,11 +93,8 @@ func TestInteractions(t *testing.T) {
 	}))
 	defer responses.Close()
 
-	cfg := config.Default().Slack
-	cfg.SigningSecret = testSecret
-	cfg.Approvers = []string{"U_OK"}
-	approver := &fakeApprover{}
-	h := NewInteractions(cfg, approver, nil, quietLog())
+	approver, refuser := &fakeApprover{}, &fakeRefuser{}
+	h := NewInteractions(newDB(t), interactionsConfig(), approver, refuser, nil, quietLog())
 	now := time.Now()
 	h.now = func() time.Time { return now }
 
@@ -84,37 +102,50 @@ func TestInteractions(t *testing.T) {
 	validReq := func() *http.Request { return signedRequest(valid, now, testSecret) }
 	tampered := signedRequest(valid, now, testSecret)
 	tampered.Body = io.NopCloser(strings.NewReader(click("U_OK", ApproveActionID, responses.URL+"/x")))
+	noSignature := signedRequest(valid, now, testSecret)
+	noSignature.Header.Del("X-Slack-Signature")
+	huge := signedRequest(strings.Repeat("x", maxBody+1), now, testSecret)
+	hugeUnannounced := signedRequest(strings.Repeat("x", maxBody+1), now, testSecret)
+	hugeUnannounced.ContentLength = -1 // read, and cut at the limit
 
+	// refused: told to the Refuser (before authentication); audited: told to the Approver.
 	cases := []struct {
-		name   string
-		req    *http.Request
-		status int
-		reason string
+		name             string
+		req              *http.Request
+		status           int
+		refused, audited string
 	}{
-		{"valid click", validReq(), http.StatusOK, ""},
-		{"replayed body", validReq(), http.StatusForbidden, "replay"},
-		{"bad signature", signedRequest(click("U_OK", ApproveActionID, ""), now, "wrong-secret"), http.StatusUnauthorized, "bad_signature"},
-		{"tampered body", tampered, http.StatusUnauthorized, "bad_signature"},
-		{"stale timestamp", signedRequest(click("U_OK", ApproveActionID, ""), now.Add(-6*time.Minute), testSecret), http.StatusUnauthorized, "stale_timestamp"},
-		{"future timestamp", signedRequest(click("U_OK", ApproveActionID, ""), now.Add(6*time.Minute), testSecret), http.StatusUnauthorized, "stale_timestamp"},
-		{"user not allow-listed", signedRequest(click("U_EVIL", ApproveActionID, ""), now, testSecret), http.StatusForbidden, "user_not_allowed"},
-		{"unknown action", signedRequest(click("U_OK", "something_else", ""), now.Add(time.Second), testSecret), http.StatusBadRequest, "unknown_action"},
+		{"valid click", validReq(), http.StatusOK, "", ""},
+		{"replayed body", validReq(), http.StatusForbidden, "replay", ""},
+		{"bad signature", signedRequest(click("U_OK", ApproveActionID, ""), now, "wrong-secret"), http.StatusUnauthorized, "bad_signature", ""},
+		{"no signature", noSignature, http.StatusUnauthorized, "bad_signature", ""},
+		{"tampered body", tampered, http.StatusUnauthorized, "bad_signature", ""},
+		{"too large", huge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
+		{"too large, no Content-Length", hugeUnannounced, http.StatusRequestEntityTooLarge, "body_too_large", ""},
+		{"stale timestamp", signedRequest(click("U_OK", ApproveActionID, ""), now.Add(-6*time.Minute), testSecret), http.StatusUnauthorized, "stale_timestamp", ""},
+		{"future timestamp", signedRequest(click("U_OK", ApproveActionID, ""), now.Add(6*time.Minute), testSecret), http.StatusUnauthorized, "stale_timestamp", ""},
+		{"user not allow-listed", signedRequest(click("U_EVIL", ApproveActionID, ""), now, testSecret), http.StatusForbidden, "", "user_not_allowed"},
+		{"unknown action", signedRequest(click("U_OK", "something_else", ""), now.Add(time.Second), testSecret), http.StatusBadRequest, "", ""},
+		{"grafana link", signedRequest(click("U_OK", grafanaActionID, ""), now.Add(2*time.Second), testSecret), http.StatusOK, "", ""},
 	}
-	wantRejected := 0
+	var wantRefused, wantAudited []string
 	for _, c := range cases {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, c.req)
 		if rec.Code != c.status {
 			t.Errorf("%s: status %d, want %d (%s)", c.name, rec.Code, c.status, rec.Body.String())
 		}
-		if c.reason != "" {
-			wantRejected++
-			approver.mu.Lock()
-			got := approver.rejected
-			approver.mu.Unlock()
-			if len(got) != wantRejected || got[len(got)-1] != "slack:"+c.reason {
-				t.Errorf("%s: Rejected calls %v, want the last to be slack:%s", c.name, got, c.reason)
-			}
+		if c.refused != "" {
+			wantRefused = append(wantRefused, "slack:"+c.refused)
+		}
+		if c.audited != "" {
+			wantAudited = append(wantAudited, "slack:"+c.audited)
+		}
+		approver.mu.Lock()
+		audited := slices.Clone(approver.rejected)
+		approver.mu.Unlock()
+		if got := refuser.all(); !slices.Equal(got, wantRefused) || !slices.Equal(audited, wantAudited) {
+			t.Errorf("%s: refused %v and audited %v, want %v and %v", c.name, got, audited, wantRefused, wantAudited)
 		}
 	}
 	approver.mu.Lock()
@@ -124,7 +155,7 @@ func TestInteractions(t *testing.T) {
 	}
 	select {
 	case body := <-shown:
-		if !strings.Contains(body, `"replace_original":true`) || !strings.Contains(body, `Clicked by \u003c@U_OK\u003e: revoke of kid_x queued`) {
+		if !strings.Contains(body, `"replace_original":true`) || !strings.Contains(body, "Clicked by \\u003c@U_OK\\u003e: `revoke of kid_x queued`") {
 			t.Fatalf("the message update does not show the approval: %s", body)
 		}
 	case <-time.After(10 * time.Second):
@@ -134,15 +165,15 @@ func TestInteractions(t *testing.T) {
 
 // Without a signing secret nothing is accepted: an empty HMAC key would let anyone sign.
 func TestInteractionsOffWithoutSecret(t *testing.T) {
-	cfg := config.Default().Slack
-	cfg.Approvers = []string{"U_OK"}
-	approver := &fakeApprover{}
-	h := NewInteractions(cfg, approver, nil, quietLog())
+	cfg := interactionsConfig()
+	cfg.SigningSecret = ""
+	approver, refuser := &fakeApprover{}, &fakeRefuser{}
+	h := NewInteractions(newDB(t), cfg, approver, refuser, nil, quietLog())
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, signedRequest(click("U_OK", ApproveActionID, ""), time.Now(), ""))
 	approver.mu.Lock()
 	defer approver.mu.Unlock()
-	if rec.Code != http.StatusForbidden || len(approver.approved) != 0 || len(approver.rejected) != 1 {
-		t.Fatalf("status %d, approved %v, rejected %v: want 403, none, one", rec.Code, approver.approved, approver.rejected)
+	if got := refuser.all(); rec.Code != http.StatusForbidden || len(approver.approved) != 0 || len(approver.rejected) != 0 || !slices.Equal(got, []string{"slack:off"}) {
+		t.Fatalf("status %d, approved %v, audited %v, refused %v: want 403, none, none, slack:off", rec.Code, approver.approved, approver.rejected, got)
 	}
 }

@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keywatch_outbox_depth", Help: "Notifications waiting in the outbox for delivery.",
 		}),
 		interactions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keywatch_slack_interactions_total", Help: "Requests to /slack/interactions by result (approved, error, bad_signature, stale_timestamp, replay, user_not_allowed, unknown_action, bad_request).",
+			Name: "keywatch_slack_interactions_total", Help: "Requests to /slack/interactions by result: approved, error, link (a Grafana button), user_not_allowed, unknown_action, bad_request, unavailable (the replay check could not reach ClickHouse); refused before authentication: off, bad_signature, stale_timestamp, body_too_large, replay.",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.sent, m.failed, m.retried, m.outboxDepth, m.interactions)

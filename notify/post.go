@@ -17,8 +17,11 @@ type Post struct {
 	// Key identifies the message: at most one message per key and channel is ever posted.
 	Key     string
 	Channel string
-	Text    string       // the notification text; also the message when Blocks is empty
-	Blocks  slack.Blocks // optional Block Kit layout
+	// Text and Blocks are mrkdwn as given: every value in them that keywatch did not write
+	// itself (ids, reasons, names) must be put in with MrkdwnValue, or it can mention @channel
+	// or show a disguised link.
+	Text   string       // the notification text; also the message when Blocks is empty
+	Blocks slack.Blocks // optional Block Kit layout
 }
 
 // Post makes p durable in the outbox unless a message with p's key was already recorded for its
@@ -31,7 +34,7 @@ func (s *Slack) Post(ctx context.Context, p Post) (bool, error) {
 	}
 	msg := message{Text: p.Text, Blocks: p.Blocks}
 	if len(msg.Blocks.BlockSet) == 0 {
-		msg.Blocks.BlockSet = []slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, p.Text, false, false), nil, nil)}
+		msg.Blocks.BlockSet = []slack.Block{slack.NewSectionBlock(markdown(p.Text), nil, nil)}
 	}
 	b, err := json.Marshal(msg)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -37,6 +36,10 @@ const ApproveActionID = "keywatch_approve"
 // RollbackActionID is the action_id of the "Roll back" button of a failure-spike alert whose
 // rollback (extend_grace or reactivate) awaits approval; its value is the action's id.
 const RollbackActionID = "keywatch_rollback"
+
+// grafanaActionID is the action_id of the "Grafana" link button: Slack opens the link and posts
+// the click to the interactions endpoint, which only acknowledges it.
+const grafanaActionID = "keywatch_grafana"
 
 // approves reports whether a click on the button actionID approves the action named by its value.
 func approves(actionID string) bool {
@@ -71,15 +74,18 @@ var severityEmoji = map[detect.Severity]string{
 func (r renderer) render(n alerting.Notification) message {
 	g := n.Group
 	sev := groupSeverity(g)
-	title := groupTitle(g)
-	var header string
+	// The header is plain_text, the fallback text and the replies mrkdwn: each has its own title.
+	title := groupTitle(g, func(s string) string { return plainValue(s, maxHeaderChars) })
+	mdTitle := groupTitle(g, mrkdwnValue)
+	var header, mdHeader string
 	if g.Resolved {
-		header = ":white_check_mark: RESOLVED — " + title
+		header, mdHeader = ":white_check_mark: RESOLVED — "+title, ":white_check_mark: RESOLVED — "+mdTitle
 	} else {
-		header = fmt.Sprintf("%s %s — %s", severityEmoji[sev], strings.ToUpper(sev.String()), title)
+		prefix := fmt.Sprintf("%s %s — ", severityEmoji[sev], strings.ToUpper(sev.String()))
+		header, mdHeader = prefix+title, prefix+mdTitle
 	}
 	blocks := []slack.Block{slack.NewHeaderBlock(plain(truncate(header, maxHeaderChars)))}
-	fallback := []string{header}
+	fallback := []string{mdHeader}
 
 	alerts := slices.Clone(g.Alerts)
 	// Most urgent first, then stable by fingerprint.
@@ -97,25 +103,25 @@ func (r renderer) render(n alerting.Notification) message {
 			break
 		}
 		blocks = append(blocks, ab...)
-		fallback = append(fallback, fmt.Sprintf("%s %s: %s", a.Severity, a.Detector, a.Summary))
+		fallback = append(fallback, fmt.Sprintf("%s %s: %s", a.Severity, mrkdwnValue(a.Detector), mrkdwnProse(a.Summary)))
 		shown++
 	}
 	if shown < len(alerts) {
 		blocks = append(blocks, slack.NewContextBlock("", markdown(fmt.Sprintf("%d more alerts not shown", len(alerts)-shown))))
 	}
 	if r.runbookURL != "" {
-		blocks = append(blocks, slack.NewContextBlock("", markdown(fmt.Sprintf("<%s|Runbook>", r.runbookURL))))
+		blocks = append(blocks, slack.NewContextBlock("", markdown(mrkdwnLink(r.runbookURL, "Runbook"))))
 	}
 	msg := message{Text: truncate(strings.Join(fallback, "\n"), maxFallbackChars), Blocks: slack.Blocks{BlockSet: blocks}}
-	msg.Resolved = ":white_check_mark: Resolved: " + title
-	msg.Reminder = ":bell: Still firing: " + title
+	msg.Resolved = ":white_check_mark: Resolved: " + mdTitle
+	msg.Reminder = ":bell: Still firing: " + mdTitle
 	return msg
 }
 
 // alertBlocks renders one alert: its summary with the identity and evidence fields, a context line
 // (state, muting, action status) and the buttons.
 func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
-	text := fmt.Sprintf("*%s* · %s · score %s\n%s", a.Detector, a.Severity, strconv.FormatFloat(math.Round(a.Score*10)/10, 'f', -1, 64), a.Summary)
+	text := fmt.Sprintf("*%s* · %s · score %s\n%s", mrkdwnValue(a.Detector), a.Severity, strconv.FormatFloat(math.Round(a.Score*10)/10, 'f', -1, 64), mrkdwnProse(a.Summary))
 	fields := alertFields(a)
 	var blocks []slack.Block
 	for i := 0; i < maxSectionsPerAlert && (i == 0 || len(fields) > 0); i++ {
@@ -139,13 +145,13 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 	case alerting.Firing:
 		ctx = append(ctx, "firing since "+stamp(a.FiredAt))
 	default:
-		ctx = append(ctx, string(a.State))
+		ctx = append(ctx, mrkdwnValue(string(a.State)))
 	}
 	if a.Silenced != "" {
-		ctx = append(ctx, ":mute: muted by silence "+a.Silenced)
+		ctx = append(ctx, ":mute: muted by silence "+mrkdwnValue(a.Silenced))
 	}
 	if a.Inhibited != "" {
-		ctx = append(ctx, ":mute: muted: inhibited by "+a.Inhibited)
+		ctx = append(ctx, ":mute: muted: inhibited by "+mrkdwnValue(a.Inhibited))
 	}
 	if s := actionText(a.Action); s != "" {
 		ctx = append(ctx, s)
@@ -154,7 +160,7 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 
 	var buttons []slack.BlockElement
 	if link := r.grafanaLink(a); link != "" {
-		buttons = append(buttons, slack.NewButtonBlockElement("keywatch_grafana", a.Fingerprint, plain("Grafana")).WithURL(link))
+		buttons = append(buttons, slack.NewButtonBlockElement(grafanaActionID, a.Fingerprint, plain("Grafana")).WithURL(link))
 	}
 	// Approval buttons only while the alert fires: a resolved incident is not acted on.
 	awaiting := a.State == alerting.Firing && a.Action != nil && a.Action.Status == "awaiting_approval" && a.Action.ID != ""
@@ -163,14 +169,15 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 		if a.Action.Kind == "reactivate" {
 			what = "reactivates"
 		}
-		confirm := slack.NewConfirmationBlockObject(plain("Roll back "+truncate(a.KeyID, 60)+"?"),
-			markdown(truncate(fmt.Sprintf("This %s key *%s* now (%s). %s", what, a.KeyID, a.Action.Kind, a.Summary), 300)),
+		// A dialog's title takes 100 characters, its text 300.
+		confirm := slack.NewConfirmationBlockObject(plain("Roll back "+plainValue(a.KeyID, 60)+"?"),
+			markdown(truncate(fmt.Sprintf("This %s key %s now (%s). %s", what, mrkdwnN(a.KeyID, 60), mrkdwnValue(a.Action.Kind), mrkdwnN(a.Summary, 150)), 300)),
 			plain("Roll back"), plain("Cancel"))
 		buttons = append(buttons, slack.NewButtonBlockElement(RollbackActionID, a.Action.ID, plain("Roll back")).
 			WithStyle(slack.StylePrimary).WithConfirm(confirm))
 	} else if awaiting {
-		confirm := slack.NewConfirmationBlockObject(plain("Revoke "+truncate(a.KeyID, 60)+"?"),
-			markdown(truncate(fmt.Sprintf("This sends a revoke of key *%s* now. %s", a.KeyID, a.Summary), 300)),
+		confirm := slack.NewConfirmationBlockObject(plain("Revoke "+plainValue(a.KeyID, 60)+"?"),
+			markdown(truncate(fmt.Sprintf("This sends a revoke of key %s now. %s", mrkdwnN(a.KeyID, 60), mrkdwnN(a.Summary, 150)), 300)),
 			plain("Revoke"), plain("Cancel"))
 		buttons = append(buttons, slack.NewButtonBlockElement(ApproveActionID, a.Action.ID, plain("Revoke now")).
 			WithStyle(slack.StyleDanger).WithConfirm(confirm))
@@ -189,7 +196,7 @@ func actionText(s *alerting.ActionStatus) string {
 	if s == nil || s.Status == "" {
 		return ""
 	}
-	kind := s.Kind
+	kind := mrkdwnValue(s.Kind)
 	if kind == "" {
 		kind = "action"
 	}
@@ -202,10 +209,10 @@ func actionText(s *alerting.ActionStatus) string {
 	case "dry_run":
 		t = "dry-run: would " + kind
 	default:
-		t = kind + ": " + strings.ReplaceAll(s.Status, "_", " ")
+		t = kind + ": " + mrkdwnValue(strings.ReplaceAll(s.Status, "_", " "))
 	}
 	if s.Detail != "" {
-		t += " (" + s.Detail + ")"
+		t += " (" + mrkdwnProse(s.Detail) + ")"
 	}
 	return ":zap: " + t
 }
@@ -236,7 +243,10 @@ func (r renderer) grafanaLink(a alerting.Alert) string {
 		q.Set("to", strconv.FormatInt(a.ResolvedAt.Add(time.Hour).UnixMilli(), 10))
 	}
 	u.RawQuery = q.Encode()
-	return u.String()
+	if link := u.String(); len(link) <= maxURL {
+		return link
+	}
+	return "" // Slack refuses a message with a longer button URL: no button
 }
 
 type field struct{ label, value string }
@@ -249,9 +259,9 @@ func alertFields(a alerting.Alert) []field {
 			fs = append(fs, field{label, value})
 		}
 	}
-	add("Key", code(a.KeyID))
-	add("Client", a.ClientID)
-	add("Rotation", a.RotationID)
+	add("Key", mrkdwnCode(a.KeyID))
+	add("Client", mrkdwnValue(a.ClientID))
+	add("Rotation", mrkdwnValue(a.RotationID))
 	// Not the alert's last_seen: it moves with every detector run, and a message must change
 	// only when what it says changes.
 	add("Active since", stamp(a.ActiveSince))
@@ -273,9 +283,21 @@ func alertFields(a alerting.Alert) []field {
 		err = errUnknown
 	}
 	if err != nil {
-		ev = genericFields(a.Evidence)
+		ev = genericFields(a.Evidence) // shows folded_findings among the rest
+	} else if n := foldedFindings(a.Evidence); n > 0 {
+		ev = append([]field{{"Findings folded in", strconv.Itoa(n)}}, ev...)
 	}
 	return append(fs, ev...)
+}
+
+// foldedFindings is how many findings the engine folded into this one (detect's evidence field
+// folded_findings, read by name whatever the detector); 0 when it was not folded.
+func foldedFindings(raw json.RawMessage) int {
+	var f struct {
+		N int `json:"folded_findings"`
+	}
+	_ = json.Unmarshal(raw, &f)
+	return f.N
 }
 
 var errUnknown = fmt.Errorf("unknown evidence")
@@ -286,19 +308,28 @@ func lingeringFields(raw json.RawMessage) ([]field, error) {
 		return nil, err
 	}
 	c := e.Caller
-	caller := c.ClientID
+	caller := mrkdwnValue(c.ClientID)
 	if caller == "" {
-		caller = strings.TrimSpace(c.IP + " " + c.UserAgent)
+		caller = strings.TrimSpace(mrkdwnValue(c.IP) + " " + mrkdwnValue(c.UserAgent))
+	}
+	if caller == "" && e.Callers > 0 {
+		// The finding about a rotation's callers without a client sums several (detect).
+		caller = "callers without a client"
 	}
 	fs := []field{
-		{"Rotation", fmt.Sprintf("%s → %s (%s)", code(e.OldKeyID), code(e.NewKeyID), e.Step)},
+		{"Rotation", fmt.Sprintf("%s → %s (%s)", mrkdwnCode(e.OldKeyID), mrkdwnCode(e.NewKeyID), mrkdwnValue(e.Step))},
 		{"Caller", caller},
-		{"Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, stamp(e.Since))},
-		{"First / last seen", stamp(c.FirstSeen) + " / " + stamp(c.LastSeen)},
-		{"On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests)},
 	}
+	if e.Callers > 0 {
+		fs = append(fs, field{"Callers without a client", fmt.Sprintf("%d (%d addresses, %d user agents)", e.Callers, e.Addresses, e.UserAgents)})
+	}
+	fs = append(fs,
+		field{"Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, stamp(e.Since))},
+		field{"First / last seen", stamp(c.FirstSeen) + " / " + stamp(c.LastSeen)},
+		field{"On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests)},
+	)
 	if e.Deadline != nil {
-		fs = append(fs, field{"Deadline", stamp(*e.Deadline) + " (" + e.TimeLeft + " left)"})
+		fs = append(fs, field{"Deadline", stamp(*e.Deadline) + " (" + mrkdwnValue(e.TimeLeft) + " left)"})
 	}
 	if len(c.TopIPs) > 0 {
 		fs = append(fs, field{"Top addresses", countsText(c.TopIPs)})
@@ -312,7 +343,7 @@ func lingeringFields(raw json.RawMessage) ([]field, error) {
 func countsText(cs []detect.Count) string {
 	var parts []string
 	for _, c := range cs {
-		parts = append(parts, fmt.Sprintf("%s (%d)", c.Value, c.Requests))
+		parts = append(parts, fmt.Sprintf("%s (%d)", mrkdwnValue(c.Value), c.Requests))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -323,10 +354,10 @@ func spikeFields(raw json.RawMessage) ([]field, error) {
 		return nil, err
 	}
 	fs := []field{
-		{"Rotation", fmt.Sprintf("%s → %s, %s %s", code(e.OldKeyID), code(e.NewKeyID), e.Step, stamp(e.StepAt))},
+		{"Rotation", fmt.Sprintf("%s → %s, %s %s", mrkdwnCode(e.OldKeyID), mrkdwnCode(e.NewKeyID), mrkdwnValue(string(e.Step)), stamp(e.StepAt))},
 		{"Failures, short window", windowText(e.Short)},
 		{"Failures, long window", windowText(e.Long)},
-		{"Baseline", fmt.Sprintf("%.2f%% (%s)", 100*e.Baseline.Rate, e.Baseline.Source)},
+		{"Baseline", fmt.Sprintf("%.2f%% (%s)", 100*e.Baseline.Rate, mrkdwnValue(e.Baseline.Source))},
 	}
 	if len(e.FailuresByOutcome) > 0 {
 		fs = append(fs, field{"Failures by outcome", mapText(e.FailuresByOutcome)})
@@ -334,7 +365,7 @@ func spikeFields(raw json.RawMessage) ([]field, error) {
 	if len(e.TopRoutes) > 0 {
 		var parts []string
 		for _, r := range e.TopRoutes {
-			parts = append(parts, fmt.Sprintf("%s (%d)", r.Name, r.Failures))
+			parts = append(parts, fmt.Sprintf("%s (%d)", mrkdwnValue(r.Name), r.Failures))
 		}
 		fs = append(fs, field{"Top routes", strings.Join(parts, ", ")})
 	}
@@ -356,7 +387,7 @@ func mapText(m map[string]uint64) string {
 	sort.Strings(keys)
 	var parts []string
 	for _, k := range keys {
-		name := k
+		name := mrkdwnValue(k)
 		if name == "" {
 			name = "(none)"
 		}
@@ -376,21 +407,25 @@ func leakFields(raw json.RawMessage) ([]field, error) {
 	}
 	fs := []field{{"Window", window}}
 	if e.KeyState != "" {
-		fs = append(fs, field{"Key state", e.KeyState})
+		fs = append(fs, field{"Key state", mrkdwnValue(e.KeyState)})
 	}
 	var networks []string
 	for _, s := range e.Signals {
-		fs = append(fs, field{fmt.Sprintf("Signal %s (+%.0f)", s.Kind, s.Score), s.Reason})
+		fs = append(fs, field{fmt.Sprintf("Signal %s (+%.0f)", fieldLabel(s.Kind), s.Score), mrkdwnProse(s.Reason)})
 		for _, p := range s.Places {
-			name := p.Network
+			name := mrkdwnValue(p.Network)
 			if name == "" {
-				name = p.Country
+				name = mrkdwnValue(p.Country)
 			}
 			if p.ASOrg != "" {
-				name += " (" + p.ASOrg + ")"
+				name += " (" + mrkdwnValue(p.ASOrg) + ")"
 			}
 			if len(p.Countries) > 0 {
-				name += " " + strings.Join(p.Countries, "/")
+				cs := make([]string, len(p.Countries))
+				for i, c := range p.Countries {
+					cs[i] = mrkdwnValue(c)
+				}
+				name += " " + strings.Join(cs, "/")
 			}
 			networks = append(networks, fmt.Sprintf("%s: %d requests, %s – %s", name, p.Requests, stamp(p.FirstSeen), stamp(p.LastSeen)))
 		}
@@ -411,8 +446,8 @@ func hygieneFields(raw json.RawMessage) ([]field, error) {
 		age = fmt.Sprintf("%.0f days", e.AgeDays)
 	}
 	fs := []field{
-		{"Problem", strings.ReplaceAll(e.Kind, "_", " ")},
-		{"Key state", e.State},
+		{"Problem", mrkdwnValue(strings.ReplaceAll(e.Kind, "_", " "))},
+		{"Key state", mrkdwnValue(e.State)},
 		{"Age", age},
 		{"Requests", strconv.FormatUint(e.Requests, 10)},
 	}
@@ -434,11 +469,13 @@ func hygieneFields(raw json.RawMessage) ([]field, error) {
 	return fs, nil
 }
 
-// genericFields shows unknown evidence as key: value, in key order.
+// genericFields shows unknown evidence (a leak report's, a new detector's) as key: value, in key
+// order. Its keys and values are data: labels keep only plain characters, values are escaped; a
+// URL (a leak report's) is shown as text, not as a link.
 func genericFields(raw json.RawMessage) []field {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return []field{{"Evidence", string(raw)}}
+		return []field{{"Evidence", mrkdwnValue(string(raw))}}
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -452,7 +489,7 @@ func genericFields(raw json.RawMessage) []field {
 		if json.Unmarshal(m[k], &s) == nil {
 			v = s
 		}
-		fs = append(fs, field{strings.ReplaceAll(k, "_", " "), v})
+		fs = append(fs, field{fieldLabel(k), mrkdwnValue(v)})
 	}
 	return fs
 }
@@ -466,8 +503,9 @@ func groupSeverity(g alerting.Group) detect.Severity {
 	return sev
 }
 
-// groupTitle names the detectors and what they are about: "leak on kid_x".
-func groupTitle(g alerting.Group) string {
+// groupTitle names the detectors and what they are about: "leak on kid_x", each name written by
+// value (plainValue for plain_text, mrkdwnValue for mrkdwn).
+func groupTitle(g alerting.Group, value func(string) string) string {
 	var dets []string
 	for _, a := range g.Alerts {
 		if !slices.Contains(dets, a.Detector) {
@@ -475,34 +513,22 @@ func groupTitle(g alerting.Group) string {
 		}
 	}
 	slices.Sort(dets)
-	what := g.Key
+	what := value(g.Key)
 	if kind, id, ok := strings.Cut(g.Key, ":"); ok {
 		switch kind {
 		case "rotation":
-			what = "rotation " + id
+			what = "rotation " + value(id)
 		case "key", "detector":
-			what = id
+			what = value(id)
 		}
 	}
 	if len(dets) == 0 {
 		return what
 	}
-	return strings.Join(dets, ", ") + " on " + what
-}
-
-func plain(s string) *slack.TextBlockObject {
-	return slack.NewTextBlockObject(slack.PlainTextType, s, true, false)
-}
-
-func markdown(s string) *slack.TextBlockObject {
-	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
-}
-
-func code(s string) string {
-	if s == "" {
-		return ""
+	for i, d := range dets {
+		dets[i] = value(d)
 	}
-	return "`" + s + "`"
+	return strings.Join(dets, ", ") + " on " + what
 }
 
 func stamp(t time.Time) string {
@@ -510,13 +536,4 @@ func stamp(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format("2006-01-02 15:04 UTC")
-}
-
-// truncate cuts s to at most n characters (runes), ending in "…" when cut.
-func truncate(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
 }

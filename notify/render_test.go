@@ -44,14 +44,14 @@ func TestRenderLeakAwaitingApproval(t *testing.T) {
 	if blocks[0]["type"] != "header" || blocks[0]["text"].(map[string]any)["text"] != ":red_circle: CRITICAL — leak on kid_x" {
 		t.Fatalf("header: %v", blocks[0])
 	}
-	if !strings.Contains(msg.Text, "CRITICAL — leak on kid_x") || !strings.Contains(msg.Text, "used from 3 new networks") {
+	if !strings.Contains(msg.Text, "CRITICAL — leak on `kid_x`") || !strings.Contains(msg.Text, "used from 3 new networks") {
 		t.Fatalf("fallback text: %q", msg.Text)
 	}
 	all, _ := json.Marshal(blocks)
 	js := string(all)
 	for _, want := range []string{
 		`"text":"*Key*\n` + "`kid_x`" + `"`, `"text":"*Client*\nacme"`,
-		`Signal new_network (+60)`, `revoke: awaiting approval`,
+		`Signal new network (+60)`, `revoke: awaiting approval`,
 		`"action_id":"keywatch_approve"`, `"value":"wh_123"`, `"style":"danger"`, `"confirm":`,
 		`\u003chttps://runbooks.example/keywatch|Runbook\u003e`,
 	} {
@@ -97,7 +97,7 @@ func TestRenderStates(t *testing.T) {
 		not   []string
 	}{
 		{"resolved", leakGroup("kid_x", true), []string{`:white_check_mark: RESOLVED — leak on kid_x`, `resolved 2026-11-25 13:00 UTC`}, []string{"keywatch_approve"}},
-		{"muted", muted, []string{`:large_orange_circle: WARNING — leak on kid_m`, `:mute: muted by silence sil_1`}, nil},
+		{"muted", muted, []string{`:large_orange_circle: WARNING — leak on kid_m`, ":mute: muted by silence `sil_1`"}, nil},
 		{"dry-run", dry, []string{`dry-run: would revoke`}, []string{"keywatch_approve"}},
 		{"sent", sent, []string{`revoke sent (200 OK)`}, []string{"keywatch_approve"}},
 	}
@@ -130,13 +130,13 @@ func TestRenderKnownEvidence(t *testing.T) {
 			[]string{"*Deadline*\n2026-12-01 00:00 UTC (48h0m0s left)", "*Caller*\nacme", "120 (3 failed)", "203.0.113.7 (100)", "25%"}},
 		{"spike", ev(detect.SpikeEvidence{OldKeyID: "kid_old", NewKeyID: "kid_new", Step: "retired", Short: detect.SpikeWindow{Requests: 100, Failures: 40, Rate: 0.4, Z: 12},
 			FailuresByOutcome: map[string]uint64{"revoked_key": 40}, TopRoutes: []detect.SpikeCount{{Name: "/v1/prices", Failures: 30}}}),
-			[]string{"40 of 100 (40.00%, z 12.0)", "revoked_key 40", "/v1/prices (30)"}},
+			[]string{"40 of 100 (40.00%, z 12.0)", "`revoked_key` 40", "/v1/prices (30)"}},
 		{"hygiene", ev(detect.HygieneEvidence{Kind: "policy_age", KeyID: "kid_h", State: "active", AgeDays: 400, LimitDays: 365, Requests: 9}),
 			[]string{"*Problem*\npolicy age", "400 days (limit 365)", "*Last used*\nnever"}},
 		{"hygiene", ev(detect.HygieneEvidence{Kind: "expiring", KeyID: "kid_e", State: "active", AgeDays: 20, LimitDays: 14, ExpiresAt: &deadline, DaysLeft: 4.5}),
 			[]string{"*Problem*\nexpiring", "*Age*\n20 days", "*Expires*\n2026-12-01 00:00 UTC (4.5 days left; reported within 14 days)"}},
 		{"leak_report", json.RawMessage(`{"url": "https://github.com/o/r/blob/x", "source": "content", "count": 3}`),
-			[]string{"*url*\nhttps://github.com/o/r/blob/x", "*source*\ncontent", "*count*\n3"}},
+			[]string{"*url*\n`https://github.com/o/r/blob/x`", "*source*\ncontent", "*count*\n3"}},
 	}
 	for _, c := range cases {
 		g := leakGroup("kid_x", false)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
-	"github.com/keywatch/keywatch/internal/config"
 )
 
 func spikeGroup(action *alerting.ActionStatus) alerting.Group {
@@ -51,13 +50,13 @@ func TestRenderRollbackButton(t *testing.T) {
 		text   string
 	}{
 		{"extend_grace awaiting", &alerting.ActionStatus{ID: "rv_1", Kind: "extend_grace", Mode: "approve", Status: "awaiting_approval"},
-			"keywatch_grafana=fp_spike keywatch_rollback=rv_1", "extend_grace: awaiting approval"},
+			"keywatch_grafana=fp_spike keywatch_rollback=rv_1", "`extend_grace`: awaiting approval"},
 		{"reactivate awaiting", &alerting.ActionStatus{ID: "rv_2", Kind: "reactivate", Mode: "auto", Status: "awaiting_approval", Detail: "not_critical: acme is not in rollback.critical_clients"},
-			"keywatch_grafana=fp_spike keywatch_rollback=rv_2", "reactivate: awaiting approval (not_critical"},
+			"keywatch_grafana=fp_spike keywatch_rollback=rv_2", "reactivate: awaiting approval (`not_critical: acme is not in rollback.critical_clients`)"},
 		{"sent", &alerting.ActionStatus{ID: "rv_1", Kind: "extend_grace", Mode: "approve", Status: "sent", Detail: "sent: the receiver answered 200"},
-			"keywatch_grafana=fp_spike", "extend_grace sent"},
+			"keywatch_grafana=fp_spike", "`extend_grace` sent"},
 		{"refused for a leak", &alerting.ActionStatus{ID: "rv_3", Kind: "extend_grace", Mode: "auto", Status: "skipped", Detail: "leaked: kid_old has a firing leak alert"},
-			"keywatch_grafana=fp_spike", "extend_grace: skipped (leaked"},
+			"keywatch_grafana=fp_spike", "`extend_grace`: skipped (`leaked: kid_old has a firing leak alert`)"},
 		{"revoke awaiting", &alerting.ActionStatus{ID: "rv_4", Kind: "revoke", Mode: "approve", Status: "awaiting_approval"},
 			"keywatch_grafana=fp_spike keywatch_approve=rv_4", "revoke: awaiting approval"},
 	} {
@@ -80,11 +79,8 @@ func TestRenderRollbackButton(t *testing.T) {
 // A "Roll back" click passes the same signature, replay and allow-list checks as "Revoke now",
 // then goes to the Approver; its button is replaced by who approved.
 func TestInteractionsRollbackClick(t *testing.T) {
-	cfg := config.Default().Slack
-	cfg.SigningSecret = testSecret
-	cfg.Approvers = []string{"U_OK"}
-	approver := &fakeApprover{}
-	h := NewInteractions(cfg, approver, nil, quietLog())
+	approver, refuser := &fakeApprover{}, &fakeRefuser{}
+	h := NewInteractions(newDB(t), interactionsConfig(), approver, refuser, nil, quietLog())
 	now := time.Now()
 	h.now = func() time.Time { return now }
 	valid := click("U_OK", RollbackActionID, "")
@@ -107,8 +103,9 @@ func TestInteractionsRollbackClick(t *testing.T) {
 	}
 	approver.mu.Lock()
 	defer approver.mu.Unlock()
-	if len(approver.approved) != 1 || approver.approved[0] != "wh_1 by U_OK" || len(approver.rejected) != 4 {
-		t.Fatalf("approved %v, rejected %v: want one approval and four rejections", approver.approved, approver.rejected)
+	if len(approver.approved) != 1 || approver.approved[0] != "wh_1 by U_OK" || len(approver.rejected) != 1 || len(refuser.all()) != 3 {
+		t.Fatalf("approved %v, audited %v, refused %v: want one approval, one audited refusal (not an approver), three refused before authentication",
+			approver.approved, approver.rejected, refuser.all())
 	}
 
 	blocks := approvedBlocks([]slack.Block{slack.NewActionBlock("", slack.NewButtonBlockElement(RollbackActionID, "wh_1", plain("Roll back")))}, "wh_1", "approved by alice")

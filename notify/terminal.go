@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/slack-go/slack"
 )
@@ -21,11 +23,29 @@ var (
 	slackLink = regexp.MustCompile(`<([^|>]+)(?:\|([^>]+))?>`)
 	// slackBold is *bold*, which a terminal shows as is without the stars.
 	slackBold = regexp.MustCompile(`\*([^*\n]+)\*`)
+	// codeSpan is `code`, where mrkdwn formats nothing: values are shown in it (see escape.go).
+	codeSpan = regexp.MustCompile("`[^`\n]*`")
+	// spanMark stands for the i-th code span while the rest is converted; control characters
+	// never reach the conversion (they are removed first).
+	spanMark = regexp.MustCompile("\x00([0-9]+)\x00")
 )
 
 // TerminalText turns Slack mrkdwn into plain text: emoji codes become emoji, links "label (url)",
-// *bold* loses its stars; `code` and the rest stay as written.
+// *bold* loses its stars; `code` stays as written, its content untouched; entities are decoded.
+// Control characters other than new lines and tabs are removed, so that nothing in a message can
+// move a terminal's cursor or change its colours.
 func TerminalText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r != '\n' && r != '\t' && unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	var spans []string
+	s = codeSpan.ReplaceAllStringFunc(s, func(span string) string {
+		spans = append(spans, span)
+		return "\x00" + strconv.Itoa(len(spans)-1) + "\x00"
+	})
 	s = emojiCode.ReplaceAllStringFunc(s, func(code string) string {
 		if e, ok := terminalEmoji[code]; ok {
 			return e
@@ -40,6 +60,10 @@ func TerminalText(s string) string {
 		return p[2] + " (" + p[1] + ")"
 	})
 	s = slackBold.ReplaceAllString(s, "$1")
+	s = spanMark.ReplaceAllStringFunc(s, func(m string) string {
+		i, _ := strconv.Atoi(spanMark.FindStringSubmatch(m)[1])
+		return spans[i]
+	})
 	s = strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&").Replace(s)
 	return s
 }

@@ -95,14 +95,14 @@ type storedLifecycle struct {
 	offset    int64
 }
 
-// DeadLetter is a message that could not become an event.
+// DeadLetter is a message that could not become an event; Decoder.DeadLetter makes one.
 type DeadLetter struct {
 	Topic     string
 	Partition int32
 	Offset    int64
-	Reason    string
-	Error     string
-	Excerpt   string // redacted
+	Reason    string // one of the Reason constants
+	Error     string // redacted and escaped: no secret, no raw control or bidi character
+	Excerpt   string // the same, and at most excerptMax bytes
 	Size      int
 }
 

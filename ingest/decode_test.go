@@ -111,13 +111,13 @@ func TestRedact(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Redact([]byte(tc.msg))
+			got := NewRedactor(nil).Excerpt([]byte(tc.msg))
 			if strings.Contains(got, tc.secret) || !strings.Contains(got, "[redacted]") {
 				t.Fatalf("Redact(%q) = %q", tc.msg, got)
 			}
 		})
 	}
-	if got := Redact([]byte(strings.Repeat("x", 5000))); len(got) > excerptMax+4 {
+	if got := NewRedactor(nil).Excerpt([]byte(strings.Repeat("x", 5000))); len(got) > excerptMax+4 {
 		t.Fatalf("excerpt of %d bytes, want at most %d", len(got), excerptMax)
 	}
 }
@@ -144,5 +144,92 @@ func TestDecodeEventTimestampLimits(t *testing.T) {
 		case tc.wantReason != "" && (!errors.As(err, &de) || de.Reason != tc.wantReason):
 			t.Errorf("%s: err = %v, want reason %s", tc.ts, err, tc.wantReason)
 		}
+	}
+}
+
+// TestDecodeEventIDsAndFreeText: key and client ids must pass ValidateID (the error names the
+// field and escapes the value); free text is cut to its bound and made printable, and the raw key
+// is taken out of it wherever the gateway also logged it.
+func TestDecodeEventIDsAndFreeText(t *testing.T) {
+	d, fp := newTestDecoder(t, Limits{})
+	now := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
+	const key = "Zq01W7xKp3VHm01T9cRb2Y"
+	for _, tc := range []struct{ name, fields, want string }{
+		{"key id too long", `"key_id":"` + strings.Repeat("k", 60<<10) + `"`, "key_id: 61440 bytes, longer than 256"},
+		{"key id with NUL", `"key_id":"kid\u0000"`, `key_id: holds a control character U+0000 at byte 3: "kid\x00"`},
+		{"key id with CR LF", `"key_id":"kid\r\nforged"`, `key_id: holds a control character U+000D`},
+		{"key id with an ANSI escape", `"key_id":"kid\u001b[2J"`, `key_id: holds a control character U+001B at byte 3: "kid\x1b[2J"`},
+		{"key id with a bidi override", "\"key_id\":\"kid\u202egnp\"", `key_id: holds a bidi control U+202E at byte 3: "kid\u202egnp"`},
+		{"client id with a bidi override", `"key_id":"k","client_id":"acme\u202e"`, `client_id: holds a bidi control U+202E`},
+		{"client id too long", `"key_id":"k","client_id":"` + strings.Repeat("c", 257) + `"`, `client_id: 257 bytes`},
+		{"key id holding the raw key", `"key_id":"` + key + `","api_key":"` + key + `"`, "key_id or client_id holds the raw api_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := d.Event([]byte(`{"ts":1795622400123,"status":200,`+tc.fields+`}`), now)
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Reason != ReasonInvalidValue || !strings.Contains(de.Detail, tc.want) {
+				t.Fatalf("err = %v, want invalid_value: …%s…", err, tc.want)
+			}
+			if strings.Contains(err.Error(), key) || strings.IndexFunc(err.Error(), func(r rune) bool { return unsafeRune(r) != "" }) >= 0 {
+				t.Fatalf("error %q holds the key or a raw control character", err)
+			}
+		})
+	}
+
+	msg := fmt.Sprintf(`{"ts":1795622400123,"status":200,"key_id":"projects/p/locations/global/keys/k","client_id":"acme@billing:eu.1",
+		"api_key":%q,"user_agent":"sdk\u001b[31m/%s","route":"/v1/prices?api_key=other-key-1234&k=%s","request_id":"r\u202e1",
+		"gateway":%q,"method":"GET\u0000"}`, key, strings.Repeat("u", 600), key, strings.Repeat("g", 300))
+	ev, err := d.Event([]byte(msg), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.KeyID != "projects/p/locations/global/keys/k" || ev.ClientID != "acme@billing:eu.1" || ev.KeyFingerprint != fp.Fingerprint(key) {
+		t.Errorf("ids: %q %q %q", ev.KeyID, ev.ClientID, ev.KeyFingerprint)
+	}
+	if want := "sdk\uFFFD[31m/" + strings.Repeat("u", 512-len("sdk\uFFFD[31m/")-len("…")) + "…"; ev.UserAgent != want {
+		t.Errorf("user agent %q (%d bytes), want %q", ev.UserAgent, len(ev.UserAgent), want)
+	}
+	if want := "/v1/prices?api_key=[redacted]&k=[redacted]"; ev.Route != want {
+		t.Errorf("route %q, want %q", ev.Route, want)
+	}
+	if ev.RequestID != "r\uFFFD1" || ev.Method != "GET\uFFFD" || len(ev.Gateway) != 256 || !strings.HasSuffix(ev.Gateway, "…") {
+		t.Errorf("request id %q, method %q, gateway of %d bytes", ev.RequestID, ev.Method, len(ev.Gateway))
+	}
+}
+
+// TestDecodeLifecycleIDs: the ids of a lifecycle event must pass ValidateID, from Kafka and from
+// POST /v1/lifecycle alike; the error names the field.
+func TestDecodeLifecycleIDs(t *testing.T) {
+	const base = `"ts":"2026-11-25T16:00:00Z","type":"key.rotation_started","grace_until":"2026-11-28T16:00:00Z"`
+	for _, tc := range []struct{ name, fields, want string }{
+		{"valid", `,"key_id":"projects/p/locations/global/keys/old","new_key_id":"projects/p/locations/global/keys/new","client_id":"acme"`, ""},
+		{"key id too long", `,"key_id":"` + strings.Repeat("k", 257) + `","new_key_id":"n"`, "key_id: 257 bytes"},
+		{"key id with LF", `,"key_id":"old\nx","new_key_id":"n"`, "key_id: holds a control character U+000A"},
+		{"new key id with ESC", `,"key_id":"old","new_key_id":"new\u001b[0m"`, "new_key_id: holds a control character U+001B"},
+		{"new key id with a bidi override", `,"key_id":"old","new_key_id":"new\u202e"`, "new_key_id: holds a bidi control U+202E"},
+		{"client id with a zero-width space", `,"key_id":"old","new_key_id":"n","client_id":"ac\u200bme"`, "client_id: holds an invisible format character U+200B"},
+		{"version with a bidi override", `,"key_id":"old","new_key_id":"n","version":"v\u202e3"`, "version: holds a bidi control"},
+		{"scope with a C1 control", `,"key_id":"old","new_key_id":"n","scopes":["read\u0085"]`, "scopes[0]: holds a control character U+0085"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, err := DecodeLifecycle([]byte(`{` + base + tc.fields + `}`))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Reason != ReasonInvalidValue || !strings.Contains(de.Detail, tc.want) {
+				t.Fatalf("DecodeLifecycle = %+v, %v; want invalid_value: …%s…", ev, err, tc.want)
+			}
+		})
+	}
+	ev, err := DecodeLifecycle([]byte(`{"ts":1795622400123,"type":"key.revoked","key_id":"k","reason":"leaked\u001b[2J` + strings.Repeat("r", 600) + `"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Reason) != 512 || !strings.HasPrefix(ev.Reason, "leaked\uFFFD[2J") || !strings.HasSuffix(ev.Reason, "…") {
+		t.Errorf("reason %q…: %d bytes, want 512, cut and printable", ev.Reason[:20], len(ev.Reason))
 	}
 }

@@ -1,5 +1,6 @@
 // Package ingest owns the path from Kafka to ClickHouse: a consumer group on the authentication and
-// key lifecycle topics, decoding and validation of contracts 3.1 and 3.2, fingerprinting of raw API
-// keys, batching, inserts, offset commits and dead letters. It does not own the schema
+// key lifecycle topics, decoding and validation of contracts 3.1 and 3.2 (ValidateID for every id
+// that is stored), fingerprinting of raw API keys, batching, inserts, offset commits and dead
+// letters, with the secrets taken out of what they keep (Redactor). It does not own the schema
 // (internal/schema) nor anything that reads what it stored (detect).
 package ingest

@@ -110,21 +110,46 @@ func outsideBounds(field string, t time.Time) error {
 
 // Decoder turns authentication messages into Events: it reads a gateway's log shape through a
 // mapping, validates, replaces raw API keys by fingerprints and adds what geo knows of the IP.
-// It is safe for concurrent use.
+// Since it knows where the mapping reads the raw key, it also makes the dead letters of the
+// messages it refuses, with their secrets taken out. It is safe for concurrent use.
 type Decoder struct {
 	mapping *mapping.Mapping
 	fp      *Fingerprinter
 	limits  Limits
 	geo     *geo.Lookup
+	redact  *Redactor
 }
 
 // NewDecoder returns a Decoder; lookup may be nil (no enrichment).
 func NewDecoder(m *mapping.Mapping, fp *Fingerprinter, limits Limits, lookup *geo.Lookup) *Decoder {
-	return &Decoder{mapping: m, fp: fp, limits: limits, geo: lookup}
+	return &Decoder{mapping: m, fp: fp, limits: limits, geo: lookup, redact: NewRedactor(m.SecretPaths())}
+}
+
+// DeadLetter returns what dead_letters keeps of msg, which could not be decoded because of err
+// (not nil):
+// the reason, the error and an excerpt, with every secret taken out of the last two (see
+// Redactor), the raw key at the mapping's api_key path first of all, wherever it also stands.
+// Topic, partition and offset are the caller's to fill in.
+func (d *Decoder) DeadLetter(msg []byte, err error) DeadLetter {
+	reason := ReasonInvalidValue
+	var de *DecodeError
+	if errors.As(err, &de) {
+		reason = de.Reason
+	}
+	var known []string
+	if k := d.mapping.RawKey(msg); k != "" {
+		known = append(known, k)
+	}
+	return DeadLetter{
+		Reason: reason, Error: d.redact.Text(err.Error(), known...), Excerpt: d.redact.Excerpt(msg, known...), Size: len(msg),
+	}
 }
 
 // Event decodes one message read at now. A raw api_key is replaced by its fingerprint; when the
-// event has no key_id, that fingerprint becomes the key id.
+// event has no key_id, that fingerprint becomes the key id. Key and client ids must pass
+// ValidateID; the free-text fields are cut to their bounds (user agent 512 bytes, route, request
+// id and gateway 256, method 32) with control and bidi characters replaced by U+FFFD, the raw
+// key taken out of them wherever it stands, and secret query parameters out of the route.
 func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) {
 	rec, err := d.mapping.Extract(msg)
 	if err != nil {
@@ -138,9 +163,10 @@ func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) {
 		TS: rec.TS, KeyID: rec.KeyID, ClientID: rec.ClientID, UserAgent: rec.UserAgent, Method: rec.Method,
 		Route: rec.Route, RequestID: rec.RequestID, Gateway: rec.Gateway,
 	}
-	if rec.APIKey != "" {
-		ev.KeyFingerprint = d.fp.Fingerprint(rec.APIKey)
-		rec.APIKey = ""
+	key := rec.APIKey // the raw key: never stored, logged or quoted
+	rec.APIKey = ""
+	if key != "" {
+		ev.KeyFingerprint = d.fp.Fingerprint(key)
 		if ev.KeyID == "" {
 			ev.KeyID = ev.KeyFingerprint
 		}
@@ -151,6 +177,17 @@ func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) {
 	if ev.KeyID == "" {
 		return Event{}, decodeErr(ReasonMissingField, "key_id: required unless api_key is given")
 	}
+	if err := validateIDs("key_id", ev.KeyID, "client_id", ev.ClientID); err != nil {
+		return Event{}, err
+	}
+	if len(key) >= minKnownLen && (strings.Contains(rec.KeyID, key) || strings.Contains(ev.ClientID, key)) {
+		return Event{}, decodeErr(ReasonInvalidValue, "key_id or client_id holds the raw api_key, which must never be stored; map them from elsewhere")
+	}
+	ev.UserAgent = d.freeText(ev.UserAgent, key, maxUserAgentLen)
+	ev.Method = d.freeText(ev.Method, key, maxMethodLen)
+	ev.Route = d.freeText(d.redact.redactPairs(ev.Route), key, maxRouteLen)
+	ev.RequestID = d.freeText(ev.RequestID, key, maxRequestIDLen)
+	ev.Gateway = d.freeText(ev.Gateway, key, maxGatewayLen)
 	if rec.Status != 0 {
 		if rec.Status < 100 || rec.Status > 599 {
 			return Event{}, decodeErr(ReasonInvalidValue, "status: %d is not an HTTP status", rec.Status)
@@ -175,6 +212,15 @@ func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) {
 		ev.Network = d.geo.Network(ev.IP)
 	}
 	return ev, nil
+}
+
+// freeText is s, a free-text field of an event that carried the raw key key (or none: ""),
+// ready to store: the key taken out, cut to max bytes, control and bidi characters replaced.
+func (d *Decoder) freeText(s, key string, max int) string {
+	if len(key) >= minKnownLen && strings.Contains(s, key) {
+		s = strings.ReplaceAll(s, key, redacted)
+	}
+	return cleanText(s, max)
 }
 
 func (d *Decoder) checkTS(ts, now time.Time) error {

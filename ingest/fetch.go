@@ -115,14 +115,8 @@ func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo) {
 		ch.skipped++
 		return
 	}
-	reason := ReasonInvalidValue
-	var de *DecodeError
-	if errors.As(err, &de) {
-		reason = de.Reason
-	}
-	ch.deadLetters = append(ch.deadLetters, DeadLetter{
-		Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
-		Reason: reason, Error: err.Error(), Excerpt: Redact(m.Value), Size: len(m.Value),
-	})
-	c.log.Debug("dead letter", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason)
+	d := c.opts.Decoder.DeadLetter(m.Value, err)
+	d.Topic, d.Partition, d.Offset = m.Topic, int32(m.Partition), m.Offset
+	ch.deadLetters = append(ch.deadLetters, d)
+	c.log.Debug("dead letter", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", d.Reason)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -59,7 +60,9 @@ const (
 	maxScopeLen   = 128
 )
 
-// DecodeLifecycle turns one message into a LifecycleEvent.
+// DecodeLifecycle turns one message into a LifecycleEvent. Its ids (key_id, client_id,
+// new_key_id), version and scopes must pass ValidateID, and an error names the field; reason is
+// cut to 512 bytes, its control and bidi characters replaced by U+FFFD.
 func DecodeLifecycle(msg []byte) (LifecycleEvent, error) {
 	var raw rawLifecycle
 	if err := unmarshalStrict(msg, &raw); err != nil {
@@ -83,6 +86,10 @@ func DecodeLifecycle(msg []byte) (LifecycleEvent, error) {
 	if ev.Type == KeyRotationStarted && ev.NewKeyID == "" {
 		return LifecycleEvent{}, decodeErr(ReasonMissingField, "new_key_id: required with key.rotation_started")
 	}
+	if err := validateIDs("key_id", ev.KeyID, "client_id", ev.ClientID, "new_key_id", ev.NewKeyID); err != nil {
+		return LifecycleEvent{}, err
+	}
+	ev.Reason = cleanText(ev.Reason, maxReasonLen)
 	grace, err := parseTS("grace_until", raw.GraceUntil, false)
 	if err != nil {
 		return LifecycleEvent{}, err
@@ -131,6 +138,9 @@ func parseVersion(raw json.RawMessage) (string, error) {
 	if len(v) > maxVersionLen {
 		return "", decodeErr(ReasonInvalidValue, "version: %q is longer than %d bytes", truncate(v, 40), maxVersionLen)
 	}
+	if err := ValidateID("version", v); err != nil {
+		return "", err
+	}
 	return v, nil
 }
 
@@ -169,6 +179,9 @@ func parseScopes(raw json.RawMessage) ([]string, error) {
 			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q is longer than %d bytes", i, truncate(s, 40), maxScopeLen)
 		case strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == ',' }) >= 0:
 			return nil, decodeErr(ReasonInvalidValue, "scopes[%d]: %q holds a space, comma or control character (give each scope as its own string)", i, truncate(s, 40))
+		}
+		if err := ValidateID(fmt.Sprintf("scopes[%d]", i), s); err != nil {
+			return nil, err
 		}
 		out = append(out, s)
 	}

@@ -29,6 +29,19 @@ type chProxy struct {
 	up   atomic.Bool
 	wg   sync.WaitGroup
 	addr string
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool // open client connections, closed by down
+}
+
+// down makes ClickHouse unreachable: new connections are refused and open ones cut.
+func (p *chProxy) down() {
+	p.up.Store(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
 }
 
 func startCHProxy(t *testing.T, tlsCfg *tls.Config, up bool) *chProxy {
@@ -37,7 +50,7 @@ func startCHProxy(t *testing.T, tlsCfg *tls.Config, up bool) *chProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &chProxy{ln: ln, addr: ln.Addr().String()}
+	p := &chProxy{ln: ln, addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
 	if tlsCfg != nil {
 		p.ln = tls.NewListener(ln, tlsCfg)
 	}
@@ -58,9 +71,17 @@ func (p *chProxy) serve() {
 			continue
 		}
 		p.wg.Add(1)
+		p.mu.Lock()
+		p.conns[c] = true
+		p.mu.Unlock()
 		go func() {
 			defer p.wg.Done()
-			defer c.Close()
+			defer func() {
+				p.mu.Lock()
+				delete(p.conns, c)
+				p.mu.Unlock()
+				c.Close()
+			}()
 			if tc, ok := c.(*tls.Conn); ok {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				err := tc.HandshakeContext(ctx)
@@ -203,7 +224,7 @@ func TestReloadAppliesTheFileOrKeepsTheRunningConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const token = "reload-token-0123456789"
+	const token = "reload-token-0123456789abcdef0123456"
 	t.Setenv("KEYWATCH_HTTP_TOKEN", token)
 	base := func(minZ float64, channel string) string {
 		return fmt.Sprintf(`

@@ -234,7 +234,7 @@ func (e *env) count(q string, args ...any) uint64 {
 func (e *env) lifecycle(ts time.Time, typ, key, client, newKey string) {
 	e.t.Helper()
 	if err := e.conn.Exec(e.ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
-VALUES (?, ?, ?, ?, ?, NULL, '', 0, 0)`, ts, typ, key, client, newKey); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, ?, ?, NULL, '', 0, 0)`, ts.UnixMilli(), typ, key, client, newKey); err != nil {
 		e.t.Fatal(err)
 	}
 }

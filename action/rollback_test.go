@@ -27,20 +27,13 @@ func rollbackCfg() config.Rollback {
 // revoked at t0 - 10m.
 func (e *env) rotated(old, newKey, client string, grace time.Time) {
 	e.t.Helper()
-	for _, ev := range []struct {
-		ts               time.Time
-		typ, key, newKey string
-		grace            *time.Time
-	}{
-		{t0.Add(-48 * time.Hour), "key.created", old, "", nil},
-		{t0.Add(-24 * time.Hour), "key.rotation_started", old, newKey, &grace},
-		{t0.Add(-10 * time.Minute), "key.revoked", old, "", nil},
-	} {
-		if err := e.conn.Exec(e.ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
-VALUES (?, ?, ?, ?, ?, ?, '', 0, 0)`, ev.ts, ev.typ, ev.key, client, ev.newKey, ev.grace); err != nil {
-			e.t.Fatal(err)
-		}
+	e.lifecycle(t0.Add(-48*time.Hour), "key.created", old, client, "")
+	if err := e.conn.Exec(e.ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'key.rotation_started', ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), '', 0, 0)`,
+		t0.Add(-24*time.Hour).UnixMilli(), old, client, newKey, grace.UnixMilli()); err != nil {
+		e.t.Fatal(err)
 	}
+	e.lifecycle(t0.Add(-10*time.Minute), "key.revoked", old, client, "")
 }
 
 // spikeAlert is a firing spike alert of client after step of old's rotation to new.
@@ -59,9 +52,10 @@ func spikeAlert(old, newKey, client string, step rotation.StepKind) alerting.Ale
 func (e *env) stored(a alerting.Alert) alerting.Alert {
 	e.t.Helper()
 	if err := e.conn.Exec(e.ctx, `INSERT INTO alerts (fingerprint, detector, key_id, client_id, rotation_id, severity, score, summary, evidence, state, active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, updated_at, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, 0, ?, '', '', '', ?, ?)`,
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 0, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), '', '', '',
+        fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?)`,
 		a.Fingerprint, a.Detector, a.KeyID, a.ClientID, a.RotationID, a.Severity.String(), a.Score, a.Summary, string(a.State),
-		a.ActiveSince, a.FiredAt, a.FiredAt, e.clk.Now(), uint64(e.clk.Now().UnixNano())); err != nil {
+		a.ActiveSince.UnixMilli(), a.FiredAt.UnixMilli(), a.FiredAt.UnixMilli(), e.clk.Now().UnixMilli(), uint64(e.clk.Now().UnixNano())); err != nil {
 		e.t.Fatal(err)
 	}
 	return a
@@ -71,16 +65,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', ?, ?, ?, 0, ?, '', '', '', ?, ?)`,
 func (e *env) leak(key string, alert bool, ago time.Duration) {
 	e.t.Helper()
 	q := `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-VALUES (?, 'r1', 'leak', ?, 'critical', 120, ?, 'acme', '', 'used from 40 new networks', '{}')`
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'r1', 'leak', ?, 'critical', 120, ?, 'acme', '', 'used from 40 new networks', '{}')`
 	if alert {
 		q = `INSERT INTO alerts (fingerprint, detector, key_id, client_id, rotation_id, severity, score, summary, evidence, state, active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, updated_at, version)
-VALUES (?, 'leak_report', ?, 'acme', '', 'critical', 100, 'reported public on GitHub', '{}', 'firing', ?, ?, 0, ?, '', '', '', ?, 1)`
-		if err := e.conn.Exec(e.ctx, q, "fp_leak_"+key, key, t0.Add(-ago), t0.Add(-ago), t0.Add(-ago), t0.Add(-ago)); err != nil {
+VALUES (?, 'leak_report', ?, 'acme', '', 'critical', 100, 'reported public on GitHub', '{}', 'firing', fromUnixTimestamp64Milli(toInt64(?), 'UTC'),
+        fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 0, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), '', '', '', fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 1)`
+		at := t0.Add(-ago).UnixMilli()
+		if err := e.conn.Exec(e.ctx, q, "fp_leak_"+key, key, at, at, at, at); err != nil {
 			e.t.Fatal(err)
 		}
 		return
 	}
-	if err := e.conn.Exec(e.ctx, q, t0.Add(-ago), "fp_leak_"+key, key); err != nil {
+	if err := e.conn.Exec(e.ctx, q, t0.Add(-ago).UnixMilli(), "fp_leak_"+key, key); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -51,9 +51,11 @@ const actionColumns = `id, kind, key_id, client_id, alert_id, reason, mode, toSt
 approved_by, queued_at, body, attempts, first_attempt_at, next_attempt_at, last_status, last_error, updated_at, version`
 
 const (
+	// insertAction stores a version of an action; its times are bound as Unix milliseconds (ms).
 	insertAction = `INSERT INTO actions (id, kind, key_id, client_id, alert_id, reason, mode, state, guardrail, detail,
 requested_at, approved_by, queued_at, body, attempts, first_attempt_at, next_attempt_at, last_status, last_error, updated_at, version)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?,
+        fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?)`
 	selectAction = `SELECT ` + actionColumns + ` FROM actions FINAL WHERE id = ?`
 	// selectDue is the queued actions whose next attempt is due. Argument: now (Unix ms; a bound time would be cut to the second).
 	selectDue = `SELECT id FROM actions FINAL WHERE state = 'queued' AND next_attempt_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC') ORDER BY next_attempt_at, id`
@@ -65,9 +67,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// countSentSince is the hourly cap: actions committed to be sent (queued or sent) since a time (Unix ms).
 	countSentSince = `SELECT count() FROM actions FINAL WHERE kind = ? AND state IN ('queued', 'sent') AND queued_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 	insertAudit    = `INSERT INTO action_audit (at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
 )
+
+// ms is t as bound to a query: Unix milliseconds, read with fromUnixTimestamp64Milli (package
+// schema). A zero time (not queued, not attempted yet) is stored as the epoch.
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
 
 // store reads and writes actions and their audit.
 type store struct {
@@ -98,8 +109,8 @@ func (s store) save(ctx context.Context, r *record) error {
 	token := fmt.Sprintf("%s:v%d", r.ID, r.Version)
 	err := schema.Retry(schema.WithInsertToken(ctx, token), time.Minute, func(ctx context.Context) error {
 		return s.conn.Exec(ctx, insertAction, r.ID, r.Kind, r.KeyID, r.ClientID, r.AlertID, r.Reason, r.Mode, r.State,
-			r.Guardrail, r.Detail, r.RequestedAt, r.ApprovedBy, r.QueuedAt, r.Body, r.Attempts, r.FirstAttemptAt,
-			r.NextAttemptAt, r.LastStatus, r.LastError, r.UpdatedAt, r.Version)
+			r.Guardrail, r.Detail, ms(r.RequestedAt), r.ApprovedBy, ms(r.QueuedAt), r.Body, r.Attempts, ms(r.FirstAttemptAt),
+			ms(r.NextAttemptAt), r.LastStatus, r.LastError, ms(r.UpdatedAt), r.Version)
 	})
 	if err != nil {
 		return fmt.Errorf("action: store %s %s of key %s (%s): %w", r.Kind, r.ID, r.KeyID, r.State, err)
@@ -110,7 +121,7 @@ func (s store) save(ctx context.Context, r *record) error {
 // audit appends a row; token makes a retried insert of the same event count once.
 func (s store) audit(ctx context.Context, token string, a auditRow) error {
 	err := schema.Retry(schema.WithInsertToken(ctx, "audit:"+token), time.Minute, func(ctx context.Context) error {
-		return s.conn.Exec(ctx, insertAudit, a.At, a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID, a.Event,
+		return s.conn.Exec(ctx, insertAudit, ms(a.At), a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID, a.Event,
 			a.Guardrail, a.Actor, a.HTTPStatus, a.Detail)
 	})
 	if err != nil {

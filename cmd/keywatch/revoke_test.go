@@ -36,7 +36,7 @@ func TestRevokeCommand(t *testing.T) {
 	db, conn := migratedDB(t)
 	for _, k := range []string{"kid_live", "kid_other", "kid_root"} {
 		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
-VALUES (?, 'key.created', ?, 'acme', '', NULL, '', 0, 0)`, time.Now().Add(-time.Hour), k); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'key.created', ?, 'acme', '', NULL, '', 0, 0)`, time.Now().Add(-time.Hour).UnixMilli(), k); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -27,12 +27,12 @@ func TestRollbackCommand(t *testing.T) {
 		{"key.revoked", "kid_plain", ""}, // revoked, but in no rotation: nothing to roll back
 	} {
 		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
-VALUES (?, ?, ?, 'acme', ?, NULL, '', 0, 0)`, now.Add(-time.Hour), ev.typ, ev.key, ev.newKey); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, 'acme', ?, NULL, '', 0, 0)`, now.Add(-time.Hour).UnixMilli(), ev.typ, ev.key, ev.newKey); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-VALUES (?, 'r', 'leak', 'fp', 'critical', 100, 'kid_leaky', 'acme', '', 'used from 9 new networks', '{}')`, now.Add(-time.Hour)); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'r', 'leak', 'fp', 'critical', 100, 'kid_leaky', 'acme', '', 'used from 9 new networks', '{}')`, now.Add(-time.Hour).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
 	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))

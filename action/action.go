@@ -401,11 +401,9 @@ func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor string) {
 	r.log.Warn("approval of an unknown action refused", "action", actionID, "actor", actor)
 }
 
-// Rejected audits a refused request (a forged Slack interaction, a bad API token).
-//
-// Deprecated: requests refused before authentication are counted and logged by internal/refusal,
-// without a write; package action no longer calls this. It stays until its last callers
-// (notify.Approver, leakreport.Rejecter) are moved.
+// Rejected audits an authenticated request that was refused (notify.Approver): a click, signed by
+// Slack, of a workspace member who is not in slack.approvers. Requests refused before they are
+// authenticated never come here (internal/refusal counts and logs them, writing nothing).
 func (r *Revoker) Rejected(ctx context.Context, source, reason, detail string) {
 	now := r.now().UTC()
 	a := auditRow{At: now, Event: "rejected", Actor: source, Detail: reason + ": " + detail}
@@ -413,15 +411,6 @@ func (r *Revoker) Rejected(ctx context.Context, source, reason, detail string) {
 		r.log.Warn("audit of a rejected request failed", "source", source, "reason", reason, "err", err)
 	}
 	r.log.Warn("request rejected", "source", source, "reason", reason, "detail", detail)
-}
-
-// RejectedHTTP audits an API request refused for a missing or wrong token (api.V1.Rejected). The
-// token itself is never recorded.
-//
-// Deprecated: use internal/refusal (api.V1's refusals are unauthenticated: nothing is written).
-// It stays until cmd/keywatch stops wiring it.
-func (r *Revoker) RejectedHTTP(req *http.Request, reason string) {
-	r.Rejected(req.Context(), "api", reason, fmt.Sprintf("%s %s from %s", req.Method, req.URL.Path, req.RemoteAddr))
 }
 
 // Manual requests a revoke of keyID by a human (CLI or API) and returns at once; Await follows it.

@@ -66,6 +66,8 @@ type Rotation struct {
 	Clients     []Client  `json:"clients"`       // busiest first
 	// Stragglers, Safe and Reason are detect.Lingering's Readiness of the old key.
 	Stragglers []detect.Caller `json:"stragglers"`
+	// Unlisted counts the stragglers readiness did not list (detect.Readiness.Unlisted).
+	Unlisted int `json:"unlisted,omitempty"`
 	Safe       bool            `json:"safe"`
 	Reason     string          `json:"reason"`
 }
@@ -177,7 +179,7 @@ func (d *Digest) rotation(ctx context.Context, m *rotation.Model, now time.Time,
 	if err != nil {
 		return Rotation{}, fmt.Errorf("digest: rotation %s: %w", r.ID, err)
 	}
-	out.Stragglers, out.Safe, out.Reason = ready.Remaining, ready.Safe, ready.Reason
+	out.Stragglers, out.Unlisted, out.Safe, out.Reason = ready.Remaining, ready.Unlisted, ready.Safe, ready.Reason
 	return out, nil
 }
 

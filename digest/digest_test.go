@@ -195,7 +195,7 @@ func TestDigestMatchesStoredTraffic(t *testing.T) {
 				t.Errorf("C_ALL digest lacks %q:\n%s", frag, body)
 			}
 		}
-		frag := fmt.Sprintf("*%s → %s* (client %s): %s of traffic on %s", r.old, r.new, r.client, pct(totalOld, totalNew), r.new)
+		frag := fmt.Sprintf("*`%s` → `%s`* (client %s): %s of traffic on `%s`", r.old, r.new, r.client, pct(totalOld, totalNew), r.new)
 		if !strings.Contains(body, frag) {
 			t.Errorf("C_ALL digest lacks %q:\n%s", frag, body)
 		}
@@ -205,7 +205,7 @@ func TestDigestMatchesStoredTraffic(t *testing.T) {
 			}
 		}
 	}
-	for _, frag := range []string{"19h30m left until the grace deadline (Sat 21 Nov 08:00 UTC)", "1d21h left until the grace deadline (Sun 22 Nov 10:00 UTC)", "not safe to retire kid_acme_old yet"} {
+	for _, frag := range []string{"19h30m left until the grace deadline (Sat 21 Nov 08:00 UTC)", "1d21h left until the grace deadline (Sun 22 Nov 10:00 UTC)", "not safe to retire `kid_acme_old` yet"} {
 		if !strings.Contains(body, frag) {
 			t.Errorf("C_ALL digest lacks %q:\n%s", frag, body)
 		}
@@ -270,7 +270,7 @@ func TestSafeToRetireOnce(t *testing.T) {
 		}
 	}
 	waitFor(t, "the safe-to-retire messages", func() bool {
-		return len(f.posted("C_ALL", "Safe to retire kid_shop_old")) == 1 && len(f.posted("C_SHOP", "Safe to retire kid_shop_old")) == 1
+		return len(f.posted("C_ALL", "Safe to retire `kid_shop_old`")) == 1 && len(f.posted("C_SHOP", "Safe to retire `kid_shop_old`")) == 1
 	})
 	a.stop()
 

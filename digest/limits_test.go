@@ -3,9 +3,11 @@ package digest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -53,5 +55,25 @@ func TestNoNudgeWithoutOldKeyUseSinceStart(t *testing.T) {
 	}
 	if len(got) != 0 {
 		t.Errorf("nudged %v although the old key was not used since the rotation started", got)
+	}
+}
+
+// TestDigestEscapesWhatCallersWrite: client ids, user agents and readiness reasons come from
+// whoever sends requests to the gateway; none may mention, link or format in the digest or nudge.
+func TestDigestEscapesWhatCallersWrite(t *testing.T) {
+	now := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	evil := "<!channel> <https://evil.example|Approve the revoke> *bold* <@U999>"
+	r := Rotation{ID: "rot", ClientID: evil, OldKeyID: "k_old", NewKeyID: "k_new", Started: now.Add(-time.Hour),
+		Reason: "k_old is still used by 1 caller (" + evil + ")", Unlisted: 7,
+		Clients:    []Client{{ClientID: evil, OldRequests: 1}},
+		Stragglers: []detect.Caller{{IP: "203.0.113.9", UserAgent: evil, LastSeen: now}}}
+	text := rotationText(r, now) + "\n" + renderSafe(r)
+	for _, bad := range []string{"<!channel>", "<https://evil", "<@U999>"} {
+		if strings.Contains(text, bad) {
+			t.Errorf("the digest holds %q unescaped:\n%s", bad, text)
+		}
+	}
+	if !strings.Contains(text, "7 more") {
+		t.Errorf("the digest does not count the 7 stragglers readiness did not list:\n%s", text)
 	}
 }

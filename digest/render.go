@@ -8,6 +8,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/notify"
 )
 
 // Slack's limits: 50 blocks per message (a header, a context line, a section per rotation and a
@@ -47,11 +48,11 @@ func renderDigest(rep Report) (string, slack.Blocks) {
 func rotationText(r Rotation, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%s → %s* (client %s): %s of traffic on %s, %s\n",
-		r.OldKeyID, r.NewKeyID, orUnknown(r.ClientID), percent(r.OldRequests, r.NewRequests), r.NewKeyID, timeLeft(r.Deadline, now))
+		value(r.OldKeyID), value(r.NewKeyID), orUnknown(r.ClientID), percent(r.OldRequests, r.NewRequests), value(r.NewKeyID), timeLeft(r.Deadline, now))
 	if r.Safe {
-		fmt.Fprintf(&b, ":white_check_mark: *safe to retire %s*: %s\n", r.OldKeyID, r.Reason)
+		fmt.Fprintf(&b, ":white_check_mark: *safe to retire %s*: %s\n", value(r.OldKeyID), notify.MrkdwnProse(r.Reason))
 	} else {
-		fmt.Fprintf(&b, ":warning: *not safe to retire %s yet*: %s\n", r.OldKeyID, r.Reason)
+		fmt.Fprintf(&b, ":warning: *not safe to retire %s yet*: %s\n", value(r.OldKeyID), notify.MrkdwnProse(r.Reason))
 	}
 	if len(r.Clients) > 0 {
 		parts := make([]string, 0, min(len(r.Clients), maxClientsShown))
@@ -74,10 +75,13 @@ func rotationText(r Rotation, now time.Time) string {
 		parts := make([]string, 0, min(len(r.Stragglers), maxStragglers))
 		for i, c := range r.Stragglers {
 			if i == maxStragglers {
-				parts = append(parts, fmt.Sprintf("%d more", len(r.Stragglers)-i))
+				parts = append(parts, fmt.Sprintf("%d more", len(r.Stragglers)-i+r.Unlisted))
 				break
 			}
 			parts = append(parts, fmt.Sprintf("%s (last seen %s ago, %d requests on the old key)", callerName(c), detect.Span(now.Sub(c.LastSeen)), c.Requests))
+		}
+		if len(r.Stragglers) <= maxStragglers && r.Unlisted > 0 {
+			parts = append(parts, fmt.Sprintf("%d more", r.Unlisted))
 		}
 		b.WriteString("Stragglers: " + strings.Join(parts, "; "))
 	}
@@ -87,21 +91,25 @@ func rotationText(r Rotation, now time.Time) string {
 // renderSafe is the "safe to retire" nudge.
 func renderSafe(r Rotation) string {
 	return fmt.Sprintf(":white_check_mark: Safe to retire %s: every caller moved to %s (rotation %s, client %s; readiness: %s)",
-		r.OldKeyID, r.NewKeyID, r.ID, orUnknown(r.ClientID), r.Reason)
+		value(r.OldKeyID), value(r.NewKeyID), value(r.ID), orUnknown(r.ClientID), notify.MrkdwnProse(r.Reason))
 }
+
+// value is an id, address or user agent in mrkdwn: whoever sends requests to the gateway writes
+// them, so each is escaped and cut (notify.MrkdwnValue).
+func value(s string) string { return notify.MrkdwnValue(s) }
 
 func callerName(c detect.Caller) string {
 	if c.ClientID != "" {
-		return c.ClientID
+		return value(c.ClientID)
 	}
-	return c.IP + " (" + c.UserAgent + ")"
+	return value(c.IP) + " (" + value(c.UserAgent) + ")"
 }
 
 func orUnknown(client string) string {
 	if client == "" {
 		return "unknown"
 	}
-	return client
+	return value(client)
 }
 
 // percent writes new's share of old+new with one decimal, rounded down so that a remainder on the
@@ -132,8 +140,10 @@ func plural(n int, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
+// markdown is a mrkdwn text object marked verbatim, so Slack turns no bare URL, channel name or
+// @mention in it into a link or mention.
 func markdown(s string) *slack.TextBlockObject {
-	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
+	return slack.NewTextBlockObject(slack.MarkdownType, s, false, true)
 }
 
 func truncate(s string, n int) string {

@@ -100,6 +100,10 @@ func inlineCode(s string) string {
 // that it can neither mention (<!channel>, <@U…>), link (<url|label>) nor format.
 func MrkdwnValue(s string) string { return mrkdwnValue(s) }
 
+// MrkdwnProse is mrkdwnProse for other packages' Slack texts: a sentence that holds values
+// (a readiness reason), escaped and cut to maxProse.
+func MrkdwnProse(s string) string { return mrkdwnProse(s) }
+
 // plainValue is a value for a plain_text object, which Slack does not parse: cleaned and cut.
 func plainValue(s string, n int) string { return escapeValue(s, n) }
 

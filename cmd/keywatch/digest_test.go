@@ -55,9 +55,9 @@ digest:
 	waitUntil(t, "a digest of both rotations, acme's safe to retire", func() bool {
 		return slackFake.posted("Rotation digest: 2 rotations in flight, 1 safe to retire") > 0
 	})
-	waitUntil(t, `"Safe to retire kid_acme_old"`, func() bool { return slackFake.posted("Safe to retire kid_acme_old") > 0 })
+	waitUntil(t, "Safe to retire kid_acme_old", func() bool { return slackFake.posted("Safe to retire `kid_acme_old`") > 0 })
 	time.Sleep(4 * time.Second) // several nudge checks more
-	if n, g := slackFake.posted("Safe to retire kid_acme_old"), slackFake.posted("Safe to retire kid_globex_old"); n != 1 || g != 0 {
+	if n, g := slackFake.posted("Safe to retire `kid_acme_old`"), slackFake.posted("Safe to retire `kid_globex_old`"); n != 1 || g != 0 {
 		t.Fatalf(`"Safe to retire" posted %d times for acme (want 1) and %d for globex (want 0, still on its old key)`, n, g)
 	}
 }

@@ -29,7 +29,8 @@ type reloads struct {
 // restartOnly are the settings (by path prefix) a running daemon cannot take over: its
 // connections, what it stores and how, and its own listener. A reload that changes one is refused.
 var restartOnly = []string{
-	"kafka.", "clickhouse.", "ingest.", "geo.", "fingerprint.", "retention.", "http.listen", "http.tls.", "leader.", "log.",
+	"kafka.", "clickhouse.", "ingest.", "geo.", "fingerprint.", "retention.", "http.listen", "http.admin_listen", "http.tls.",
+	"http.read_timeout", "http.idle_timeout", "http.max_connections", "leader.", "log.",
 }
 
 // generation is everything built from one configuration that a reload replaces: the detectors'
@@ -47,7 +48,7 @@ type generation struct {
 
 func (d *daemon) build(cfg config.Config) (*generation, error) {
 	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback)
-	leaks, err := leakreport.New(d.conn, cfg.LeakReports, cfg.Fingerprint.Key, revoker, d.metrics.leaks, d.log)
+	leaks, err := leakreport.New(d.conn, cfg.LeakReports, cfg.Fingerprint.Key, d.metrics.refusals, d.metrics.leaks, d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -76,16 +77,16 @@ func (d *daemon) app(gen *generation) api.App {
 	cfg := gen.cfg
 	app := api.App{
 		V1: api.V1{
-			Token:     cfg.HTTP.Token,
+			Tokens:    api.Tokens{Admin: cfg.HTTP.Token, Write: cfg.HTTP.WriteToken, Read: cfg.HTTP.ReadToken},
 			Lifecycle: ingest.NewLifecycleWriter(d.conn),
 			Readiness: gen.lingering,
 			Silences:  alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
 			Leaks:     gen.leaks,
 			Revoke:    gen.revoker.APIHandler(),
 			Rollback:  gen.revoker.RollbackAPIHandler(),
-			Rejected:  gen.revoker.RejectedHTTP,
+			Refusals:  d.metrics.refusals,
 		},
-		SlackInteractions: notify.NewInteractions(cfg.Slack, gen.revoker, d.metrics.notify, d.log),
+		SlackInteractions: notify.NewInteractions(d.conn, cfg.Slack, gen.revoker, d.metrics.refusals, d.metrics.notify, d.log),
 		Config:            func() string { return describeConfig(gen.cfg, gen.loaded) },
 	}
 	if d.reload != nil {

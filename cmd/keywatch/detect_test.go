@@ -24,7 +24,7 @@ detect:
     schedule: "@every 1s"
     quiet_for: 1s
 `)
-	const token = "pipeline-token-0123456789"
+	const token = "pipeline-token-0123456789abcdef01234"
 	t.Setenv("KEYWATCH_HTTP_TOKEN", token)
 	kw := startKeywatch(t, cfgPath)
 	defer kw.stop()

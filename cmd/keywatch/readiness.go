@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"strconv"
+	"text/tabwriter"
 	"time"
 
 	"github.com/keywatch/keywatch/detect"

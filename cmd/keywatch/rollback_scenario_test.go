@@ -33,7 +33,7 @@ import (
 func TestRollbackAfterRevokeBreaksClients(t *testing.T) {
 	const (
 		webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-		signing       = "slack-signing-secret-rollback"
+		signing       = "slack-signing-secret-rollback-0123"
 	)
 	slackFake := newRBSlack(t)
 	receiver := newWebhookReceiver(t, webhookSecret, true)
@@ -66,7 +66,7 @@ rollback:
 	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
 	t.Setenv("KEYWATCH_SLACK_SIGNING_SECRET", signing)
 	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", webhookSecret)
-	t.Setenv("KEYWATCH_HTTP_TOKEN", "api-token-rollback")
+	t.Setenv("KEYWATCH_HTTP_TOKEN", "api-token-rollback-0123456789abcdef")
 	kw := startKeywatch(t, cfgPath)
 	defer kw.stop()
 	kw.waitReady(t, httpAddr)
@@ -76,7 +76,7 @@ rollback:
 	// initech's old key is considered leaked: a leak finding of a minute ago.
 	now := time.Now().UTC()
 	if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-VALUES (?, 'leak-run', 'leak', 'fp-leak-initech', 'critical', 120, 'kid_initech_old', 'initech', '', 'kid_initech_old used from 12 new networks', '{}')`, now.Add(-time.Minute)); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'leak-run', 'leak', 'fp-leak-initech', 'critical', 120, 'kid_initech_old', 'initech', '', 'kid_initech_old used from 12 new networks', '{}')`, now.Add(-time.Minute).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
 	// Each client rotated (grace ended 30 minutes ago), kept the old key, and it was revoked 5
@@ -134,7 +134,7 @@ VALUES (?, 'leak-run', 'leak', 'fp-leak-initech', 'critical', 120, 'kid_initech_
 		return n == 1
 	})
 	// The API refuses it too (bearer-checked first).
-	for auth, want := range map[string]int{"": http.StatusUnauthorized, "api-token-rollback": http.StatusConflict} {
+	for auth, want := range map[string]int{"": http.StatusUnauthorized, "api-token-rollback-0123456789abcdef": http.StatusConflict} {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/v1/keys/kid_initech_old/rollback", strings.NewReader(`{"action":"reactivate","actor":"bob"}`))
 		if auth != "" {
 			req.Header.Set("Authorization", "Bearer "+auth)

@@ -25,8 +25,10 @@ import (
 
 const runDescription = `
 Run the keywatch daemon. The HTTP listener (http.listen, default :8466; HTTPS with http.tls.*)
-comes up first: /healthz and /-/healthy answer 200 while the process lives, /readyz and /-/ready
-answer 503 naming what is not ready yet (clickhouse, schema, kafka, ingest) until everything is.
+comes up first, and with it the admin listener (http.admin_listen) when set, which then serves
+/metrics, /healthz and /readyz instead: /healthz and /-/healthy answer 200 while the process
+lives, /readyz and /-/ready answer 503 naming what is not ready yet (clickhouse, schema, kafka,
+ingest) until everything is (the errors only on the admin listener or to a bearer token).
 Then it waits for ClickHouse (clickhouse.secure for TLS), applies the schema, checks that the
 brokers accept its TLS and SASL settings (kafka.tls.*, kafka.sasl.*; a wrong password or CA is
 logged and shown on /readyz, naming the setting), and consumes the authentication and key
@@ -54,9 +56,14 @@ can change live: detector schedules and thresholds, alerting, Slack routes, sile
 revoke and rollback policies, leak reports, digests, the API token; the HTTP certificate files are
 read again too. A file with errors is refused with every problem named, and so is a change to a
 setting that needs a restart (kafka.*, clickhouse.*, ingest.*, geo.*, fingerprint.*, retention.*,
-http.listen, http.tls.*, leader.*, log.*); the running configuration then stays.
+http.listen, http.admin_listen, http.tls.*, http timeouts and limits, leader.*, log.*); the
+running configuration then stays.
 keywatch_config_last_reload_successful says how the last attempt went; GET /-/config (bearer
 token) shows the configuration in effect, secrets hidden.
+
+Requests must arrive within http.read_timeout; tokens and signatures are checked before a body
+is read, and refusals are counted (keywatch_http_refused_total) and logged a few a minute, never
+stored. Bearer tokens have scopes: http.token (admin), http.write_token, http.read_token.
 
 With a bearer token (KEYWATCH_HTTP_TOKEN or http.token_file) the listener also serves POST
 /v1/lifecycle (a lifecycle event, contract 3.2), GET /v1/keys/{id}/readiness (is the key safe to

@@ -83,9 +83,9 @@ WITH recent AS
 (
     SELECT key_id, network, country
     FROM key_networks_1d
-    WHERE day >= toDate(?) AND day <= toDate(?)
+    WHERE day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day <= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
     GROUP BY key_id, network, country
-    HAVING min(first_seen) >= ? AND min(first_seen) < ?
+    HAVING min(first_seen) >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND min(first_seen) < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 )
 SELECT DISTINCT key_id
 FROM recent
@@ -93,7 +93,7 @@ WHERE (key_id, network, country) NOT IN
 (
     SELECT key_id, network, country
     FROM key_networks_1d
-    WHERE key_id IN (SELECT key_id FROM recent) AND day >= toDate(?) AND day < toDate(?)
+    WHERE key_id IN (SELECT key_id FROM recent) AND day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day < toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 )`
 
 // leakSelectPlaces reads every (network, country) of the given keys over the baseline and the
@@ -104,9 +104,9 @@ const leakSelectPlaces = `
 SELECT
     key_id, network, country, anyLast(asn), anyLast(as_org),
     min(first_seen), max(last_seen), sum(requests), sum(failures),
-    sumIf(requests, day < toDate(?))
+    sumIf(requests, day < toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')))
 FROM key_networks_1d
-WHERE key_id IN ? AND day >= toDate(?) AND day <= toDate(?)
+WHERE key_id IN ? AND day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day <= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY key_id, network, country`
 
 // leakSelectSamples reads sample addresses and user agents of the given keys' places on the
@@ -118,7 +118,7 @@ SELECT
     arrayMap(ip -> replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), groupUniqArrayMerge(5)(sample_ips)),
     groupUniqArrayMerge(5)(sample_uas)
 FROM key_networks_1d
-WHERE key_id IN ? AND day >= toDate(?) AND day <= toDate(?)
+WHERE key_id IN ? AND day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day <= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY key_id, network, country`
 
 // leakSelectClients reads the client of the given keys and every key of those clients (for
@@ -129,12 +129,14 @@ FROM key_usage
 GROUP BY key_id
 HAVING key_id IN ? OR (client != '' AND client IN (SELECT anyLast(client_id) FROM key_usage WHERE key_id IN ? GROUP BY key_id))`
 
-// leakSelectWindowRequests reads each key's requests in the window, for shares. Arguments: keys,
-// window start, now.
+// leakSelectWindowRequests reads each key's requests in the window, for shares. minute is a
+// DateTime, compared with the window's start and now at the whole second: a run in the first
+// second of a minute does not count that minute, and (with a window of whole minutes) counts the
+// one its window starts in. Arguments: keys, window start, now.
 const leakSelectWindowRequests = `
 SELECT key_id, sum(requests)
 FROM auth_events_1m
-WHERE key_id IN ? AND minute >= ? AND minute < ?
+WHERE key_id IN ? AND minute >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY key_id`
 
 // Fan-out: key_ips_1h holds per key and hour a distinct-address state. Each run finalizes the
@@ -145,29 +147,31 @@ const (
 	// leakSelectLastIPHour is answered from part metadata (min/max of the partition key's column),
 	// without reading the table; the caller ignores anything before the baseline.
 	leakSelectLastIPHour = `SELECT max(hour) FROM key_ip_hours`
-	// leakInsertIPHours: arguments: first hour, end (exclusive).
+	// leakInsertIPHours: arguments: first hour, end (exclusive), whole hours.
 	leakInsertIPHours = `
 INSERT INTO key_ip_hours (hour, key_id, distinct_ips)
 SELECT hour, key_id, toUInt32(uniqMerge(distinct_ips))
 FROM key_ips_1h
-WHERE hour >= ? AND hour < ?
+WHERE hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY hour, key_id`
 	// leakSelectJudgedIPHours reads the distinct addresses of the last complete hour and the current
-	// one, for keys with enough of them. Arguments: last complete hour, current hour, minimum.
+	// one, for keys with enough of them. Arguments: last complete hour, current hour (whole hours),
+	// minimum.
 	leakSelectJudgedIPHours = `
 SELECT key_id, hour, uniqMerge(distinct_ips) AS ips
 FROM key_ips_1h
-WHERE hour >= ? AND hour <= ?
+WHERE hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, hour
 HAVING ips >= ?`
 	// leakSelectIPBaseline reads the given keys' hourly distinct-address counts over the baseline, by
 	// hour of day. An hour finalized twice (two replicas at once) counts twice until the table
 	// merges it away; the median does not notice, and not deduplicating halves the query's cost.
-	// Arguments: keys, baseline start, end (exclusive).
+	// Arguments: keys, baseline start (hour is a DateTime: compared at the whole second), end
+	// (exclusive, a whole hour).
 	leakSelectIPBaseline = `
 SELECT key_id, toHour(hour) AS hod, groupArray(distinct_ips)
 FROM key_ip_hours
-WHERE key_id IN ? AND hour >= ? AND hour < ?
+WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, hod`
 )
 
@@ -295,7 +299,8 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	r := &leakRun{cfg: d.cfg, now: now, windowStart: now.Add(-time.Duration(d.cfg.Window))}
 	r.baseStart = r.windowStart.Add(-time.Duration(d.cfg.Baseline))
 
-	newPlaceKeys, err := leakQueryStrings(ctx, d.conn, leakSelectNewPlaceKeys, r.windowStart, now, r.windowStart, now, r.baseStart, r.windowStart)
+	newPlaceKeys, err := leakQueryStrings(ctx, d.conn, leakSelectNewPlaceKeys,
+		r.windowStart.UnixMilli(), now.UnixMilli(), r.windowStart.UnixMilli(), now.UnixMilli(), r.baseStart.UnixMilli(), r.windowStart.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("find keys used from new places since %s: %w", r.windowStart.Format(time.RFC3339), err)
 	}
@@ -416,7 +421,7 @@ func (d *Leak) readClients(ctx context.Context, r *leakRun, keys []string) error
 }
 
 func (d *Leak) readPlaces(ctx context.Context, r *leakRun, keys []string) error {
-	rows, err := d.conn.Query(ctx, leakSelectPlaces, r.windowStart, keys, r.baseStart, r.now)
+	rows, err := d.conn.Query(ctx, leakSelectPlaces, r.windowStart.UnixMilli(), keys, r.baseStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("read networks of %d keys from key_networks_1d: %w", len(keys), err)
 	}
@@ -439,7 +444,7 @@ func (d *Leak) readPlaces(ctx context.Context, r *leakRun, keys []string) error 
 
 // readSamples fills in the sample addresses and user agents of the keys' places used in the window.
 func (d *Leak) readSamples(ctx context.Context, r *leakRun, keys []string) error {
-	rows, err := d.conn.Query(ctx, leakSelectSamples, keys, r.windowStart, r.now)
+	rows, err := d.conn.Query(ctx, leakSelectSamples, keys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("read samples of %d keys from key_networks_1d: %w", len(keys), err)
 	}
@@ -465,7 +470,7 @@ func (d *Leak) readSamples(ctx context.Context, r *leakRun, keys []string) error
 }
 
 func (d *Leak) readWindowRequests(ctx context.Context, r *leakRun, keys []string) error {
-	rows, err := d.conn.Query(ctx, leakSelectWindowRequests, keys, r.windowStart, r.now)
+	rows, err := d.conn.Query(ctx, leakSelectWindowRequests, keys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("read window requests of %d keys from auth_events_1m: %w", len(keys), err)
 	}
@@ -502,7 +507,7 @@ func (d *Leak) fanouts(ctx context.Context, r *leakRun, only []string) (map[stri
 		from = next
 	}
 	if from.Before(current) {
-		if err := d.conn.Exec(ctx, leakInsertIPHours, from, current); err != nil {
+		if err := d.conn.Exec(ctx, leakInsertIPHours, from.UnixMilli(), current.UnixMilli()); err != nil {
 			return nil, fmt.Errorf("finalize distinct addresses of hours %s to %s into key_ip_hours: %w",
 				from.Format(time.RFC3339), current.Format(time.RFC3339), err)
 		}
@@ -512,7 +517,7 @@ func (d *Leak) fanouts(ctx context.Context, r *leakRun, only []string) (map[stri
 		hour time.Time
 		ips  uint64
 	}
-	rows, err := d.conn.Query(ctx, leakSelectJudgedIPHours, last, current, uint64(leakFanoutMinIPs))
+	rows, err := d.conn.Query(ctx, leakSelectJudgedIPHours, last.UnixMilli(), current.UnixMilli(), uint64(leakFanoutMinIPs))
 	if err != nil {
 		return nil, fmt.Errorf("read distinct addresses of hours %s and %s from key_ips_1h: %w",
 			last.Format(time.RFC3339), current.Format(time.RFC3339), err)
@@ -559,7 +564,7 @@ func (d *Leak) fanouts(ctx context.Context, r *leakRun, only []string) (map[stri
 
 // ipBaselines returns each key's baseline hourly distinct-address counts by hour of day.
 func (d *Leak) ipBaselines(ctx context.Context, keys []string, from, to time.Time) (map[string]map[int][]float64, error) {
-	rows, err := d.conn.Query(ctx, leakSelectIPBaseline, keys, from, to)
+	rows, err := d.conn.Query(ctx, leakSelectIPBaseline, keys, from.UnixMilli(), to.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("read hourly distinct addresses of %d keys from key_ip_hours: %w", len(keys), err)
 	}

@@ -29,11 +29,12 @@ const (
 )
 
 // leakSelectForbiddenKeys finds the keys with forbidden answers in the window, from the per-minute
-// rollup (the minute holding the window's start included). Arguments: window start, now.
+// rollup (the minutes holding the window's start and now included, so that it finds every key
+// leakSelectForbiddenRoutes counts). Arguments: window start, now.
 const leakSelectForbiddenKeys = `
 SELECT DISTINCT key_id
 FROM auth_events_1m
-WHERE minute >= toStartOfMinute(?) AND minute < ? AND outcome = 'forbidden' AND key_id != ''`
+WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
 
 // leakSelectForbiddenRoutes reads the given keys' forbidden requests in the window per method and
 // route, from the raw events (through the primary key: key_id, ts), with samples of who sent them.
@@ -44,7 +45,7 @@ SELECT
     arrayMap(ip -> replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), groupUniqArray(5)(ip)),
     groupUniqArray(5)(user_agent)
 FROM auth_events
-WHERE key_id IN ? AND ts >= ? AND ts < ? AND outcome = 'forbidden'
+WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
 GROUP BY key_id, method, route`
 
 // LeakScopeProbe is the evidence of a scope_probing signal: the key's forbidden requests to routes
@@ -81,7 +82,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 	if len(d.rules) == 0 || d.cfg.ScoreScopeProbing <= 0 {
 		return nil, nil
 	}
-	forbidden, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart, r.now)
+	forbidden, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", r.windowStart.Format(time.RFC3339), err)
 	}
@@ -103,7 +104,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 		return nil, nil
 	}
 	slices.Sort(scoped)
-	rows, err := d.conn.Query(ctx, leakSelectForbiddenRoutes, scoped, r.windowStart, r.now)
+	rows, err := d.conn.Query(ctx, leakSelectForbiddenRoutes, scoped, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("read forbidden routes of %d keys from auth_events: %w", len(scoped), err)
 	}

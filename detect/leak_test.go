@@ -145,6 +145,15 @@ func TestLeakNewNetworkAndCountry(t *testing.T) {
 			if !strings.HasPrefix(f.Summary, want) || !strings.Contains(f.Summary, "in new country BR: 15 requests (4.0% of its traffic) in the last hour") {
 				t.Errorf("summary %q, want it to start %q and name BR, 15 requests, 4.0%%", f.Summary, want)
 			}
+			// A scheduled run lands a few milliseconds past the minute: the minutes of the window are
+			// the same (auth_events_1m's minute compared at the whole second), so are the shares.
+			late, err := NewLeak(s.conn, s.cfg.Leak).Detect(context.Background(), now.Add(5*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev := leakEvidence(t, leakOnly(t, late)); ev.WindowRequests != 375 || leakSignalOf(t, ev, leakSignalNewNetwork).Places[0].Share != 0.04 {
+				t.Errorf("run 5 ms later: window requests %d, share %g; want 375 and 0.04", ev.WindowRequests, leakSignalOf(t, ev, leakSignalNewNetwork).Places[0].Share)
+			}
 		})
 	}
 }

@@ -23,7 +23,7 @@ func (s *scenario) keyScopes(key, client string, at time.Time, scopes ...string)
 		scopes = []string{}
 	}
 	if err := s.conn.Exec(context.Background(), `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, scopes, src_topic, src_partition, src_offset)
-		VALUES (?, 'key.created', ?, ?, ?, 'key-lifecycle', 0, 0)`, at, key, client, scopes); err != nil {
+		VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'key.created', ?, ?, ?, 'key-lifecycle', 0, 0)`, at.UnixMilli(), key, client, scopes); err != nil {
 		s.t.Fatal(err)
 	}
 }

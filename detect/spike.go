@@ -39,18 +39,19 @@ import (
 const spikeFailures = `('invalid_key', 'expired_key', 'revoked_key', 'forbidden')`
 
 // spikeSelectWindows counts, per step, the requests of every client on the rotation's keys in the
-// step's short and long windows. The minute the step falls in counts to the windows. Args: step
-// index, key, short window start, long window start (arrays, one element per step and key), then
-// all keys and the overall window.
+// step's short and long windows. The minute the step falls in counts to the windows; the minute
+// now is in counts once now is past its first second (minute is a DateTime, compared with now at
+// the whole second). Args: step index, key, short window start, long window start (arrays, one
+// element per step and key; the times Unix milliseconds), then all keys and the overall window.
 const spikeSelectWindows = `
 WITH steps AS (
-    SELECT toUInt32(t.1) AS idx, t.2 AS key_id, t.3 AS short_from, t.4 AS long_from
+    SELECT toUInt32(t.1) AS idx, t.2 AS key_id, fromUnixTimestamp64Milli(toInt64(t.3), 'UTC') AS short_from, fromUnixTimestamp64Milli(toInt64(t.4), 'UTC') AS long_from
     FROM (SELECT arrayJoin(arrayZip(?, ?, ?, ?)) AS t))
 SELECT steps.idx, a.client_id, a.key_id, toString(a.outcome) AS outcome,
     sumIf(a.requests, a.minute >= steps.short_from) AS short,
     sum(a.requests) AS long
 FROM auth_events_1m AS a INNER JOIN steps ON a.key_id = steps.key_id
-WHERE a.key_id IN ? AND a.client_id != '' AND a.minute >= ? AND a.minute < ? AND a.minute >= steps.long_from
+WHERE a.key_id IN ? AND a.client_id != '' AND a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND a.minute >= steps.long_from
 GROUP BY steps.idx, a.client_id, a.key_id, a.outcome`
 
 // spikeSelectKeylessMinutes counts the failures without a known key or client per minute of the
@@ -58,17 +59,17 @@ GROUP BY steps.idx, a.client_id, a.key_id, a.outcome`
 const spikeSelectKeylessMinutes = `
 SELECT toStartOfMinute(ts) AS minute, count()
 FROM auth_events
-WHERE client_id = '' AND ts >= ? AND ts < ? AND outcome IN ` + spikeFailures + `
+WHERE client_id = '' AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome IN ` + spikeFailures + `
   AND key_id NOT IN (SELECT key_id FROM key_lifecycle_events)
 GROUP BY minute`
 
 // spikeCases is the case table of phase 2. Args: case index, client, the rotation's old and new
 // key, baseline start, step minute, short window start, long window start (arrays, one element
-// per case).
+// per case; the times Unix milliseconds).
 const spikeCases = `
 WITH cases AS (
-    SELECT toUInt32(t.1) AS idx, t.2 AS client_id, t.3 AS keys, t.4 AS base_from, t.5 AS step_minute,
-        t.6 AS short_from, t.7 AS long_from
+    SELECT toUInt32(t.1) AS idx, t.2 AS client_id, t.3 AS keys, fromUnixTimestamp64Milli(toInt64(t.4), 'UTC') AS base_from, fromUnixTimestamp64Milli(toInt64(t.5), 'UTC') AS step_minute,
+        fromUnixTimestamp64Milli(toInt64(t.6), 'UTC') AS short_from, fromUnixTimestamp64Milli(toInt64(t.7), 'UTC') AS long_from
     FROM (SELECT arrayJoin(arrayZip(?, ?, ?, ?, ?, ?, ?)) AS t))`
 
 // spikeSelectBaselines counts each candidate's requests and failures on the rotation's keys before
@@ -81,12 +82,15 @@ const spikeSelectBaselines = spikeCases + `
 SELECT cases.idx, toString(a.outcome) AS outcome,
     sumIf(a.requests, a.minute >= cases.base_from) AS base,
     -- minutes ago = d: in [now - long - k weeks, now - k weeks) for k in 1..weeks <=> (d-1) div week = k, (d-1) mod week < long
-    sumIf(a.requests, intDiv(dateDiff('minute', a.minute, ?) - 1, 10080) BETWEEN 1 AND ?
-        AND (dateDiff('minute', a.minute, ?) - 1) % 10080 < ?) AS same_hour
+    sumIf(a.requests, intDiv(dateDiff('minute', a.minute, fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - 1, 10080) BETWEEN 1 AND ?
+        AND (dateDiff('minute', a.minute, fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - 1) % 10080 < ?) AS same_hour
 FROM auth_events_1m AS a INNER JOIN cases ON a.client_id = cases.client_id
 WHERE a.key_id IN ? AND a.client_id IN ?
-  AND (a.minute >= ? AND a.minute < ? OR a.minute >= ? AND a.minute < ? OR a.minute >= ? AND a.minute < ?
-       OR a.minute >= ? AND a.minute < ? OR a.minute >= ? AND a.minute < ?)
+  AND (a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+       OR a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+       OR a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+       OR a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+       OR a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
   AND has(cases.keys, a.key_id) AND a.minute < cases.step_minute
 GROUP BY cases.idx, a.outcome`
 
@@ -100,13 +104,13 @@ callers AS (
     SELECT cases.idx AS idx, c.ip AS ip, c.user_agent AS user_agent,
         any(cases.short_from) AS short_from, any(cases.long_from) AS long_from
     FROM key_callers_1h AS c INNER JOIN cases ON c.client_id = cases.client_id
-    WHERE c.key_id IN ? AND c.client_id IN ? AND c.hour >= toStartOfHour(?) AND c.hour < ?
+    WHERE c.key_id IN ? AND c.client_id IN ? AND c.hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND c.hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
       AND has(cases.keys, c.key_id) AND c.hour >= toStartOfHour(cases.base_from) AND c.hour < cases.step_minute
     GROUP BY idx, ip, user_agent)
 SELECT callers.idx, e.ip, toString(e.user_agent), toString(e.outcome), toString(e.route),
     countIf(e.ts >= callers.short_from) AS short, countIf(e.ts >= callers.long_from) AS long
 FROM auth_events AS e INNER JOIN callers ON e.ip = callers.ip AND e.user_agent = callers.user_agent
-WHERE e.client_id = '' AND e.ts >= ? AND e.ts < ? AND e.outcome IN ` + spikeFailures + `
+WHERE e.client_id = '' AND e.ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.outcome IN ` + spikeFailures + `
   AND e.key_id NOT IN (SELECT key_id FROM key_lifecycle_events)
 GROUP BY callers.idx, e.ip, e.user_agent, e.outcome, e.route
 HAVING long > 0`
@@ -117,7 +121,7 @@ HAVING long > 0`
 const spikeSelectRoutes = spikeCases + `
 SELECT cases.idx, toString(e.route), count() AS failures
 FROM auth_events AS e INNER JOIN cases ON e.client_id = cases.client_id
-WHERE e.key_id IN ? AND e.client_id IN ? AND e.ts >= ? AND e.ts < ? AND e.outcome IN ` + spikeFailures + `
+WHERE e.key_id IN ? AND e.client_id IN ? AND e.ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.outcome IN ` + spikeFailures + `
   AND has(cases.keys, e.key_id) AND e.ts >= cases.long_from
 GROUP BY cases.idx, e.route
 ORDER BY failures DESC, e.route
@@ -348,18 +352,19 @@ func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Tim
 	}
 	var idx []uint32
 	var keys []string
-	var shorts, longs []time.Time
+	var shorts, longs []int64 // Unix milliseconds
 	for i, s := range steps {
 		if s.rot.ClientID != "" {
 			add(i, s.rot.ClientID)
 		}
 		short, long := d.windowStarts(s.step.At.Truncate(time.Minute), now)
 		for _, k := range []string{s.rot.OldKeyID, s.rot.NewKeyID} {
-			idx, keys, shorts, longs = append(idx, uint32(i)), append(keys, k), append(shorts, short), append(longs, long)
+			idx, keys = append(idx, uint32(i)), append(keys, k)
+			shorts, longs = append(shorts, short.UnixMilli()), append(longs, long.UnixMilli())
 		}
 	}
-	from := slices.MinFunc(longs, time.Time.Compare)
-	rows, err := d.conn.Query(ctx, spikeSelectWindows, idx, keys, shorts, longs, spikeUniq(keys), from, now)
+	from := time.UnixMilli(slices.Min(longs)).UTC()
+	rows, err := d.conn.Query(ctx, spikeSelectWindows, idx, keys, shorts, longs, spikeUniq(keys), from.UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("count requests on the keys of %d rotation steps since %s: %w", len(steps), from.Format(time.RFC3339), err)
 	}
@@ -396,7 +401,7 @@ func (d *Spike) windowStarts(stepMinute, now time.Time) (short, long time.Time) 
 // long windows.
 func (d *Spike) keylessMinutes(ctx context.Context, cases []*spikeCase, now time.Time) (map[time.Time]uint64, error) {
 	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
-	rows, err := d.conn.Query(ctx, spikeSelectKeylessMinutes, from, now)
+	rows, err := d.conn.Query(ctx, spikeSelectKeylessMinutes, from.UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("count keyless failures since %s: %w", from.Format(time.RFC3339), err)
 	}
@@ -416,14 +421,15 @@ func (d *Spike) keylessMinutes(ctx context.Context, cases []*spikeCase, now time
 	return out, nil
 }
 
-// spikeCaseArgs returns the arguments of the spikeCases table, and all the cases' keys and clients
-// (for the primary key).
+// spikeCaseArgs returns the arguments of the spikeCases table (times as Unix milliseconds), and all
+// the cases' keys and clients (for the primary key).
 func spikeCaseArgs(cases []*spikeCase) (table []any, keys, clients []string) {
 	n := len(cases)
 	idx, caseClients, caseKeys := make([]uint32, n), make([]string, n), make([][]string, n)
-	base, step, short, long := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+	base, step, short, long := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, c := range cases {
-		idx[i], caseClients[i], base[i], step[i], short[i], long[i] = uint32(i), c.client, c.baseFrom, c.stepMinute, c.shortFrom, c.longFrom
+		idx[i], caseClients[i] = uint32(i), c.client
+		base[i], step[i], short[i], long[i] = c.baseFrom.UnixMilli(), c.stepMinute.UnixMilli(), c.shortFrom.UnixMilli(), c.longFrom.UnixMilli()
 		caseKeys[i] = []string{c.rot.OldKeyID, c.rot.NewKeyID}
 		keys = append(keys, caseKeys[i]...)
 	}
@@ -436,10 +442,10 @@ func (d *Spike) baselines(ctx context.Context, cases []*spikeCase, now time.Time
 	long := time.Duration(d.cfg.LongWindow)
 	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.baseFrom.Compare(b.baseFrom) }).baseFrom
 	until := slices.MaxFunc(cases, func(a, b *spikeCase) int { return a.stepMinute.Compare(b.stepMinute) }).stepMinute
-	args = append(args, nowMinute, spikeWeeks, nowMinute, int64(long/time.Minute), keys, clients, from, until)
+	args = append(args, nowMinute.UnixMilli(), spikeWeeks, nowMinute.UnixMilli(), int64(long/time.Minute), keys, clients, from.UnixMilli(), until.UnixMilli())
 	for k := 1; k <= spikeWeeks; k++ {
 		weekAgo := nowMinute.Add(-time.Duration(k) * spikeWeek)
-		args = append(args, weekAgo.Add(-long), weekAgo)
+		args = append(args, weekAgo.Add(-long).UnixMilli(), weekAgo.UnixMilli())
 	}
 	rows, err := d.conn.Query(ctx, spikeSelectBaselines, args...)
 	if err != nil {
@@ -468,7 +474,7 @@ func (d *Spike) attributeKeyless(ctx context.Context, cases []*spikeCase, now ti
 	baseFrom := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.baseFrom.Compare(b.baseFrom) }).baseFrom
 	stepTo := slices.MaxFunc(cases, func(a, b *spikeCase) int { return a.stepMinute.Compare(b.stepMinute) }).stepMinute
 	rawFrom := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
-	args = append(args, keys, clients, baseFrom, stepTo, rawFrom, now)
+	args = append(args, keys, clients, baseFrom.UnixMilli(), stepTo.UnixMilli(), rawFrom.UnixMilli(), now.UnixMilli())
 	rows, err := d.conn.Query(ctx, spikeSelectKeyless, args...)
 	if err != nil {
 		return fmt.Errorf("attribute keyless failures to %d clients: %w", len(clients), err)
@@ -576,7 +582,7 @@ func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) Findin
 func (d *Spike) routes(ctx context.Context, cases []*spikeCase, now time.Time) ([][]SpikeCount, error) {
 	args, keys, clients := spikeCaseArgs(cases)
 	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
-	args = append(args, keys, clients, from, now, spikeTop)
+	args = append(args, keys, clients, from.UnixMilli(), now.UnixMilli(), spikeTop)
 	rows, err := d.conn.Query(ctx, spikeSelectRoutes, args...)
 	if err != nil {
 		return nil, fmt.Errorf("routes of the failures of %d clients since %s: %w", len(clients), from.Format(time.RFC3339), err)

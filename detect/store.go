@@ -54,7 +54,8 @@ func (s *Store) StoreRun(ctx context.Context, run Run) error {
 		errText = run.Err.Error()
 	}
 	if err := schema.Retry(schema.WithInsertToken(ctx, run.ID+":run"), time.Minute, func(ctx context.Context) error {
-		return s.conn.Exec(ctx, insertRun+" VALUES (?, ?, ?, ?, ?, ?)", run.ID, run.Detector, run.Started, run.Finished, uint32(len(run.Findings)), errText)
+		return s.conn.Exec(ctx, insertRun+" VALUES (?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?)",
+			run.ID, run.Detector, run.Started.UnixMilli(), run.Finished.UnixMilli(), uint32(len(run.Findings)), errText)
 	}); err != nil {
 		return fmt.Errorf("detect: store %s run %s: %w", run.Detector, run.ID, err)
 	}

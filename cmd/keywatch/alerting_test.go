@@ -326,12 +326,12 @@ slack:
 		if found {
 			n = 1
 			if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-				VALUES (?, ?, 'spike', 'fp-spike-acme', 'critical', 9.5, 'kid_old', 'acme', 'kid_old>kid_new', 'acme: 60% of requests failed after kid_old was retired', ?)`, now, id, `{"failures":120}`); err != nil {
+				VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, 'spike', 'fp-spike-acme', 'critical', 9.5, 'kid_old', 'acme', 'kid_old>kid_new', 'acme: 60% of requests failed after kid_old was retired', ?)`, now.UnixMilli(), id, `{"failures":120}`); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := conn.Exec(ctx, `INSERT INTO detector_runs (run_id, detector, started_at, finished_at, findings, error) VALUES (?, 'spike', ?, ?, ?, '')`,
-			id, now, now, uint32(n)); err != nil {
+		if err := conn.Exec(ctx, `INSERT INTO detector_runs (run_id, detector, started_at, finished_at, findings, error) VALUES (?, 'spike', fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, '')`,
+			id, now.UnixMilli(), now.UnixMilli(), uint32(n)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -152,8 +152,8 @@ revoke:
 	leak := func(key string) {
 		t.Helper()
 		if err := conn.Exec(ctx, `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
-			VALUES (?, ?, 'leak', ?, 'critical', 500, ?, 'acme', '', ?, '{}')`,
-			time.Now().UTC(), "run-"+key, "fp-leak-"+key, key, key+" used from a new network"); err != nil {
+			VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, 'leak', ?, 'critical', 500, ?, 'acme', '', ?, '{}')`,
+			time.Now().UnixMilli(), "run-"+key, "fp-leak-"+key, key, key+" used from a new network"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -27,13 +27,13 @@ func TestReportCommand(t *testing.T) {
 		{t0.Add(72 * time.Hour), "key.retired", "kid_old", "", ""},
 	} {
 		if err := conn.Exec(ctx, `INSERT INTO key_lifecycle_events (ts, type, key_id, client_id, new_key_id, grace_until, reason, src_partition, src_offset)
-VALUES (?, ?, ?, 'acme', ?, NULL, ?, 0, 0)`, e.at, e.typ, e.key, e.newKey, e.why); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, 'acme', ?, NULL, ?, 0, 0)`, e.at.UnixMilli(), e.typ, e.key, e.newKey, e.why); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// acme-batch calls the old key during the rotation and never the new one: a straggler.
 	if err := conn.Exec(ctx, `INSERT INTO auth_events (ts, key_id, client_id, outcome, status, ip, user_agent, src_topic, src_partition, src_offset)
-VALUES (?, 'kid_old', 'acme-batch', 'ok', 200, toIPv6('198.51.100.7'), 'batch/1.0', 'auth-events', 0, 1)`, t0.Add(48*time.Hour)); err != nil {
+VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'kid_old', 'acme-batch', 'ok', 200, toIPv6('198.51.100.7'), 'batch/1.0', 'auth-events', 0, 1)`, t0.Add(48*time.Hour).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "keywatch.yaml")

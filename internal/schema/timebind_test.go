@@ -24,17 +24,7 @@ import (
 // changing when the rule came in: file -> enclosing function -> how many arguments. Convert them
 // (bind t.UnixMilli() and read it with fromUnixTimestamp64Milli(toInt64(?), 'UTC')) and remove them
 // here; nothing may be added.
-var pendingTimeBinds = map[string]map[string]int{
-	"cmd/keywatch/alerting_test.go":          {"TestPersistentFindingIsOneSlackMessageUpdatedOnResolve": 2},
-	"cmd/keywatch/replicas_test.go":          {"TestTwoReplicasOneLeaderAndTakeover": 1},
-	"cmd/keywatch/report_test.go":            {"TestReportCommand": 2},
-	"cmd/keywatch/rollback_scenario_test.go": {"TestRollbackAfterRevokeBreaksClients": 1},
-	"detect/leak.go":                         {"(*Leak).Detect": 3, "(*Leak).fanouts": 4, "(*Leak).ipBaselines": 2, "(*Leak).readPlaces": 3, "(*Leak).readSamples": 2, "(*Leak).readWindowRequests": 2},
-	"detect/leak_scope.go":                   {"(*Leak).scopeProbes": 4},
-	"detect/scope_test.go":                   {"(*scenario).keyScopes": 1},
-	"detect/spike.go":                        {"(*Spike).attributeKeyless": 4, "(*Spike).baselines": 5, "(*Spike).keylessMinutes": 2, "(*Spike).routes": 2, "(*Spike).windows": 4},
-	"detect/store.go":                        {"(*Store).StoreRun": 2},
-}
+var pendingTimeBinds = map[string]map[string]int{}
 
 // secondsOnPurpose are calls that bind whole Unix seconds as numbers to compute with, not as a
 // time: file -> enclosing function.

@@ -561,7 +561,8 @@ func TestApprovalOverTheCapWaitsAgain(t *testing.T) {
 	if text, err := e.r.Approve(e.ctx, st.ID, "U1", "alice"); err != nil || !strings.Contains(text, "approved by alice") {
 		t.Fatalf("Approve: %q %v", text, err)
 	}
-	manual, err := e.r.Manual(e.ctx, "kid_b", "leaked", "cli:bob") // approved before the click's turn
+	e.clk.Add(time.Second)
+	manual, err := e.r.Manual(e.ctx, "kid_b", "leaked", "cli:bob") // approved after the click, before the leader's pass
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,19 @@ func groupKey(a Alert) string {
 
 func muted(a Alert) bool { return a.Silenced != "" || a.Inhibited != "" }
 
+// told says whether a firing alert makes its group due: when not muted, or when silenced but acted
+// on by an auto or approve policy, since a silence mutes notifications and must not hide that a
+// key is being revoked or rolled back, or waits for an approval.
+func told(a Alert) bool {
+	if a.State != Firing {
+		return false
+	}
+	if !muted(a) {
+		return true
+	}
+	return a.Inhibited == "" && a.Action != nil && (a.Action.Mode == "auto" || a.Action.Mode == "approve")
+}
+
 // groups builds the groups as of now. A group with a firing alert holds its firing and pending
 // alerts and those resolved during this episode (since its earliest firing alert became active);
 // a group with none firing holds only its resolved alerts (resolved within the last day), so that
@@ -169,14 +182,15 @@ func route(s config.Slack, g Group) []string {
 }
 
 // due says whether a group's channel is to be notified now, and whether as a reminder.
-//   - not told before, or told it resolved: when something fires unmuted, group_wait after the
+//   - not told before, or told it resolved: when something fires unmuted (or silenced but acted
+//     on, see told), group_wait after the
 //     earliest such alert fired;
 //   - told and changed since: group_interval after the last notification;
 //   - told and unchanged while something fires unmuted: a reminder, repeat_interval after it.
 func (e *Evaluator) due(st *sentState, g Group, hash string, now time.Time) (send, reminder bool) {
 	var since time.Time
 	for _, a := range g.Alerts {
-		if a.State == Firing && !muted(a) && (since.IsZero() || a.FiredAt.Before(since)) {
+		if told(a) && (since.IsZero() || a.FiredAt.Before(since)) {
 			since = a.FiredAt
 		}
 	}

@@ -140,6 +140,7 @@ type recActor struct {
 	mu    sync.Mutex
 	asked []string // alert ids
 	fail  error
+	mode  string // the policy mode it answers; empty: dry-run
 }
 
 func (a *recActor) Consider(_ context.Context, al Alert) (*ActionStatus, error) {
@@ -148,6 +149,9 @@ func (a *recActor) Consider(_ context.Context, al Alert) (*ActionStatus, error) 
 	a.asked = append(a.asked, al.ID())
 	if a.fail != nil {
 		return nil, a.fail
+	}
+	if a.mode == "auto" {
+		return &ActionStatus{ID: "act-" + al.ID(), Kind: "revoke", Mode: "auto", Status: "sent"}, nil
 	}
 	return &ActionStatus{ID: "act-" + al.ID(), Kind: "revoke", Mode: "dry-run", Status: "dry_run"}, nil
 }

@@ -146,4 +146,10 @@ func TestSilencedAlertsAreStillActedOn(t *testing.T) {
 	if asked := e.actor.take(); len(asked) != 1 || !strings.HasPrefix(asked[0], leak.Fingerprint) {
 		t.Fatalf("actor asked %v, want the silenced alert", asked)
 	}
+	// Revoked under an auto policy: the silence does not hide that.
+	e.actor.mode = "auto"
+	e.eval(ev, 2*time.Minute)
+	if got := summary(e.notifier.take()); len(got) != 1 || !strings.Contains(got[0], "firing(muted)") {
+		t.Fatalf("notified %q, want the silenced alert told once its key is revoked", got)
+	}
 }

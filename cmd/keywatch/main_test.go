@@ -191,9 +191,7 @@ func runSetup(t *testing.T, partitions int32, extraYAML string) (db string, kafk
 		t.Fatal(err)
 	}
 	t.Cleanup(kafka.Close)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	httpAddr = l.Addr().String()
-	l.Close()
+	httpAddr = freeAddr(t)
 	cfgPath = filepath.Join(t.TempDir(), "keywatch.yaml")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 kafka:
@@ -207,6 +205,17 @@ http:
   listen: %q
 `, kafka.Brokers[0], ch.Addr, db, httpAddr)+extraYAML), 0o600)
 	return db, kafka, httpAddr, cfgPath
+}
+
+// freeAddr is a loopback address with a port free a moment ago, for a listener of keywatch run.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

@@ -107,6 +107,8 @@ func (p *chProxy) serve() {
 // TestRunServesHealthBeforeClickHouse: with ClickHouse down, `keywatch run` answers /healthz at
 // once and /readyz 503 naming ClickHouse; when ClickHouse comes up it gets ready without a restart.
 func TestRunServesHealthBeforeClickHouse(t *testing.T) {
+	const token = "ready-token-0123456789abcdef0123456"
+	t.Setenv("KEYWATCH_HTTP_TOKEN", token)
 	proxy := startCHProxy(t, nil, false)
 	db, kafka, httpAddr, cfgPath := runSetup(t, 1, "")
 	rewrite(t, cfgPath, ch.Addr, proxy.addr)
@@ -121,7 +123,11 @@ func TestRunServesHealthBeforeClickHouse(t *testing.T) {
 		return code == 200
 	})
 	t.Logf("/healthz answered 200 %s after the process started, ClickHouse down", healthyAfter.Round(time.Millisecond))
-	code, body := get(t, "http://"+httpAddr+"/readyz")
+	// The checks' errors name internal addresses: on the public listener, only to a token.
+	if code, body := get(t, "http://"+httpAddr+"/readyz"); code != 503 || !strings.Contains(body, `"clickhouse":"not ready"`) {
+		t.Fatalf("/readyz without a token, ClickHouse down: %d %s, want 503 without the error", code, body)
+	}
+	code, body := getWith(t, "http://"+httpAddr+"/readyz", token)
 	if code != 503 || !strings.Contains(body, `"clickhouse":"unreachable`) || !strings.Contains(body, `"schema":"waiting for clickhouse"`) {
 		t.Fatalf("/readyz with ClickHouse down: %d %s, want 503 naming clickhouse", code, body)
 	}
@@ -200,12 +206,17 @@ detect:
 	_, _, httpAddr2, cfgPath2 := runSetup(t, 1, "")
 	rewrite(t, cfgPath2, ch.Addr, proxy.addr)
 	appendYAML(t, cfgPath2, fmt.Sprintf("  secure: true\n  tls:\n    ca_file: %q\n    server_name: clickhouse.test\n", other.CertFile), "clickhouse:")
+	adminAddr := freeAddr(t)
+	appendYAML(t, cfgPath2, fmt.Sprintf("  admin_listen: %q\n", adminAddr), "http:")
 	kw2 := startKeywatch(t, cfgPath2)
 	defer kw2.stop()
-	waitUntil(t, "/readyz names the refused certificate", func() bool {
-		_, body := get(t, "http://"+httpAddr2+"/readyz")
+	waitUntil(t, "/readyz on the admin listener names the refused certificate", func() bool {
+		_, body := get(t, "http://"+adminAddr+"/readyz")
 		return strings.Contains(body, "TLS handshake failed (clickhouse.secure, clickhouse.tls.*)") && strings.Contains(body, "x509")
 	})
+	if code, body := get(t, "http://"+httpAddr2+"/readyz"); code == http.StatusOK || strings.Contains(body, "x509") {
+		t.Errorf("/readyz on the public listener with an admin listener: %d %s, want no readiness there", code, body)
+	}
 	waitUntil(t, "the log names the refused certificate", func() bool {
 		return strings.Contains(kw2.output(), "certificate signed by unknown authority")
 	})
@@ -346,7 +357,20 @@ func leafSerial(t *testing.T, c tls.Certificate) string {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getWith(t, url, "")
+}
+
+// getWith is get with a bearer token (none when empty).
+func getWith(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -403,12 +427,14 @@ func TestRunOverKafkaTLSAndSCRAM(t *testing.T) {
 		return db, httpAddr, cfgPath
 	}
 
+	const readyToken = "ready-token-0123456789abcdef0123456"
+	t.Setenv("KEYWATCH_HTTP_TOKEN", readyToken)
 	t.Setenv("KEYWATCH_KAFKA_SASL_PASSWORD", "wrong-password")
 	_, badAddr, badCfg := setup()
 	bad := startKeywatch(t, badCfg)
 	defer bad.stop()
 	waitUntil(t, "/readyz names the refused login", func() bool {
-		code, body := get(t, "http://"+badAddr+"/readyz")
+		code, body := getWith(t, "http://"+badAddr+"/readyz", readyToken)
 		return code == 503 && strings.Contains(body, "sasl authentication failed") && strings.Contains(body, "kafka.sasl.password")
 	})
 	waitUntil(t, "the log names the refused login", func() bool {

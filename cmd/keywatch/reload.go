@@ -77,7 +77,7 @@ func (d *daemon) app(gen *generation) api.App {
 	cfg := gen.cfg
 	app := api.App{
 		V1: api.V1{
-			Tokens:    api.Tokens{Admin: cfg.HTTP.Token, Write: cfg.HTTP.WriteToken, Read: cfg.HTTP.ReadToken},
+			Tokens:    tokens(cfg.HTTP),
 			Lifecycle: ingest.NewLifecycleWriter(d.conn),
 			Readiness: gen.lingering,
 			Silences:  alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
@@ -172,4 +172,9 @@ func describeConfig(cfg config.Config, loaded time.Time) string {
 		fmt.Fprintf(&b, "%-26s %s\n", f.Path, f.Value)
 	}
 	return b.String()
+}
+
+// tokens are the API's bearer tokens, one per scope.
+func tokens(h config.HTTP) api.Tokens {
+	return api.Tokens{Admin: h.Token, Write: h.WriteToken, Read: h.ReadToken}
 }

@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *promet
 	loops := map[string]func(context.Context) error{"keywatch": d.run}
 	if cfg.HTTP.Listen != "" {
 		opts := api.Options{
-			Addr: cfg.HTTP.Listen, AdminAddr: cfg.HTTP.AdminListen, Gatherer: reg, Log: log,
+			Addr: cfg.HTTP.Listen, AdminAddr: cfg.HTTP.AdminListen, Gatherer: reg, Log: log, Tokens: tokens(cfg.HTTP),
 			Limits: api.Limits{
 				ReadTimeout: time.Duration(cfg.HTTP.ReadTimeout), IdleTimeout: time.Duration(cfg.HTTP.IdleTimeout),
 				MaxConnections: cfg.HTTP.MaxConnections,

@@ -40,6 +40,9 @@ type Options struct {
 	TLS      *tls.Config
 	Gatherer prometheus.Gatherer
 	Log      *slog.Logger
+	// Tokens may read /readyz's errors on a shared listener from the start, before Serve (whose
+	// App's tokens replace them): a daemon stuck before it is wired still says why to its operator.
+	Tokens Tokens
 	// Limits bound what one connection may hold; zero fields take DefaultLimits.
 	Limits Limits
 }
@@ -89,12 +92,6 @@ type App struct {
 	Config func() string
 }
 
-// served is the application in effect: its routes and who may see /readyz's errors.
-type served struct {
-	mux *http.ServeMux
-	v1  V1
-}
-
 // Server serves /metrics, /healthz, /readyz (and their Prometheus-style aliases /-/healthy and
 // /-/ready), /v1, /slack/interactions, /-/reload and /-/config, on one listener or two.
 type Server struct {
@@ -103,7 +100,8 @@ type Server struct {
 	limits Limits
 	tls    *tls.Config
 	log    *slog.Logger
-	app    atomic.Pointer[served]
+	app    atomic.Pointer[http.ServeMux]
+	tokens atomic.Pointer[Tokens] // who may see /readyz's errors on a shared listener
 	checks atomic.Pointer[[]*cachedCheck]
 }
 
@@ -111,6 +109,7 @@ type Server struct {
 func New(opts Options) *Server {
 	s := &Server{tls: opts.TLS, log: opts.Log.With("component", "api"), limits: opts.Limits.orDefault()}
 	s.checks.Store(&[]*cachedCheck{})
+	s.tokens.Store(&opts.Tokens)
 	adminMux := http.NewServeMux()
 	adminMux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	for _, p := range []string{"/healthz", "/-/healthy"} {
@@ -123,8 +122,8 @@ func New(opts Options) *Server {
 		adminMux.HandleFunc("GET "+p, s.ready(opts.AdminAddr != ""))
 	}
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a := s.app.Load(); a != nil {
-			a.mux.ServeHTTP(w, r)
+		if mux := s.app.Load(); mux != nil {
+			mux.ServeHTTP(w, r)
 			return
 		}
 		WriteError(w, http.StatusServiceUnavailable, "keywatch is starting: see /readyz")
@@ -185,7 +184,8 @@ func (s *Server) Serve(app App) {
 			_, _ = w.Write([]byte(app.Config()))
 		})))
 	}
-	s.app.Store(&served{mux: mux, v1: app.V1})
+	s.tokens.Store(&app.V1.Tokens)
+	s.app.Store(mux)
 }
 
 // readyTimeout bounds a readiness answer, under the Helm chart's 3 s probe timeout: the checks
@@ -207,10 +207,7 @@ func (s *Server) ready(detailed bool) http.HandlerFunc {
 		}
 		wg.Wait()
 		if !detailed {
-			if a := s.app.Load(); a != nil {
-				_, ok := a.v1.scope(r)
-				detailed = ok
-			}
+			_, detailed = V1{Tokens: *s.tokens.Load()}.scope(r)
 		}
 		status := map[string]string{}
 		code := http.StatusOK

@@ -254,3 +254,19 @@ func TestSlowAndIdleConnectionsAreClosedAndShutdownStillSucceeds(t *testing.T) {
 	}
 	_ = held
 }
+
+func TestReadyzErrorsToATokenBeforeTheAppIsServed(t *testing.T) {
+	s := New(Options{Addr: "127.0.0.1:0", Gatherer: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler), Tokens: Tokens{Read: readTok}})
+	s.SetChecks(map[string]Check{"clickhouse": func(context.Context) error { return io.ErrUnexpectedEOF }})
+	for auth, want := range map[string]string{"": "not ready", "Bearer " + readTok: io.ErrUnexpectedEOF.Error()} {
+		req := httptest.NewRequest("GET", "/readyz", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		s.public.Handler.ServeHTTP(rec, req)
+		if !strings.Contains(rec.Body.String(), `"clickhouse":"`+want+`"`) {
+			t.Errorf("/readyz with %q before Serve: %s, want %q", auth, rec.Body.String(), want)
+		}
+	}
+}

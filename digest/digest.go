@@ -66,10 +66,10 @@ type Rotation struct {
 	Clients     []Client  `json:"clients"`       // busiest first
 	// Stragglers, Safe and Reason are detect.Lingering's Readiness of the old key.
 	Stragglers []detect.Caller `json:"stragglers"`
-	// Unlisted counts the stragglers readiness did not list (detect.Readiness.Unlisted).
-	Unlisted int `json:"unlisted,omitempty"`
 	Safe       bool            `json:"safe"`
 	Reason     string          `json:"reason"`
+	// Unlisted counts the stragglers readiness did not list (detect.Readiness.Unlisted).
+	Unlisted int `json:"unlisted,omitempty"`
 }
 
 // Client is one client's traffic with a rotation's two keys since the rotation started.

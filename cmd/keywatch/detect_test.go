@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,17 +29,7 @@ detect:
 	defer kw.stop()
 
 	call := func(method, path, auth, body string) (int, string) {
-		req, _ := http.NewRequest(method, "http://"+httpAddr+path, strings.NewReader(body))
-		if auth != "" {
-			req.Header.Set("Authorization", "Bearer "+auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return request(t, method, "http://"+httpAddr+path, auth, body)
 	}
 	kw.waitReady(t, httpAddr)
 

@@ -357,13 +357,20 @@ func leafSerial(t *testing.T, c tls.Certificate) string {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	return getWith(t, url, "")
+	return request(t, "GET", url, "", "")
 }
 
-// getWith is get with a bearer token (none when empty).
+// getWith is get with a bearer token.
 func getWith(t *testing.T, url, token string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
+	return request(t, "GET", url, token, "")
+}
+
+// request sends method url with body and a bearer token (none when empty), and returns the
+// answer's status and body, or 0 and the error when there is none.
+func request(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

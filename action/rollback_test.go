@@ -12,6 +12,7 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -43,7 +44,7 @@ func spikeAlert(old, newKey, client string, step rotation.StepKind) alerting.Ale
 	})
 	return alerting.Alert{
 		Fingerprint: "fp_spike_" + old + "_" + client, Detector: "spike", KeyID: old, ClientID: client, RotationID: rotation.ID(old, newKey),
-		Severity: detect.Critical, Score: 12, Summary: client + ": 80% of requests failed", Evidence: ev,
+		Severity: finding.Critical, Score: 12, Summary: client + ": 80% of requests failed", Evidence: ev,
 		State: alerting.Firing, ActiveSince: t0.Add(-5 * time.Minute), FiredAt: t0.Add(-4 * time.Minute),
 	}
 }

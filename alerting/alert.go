@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 )
 
 // State is where an alert is in its life.
@@ -24,15 +24,15 @@ const DegradedDetector = "detection_degraded"
 // Alert is the life of one finding fingerprint. Its identity fields come from the finding; its
 // severity, score, summary and evidence from the latest finding seen.
 type Alert struct {
-	Fingerprint string          `json:"fingerprint"`
-	Detector    string          `json:"detector"`
-	KeyID       string          `json:"key_id"`
-	ClientID    string          `json:"client_id,omitempty"`
-	RotationID  string          `json:"rotation_id,omitempty"`
-	Severity    detect.Severity `json:"severity"`
-	Score       float64         `json:"score"`
-	Summary     string          `json:"summary"`
-	Evidence    json.RawMessage `json:"evidence,omitempty"`
+	Fingerprint string           `json:"fingerprint"`
+	Detector    string           `json:"detector"`
+	KeyID       string           `json:"key_id"`
+	ClientID    string           `json:"client_id,omitempty"`
+	RotationID  string           `json:"rotation_id,omitempty"`
+	Severity    finding.Severity `json:"severity"`
+	Score       float64          `json:"score"`
+	Summary     string           `json:"summary"`
+	Evidence    json.RawMessage  `json:"evidence,omitempty"`
 
 	State State `json:"state"`
 	// ActiveSince is when this episode's first finding was detected; FiredAt when it started

@@ -11,7 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -245,7 +245,7 @@ type degradedEvidence struct {
 // detector's latest run succeeded.
 func (e *Evaluator) degraded(next map[string]*stored, runs map[string][]run, n int, now time.Time) {
 	for name, rs := range runs {
-		fp := detect.Fingerprint(DegradedDetector, "", "", name)
+		fp := finding.Fingerprint(DegradedDetector, "", "", name)
 		a := next[fp]
 		failing := len(rs) >= n
 		for _, r := range rs[:min(n, len(rs))] {
@@ -259,7 +259,7 @@ func (e *Evaluator) degraded(next map[string]*stored, runs map[string][]run, n i
 					episode.version = a.version
 				}
 				a = episode
-				a.Fingerprint, a.Detector, a.Severity = fp, DegradedDetector, detect.Warning
+				a.Fingerprint, a.Detector, a.Severity = fp, DegradedDetector, finding.Warning
 				a.State, a.ActiveSince, a.FiredAt = Firing, rs[n-1].started, now
 				next[fp] = a
 			}

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/internal/schema"
@@ -139,8 +139,8 @@ func contentHash(g Group) string {
 
 // severityOf is what routes match: the highest severity among the group's firing alerts, or among
 // all of them when none fires.
-func severityOf(g Group) detect.Severity {
-	var firing, any detect.Severity
+func severityOf(g Group) finding.Severity {
+	var firing, any finding.Severity
 	for _, a := range g.Alerts {
 		any = max(any, a.Severity)
 		if a.State == Firing {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -22,8 +22,8 @@ func TestTimers(t *testing.T) {
 	e.cfg.GroupInterval = config.Duration(5 * time.Minute)
 	e.cfg.RepeatInterval = config.Duration(time.Hour)
 	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(time.Hour)}
-	a := finding("lingering", "kid_old", "acme-billing", "rot-1", detect.Warning)
-	b := finding("spike", "kid_new", "acme-billing", "rot-1", detect.Critical)
+	a := newFinding("lingering", "kid_old", "acme-billing", "rot-1", finding.Warning)
+	b := newFinding("spike", "kid_new", "acme-billing", "rot-1", finding.Critical)
 	ev := e.evaluator()
 	m := time.Minute
 	steps := []struct {
@@ -71,7 +71,7 @@ func TestRouting(t *testing.T) {
 		{Channel: "#rotations", Detector: []string{"lingering", "spike"}},
 		{Channel: "#never", Detector: []string{"lingering"}},
 	}}
-	alert := func(det, client string, sev detect.Severity, state State) Alert {
+	alert := func(det, client string, sev finding.Severity, state State) Alert {
 		return Alert{Detector: det, ClientID: client, Severity: sev, State: state}
 	}
 	cases := []struct {
@@ -80,13 +80,13 @@ func TestRouting(t *testing.T) {
 		alerts []Alert
 		want   []string
 	}{
-		{"critical leak", "", []Alert{alert("leak", "", detect.Critical, Firing)}, []string{"#security"}},
-		{"warning leak: default", "", []Alert{alert("leak", "", detect.Warning, Firing)}, []string{"#keywatch"}},
-		{"only the firing severity counts", "", []Alert{alert("leak", "", detect.Warning, Firing), alert("leak", "", detect.Critical, Pending)}, []string{"#keywatch"}},
-		{"resolved group: its highest severity", "", []Alert{alert("leak", "", detect.Critical, Resolved)}, []string{"#security"}},
-		{"client route continues", "acme-billing", []Alert{alert("lingering", "acme-billing", detect.Info, Firing)}, []string{"#acme", "#rotations"}},
-		{"any alert's detector", "", []Alert{alert("hygiene", "", detect.Info, Firing), alert("spike", "", detect.Info, Firing)}, []string{"#rotations"}},
-		{"client route alone", "acme-web", []Alert{alert("hygiene", "acme-web", detect.Info, Firing)}, []string{"#acme"}},
+		{"critical leak", "", []Alert{alert("leak", "", finding.Critical, Firing)}, []string{"#security"}},
+		{"warning leak: default", "", []Alert{alert("leak", "", finding.Warning, Firing)}, []string{"#keywatch"}},
+		{"only the firing severity counts", "", []Alert{alert("leak", "", finding.Warning, Firing), alert("leak", "", finding.Critical, Pending)}, []string{"#keywatch"}},
+		{"resolved group: its highest severity", "", []Alert{alert("leak", "", finding.Critical, Resolved)}, []string{"#security"}},
+		{"client route continues", "acme-billing", []Alert{alert("lingering", "acme-billing", finding.Info, Firing)}, []string{"#acme", "#rotations"}},
+		{"any alert's detector", "", []Alert{alert("hygiene", "", finding.Info, Firing), alert("spike", "", finding.Info, Firing)}, []string{"#rotations"}},
+		{"client route alone", "acme-web", []Alert{alert("hygiene", "acme-web", finding.Info, Firing)}, []string{"#acme"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -99,8 +99,8 @@ func TestRouting(t *testing.T) {
 	e := newEnv(t)
 	e.slack = config.Slack{Routes: []config.SlackRoute{{Channel: "#security", Detector: []string{"leak"}}}}
 	ev := e.evaluator()
-	e.run("leak", 0, "", finding("leak", "kid_a", "", "", detect.Critical))
-	e.run("hygiene", 0, "", finding("hygiene", "kid_b", "", "", detect.Info))
+	e.run("leak", 0, "", newFinding("leak", "kid_a", "", "", finding.Critical))
+	e.run("hygiene", 0, "", newFinding("hygiene", "kid_b", "", "", finding.Info))
 	e.eval(ev, time.Minute)
 	e.eval(ev, 2*time.Minute)
 	if got := summary(e.notifier.take()); !slices.Equal(got, []string{"#security key:kid_a =firing"}) {
@@ -113,7 +113,7 @@ func TestFailuresRetry(t *testing.T) {
 	e := newEnv(t)
 	e.notifier.fail = errors.New("outbox unavailable")
 	e.actor.fail = errors.New("policy store unavailable")
-	f := finding("leak", "kid_a", "", "", detect.Critical)
+	f := newFinding("leak", "kid_a", "", "", finding.Critical)
 	ev := e.evaluator()
 	e.run("leak", 0, "", f)
 	e.eval(ev, time.Minute)
@@ -141,9 +141,9 @@ func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	ev := New(e.conn, e.cfg, e.slack, nil, nil, m, nil)
-	e.run("leak", 0, "", finding("leak", "kid_a", "", "", detect.Critical), finding("leak", "kid_b", "", "", detect.Critical))
+	e.run("leak", 0, "", newFinding("leak", "kid_a", "", "", finding.Critical), newFinding("leak", "kid_b", "", "", finding.Critical))
 	e.eval(ev, time.Minute)
-	e.run("leak", 2*time.Hour, "", finding("leak", "kid_a", "", "", detect.Critical))
+	e.run("leak", 2*time.Hour, "", newFinding("leak", "kid_a", "", "", finding.Critical))
 	e.eval(ev, 2*time.Hour+time.Minute)
 	if got := gather(t, reg, "keywatch_alerts"); !slices.Equal(got, []string{"detector=leak,state=firing 1", "detector=leak,state=resolved 1"}) {
 		t.Fatalf("keywatch_alerts %q", got)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -29,7 +29,7 @@ var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 type env struct {
 	t        *testing.T
 	conn     driver.Conn
-	store    *detect.Store
+	store    *finding.Store
 	cfg      config.Alerting
 	slack    config.Slack
 	notifier *recorder
@@ -51,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	a.Inhibit = nil
 	a.For = map[string]config.Duration{"default": 0}
 	return &env{
-		t: t, conn: conn, store: detect.NewStore(conn), cfg: a,
+		t: t, conn: conn, store: finding.NewStore(conn), cfg: a,
 		slack:    config.Slack{DefaultChannel: "#keywatch"},
 		notifier: &recorder{}, actor: &recActor{},
 	}
@@ -67,10 +67,10 @@ func (e *env) evaluator() *Evaluator {
 }
 
 // run stores one run of detector at t0+at, failed when errText is set, finding fs.
-func (e *env) run(detector string, at time.Duration, errText string, fs ...detect.Finding) {
+func (e *env) run(detector string, at time.Duration, errText string, fs ...finding.Finding) {
 	e.t.Helper()
 	e.runs++
-	r := detect.Run{ID: fmt.Sprintf("run-%d", e.runs), Detector: detector, Started: t0.Add(at), Finished: t0.Add(at + time.Second)}
+	r := finding.Run{ID: fmt.Sprintf("run-%d", e.runs), Detector: detector, Started: t0.Add(at), Finished: t0.Add(at + time.Second)}
 	if errText != "" {
 		r.Err = errors.New(errText)
 	}
@@ -100,10 +100,10 @@ func (e *env) alert(fp string) Alert {
 	return all[fp].Alert
 }
 
-// finding is a finding of detector on key/client/rotation.
-func finding(detector, key, client, rotation string, sev detect.Severity) detect.Finding {
-	return detect.Finding{
-		Detector: detector, Fingerprint: detect.Fingerprint(detector, key, client, rotation), Severity: sev, Score: 10,
+// newFinding is a finding of detector on key/client/rotation.
+func newFinding(detector, key, client, rotation string, sev finding.Severity) finding.Finding {
+	return finding.Finding{
+		Detector: detector, Fingerprint: finding.Fingerprint(detector, key, client, rotation), Severity: sev, Score: 10,
 		KeyID: key, ClientID: client, RotationID: rotation, Summary: detector + " on " + key,
 		Evidence: map[string]any{"requests": 42},
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -68,7 +68,7 @@ func TestLifecycle(t *testing.T) {
 			e.cfg.For = map[string]config.Duration{"default": config.Duration(c.forD)}
 			e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(c.resolv)}
 			e.cfg.RepeatInterval = config.Duration(1000 * h)
-			f := finding("lingering", "kid_old", "acme-billing", "rot-1", detect.Warning)
+			f := newFinding("lingering", "kid_old", "acme-billing", "rot-1", finding.Warning)
 			ev := e.evaluator()
 			var fired time.Time
 			for _, s := range c.steps {
@@ -104,7 +104,7 @@ func TestLifecycle(t *testing.T) {
 func TestNewEpisode(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(time.Hour)}
-	f := finding("leak", "kid_live", "", "", detect.Critical)
+	f := newFinding("leak", "kid_live", "", "", finding.Critical)
 	ev := e.evaluator()
 	e.run("leak", 0, "", f)
 	e.eval(ev, time.Minute)
@@ -140,7 +140,7 @@ func TestDegraded(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.DegradedAfter = 3
 	ev := e.evaluator()
-	fp := detect.Fingerprint(DegradedDetector, "", "", "spike")
+	fp := finding.Fingerprint(DegradedDetector, "", "", "spike")
 	for i := range 2 {
 		e.run("spike", time.Duration(i)*time.Minute, "code 241: memory limit exceeded")
 		e.eval(ev, time.Duration(i)*time.Minute+time.Second)
@@ -151,7 +151,7 @@ func TestDegraded(t *testing.T) {
 	e.run("spike", 2*time.Minute, "code 159: timeout exceeded")
 	e.eval(ev, 2*time.Minute+time.Second)
 	a := e.alert(fp)
-	if a.State != Firing || a.Detector != DegradedDetector || a.Severity != detect.Warning ||
+	if a.State != Firing || a.Detector != DegradedDetector || a.Severity != finding.Warning ||
 		!strings.Contains(a.Summary, "spike") || !strings.Contains(a.Summary, "timeout exceeded") {
 		t.Fatalf("after 3 failures: %+v", a)
 	}
@@ -177,7 +177,7 @@ func TestDegraded(t *testing.T) {
 func TestRestart(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(time.Hour)}
-	f := finding("spike", "kid_new", "acme-billing", "rot-9", detect.Critical)
+	f := newFinding("spike", "kid_new", "acme-billing", "rot-9", finding.Critical)
 	e.run("spike", 0, "", f)
 	e.eval(e.evaluator(), time.Minute)
 	first := e.alert(f.Fingerprint)
@@ -214,9 +214,9 @@ func TestReported(t *testing.T) {
 	e := newEnv(t)
 	week := 7 * 24 * time.Hour
 	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(week)}
-	leak := finding("leak_report", "kid_live", "", "", detect.Critical)
-	other := finding("leak_report", "kid_other", "", "", detect.Critical)
-	manual := finding("manual", "kid_manual", "", "", detect.Warning)
+	leak := newFinding("leak_report", "kid_live", "", "", finding.Critical)
+	other := newFinding("leak_report", "kid_other", "", "", finding.Critical)
+	manual := newFinding("manual", "kid_manual", "", "", finding.Warning)
 	e.run("leak_report", 0, "", leak)
 	if err := e.conn.Exec(context.Background(), `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)
 		VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'manual-1', ?, ?, 'warning', 1, ?, '', '', 'found by hand', '{}')`, t0.UnixMilli(), manual.Detector, manual.Fingerprint, manual.KeyID); err != nil {
@@ -230,7 +230,7 @@ func TestReported(t *testing.T) {
 		want State
 	}{{2 * time.Hour, Firing}, {6 * 24 * time.Hour, Firing}, {week + time.Minute, Resolved}} {
 		e.eval(ev, c.at)
-		for _, f := range []detect.Finding{leak, manual} {
+		for _, f := range []finding.Finding{leak, manual} {
 			if a := e.alert(f.Fingerprint); a.State != c.want {
 				t.Fatalf("at %s: %s %s, want %s", c.at, f.Detector, a.State, c.want)
 			}
@@ -245,8 +245,8 @@ func TestReported(t *testing.T) {
 func TestFindingsWindow(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.ResolveAfter = map[string]config.Duration{"default": config.Duration(7 * 24 * time.Hour), "lingering": config.Duration(time.Hour), `it's\odd`: 0}
-	leak := finding("leak_report", "kid_live", "", "", detect.Critical)
-	lingering := finding("lingering", "kid_old", "acme", "rot-1", detect.Warning)
+	leak := newFinding("leak_report", "kid_live", "", "", finding.Critical)
+	lingering := newFinding("lingering", "kid_old", "acme", "rot-1", finding.Warning)
 	e.run("leak_report", 0, "", leak)
 	e.run("lingering", 0, "", lingering)
 	got, err := loadFindings(context.Background(), e.conn, e.evaluator().window(), t0.Add(3*time.Hour))

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -33,9 +33,9 @@ func TestSilences(t *testing.T) {
 		Matchers: config.Matcher{"client_id": "acme-*", "detector": "lingering"}, EndsAt: t0.Add(24 * time.Hour),
 		CreatedBy: "ops@example.com", Comment: "acme migrates next week",
 	}}
-	acme := finding("lingering", "kid_old", "acme-billing", "", detect.Warning)
-	initech := finding("lingering", "kid_old", "initech-web", "", detect.Warning)
-	other := finding("lingering", "kid_other", "globex", "", detect.Warning)
+	acme := newFinding("lingering", "kid_old", "acme-billing", "", finding.Warning)
+	initech := newFinding("lingering", "kid_old", "initech-web", "", finding.Warning)
+	other := newFinding("lingering", "kid_other", "globex", "", finding.Warning)
 
 	code, created := e.api(0, "POST", "/v1/silences", `{"matchers": {"key_id": "kid_other"}, "duration": "2h", "created_by": "ana", "comment": "known noisy key"}`)
 	if code != http.StatusCreated || created["status"] != "active" || created["ends_at"] != t0.Add(2*time.Hour).Format(time.RFC3339) {
@@ -141,13 +141,13 @@ func TestInhibition(t *testing.T) {
 	e.cfg.Inhibit = append(e.cfg.Inhibit, config.InhibitRule{
 		Source: config.Matcher{"detector": "spike"}, Target: config.Matcher{"detector": "spike"}, Equal: []string{"key_id"},
 	})
-	leak := finding("leak", "kid_a", "acme-billing", "", detect.Critical)
-	lingering := finding("lingering", "kid_a", "initech-web", "rot-1", detect.Warning)
-	lingeringB := finding("lingering", "kid_b", "initech-web", "rot-2", detect.Warning) // other key: not muted
-	keyWide := finding("hygiene", "kid_c", "", "", detect.Warning)
-	perClient := finding("spike", "kid_c", "acme-billing", "", detect.Warning)
-	perClientCritical := finding("leak", "kid_c", "globex", "", detect.Critical) // more severe: not muted
-	self := finding("spike", "kid_d", "", "", detect.Warning)                    // matches its own rule's source and target
+	leak := newFinding("leak", "kid_a", "acme-billing", "", finding.Critical)
+	lingering := newFinding("lingering", "kid_a", "initech-web", "rot-1", finding.Warning)
+	lingeringB := newFinding("lingering", "kid_b", "initech-web", "rot-2", finding.Warning) // other key: not muted
+	keyWide := newFinding("hygiene", "kid_c", "", "", finding.Warning)
+	perClient := newFinding("spike", "kid_c", "acme-billing", "", finding.Warning)
+	perClientCritical := newFinding("leak", "kid_c", "globex", "", finding.Critical) // more severe: not muted
+	self := newFinding("spike", "kid_d", "", "", finding.Warning)                    // matches its own rule's source and target
 
 	ev := e.evaluator()
 	e.run("leak", 0, "", leak, perClientCritical)

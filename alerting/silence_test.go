@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -53,7 +53,7 @@ func TestSilenceTimesAsAnswered(t *testing.T) {
 	}
 
 	// In force until 13:00:00.123 exactly.
-	f := finding("lingering", "kid_old", "acme-billing", "", detect.Warning)
+	f := newFinding("lingering", "kid_old", "acme-billing", "", finding.Warning)
 	ev := e.evaluator()
 	e.run("lingering", 0, "", f)
 	e.eval(ev, time.Hour+122*time.Millisecond)
@@ -133,7 +133,7 @@ func TestSilencedAlertsAreStillActedOn(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("POST: %d %v", code, created)
 	}
-	leak := finding("leak", "kid_leaked", "", "", detect.Critical)
+	leak := newFinding("leak", "kid_leaked", "", "", finding.Critical)
 	ev := e.evaluator()
 	e.run("leak", 0, "", leak)
 	e.eval(ev, time.Minute)

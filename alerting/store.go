@@ -9,7 +9,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/schema"
 )
 
@@ -93,7 +93,7 @@ func loadAlerts(ctx context.Context, conn driver.Conn, resolvedSince time.Time) 
 			&state, &s.ActiveSince, &s.FiredAt, &s.ResolvedAt, &s.LastSeen, &s.Silenced, &s.Inhibited, &action, &s.version); err != nil {
 			return nil, fmt.Errorf("alerting: read alerts: %w", err)
 		}
-		s.Severity, _ = detect.ParseSeverity(sev)
+		s.Severity, _ = finding.ParseSeverity(sev)
 		s.State = State(state)
 		if evidence != "" {
 			s.Evidence = json.RawMessage(evidence)
@@ -168,7 +168,7 @@ func loadFindings(ctx context.Context, conn driver.Conn, w window, to time.Time)
 			&f.lastRunID, &f.LastSeen, &f.firstNew); err != nil {
 			return nil, fmt.Errorf("alerting: read findings: %w", err)
 		}
-		f.Severity, _ = detect.ParseSeverity(sev)
+		f.Severity, _ = finding.ParseSeverity(sev)
 		if evidence != "" && evidence != "null" {
 			f.Evidence = json.RawMessage(evidence)
 		}

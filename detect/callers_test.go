@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/rotation"
 )
 
 // runOnce runs the named detectors once through an engine without a store, as `keywatch detect
 // --once` does, and returns each one's findings.
-func (s *scenario) runOnce(names ...string) map[string][]Finding {
+func (s *scenario) runOnce(names ...string) map[string][]finding.Finding {
 	s.t.Helper()
 	var ds []Scheduled
 	for _, sc := range All(s.conn, s.cfg) {
@@ -27,7 +28,7 @@ func (s *scenario) runOnce(names ...string) map[string][]Finding {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	out := map[string][]Finding{}
+	out := map[string][]finding.Finding{}
 	for _, r := range runs {
 		out[r.Detector] = r.Findings
 	}
@@ -56,7 +57,7 @@ func TestLingeringUnidentifiedCallers(t *testing.T) {
 	if len(fs) != 2 {
 		t.Fatalf("%d findings in one run, want 2 (the client late, the callers without a client); the first: %s", len(fs), fs[0].Summary)
 	}
-	byClient := map[string]Finding{}
+	byClient := map[string]finding.Finding{}
 	for _, f := range fs {
 		byClient[f.ClientID] = f
 	}
@@ -67,8 +68,8 @@ func TestLingeringUnidentifiedCallers(t *testing.T) {
 	if !ok {
 		t.Fatalf("no finding about the callers without a client: %+v", fs)
 	}
-	if f.Severity != Critical || f.Score < 100 || f.RotationID != "kid_old>kid_new" ||
-		f.Fingerprint != Fingerprint("lingering", "kid_old", "(unidentified callers)", "kid_old>kid_new") {
+	if f.Severity != finding.Critical || f.Score < 100 || f.RotationID != "kid_old>kid_new" ||
+		f.Fingerprint != finding.Fingerprint("lingering", "kid_old", "(unidentified callers)", "kid_old>kid_new") {
 		t.Errorf("finding %s score %g rotation %s fingerprint %s; want critical, score >= 100, kid_old>kid_new and the unidentified callers' fingerprint",
 			f.Severity, f.Score, f.RotationID, f.Fingerprint)
 	}
@@ -111,7 +112,7 @@ func TestLingeringUnidentifiedCallers(t *testing.T) {
 	}
 }
 
-func callerEvidence(t *testing.T, f Finding) LingeringEvidence {
+func callerEvidence(t *testing.T, f finding.Finding) LingeringEvidence {
 	t.Helper()
 	ev, ok := f.Evidence.(LingeringEvidence)
 	if !ok {
@@ -149,7 +150,7 @@ func TestLingeringRevokedKeyProbed(t *testing.T) {
 	}
 	f := fs[0]
 	want := "72 callers without a client (72 addresses, 1 user agent) still call kid_gone, revoked 2d ago (144 requests since then"
-	if f.Severity != Critical || !strings.HasPrefix(f.Summary, want) {
+	if f.Severity != finding.Critical || !strings.HasPrefix(f.Summary, want) {
 		t.Errorf("finding %s %q, want critical starting %q", f.Severity, f.Summary, want)
 	}
 	ev := callerEvidence(t, f)

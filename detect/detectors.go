@@ -1,6 +1,8 @@
 package detect
 
 import (
+	"errors"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
@@ -15,3 +17,6 @@ func All(conn driver.Conn, cfg config.Detect) []Scheduled {
 		{NewHygiene(conn, cfg.Hygiene), cfg.Hygiene.Schedule},
 	}
 }
+
+// ErrUnknownKey is returned for a key that neither lifecycle events nor stored traffic mention.
+var ErrUnknownKey = errors.New("unknown key: no lifecycle events and no stored traffic")

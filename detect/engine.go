@@ -13,13 +13,14 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
 // Detector is one scheduled check: it reads ClickHouse as of now and returns its findings.
 type Detector interface {
 	Name() string
-	Detect(ctx context.Context, now time.Time) ([]Finding, error)
+	Detect(ctx context.Context, now time.Time) ([]finding.Finding, error)
 }
 
 // Scheduled is a detector with its cron schedule (config.ScheduleParser syntax).
@@ -30,16 +31,7 @@ type Scheduled struct {
 
 // FindingStore keeps findings and the record of every run.
 type FindingStore interface {
-	StoreRun(ctx context.Context, run Run) error
-}
-
-// Run is one detector run: when, what it found, or why it failed.
-type Run struct {
-	ID                string
-	Detector          string
-	Started, Finished time.Time
-	Findings          []Finding
-	Err               error
+	StoreRun(ctx context.Context, run finding.Run) error
 }
 
 // Engine runs detectors, once or on their schedules, and stores what they find, capped (see
@@ -69,13 +61,13 @@ func (e *Engine) Names() []string {
 
 // RunOnce runs the named detectors (all when names is empty) one after another as of now, stores
 // each run, and returns the runs. An unknown name is an error before anything runs.
-func (e *Engine) RunOnce(ctx context.Context, now time.Time, names ...string) ([]Run, error) {
+func (e *Engine) RunOnce(ctx context.Context, now time.Time, names ...string) ([]finding.Run, error) {
 	for _, n := range names {
 		if !slices.Contains(e.Names(), n) {
 			return nil, fmt.Errorf("detect: no detector %q (have %v)", n, e.Names())
 		}
 	}
-	var runs []Run
+	var runs []finding.Run
 	var errs []error
 	for _, d := range e.detectors {
 		if len(names) > 0 && !slices.Contains(names, d.Detector.Name()) {
@@ -90,8 +82,8 @@ func (e *Engine) RunOnce(ctx context.Context, now time.Time, names ...string) ([
 	return runs, errors.Join(errs...)
 }
 
-func (e *Engine) run(ctx context.Context, d Detector, now time.Time) Run {
-	run := Run{ID: newRunID(), Detector: d.Name(), Started: e.now()}
+func (e *Engine) run(ctx context.Context, d Detector, now time.Time) finding.Run {
+	run := finding.Run{ID: newRunID(), Detector: d.Name(), Started: e.now()}
 	findings, err := d.Detect(ctx, now)
 	run.Finished = e.now()
 	if err != nil {

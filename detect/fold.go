@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+
+	"github.com/keywatch/keywatch/finding"
 )
 
 // Caps on one detector run's findings, applied by the engine to every detector. What a detector
@@ -42,21 +44,21 @@ type FoldedEvidence struct {
 // ranked is a finding and how many findings it stands for (more than 1 once folded), with the
 // first of them (itself when not folded).
 type ranked struct {
-	Finding
+	finding.Finding
 	n     int
-	first Finding
+	first finding.Finding
 }
 
 // rank orders findings most urgent first: severity, score, then fingerprint (so the order, and
 // which findings a cap keeps, does not change from run to run for the same findings).
-func rank(a, b Finding) int {
+func rank(a, b finding.Finding) int {
 	return cmp.Or(cmp.Compare(b.Severity, a.Severity), cmp.Compare(b.Score, a.Score), cmp.Compare(a.Fingerprint, b.Fingerprint))
 }
 
 // capFindings sorts fs by rank and keeps at most perKey findings about a key and perRun in all
 // (both at least 2): past a cap, the kept ones are the highest-ranked, and the rest become one
 // folded finding per key, then one for the run.
-func capFindings(fs []Finding, perKey, perRun int) []Finding {
+func capFindings(fs []finding.Finding, perKey, perRun int) []finding.Finding {
 	slices.SortFunc(fs, rank)
 	if len(fs) <= min(perKey, perRun) {
 		return fs
@@ -79,7 +81,7 @@ func capFindings(fs []Finding, perKey, perRun int) []Finding {
 	}
 	for key, rs := range excess {
 		f := fold(rs)
-		f.Fingerprint = Fingerprint(f.Detector, key, folded, f.RotationID)
+		f.Fingerprint = finding.Fingerprint(f.Detector, key, folded, f.RotationID)
 		f.Summary = fmt.Sprintf("%d %s findings about %s folded into one (a run reports at most %d about a key); the first: %s",
 			f.n, f.Detector, key, perKey, f.first.Summary)
 		items = append(items, f)
@@ -93,12 +95,12 @@ func capFindings(fs []Finding, perKey, perRun int) []Finding {
 			keys[r.KeyID] = true
 		}
 		f.KeyID = ""
-		f.Fingerprint = Fingerprint(f.Detector, "", folded, "")
+		f.Fingerprint = finding.Fingerprint(f.Detector, "", folded, "")
 		f.Summary = fmt.Sprintf("%d %s findings about %d keys folded into one (a run reports at most %d); the first: %s",
 			f.n, f.Detector, len(keys), perRun, f.first.Summary)
 		items = append(items[:perRun-1], f)
 	}
-	out := make([]Finding, len(items))
+	out := make([]finding.Finding, len(items))
 	for i, r := range items {
 		out[i] = r.Finding
 	}

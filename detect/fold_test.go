@@ -9,22 +9,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keywatch/keywatch/finding"
 )
 
 // fixed is a detector that finds what it is given.
 type fixed struct {
 	name     string
-	findings []Finding
+	findings []finding.Finding
 }
 
 func (d fixed) Name() string { return d.name }
-func (d fixed) Detect(context.Context, time.Time) ([]Finding, error) {
+func (d fixed) Detect(context.Context, time.Time) ([]finding.Finding, error) {
 	return slices.Clone(d.findings), nil
 }
 
 // callerFinding is a lingering-like finding about client on key, in rotation rot.
-func callerFinding(key, client, rot string, sev Severity, score float64) Finding {
-	f := newFinding("probe", now, key, client, rot)
+func callerFinding(key, client, rot string, sev finding.Severity, score float64) finding.Finding {
+	f := finding.New("probe", now, key, client, rot)
 	f.Severity, f.Score, f.Summary = sev, score, client+" still calls "+key
 	f.Evidence = LingeringEvidence{OldKeyID: key, RotationID: rot, Caller: Caller{ClientID: client, Requests: uint64(score)}}
 	return f
@@ -35,18 +37,18 @@ func callerFinding(key, client, rot string, sev Severity, score float64) Finding
 // 4,981 into one finding that says so, with a fingerprint of its own; the other key's findings
 // are untouched. The same findings in another order give the same run.
 func TestEngineCapsFindings(t *testing.T) {
-	var fs []Finding
+	var fs []finding.Finding
 	for i := range 5000 {
-		sev := Warning
+		sev := finding.Warning
 		if i < 10 {
-			sev = Critical
+			sev = finding.Critical
 		}
 		fs = append(fs, callerFinding("kid_hot", fmt.Sprintf("c%04d", i), "kid_hot>kid_new", sev, float64(10000-i)))
 	}
 	for i := range 3 {
-		fs = append(fs, callerFinding("kid_calm", fmt.Sprintf("calm%d", i), "", Info, float64(i)))
+		fs = append(fs, callerFinding("kid_calm", fmt.Sprintf("calm%d", i), "", finding.Info, float64(i)))
 	}
-	run := func(fs []Finding) []Finding {
+	run := func(fs []finding.Finding) []finding.Finding {
 		t.Helper()
 		e := NewEngine([]Scheduled{{Detector: fixed{"probe", fs}}}, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		runs, err := e.RunOnce(context.Background(), now)
@@ -59,7 +61,7 @@ func TestEngineCapsFindings(t *testing.T) {
 	if len(got) != MaxFindingsPerKey+3 {
 		t.Fatalf("%d findings, want %d about kid_hot and 3 about kid_calm", len(got), MaxFindingsPerKey)
 	}
-	var hot, calm []Finding
+	var hot, calm []finding.Finding
 	for _, f := range got {
 		if f.KeyID == "kid_hot" {
 			hot = append(hot, f)
@@ -76,8 +78,8 @@ func TestEngineCapsFindings(t *testing.T) {
 		}
 	}
 	f := hot[MaxFindingsPerKey-1]
-	if f.Fingerprint != Fingerprint("probe", "kid_hot", "(folded)", "kid_hot>kid_new") || f.ClientID != "" ||
-		f.RotationID != "kid_hot>kid_new" || f.Severity != Warning || f.Score != 10000-19 {
+	if f.Fingerprint != finding.Fingerprint("probe", "kid_hot", "(folded)", "kid_hot>kid_new") || f.ClientID != "" ||
+		f.RotationID != "kid_hot>kid_new" || f.Severity != finding.Warning || f.Score != 10000-19 {
 		t.Errorf("folded finding %+v: want the fold's fingerprint, no client, the rotation, warning, the first folded one's score", f)
 	}
 	if want := "4981 probe findings about kid_hot folded into one (a run reports at most 20 about a key); the first: c0019 still calls kid_hot"; f.Summary != want {
@@ -95,7 +97,7 @@ func TestEngineCapsFindings(t *testing.T) {
 
 	slices.Reverse(fs)
 	again := run(fs)
-	if !slices.EqualFunc(got, again, func(a, b Finding) bool { return a.Fingerprint == b.Fingerprint && a.Summary == b.Summary }) {
+	if !slices.EqualFunc(got, again, func(a, b finding.Finding) bool { return a.Fingerprint == b.Fingerprint && a.Summary == b.Summary }) {
 		t.Errorf("the same findings in another order give another run")
 	}
 }
@@ -105,13 +107,13 @@ func TestEngineCapsFindings(t *testing.T) {
 // folds the other 521 into one finding about no key in particular. Evidence that cannot hold the
 // count is wrapped in FoldedEvidence.
 func TestCapFindingsPerRun(t *testing.T) {
-	var fs []Finding
+	var fs []finding.Finding
 	for i := range 30 {
-		fs = append(fs, callerFinding("kid_busy", fmt.Sprintf("c%02d", i), "kid_busy>kid_next", Critical, float64(100-i)))
+		fs = append(fs, callerFinding("kid_busy", fmt.Sprintf("c%02d", i), "kid_busy>kid_next", finding.Critical, float64(100-i)))
 	}
 	for i := range 1000 {
-		f := newFinding("probe", now, fmt.Sprintf("kid_%04d", i), "", "")
-		f.Severity, f.Score, f.Summary, f.Evidence = Warning, float64(1000-i), fmt.Sprintf("kid_%04d looks odd", i), map[string]int{"n": i}
+		f := finding.New("probe", now, fmt.Sprintf("kid_%04d", i), "", "")
+		f.Severity, f.Score, f.Summary, f.Evidence = finding.Warning, float64(1000-i), fmt.Sprintf("kid_%04d looks odd", i), map[string]int{"n": i}
 		fs = append(fs, f)
 	}
 	got := capFindings(fs, MaxFindingsPerKey, MaxFindingsPerRun)
@@ -125,7 +127,7 @@ func TestCapFindingsPerRun(t *testing.T) {
 		t.Errorf("the last kept finding is about %s, want kid_0478", f.KeyID)
 	}
 	f := got[MaxFindingsPerRun-1]
-	if f.KeyID != "" || f.Fingerprint != Fingerprint("probe", "", "(folded)", "") || f.Severity != Warning || f.Score != 1000-479 {
+	if f.KeyID != "" || f.Fingerprint != finding.Fingerprint("probe", "", "(folded)", "") || f.Severity != finding.Warning || f.Score != 1000-479 {
 		t.Errorf("the run's folded finding %+v: want no key, the run fold's fingerprint, warning, the first folded one's score", f)
 	}
 	if want := "521 probe findings about 521 keys folded into one (a run reports at most 500); the first: kid_0479 looks odd"; f.Summary != want {
@@ -137,7 +139,7 @@ func TestCapFindingsPerRun(t *testing.T) {
 	}
 
 	// Under the caps, findings are only sorted.
-	few := []Finding{callerFinding("a", "x", "", Info, 1), callerFinding("a", "y", "", Critical, 1)}
+	few := []finding.Finding{callerFinding("a", "x", "", finding.Info, 1), callerFinding("a", "y", "", finding.Critical, 1)}
 	if got := capFindings(few, MaxFindingsPerKey, MaxFindingsPerRun); len(got) != 2 || got[0].ClientID != "y" {
 		t.Errorf("two findings: %+v, want both, critical first", got)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -73,7 +74,7 @@ type keyUsage struct {
 }
 
 // Detect reports every active key that is too old or unused, as of now.
-func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
 	model, err := rotation.Load(ctx, d.conn)
 	if err != nil {
 		return nil, err
@@ -82,7 +83,7 @@ func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]Finding, error) 
 	if err != nil {
 		return nil, err
 	}
-	var out []Finding
+	var out []finding.Finding
 	for _, k := range model.SortedKeys() {
 		if k.State != rotation.Active { // a started rotation is the policy at work; retired keys are done
 			continue
@@ -126,7 +127,7 @@ func (d *Hygiene) usage(ctx context.Context) (map[string]keyUsage, error) {
 }
 
 // judge returns the findings for one active key; clientID falls back to the client seen in traffic.
-func (d *Hygiene) judge(now time.Time, keyID, clientID, state string, created time.Time, u keyUsage) []Finding {
+func (d *Hygiene) judge(now time.Time, keyID, clientID, state string, created time.Time, u keyUsage) []finding.Finding {
 	if clientID == "" {
 		clientID = u.clientID
 	}
@@ -145,7 +146,7 @@ func (d *Hygiene) judge(now time.Time, keyID, clientID, state string, created ti
 	if clientID != "" {
 		label = clientID + " " + label
 	}
-	var out []Finding
+	var out []finding.Finding
 	maxAge := time.Duration(d.cfg.MaxKeyAge)
 	if age := now.Sub(born); age > maxAge {
 		e := ev
@@ -179,11 +180,11 @@ func (d *Hygiene) judge(now time.Time, keyID, clientID, state string, created ti
 // expiring reports an active key whose expires_at is within detect.hygiene.expiring_within, or
 // passed, while no rotation has started: its clients break when it expires. Warning, critical from
 // a day before expiry.
-func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (Finding, bool) {
+func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (finding.Finding, bool) {
 	within := time.Duration(d.cfg.ExpiringWithin)
 	left := k.ExpiresAt.Sub(now)
 	if within <= 0 || k.ExpiresAt.IsZero() || left > within {
-		return Finding{}, false
+		return finding.Finding{}, false
 	}
 	clientID := cmp.Or(k.ClientID, u.clientID)
 	expires := k.ExpiresAt
@@ -195,11 +196,11 @@ func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (Finding,
 	if born := cmp.Or(k.Created, u.firstSeen); !born.IsZero() {
 		e.AgeDays = hygieneDays(now.Sub(born))
 	}
-	f := newFinding(d.Name(), now, k.ID, clientID, "")
-	f.Fingerprint = Fingerprint(d.Name(), k.ID, clientID, hygieneExpiring)
-	f.Severity, f.Evidence = Warning, e
+	f := finding.New(d.Name(), now, k.ID, clientID, "")
+	f.Fingerprint = finding.Fingerprint(d.Name(), k.ID, clientID, hygieneExpiring)
+	f.Severity, f.Evidence = finding.Warning, e
 	if left < 24*time.Hour {
-		f.Severity = Critical
+		f.Severity = finding.Critical
 	}
 	// 1 at the edge of the window, growing as expiry nears (2 at expiry, more after it).
 	f.Score = 1 + float64(within-left)/float64(within)
@@ -217,12 +218,12 @@ func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (Finding,
 // key has one fingerprint per kind; the finding itself names no rotation. Severity is info, and
 // warning past twice the limit. Score is how many times over the limit the key is (1.5 = half as
 // long again as the policy allows).
-func (d *Hygiene) finding(now time.Time, e HygieneEvidence, over, limit time.Duration) Finding {
-	f := newFinding(d.Name(), now, e.KeyID, e.ClientID, "")
-	f.Fingerprint = Fingerprint(d.Name(), e.KeyID, e.ClientID, e.Kind)
-	f.Severity = Info
+func (d *Hygiene) finding(now time.Time, e HygieneEvidence, over, limit time.Duration) finding.Finding {
+	f := finding.New(d.Name(), now, e.KeyID, e.ClientID, "")
+	f.Fingerprint = finding.Fingerprint(d.Name(), e.KeyID, e.ClientID, e.Kind)
+	f.Severity = finding.Info
 	if over > 2*limit {
-		f.Severity = Warning
+		f.Severity = finding.Warning
 	}
 	f.Score = float64(over) / float64(limit)
 	f.Evidence = e

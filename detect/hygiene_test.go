@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -58,21 +59,21 @@ func TestHygiene(t *testing.T) {
 		t.Fatal(err)
 	}
 	type want struct {
-		severity Severity
+		severity finding.Severity
 		client   string
 	}
 	wants := map[[2]string]want{
-		{"kid_old_unrotated", hygienePolicyAge}: {Info, "acme"},
-		{"kid_ancient", hygienePolicyAge}:       {Warning, "acme"},
-		{"kid_unused", hygieneUnused}:           {Info, "initech"},
-		{"kid_never_used", hygieneUnused}:       {Info, "initech"},
-		{"kid_traffic_only", hygienePolicyAge}:  {Info, "hooli"},
-		{"kid_traffic_only", hygieneUnused}:     {Warning, "hooli"},
-		{"kid_expiring", hygieneExpiring}:       {Warning, "umbrella"},
-		{"kid_expiring_soon", hygieneExpiring}:  {Critical, "umbrella"},
-		{"kid_expired", hygieneExpiring}:        {Critical, "umbrella"},
+		{"kid_old_unrotated", hygienePolicyAge}: {finding.Info, "acme"},
+		{"kid_ancient", hygienePolicyAge}:       {finding.Warning, "acme"},
+		{"kid_unused", hygieneUnused}:           {finding.Info, "initech"},
+		{"kid_never_used", hygieneUnused}:       {finding.Info, "initech"},
+		{"kid_traffic_only", hygienePolicyAge}:  {finding.Info, "hooli"},
+		{"kid_traffic_only", hygieneUnused}:     {finding.Warning, "hooli"},
+		{"kid_expiring", hygieneExpiring}:       {finding.Warning, "umbrella"},
+		{"kid_expiring_soon", hygieneExpiring}:  {finding.Critical, "umbrella"},
+		{"kid_expired", hygieneExpiring}:        {finding.Critical, "umbrella"},
 	}
-	got := map[[2]string]Finding{}
+	got := map[[2]string]finding.Finding{}
 	for _, f := range findings {
 		ev, ok := f.Evidence.(HygieneEvidence)
 		if !ok {
@@ -92,7 +93,7 @@ func TestHygiene(t *testing.T) {
 			t.Errorf("%s %s: severity %s client %q detector %q rotation %q, want %s %q hygiene \"\"",
 				f.KeyID, ev.Kind, f.Severity, f.ClientID, f.Detector, f.RotationID, w.severity, w.client)
 		}
-		if f.Fingerprint != Fingerprint("hygiene", f.KeyID, f.ClientID, ev.Kind) {
+		if f.Fingerprint != finding.Fingerprint("hygiene", f.KeyID, f.ClientID, ev.Kind) {
 			t.Errorf("%s %s: fingerprint does not carry the kind", f.KeyID, ev.Kind)
 		}
 		t.Logf("%s: %s", f.Severity, f.Summary)

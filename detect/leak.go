@@ -11,6 +11,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -291,7 +292,7 @@ type leakRun struct {
 }
 
 // Detect judges every key used in the window.
-func (d *Leak) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
 	if d.rulesErr != nil {
 		return nil, d.rulesErr
 	}
@@ -368,7 +369,7 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 		return nil, err
 	}
 
-	var findings []Finding
+	var findings []finding.Finding
 	for _, k := range keys {
 		if f, ok := r.judge(d.Name(), k); ok {
 			findings = append(findings, f)
@@ -681,7 +682,7 @@ func (r *leakRun) ownBaseline(key string) (b *leakBaselineSet, thin bool) {
 }
 
 // judge scores one key; ok is false when the score stays below the warning score.
-func (r *leakRun) judge(detector, key string) (Finding, bool) {
+func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 	b := r.baselineOf(key)
 	total := r.windowRequests[key]
 	state := rotation.Active
@@ -752,12 +753,12 @@ func (r *leakRun) judge(detector, key string) (Finding, bool) {
 		score += s.Score
 	}
 	if score < r.cfg.WarningScore {
-		return Finding{}, false
+		return finding.Finding{}, false
 	}
-	f := newFinding(detector, r.now, key, client, "")
-	f.Severity = Warning
+	f := finding.New(detector, r.now, key, client, "")
+	f.Severity = finding.Warning
 	if score >= r.cfg.CriticalScore {
-		f.Severity = Critical
+		f.Severity = finding.Critical
 	}
 	// Score is the sum of the signals' configured scores: higher is more signals, more severe.
 	f.Score = score

@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/rotation"
 )
 
 // leak runs the leak detector as of now with the scenario's configuration.
-func (s *scenario) leak() []Finding {
+func (s *scenario) leak() []finding.Finding {
 	s.t.Helper()
 	fs, err := NewLeak(s.conn, s.cfg.Leak).Detect(context.Background(), now)
 	if err != nil {
@@ -35,7 +36,7 @@ func leakHostIP(first byte, n int) string {
 	return fmt.Sprintf("%d.%d.%d.%d", first, (n>>16)&255, (n>>8)&255, n&255)
 }
 
-func leakEvidence(t *testing.T, f Finding) LeakEvidence {
+func leakEvidence(t *testing.T, f finding.Finding) LeakEvidence {
 	t.Helper()
 	ev, ok := f.Evidence.(LeakEvidence)
 	if !ok {
@@ -63,7 +64,7 @@ func leakSignalOf(t *testing.T, ev LeakEvidence, kind string) LeakSignal {
 	return LeakSignal{}
 }
 
-func leakOnly(t *testing.T, fs []Finding) Finding {
+func leakOnly(t *testing.T, fs []finding.Finding) finding.Finding {
 	t.Helper()
 	if len(fs) != 1 {
 		t.Fatalf("got %d findings, want 1: %+v", len(fs), fs)
@@ -102,13 +103,13 @@ func TestLeakNewNetworkAndCountry(t *testing.T) {
 			s.events(evs)
 
 			f := leakOnly(t, s.leak())
-			if f.Severity != Warning || f.Score != 70 || f.KeyID != "kid_live_a" || f.ClientID != "acme-billing" || f.Detector != "leak" {
+			if f.Severity != finding.Warning || f.Score != 70 || f.KeyID != "kid_live_a" || f.ClientID != "acme-billing" || f.Detector != "leak" {
 				t.Fatalf("finding = %s score %g key %s client %s; want warning 70 kid_live_a acme-billing", f.Severity, f.Score, f.KeyID, f.ClientID)
 			}
-			if f.Fingerprint != Fingerprint("leak", "kid_live_a", "acme-billing", "") {
+			if f.Fingerprint != finding.Fingerprint("leak", "kid_live_a", "acme-billing", "") {
 				t.Errorf("fingerprint %s is not the detector's, key's and client's", f.Fingerprint)
 			}
-			if _, err := f.evidenceJSON(); err != nil {
+			if _, err := f.EvidenceJSON(); err != nil {
 				t.Fatal(err)
 			}
 			ev := leakEvidence(t, f)
@@ -177,7 +178,7 @@ func TestLeakRevokedKeyTriedFromNewNetwork(t *testing.T) {
 	s.events(evs)
 
 	f := leakOnly(t, s.leak())
-	if f.Severity != Critical || f.Score != 100 {
+	if f.Severity != finding.Critical || f.Score != 100 {
 		t.Fatalf("finding = %s score %g, want critical 100: %s", f.Severity, f.Score, f.Summary)
 	}
 	ev := leakEvidence(t, f)
@@ -204,7 +205,7 @@ func TestLeakImpossibleTravel(t *testing.T) {
 
 	f := leakOnly(t, s.leak())
 	ev := leakEvidence(t, f)
-	if f.Severity != Warning || f.Score != 80 || !slices.Equal(leakKinds(ev), []string{leakSignalNewCountry, leakSignalImpossibleTravel}) {
+	if f.Severity != finding.Warning || f.Score != 80 || !slices.Equal(leakKinds(ev), []string{leakSignalNewCountry, leakSignalImpossibleTravel}) {
 		t.Fatalf("finding %s score %g signals %v, want warning 80 from new country + impossible travel", f.Severity, f.Score, leakKinds(ev))
 	}
 	trips := leakSignalOf(t, ev, leakSignalImpossibleTravel).Travel

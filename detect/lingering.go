@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -180,7 +181,7 @@ type usage map[string]map[callerID]*Caller
 // Severity follows the deadline: within CriticalBefore or passed critical, within WarningBefore
 // warning, within InfoBefore info; any use of the old key after it was retired or revoked is
 // critical. Rotations without a deadline are left to Readiness.
-func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
 	m, err := rotation.Load(ctx, d.conn)
 	if err != nil {
 		return nil, err
@@ -198,7 +199,7 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]Finding, error
 	if err != nil {
 		return nil, err
 	}
-	var out []Finding
+	var out []finding.Finding
 	for _, r := range watched {
 		var anonymous []Caller
 		for _, c := range d.remaining(r, now, u) {
@@ -333,9 +334,9 @@ func sortCallers(cs []Caller) {
 // unidentified reports the callers cs of r's old key that have no client in one finding, however
 // many there are: with one, it names it as finding does; with several, it counts them and sums
 // their traffic (see merge). Its fingerprint stays the same as callers come and go.
-func (d *Lingering) unidentified(r *rotation.Rotation, cs []Caller, now time.Time) Finding {
+func (d *Lingering) unidentified(r *rotation.Rotation, cs []Caller, now time.Time) finding.Finding {
 	c, addresses, userAgents := merge(cs)
-	var f Finding
+	var f finding.Finding
 	if len(cs) == 1 {
 		f = d.finding(r, c, c.name(), false, now)
 	} else {
@@ -343,7 +344,7 @@ func (d *Lingering) unidentified(r *rotation.Rotation, cs []Caller, now time.Tim
 			len(cs), plural(addresses, "address", "addresses"), plural(userAgents, "user agent", "user agents"))
 		f = d.finding(r, c, who, true, now)
 	}
-	f.Fingerprint = Fingerprint(d.Name(), r.OldKeyID, unidentifiedCallers, r.ID)
+	f.Fingerprint = finding.Fingerprint(d.Name(), r.OldKeyID, unidentifiedCallers, r.ID)
 	ev := f.Evidence.(LingeringEvidence)
 	ev.Callers, ev.Addresses, ev.UserAgents = len(cs), addresses, userAgents
 	f.Evidence = ev
@@ -405,8 +406,8 @@ func top(m map[string]uint64, n int) []Count {
 // Score = base + log10(1 + requests with the old key): base grows linearly from 0 to 10 as the
 // deadline comes from InfoBefore away to due (10 once it passed), and is 100 for use after
 // retirement or revocation, so that use ranks above anything.
-func (d *Lingering) finding(r *rotation.Rotation, c Caller, who string, many bool, now time.Time) Finding {
-	f := newFinding(d.Name(), now, r.OldKeyID, c.ClientID, r.ID)
+func (d *Lingering) finding(r *rotation.Rotation, c Caller, who string, many bool, now time.Time) finding.Finding {
+	f := finding.New(d.Name(), now, r.OldKeyID, c.ClientID, r.ID)
 	left := r.Deadline.Sub(now)
 	ev := LingeringEvidence{
 		RotationID: r.ID, OldKeyID: r.OldKeyID, NewKeyID: r.NewKeyID, Step: string(step(r)),
@@ -431,18 +432,18 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, who string, many boo
 	case !r.Running():
 		finished := r.Finished
 		ev.Finished = &finished
-		f.Severity = Critical
+		f.Severity = finding.Critical
 		f.Summary = fmt.Sprintf("%s still %s %s, %s %s ago (%s)", who, calls, r.OldKeyID, step(r), Span(now.Sub(r.Finished)), traffic)
 	default:
 		info := time.Duration(d.cfg.InfoBefore)
 		base = 10 * min(1, max(0, 1-float64(left)/float64(info)))
 		switch {
 		case left <= time.Duration(d.cfg.CriticalBefore):
-			f.Severity = Critical
+			f.Severity = finding.Critical
 		case left <= time.Duration(d.cfg.WarningBefore):
-			f.Severity = Warning
+			f.Severity = finding.Warning
 		default:
-			f.Severity = Info
+			f.Severity = finding.Info
 		}
 		deadline := "deadline in " + Span(left)
 		if left < 0 {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -21,7 +22,7 @@ func (s *scenario) rotate(old, new, client string, started, deadline time.Time) 
 	)
 }
 
-func (s *scenario) lingering(at time.Time) []Finding {
+func (s *scenario) lingering(at time.Time) []finding.Finding {
 	s.t.Helper()
 	fs, err := NewLingering(s.conn, s.cfg.Lingering).Detect(context.Background(), at)
 	if err != nil {
@@ -50,7 +51,7 @@ func calls(key string, caller event, from, to time.Time, interval time.Duration)
 func ptr[T any](v T) *T { return &v }
 
 // only returns the one finding of fs, failing the test when there is not exactly one.
-func only(t *testing.T, fs []Finding) Finding {
+func only(t *testing.T, fs []finding.Finding) finding.Finding {
 	t.Helper()
 	if len(fs) != 1 {
 		t.Fatalf("want 1 finding, got %d: %+v", len(fs), fs)
@@ -58,7 +59,7 @@ func only(t *testing.T, fs []Finding) Finding {
 	return fs[0]
 }
 
-func callerOf(t *testing.T, f Finding) Caller {
+func callerOf(t *testing.T, f finding.Finding) Caller {
 	t.Helper()
 	ev, ok := f.Evidence.(LingeringEvidence)
 	if !ok {
@@ -92,10 +93,10 @@ func TestLingeringStraggler(t *testing.T) {
 		TopIPs: []Count{{"198.51.100.77", 72}}, TopUserAgents: []Count{{"acme-batch/1.0", 72}},
 	}
 	f := only(t, s.lingering(now))
-	if f.Severity != Warning || f.KeyID != "kid_old" || f.ClientID != "acme-batch" || f.RotationID != "kid_old>kid_new" {
+	if f.Severity != finding.Warning || f.KeyID != "kid_old" || f.ClientID != "acme-batch" || f.RotationID != "kid_old>kid_new" {
 		t.Errorf("finding %s %s %s %s, want warning kid_old acme-batch kid_old>kid_new", f.Severity, f.KeyID, f.ClientID, f.RotationID)
 	}
-	if f.Fingerprint != Fingerprint("lingering", "kid_old", "acme-batch", "kid_old>kid_new") {
+	if f.Fingerprint != finding.Fingerprint("lingering", "kid_old", "acme-batch", "kid_old>kid_new") {
 		t.Errorf("fingerprint %s is not that of (lingering, kid_old, acme-batch, kid_old>kid_new)", f.Fingerprint)
 	}
 	wantSummary := "acme-batch still calls kid_old; deadline in 20h (72 requests since the rotation started, last 43m ago; 0% of its traffic is on kid_new)"
@@ -157,10 +158,10 @@ func TestLingeringNightlyJob(t *testing.T) {
 	s.events(calls("kid_new", moved, now.Add(-48*time.Hour), now, time.Hour))
 
 	f := only(t, s.lingering(now))
-	if f.ClientID != "" || f.Severity != Warning {
+	if f.ClientID != "" || f.Severity != finding.Warning {
 		t.Errorf("finding client %q severity %s, want no client, warning", f.ClientID, f.Severity)
 	}
-	if want := Fingerprint("lingering", "kid_old", "(unidentified callers)", "kid_old>kid_new"); f.Fingerprint != want {
+	if want := finding.Fingerprint("lingering", "kid_old", "(unidentified callers)", "kid_old>kid_new"); f.Fingerprint != want {
 		t.Errorf("fingerprint %s, want %s (the rotation's callers without a client)", f.Fingerprint, want)
 	}
 	if ev := f.Evidence.(LingeringEvidence); ev.Callers != 1 || ev.Addresses != 1 || ev.UserAgents != 1 {
@@ -186,15 +187,15 @@ func TestLingeringSeverity(t *testing.T) {
 	cases := []struct {
 		name       string
 		deadlineIn time.Duration
-		started    time.Duration // before now
-		want       Severity      // 0: no finding
+		started    time.Duration    // before now
+		want       finding.Severity // 0: no finding
 		summary    string
 	}{
 		{"far", 100 * time.Hour, 24 * time.Hour, 0, ""},
-		{"info", 70 * time.Hour, 48 * time.Hour, Info, "deadline in 2d22h"},
-		{"warning", 20 * time.Hour, 72 * time.Hour, Warning, "deadline in 20h"},
-		{"critical", 30 * time.Minute, 36 * time.Hour, Critical, "deadline in 30m"},
-		{"passed", -2 * time.Hour, 60 * time.Hour, Critical, "deadline passed 2h ago"},
+		{"info", 70 * time.Hour, 48 * time.Hour, finding.Info, "deadline in 2d22h"},
+		{"warning", 20 * time.Hour, 72 * time.Hour, finding.Warning, "deadline in 20h"},
+		{"critical", 30 * time.Minute, 36 * time.Hour, finding.Critical, "deadline in 30m"},
+		{"passed", -2 * time.Hour, 60 * time.Hour, finding.Critical, "deadline passed 2h ago"},
 	}
 	s := newScenario(t)
 	for _, c := range cases {
@@ -202,7 +203,7 @@ func TestLingeringSeverity(t *testing.T) {
 		s.rotate(old, old+"_new", c.name, now.Add(-c.started), now.Add(c.deadlineIn))
 		s.events(calls(old, event{ClientID: c.name}, now.Add(-5*24*time.Hour), now, 30*time.Minute))
 	}
-	found := map[string]Finding{}
+	found := map[string]finding.Finding{}
 	for _, f := range s.lingering(now) {
 		found[f.ClientID] = f
 	}
@@ -265,7 +266,7 @@ func TestLingeringAfterRetirement(t *testing.T) {
 		s.events(calls(old, event{ClientID: "gone"}, finished.Add(-4*24*time.Hour), finished.Add(-24*time.Hour), time.Hour))
 	}
 	fs := s.lingering(now)
-	byKey := map[string]Finding{}
+	byKey := map[string]finding.Finding{}
 	for _, f := range fs {
 		byKey[f.KeyID] = f
 	}
@@ -284,7 +285,7 @@ func TestLingeringAfterRetirement(t *testing.T) {
 		}
 		ev := f.Evidence.(LingeringEvidence)
 		wantStep := strings.TrimPrefix(c.step, "key.")
-		if f.Severity != Critical || f.ClientID != "late" || f.Score < 100 || ev.Step != wantStep ||
+		if f.Severity != finding.Critical || f.ClientID != "late" || f.Score < 100 || ev.Step != wantStep ||
 			ev.Finished == nil || !ev.Finished.Equal(now.Add(-c.finished)) {
 			t.Errorf("%s: finding %+v, want critical for late with score >= 100, step %s", old, f, wantStep)
 		}

@@ -1,6 +1,9 @@
 package detect
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/keywatch/keywatch/finding"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the detectors' Prometheus metrics.
 type Metrics struct {
@@ -31,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(run Run) {
+func (m *Metrics) observe(run finding.Run) {
 	if m == nil {
 		return
 	}
@@ -42,11 +45,11 @@ func (m *Metrics) observe(run Run) {
 	}
 	m.runs.WithLabelValues(run.Detector, "ok").Inc()
 	m.lastRun.WithLabelValues(run.Detector).Set(float64(run.Finished.Unix()))
-	counts := map[Severity]int{}
+	counts := map[finding.Severity]int{}
 	for _, f := range run.Findings {
 		counts[f.Severity]++
 	}
-	for _, s := range []Severity{Info, Warning, Critical} {
+	for _, s := range []finding.Severity{finding.Info, finding.Warning, finding.Critical} {
 		m.findings.WithLabelValues(run.Detector, s.String()).Set(float64(counts[s]))
 	}
 }

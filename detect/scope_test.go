@@ -97,7 +97,7 @@ func TestLeakScopeProbing(t *testing.T) {
 			if f.Score != tc.wantScore || f.KeyID != key || f.ClientID != client {
 				t.Fatalf("finding %s score %g signals %v; want key %s score %g", f.KeyID, f.Score, leakKinds(ev), key, tc.wantScore)
 			}
-			if _, err := f.evidenceJSON(); err != nil {
+			if _, err := f.EvidenceJSON(); err != nil {
 				t.Fatal(err)
 			}
 			if tc.wantProbe == 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -242,7 +243,7 @@ func (t spikeTally) rate() float64 {
 }
 
 // Detect returns one finding per rotation and client whose failures rose after a recent step.
-func (d *Spike) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
+func (d *Spike) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
 	model, err := rotation.Load(ctx, d.conn)
 	if err != nil {
 		return nil, err
@@ -302,7 +303,7 @@ func (d *Spike) Detect(ctx context.Context, now time.Time) ([]Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Finding, len(fire))
+	out := make([]finding.Finding, len(fire))
 	for i, c := range fire {
 		out[i] = d.finding(c, routes[i], now)
 	}
@@ -537,7 +538,7 @@ func (d *Spike) fires(c *spikeCase) bool {
 // finding builds the finding of a case that fires. Severity is critical when at least half of the
 // long window's requests failed or revoked keys are the most common failure (a client cut off by
 // a revocation), warning otherwise. Score is the long window's z-score.
-func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) Finding {
+func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) finding.Finding {
 	p0, source := d.baseline(c)
 	window := func(from time.Time, t spikeTally) SpikeWindow {
 		return SpikeWindow{From: from, Until: now, Requests: t.requests, Failures: t.failures, Rate: t.rate(), Z: spikeZ(t, p0)}
@@ -556,10 +557,10 @@ func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) Findin
 		ev.Baseline.SameTimeOfWeek = &SpikeWindow{Requests: c.sameHour.requests, Failures: c.sameHour.failures, Rate: c.sameHour.rate()}
 	}
 	top := spikeTopCounts(c.byOutcome)[0].Name
-	f := newFinding(d.Name(), now, c.rot.OldKeyID, c.client, c.rot.ID)
-	f.Severity = Warning
+	f := finding.New(d.Name(), now, c.rot.OldKeyID, c.client, c.rot.ID)
+	f.Severity = finding.Warning
 	if ev.Long.Rate >= 0.5 || top == "revoked_key" {
-		f.Severity = Critical
+		f.Severity = finding.Critical
 	}
 	f.Score = ev.Long.Z
 	step := fmt.Sprintf("%s was %s", c.rot.OldKeyID, c.step.Kind)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -34,7 +35,7 @@ func rotationOf(client, old, new string, started time.Time, finishType string, f
 
 // wantSpike is the finding expected for one client; zero counts are not checked.
 type wantSpike struct {
-	severity                   Severity
+	severity                   finding.Severity
 	step                       rotation.StepKind
 	longRequests, longFailures uint64
 	byOutcome                  map[string]uint64
@@ -85,12 +86,12 @@ func TestSpike(t *testing.T) {
 		),
 		want: map[string]wantSpike{
 			"acme": {
-				severity: Critical, step: rotation.StepRevoked, longRequests: 240, longFailures: 240,
+				severity: finding.Critical, step: rotation.StepRevoked, longRequests: 240, longFailures: 240,
 				byOutcome: map[string]uint64{"revoked_key": 240},
 				topRoutes: []SpikeCount{{"/v1/prices", 180}, {"/v1/orders", 60}},
 			},
 			"acme-reports": {
-				severity: Critical, step: rotation.StepRevoked, longRequests: 480, longFailures: 480,
+				severity: finding.Critical, step: rotation.StepRevoked, longRequests: 480, longFailures: 480,
 				byOutcome: map[string]uint64{"revoked_key": 480}, topRoutes: []SpikeCount{{"/v1/reports", 480}},
 			},
 		},
@@ -147,7 +148,7 @@ func TestSpike(t *testing.T) {
 			}),
 		),
 		want: map[string]wantSpike{"acme": {
-			severity: Warning, step: rotation.StepStarted, longRequests: 300 + 150, longFailures: 150,
+			severity: finding.Warning, step: rotation.StepStarted, longRequests: 300 + 150, longFailures: 150,
 			byOutcome: map[string]uint64{"invalid_key": 150}, topRoutes: []SpikeCount{{"/v1/orders", 150}},
 			keyless: 150, keylessCallers: []string{ip + " " + sdk},
 		}},
@@ -170,7 +171,7 @@ func TestSpike(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := map[string]Finding{}
+			got := map[string]finding.Finding{}
 			for _, f := range findings {
 				t.Logf("%s (score %.1f): %s", f.Severity, f.Score, f.Summary)
 				if _, dup := got[f.ClientID]; dup {
@@ -188,7 +189,7 @@ func TestSpike(t *testing.T) {
 	}
 }
 
-func checkSpike(t *testing.T, f Finding, client string, w wantSpike) {
+func checkSpike(t *testing.T, f finding.Finding, client string, w wantSpike) {
 	t.Helper()
 	ev, ok := f.Evidence.(SpikeEvidence)
 	if !ok {
@@ -196,13 +197,13 @@ func checkSpike(t *testing.T, f Finding, client string, w wantSpike) {
 	}
 	rot := rotation.ID("kid_old", "kid_new")
 	if f.Detector != "spike" || f.KeyID != "kid_old" || f.RotationID != rot || ev.RotationID != rot ||
-		f.Fingerprint != Fingerprint("spike", "kid_old", client, rot) {
+		f.Fingerprint != finding.Fingerprint("spike", "kid_old", client, rot) {
 		t.Errorf("%s: identity %s/%s/%s/%s, want spike/kid_old/%s/%s", client, f.Detector, f.KeyID, f.ClientID, f.RotationID, client, rot)
 	}
 	if ev.RotationClient != (client == "acme") {
 		t.Errorf("%s: rotation_client %v", client, ev.RotationClient)
 	}
-	if _, err := f.evidenceJSON(); err != nil {
+	if _, err := f.EvidenceJSON(); err != nil {
 		t.Error(err)
 	}
 	if f.Severity != w.severity || ev.Step != w.step {

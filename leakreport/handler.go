@@ -26,7 +26,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
@@ -63,7 +63,7 @@ type Refusals interface {
 // Handler serves POST /v1/leaks.
 type Handler struct {
 	conn    driver.Conn
-	store   *detect.Store
+	store   *finding.Store
 	fp      *ingest.Fingerprinter
 	token   string
 	keys    map[string]*ecdsa.PublicKey // by Github-Public-Key-Identifier
@@ -88,7 +88,7 @@ func New(conn driver.Conn, cfg config.LeakReports, fingerprintKey string, refusa
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		conn: conn, store: detect.NewStore(conn), fp: ingest.NewFingerprinter([]byte(fingerprintKey)),
+		conn: conn, store: finding.NewStore(conn), fp: ingest.NewFingerprinter([]byte(fingerprintKey)),
 		token: cfg.Token, keys: map[string]*ecdsa.PublicKey{}, refuse: refusals, metrics: metrics,
 		log: log, now: time.Now, lookupFor: 10 * time.Second,
 	}
@@ -309,7 +309,7 @@ func (h *Handler) handle(ctx context.Context, reporter string, reports []report)
 		return nil, err
 	}
 	labels := make([]Label, len(reports))
-	var findings []detect.Finding
+	var findings []finding.Finding
 	byFingerprint := map[string]int{} // finding fingerprint -> index in findings
 	var runKey []string
 	matched, unknown := 0, 0
@@ -325,7 +325,7 @@ func (h *Handler) handle(ctx context.Context, reporter string, reports []report)
 		matched++
 		labels[i].Label = labelTrue
 		runKey = append(runKey, strings.Join([]string{fps[i], rep.URL, rep.Source, rep.Type}, "\x00"))
-		fingerprint := detect.Fingerprint(Detector, k.keyID, k.clientID, "")
+		fingerprint := finding.Fingerprint(Detector, k.keyID, k.clientID, "")
 		if j, dup := byFingerprint[fingerprint]; dup {
 			ev := findings[j].Evidence.(*Evidence)
 			if rep.URL != ev.URL && !slices.Contains(ev.OtherURLs, rep.URL) {
@@ -334,8 +334,8 @@ func (h *Handler) handle(ctx context.Context, reporter string, reports []report)
 			continue
 		}
 		byFingerprint[fingerprint] = len(findings)
-		findings = append(findings, detect.Finding{
-			Detector: Detector, Fingerprint: fingerprint, Severity: detect.Critical, Score: Score,
+		findings = append(findings, finding.Finding{
+			Detector: Detector, Fingerprint: fingerprint, Severity: finding.Critical, Score: Score,
 			KeyID: k.keyID, ClientID: k.clientID, Summary: summary(k.keyID, rep), DetectedAt: now,
 			Evidence: &Evidence{URL: rep.URL, Source: rep.Source, Type: rep.Type, ReportedAt: now,
 				Reporter: reporter, KeyFingerprint: fps[i], KeyLastSeen: k.lastSeen},
@@ -405,7 +405,7 @@ func (h *Handler) lookup(ctx context.Context, fps []string) (map[string]known, e
 }
 
 // storeOnce stores the run unless a run of the same id is stored already.
-func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findings []detect.Finding) error {
+func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findings []finding.Finding) error {
 	h.storeMu.Lock()
 	defer h.storeMu.Unlock()
 	var n uint64
@@ -418,5 +418,5 @@ func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findi
 		h.log.Info("leak report stored before; not stored again", "run_id", id)
 		return nil
 	}
-	return h.store.StoreRun(ctx, detect.Run{ID: id, Detector: Detector, Started: now, Finished: now, Findings: findings})
+	return h.store.StoreRun(ctx, finding.Run{ID: id, Detector: Detector, Started: now, Finished: now, Findings: findings})
 }

@@ -28,7 +28,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
@@ -386,7 +386,7 @@ func TestReports(t *testing.T) {
 	}
 	a, bb := got[0], got[1]
 	if a.severity != "critical" || a.score != Score || a.keyID != "kid_live_a" || a.clientID != "acme-billing" ||
-		a.fingerprint != detect.Fingerprint("leak_report", "kid_live_a", "acme-billing", "") ||
+		a.fingerprint != finding.Fingerprint("leak_report", "kid_live_a", "acme-billing", "") ||
 		a.summary != "key kid_live_a reported leaked at https://github.com/octo/leaky/blob/main/.env" {
 		t.Errorf("finding of key A: %+v", a)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 )
 
 // What a caller controls, as an attacker would write it: a mention of everyone, a link whose
@@ -33,7 +34,7 @@ func injectionGroup(resolved bool) alerting.Group {
 	ev := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
 	lingering := alerting.Alert{
 		Fingerprint: "fp_ling", Detector: "lingering", KeyID: "kid_old", ClientID: evilClient, RotationID: "kid_old>kid_new",
-		Severity: detect.Warning, Score: 40, State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at,
+		Severity: finding.Warning, Score: 40, State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at,
 		// A folded finding about callers without a client says how many in its summary.
 		Summary: "12 callers without a client still on kid_old, e.g. " + evilUA + " and " + evilClient,
 		Evidence: ev(map[string]any{
@@ -46,7 +47,7 @@ func injectionGroup(resolved bool) alerting.Group {
 		Action: &alerting.ActionStatus{ID: "wh_1", Kind: "revoke", Mode: "approve", Status: "awaiting_approval", Detail: "asked by " + evilClient},
 	}
 	spike := alerting.Alert{
-		Fingerprint: "fp_spike", Detector: "spike", KeyID: "kid_old", ClientID: evilClient, Severity: detect.Critical, Score: 12,
+		Fingerprint: "fp_spike", Detector: "spike", KeyID: "kid_old", ClientID: evilClient, Severity: finding.Critical, Score: 12,
 		State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at, Summary: evilClient + " fails",
 		Evidence: ev(detect.SpikeEvidence{OldKeyID: "kid_old", NewKeyID: "kid_new", Step: "retired",
 			FailuresByOutcome: map[string]uint64{"<!channel>": 3},
@@ -54,12 +55,12 @@ func injectionGroup(resolved bool) alerting.Group {
 		Action: &alerting.ActionStatus{ID: "rv_1", Kind: "reactivate", Mode: "approve", Status: "awaiting_approval"},
 	}
 	report := alerting.Alert{
-		Fingerprint: "fp_report", Detector: "leak_report", KeyID: "kid_old", Severity: detect.Critical, Score: 100,
+		Fingerprint: "fp_report", Detector: "leak_report", KeyID: "kid_old", Severity: finding.Critical, Score: 100,
 		State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at, Summary: "reported at <https://evil.example|the report>",
 		Evidence: json.RawMessage(`{"url": "<https://evil.example|Approve the revoke>", "<!channel>": "x", "source": "*content*"}`),
 	}
 	leak := alerting.Alert{
-		Fingerprint: "fp_leak", Detector: "leak", KeyID: "kid_old", Severity: detect.Critical, Score: 150,
+		Fingerprint: "fp_leak", Detector: "leak", KeyID: "kid_old", Severity: finding.Critical, Score: 150,
 		State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at, Summary: "new networks", Silenced: "<!channel>",
 		Evidence: ev(detect.LeakEvidence{KeyState: "active", Signals: []detect.LeakSignal{{Kind: "<@U999>", Score: 60, Reason: evilUA,
 			Places: []detect.LeakPlace{{Network: "AS1", ASOrg: "<!channel> Approve", Countries: []string{"<@U999>"}}}}}}),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -65,8 +66,8 @@ func newRenderer(cfg config.Slack) renderer {
 	return renderer{grafanaURL: cfg.GrafanaURL, runbookURL: cfg.RunbookURL}
 }
 
-var severityEmoji = map[detect.Severity]string{
-	detect.Critical: ":red_circle:", detect.Warning: ":large_orange_circle:", detect.Info: ":large_blue_circle:",
+var severityEmoji = map[finding.Severity]string{
+	finding.Critical: ":red_circle:", finding.Warning: ":large_orange_circle:", finding.Info: ":large_blue_circle:",
 }
 
 // render builds the message of one notification. It depends only on n (no clock), so the same
@@ -495,8 +496,8 @@ func genericFields(raw json.RawMessage) []field {
 }
 
 // groupSeverity is the highest severity among the group's alerts.
-func groupSeverity(g alerting.Group) detect.Severity {
-	sev := detect.Info
+func groupSeverity(g alerting.Group) finding.Severity {
+	sev := finding.Info
 	for _, a := range g.Alerts {
 		sev = max(sev, a.Severity)
 	}

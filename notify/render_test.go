@@ -11,6 +11,7 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -85,7 +86,7 @@ func TestRenderLeakAwaitingApproval(t *testing.T) {
 func TestRenderStates(t *testing.T) {
 	muted := leakGroup("kid_m", false)
 	muted.Alerts[0].Silenced = "sil_1"
-	muted.Alerts[0].Severity = detect.Warning
+	muted.Alerts[0].Severity = finding.Warning
 	dry := leakGroup("kid_d", false)
 	dry.Alerts[0].Action = &alerting.ActionStatus{ID: "wh_9", Kind: "revoke", Mode: "dry-run", Status: "dry_run"}
 	sent := leakGroup("kid_s", false)

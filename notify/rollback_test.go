@@ -11,14 +11,14 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 )
 
 func spikeGroup(action *alerting.ActionStatus) alerting.Group {
 	fired := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	return alerting.Group{Key: "rotation:kid_old>kid_new", ClientID: "acme", Alerts: []alerting.Alert{{
 		Fingerprint: "fp_spike", Detector: "spike", KeyID: "kid_old", ClientID: "acme", RotationID: "kid_old>kid_new",
-		Severity: detect.Critical, Score: 14, Summary: "acme: 80% of 50 requests failed after kid_old was revoked",
+		Severity: finding.Critical, Score: 14, Summary: "acme: 80% of 50 requests failed after kid_old was revoked",
 		State: alerting.Firing, ActiveSince: fired, FiredAt: fired, LastSeen: fired, Action: action,
 	}}}
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -96,7 +96,7 @@ func outboxDepth(t *testing.T, conn driver.Conn) uint64 {
 func leakGroup(key string, resolved bool) alerting.Group {
 	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	a := alerting.Alert{
-		Fingerprint: "fp_" + key, Detector: "leak", KeyID: key, ClientID: "acme", Severity: detect.Critical, Score: 150,
+		Fingerprint: "fp_" + key, Detector: "leak", KeyID: key, ClientID: "acme", Severity: finding.Critical, Score: 150,
 		Summary: "key " + key + " used from 3 new networks", State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at.Add(time.Hour),
 		Evidence: json.RawMessage(`{"window_requests": 10, "signals": [{"kind": "new_network", "score": 60, "reason": "new networks"}]}`),
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/dashboards"
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/notify"
 )
@@ -111,7 +111,7 @@ func TestDemoSlackShowsWhatTheSenderPosts(t *testing.T) {
 		Key: "rotation:kid_live_acme_old>kid_live_acme_new", ClientID: "acme-billing", UpdatedAt: now,
 		Alerts: []alerting.Alert{{
 			Fingerprint: "fp-acme", Detector: "lingering", KeyID: "kid_live_acme_old", ClientID: "acme-billing",
-			RotationID: "kid_live_acme_old>kid_live_acme_new", Severity: detect.Critical, Score: 14,
+			RotationID: "kid_live_acme_old>kid_live_acme_new", Severity: finding.Critical, Score: 14,
 			Summary: "acme-billing still calls kid_live_acme_old", State: alerting.Firing,
 			ActiveSince: now, FiredAt: now, LastSeen: now,
 			Action: &alerting.ActionStatus{ID: "act_1", Kind: "revoke", Mode: "dry-run", Status: "dry_run", Detail: "dry run: a revoke would be requested"},

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 )
 
 const detectDescription = `
@@ -62,18 +63,18 @@ func detectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return runErr
 }
 
-func printRunsJSON(w io.Writer, runs []detect.Run) error {
+func printRunsJSON(w io.Writer, runs []finding.Run) error {
 	type runJSON struct {
-		Detector string           `json:"detector"`
-		Seconds  float64          `json:"seconds"`
-		Error    string           `json:"error,omitempty"`
-		Findings []detect.Finding `json:"findings"`
+		Detector string            `json:"detector"`
+		Seconds  float64           `json:"seconds"`
+		Error    string            `json:"error,omitempty"`
+		Findings []finding.Finding `json:"findings"`
 	}
 	out := make([]runJSON, len(runs))
 	for i, r := range runs {
 		out[i] = runJSON{Detector: r.Detector, Seconds: r.Finished.Sub(r.Started).Seconds(), Findings: r.Findings}
 		if out[i].Findings == nil {
-			out[i].Findings = []detect.Finding{}
+			out[i].Findings = []finding.Finding{}
 		}
 		if r.Err != nil {
 			out[i].Error = r.Err.Error()
@@ -82,7 +83,7 @@ func printRunsJSON(w io.Writer, runs []detect.Run) error {
 	return printJSON(w, out)
 }
 
-func printFindingsTable(w io.Writer, runs []detect.Run) {
+func printFindingsTable(w io.Writer, runs []finding.Run) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEVERITY\tSCORE\tDETECTOR\tKEY\tCLIENT\tSUMMARY")
 	for _, r := range runs {

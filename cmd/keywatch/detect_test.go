@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 )
 
 // TestRotationPipelineBlocksOnReadiness drives a rotation the way a key-management pipeline would:
@@ -88,8 +89,8 @@ detect:
 		t.Fatalf("keywatch detect --once: exit %d\n%s", code, errOut.String())
 	}
 	var runs []struct {
-		Detector string           `json:"detector"`
-		Findings []detect.Finding `json:"findings"`
+		Detector string            `json:"detector"`
+		Findings []finding.Finding `json:"findings"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &runs); err != nil || len(runs) != 1 || runs[0].Detector != "lingering" {
 		t.Fatalf("detect --once --format json: %v\n%s", err, out.String())

@@ -12,6 +12,7 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/digest"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
@@ -55,7 +56,7 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 	return &generation{
 		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks,
 		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
-		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), detect.NewStore(d.conn), d.metrics.detect, d.log),
+		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log),
 		retired:   make(chan struct{}),
 	}, nil
 }

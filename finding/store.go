@@ -1,4 +1,4 @@
-package detect
+package finding
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	insertFindings = `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence)`
+	insertFindings = `INSERT INTO findings (detected_at, run_id, detector, fingerprint, severity, score, key_id, client_id, rotation_id, summary, evidence, labels, fields)`
 	insertRun      = `INSERT INTO detector_runs (run_id, detector, started_at, finished_at, findings, error)`
 )
 
@@ -35,18 +35,18 @@ func (s *Store) StoreRun(ctx context.Context, run Run) error {
 			}
 			defer b.Abort()
 			for _, f := range run.Findings {
-				ev, err := f.evidenceJSON()
+				ev, err := f.EvidenceJSON()
 				if err != nil {
 					return err
 				}
 				if err := b.Append(f.DetectedAt, run.ID, f.Detector, f.Fingerprint, f.Severity.String(), f.Score,
-					f.KeyID, f.ClientID, f.RotationID, f.Summary, ev); err != nil {
+					f.KeyID, f.ClientID, f.RotationID, f.Summary, ev, labelsOrEmpty(f.Labels), f.FieldsJSON()); err != nil {
 					return err
 				}
 			}
 			return b.Send()
 		}); err != nil {
-			return fmt.Errorf("detect: store %d findings of %s run %s: %w", len(run.Findings), run.Detector, run.ID, err)
+			return fmt.Errorf("store %d findings of %s run %s: %w", len(run.Findings), run.Detector, run.ID, err)
 		}
 	}
 	errText := ""
@@ -57,7 +57,14 @@ func (s *Store) StoreRun(ctx context.Context, run Run) error {
 		return s.conn.Exec(ctx, insertRun+" VALUES (?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?)",
 			run.ID, run.Detector, run.Started.UnixMilli(), run.Finished.UnixMilli(), uint32(len(run.Findings)), errText)
 	}); err != nil {
-		return fmt.Errorf("detect: store %s run %s: %w", run.Detector, run.ID, err)
+		return fmt.Errorf("store %s run %s: %w", run.Detector, run.ID, err)
 	}
 	return nil
+}
+
+func labelsOrEmpty(l map[string]string) map[string]string {
+	if l == nil {
+		return map[string]string{}
+	}
+	return l
 }

@@ -25,15 +25,19 @@ FUZZ_EXTRACT_EXECS ?= 500000x
 FUZZ_DECODE_EXECS  ?= 50000x
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build demo test vet bench-ingest bench-detect chdb helm clean
+.PHONY: build build-demo demo test vet bench-ingest bench-detect chdb helm clean
 
 ## build: compile bin/keywatch
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/keywatch ./cmd/keywatch
 
+## build-demo: compile bin/keywatch-demo (the demo: keywatch with an embedded ClickHouse and Kafka)
+build-demo:
+	$(GO) build -o bin/keywatch-demo ./cmd/keywatch-demo
+
 ## demo: keywatch on a local ClickHouse and in-process Kafka, four scripted stories in about two minutes (DEMO_FLAGS="--revoke auto" sends the revoke)
-demo: chdb build
-	./bin/keywatch demo $(DEMO_FLAGS)
+demo: chdb build-demo
+	./bin/keywatch-demo $(DEMO_FLAGS)
 
 ## test: vet, run every test against a real ClickHouse and an in-process Kafka broker (and the Helm
 ## chart through the real helm), then fuzz the two decoders briefly (their corpora are checked in

@@ -119,7 +119,7 @@ func TestDockerfile(t *testing.T) {
 	for _, want := range []string{
 		"FROM golang:1.26 AS build",
 		"ENV CGO_ENABLED=0",
-		`go build -trimpath -tags nolauncher -ldflags "-s -w -X main.version=${VERSION}"`,
+		`go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"`,
 		"./cmd/keywatch",
 		"FROM gcr.io/distroless/static-debian12:nonroot",
 		"USER 65532:65532",

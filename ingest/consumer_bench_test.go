@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keywatch/keywatch/internal/simulate"
+	"github.com/keywatch/keywatch/demo/simulate"
 )
 
 // BenchmarkConsumer measures the consumer in this process end to end, from the first fetch to the

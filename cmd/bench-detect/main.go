@@ -56,7 +56,7 @@ cycle of at most 2 s at the large size and a ratio of at most 1.5; a missed targ
 MISSED line and exits 1.
 
 The data folder (--dir, or a temporary one) is removed at the end unless --keep is given; then
-'keywatch clickhouse-server --data DIR' serves it again. 100,000,000 events took 3.3 GB of disk
+'bin/keywatch-demo clickhouse-server --data DIR' serves it again. 100,000,000 events took 3.3 GB of disk
 with their rollups; the benchmark checks for twice what it needs before it starts.
 
 Usage: go run ./cmd/bench-detect [flags]
@@ -159,7 +159,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	if o.keep {
-		defer logf("data kept in %s; serve it with: ./bin/keywatch clickhouse-server --data %s", dir, dir)
+		defer logf("data kept in %s; serve it with: ./bin/keywatch-demo clickhouse-server --data %s", dir, dir)
 	} else {
 		defer os.RemoveAll(dir)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keywatch/keywatch/internal/broker"
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 )
 
 func checkConfigDescription() string {
@@ -53,7 +54,7 @@ func checkConfigCmd(_ context.Context, args []string, stdout, stderr io.Writer) 
 		listener = "HTTPS, certificate " + cfg.HTTP.TLS.CertFile
 	}
 	fmt.Fprintf(stdout, "  %-26s %s\n", "http listener:", listener)
-	for _, w := range append(kafkaConn.Warnings(), tlsWarnings(cfg)...) {
+	for _, w := range append(kafkaConn.Warnings(), schema.Warnings(cfg.ClickHouse)...) {
 		fmt.Fprintf(stdout, "  INSECURE: %s\n", w)
 	}
 	for _, f := range config.Describe(cfg) {

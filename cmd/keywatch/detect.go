@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keywatch/keywatch/app"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/finding"
 )
@@ -48,7 +49,7 @@ func detectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			selected = append(selected, n)
 		}
 	}
-	engine := detect.NewEngine(detect.All(conn, cfg.Detect), nil, nil, newLogger(cfg.Log, stderr))
+	engine := detect.NewEngine(detect.All(conn, cfg.Detect), nil, nil, app.NewLogger(cfg.Log, stderr))
 	runs, runErr := engine.RunOnce(ctx, now, selected...)
 	if runs == nil && runErr != nil {
 		return usageError{runErr} // an unknown detector name

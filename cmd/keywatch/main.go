@@ -9,17 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
@@ -36,7 +33,6 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "ingest events from Kafka into ClickHouse and run the detectors (the daemon)", runCmd},
-		{"demo", "run keywatch on a local ClickHouse and in-process Kafka with simulated traffic", demoCmd},
 		{"migrate", "create or upgrade the ClickHouse schema, then exit", migrateCmd},
 		{"detect", "run the detectors now (--once) and print their findings", detectCmd},
 		{"readiness", "say whether a key is safe to retire (exit 0 only when safe)", readinessCmd},
@@ -44,7 +40,6 @@ func commands() []command {
 		{"rollback", "extend a key's grace period or reactivate it through the signed webhook (refused for leaked keys)", rollbackCmd},
 		{"report", "print the rotation compliance report (report rotations --since 90d)", reportCmd},
 		{"check-config", "validate a configuration and print the effective values", checkConfigCmd},
-		{"clickhouse-server", "serve an embedded ClickHouse on loopback (to query the demo's data)", clickhouseServerCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
@@ -66,7 +61,6 @@ Run 'keywatch <command> --help' for a command's flags. Configuration is one YAML
 `
 
 func main() {
-	serveIfLauncher() // when started as the demo's embedded ClickHouse
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -103,6 +97,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stderr, "keywatch %s: %v\n", c.name, err)
 			return 1
 		}
+	}
+	if args[0] == "demo" || args[0] == "clickhouse-server" {
+		fmt.Fprintf(stderr, "keywatch: %s is not in this binary: the demo is its own program (cmd/keywatch-demo); run `make demo` from the source tree\n", args[0])
+		return 2
 	}
 	fmt.Fprintf(stderr, "keywatch: unknown command %q\n\n", args[0])
 	fmt.Fprintf(stderr, overview, commandList())
@@ -214,16 +212,6 @@ type exitCode int
 
 func (c exitCode) Error() string { return fmt.Sprintf("exit code %d", int(c)) }
 
-func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
 func versionString() string {
 	v := version
 	if rev := revision(); len(rev) >= 12 {
@@ -242,18 +230,6 @@ func revision() string {
 		}
 	}
 	return ""
-}
-
-// buildInfo is the keywatch_build_info gauge: always 1, labelled with what was built, the
-// convention of Prometheus exporters.
-func buildInfo() prometheus.Collector {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "keywatch_build_info",
-		Help:        "A metric with a constant '1' value labelled by the version, revision and Go version keywatch was built with.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision(), "goversion": runtime.Version()},
-	})
-	g.Set(1)
-	return g
 }
 
 func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/app"
 )
 
 const revokeDescription = `
@@ -57,7 +58,7 @@ func revokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer conn.Close()
-	log := newLogger(cfg.Log, stderr)
+	log := app.NewLogger(cfg.Log, stderr)
 	r := action.New(conn, cfg.Revoke, nil, log)
 	actor := "cli"
 	if u := os.Getenv("USER"); u != "" {

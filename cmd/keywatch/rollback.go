@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/app"
 )
 
 const rollbackDescription = `
@@ -68,7 +69,7 @@ func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer conn.Close()
-	log := newLogger(cfg.Log, stderr)
+	log := app.NewLogger(cfg.Log, stderr)
 	r := action.New(conn, cfg.Revoke, nil, log).WithRollback(cfg.Rollback)
 	actor := "cli"
 	if u := os.Getenv("USER"); u != "" {

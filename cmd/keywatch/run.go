@@ -2,25 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/keywatch/keywatch/ingest"
-	"github.com/keywatch/keywatch/ingest/geo"
-	"github.com/keywatch/keywatch/ingest/mapping"
-	"github.com/keywatch/keywatch/internal/api"
-	"github.com/keywatch/keywatch/internal/broker"
+	"github.com/keywatch/keywatch/app"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/tlsconfig"
 )
 
 const runDescription = `
@@ -78,111 +69,18 @@ func runCmd(ctx context.Context, args []string, _ io.Writer, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := app.NewLogger(cfg.Log, stderr)
 	log.Info("starting keywatch", "version", versionString())
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	load := func() (config.Config, error) { return config.Load(path, os.Environ()) }
-	return serve(ctx, cfg, log, prometheus.NewRegistry(), &reloads{load: load, signals: hup})
-}
-
-// serve runs the daemon until ctx ends. The HTTP listener comes up first, so /healthz answers
-// while ClickHouse and Kafka are still out of reach and /readyz says which is; then the schema,
-// ingest, the leader's loops and the /v1 API. reload, when not nil, is where a new configuration
-// comes from (SIGHUP, POST /-/reload).
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, reg *prometheus.Registry, reload *reloads) error {
-	decoder, closeGeo, err := newDecoder(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeGeo()
-	kafkaConn, err := broker.New(cfg.Kafka)
-	if err != nil {
+	err = app.Run(ctx, cfg, app.Options{
+		Log: log, Registry: prometheus.NewRegistry(), Version: version, Revision: revision(),
+		Reload: &app.Reloads{Load: load, Signals: hup},
+	})
+	if errors.As(err, new(app.ConfigError)) {
 		return usageError{err}
 	}
-	warnings := append(kafkaConn.Warnings(), tlsWarnings(cfg)...)
-	for _, w := range warnings {
-		log.Warn("INSECURE: " + w)
-	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
-	d := &daemon{
-		log: log, reg: reg, reload: reload, kafka: kafkaConn, decoder: decoder,
-		startup: newStartup(),
-		// Each probe is a TLS and SASL login: at most one per kafkaCheckEvery, whoever asks.
-		kafkaReady: api.Every(kafkaCheckEvery, kafkaConn.Probe),
-	}
-	if err := d.wire(cfg); err != nil {
-		return err
-	}
-	defer d.conn.Close()
-	loops := map[string]func(context.Context) error{"keywatch": d.run}
-	if cfg.HTTP.Listen != "" {
-		opts := api.Options{
-			Addr: cfg.HTTP.Listen, AdminAddr: cfg.HTTP.AdminListen, Gatherer: reg, Log: log, Tokens: tokens(cfg.HTTP),
-			Limits: api.Limits{
-				ReadTimeout: time.Duration(cfg.HTTP.ReadTimeout), IdleTimeout: time.Duration(cfg.HTTP.IdleTimeout),
-				MaxConnections: cfg.HTTP.MaxConnections,
-			},
-		}
-		if cfg.HTTP.TLS.Enabled() {
-			if d.cert, err = tlsconfig.LoadCertificate(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile, log); err != nil {
-				return usageError{err}
-			}
-			opts.TLS = d.cert.ServerConfig()
-		}
-		d.srv = api.New(opts)
-		d.srv.SetChecks(d.startup.checks(d.kafkaReady))
-		loops["http"] = d.srv.Run
-	}
-	if err := runAll(ctx, loops); err != nil {
-		return err
-	}
-	log.Info("stopped cleanly")
-	return nil
-}
-
-// tlsWarnings are the ClickHouse TLS choices that give up on security.
-func tlsWarnings(cfg config.Config) []string {
-	if !cfg.ClickHouse.Secure {
-		return nil
-	}
-	return tlsconfig.Warnings(cfg.ClickHouse.TLS, "clickhouse.tls")
-}
-
-// runAll runs every loop until ctx ends; the first that fails stops the others and its error,
-// named, is returned.
-func runAll(ctx context.Context, loops map[string]func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(loops))
-	for name, fn := range loops {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
-// newDecoder builds the decoder of authentication events the configuration describes.
-func newDecoder(cfg config.Config) (*ingest.Decoder, func(), error) {
-	m, err := mapping.Compile("ingest.mappings."+cfg.Ingest.Mapping, cfg.Ingest.MappingSpec())
-	if err != nil {
-		return nil, nil, usageError{err}
-	}
-	lookup, err := geo.Open(cfg.Geo.ASNDatabase, cfg.Geo.CountryDatabase)
-	if err != nil {
-		return nil, nil, usageError{err}
-	}
-	limits := ingest.Limits{MaxAge: time.Duration(cfg.Ingest.MaxEventAge), MaxSkew: time.Duration(cfg.Ingest.MaxEventSkew)}
-	fp := ingest.NewFingerprinter([]byte(cfg.Fingerprint.Key))
-	return ingest.NewDecoder(m, fp, limits, lookup), func() { lookup.Close() }, nil
+	return err
 }

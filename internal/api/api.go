@@ -1,7 +1,8 @@
-// Package api owns keywatch's HTTP listener: Prometheus metrics, liveness and readiness from the
-// moment the process starts, the bearer-token /v1 endpoints (lifecycle events in, key readiness
-// out), and the operator endpoints /-/reload and /-/config. It does not own what the checks or
-// endpoints look at, nor what a reload does.
+// Package api owns keywatch's HTTP listeners and what every route shares: Prometheus metrics,
+// liveness and readiness from the moment the process starts, connection limits and timeouts,
+// bearer tokens with scopes (Guard) and JSON answers (WriteJSON, WriteError). It imports no other
+// keywatch package: which routes exist and what they do is the composition root's router (package
+// app) and the handlers of the packages that own them.
 package api
 
 import (
@@ -79,19 +80,6 @@ func (l Limits) orDefault() Limits {
 	}
 }
 
-// App is what the daemon serves once it is wired: until Serve is called, /v1, /slack and /-/
-// answer 503 while /healthz, /readyz and /metrics answer from the start.
-type App struct {
-	V1 V1
-	// SlackInteractions, when not nil, serves POST /slack/interactions (it verifies Slack's signature).
-	SlackInteractions http.Handler
-	// Reload serves POST /-/reload (admin token): it applies the configuration file again and
-	// returns why it refused to, if it did.
-	Reload func(ctx context.Context) error
-	// Config serves GET /-/config (admin token): the configuration in effect, secrets hidden.
-	Config func() string
-}
-
 // Server serves /metrics, /healthz, /readyz (and their Prometheus-style aliases /-/healthy and
 // /-/ready), /v1, /slack/interactions, /-/reload and /-/config, on one listener or two.
 type Server struct {
@@ -100,7 +88,7 @@ type Server struct {
 	limits Limits
 	tls    *tls.Config
 	log    *slog.Logger
-	app    atomic.Pointer[http.ServeMux]
+	app    atomic.Pointer[http.Handler]
 	tokens atomic.Pointer[Tokens] // who may see /readyz's errors on a shared listener
 	checks atomic.Pointer[[]*cachedCheck]
 }
@@ -122,8 +110,8 @@ func New(opts Options) *Server {
 		adminMux.HandleFunc("GET "+p, s.ready(opts.AdminAddr != ""))
 	}
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if mux := s.app.Load(); mux != nil {
-			mux.ServeHTTP(w, r)
+		if h := s.app.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
 			return
 		}
 		WriteError(w, http.StatusServiceUnavailable, "keywatch is starting: see /readyz")
@@ -162,30 +150,12 @@ func (s *Server) SetChecks(checks map[string]Check) {
 	s.checks.Store(&cs)
 }
 
-// Serve starts serving app (or, called again, serves the new app from the next request on).
-func (s *Server) Serve(app App) {
-	mux := http.NewServeMux()
-	app.V1.register(mux)
-	if app.SlackInteractions != nil {
-		mux.Handle("POST /slack/interactions", app.SlackInteractions)
-	}
-	if app.Reload != nil {
-		mux.Handle("POST /-/reload", app.V1.authorized(ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := app.Reload(r.Context()); err != nil {
-				WriteError(w, http.StatusUnprocessableEntity, err.Error())
-				return
-			}
-			WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
-		})))
-	}
-	if app.Config != nil {
-		mux.Handle("GET /-/config", app.V1.authorized(ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			_, _ = w.Write([]byte(app.Config()))
-		})))
-	}
-	s.tokens.Store(&app.V1.Tokens)
-	s.app.Store(mux)
+// Serve starts serving h, the router of every route beside the health and metrics paths, with
+// tokens deciding who may read /readyz's errors on the public listener (called again, it serves the
+// new router from the next request on). Until the first call those routes answer 503.
+func (s *Server) Serve(h http.Handler, tokens Tokens) {
+	s.tokens.Store(&tokens)
+	s.app.Store(&h)
 }
 
 // readyTimeout bounds a readiness answer, under the Helm chart's 3 s probe timeout: the checks
@@ -207,7 +177,7 @@ func (s *Server) ready(detailed bool) http.HandlerFunc {
 		}
 		wg.Wait()
 		if !detailed {
-			_, detailed = V1{Tokens: *s.tokens.Load()}.scope(r)
+			_, detailed = Guard{Tokens: *s.tokens.Load()}.scope(r)
 		}
 		status := map[string]string{}
 		code := http.StatusOK

@@ -114,6 +114,14 @@ func splitStatements(sql string) []string {
 	return stmts
 }
 
+// Warnings are the ClickHouse connection choices in cfg that give up on security.
+func Warnings(cfg config.ClickHouse) []string {
+	if !cfg.Secure {
+		return nil
+	}
+	return tlsconfig.Warnings(cfg.TLS, "clickhouse.tls")
+}
+
 // Open connects to ClickHouse with the configured addresses and credentials, to database db.
 // In cluster mode (cfg.Cluster set) its inserts into Distributed tables are synchronous
 // (distributed_foreground_insert: written to the shard before the insert returns) and it prefers the

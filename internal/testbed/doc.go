@@ -1,4 +1,4 @@
-// Package testbed owns the real servers that tests and `keywatch demo` run on one machine: an
+// Package testbed owns the real servers that tests and the demo (`make demo`) run on one machine: an
 // embedded ClickHouse server loaded from libchdb.so, whose native port it serves through a relay
 // that keeps vanishing clients from crashing it, an in-process Kafka broker (plaintext, or with
 // TLS, client certificates and SASL users as a test asks), and event producers. It does not own

@@ -1,6 +1,4 @@
-//go:build !nolauncher
-
-package main
+package demo
 
 import (
 	"bytes"
@@ -11,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -146,7 +146,7 @@ func TestDemoSlackShowsWhatTheSenderPosts(t *testing.T) {
 }
 
 // TestGrafanaCommandsSetEveryDataSourceVariable: the docker command the demo prints and the
-// README's give Grafana every variable its data source provisioning reads.
+// documentation's (README.md, docs/) give Grafana every variable its data source provisioning reads.
 func TestGrafanaCommandsSetEveryDataSourceVariable(t *testing.T) {
 	ds, err := fs.ReadFile(dashboards.Files, "provisioning/datasources/clickhouse.yaml")
 	if err != nil {
@@ -159,10 +159,25 @@ func TestGrafanaCommandsSetEveryDataSourceVariable(t *testing.T) {
 		t.Fatalf("the data source reads %d variables, want the 7 the README lists", len(vars))
 	}
 	for _, v := range vars {
-		for where, text := range map[string]string{"the demo's output": printed.String(), "README.md": readReadme(t)} {
+		for where, text := range map[string]string{"the demo's output": printed.String(), "README.md and docs/": readDocs(t)} {
 			if !strings.Contains(text, "-e "+v[1]+"=") {
 				t.Errorf("%s: the Grafana command does not set %s", where, v[1])
 			}
 		}
 	}
+}
+
+// readDocs is README.md and every page under docs/, one after the other.
+func readDocs(t *testing.T) string {
+	t.Helper()
+	files, _ := filepath.Glob("../docs/*.md")
+	var b strings.Builder
+	for _, f := range append([]string{"../README.md"}, files...) {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(raw)
+	}
+	return b.String()
 }

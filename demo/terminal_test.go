@@ -1,4 +1,4 @@
-package notify
+package demo
 
 import (
 	"strings"
@@ -16,7 +16,7 @@ func TestTerminalBlocks(t *testing.T) {
 		slack.NewActionBlock("", slack.NewButtonBlockElement("keywatch_grafana", "fp", plain("Grafana")).WithURL("http://grafana/d/x")),
 		slack.NewContextBlock("", markdown("<https://wiki/runbook|Runbook>")),
 	}
-	got := TerminalBlocks(blocks)
+	got := terminalBlocks(blocks)
 	want := strings.Join([]string{
 		"🔴 CRITICAL — leak on kid_x",
 		strings.Repeat("━", 26),
@@ -33,3 +33,7 @@ func TestTerminalBlocks(t *testing.T) {
 		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+func plain(s string) *slack.TextBlockObject { return slack.NewTextBlockObject(slack.PlainTextType, s, false, false) }
+
+func markdown(s string) *slack.TextBlockObject { return slack.NewTextBlockObject(slack.MarkdownType, s, false, false) }

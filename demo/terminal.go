@@ -1,4 +1,4 @@
-package notify
+package demo
 
 import (
 	"encoding/json"
@@ -30,11 +30,11 @@ var (
 	spanMark = regexp.MustCompile("\x00([0-9]+)\x00")
 )
 
-// TerminalText turns Slack mrkdwn into plain text: emoji codes become emoji, links "label (url)",
+// terminalText turns Slack mrkdwn into plain text: emoji codes become emoji, links "label (url)",
 // *bold* loses its stars; `code` stays as written, its content untouched; entities are decoded.
 // Control characters other than new lines and tabs are removed, so that nothing in a message can
 // move a terminal's cursor or change its colours.
-func TerminalText(s string) string {
+func terminalText(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r != '\n' && r != '\t' && unicode.IsControl(r) {
 			return -1
@@ -68,11 +68,11 @@ func TerminalText(s string) string {
 	return s
 }
 
-// TerminalBlocks renders a Block Kit message as plain text for a terminal, one line per block
+// terminalBlocks renders a Block Kit message as plain text for a terminal, one line per block
 // line, so that a message reads as it does in Slack: the header underlined, section text, fields
 // as "label: value" lines (a field's first line is its label), context lines in brackets,
 // buttons as [label] (with their link). Blocks it does not know are shown by type.
-func TerminalBlocks(blocks []slack.Block) string {
+func terminalBlocks(blocks []slack.Block) string {
 	var b strings.Builder
 	line := func(indent, s string) {
 		for l := range strings.SplitSeq(strings.TrimRight(s, "\n"), "\n") {
@@ -83,16 +83,16 @@ func TerminalBlocks(blocks []slack.Block) string {
 		switch v := blk.(type) {
 		case *slack.HeaderBlock:
 			if v.Text != nil {
-				t := TerminalText(v.Text.Text)
+				t := terminalText(v.Text.Text)
 				line("", t)
 				line("", strings.Repeat("━", min(max(len([]rune(t)), 10), 72)))
 			}
 		case *slack.SectionBlock:
 			if v.Text != nil {
-				line("", TerminalText(v.Text.Text))
+				line("", terminalText(v.Text.Text))
 			}
 			for _, f := range v.Fields {
-				label, value, ok := strings.Cut(TerminalText(f.Text), "\n")
+				label, value, ok := strings.Cut(terminalText(f.Text), "\n")
 				if !ok {
 					line("  ", label)
 					continue
@@ -104,7 +104,7 @@ func TerminalBlocks(blocks []slack.Block) string {
 			var parts []string
 			for _, e := range v.ContextElements.Elements {
 				if t, ok := e.(*slack.TextBlockObject); ok {
-					parts = append(parts, TerminalText(t.Text))
+					parts = append(parts, terminalText(t.Text))
 				}
 			}
 			if len(parts) > 0 {
@@ -138,15 +138,15 @@ func TerminalBlocks(blocks []slack.Block) string {
 	return b.String()
 }
 
-// TerminalMessage renders a chat.postMessage or chat.update request's text and blocks (the
-// "blocks" form field, a JSON array) as TerminalBlocks does; without blocks it is the text.
-func TerminalMessage(text, blocksJSON string) (string, error) {
+// terminalMessage renders a chat.postMessage or chat.update request's text and blocks (the
+// "blocks" form field, a JSON array) as terminalBlocks does; without blocks it is the text.
+func terminalMessage(text, blocksJSON string) (string, error) {
 	if blocksJSON == "" || blocksJSON == "null" || blocksJSON == "[]" {
-		return TerminalText(text) + "\n", nil
+		return terminalText(text) + "\n", nil
 	}
 	var blocks slack.Blocks
 	if err := json.Unmarshal([]byte(blocksJSON), &blocks); err != nil {
 		return "", fmt.Errorf("notify: read Block Kit blocks: %w", err)
 	}
-	return TerminalBlocks(blocks.BlockSet), nil
+	return terminalBlocks(blocks.BlockSet), nil
 }

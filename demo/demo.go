@@ -1,6 +1,9 @@
-//go:build !nolauncher
-
-package main
+// Package demo owns `make demo`: keywatch run end to end on one machine with nothing to install
+// (an embedded ClickHouse, an in-process Kafka broker, a local Slack stand-in and webhook receiver),
+// four scripted stories of simulated traffic (package demo/simulate), and the terminal rendering of
+// what keywatch sends. It is a program of its own (cmd/keywatch-demo), never linked into the
+// production binary; it runs the daemon through package app like `keywatch run` does.
+package demo
 
 import (
 	"context"
@@ -17,14 +20,16 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keywatch/keywatch/app"
+	"github.com/keywatch/keywatch/demo/simulate"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
-	"github.com/keywatch/keywatch/internal/simulate"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-const demoDescription = `
+// Description is what the demo does, for its --help.
+const Description = `
 Run keywatch end to end on this machine, with nothing to install or configure, and tell four
 stories with simulated gateway traffic, each announced as it starts (times from the start of
 live traffic):
@@ -43,7 +48,7 @@ live traffic):
 What runs: a real ClickHouse server from the embedded library (data kept in --data/clickhouse), an
 in-process Kafka broker (topics auth-events and key-lifecycle), 40 simulated clients with --history
 of past traffic (networks and countries from MMDB files the demo writes) for the detectors'
-baselines, and keywatch itself ('keywatch run': ingest, detectors every 5 s, alerting, the Slack
+baselines, and keywatch itself (what 'keywatch run' runs: ingest, detectors every 5 s, alerting, the Slack
 and revoke senders). Alerts appear as the Slack messages they are, rendered as plain text from the
 same Block Kit blocks: the Slack sender talks to a local stand-in of the Slack API. With
 KEYWATCH_SLACK_TOKEN set, the stand-in also passes every call on to Slack, so the messages land in
@@ -61,24 +66,42 @@ var demoStories = map[int]string{
 	simulate.StoryLeak:          "a key leaks to a new network",
 }
 
-func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "demo [--data DIR] [--duration D] [--revoke dry-run|auto] [--slack-channel C]", demoDescription, stderr)
-	data := fs.String("data", "demo-data", "`folder` for ClickHouse data and keywatch's log")
-	rate := fs.Int("rate", 2000, "simulated authentication events per second")
-	duration := fs.Duration("duration", 150*time.Second, "stop after this long at the latest (0: run until Ctrl-C)")
-	listen := fs.String("http", "127.0.0.1:8466", "address for /metrics, /healthz and /readyz (empty: none)")
-	history := fs.Duration("history", 72*time.Hour, "simulated past traffic written before the live traffic starts")
-	revokeMode := fs.String("revoke", "dry-run", "revoke policy for leak alerts: dry-run (audit only) or auto (send the signed webhook to the demo's receiver)")
-	channel := fs.String("slack-channel", "#keywatch-demo", "Slack channel of the alerts (a real one when KEYWATCH_SLACK_TOKEN is set)")
-	if err := parse(fs, args); err != nil {
+// Options are the demo's flags.
+type Options struct {
+	// Data is the folder of ClickHouse's data and keywatch's log.
+	Data string
+	// Rate is the simulated authentication events per second (at least 1).
+	Rate int
+	// Duration stops the demo after this long at the latest; 0: at Ctrl-C.
+	Duration time.Duration
+	// Listen is the address of keywatch's HTTP listener; empty: none.
+	Listen string
+	// History is the simulated past traffic written before the live traffic starts.
+	History time.Duration
+	// Revoke is the revoke policy of leak alerts: dry-run or auto.
+	Revoke string
+	// SlackChannel is the channel of the alerts.
+	SlackChannel string
+}
+
+// Check says what is wrong with opts, naming the flag.
+func (o Options) Check() error {
+	if o.Rate < 1 {
+		return errors.New("--rate must be at least 1")
+	}
+	if o.Revoke != "dry-run" && o.Revoke != "auto" {
+		return fmt.Errorf("--revoke %q: want dry-run or auto", o.Revoke)
+	}
+	return nil
+}
+
+// Run runs the demo until opts.Duration, the end of the stories or ctx, writing what happens to
+// stdout.
+func Run(ctx context.Context, opts Options, stdout io.Writer) error {
+	if err := opts.Check(); err != nil {
 		return err
 	}
-	if *rate < 1 {
-		return usageError{errors.New("--rate must be at least 1")}
-	}
-	if *revokeMode != "dry-run" && *revokeMode != "auto" {
-		return usageError{fmt.Errorf("--revoke %q: want dry-run or auto", *revokeMode)}
-	}
+	data, rate, duration, listen, history, revokeMode, channel := &opts.Data, &opts.Rate, &opts.Duration, &opts.Listen, &opts.History, &opts.Revoke, &opts.SlackChannel
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)
@@ -162,7 +185,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer logFile.Close()
-	log := newLogger(cfg.Log, logFile)
+	log := app.NewLogger(cfg.Log, logFile)
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
@@ -171,7 +194,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		serveErr <- serve(runCtx, cfg, log, prometheus.NewRegistry(), nil)
+		serveErr <- app.Run(runCtx, cfg, app.Options{Log: log, Registry: prometheus.NewRegistry(), Version: "demo"})
 	}()
 	switch {
 	case *listen == "":
@@ -325,7 +348,7 @@ func dropDemoDatabase(ctx context.Context, cfg config.ClickHouse) error {
 // printDemoData says where the data is, how to query it and how to open the dashboards on it.
 func printDemoData(w io.Writer, dir string) {
 	data := filepath.Join(dir, "clickhouse")
-	self := "keywatch"
+	self := "keywatch-demo"
 	if exe, err := os.Executable(); err == nil {
 		if wd, err := os.Getwd(); err == nil {
 			if rel, err := filepath.Rel(wd, exe); err == nil && !strings.HasPrefix(rel, "..") {

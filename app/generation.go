@@ -1,10 +1,9 @@
-package main
+package app
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -19,13 +18,6 @@ import (
 	"github.com/keywatch/keywatch/leakreport"
 	"github.com/keywatch/keywatch/notify"
 )
-
-// reloads is where `keywatch run` gets a new configuration: the file and the secret files read
-// again, on SIGHUP (signals) or POST /-/reload.
-type reloads struct {
-	load    func() (config.Config, error)
-	signals <-chan os.Signal
-}
 
 // restartOnly are the settings (by path prefix) a running daemon cannot take over: its
 // connections, what it stores and how, and its own listener. A reload that changes one is refused.
@@ -73,27 +65,29 @@ func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) e
 	}
 }
 
-// app is the API on gen.
-func (d *daemon) app(gen *generation) api.App {
+// routes are the router's handlers on gen.
+func (d *daemon) routes(gen *generation) routes {
 	cfg := gen.cfg
-	app := api.App{
-		V1: api.V1{
-			Tokens:    tokens(cfg.HTTP),
-			Lifecycle: ingest.NewLifecycleWriter(d.conn),
-			Readiness: gen.lingering,
-			Silences:  alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
-			Leaks:     gen.leaks,
-			Revoke:    gen.revoker.APIHandler(),
-			Rollback:  gen.revoker.RollbackAPIHandler(),
-			Refusals:  d.metrics.refusals,
-		},
+	rt := routes{
+		Guard:             api.Guard{Tokens: tokens(cfg.HTTP), Refusals: d.metrics.refusals},
+		Lifecycle:         ingest.NewLifecycleWriter(d.conn),
+		Readiness:         gen.lingering,
+		Silences:          alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
+		Leaks:             gen.leaks,
+		Revoke:            gen.revoker.APIHandler(),
+		Rollback:          gen.revoker.RollbackAPIHandler(),
 		SlackInteractions: notify.NewInteractions(d.conn, cfg.Slack, gen.revoker, d.metrics.refusals, d.metrics.notify, d.log),
 		Config:            func() string { return describeConfig(gen.cfg, gen.loaded) },
 	}
 	if d.reload != nil {
-		app.Reload = d.apply
+		rt.Reload = d.apply
 	}
-	return app
+	return rt
+}
+
+// serve makes the server answer with gen's routes.
+func (d *daemon) serve(gen *generation) {
+	d.srv.Serve(d.routes(gen).handler(), tokens(gen.cfg.HTTP))
 }
 
 // reloadOnSignal applies the configuration again on each SIGHUP.
@@ -102,7 +96,7 @@ func (d *daemon) reloadOnSignal(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-d.reload.signals:
+		case <-d.reload.Signals:
 			d.log.Info("SIGHUP: reloading the configuration")
 			_ = d.apply(ctx) // apply logs the outcome
 		}
@@ -130,7 +124,7 @@ func (d *daemon) apply(context.Context) error {
 
 // swap builds the new generation and puts it in place of the current one (d.mu held).
 func (d *daemon) swap() error {
-	cfg, err := d.reload.load()
+	cfg, err := d.reload.Load()
 	if err != nil {
 		return err
 	}
@@ -158,7 +152,7 @@ func (d *daemon) swap() error {
 	old := d.gen
 	d.gen = gen
 	if d.srv != nil {
-		d.srv.Serve(d.app(gen))
+		d.serve(gen)
 	}
 	close(old.retired)
 	d.log.Info("configuration reloaded", "changed", changed)

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -33,7 +33,7 @@ import (
 type daemon struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry
-	reload *reloads // nil: the configuration never changes (demo)
+	reload *Reloads // nil: the configuration never changes (demo)
 	kafka  *broker.Connector
 	// kafkaReady is /readyz's kafka check: kafka.Probe, its answer reused for kafkaCheckEvery.
 	kafkaReady api.Check
@@ -70,7 +70,7 @@ type metrics struct {
 func (d *daemon) wire(cfg config.Config) error {
 	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database) // dials on first use
 	if err != nil {
-		return usageError{err}
+		return configError(err)
 	}
 	d.cfg, d.conn = cfg, conn
 	d.metrics = metrics{
@@ -89,7 +89,7 @@ func (d *daemon) wire(cfg config.Config) error {
 	gen, err := d.build(cfg)
 	if err != nil {
 		conn.Close()
-		return usageError{err}
+		return configError(err)
 	}
 	d.gen = gen
 	d.metrics.lastLoad.Set(1)
@@ -155,7 +155,7 @@ func (d *daemon) run(ctx context.Context) error {
 				return nil
 			},
 		})
-		d.srv.Serve(d.app(gen))
+		d.serve(gen)
 	}
 	loops := map[string]func(context.Context) error{
 		"ingest": consumer.Run,

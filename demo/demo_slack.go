@@ -1,6 +1,4 @@
-//go:build !nolauncher
-
-package main
+package demo
 
 import (
 	"bytes"
@@ -12,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/keywatch/keywatch/notify"
 )
 
 // terminalSlack is the Slack Web API the demo's Slack sender talks to: every message it is asked
@@ -141,9 +137,9 @@ func (s *terminalSlack) answerLocally(method string, form url.Values) []byte {
 // that changed.
 func (s *terminalSlack) display(method string, form url.Values, ts string) {
 	channel := form.Get("channel")
-	text, err := notify.TerminalMessage(form.Get("text"), form.Get("blocks"))
+	text, err := terminalMessage(form.Get("text"), form.Get("blocks"))
 	if err != nil {
-		text = notify.TerminalText(form.Get("text"))
+		text = terminalText(form.Get("text"))
 	}
 	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	key := channel + " " + ts

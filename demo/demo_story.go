@@ -1,6 +1,4 @@
-//go:build !nolauncher
-
-package main
+package demo
 
 import (
 	"bytes"
@@ -14,8 +12,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/keywatch/keywatch/demo/simulate"
 	"github.com/keywatch/keywatch/detect"
-	"github.com/keywatch/keywatch/internal/simulate"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -162,7 +160,7 @@ func indent(s string) string { return "          " + strings.ReplaceAll(s, "\n",
 // readinessText is what 'keywatch readiness' prints, indented.
 func readinessText(rep detect.Readiness) string {
 	var b bytes.Buffer
-	printReadiness(&b, rep)
+	detect.WriteReadiness(&b, rep)
 	return indent("$ keywatch readiness " + rep.KeyID + "\n" + strings.TrimRight(b.String(), "\n"))
 }
 

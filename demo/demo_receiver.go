@@ -1,6 +1,4 @@
-//go:build !nolauncher
-
-package main
+package demo
 
 import (
 	"fmt"

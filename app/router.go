@@ -1,0 +1,143 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/api"
+)
+
+// LifecycleStore stores a lifecycle event posted to /v1/lifecycle (ingest.LifecycleWriter).
+type LifecycleStore interface {
+	StoreLifecycle(ctx context.Context, ev ingest.LifecycleEvent) error
+}
+
+// ReadinessGate answers whether a key is safe to retire (detect.Lingering).
+type ReadinessGate interface {
+	Readiness(ctx context.Context, now time.Time, keyID string) (detect.Readiness, error)
+}
+
+// routes are the handlers of the public listener beside /metrics, /healthz and /readyz, which the
+// server keeps (package api). Every route but /v1/leaks and /slack/interactions, which check their
+// own signatures, wants a bearer token of the scope it names. A nil handler leaves its route
+// unregistered (404).
+type routes struct {
+	Guard     api.Guard
+	Lifecycle LifecycleStore
+	Readiness ReadinessGate
+	// Revoke and Rollback serve POST /v1/keys/{id}/revoke and /rollback (through policy and guardrails).
+	Revoke, Rollback http.Handler
+	// Silences serves GET and POST /v1/silences and DELETE /v1/silences/{id}.
+	Silences http.Handler
+	// Leaks serves POST /v1/leaks (GitHub's signature or the leak report token).
+	Leaks http.Handler
+	// SlackInteractions serves POST /slack/interactions (Slack's request signature).
+	SlackInteractions http.Handler
+	// Reload serves POST /-/reload: it applies the configuration file again and returns why it
+	// refused to, if it did.
+	Reload func(ctx context.Context) error
+	// Config serves GET /-/config: the configuration in effect, secrets hidden.
+	Config func() string
+}
+
+// handler is the router: the one place that names every route, its scope and its handler.
+func (rt routes) handler() http.Handler {
+	mux := http.NewServeMux()
+	g := rt.Guard
+	if rt.Lifecycle != nil {
+		mux.Handle("POST /v1/lifecycle", g.Require(api.ScopeWrite, http.HandlerFunc(rt.postLifecycle)))
+	}
+	if rt.Readiness != nil {
+		mux.Handle("GET /v1/keys/{id}/readiness", g.Require(api.ScopeRead, validID(http.HandlerFunc(rt.getReadiness))))
+	}
+	if rt.Revoke != nil {
+		mux.Handle("POST /v1/keys/{id}/revoke", g.Require(api.ScopeAdmin, validID(rt.Revoke)))
+	}
+	if rt.Rollback != nil {
+		mux.Handle("POST /v1/keys/{id}/rollback", g.Require(api.ScopeAdmin, validID(rt.Rollback)))
+	}
+	if rt.Silences != nil {
+		mux.Handle("GET /v1/silences", g.Require(api.ScopeRead, rt.Silences))
+		mux.Handle("POST /v1/silences", g.Require(api.ScopeWrite, rt.Silences))
+		mux.Handle("DELETE /v1/silences/{id}", g.Require(api.ScopeWrite, rt.Silences))
+	}
+	if rt.Leaks != nil {
+		mux.Handle("POST /v1/leaks", rt.Leaks)
+	}
+	if rt.SlackInteractions != nil {
+		mux.Handle("POST /slack/interactions", rt.SlackInteractions)
+	}
+	if rt.Reload != nil {
+		mux.Handle("POST /-/reload", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := rt.Reload(r.Context()); err != nil {
+				api.WriteError(w, http.StatusUnprocessableEntity, err.Error())
+				return
+			}
+			api.WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
+		})))
+	}
+	if rt.Config != nil {
+		mux.Handle("GET /-/config", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write([]byte(rt.Config()))
+		})))
+	}
+	return mux
+}
+
+// validID answers 400 for a path {id} that is no valid key id (ingest.ValidateID).
+func validID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := ingest.ValidateID("key_id", r.PathValue("id")); err != nil {
+			api.WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+const maxLifecycleBody = 64 << 10
+
+// postLifecycle stores one lifecycle event (contract 3.2). The same body posted twice is stored
+// once, so a client may retry until it gets a 2xx.
+func (rt routes) postLifecycle(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLifecycleBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		api.WriteError(w, http.StatusRequestEntityTooLarge, "body larger than 64 KiB")
+		return
+	case err != nil:
+		api.WriteError(w, http.StatusBadRequest, "read the body: "+err.Error())
+		return
+	}
+	ev, err := ingest.DecodeLifecycle(body)
+	if err != nil {
+		api.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := rt.Lifecycle.StoreLifecycle(r.Context(), ev); err != nil {
+		api.WriteError(w, http.StatusServiceUnavailable, "not stored, retry: "+err.Error())
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]string{"status": "stored", "key_id": ev.KeyID, "type": string(ev.Type)})
+}
+
+// getReadiness answers 200 with the report whether safe or not (the body's "safe" says which),
+// 404 for a key keywatch knows nothing of.
+func (rt routes) getReadiness(w http.ResponseWriter, r *http.Request) {
+	rep, err := rt.Readiness.Readiness(r.Context(), time.Now(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, detect.ErrUnknownKey):
+		api.WriteError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		api.WriteError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		api.WriteJSON(w, http.StatusOK, rep)
+	}
+}

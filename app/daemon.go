@@ -108,7 +108,7 @@ func (d *daemon) run(ctx context.Context) error {
 		case err != nil:
 			d.log.Warn("cannot count the cluster's shards", "cluster", cfg.ClickHouse.Cluster, "err", err)
 		case n > 1:
-			d.log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (README: Cluster mode)",
+			d.log.Warn("the ClickHouse cluster has several shards: a crash between the shards' acknowledgements of one batch can lose that batch's rows on the shards that did not acknowledge it; use one shard with replicas (docs/deployment.md: Cluster mode)",
 				"cluster", cfg.ClickHouse.Cluster, "shards", n)
 		}
 	}

@@ -369,7 +369,7 @@ The data stays in %[1]s (database keywatch). To query it, serve it again:
   or open http://127.0.0.1:8123/play (tables: auth_events, findings, alerts, notifications, action_audit, ...)
 
 Dashboards: while that server runs, start Grafana with keywatch's provisioning (Docker; the data
-source reads the CLICKHOUSE_* variables, README: Dashboards):
+source reads the CLICKHOUSE_* variables, docs/dashboards.md):
   docker run --rm --network host -e GF_INSTALL_PLUGINS=grafana-clickhouse-datasource \
     -e CLICKHOUSE_HOST=127.0.0.1 -e CLICKHOUSE_PORT=9000 -e CLICKHOUSE_USER=default -e CLICKHOUSE_PASSWORD= \
     -e CLICKHOUSE_SECURE=false -e CLICKHOUSE_TLS_SKIP_VERIFY=false -e CLICKHOUSE_TLS_WITH_CA_CERT=false \

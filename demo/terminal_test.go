@@ -34,6 +34,20 @@ func TestTerminalBlocks(t *testing.T) {
 	}
 }
 
-func plain(s string) *slack.TextBlockObject { return slack.NewTextBlockObject(slack.PlainTextType, s, false, false) }
+func plain(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, s, false, false)
+}
 
-func markdown(s string) *slack.TextBlockObject { return slack.NewTextBlockObject(slack.MarkdownType, s, false, false) }
+func markdown(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
+}
+
+// The terminal shows a value as it is, in its code span: no stars taken for bold, entities
+// decoded, and no control character reaches the terminal.
+func TestTerminalTextKeepsValues(t *testing.T) {
+	got := terminalText("*leak* · `*bold* &lt;@U999&gt;` · &lt;!channel&gt; <https://r.example|Runbook> \x1b[31mred")
+	want := "leak · `*bold* <@U999>` · <!channel> Runbook (https://r.example) [31mred"
+	if got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+}

@@ -228,16 +228,6 @@ func TestFieldLabelAndMention(t *testing.T) {
 	}
 }
 
-// The terminal shows a value as it is, in its code span: no stars taken for bold, entities
-// decoded, and no control character reaches the terminal.
-func TestTerminalTextKeepsValues(t *testing.T) {
-	got := TerminalText("*leak* · `*bold* &lt;@U999&gt;` · &lt;!channel&gt; <https://r.example|Runbook> \x1b[31mred")
-	want := "leak · `*bold* <@U999>` · <!channel> Runbook (https://r.example) [31mred"
-	if got != want {
-		t.Fatalf("got  %q\nwant %q", got, want)
-	}
-}
-
 // The text shown through response_url after a click holds the Approver's answer (key ids, the
 // approver's Slack name) escaped, and mentions only the clicking user.
 func TestInteractionResponseEscaped(t *testing.T) {

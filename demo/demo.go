@@ -23,6 +23,7 @@ import (
 	"github.com/keywatch/keywatch/app"
 	"github.com/keywatch/keywatch/demo/simulate"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -292,9 +293,8 @@ loop:
 	stopRun()
 	wg.Wait()
 	final := context.Background()
-	stored := count(final, conn, "SELECT count() FROM auth_events")
-	dead := count(final, conn, "SELECT count() FROM dead_letters")
-	say("sent %d events; ClickHouse holds %d events and %d dead letters", sent.Load(), stored, dead)
+	totals, _ := ingest.ReadTotals(final, conn)
+	say("sent %d events; ClickHouse holds %d events and %d dead letters", sent.Load(), totals.Events, totals.DeadLetters)
 	conn.Close()
 	ch.Stop()
 	d.summary(stdout)
@@ -401,24 +401,15 @@ func newProgress(out io.Writer) *progress {
 	return p
 }
 
-// selectOnNewKey is the share of a client's requests with the rotation's new key in the last 10 s.
-// Arguments: new key, old key, new key.
-const selectOnNewKey = `
-SELECT countIf(key_id = ?) / greatest(count(), 1)
-FROM auth_events
-WHERE key_id IN (?, ?) AND ts >= now64(3) - INTERVAL 10 SECOND`
-
 func (p *progress) show(ctx context.Context, conn driver.Conn, elapsed time.Duration, sent int64, rots ...simulate.Rotation) {
 	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
 	defer cancel()
-	stored := count(qctx, conn, "SELECT count() FROM auth_events")
-	dead := count(qctx, conn, "SELECT count() FROM dead_letters")
+	totals, _ := ingest.ReadTotals(qctx, conn)
 	rate := float64(sent-p.lastSent) / max((elapsed-p.lastAt).Seconds(), 0.001)
 	p.lastSent, p.lastAt = sent, elapsed
-	line := fmt.Sprintf("[%5.1fs] sent %d events (%.0f/s) | stored %d | dead letters %d", elapsed.Seconds(), sent, rate, stored, dead)
+	line := fmt.Sprintf("[%5.1fs] sent %d events (%.0f/s) | stored %d | dead letters %d", elapsed.Seconds(), sent, rate, totals.Events, totals.DeadLetters)
 	for _, r := range rots {
-		var onNew float64
-		_ = conn.QueryRow(qctx, selectOnNewKey, r.NewKeyID, r.OldKeyID, r.NewKeyID).Scan(&onNew)
+		onNew, _ := ingest.ShareOnKey(qctx, conn, r.NewKeyID, r.OldKeyID, time.Now().Add(-10*time.Second))
 		line += fmt.Sprintf(" | %s on new key %.0f%%", strings.TrimSuffix(r.ClientID, "-billing"), 100*onNew)
 	}
 	if p.tty {
@@ -447,10 +438,4 @@ func (p *progress) done() {
 		fmt.Fprintln(p.out)
 		p.wroteLine = false
 	}
-}
-
-func count(ctx context.Context, conn driver.Conn, query string) uint64 {
-	var n uint64
-	_ = conn.QueryRow(ctx, query).Scan(&n)
-	return n
 }

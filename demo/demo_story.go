@@ -14,6 +14,8 @@ import (
 
 	"github.com/keywatch/keywatch/demo/simulate"
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/digest"
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -202,17 +204,13 @@ func (d *demo) retireWhenSafe(ctx context.Context, r simulate.Rotation) {
 	}
 }
 
-// selectNudged counts the "safe to retire" messages of a rotation. Argument: rotation id.
-const selectNudged = `SELECT count() FROM rotation_nudges WHERE rotation_id = ?`
-
 // waitNudge waits up to 10 s for keywatch's "safe to retire" message of r (package digest), as a
 // team would before retiring the key, and says whether it came.
 func (d *demo) waitNudge(ctx context.Context, r simulate.Rotation) bool {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		var n uint64
-		if err := d.conn.QueryRow(ctx, selectNudged, rotation.ID(r.OldKeyID, r.NewKeyID)).Scan(&n); err == nil && n > 0 {
+		if sent, err := digest.Nudged(ctx, d.conn, rotation.ID(r.OldKeyID, r.NewKeyID)); err == nil && sent {
 			return true
 		}
 		select {
@@ -222,15 +220,6 @@ func (d *demo) waitNudge(ctx context.Context, r simulate.Rotation) bool {
 		}
 	}
 }
-
-// selectOldKeyCallers: who called a key since a time, busiest first. Arguments: key, since.
-const selectOldKeyCallers = `
-SELECT replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', '') AS addr, user_agent, count() AS n
-FROM auth_events
-WHERE key_id = ? AND ts >= fromUnixTimestamp64Milli(?)
-GROUP BY addr, user_agent
-ORDER BY n DESC
-LIMIT 3`
 
 // askLingering is story 2's readiness question, asked once the client's services moved: it waits
 // for the lingering alert (at most 15 s), then prints the answer and who still calls the old key.
@@ -263,16 +252,11 @@ func (d *demo) askLingering(ctx context.Context, r simulate.Rotation, moved time
 		return
 	}
 	text := d.stamp() + "the rotation pipeline asks whether acme's old key can go:\n" + readinessText(rep)
-	if rows, err := d.conn.Query(ctx, selectOldKeyCallers, r.OldKeyID, moved.UnixMilli()); err == nil {
+	if callers, err := ingest.TopCallers(ctx, d.conn, r.OldKeyID, moved, 3); err == nil {
 		var lines []string
-		for rows.Next() {
-			var addr, ua string
-			var n uint64
-			if rows.Scan(&addr, &ua, &n) == nil {
-				lines = append(lines, fmt.Sprintf("%s (%s): %d requests", addr, ua, n))
-			}
+		for _, c := range callers {
+			lines = append(lines, fmt.Sprintf("%s (%s): %d requests", c.Addr, c.UserAgent, c.Requests))
 		}
-		rows.Close()
 		if len(lines) > 0 {
 			text += "\n" + indent(fmt.Sprintf("calls with %s since its services moved (%s): %s",
 				r.OldKeyID, moved.UTC().Format("15:04:05"), strings.Join(lines, "; ")))

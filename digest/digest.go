@@ -14,25 +14,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/notify"
 	"github.com/keywatch/keywatch/rotation"
 )
-
-// selectShares reads each client's requests with a rotation's old and new key since the top of the
-// hour the rotation started in (key_callers_1h's granularity). Arguments: old key, new key, old,
-// new, old, new, start (unix seconds). Callers the gateway could not resolve are one client "".
-const selectShares = `
-SELECT
-    client_id,
-    sumIf(requests, key_id = ?) AS old_requests,
-    sumIf(requests, key_id = ?) AS new_requests,
-    maxIf(last_seen, key_id = ?) AS old_last_seen,
-    maxIf(last_seen, key_id = ?) AS new_last_seen
-FROM key_callers_1h
-WHERE key_id IN (?, ?) AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-GROUP BY client_id`
 
 // Readier answers whether a key is safe to retire: detect.Lingering.
 type Readier interface {
@@ -143,32 +130,24 @@ func (d *Digest) rotation(ctx context.Context, m *rotation.Model, now time.Time,
 		deadline := r.Deadline
 		out.Deadline = &deadline
 	}
-	rows, err := d.conn.Query(ctx, selectShares, r.OldKeyID, r.NewKeyID, r.OldKeyID, r.NewKeyID, r.OldKeyID, r.NewKeyID, r.Started.UnixMilli())
+	traffic, err := ingest.RotationTraffic(ctx, d.conn, r.OldKeyID, r.NewKeyID, r.Started)
 	if err != nil {
-		return Rotation{}, fmt.Errorf("digest: read traffic of rotation %s from key_callers_1h: %w", r.ID, err)
+		return Rotation{}, fmt.Errorf("digest: rotation %s: %w", r.ID, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var c Client
-		var oldLast, newLast time.Time
-		if err := rows.Scan(&c.ClientID, &c.OldRequests, &c.NewRequests, &oldLast, &newLast); err != nil {
-			return Rotation{}, fmt.Errorf("digest: read traffic of rotation %s from key_callers_1h: %w", r.ID, err)
-		}
+	for _, t := range traffic {
+		c := Client{ClientID: t.ClientID, OldRequests: t.OldRequests, NewRequests: t.NewRequests}
 		if c.OldRequests > 0 {
-			t := oldLast.UTC()
-			c.OldLastSeen = &t
+			last := t.OldLastSeen.UTC()
+			c.OldLastSeen = &last
 		}
 		if c.NewRequests > 0 {
-			t := newLast.UTC()
-			c.NewLastSeen = &t
+			last := t.NewLastSeen.UTC()
+			c.NewLastSeen = &last
 		}
 		c.NewKeyShare = share(c.OldRequests, c.NewRequests)
 		out.OldRequests += c.OldRequests
 		out.NewRequests += c.NewRequests
 		out.Clients = append(out.Clients, c)
-	}
-	if err := rows.Err(); err != nil {
-		return Rotation{}, fmt.Errorf("digest: read traffic of rotation %s from key_callers_1h: %w", r.ID, err)
 	}
 	slices.SortFunc(out.Clients, func(a, b Client) int {
 		return cmp.Or(cmp.Compare(b.OldRequests+b.NewRequests, a.OldRequests+a.NewRequests), cmp.Compare(a.ClientID, b.ClientID))

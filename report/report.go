@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -62,16 +63,6 @@ const (
 	kindReactivate  = "reactivate"
 )
 
-// selectSentActions reads every action keywatch sent to the key-management system: revokes and
-// rollbacks. A sent action's last version is written when the receiver accepted it, so its
-// updated_at is when it took effect; queued_at is when its body was fixed, before the first
-// attempt. The table is small (the hourly cap bounds it) and has no TTL.
-const selectSentActions = `
-SELECT key_id, kind, updated_at, queued_at
-FROM actions FINAL
-WHERE kind IN ('revoke', 'extend_grace', 'reactivate') AND state = 'sent'
-ORDER BY updated_at, id`
-
 // selectCallers reads, per caller of a rotation's old key since the rotation started, the last
 // call with the old key and the last call with the new key made by the time the old key was
 // retired. A caller is the client, or (IP, user agent) when the gateway resolved none, as in the
@@ -92,12 +83,6 @@ GROUP BY client_id, caller_ip, caller_ua
 HAVING old_last >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 ORDER BY old_last DESC, client_id, caller_ip, caller_ua`
 
-// sentAction is one action keywatch sent.
-type sentAction struct {
-	keyID, kind string
-	at, queued  time.Time // accepted by the receiver; queued to be sent
-}
-
 // Rotations gathers the report: one row per key that has lifecycle events and lived within the
 // window (created by its end, and not retired or revoked before its start), by client, creation
 // time and key id.
@@ -106,7 +91,7 @@ func Rotations(ctx context.Context, db Querier, opts Options) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
-	actions, err := sentActions(ctx, db)
+	actions, err := action.ReadSent(ctx, db)
 	if err != nil {
 		return nil, err
 	}
@@ -237,34 +222,13 @@ func stragglers(ctx context.Context, db Querier, r *rotation.Rotation, opts Opti
 	return out, nil
 }
 
-func sentActions(ctx context.Context, db Querier) ([]sentAction, error) {
-	rows, err := db.Query(ctx, selectSentActions)
-	if err != nil {
-		return nil, fmt.Errorf("report: read sent actions: %w", err)
-	}
-	defer rows.Close()
-	var out []sentAction
-	for rows.Next() {
-		var a sentAction
-		if err := rows.Scan(&a.keyID, &a.kind, &a.at, &a.queued); err != nil {
-			return nil, fmt.Errorf("report: read sent actions: %w", err)
-		}
-		a.at, a.queued = a.at.UTC(), a.queued.UTC()
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("report: read sent actions: %w", err)
-	}
-	return out, nil
-}
-
 // countActions counts k's emergency revokes and rollbacks within the window. An emergency revoke
 // is a revoke webhook keywatch sent (automatic, approved or by hand), or the key's key.revoked
 // lifecycle event when no keywatch revoke of the key was sent before it (a revoke made in the
 // key-management system directly; the event that follows keywatch's own revoke is not counted
 // twice: it may carry a time before keywatch recorded the receiver's answer, but not before the
 // revoke was queued). A rollback is an extend_grace or reactivate webhook keywatch sent.
-func countActions(k *rotation.Key, actions []sentAction, opts Options) (revokes, rollbacks int) {
+func countActions(k *rotation.Key, actions []action.Sent, opts Options) (revokes, rollbacks int) {
 	in := func(t time.Time) bool { return !t.Before(opts.Since) && !t.After(opts.Until) }
 	var revokedAt time.Time
 	if k.State == rotation.Revoked {
@@ -272,19 +236,19 @@ func countActions(k *rotation.Key, actions []sentAction, opts Options) (revokes,
 	}
 	explained := false
 	for _, a := range actions {
-		if a.keyID != k.ID {
+		if a.KeyID != k.ID {
 			continue
 		}
-		switch a.kind {
+		switch a.Kind {
 		case kindRevoke:
-			if !revokedAt.IsZero() && !a.queued.After(revokedAt) {
+			if !revokedAt.IsZero() && !a.Queued.After(revokedAt) {
 				explained = true
 			}
-			if in(a.at) {
+			if in(a.At) {
 				revokes++
 			}
 		case kindExtendGrace, kindReactivate:
-			if in(a.at) {
+			if in(a.At) {
 				rollbacks++
 			}
 		}

@@ -274,9 +274,6 @@ func alertOf(f finding.Finding) Alert {
 // runs fail.
 const LabelFailingDetector = "failing_detector"
 
-// fieldTime is how the times in a detection_degraded alert's fields are written.
-const fieldTime = "2006-01-02 15:04 UTC"
-
 // degradedEvidence is the evidence of a detection_degraded alert.
 type degradedEvidence struct {
 	Detector    string    `json:"detector"`
@@ -316,7 +313,7 @@ func degraded(next map[string]*stored, runs map[string][]finding.Run, n int, now
 				{Name: "Detector", Value: name},
 				{Name: "Failed runs", Value: strconv.Itoa(n)},
 				{Name: "Last error", Value: last},
-				{Name: "Last failure", Value: rs[0].Started.UTC().Format(fieldTime)},
+				{Name: "Last failure", Value: rs[0].Started.UTC().Format(finding.FieldTime)},
 			}
 			a.LastSeen = rs[0].Started
 		case a != nil && a.State != Resolved && len(rs) > 0 && rs[0].Err == nil:

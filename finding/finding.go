@@ -108,6 +108,9 @@ func (f Finding) Set() map[string]string {
 	return s
 }
 
+// FieldTime is how display fields write a time: "2006-01-02 15:04 UTC".
+const FieldTime = "2006-01-02 15:04 UTC"
+
 // AddField appends a display field; an empty value is left out.
 func (f *Finding) AddField(name, value string) {
 	if value != "" {

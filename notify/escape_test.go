@@ -48,7 +48,7 @@ func injectionGroup(resolved bool) alerting.Group {
 			{Name: "Top user agents", Value: evilUA + " (7), " + strings.Repeat("A", 60000) + " (1)"},
 		},
 		Evidence: json.RawMessage(`{"rotation_id": "kid_old>kid_new", "callers": 12, "folded_findings": 12}`),
-		Action: &alerting.ActionStatus{ID: "wh_1", Kind: "revoke", Mode: "approve", Status: "awaiting_approval", Detail: "asked by " + evilClient},
+		Action:   &alerting.ActionStatus{ID: "wh_1", Kind: "revoke", Mode: "approve", Status: "awaiting_approval", Detail: "asked by " + evilClient},
 	}
 	spike := alerting.Alert{
 		Fingerprint: "fp_spike", Detector: "spike", KeyID: "kid_old", ClientID: evilClient, Severity: finding.Critical, Score: 12,

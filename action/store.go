@@ -38,8 +38,9 @@ type record struct {
 	Version                                                                    uint64
 }
 
-// auditRow is one row of action_audit.
-type auditRow struct {
+// AuditEntry is one row of the audit (action_audit): a decision about an action or an attempt to
+// deliver it.
+type AuditEntry struct {
 	At                                       time.Time
 	ActionID, Kind, KeyID, ClientID, AlertID string
 	Event, Guardrail, Actor                  string
@@ -69,6 +70,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'
 	insertAudit    = `INSERT INTO action_audit (at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail)
 VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
+	// selectAudit is the whole audit, oldest first.
+	selectAudit = `SELECT at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail
+FROM action_audit ORDER BY at, action_id`
 )
 
 // ms is t as bound to a query: Unix milliseconds, read with fromUnixTimestamp64Milli (package
@@ -119,7 +123,7 @@ func (s store) save(ctx context.Context, r *record) error {
 }
 
 // audit appends a row; token makes a retried insert of the same event count once.
-func (s store) audit(ctx context.Context, token string, a auditRow) error {
+func (s store) audit(ctx context.Context, token string, a AuditEntry) error {
 	err := schema.Retry(schema.WithInsertToken(ctx, "audit:"+token), time.Minute, func(ctx context.Context) error {
 		return s.conn.Exec(ctx, insertAudit, ms(a.At), a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID, a.Event,
 			a.Guardrail, a.Actor, a.HTTPStatus, a.Detail)
@@ -162,4 +166,24 @@ func (s store) ids(ctx context.Context, query string, args ...any) ([]string, er
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+// ReadAudit returns the audit (every decision and delivery attempt of every action), oldest first.
+func ReadAudit(ctx context.Context, conn driver.Conn) ([]AuditEntry, error) {
+	rows, err := conn.Query(ctx, selectAudit)
+	if err != nil {
+		return nil, fmt.Errorf("read the action audit: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var a AuditEntry
+		if err := rows.Scan(&a.At, &a.ActionID, &a.Kind, &a.KeyID, &a.ClientID, &a.AlertID, &a.Event, &a.Guardrail, &a.Actor,
+			&a.HTTPStatus, &a.Detail); err != nil {
+			return nil, fmt.Errorf("read the action audit: %w", err)
+		}
+		a.At = a.At.UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }

@@ -798,6 +798,18 @@ func TestAPI(t *testing.T) {
 	if unknown != 1 {
 		t.Errorf("ReadAudit: %d refusals of the unknown key, want 1", unknown)
 	}
+	sent, err := ReadSent(e.ctx, e.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count(`SELECT count() FROM actions FINAL WHERE state = 'sent'`); n == 0 || uint64(len(sent)) != n {
+		t.Errorf("ReadSent read %d actions, %d were sent", len(sent), n)
+	}
+	for i, a := range sent {
+		if a.Kind != KindRevoke || a.KeyID == "" || a.Queued.IsZero() || a.At.Before(a.Queued) || (i > 0 && a.At.Before(sent[i-1].At)) {
+			t.Errorf("ReadSent %d: %+v", i, a)
+		}
+	}
 }
 
 func value(m prometheus.Metric) float64 {

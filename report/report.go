@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -61,16 +62,6 @@ const (
 	kindExtendGrace = "extend_grace"
 	kindReactivate  = "reactivate"
 )
-
-// selectSentActions reads every action keywatch sent to the key-management system: revokes and
-// rollbacks. A sent action's last version is written when the receiver accepted it, so its
-// updated_at is when it took effect; queued_at is when its body was fixed, before the first
-// attempt. The table is small (the hourly cap bounds it) and has no TTL.
-const selectSentActions = `
-SELECT key_id, kind, updated_at, queued_at
-FROM actions FINAL
-WHERE kind IN ('revoke', 'extend_grace', 'reactivate') AND state = 'sent'
-ORDER BY updated_at, id`
 
 // selectCallers reads, per caller of a rotation's old key since the rotation started, the last
 // call with the old key and the last call with the new key made by the time the old key was
@@ -238,22 +229,13 @@ func stragglers(ctx context.Context, db Querier, r *rotation.Rotation, opts Opti
 }
 
 func sentActions(ctx context.Context, db Querier) ([]sentAction, error) {
-	rows, err := db.Query(ctx, selectSentActions)
+	sent, err := action.ReadSent(ctx, db)
 	if err != nil {
-		return nil, fmt.Errorf("report: read sent actions: %w", err)
+		return nil, fmt.Errorf("report: %w", err)
 	}
-	defer rows.Close()
-	var out []sentAction
-	for rows.Next() {
-		var a sentAction
-		if err := rows.Scan(&a.keyID, &a.kind, &a.at, &a.queued); err != nil {
-			return nil, fmt.Errorf("report: read sent actions: %w", err)
-		}
-		a.at, a.queued = a.at.UTC(), a.queued.UTC()
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("report: read sent actions: %w", err)
+	out := make([]sentAction, 0, len(sent))
+	for _, a := range sent {
+		out = append(out, sentAction{keyID: a.KeyID, kind: a.Kind, at: a.At, queued: a.Queued})
 	}
 	return out, nil
 }

@@ -2,7 +2,6 @@ package action
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,7 +113,6 @@ func (r *Revoker) alertFiring(ctx context.Context, alertID string) (bool, error)
 	return st == alerting.Firing, nil
 }
 
-func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
 // refuseLeaked refuses a queued rollback, before its next attempt, of a key that leaked since it
 // was decided; audited.

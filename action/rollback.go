@@ -113,7 +113,6 @@ func (r *Revoker) alertFiring(ctx context.Context, alertID string) (bool, error)
 	return st == alerting.Firing, nil
 }
 
-
 // refuseLeaked refuses a queued rollback, before its next attempt, of a key that leaked since it
 // was decided; audited.
 func (r *Revoker) refuseLeaked(ctx context.Context, rec *record, leak string) (*record, error) {

@@ -17,7 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/rotation"
@@ -42,7 +42,7 @@ const DefaultAPIWait = 10 * time.Second
 var (
 	ErrProtected  = errors.New("the key is protected (revoke.protected_keys)")
 	ErrHourlyCap  = errors.New("the hourly cap of revokes (revoke.max_per_hour) is reached")
-	ErrUnknownKey = detect.ErrUnknownKey
+	ErrUnknownKey = errors.New("unknown key: no lifecycle events and no stored traffic")
 	ErrNoReason   = errors.New("a reason is required")
 )
 
@@ -59,6 +59,8 @@ type Revoker struct {
 	cfg      config.Revoke
 	rollback config.Rollback // set by WithRollback; its zero value offers no rollback
 	store    store
+	alerts   alertReader
+	findings findingReader
 	conn     driver.Conn
 	metrics  *Metrics
 	log      *slog.Logger
@@ -91,7 +93,7 @@ func New(conn driver.Conn, cfg config.Revoke, metrics *Metrics, log *slog.Logger
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Revoker{
-		cfg: cfg, store: store{conn}, conn: conn, metrics: metrics, log: log,
+		cfg: cfg, store: store{conn}, alerts: alerting.NewReader(conn), findings: finding.NewStore(conn), conn: conn, metrics: metrics, log: log,
 		now: time.Now, poll: time.Second, awaitPoll: 200 * time.Millisecond, apiWait: DefaultAPIWait,
 		backoff: time.Second, maxBackoff: 5 * time.Minute, rand: rand.Int64N, wake: make(chan struct{}, 1),
 	}
@@ -192,7 +194,7 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 		Reason:      fmt.Sprintf("%s alert (score %g): %s", a.Detector, a.Score, a.Summary),
 		RequestedAt: now, UpdatedAt: now, Version: 1,
 	}
-	ev := auditRow{Actor: "auto"}
+	ev := AuditEntry{Actor: "auto"}
 	metric := ""
 	need := max(r.cfg.MinScore, p.MinScore)
 	switch {
@@ -278,7 +280,7 @@ func (r *Revoker) queue(rec *record, now time.Time, mode string) error {
 	return nil
 }
 
-func (r *Revoker) auditOf(ctx context.Context, rec *record, token string, a auditRow) error {
+func (r *Revoker) auditOf(ctx context.Context, rec *record, token string, a AuditEntry) error {
 	a.At = r.now().UTC()
 	a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID = rec.ID, rec.Kind, rec.KeyID, rec.ClientID, rec.AlertID
 	return r.store.audit(ctx, token, a)
@@ -287,7 +289,7 @@ func (r *Revoker) auditOf(ctx context.Context, rec *record, token string, a audi
 // decide records a decision on rec: its audit row first, then its new state. A crash or timeout
 // between the two never leaves a stored decision without its row; a decision audited but not
 // stored is made again at the next evaluation or click, and the row's token keeps it one row.
-func (r *Revoker) decide(ctx context.Context, rec *record, token string, a auditRow) error {
+func (r *Revoker) decide(ctx context.Context, rec *record, token string, a AuditEntry) error {
 	if err := r.auditOf(ctx, rec, token, a); err != nil {
 		return err
 	}
@@ -341,7 +343,7 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 			text = fmt.Sprintf("%s of %s was already approved by %s (%s)", what, rec.KeyID, rec.ApprovedBy, rec.State)
 		}
 		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:approve:%s:%d", actionID, slackUserID, now.UnixNano()),
-			auditRow{Event: "skipped", Guardrail: "already_decided", Actor: actor, Detail: text + "; nothing done"})
+			AuditEntry{Event: "skipped", Guardrail: "already_decided", Actor: actor, Detail: text + "; nothing done"})
 		return text, nil
 	}
 	if IsRollback(rec.Kind) {
@@ -353,7 +355,7 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 	switch {
 	case r.protected(rec.KeyID):
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
-		if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardProtected, Actor: actor, Detail: rec.Detail}); err != nil {
+		if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "refused", Guardrail: GuardProtected, Actor: actor, Detail: rec.Detail}); err != nil {
 			return "", err
 		}
 		r.metrics.result("refused")
@@ -366,7 +368,7 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 	}
 	if capped {
 		_ = r.auditOf(ctx, &prev, fmt.Sprintf("%s:approve:%s:%d", actionID, slackUserID, now.UnixNano()),
-			auditRow{Event: "refused", Guardrail: GuardHourlyCap, Actor: actor, Detail: "approval refused for now: the hourly cap is reached; the action keeps waiting"})
+			AuditEntry{Event: "refused", Guardrail: GuardHourlyCap, Actor: actor, Detail: "approval refused for now: the hourly cap is reached; the action keeps waiting"})
 		r.metrics.result("refused")
 		return fmt.Sprintf("Revoke of %s not sent: %d revokes were already sent in the last hour (revoke.max_per_hour); try again later", rec.KeyID, r.cfg.MaxPerHour), nil
 	}
@@ -375,7 +377,7 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 		rec.ApprovedBy = slackUserID
 	}
 	rec.State, rec.Guardrail, rec.Detail = stateApproved, "", "approved by "+rec.ApprovedBy
-	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor,
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "approved", Actor: actor,
 		Detail: rec.Detail + "; the leader queues it within revoke.max_per_hour"}); err != nil {
 		return "", err
 	}
@@ -395,7 +397,7 @@ func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor string) {
 	now := r.now().UTC()
 	detail := fmt.Sprintf("approval of unknown action %q by %s", actionID, actor)
 	if err := r.store.audit(ctx, fmt.Sprintf("%s:approve:%s:%d", actionID, actor, now.UnixNano()),
-		auditRow{At: now, ActionID: actionID, Event: "refused", Guardrail: "unknown_action", Actor: actor, Detail: detail}); err != nil {
+		AuditEntry{At: now, ActionID: actionID, Event: "refused", Guardrail: "unknown_action", Actor: actor, Detail: detail}); err != nil {
 		r.log.Warn("audit of an approval of an unknown action failed", "action", actionID, "actor", actor, "err", err)
 	}
 	r.log.Warn("approval of an unknown action refused", "action", actionID, "actor", actor)
@@ -406,7 +408,7 @@ func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor string) {
 // authenticated never come here (internal/refusal counts and logs them, writing nothing).
 func (r *Revoker) Rejected(ctx context.Context, source, reason, detail string) {
 	now := r.now().UTC()
-	a := auditRow{At: now, Event: "rejected", Actor: source, Detail: reason + ": " + detail}
+	a := AuditEntry{At: now, Event: "rejected", Actor: source, Detail: reason + ": " + detail}
 	if err := r.store.audit(ctx, fmt.Sprintf("rejected:%s:%d:%s:%s", source, now.UnixNano(), reason, detail), a); err != nil {
 		r.log.Warn("audit of a rejected request failed", "source", source, "reason", reason, "err", err)
 	}
@@ -440,7 +442,7 @@ func (r *Revoker) Manual(ctx context.Context, keyID, reason, actor string) (*ale
 	if stored {
 		return status(rec), refusal(rec)
 	}
-	ev := auditRow{Actor: actor}
+	ev := AuditEntry{Actor: actor}
 	if r.protected(keyID) {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
 		ev.Event, ev.Guardrail, ev.Detail = "refused", GuardProtected, rec.Detail
@@ -483,7 +485,7 @@ func (r *Revoker) manualRecord(ctx context.Context, id, kind, keyID, reason, act
 			return nil, false, nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
 		}
 		if n == 0 {
-			_ = r.store.audit(ctx, id+":decision", auditRow{At: now, ActionID: id, Kind: kind, KeyID: keyID,
+			_ = r.store.audit(ctx, id+":decision", AuditEntry{At: now, ActionID: id, Kind: kind, KeyID: keyID,
 				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
 			return nil, false, nil, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)
 		}
@@ -532,7 +534,7 @@ func (r *Revoker) decideOne(ctx context.Context, id string) error {
 	rec.Version++
 	rec.UpdatedAt = now
 	manual := rec.Mode == "manual"
-	ev := auditRow{Actor: "auto"}
+	ev := AuditEntry{Actor: "auto"}
 	if r.protected(rec.KeyID) {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardProtected, "the key is protected (revoke.protected_keys)"
 		ev.Event, ev.Guardrail, ev.Detail = "refused", GuardProtected, rec.Detail

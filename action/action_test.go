@@ -778,6 +778,38 @@ func TestAPI(t *testing.T) {
 	if n := e.count(`SELECT count() FROM action_audit WHERE event = 'refused' AND guardrail = 'hourly_cap' AND actor = 'auto'`); n != 1 {
 		t.Errorf("%d refusals by the leader's hourly cap, want 1", n)
 	}
+	// ReadAudit reads the same rows, oldest first.
+	all, err := ReadAudit(e.ctx, e.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count(`SELECT count() FROM action_audit`); uint64(len(all)) != n {
+		t.Errorf("ReadAudit read %d rows, the audit holds %d", len(all), n)
+	}
+	unknown := 0
+	for i, a := range all {
+		if i > 0 && a.At.Before(all[i-1].At) {
+			t.Errorf("ReadAudit row %d at %s before row %d at %s", i, a.At, i-1, all[i-1].At)
+		}
+		if a.Event == "refused" && a.Guardrail == "unknown_key" && a.KeyID == "kid_nobody" && a.ActionID != "" {
+			unknown++
+		}
+	}
+	if unknown != 1 {
+		t.Errorf("ReadAudit: %d refusals of the unknown key, want 1", unknown)
+	}
+	sent, err := ReadSent(e.ctx, e.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count(`SELECT count() FROM actions FINAL WHERE state = 'sent'`); n == 0 || uint64(len(sent)) != n {
+		t.Errorf("ReadSent read %d actions, %d were sent", len(sent), n)
+	}
+	for i, a := range sent {
+		if a.Kind != KindRevoke || a.KeyID == "" || a.Queued.IsZero() || a.At.Before(a.Queued) || (i > 0 && a.At.Before(sent[i-1].At)) {
+			t.Errorf("ReadSent %d: %+v", i, a)
+		}
+	}
 }
 
 func value(m prometheus.Metric) float64 {

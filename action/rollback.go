@@ -2,7 +2,6 @@ package action
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/rotation"
@@ -36,7 +35,8 @@ const (
 	GuardNotInRotation = "not_in_rotation"
 )
 
-// spikeDetector is the detector whose findings offer a rollback (detect.Spike).
+// spikeDetector is the detector whose findings offer a rollback: the failure spike after a rotation
+// step, whose label finding.LabelStep names the step.
 const spikeDetector = "spike"
 
 // Errors a manual rollback is refused with; the returned status says more.
@@ -69,65 +69,49 @@ func (r *Revoker) WithRollback(cfg config.Rollback) *Revoker {
 	return r
 }
 
-// selectLeakAlert is the latest open (pending or firing) leak-like alert of a key: the leak
-// detector's or a leak report's. Args: key.
-const selectLeakAlert = `SELECT detector, toString(state), summary FROM alerts FINAL
-WHERE key_id = ? AND detector LIKE 'leak%' AND state IN ('pending', 'firing')
-ORDER BY last_seen DESC LIMIT 1`
+// leakPrefix names the leak-like detectors: the leak detector and leak reports (leak_report).
+const leakPrefix = "leak"
 
-// selectLeakFinding is the latest leak-like finding of a key since a time. Args: key, since.
-const selectLeakFinding = `SELECT detector, detected_at, summary FROM findings
-WHERE key_id = ? AND detector LIKE 'leak%' AND detected_at >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
-ORDER BY detected_at DESC LIMIT 1`
+// alertReader reads the alerts alerting stores (alerting.Reader).
+type alertReader interface {
+	OpenOfKey(ctx context.Context, keyID, prefix string) (alerting.Alert, bool, error)
+	EpisodeState(ctx context.Context, id string) (alerting.State, bool, error)
+}
+
+// findingReader reads the findings detectors store (finding.Store).
+type findingReader interface {
+	LatestOfKey(ctx context.Context, keyID, prefix string, since time.Time) (finding.Finding, bool, error)
+}
 
 // leaked says why keyID is considered leaked, or "" when it is not: an open leak or leak_report
 // alert on it, or a leak-like finding within rollback.leak_lookback.
 func (r *Revoker) leaked(ctx context.Context, keyID string) (string, error) {
-	var detector, state, summary string
-	err := r.conn.QueryRow(ctx, selectLeakAlert, keyID).Scan(&detector, &state, &summary)
+	a, ok, err := r.alerts.OpenOfKey(ctx, keyID, leakPrefix)
 	switch {
-	case err == nil:
-		return fmt.Sprintf("%s has a %s %s alert: %s", keyID, state, detector, summary), nil
-	case !isNoRows(err):
-		return "", fmt.Errorf("action: read the leak alerts of key %s: %w", keyID, err)
+	case err != nil:
+		return "", fmt.Errorf("action: %w", err)
+	case ok:
+		return fmt.Sprintf("%s has a %s %s alert: %s", keyID, a.State, a.Detector, a.Summary), nil
 	}
-	var at time.Time
-	err = r.conn.QueryRow(ctx, selectLeakFinding, keyID, r.now().Add(-time.Duration(r.rollback.LeakLookback)).UnixMilli()).Scan(&detector, &at, &summary)
+	f, ok, err := r.findings.LatestOfKey(ctx, keyID, leakPrefix, r.now().Add(-time.Duration(r.rollback.LeakLookback)))
 	switch {
-	case err == nil:
-		return fmt.Sprintf("%s has a %s finding of %s: %s", keyID, detector, at.UTC().Format(time.RFC3339), summary), nil
-	case !isNoRows(err):
-		return "", fmt.Errorf("action: read the leak findings of key %s: %w", keyID, err)
+	case err != nil:
+		return "", fmt.Errorf("action: %w", err)
+	case ok:
+		return fmt.Sprintf("%s has a %s finding of %s: %s", keyID, f.Detector, f.DetectedAt.UTC().Format(time.RFC3339), f.Summary), nil
 	}
 	return "", nil
 }
 
-// selectAlertState is the state of an alert episode. Args: fingerprint, fired_at (Unix ms).
-const selectAlertState = `SELECT toString(state) FROM alerts FINAL
-WHERE fingerprint = ? AND fired_at = fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
-
 // alertFiring says whether the alert episode alertID (alerting.Alert.ID: fingerprint-firedAt)
 // still fires.
 func (r *Revoker) alertFiring(ctx context.Context, alertID string) (bool, error) {
-	i := strings.LastIndex(alertID, "-")
-	if i < 0 {
-		return false, nil
-	}
-	firedAt, err := time.Parse("20060102T150405.000Z", alertID[i+1:])
+	st, _, err := r.alerts.EpisodeState(ctx, alertID)
 	if err != nil {
-		return false, nil
+		return false, fmt.Errorf("action: %w", err)
 	}
-	var state string
-	switch err := r.conn.QueryRow(ctx, selectAlertState, alertID[:i], firedAt.UnixMilli()).Scan(&state); {
-	case isNoRows(err):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("action: read alert %s: %w", alertID, err)
-	}
-	return state == "firing", nil
+	return st == alerting.Firing, nil
 }
-
-func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
 // refuseLeaked refuses a queued rollback, before its next attempt, of a key that leaked since it
 // was decided; audited.
@@ -136,7 +120,7 @@ func (r *Revoker) refuseLeaked(ctx context.Context, rec *record, leak string) (*
 	rec.UpdatedAt = r.now().UTC()
 	rec.State, rec.Guardrail = stateRefused, GuardLeaked
 	rec.Detail = leak + ": never rolled back (checked again before sending)"
-	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: GuardLeaked, Detail: rec.Detail}); err != nil {
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "refused", Guardrail: GuardLeaked, Detail: rec.Detail}); err != nil {
 		return rec, err
 	}
 	r.metrics.rollbackResult("refused")
@@ -167,6 +151,26 @@ func (r *Revoker) critical(clientID string) bool {
 	return glob.Any(r.rollback.CriticalClients, clientID)
 }
 
+// stepOf is the rotation step a spike alert follows: its label finding.LabelStep, else, for an
+// alert stored before alerts had labels, its evidence's "step".
+func stepOf(a alerting.Alert) string {
+	if s, ok := a.Labels[finding.LabelStep]; ok {
+		return s
+	}
+	return evidenceString(a.Evidence, "step")
+}
+
+// evidenceString is the string under key in an alert's evidence (a JSON object), "" when there is none.
+func evidenceString(raw json.RawMessage, key string) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return ""
+	}
+	var s string
+	_ = json.Unmarshal(m[key], &s)
+	return s
+}
+
 // considerRollback decides the rollback of a firing spike alert that follows a retire or revoke
 // step. ok is false when no rollback applies (another detector, a started step, policy off): the
 // alert then goes to the revoke policy.
@@ -174,13 +178,13 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 	if a.Detector != spikeDetector {
 		return nil, false, nil
 	}
-	var ev detect.SpikeEvidence
-	if err := json.Unmarshal(a.Evidence, &ev); err != nil || (ev.Step != rotation.StepRetired && ev.Step != rotation.StepRevoked) {
+	step := rotation.StepKind(stepOf(a))
+	if step != rotation.StepRetired && step != rotation.StepRevoked {
 		return nil, false, nil
 	}
 	rotationID := a.RotationID
 	if rotationID == "" {
-		rotationID = ev.RotationID
+		rotationID = evidenceString(a.Evidence, "rotation_id")
 	}
 	p := r.rollbackPolicy(rotationID, a.ClientID)
 	if p.Mode == "off" || p.Mode == "" {
@@ -196,10 +200,10 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 	now := r.now().UTC()
 	rec := &record{
 		ID: id, Kind: p.Action, KeyID: keyID, ClientID: a.ClientID, AlertID: a.ID(), Mode: p.Mode,
-		Reason:      fmt.Sprintf("failure spike after %s was %s (rotation %s): %s", keyID, ev.Step, rotationID, a.Summary),
+		Reason:      fmt.Sprintf("failure spike after %s was %s (rotation %s): %s", keyID, step, rotationID, a.Summary),
 		RequestedAt: now, UpdatedAt: now, Version: 1,
 	}
-	row := auditRow{Actor: "auto"}
+	row := AuditEntry{Actor: "auto"}
 	m, err := rotation.Load(ctx, r.conn)
 	if err != nil {
 		return nil, true, fmt.Errorf("action: read the rotation model for key %s: %w", keyID, err)
@@ -297,7 +301,7 @@ func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slack
 	rec.UpdatedAt = now
 	if leak != "" || guard == GuardAlertOver {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, guard, why
-		if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "refused", Guardrail: guard, Actor: actor, Detail: rec.Detail}); err != nil {
+		if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "refused", Guardrail: guard, Actor: actor, Detail: rec.Detail}); err != nil {
 			return "", err
 		}
 		r.metrics.rollbackResult("refused")
@@ -312,7 +316,7 @@ func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slack
 	if err := r.queueAction(ctx, rec, now, "approve", time.Duration(r.rollback.ExtendBy)); err != nil {
 		return "", err
 	}
-	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), auditRow{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "approved", Actor: actor, Detail: rec.Detail}); err != nil {
 		return "", err
 	}
 	r.metrics.rollbackResult("approved")
@@ -357,7 +361,7 @@ func (r *Revoker) ManualRollback(ctx context.Context, keyID, kind string, extend
 	if err != nil {
 		return nil, err
 	}
-	ev := auditRow{Actor: actor}
+	ev := AuditEntry{Actor: actor}
 	metric := "refused"
 	if none := notInRotation(m, keyID); none != "" {
 		rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardNotInRotation, none

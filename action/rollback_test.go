@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
@@ -37,15 +36,17 @@ VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'key.rotation_started', ?, 
 	e.lifecycle(t0.Add(-10*time.Minute), "key.revoked", old, client, "")
 }
 
-// spikeAlert is a firing spike alert of client after step of old's rotation to new.
+// spikeAlert is a firing spike alert of client after step of old's rotation to new, labelled as the
+// spike detector labels it.
 func spikeAlert(old, newKey, client string, step rotation.StepKind) alerting.Alert {
-	ev, _ := json.Marshal(detect.SpikeEvidence{
-		RotationID: rotation.ID(old, newKey), OldKeyID: old, NewKeyID: newKey, Step: step, StepAt: t0.Add(-10 * time.Minute), ClientID: client,
+	ev, _ := json.Marshal(map[string]any{
+		"rotation_id": rotation.ID(old, newKey), "old_key_id": old, "new_key_id": newKey, "step": step, "step_at": t0.Add(-10 * time.Minute), "client_id": client,
 	})
 	return alerting.Alert{
 		Fingerprint: "fp_spike_" + old + "_" + client, Detector: "spike", KeyID: old, ClientID: client, RotationID: rotation.ID(old, newKey),
 		Severity: finding.Critical, Score: 12, Summary: client + ": 80% of requests failed", Evidence: ev,
-		State: alerting.Firing, ActiveSince: t0.Add(-5 * time.Minute), FiredAt: t0.Add(-4 * time.Minute),
+		Labels: map[string]string{finding.LabelStep: string(step)},
+		State:  alerting.Firing, ActiveSince: t0.Add(-5 * time.Minute), FiredAt: t0.Add(-4 * time.Minute),
 	}
 }
 
@@ -96,19 +97,23 @@ func body(t *testing.T, d delivery) map[string]any {
 func TestRollbackPolicy(t *testing.T) {
 	grace := t0.Add(-time.Hour)
 	for _, c := range []struct {
-		name     string
-		mutate   func(*config.Rollback)
-		step     rotation.StepKind
-		leak     string // "", "alert", "finding", "old_finding"
-		want     string // status; "" for no action
-		kind     string
-		guard    string
-		audit    []string
-		delivers int
+		name      string
+		mutate    func(*config.Rollback)
+		step      rotation.StepKind
+		unlabeled bool   // the alert was stored before alerts had labels: its step is in its evidence only
+		leak      string // "", "alert", "finding", "old_finding"
+		want      string // status; "" for no action
+		kind      string
+		guard     string
+		audit     []string
+		delivers  int
 	}{
 		{name: "off", mutate: func(c *config.Rollback) { c.DefaultMode = "off" }, step: rotation.StepRevoked},
 		{name: "started step", step: rotation.StepStarted},
 		{name: "approve", step: rotation.StepRevoked, want: stateAwaiting, kind: KindExtendGrace, audit: []string{"awaiting_approval//0"}},
+		{name: "approve, stored before labels", step: rotation.StepRevoked, unlabeled: true, want: stateAwaiting, kind: KindExtendGrace,
+			audit: []string{"awaiting_approval//0"}},
+		{name: "started step, stored before labels", step: rotation.StepStarted, unlabeled: true},
 		{name: "auto critical", step: rotation.StepRetired, want: stateSent, kind: KindExtendGrace, delivers: 1,
 			mutate: func(c *config.Rollback) { c.DefaultMode, c.CriticalClients = "auto", []string{"acme-*"} },
 			audit:  []string{"decided//0", "sent//200"}},
@@ -145,6 +150,9 @@ func TestRollbackPolicy(t *testing.T) {
 				e.leak("kid_old", false, 48*time.Hour)
 			}
 			a := spikeAlert("kid_old", "kid_new", "acme-billing", c.step)
+			if c.unlabeled {
+				a.Labels = nil
+			}
 			st := e.consider(a)
 			e.clk.Add(time.Second)
 			e.sendDue()

@@ -38,8 +38,9 @@ type record struct {
 	Version                                                                    uint64
 }
 
-// auditRow is one row of action_audit.
-type auditRow struct {
+// AuditEntry is one row of the audit (action_audit): a decision about an action or an attempt to
+// deliver it.
+type AuditEntry struct {
 	At                                       time.Time
 	ActionID, Kind, KeyID, ClientID, AlertID string
 	Event, Guardrail, Actor                  string
@@ -69,6 +70,14 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'
 	insertAudit    = `INSERT INTO action_audit (at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail)
 VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
+	// selectSent is every action the receiver accepted: revokes and rollbacks. A sent action's last
+	// version is written when the receiver accepted it, so its updated_at is when it took effect;
+	// queued_at is when its body was fixed, before the first attempt. The table is small (the
+	// hourly cap bounds it) and has no TTL.
+	selectSent = `SELECT key_id, kind, updated_at, queued_at FROM actions FINAL WHERE state = 'sent' ORDER BY updated_at, id`
+	// selectAudit is the whole audit, oldest first.
+	selectAudit = `SELECT at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail
+FROM action_audit ORDER BY at, action_id`
 )
 
 // ms is t as bound to a query: Unix milliseconds, read with fromUnixTimestamp64Milli (package
@@ -119,7 +128,7 @@ func (s store) save(ctx context.Context, r *record) error {
 }
 
 // audit appends a row; token makes a retried insert of the same event count once.
-func (s store) audit(ctx context.Context, token string, a auditRow) error {
+func (s store) audit(ctx context.Context, token string, a AuditEntry) error {
 	err := schema.Retry(schema.WithInsertToken(ctx, "audit:"+token), time.Minute, func(ctx context.Context) error {
 		return s.conn.Exec(ctx, insertAudit, ms(a.At), a.ActionID, a.Kind, a.KeyID, a.ClientID, a.AlertID, a.Event,
 			a.Guardrail, a.Actor, a.HTTPStatus, a.Detail)
@@ -162,4 +171,55 @@ func (s store) ids(ctx context.Context, query string, args ...any) ([]string, er
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+// Querier runs a query: a driver.Conn, or a read-only connection of the caller's.
+type Querier interface {
+	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
+}
+
+// Sent is an action the receiver accepted: its key, its kind (revoke, extend_grace, reactivate),
+// when it was accepted and when its body was fixed (queued).
+type Sent struct {
+	KeyID, Kind string
+	At, Queued  time.Time
+}
+
+// ReadSent returns every action the receiver accepted, in the order they took effect.
+func ReadSent(ctx context.Context, q Querier) ([]Sent, error) {
+	rows, err := q.Query(ctx, selectSent)
+	if err != nil {
+		return nil, fmt.Errorf("read the sent actions: %w", err)
+	}
+	defer rows.Close()
+	var out []Sent
+	for rows.Next() {
+		var a Sent
+		if err := rows.Scan(&a.KeyID, &a.Kind, &a.At, &a.Queued); err != nil {
+			return nil, fmt.Errorf("read the sent actions: %w", err)
+		}
+		a.At, a.Queued = a.At.UTC(), a.Queued.UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// ReadAudit returns the audit (every decision and delivery attempt of every action), oldest first.
+func ReadAudit(ctx context.Context, q Querier) ([]AuditEntry, error) {
+	rows, err := q.Query(ctx, selectAudit)
+	if err != nil {
+		return nil, fmt.Errorf("read the action audit: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var a AuditEntry
+		if err := rows.Scan(&a.At, &a.ActionID, &a.Kind, &a.KeyID, &a.ClientID, &a.AlertID, &a.Event, &a.Guardrail, &a.Actor,
+			&a.HTTPStatus, &a.Detail); err != nil {
+			return nil, fmt.Errorf("read the action audit: %w", err)
+		}
+		a.At = a.At.UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }

@@ -201,7 +201,7 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 	if event == "attempt_failed" && rec.State == stateFailed {
 		event, detail = "failed", rec.Detail // the last attempt: one row saying it failed for good
 	}
-	if err := r.auditOf(ctx, rec, token, auditRow{Event: event, Actor: "auto", HTTPStatus: uint16(code), Detail: detail}); err != nil {
+	if err := r.auditOf(ctx, rec, token, AuditEntry{Event: event, Actor: "auto", HTTPStatus: uint16(code), Detail: detail}); err != nil {
 		return rec, err
 	}
 	switch rec.State {

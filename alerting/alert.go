@@ -33,6 +33,11 @@ type Alert struct {
 	Score       float64          `json:"score"`
 	Summary     string           `json:"summary"`
 	Evidence    json.RawMessage  `json:"evidence,omitempty"`
+	// Labels and Fields are the latest finding's (finding.Finding): what actions read, and what
+	// notifications show in order. An alert stored before findings had them holds neither; its
+	// Evidence is all there is.
+	Labels map[string]string `json:"labels,omitempty"`
+	Fields []finding.Field   `json:"fields,omitempty"`
 
 	State State `json:"state"`
 	// ActiveSince is when this episode's first finding was detected; FiredAt when it started

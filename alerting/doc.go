@@ -21,4 +21,10 @@
 // first notification, group_interval between changes, repeat_interval between reminders, and one
 // notification when the whole group resolved. What each channel was last told is stored
 // (alert_notifications_state), so a restart repeats nothing already told.
+//
+// An alert carries its latest finding's labels and display fields, which notify shows and action
+// reads; it never decodes a detector's evidence. The state machine is one function of the stored
+// alerts, the findings and runs read and the time (transition); the Evaluator reads and writes
+// around it. alerting owns the alerts, alert_notifications_state and silences tables; other
+// packages read alerts through Reader, and findings and runs are read through package finding.
 package alerting

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ const recentlyResolved = 24 * time.Hour
 // one stopped.
 type Evaluator struct {
 	conn     driver.Conn
+	findings *finding.Store
 	cfg      config.Alerting
 	routes   config.Slack
 	notifier Notifier
@@ -50,7 +52,7 @@ func New(conn driver.Conn, cfg config.Alerting, routes config.Slack, notifier No
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Evaluator{
-		conn: conn, cfg: cfg, routes: routes, notifier: notifier, actor: actor, metrics: metrics,
+		conn: conn, findings: finding.NewStore(conn), cfg: cfg, routes: routes, notifier: notifier, actor: actor, metrics: metrics,
 		log: log.With("component", "alerting"), silences: newSilenceStore(conn, cfg.Silences), now: time.Now,
 		sent: map[groupChannel]*sentState{}, unrouted: map[string]bool{},
 	}
@@ -86,29 +88,29 @@ func (e *Evaluator) Evaluate(ctx context.Context, now time.Time) error {
 
 // window bounds what is read of findings: per detector its for or resolve_after, whichever is
 // longer, plus an hour.
-func (e *Evaluator) window() window {
-	w := window{other: e.windowOf("default")}
+func (e *Evaluator) window() finding.Window {
+	w := finding.Window{Other: e.windowOf("default")}
 	for _, m := range []map[string]config.Duration{e.cfg.For, e.cfg.ResolveAfter} {
 		for det := range m {
-			if det != "default" && !slices.Contains(w.detectors, det) {
-				w.detectors = append(w.detectors, det)
-				w.windows = append(w.windows, e.windowOf(det))
+			if det != "default" && !slices.Contains(w.Detectors, det) {
+				w.Detectors = append(w.Detectors, det)
+				w.Windows = append(w.Windows, e.windowOf(det))
 			}
 		}
 	}
 	return w
 }
 
-func (e *Evaluator) windowOf(detector string) int64 {
-	return (max(e.forOf(detector), e.resolveAfterOf(detector)) + time.Hour).Milliseconds()
+func (e *Evaluator) windowOf(detector string) time.Duration {
+	return max(forOf(e.cfg, detector), resolveAfterOf(e.cfg, detector)) + time.Hour
 }
 
-func (e *Evaluator) forOf(detector string) time.Duration {
-	return durationOf(e.cfg.For, detector)
+func forOf(cfg config.Alerting, detector string) time.Duration {
+	return durationOf(cfg.For, detector)
 }
 
-func (e *Evaluator) resolveAfterOf(detector string) time.Duration {
-	return durationOf(e.cfg.ResolveAfter, detector)
+func resolveAfterOf(cfg config.Alerting, detector string) time.Duration {
+	return durationOf(cfg.ResolveAfter, detector)
 }
 
 func durationOf(m map[string]config.Duration, detector string) time.Duration {
@@ -131,72 +133,25 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 	}
 	// Runs before findings: a run's findings are stored before the run, so every run read here
 	// has its findings visible to the next query.
-	degradedAfter := max(e.cfg.DegradedAfter, 1)
-	runs, err := loadRuns(ctx, e.conn, now, degradedAfter)
+	runs, err := e.findings.Runs(ctx, now, max(e.cfg.DegradedAfter, 1))
+	if err != nil {
+		return fmt.Errorf("alerting: %w", err)
+	}
+	w := e.window()
+	seen, err := lastSeen(ctx, e.conn, now.Add(-w.Longest()))
 	if err != nil {
 		return err
 	}
-	finds, err := loadFindings(ctx, e.conn, e.window(), now)
+	finds, err := e.findings.Latest(ctx, w, now, seen)
 	if err != nil {
-		return err
+		return fmt.Errorf("alerting: %w", err)
 	}
 	silences, err := e.silences.active(ctx, now)
 	if err != nil {
 		return err
 	}
 
-	next := map[string]*stored{}
-	for fp, p := range prev {
-		next[fp] = &p
-	}
-	lastRun := map[string]string{}
-	for fp, f := range finds {
-		lastRun[fp] = f.lastRunID
-		a, ok := next[fp]
-		switch {
-		case !ok || a.State == Resolved:
-			if f.firstNew.IsZero() || (ok && !f.LastSeen.After(a.LastSeen)) {
-				continue // nothing found since the episode that is over
-			}
-			episode := &stored{Alert: f.Alert}
-			if ok {
-				episode.version = a.version
-			}
-			episode.State, episode.ActiveSince = Pending, f.firstNew
-			next[fp] = episode
-		default:
-			a.Detector, a.KeyID, a.ClientID, a.RotationID = f.Detector, f.KeyID, f.ClientID, f.RotationID
-			a.Severity, a.Score, a.Summary, a.Evidence = f.Severity, f.Score, f.Summary, f.Evidence
-			if f.LastSeen.After(a.LastSeen) {
-				a.LastSeen = f.LastSeen
-			}
-		}
-	}
-
-	for fp, a := range next {
-		if a.State == Resolved || a.Detector == DegradedDetector {
-			continue
-		}
-		// A successful run that started after the last finding and is not the run that found it
-		// did not find it; a failed run says nothing. Findings that are reported rather than
-		// scanned for (leak reports, or a detector that never ran) resolve on resolve_after alone.
-		det := runs[a.Detector]
-		reported := len(det) == 0 || a.Detector == reportDetector
-		missed := !reported && det[0].err == "" && det[0].started.After(a.LastSeen) && det[0].id != lastRun[fp]
-		switch a.State {
-		case Pending:
-			if missed {
-				a.State, a.ResolvedAt = Resolved, now // never fired: no notification
-			} else if now.Sub(a.ActiveSince) >= e.forOf(a.Detector) {
-				a.State, a.FiredAt = Firing, now
-			}
-		case Firing:
-			if (missed || reported) && now.Sub(a.LastSeen) >= e.resolveAfterOf(a.Detector) {
-				a.State, a.ResolvedAt = Resolved, now
-			}
-		}
-	}
-	e.degraded(next, runs, degradedAfter, now)
+	next := transition(prev, finds, runs, now, e.cfg)
 	e.mute(next, silences)
 
 	if err := e.store(ctx, prev, next, now); err != nil {
@@ -233,6 +188,92 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// transition is the alert state machine, a function of its inputs: the alerts as stored (prev),
+// the latest findings of every fingerprint within its window (finds, with the first detection
+// after each alert's last_seen), each detector's latest runs, newest first, and the time. It
+// returns every alert as it is after now: new episodes pending, pending alerts firing once found
+// for alerting.for, alerts resolved once their detector's successful runs stop finding them for
+// alerting.resolve_after, and detection_degraded alerts raised and resolved (degraded). It does
+// not mute (mute) and does not change prev.
+func transition(prev map[string]stored, finds map[string]finding.Latest, runs map[string][]finding.Run, now time.Time, cfg config.Alerting) map[string]*stored {
+	next := map[string]*stored{}
+	for fp, p := range prev {
+		next[fp] = &p
+	}
+	lastRun := map[string]string{}
+	for fp, f := range finds {
+		lastRun[fp] = f.RunID
+		a, ok := next[fp]
+		switch {
+		case !ok || a.State == Resolved:
+			if f.FirstAfter.IsZero() || (ok && !f.DetectedAt.After(a.LastSeen)) {
+				continue // nothing found since the episode that is over
+			}
+			episode := &stored{Alert: alertOf(f.Finding)}
+			if ok {
+				episode.version = a.version
+			}
+			episode.State, episode.ActiveSince = Pending, f.FirstAfter
+			next[fp] = episode
+		default:
+			latest := alertOf(f.Finding)
+			a.Detector, a.KeyID, a.ClientID, a.RotationID = latest.Detector, latest.KeyID, latest.ClientID, latest.RotationID
+			a.Severity, a.Score, a.Summary, a.Evidence = latest.Severity, latest.Score, latest.Summary, latest.Evidence
+			a.Labels, a.Fields = latest.Labels, latest.Fields
+			if latest.LastSeen.After(a.LastSeen) {
+				a.LastSeen = latest.LastSeen
+			}
+		}
+	}
+
+	for fp, a := range next {
+		if a.State == Resolved || a.Detector == DegradedDetector {
+			continue
+		}
+		// A successful run that started after the last finding and is not the run that found it
+		// did not find it; a failed run says nothing. Findings that are reported rather than
+		// scanned for (leak reports, or a detector that never ran) resolve on resolve_after alone.
+		det := runs[a.Detector]
+		reported := len(det) == 0 || a.Detector == reportDetector
+		missed := !reported && det[0].Err == nil && det[0].Started.After(a.LastSeen) && det[0].ID != lastRun[fp]
+		switch a.State {
+		case Pending:
+			if missed {
+				a.State, a.ResolvedAt = Resolved, now // never fired: no notification
+			} else if now.Sub(a.ActiveSince) >= forOf(cfg, a.Detector) {
+				a.State, a.FiredAt = Firing, now
+			}
+		case Firing:
+			if (missed || reported) && now.Sub(a.LastSeen) >= resolveAfterOf(cfg, a.Detector) {
+				a.State, a.ResolvedAt = Resolved, now
+			}
+		}
+	}
+	degraded(next, runs, max(cfg.DegradedAfter, 1), now)
+	return next
+}
+
+// alertOf is the alert a finding opens or updates: its identity, severity, score, summary,
+// evidence (as stored JSON), labels and fields; LastSeen is when it was detected.
+func alertOf(f finding.Finding) Alert {
+	a := Alert{
+		Fingerprint: f.Fingerprint, Detector: f.Detector, KeyID: f.KeyID, ClientID: f.ClientID, RotationID: f.RotationID,
+		Severity: f.Severity, Score: f.Score, Summary: f.Summary, Labels: f.Labels, Fields: f.Fields, LastSeen: f.DetectedAt,
+	}
+	switch ev := f.Evidence.(type) {
+	case nil:
+	case json.RawMessage:
+		a.Evidence = ev
+	default:
+		a.Evidence, _ = json.Marshal(ev)
+	}
+	return a
+}
+
+// LabelFailingDetector is the label of a detection_degraded alert that names the detector whose
+// runs fail.
+const LabelFailingDetector = "failing_detector"
+
 // degradedEvidence is the evidence of a detection_degraded alert.
 type degradedEvidence struct {
 	Detector    string    `json:"detector"`
@@ -243,13 +284,13 @@ type degradedEvidence struct {
 
 // degraded raises an alert for each detector whose last n runs all failed, and resolves it once the
 // detector's latest run succeeded.
-func (e *Evaluator) degraded(next map[string]*stored, runs map[string][]run, n int, now time.Time) {
+func degraded(next map[string]*stored, runs map[string][]finding.Run, n int, now time.Time) {
 	for name, rs := range runs {
 		fp := finding.Fingerprint(DegradedDetector, "", "", name)
 		a := next[fp]
 		failing := len(rs) >= n
 		for _, r := range rs[:min(n, len(rs))] {
-			failing = failing && r.err != ""
+			failing = failing && r.Err != nil
 		}
 		switch {
 		case failing:
@@ -260,14 +301,22 @@ func (e *Evaluator) degraded(next map[string]*stored, runs map[string][]run, n i
 				}
 				a = episode
 				a.Fingerprint, a.Detector, a.Severity = fp, DegradedDetector, finding.Warning
-				a.State, a.ActiveSince, a.FiredAt = Firing, rs[n-1].started, now
+				a.State, a.ActiveSince, a.FiredAt = Firing, rs[n-1].Started, now
 				next[fp] = a
 			}
+			last := rs[0].Err.Error()
 			a.Score = float64(n)
-			a.Summary = fmt.Sprintf("detector %s failed its last %d runs: %s", name, n, rs[0].err)
-			a.Evidence, _ = json.Marshal(degradedEvidence{Detector: name, FailedRuns: n, LastError: rs[0].err, LastFailure: rs[0].started})
-			a.LastSeen = rs[0].started
-		case a != nil && a.State != Resolved && len(rs) > 0 && rs[0].err == "":
+			a.Summary = fmt.Sprintf("detector %s failed its last %d runs: %s", name, n, last)
+			a.Evidence, _ = json.Marshal(degradedEvidence{Detector: name, FailedRuns: n, LastError: last, LastFailure: rs[0].Started})
+			a.Labels = map[string]string{LabelFailingDetector: name}
+			a.Fields = []finding.Field{
+				{Name: "Detector", Value: name},
+				{Name: "Failed runs", Value: strconv.Itoa(n)},
+				{Name: "Last error", Value: last},
+				{Name: "Last failure", Value: rs[0].Started.UTC().Format(finding.FieldTime)},
+			}
+			a.LastSeen = rs[0].Started
+		case a != nil && a.State != Resolved && len(rs) > 0 && rs[0].Err == nil:
 			a.State, a.ResolvedAt = Resolved, now
 		}
 	}

@@ -31,7 +31,10 @@ type sentState struct {
 // detector's.
 func groupKey(a Alert) string {
 	if a.Detector == DegradedDetector {
-		var ev degradedEvidence
+		if d := a.Labels[LabelFailingDetector]; d != "" {
+			return "detector:" + d
+		}
+		var ev degradedEvidence // stored before it had labels
 		_ = json.Unmarshal(a.Evidence, &ev)
 		return "detector:" + ev.Detector
 	}

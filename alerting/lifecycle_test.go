@@ -249,7 +249,7 @@ func TestFindingsWindow(t *testing.T) {
 	lingering := newFinding("lingering", "kid_old", "acme", "rot-1", finding.Warning)
 	e.run("leak_report", 0, "", leak)
 	e.run("lingering", 0, "", lingering)
-	got, err := loadFindings(context.Background(), e.conn, e.evaluator().window(), t0.Add(3*time.Hour))
+	got, err := finding.NewStore(e.conn).Latest(context.Background(), e.evaluator().window(), t0.Add(3*time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

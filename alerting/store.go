@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -18,38 +17,16 @@ import (
 const (
 	// selectAlerts reads the open alerts and those resolved since ?.
 	selectAlerts = `SELECT fingerprint, detector, key_id, client_id, rotation_id, toString(severity), score, summary, evidence,
-       toString(state), active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, version
+       labels, fields, toString(state), active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, version
 FROM alerts FINAL
 WHERE state != 'resolved' OR resolved_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
-	// selectRuns reads each detector's latest ? runs started by ?, within the 30 days before: longer
-	// than the findings lookback, so a daily detector is still known to be scheduled, without
-	// reading the whole history (detector_runs keeps a row per run for the rollups' retention).
-	selectRuns = `SELECT detector, run_id, started_at, error
-FROM detector_runs
-WHERE started_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
-  AND started_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC') - INTERVAL 30 DAY
-ORDER BY detector, started_at DESC, run_id DESC
-LIMIT ? BY detector`
-
-	// selectFindings reads, per fingerprint found in its detector's window, its latest finding,
-	// the run that found it and the first finding after the alert's previous episode (its
-	// last_seen). Arguments: the earliest window start, the evaluation time, detector names, their
-	// windows and the default window (ms).
-	selectFindings = `SELECT f.fingerprint,
-       argMax(f.detector, f.detected_at), argMax(f.key_id, f.detected_at), argMax(f.client_id, f.detected_at),
-       argMax(f.rotation_id, f.detected_at), toString(argMax(f.severity, f.detected_at)), argMax(f.score, f.detected_at),
-       argMax(f.summary, f.detected_at), argMax(f.evidence, f.detected_at), argMax(f.run_id, f.detected_at),
-       max(f.detected_at), minIf(f.detected_at, f.detected_at > a.last_seen)
-FROM findings AS f
-LEFT JOIN (SELECT fingerprint, last_seen FROM alerts FINAL WHERE last_seen > fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AS a
-    ON a.fingerprint = f.fingerprint
-WHERE f.detected_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND f.detected_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
-  AND f.detected_at > fromUnixTimestamp64Milli(toInt64(?) - transform(toString(f.detector), CAST(? AS Array(String)), CAST(? AS Array(Int64)), toInt64(?)), 'UTC')
-GROUP BY f.fingerprint`
+	// selectLastSeen reads the last finding of every alert seen since ?: what the findings read
+	// after it count as a new episode from.
+	selectLastSeen = `SELECT fingerprint, last_seen FROM alerts FINAL WHERE last_seen > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
 	insertAlerts = `INSERT INTO alerts (fingerprint, detector, key_id, client_id, rotation_id, severity, score, summary, evidence,
-	state, active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, updated_at, version)`
+	labels, fields, state, active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, updated_at, version)`
 
 	selectNotificationState = `SELECT group_key, channel, content_hash, resolved, notified_at, version
 FROM alert_notifications_state FINAL
@@ -63,20 +40,6 @@ type stored struct {
 	version uint64
 }
 
-// found is what the findings of one fingerprint say as of an evaluation.
-type found struct {
-	Alert               // identity and latest fields; LastSeen is the latest finding
-	firstNew  time.Time // first finding after the alert's last_seen (zero: none)
-	lastRunID string
-}
-
-// run is one detector run.
-type run struct {
-	id      string
-	started time.Time
-	err     string
-}
-
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 func loadAlerts(ctx context.Context, conn driver.Conn, resolvedSince time.Time) (map[string]stored, error) {
@@ -88,15 +51,22 @@ func loadAlerts(ctx context.Context, conn driver.Conn, resolvedSince time.Time) 
 	out := map[string]stored{}
 	for rows.Next() {
 		var s stored
-		var sev, state, evidence, action string
+		var sev, state, evidence, fields, action string
 		if err := rows.Scan(&s.Fingerprint, &s.Detector, &s.KeyID, &s.ClientID, &s.RotationID, &sev, &s.Score, &s.Summary, &evidence,
-			&state, &s.ActiveSince, &s.FiredAt, &s.ResolvedAt, &s.LastSeen, &s.Silenced, &s.Inhibited, &action, &s.version); err != nil {
+			&s.Labels, &fields, &state, &s.ActiveSince, &s.FiredAt, &s.ResolvedAt, &s.LastSeen, &s.Silenced, &s.Inhibited, &action, &s.version); err != nil {
 			return nil, fmt.Errorf("alerting: read alerts: %w", err)
 		}
 		s.Severity, _ = finding.ParseSeverity(sev)
 		s.State = State(state)
 		if evidence != "" {
 			s.Evidence = json.RawMessage(evidence)
+		}
+		if len(s.Labels) == 0 {
+			s.Labels = nil
+		}
+		var err error
+		if s.Fields, err = finding.ParseFields(fields); err != nil {
+			return nil, fmt.Errorf("alerting: fields of alert %s: %w", s.Fingerprint, err)
 		}
 		if action != "" {
 			s.Action = new(ActionStatus)
@@ -119,61 +89,21 @@ func unsetZero(t time.Time) time.Time {
 	return t.UTC()
 }
 
-func loadRuns(ctx context.Context, conn driver.Conn, to time.Time, perDetector int) (map[string][]run, error) {
-	rows, err := conn.Query(ctx, selectRuns, ms(to), ms(to), perDetector)
+// lastSeen reads when each alert seen since was last found.
+func lastSeen(ctx context.Context, conn driver.Conn, since time.Time) (map[string]time.Time, error) {
+	rows, err := conn.Query(ctx, selectLastSeen, ms(since))
 	if err != nil {
-		return nil, fmt.Errorf("alerting: read detector runs: %w", err)
+		return nil, fmt.Errorf("alerting: read the alerts seen since %s: %w", since.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
-	out := map[string][]run{}
+	out := map[string]time.Time{}
 	for rows.Next() {
-		var det string
-		var r run
-		if err := rows.Scan(&det, &r.id, &r.started, &r.err); err != nil {
-			return nil, fmt.Errorf("alerting: read detector runs: %w", err)
+		var fp string
+		var t time.Time
+		if err := rows.Scan(&fp, &t); err != nil {
+			return nil, fmt.Errorf("alerting: read the alerts seen since %s: %w", since.Format(time.RFC3339), err)
 		}
-		r.started = r.started.UTC()
-		out[det] = append(out[det], r) // newest first
-	}
-	return out, rows.Err()
-}
-
-// window is how far back findings are read: per detector, and for any other.
-type window struct {
-	detectors []string
-	windows   []int64 // ms
-	other     int64   // ms
-}
-
-func (w window) longest() time.Duration {
-	return time.Duration(slices.Max(append([]int64{w.other}, w.windows...))) * time.Millisecond
-}
-
-func loadFindings(ctx context.Context, conn driver.Conn, w window, to time.Time) (map[string]found, error) {
-	from := ms(to.Add(-w.longest()))
-	detectors, windows := w.detectors, w.windows
-	if detectors == nil {
-		detectors, windows = []string{}, []int64{}
-	}
-	rows, err := conn.Query(ctx, selectFindings, from, from, ms(to), ms(to), detectors, windows, w.other)
-	if err != nil {
-		return nil, fmt.Errorf("alerting: read findings: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]found{}
-	for rows.Next() {
-		var f found
-		var sev, evidence string
-		if err := rows.Scan(&f.Fingerprint, &f.Detector, &f.KeyID, &f.ClientID, &f.RotationID, &sev, &f.Score, &f.Summary, &evidence,
-			&f.lastRunID, &f.LastSeen, &f.firstNew); err != nil {
-			return nil, fmt.Errorf("alerting: read findings: %w", err)
-		}
-		f.Severity, _ = finding.ParseSeverity(sev)
-		if evidence != "" && evidence != "null" {
-			f.Evidence = json.RawMessage(evidence)
-		}
-		f.LastSeen, f.firstNew = f.LastSeen.UTC(), unsetZero(f.firstNew)
-		out[f.Fingerprint] = f
+		out[fp] = t.UTC()
 	}
 	return out, rows.Err()
 }
@@ -195,7 +125,7 @@ func writeAlerts(ctx context.Context, conn driver.Conn, alerts []stored, now tim
 				action = string(raw)
 			}
 			if err := b.Append(a.Fingerprint, a.Detector, a.KeyID, a.ClientID, a.RotationID, a.Severity.String(), a.Score,
-				a.Summary, string(a.Evidence), string(a.State), a.ActiveSince, orEpoch(a.FiredAt), orEpoch(a.ResolvedAt),
+				a.Summary, string(a.Evidence), labelsOrEmpty(a.Labels), fieldsJSON(a.Fields), string(a.State), a.ActiveSince, orEpoch(a.FiredAt), orEpoch(a.ResolvedAt),
 				a.LastSeen, a.Silenced, a.Inhibited, action, now, a.version); err != nil {
 				return err
 			}
@@ -209,4 +139,15 @@ func orEpoch(t time.Time) time.Time {
 		return time.UnixMilli(0).UTC()
 	}
 	return t
+}
+
+func labelsOrEmpty(l map[string]string) map[string]string {
+	if l == nil {
+		return map[string]string{}
+	}
+	return l
+}
+
+func fieldsJSON(fs []finding.Field) string {
+	return finding.Finding{Fields: fs}.FieldsJSON()
 }

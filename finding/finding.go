@@ -79,7 +79,10 @@ type Finding struct {
 	Evidence any `json:"evidence"`
 }
 
-// Field is one line of a finding's evidence as a human reads it: "Seen from", "3 countries".
+// Field is one line of a finding's evidence as a human reads it: "Seen from", "3 countries". Name
+// is the detector's own words; Value is plain text with the values in it as they came (a user agent,
+// a route), unescaped: whoever shows it escapes it (notify does, word by word). Times in a value
+// are written as FieldTime.
 type Field struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
@@ -107,6 +110,9 @@ func (f Finding) Set() map[string]string {
 	s[LabelClientID], s[LabelRotationID] = f.ClientID, f.RotationID
 	return s
 }
+
+// FieldTime is how display fields write a time: "2006-01-02 15:04 UTC".
+const FieldTime = "2006-01-02 15:04 UTC"
 
 // AddField appends a display field; an empty value is left out.
 func (f *Finding) AddField(name, value string) {

@@ -374,7 +374,6 @@ const (
 FROM key_fingerprints
 WHERE key_fingerprint IN ?
 GROUP BY key_fingerprint`
-	selectRunStored = `SELECT count() FROM findings WHERE detector = ? AND run_id = ?`
 )
 
 // lookup returns the key of each fingerprint keywatch has seen in traffic.
@@ -409,8 +408,9 @@ func (h *Handler) storeOnce(ctx context.Context, id string, now time.Time, findi
 	h.storeMu.Lock()
 	defer h.storeMu.Unlock()
 	var n uint64
-	if err := schema.Retry(ctx, h.lookupFor, func(ctx context.Context) error {
-		return h.conn.QueryRow(ctx, selectRunStored, Detector, id).Scan(&n)
+	if err := schema.Retry(ctx, h.lookupFor, func(ctx context.Context) (err error) {
+		n, err = h.store.RunFindings(ctx, Detector, id)
+		return err
 	}); err != nil {
 		return fmt.Errorf("leakreport: check whether report %s is stored: %w", id, err)
 	}

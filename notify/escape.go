@@ -13,9 +13,10 @@ import (
 // Values in Slack texts (issue #14, item 7).
 //
 // Every value keywatch shows in Slack that it did not write itself (key, client and rotation ids,
-// addresses, user agents, routes, outcomes, networks, summaries, evidence, action details, the
-// Approver's answer, silences) goes into mrkdwn through mrkdwnValue, mrkdwnProse or mrkdwnCode, and
-// into plain_text through plainValue. They share one escaping, escapeValue:
+// addresses, user agents, routes, outcomes, networks, summaries, display fields, evidence, action
+// details, the Approver's answer, silences) goes into mrkdwn through mrkdwnValue, mrkdwnProse,
+// mrkdwnCode or fieldValue (a display field, word by word), and into plain_text through plainValue.
+// They share one escaping, escapeValue:
 //
 //   - control characters (new lines included) become spaces, so a value cannot start a ">" quote
 //     line, fake a field or move a terminal's cursor; Unicode format characters (bidi overrides,
@@ -122,15 +123,32 @@ func mrkdwnLink(rawURL, label string) string {
 // maxURL is the longest URL a Slack button or link takes.
 const maxURL = 3000
 
-// fieldLabel is a field's label made from data (an evidence key, a signal kind), shown in bold:
-// letters, digits, spaces and - . ( ) / + only ("_" reads as a space), at most 60 characters.
+// fieldValue is a display field's value (finding.Field) as mrkdwn shows it. A detector writes it
+// in plain text, often of several values ("kid_old → kid_new (retired)", "revoked_key 40"), any of
+// which an attacker may have written: it is cleaned and cut as mrkdwnProse, then each word is shown
+// by mrkdwnValue's rules (escaped, cut to maxValue runes, as inline code when it holds formatting
+// characters), with the brackets and punctuation around a word outside its code span. So a key id
+// is code and the words around it are not, and no formatting, mention or link comes from a value.
+func fieldValue(s string) string {
+	words := strings.Split(escapeValue(s, maxProse), " ")
+	for i, w := range words {
+		lead := len(w) - len(strings.TrimLeft(w, "(["))
+		core := strings.TrimRight(w[lead:], ")],;.")
+		words[i] = w[:lead] + mrkdwnValue(core) + w[lead+len(core):]
+	}
+	return strings.Join(words, " ")
+}
+
+// fieldLabel is a field's label made from data (an evidence key, a signal kind, a detector's field
+// name), shown in bold: letters, digits, spaces and - . , ( ) / + only ("_" reads as a space), at
+// most 60 characters.
 func fieldLabel(s string) string {
 	var b strings.Builder
 	for _, r := range escapeValue(s, 60) {
 		switch {
 		case r == '_':
 			b.WriteByte(' ')
-		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == ' ' || strings.ContainsRune("-.()/+", r):
+		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == ' ' || strings.ContainsRune("-.,()/+", r):
 			b.WriteRune(r)
 		}
 	}

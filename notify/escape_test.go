@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/finding"
 )
 
@@ -31,27 +30,34 @@ var evilMarkup = []string{"<!channel>", "<https://evil", "<@U999>", "<!here>", "
 // URL), and an action awaiting approval.
 func injectionGroup(resolved bool) alerting.Group {
 	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	ev := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
 	lingering := alerting.Alert{
 		Fingerprint: "fp_ling", Detector: "lingering", KeyID: "kid_old", ClientID: evilClient, RotationID: "kid_old>kid_new",
 		Severity: finding.Warning, Score: 40, State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at,
 		// A folded finding about callers without a client says how many in its summary.
 		Summary: "12 callers without a client still on kid_old, e.g. " + evilUA + " and " + evilClient,
-		Evidence: ev(map[string]any{
-			"rotation_id": "kid_old>kid_new", "old_key_id": "kid_old", "new_key_id": "kid_new", "step": "retired",
-			"deadline": "2026-12-01T00:00:00Z", "time_left": "<!here>", "callers": 12, "addresses": 4, "user_agents": 3, "folded_findings": 12,
-			"caller": detect.Caller{IP: "203.0.113.7", UserAgent: evilUA, Requests: 10,
-				TopIPs:        []detect.Count{{Value: "<!everyone>", Requests: 3}},
-				TopUserAgents: []detect.Count{{Value: evilUA, Requests: 7}, {Value: strings.Repeat("A", 60000), Requests: 1}}},
-		}),
-		Action: &alerting.ActionStatus{ID: "wh_1", Kind: "revoke", Mode: "approve", Status: "awaiting_approval", Detail: "asked by " + evilClient},
+		// The fields as the lingering detector writes them: plain text, with the caller's values
+		// as they came; the evidence keeps how many findings were folded into this one.
+		Fields: []finding.Field{
+			{Name: "Rotation", Value: "kid_old → kid_new (retired)"},
+			{Name: "Caller", Value: "203.0.113.7 " + evilUA},
+			{Name: "Callers without a client", Value: "12 (4 addresses, 3 user agents)"},
+			{Name: "Requests on old key", Value: "10 (0 failed) since 2026-11-25 10:00 UTC"},
+			{Name: "On new key", Value: "0% (0 requests)"},
+			{Name: "Deadline", Value: "2026-12-01 00:00 UTC (<!here> left)"},
+			{Name: "Top addresses", Value: "<!everyone> (3)"},
+			{Name: "Top user agents", Value: evilUA + " (7), " + strings.Repeat("A", 60000) + " (1)"},
+		},
+		Evidence: json.RawMessage(`{"rotation_id": "kid_old>kid_new", "callers": 12, "folded_findings": 12}`),
+		Action:   &alerting.ActionStatus{ID: "wh_1", Kind: "revoke", Mode: "approve", Status: "awaiting_approval", Detail: "asked by " + evilClient},
 	}
 	spike := alerting.Alert{
 		Fingerprint: "fp_spike", Detector: "spike", KeyID: "kid_old", ClientID: evilClient, Severity: finding.Critical, Score: 12,
 		State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at, Summary: evilClient + " fails",
-		Evidence: ev(detect.SpikeEvidence{OldKeyID: "kid_old", NewKeyID: "kid_new", Step: "retired",
-			FailuresByOutcome: map[string]uint64{"<!channel>": 3},
-			TopRoutes:         []detect.SpikeCount{{Name: "/v1/<https://evil.example|Approve the revoke>", Failures: 3}}}),
+		Fields: []finding.Field{
+			{Name: "Rotation", Value: "kid_old → kid_new, retired 2026-11-25 10:00 UTC"},
+			{Name: "Failures by outcome", Value: "<!channel> 3"},
+			{Name: "Top routes", Value: "/v1/<https://evil.example|Approve the revoke> (3)"},
+		},
 		Action: &alerting.ActionStatus{ID: "rv_1", Kind: "reactivate", Mode: "approve", Status: "awaiting_approval"},
 	}
 	report := alerting.Alert{
@@ -62,10 +68,20 @@ func injectionGroup(resolved bool) alerting.Group {
 	leak := alerting.Alert{
 		Fingerprint: "fp_leak", Detector: "leak", KeyID: "kid_old", Severity: finding.Critical, Score: 150,
 		State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at, Summary: "new networks", Silenced: "<!channel>",
-		Evidence: ev(detect.LeakEvidence{KeyState: "active", Signals: []detect.LeakSignal{{Kind: "<@U999>", Score: 60, Reason: evilUA,
-			Places: []detect.LeakPlace{{Network: "AS1", ASOrg: "<!channel> Approve", Countries: []string{"<@U999>"}}}}}}),
+		Fields: []finding.Field{
+			{Name: "Key state", Value: "active"},
+			{Name: "Signal <@U999> (+60)", Value: evilUA},
+			{Name: "New networks", Value: "AS1 (<!channel> Approve) <@U999>: 0 requests\n<!here>"},
+		},
 	}
-	g := alerting.Group{Key: "key:kid_old", ClientID: evilClient, Alerts: []alerting.Alert{lingering, spike, report, leak}, Resolved: resolved, UpdatedAt: at}
+	// An alert stored before findings had display fields: shown from its evidence.
+	stored := alerting.Alert{
+		Fingerprint: "fp_stored", Detector: "leak", KeyID: "kid_old", Severity: finding.Critical, Score: 150,
+		State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at, Summary: "new networks",
+		Evidence: json.RawMessage(`{"key_state": "active", "signals": [{"kind": "<@U999>", "score": 60, "reason": "<!channel> <https://evil.example|Approve the revoke>",
+			"places": [{"network": "AS1", "as_org": "<!channel> Approve", "countries": ["<@U999>"]}]}], "<!here>": "*x*"}`),
+	}
+	g := alerting.Group{Key: "key:kid_old", ClientID: evilClient, Alerts: []alerting.Alert{lingering, spike, report, leak, stored}, Resolved: resolved, UpdatedAt: at}
 	if resolved {
 		for i := range g.Alerts {
 			g.Alerts[i].State, g.Alerts[i].ResolvedAt = alerting.Resolved, at.Add(time.Hour)
@@ -198,6 +214,32 @@ func TestMrkdwnValue(t *testing.T) {
 	}
 	if got := mrkdwnCode("kidx"); got != "`kidx`" {
 		t.Errorf("mrkdwnCode(kidx) = %q", got)
+	}
+}
+
+// A display field's value is escaped word by word: a word with formatting characters is code, the
+// punctuation around it is not, and no markup survives.
+func TestFieldValue(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"", ""},
+		{"120 (3 failed)", "120 (3 failed)"},
+		{"kid_old → kid_new (retired)", "`kid_old` → `kid_new` (retired)"},
+		{"kid_old → kid_new, retired", "`kid_old` → `kid_new`, retired"},
+		{"revoked_key 40, invalid_key 3", "`revoked_key` 40, `invalid_key` 3"},
+		{"(:smile:)", "(`:smile:`)"},
+		{evilUA, "&lt;!channel&gt; `&lt;https://evil.example|Approve` the revoke&gt;"},
+		{evilClient, "`*bold*` &lt;@U999&gt;"},
+		{"*a b*", "`*a` `b*`"},
+		{"line\n> quote", "line &gt; quote"},
+		{"a`b", "`aˋb`"},
+	} {
+		if got := fieldValue(c.in); got != c.want {
+			t.Errorf("fieldValue(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	long := fieldValue(strings.Repeat("A", 60000) + " " + strings.Repeat("b ", 1000))
+	if strings.Contains(long, strings.Repeat("A", maxValue)) || utf8.RuneCountInString(long) > maxProse {
+		t.Errorf("a long value is shown as %d characters", utf8.RuneCountInString(long))
 	}
 }
 

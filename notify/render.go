@@ -14,7 +14,6 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
@@ -119,7 +118,7 @@ func (r renderer) render(n alerting.Notification) message {
 	return msg
 }
 
-// alertBlocks renders one alert: its summary with the identity and evidence fields, a context line
+// alertBlocks renders one alert: its summary with the identity and display fields, a context line
 // (state, muting, action status) and the buttons.
 func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 	text := fmt.Sprintf("*%s* · %s · score %s\n%s", mrkdwnValue(a.Detector), a.Severity, strconv.FormatFloat(math.Round(a.Score*10)/10, 'f', -1, 64), mrkdwnProse(a.Summary))
@@ -252,7 +251,12 @@ func (r renderer) grafanaLink(a alerting.Alert) string {
 
 type field struct{ label, value string }
 
-// alertFields are an alert's identity fields, then what its detector put in the evidence.
+// foldedField is the label of how many findings the engine folded into an alert's finding.
+const foldedField = "Findings folded in"
+
+// alertFields are an alert's identity fields, then its display fields (finding.Field) in the
+// detector's order, each label cleaned (fieldLabel) and each value escaped (fieldValue). An alert
+// stored before findings had display fields shows its evidence as key: value (genericFields).
 func alertFields(a alerting.Alert) []field {
 	var fs []field
 	add := func(label, value string) {
@@ -266,32 +270,22 @@ func alertFields(a alerting.Alert) []field {
 	// Not the alert's last_seen: it moves with every detector run, and a message must change
 	// only when what it says changes.
 	add("Active since", stamp(a.ActiveSince))
+	if len(a.Fields) > 0 {
+		if n := foldedFindings(a.Evidence); n > 0 && !slices.ContainsFunc(a.Fields, func(f finding.Field) bool { return f.Name == foldedField }) {
+			add(foldedField, strconv.Itoa(n))
+		}
+		for _, f := range a.Fields {
+			add(fieldLabel(f.Name), fieldValue(f.Value))
+		}
+		return fs
+	}
 	if len(a.Evidence) == 0 || string(a.Evidence) == "null" {
 		return fs
 	}
-	var ev []field
-	var err error
-	switch a.Detector {
-	case "lingering":
-		ev, err = lingeringFields(a.Evidence)
-	case "spike":
-		ev, err = spikeFields(a.Evidence)
-	case "leak":
-		ev, err = leakFields(a.Evidence)
-	case "hygiene":
-		ev, err = hygieneFields(a.Evidence)
-	default:
-		err = errUnknown
-	}
-	if err != nil {
-		ev = genericFields(a.Evidence) // shows folded_findings among the rest
-	} else if n := foldedFindings(a.Evidence); n > 0 {
-		ev = append([]field{{"Findings folded in", strconv.Itoa(n)}}, ev...)
-	}
-	return append(fs, ev...)
+	return append(fs, genericFields(a.Evidence)...) // shows folded_findings among the rest
 }
 
-// foldedFindings is how many findings the engine folded into this one (detect's evidence field
+// foldedFindings is how many findings the engine folded into this one (the evidence field
 // folded_findings, read by name whatever the detector); 0 when it was not folded.
 func foldedFindings(raw json.RawMessage) int {
 	var f struct {
@@ -301,177 +295,8 @@ func foldedFindings(raw json.RawMessage) int {
 	return f.N
 }
 
-var errUnknown = fmt.Errorf("unknown evidence")
-
-func lingeringFields(raw json.RawMessage) ([]field, error) {
-	var e detect.LingeringEvidence
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	c := e.Caller
-	caller := mrkdwnValue(c.ClientID)
-	if caller == "" {
-		caller = strings.TrimSpace(mrkdwnValue(c.IP) + " " + mrkdwnValue(c.UserAgent))
-	}
-	if caller == "" && e.Callers > 0 {
-		// The finding about a rotation's callers without a client sums several (detect).
-		caller = "callers without a client"
-	}
-	fs := []field{
-		{"Rotation", fmt.Sprintf("%s → %s (%s)", mrkdwnCode(e.OldKeyID), mrkdwnCode(e.NewKeyID), mrkdwnValue(e.Step))},
-		{"Caller", caller},
-	}
-	if e.Callers > 0 {
-		fs = append(fs, field{"Callers without a client", fmt.Sprintf("%d (%d addresses, %d user agents)", e.Callers, e.Addresses, e.UserAgents)})
-	}
-	fs = append(fs,
-		field{"Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, stamp(e.Since))},
-		field{"First / last seen", stamp(c.FirstSeen) + " / " + stamp(c.LastSeen)},
-		field{"On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests)},
-	)
-	if e.Deadline != nil {
-		fs = append(fs, field{"Deadline", stamp(*e.Deadline) + " (" + mrkdwnValue(e.TimeLeft) + " left)"})
-	}
-	if len(c.TopIPs) > 0 {
-		fs = append(fs, field{"Top addresses", countsText(c.TopIPs)})
-	}
-	if len(c.TopUserAgents) > 0 {
-		fs = append(fs, field{"Top user agents", countsText(c.TopUserAgents)})
-	}
-	return fs, nil
-}
-
-func countsText(cs []detect.Count) string {
-	var parts []string
-	for _, c := range cs {
-		parts = append(parts, fmt.Sprintf("%s (%d)", mrkdwnValue(c.Value), c.Requests))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func spikeFields(raw json.RawMessage) ([]field, error) {
-	var e detect.SpikeEvidence
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	fs := []field{
-		{"Rotation", fmt.Sprintf("%s → %s, %s %s", mrkdwnCode(e.OldKeyID), mrkdwnCode(e.NewKeyID), mrkdwnValue(string(e.Step)), stamp(e.StepAt))},
-		{"Failures, short window", windowText(e.Short)},
-		{"Failures, long window", windowText(e.Long)},
-		{"Baseline", fmt.Sprintf("%.2f%% (%s)", 100*e.Baseline.Rate, mrkdwnValue(e.Baseline.Source))},
-	}
-	if len(e.FailuresByOutcome) > 0 {
-		fs = append(fs, field{"Failures by outcome", mapText(e.FailuresByOutcome)})
-	}
-	if len(e.TopRoutes) > 0 {
-		var parts []string
-		for _, r := range e.TopRoutes {
-			parts = append(parts, fmt.Sprintf("%s (%d)", mrkdwnValue(r.Name), r.Failures))
-		}
-		fs = append(fs, field{"Top routes", strings.Join(parts, ", ")})
-	}
-	if e.Keyless.Failures > 0 {
-		fs = append(fs, field{"Keyless failures", strconv.FormatUint(e.Keyless.Failures, 10)})
-	}
-	return fs, nil
-}
-
-func windowText(w detect.SpikeWindow) string {
-	return fmt.Sprintf("%d of %d (%.2f%%, z %.1f)", w.Failures, w.Requests, 100*w.Rate, w.Z)
-}
-
-func mapText(m map[string]uint64) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var parts []string
-	for _, k := range keys {
-		name := mrkdwnValue(k)
-		if name == "" {
-			name = "(none)"
-		}
-		parts = append(parts, fmt.Sprintf("%s %d", name, m[k]))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func leakFields(raw json.RawMessage) ([]field, error) {
-	var e detect.LeakEvidence
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	window := fmt.Sprintf("%d requests", e.WindowRequests)
-	if !e.WindowStart.IsZero() {
-		window = fmt.Sprintf("%s – %s, %s", stamp(e.WindowStart), stamp(e.WindowEnd), window)
-	}
-	fs := []field{{"Window", window}}
-	if e.KeyState != "" {
-		fs = append(fs, field{"Key state", mrkdwnValue(e.KeyState)})
-	}
-	var networks []string
-	for _, s := range e.Signals {
-		fs = append(fs, field{fmt.Sprintf("Signal %s (+%.0f)", fieldLabel(s.Kind), s.Score), mrkdwnProse(s.Reason)})
-		for _, p := range s.Places {
-			name := mrkdwnValue(p.Network)
-			if name == "" {
-				name = mrkdwnValue(p.Country)
-			}
-			if p.ASOrg != "" {
-				name += " (" + mrkdwnValue(p.ASOrg) + ")"
-			}
-			if len(p.Countries) > 0 {
-				cs := make([]string, len(p.Countries))
-				for i, c := range p.Countries {
-					cs[i] = mrkdwnValue(c)
-				}
-				name += " " + strings.Join(cs, "/")
-			}
-			networks = append(networks, fmt.Sprintf("%s: %d requests, %s – %s", name, p.Requests, stamp(p.FirstSeen), stamp(p.LastSeen)))
-		}
-	}
-	if len(networks) > 0 {
-		fs = append(fs, field{"New networks", strings.Join(networks, "\n")})
-	}
-	return fs, nil
-}
-
-func hygieneFields(raw json.RawMessage) ([]field, error) {
-	var e detect.HygieneEvidence
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, err
-	}
-	age := fmt.Sprintf("%.0f days (limit %.0f)", e.AgeDays, e.LimitDays)
-	if e.ExpiresAt != nil {
-		age = fmt.Sprintf("%.0f days", e.AgeDays)
-	}
-	fs := []field{
-		{"Problem", mrkdwnValue(strings.ReplaceAll(e.Kind, "_", " "))},
-		{"Key state", mrkdwnValue(e.State)},
-		{"Age", age},
-		{"Requests", strconv.FormatUint(e.Requests, 10)},
-	}
-	if e.ExpiresAt != nil {
-		left := fmt.Sprintf("%.1f days left", e.DaysLeft)
-		if e.DaysLeft < 0 {
-			left = fmt.Sprintf("expired %.1f days ago", -e.DaysLeft)
-		}
-		fs = append(fs, field{"Expires", fmt.Sprintf("%s (%s; reported within %.0f days)", stamp(*e.ExpiresAt), left, e.LimitDays)})
-	}
-	if !e.LastUsed.IsZero() {
-		fs = append(fs, field{"Last used", stamp(e.LastUsed)})
-	} else {
-		fs = append(fs, field{"Last used", "never"})
-	}
-	if e.UnusedDays > 0 {
-		fs = append(fs, field{"Unused for", fmt.Sprintf("%.0f days", e.UnusedDays)})
-	}
-	return fs, nil
-}
-
-// genericFields shows unknown evidence (a leak report's, a new detector's) as key: value, in key
-// order. Its keys and values are data: labels keep only plain characters, values are escaped; a
+// genericFields shows the evidence of an alert without display fields (one stored before findings
+// had them) as key: value, in key order. Its keys and values are data: labels keep only plain characters, values are escaped; a
 // URL (a leak report's) is shown as text, not as a link.
 func genericFields(raw json.RawMessage) []field {
 	var m map[string]json.RawMessage
@@ -536,5 +361,5 @@ func stamp(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
+	return t.UTC().Format(finding.FieldTime)
 }

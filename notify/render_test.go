@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/keywatch/keywatch/alerting"
-	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 )
@@ -118,30 +117,39 @@ func TestRenderStates(t *testing.T) {
 	}
 }
 
-func TestRenderKnownEvidence(t *testing.T) {
-	deadline := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	ev := func(v any) json.RawMessage { b, _ := json.Marshal(v); return b }
+// TestRenderFields: an alert shows its display fields as its detector wrote them, each value
+// escaped; an alert stored before findings had fields (a leak report's, or one of a known detector)
+// shows its evidence as key: value.
+func TestRenderFields(t *testing.T) {
+	type fs = []finding.Field
 	cases := []struct {
 		detector string
+		fields   fs
 		evidence json.RawMessage
 		want     []string
 	}{
-		{"lingering", ev(detect.LingeringEvidence{RotationID: "r1", OldKeyID: "kid_old", NewKeyID: "kid_new", Step: "started", Deadline: &deadline, TimeLeft: "48h0m0s",
-			Caller: detect.Caller{ClientID: "acme", Requests: 120, Failures: 3, NewKeyShare: 0.25, TopIPs: []detect.Count{{Value: "203.0.113.7", Requests: 100}}}}),
-			[]string{"*Deadline*\n2026-12-01 00:00 UTC (48h0m0s left)", "*Caller*\nacme", "120 (3 failed)", "203.0.113.7 (100)", "25%"}},
-		{"spike", ev(detect.SpikeEvidence{OldKeyID: "kid_old", NewKeyID: "kid_new", Step: "retired", Short: detect.SpikeWindow{Requests: 100, Failures: 40, Rate: 0.4, Z: 12},
-			FailuresByOutcome: map[string]uint64{"revoked_key": 40}, TopRoutes: []detect.SpikeCount{{Name: "/v1/prices", Failures: 30}}}),
-			[]string{"40 of 100 (40.00%, z 12.0)", "`revoked_key` 40", "/v1/prices (30)"}},
-		{"hygiene", ev(detect.HygieneEvidence{Kind: "policy_age", KeyID: "kid_h", State: "active", AgeDays: 400, LimitDays: 365, Requests: 9}),
+		{"lingering", fs{{Name: "Rotation", Value: "kid_old → kid_new (started)"}, {Name: "Caller", Value: "acme"},
+			{Name: "Requests on old key", Value: "120 (3 failed) since 2026-11-25 10:00 UTC"}, {Name: "On new key", Value: "25% (0 requests)"},
+			{Name: "Deadline", Value: "2026-12-01 00:00 UTC (48h0m0s left)"}, {Name: "Top addresses", Value: "203.0.113.7 (100)"}}, nil,
+			[]string{"*Deadline*\n2026-12-01 00:00 UTC (48h0m0s left)", "*Caller*\nacme", "120 (3 failed)", "203.0.113.7 (100)", "25%",
+				"*Rotation*\n`kid_old` → `kid_new` (started)"}},
+		{"spike", fs{{Name: "Rotation", Value: "kid_old → kid_new, retired"}, {Name: "Failures, short window", Value: "40 of 100 (40.00%, z 12.0)"},
+			{Name: "Failures by outcome", Value: "revoked_key 40"}, {Name: "Top routes", Value: "/v1/prices (30)"}}, nil,
+			[]string{"40 of 100 (40.00%, z 12.0)", "`revoked_key` 40", "/v1/prices (30)", "*Failures, short window*", "`kid_new`, retired"}},
+		{"hygiene", fs{{Name: "Problem", Value: "policy age"}, {Name: "Key state", Value: "active"}, {Name: "Age", Value: "400 days (limit 365)"},
+			{Name: "Requests", Value: "9"}, {Name: "Last used", Value: "never"}}, nil,
 			[]string{"*Problem*\npolicy age", "400 days (limit 365)", "*Last used*\nnever"}},
-		{"hygiene", ev(detect.HygieneEvidence{Kind: "expiring", KeyID: "kid_e", State: "active", AgeDays: 20, LimitDays: 14, ExpiresAt: &deadline, DaysLeft: 4.5}),
+		{"hygiene", fs{{Name: "Problem", Value: "expiring"}, {Name: "Key state", Value: "active"}, {Name: "Age", Value: "20 days"},
+			{Name: "Expires", Value: "2026-12-01 00:00 UTC (4.5 days left; reported within 14 days)"}}, nil,
 			[]string{"*Problem*\nexpiring", "*Age*\n20 days", "*Expires*\n2026-12-01 00:00 UTC (4.5 days left; reported within 14 days)"}},
-		{"leak_report", json.RawMessage(`{"url": "https://github.com/o/r/blob/x", "source": "content", "count": 3}`),
+		{"leak_report", nil, json.RawMessage(`{"url": "https://github.com/o/r/blob/x", "source": "content", "count": 3}`),
 			[]string{"*url*\n`https://github.com/o/r/blob/x`", "*source*\ncontent", "*count*\n3"}},
+		{"spike", nil, json.RawMessage(`{"old_key_id": "kid_old", "step": "retired", "folded_findings": 2}`),
+			[]string{"*old key id*\n`kid_old`", "*step*\nretired", "*folded findings*\n2"}},
 	}
 	for _, c := range cases {
 		g := leakGroup("kid_x", false)
-		g.Alerts[0].Detector, g.Alerts[0].Evidence = c.detector, c.evidence
+		g.Alerts[0].Detector, g.Alerts[0].Fields, g.Alerts[0].Evidence = c.detector, c.fields, c.evidence
 		_, blocks := blocksOf(t, testRenderer(), alerting.Notification{Channel: "C1", Group: g})
 		b, _ := json.Marshal(blocks)
 		var text strings.Builder
@@ -169,10 +177,17 @@ func TestRenderLimits(t *testing.T) {
 		huge[fmt.Sprintf("field_%02d", i)] = strings.Repeat("x", 5000)
 	}
 	evidence, _ := json.Marshal(huge)
+	var fields []finding.Field
+	for i := range 30 {
+		fields = append(fields, finding.Field{Name: fmt.Sprintf("Field %02d", i), Value: strings.Repeat("x ", 2500)})
+	}
 	g := alerting.Group{Key: "rotation:r1"}
 	for i := range 40 {
 		a := leakGroup(fmt.Sprintf("kid_%02d", i), false).Alerts[0]
-		a.Detector, a.Evidence = "something_new", evidence
+		a.Detector, a.Evidence, a.Fields = "something_new", evidence, nil
+		if i%2 == 1 { // display fields, as a detector writes them
+			a.Fields = fields
+		}
 		a.Summary = strings.Repeat("s", 4000)
 		g.Alerts = append(g.Alerts, a)
 	}

@@ -99,6 +99,7 @@ func leakGroup(key string, resolved bool) alerting.Group {
 		Fingerprint: "fp_" + key, Detector: "leak", KeyID: key, ClientID: "acme", Severity: finding.Critical, Score: 150,
 		Summary: "key " + key + " used from 3 new networks", State: alerting.Firing, ActiveSince: at, FiredAt: at, LastSeen: at.Add(time.Hour),
 		Evidence: json.RawMessage(`{"window_requests": 10, "signals": [{"kind": "new_network", "score": 60, "reason": "new networks"}]}`),
+		Fields:   []finding.Field{{Name: "Window", Value: "10 requests"}, {Name: "Signal new network (+60)", Value: "new networks"}},
 	}
 	if resolved {
 		a.State, a.ResolvedAt = alerting.Resolved, at.Add(3*time.Hour)

@@ -12,6 +12,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/demo/simulate"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/digest"
@@ -298,18 +300,6 @@ func (d *demo) received(r receivedRevoke) {
 	}
 }
 
-// selectDemoAlerts returns every alert's current state.
-const selectDemoAlerts = `
-SELECT fingerprint, detector, key_id, client_id, toString(state), toString(severity), score, summary
-FROM alerts FINAL
-ORDER BY severity DESC, detector, key_id`
-
-// selectDemoAudit returns the revoke decisions and attempts, oldest first.
-const selectDemoAudit = `
-SELECT action_id, event, guardrail, key_id, http_status, detail
-FROM action_audit
-ORDER BY at`
-
 // watch prints alerts that changed state and new audit rows, and notes which stories they show.
 func (d *demo) watch(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
@@ -318,55 +308,47 @@ func (d *demo) watch(ctx context.Context) {
 		d.seen = map[string]bool{}
 	}
 	in := d.incidents
-	if rows, err := d.conn.Query(qctx, selectDemoAlerts); err == nil {
-		for rows.Next() {
-			var fingerprint, detector, key, client, state, severity, summary string
-			var score float64
-			if rows.Scan(&fingerprint, &detector, &key, &client, &state, &severity, &score, &summary) != nil {
-				continue
-			}
+	if alerts, err := alerting.NewReader(d.conn).Current(qctx); err == nil {
+		for _, a := range alerts {
+			state, severity := string(a.State), a.Severity.String()
 			// Hygiene alerts (old and unused keys) show as their one-line Slack messages only.
-			if id := fingerprint + state + severity; !d.seen[id] && detector != "hygiene" {
+			if id := a.Fingerprint + state + severity; !d.seen[id] && a.Detector != "hygiene" {
 				d.seen[id] = true
-				subject := key
-				if client != "" {
-					subject += " (" + client + ")"
+				subject := a.KeyID
+				if a.ClientID != "" {
+					subject += " (" + a.ClientID + ")"
 				}
-				d.out.note(d.stamp() + fmt.Sprintf("ALERT %s %s on %s: %s, score %.4g", severity, detector, subject, state, score))
+				d.out.note(d.stamp() + fmt.Sprintf("ALERT %s %s on %s: %s, score %.4g", severity, a.Detector, subject, state, a.Score))
 			}
-			if state != "firing" {
+			if a.State != alerting.Firing {
 				continue
 			}
 			switch {
-			case detector == "lingering" && key == d.lingerRot.OldKeyID:
-				d.lingeringPart(key, true)
-			case detector == "spike" && client == in.Revoked.ClientID:
-				d.shown(simulate.StoryRevokedInUse, fmt.Sprintf("failure-spike alert firing for %s", client))
+			case a.Detector == "lingering" && a.KeyID == d.lingerRot.OldKeyID:
+				d.lingeringPart(a.KeyID, true)
+			case a.Detector == "spike" && a.ClientID == in.Revoked.ClientID:
+				d.shown(simulate.StoryRevokedInUse, fmt.Sprintf("failure-spike alert firing for %s", a.ClientID))
 			}
 		}
-		rows.Close()
 	}
-	if rows, err := d.conn.Query(qctx, selectDemoAudit); err == nil {
-		for rows.Next() {
-			var id, event, guardrail, key, detail string
-			var status uint16
-			if rows.Scan(&id, &event, &guardrail, &key, &status, &detail) != nil || d.seen[id+event+detail] {
+	if audit, err := action.ReadAudit(qctx, d.conn); err == nil {
+		for _, e := range audit {
+			if d.seen[e.ActionID+e.Event+e.Detail] {
 				continue
 			}
-			d.seen[id+event+detail] = true
-			line := fmt.Sprintf("REVOKE %s %s", event, key)
-			if guardrail != "" {
-				line += " guardrail " + guardrail
+			d.seen[e.ActionID+e.Event+e.Detail] = true
+			line := fmt.Sprintf("REVOKE %s %s", e.Event, e.KeyID)
+			if e.Guardrail != "" {
+				line += " guardrail " + e.Guardrail
 			}
-			if status != 0 {
-				line += fmt.Sprintf(" HTTP %d", status)
+			if e.HTTPStatus != 0 {
+				line += fmt.Sprintf(" HTTP %d", e.HTTPStatus)
 			}
-			d.out.note(d.stamp() + line + ": " + detail + " (action_audit)")
-			if key == in.LeakedKeyID && event == "dry_run" && strings.HasPrefix(detail, "dry run") {
+			d.out.note(d.stamp() + line + ": " + e.Detail + " (action_audit)")
+			if e.KeyID == in.LeakedKeyID && e.Event == "dry_run" && strings.HasPrefix(e.Detail, "dry run") {
 				d.shown(simulate.StoryLeak, "leak alert firing; audit: dry run, a revoke would be requested (nothing sent)")
 			}
 		}
-		rows.Close()
 	}
 }
 

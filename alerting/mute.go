@@ -53,7 +53,7 @@ func (e *Evaluator) inhibitor(a Alert, l label.Set, sources []stored) string {
 		}
 		sl := LabelSet(src.Alert)
 		for _, r := range e.cfg.Inhibit {
-			if !r.SourceMatchers().Matches(sl) || !r.TargetMatchers().Matches(l) {
+			if !r.SourceSelector().Matches(sl) || !r.TargetSelector().Matches(l) {
 				continue
 			}
 			equal := true

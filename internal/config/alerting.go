@@ -43,10 +43,16 @@ var LatestSilenceTime = time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)
 type Matcher map[string]string
 
 // InhibitRule mutes target alerts while a source alert fires, when the labels in Equal agree.
+// Source and SourceMatchers select the source alerts (every matcher of both must match), Target
+// and TargetMatchers the targets.
 type InhibitRule struct {
-	Source Matcher  `yaml:"source"`
-	Target Matcher  `yaml:"target"`
-	Equal  []string `yaml:"equal"`
+	Source Matcher `yaml:"source"`
+	Target Matcher `yaml:"target"`
+	// SourceMatchers and TargetMatchers are label matchers in the string form (package label):
+	// detector=~"leak.*".
+	SourceMatchers []string `yaml:"source_matchers,omitempty"`
+	TargetMatchers []string `yaml:"target_matchers,omitempty"`
+	Equal          []string `yaml:"equal"`
 
 	source, target *compiled // SourceMatchers, TargetMatchers
 }

@@ -9,14 +9,18 @@ import (
 	"github.com/keywatch/keywatch/label"
 )
 
-// Every selector of the configuration is written in one of the forms package label reads and
-// compiled to label.Matchers when the configuration is loaded: silences and inhibit rules (the
-// map form, label: glob), slack.routes (severity, detector and client lists, and matchers),
-// revoke.policies (detector and keys, and matchers), revoke.protected_keys (key_id globs),
-// rollback.policies (rotation and clients, and matchers) and rollback.critical_clients (client_id
-// globs). The accessors (Selector, Routing, Protected, Critical...) return what Load compiled; a
-// value built or changed by hand after Load, as tests and the demo do, is compiled when read, and
-// panics there if invalid, since only Load reports errors.
+// Every selector of the configuration is written in the forms package label reads and compiled
+// to label.Matchers when the configuration is loaded, each error naming its field: silences (the
+// map form, label: glob), inhibit rules (source and target in the map form, source_matchers and
+// target_matchers in the string form), slack.routes (severity, detector and client lists, and
+// matchers), revoke.policies (detector and keys, and matchers), revoke.protected_keys (key_id
+// globs), rollback.policies (rotation and clients, and matchers) and rollback.critical_clients
+// (client_id globs). The string form is label="glob", label!="glob", label=~"regexp" and
+// label!~"regexp", on the labels of MatcherLabels.
+//
+// The accessors (Selector, SourceSelector, TargetSelector, Routing, Protected, Critical) return
+// what Load compiled; a value built or changed by hand after Load, as tests and the demo do, is
+// compiled when read, and panics there if invalid, since only Load reports errors.
 
 // compiled is a selector compiled from its written form, from: it serves while the written form
 // is unchanged.
@@ -168,18 +172,28 @@ func (m Matcher) Compile() (label.Matchers, error) {
 
 func (m Matcher) from() string { return m.text() }
 
-// SourceMatchers selects the alerts that mute: Source, compiled.
-func (r InhibitRule) SourceMatchers() label.Matchers {
-	return first(cached(r.source, r.Source.from(), func() ([]label.Matchers, []error) {
-		ms, errs := r.Source.compile("source")
+// side compiles one side of an inhibit rule at path (alerting.inhibit[i]): the map form under
+// name (source, target) and the string form under name_matchers.
+func side(path, name string, m Matcher, texts []string) (label.Matchers, []error) {
+	ms, errs := m.compile(path + "." + name)
+	more, e := parse(path+"."+name+"_matchers", texts)
+	return append(ms, more...), append(errs, e...)
+}
+
+func sideFrom(m Matcher, texts []string) string { return fmt.Sprintf("%s %q", m.from(), texts) }
+
+// SourceSelector selects the alerts that mute: Source and SourceMatchers, compiled.
+func (r InhibitRule) SourceSelector() label.Matchers {
+	return first(cached(r.source, sideFrom(r.Source, r.SourceMatchers), func() ([]label.Matchers, []error) {
+		ms, errs := side("inhibit rule", "source", r.Source, r.SourceMatchers)
 		return one(ms), errs
 	}))
 }
 
-// TargetMatchers selects the alerts that are muted: Target, compiled.
-func (r InhibitRule) TargetMatchers() label.Matchers {
-	return first(cached(r.target, r.Target.from(), func() ([]label.Matchers, []error) {
-		ms, errs := r.Target.compile("target")
+// TargetSelector selects the alerts that are muted: Target and TargetMatchers, compiled.
+func (r InhibitRule) TargetSelector() label.Matchers {
+	return first(cached(r.target, sideFrom(r.Target, r.TargetMatchers), func() ([]label.Matchers, []error) {
+		ms, errs := side("inhibit rule", "target", r.Target, r.TargetMatchers)
 		return one(ms), errs
 	}))
 }
@@ -325,12 +339,12 @@ func (c *Config) compileSelectors() []error {
 	for i := range a.Inhibit {
 		r := &a.Inhibit[i]
 		p := fmt.Sprintf("alerting.inhibit[%d]", i)
-		errs = append(errs, store(&r.source, r.Source.from(), func() ([]label.Matchers, []error) {
-			ms, errs := r.Source.compile(p + ".source")
+		errs = append(errs, store(&r.source, sideFrom(r.Source, r.SourceMatchers), func() ([]label.Matchers, []error) {
+			ms, errs := side(p, "source", r.Source, r.SourceMatchers)
 			return one(ms), errs
 		})...)
-		errs = append(errs, store(&r.target, r.Target.from(), func() ([]label.Matchers, []error) {
-			ms, errs := r.Target.compile(p + ".target")
+		errs = append(errs, store(&r.target, sideFrom(r.Target, r.TargetMatchers), func() ([]label.Matchers, []error) {
+			ms, errs := side(p, "target", r.Target, r.TargetMatchers)
 			return one(ms), errs
 		})...)
 	}

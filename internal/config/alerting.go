@@ -68,7 +68,7 @@ type Silence struct {
 	selector *compiled // Selector
 }
 
-// MatcherLabels are the labels a Matcher may name.
+// MatcherLabels are the labels a selector may name, in every form (selector.go).
 var MatcherLabels = []string{"detector", "severity", "key_id", "client_id", "rotation_id"}
 
 // Slack posts notifications through the Slack Web API and takes button clicks at

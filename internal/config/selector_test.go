@@ -149,3 +149,28 @@ func TestSelectorErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectorsReloadUnchanged: the same file loaded twice is the same configuration, compiled
+// selectors included (a reload that changes nothing says so); a changed selector is a change.
+func TestSelectorsReloadUnchanged(t *testing.T) {
+	base := "slack:\n  routes: [{channel: \"#a\", detector: [leak*, spike], matchers: ['client_id=~\"a.*\"']}]\n" +
+		"revoke:\n  protected_keys: [\"kid_root_*\"]\n  policies: [{matchers: ['detector=~\"leak.*\"'], mode: auto}]\n"
+	a, err := Load(writeFile(t, base), []string{validKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Load(writeFile(t, base), []string{validKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(a, b); len(got) != 0 {
+		t.Errorf("the same file loaded twice: changed %q", got)
+	}
+	c, err := Load(writeFile(t, strings.Replace(base, `leak.*`, `leak_.*`, 1)), []string{validKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Changed(a, c); !slices.Equal(got, []string{"revoke.policies"}) {
+		t.Errorf("a policy's matcher changed: changed %q, want revoke.policies", got)
+	}
+}

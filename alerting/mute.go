@@ -26,6 +26,10 @@ func (e *Evaluator) mute(next map[string]*stored, silences []silence) {
 	}
 	// The most severe source names the inhibition, then the lowest fingerprint: stable per pass.
 	slices.SortStableFunc(sources, func(a, b stored) int { return int(b.Severity) - int(a.Severity) })
+	rules := make([]inhibitRule, len(e.cfg.Inhibit))
+	for i, r := range e.cfg.Inhibit {
+		rules[i] = inhibitRule{source: r.SourceSelector(), target: r.TargetSelector(), equal: r.Equal}
+	}
 	for _, c := range all {
 		if c.State == Resolved {
 			continue
@@ -39,26 +43,32 @@ func (e *Evaluator) mute(next map[string]*stored, silences []silence) {
 				break
 			}
 		}
-		a.Inhibited = e.inhibitor(a.Alert, l, sources)
+		a.Inhibited = inhibitor(a.Alert, l, sources, rules)
 	}
+}
+
+// inhibitRule is an alerting.inhibit rule with its selectors.
+type inhibitRule struct {
+	source, target label.Matchers
+	equal          []string
 }
 
 // inhibitor returns the fingerprint of the firing alert that mutes a, if any: a configured rule,
 // or the built-in one (a key-wide alert mutes the per-client alerts of its key that are not more
 // severe). An alert never mutes itself.
-func (e *Evaluator) inhibitor(a Alert, l label.Set, sources []stored) string {
+func inhibitor(a Alert, l label.Set, sources []stored, rules []inhibitRule) string {
 	for _, src := range sources {
 		if src.Fingerprint == a.Fingerprint {
 			continue
 		}
 		sl := LabelSet(src.Alert)
-		for _, r := range e.cfg.Inhibit {
-			if !r.SourceSelector().Matches(sl) || !r.TargetSelector().Matches(l) {
+		for _, r := range rules {
+			if !r.source.Matches(sl) || !r.target.Matches(l) {
 				continue
 			}
 			equal := true
-			for _, label := range r.Equal {
-				equal = equal && sl[label] == l[label]
+			for _, name := range r.equal {
+				equal = equal && sl[name] == l[name]
 			}
 			if equal {
 				return src.Fingerprint

@@ -54,7 +54,7 @@ type InhibitRule struct {
 	TargetMatchers []string `yaml:"target_matchers,omitempty"`
 	Equal          []string `yaml:"equal"`
 
-	source, target *compiled // SourceMatchers, TargetMatchers
+	source, target *compiled // SourceSelector, TargetSelector
 }
 
 // Silence mutes the alerts it matches between StartsAt (default: now) and EndsAt.
@@ -196,7 +196,7 @@ func (a Alerting) validate() []error {
 	if a.DegradedAfter < 1 {
 		bad("alerting.degraded_after", "%d: want at least 1", a.DegradedAfter)
 	}
-	for i, r := range a.Inhibit { // Source and Target: compileSelectors
+	for i, r := range a.Inhibit { // what Source and Target select is checked by compileSelectors
 		for _, l := range r.Equal {
 			if !contains(MatcherLabels, l) {
 				bad(fmt.Sprintf("alerting.inhibit[%d].equal", i), "%q: want one of %s", l, strings.Join(MatcherLabels, ", "))
@@ -296,7 +296,7 @@ func (s Slack) validate() []error {
 	}
 	for i, r := range s.Routes {
 		p := fmt.Sprintf("slack.routes[%d]", i)
-		if r.Channel == "" { // what it selects: compileSelectors
+		if r.Channel == "" { // what the route selects is checked by compileSelectors
 			bad(p+".channel", "must not be empty")
 		}
 	}
@@ -340,7 +340,7 @@ func (r Revoke) validate() []error {
 		if !contains(RevokeModes, p.Mode) {
 			bad(fmt.Sprintf("revoke.policies[%d].mode", i), "%q: want one of %s", p.Mode, strings.Join(RevokeModes, ", "))
 		}
-	} // what policies select, and protected_keys: compileSelectors
+	} // what policies select, and protected_keys, are checked by compileSelectors
 	if r.MaxPerHour < 0 {
 		bad("revoke.max_per_hour", "%d: must not be negative (0 sends none)", r.MaxPerHour)
 	}

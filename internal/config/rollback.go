@@ -64,7 +64,7 @@ func (r Rollback) validate() []error {
 		if p.Action != "" && !contains(RollbackActions, p.Action) {
 			bad(fmt.Sprintf("rollback.policies[%d].action", i), "%q: want one of %s (or empty)", p.Action, strings.Join(RollbackActions, ", "))
 		}
-	} // what policies select, and critical_clients: compileSelectors
+	} // what policies select, and critical_clients, are checked by compileSelectors
 	if r.ExtendBy < Duration(time.Minute) {
 		bad("rollback.extend_by", "%s: want at least 1m", r.ExtendBy)
 	}

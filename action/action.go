@@ -19,7 +19,7 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/glob"
+	"github.com/keywatch/keywatch/label"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -112,21 +112,21 @@ func ActionID(kind, keyID, decision string) string {
 	return "rv_" + hex.EncodeToString(h[:])[:24]
 }
 
-// policy returns the first policy matching the detector and key, else the default mode.
-func (r *Revoker) policy(detector, keyID string) config.RevokePolicy {
+// policy returns the first policy whose selector matches the alert's labels, else the default
+// mode.
+func (r *Revoker) policy(set label.Set) config.RevokePolicy {
 	for _, p := range r.cfg.Policies {
-		if matchOrEmpty(p.Detector, detector) && matchOrEmpty(p.Keys, keyID) {
+		if p.Selector().Matches(set) {
 			return p
 		}
 	}
 	return config.RevokePolicy{Mode: r.cfg.DefaultMode}
 }
 
-// matchOrEmpty is a policy's optional glob: empty matches anything.
-func matchOrEmpty(pattern, s string) bool { return pattern == "" || glob.Match(pattern, s) }
-
 // protected says whether keyID matches revoke.protected_keys (globs whose * crosses "/").
-func (r *Revoker) protected(keyID string) bool { return glob.Any(r.cfg.ProtectedKeys, keyID) }
+func (r *Revoker) protected(keyID string) bool {
+	return label.MatchesAny(r.cfg.Protected(), label.Set{"key_id": keyID})
+}
 
 // midRotation says whether key is being rotated: it is retiring, or the new key of a running
 // rotation. The text names the rotation.
@@ -178,7 +178,7 @@ func (r *Revoker) Consider(ctx context.Context, a alerting.Alert) (*alerting.Act
 	if st, ok, err := r.considerRollback(ctx, a); ok {
 		return st, err
 	}
-	p := r.policy(a.Detector, a.KeyID)
+	p := r.policy(alerting.LabelSet(a))
 	if p.Mode == "off" || p.Mode == "" {
 		return nil, nil
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/glob"
+	"github.com/keywatch/keywatch/label"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -128,12 +128,12 @@ func (r *Revoker) refuseLeaked(ctx context.Context, rec *record, leak string) (*
 	return rec, nil
 }
 
-// rollbackPolicy returns the first rollback policy matching the rotation and client, else the
-// default mode; the action is filled in.
-func (r *Revoker) rollbackPolicy(rotationID, clientID string) config.RollbackPolicy {
+// rollbackPolicy returns the first rollback policy whose selector matches the spike's labels, else
+// the default mode; the action is filled in.
+func (r *Revoker) rollbackPolicy(set label.Set) config.RollbackPolicy {
 	p := config.RollbackPolicy{Mode: r.rollback.DefaultMode}
 	for _, q := range r.rollback.Policies {
-		if matchOrEmpty(q.Rotation, rotationID) && matchOrEmpty(q.Clients, clientID) {
+		if q.Selector().Matches(set) {
 			p = q
 			break
 		}
@@ -147,8 +147,9 @@ func (r *Revoker) rollbackPolicy(rotationID, clientID string) config.RollbackPol
 	return p
 }
 
+// critical says whether clientID matches rollback.critical_clients.
 func (r *Revoker) critical(clientID string) bool {
-	return glob.Any(r.rollback.CriticalClients, clientID)
+	return label.MatchesAny(r.rollback.Critical(), label.Set{"client_id": clientID})
 }
 
 // stepOf is the rotation step a spike alert follows: its label finding.LabelStep, else, for an
@@ -186,7 +187,9 @@ func (r *Revoker) considerRollback(ctx context.Context, a alerting.Alert) (st *a
 	if rotationID == "" {
 		rotationID = evidenceString(a.Evidence, "rotation_id")
 	}
-	p := r.rollbackPolicy(rotationID, a.ClientID)
+	set := alerting.LabelSet(a)
+	set["rotation_id"] = rotationID
+	p := r.rollbackPolicy(set)
 	if p.Mode == "off" || p.Mode == "" {
 		return nil, false, nil
 	}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/glob"
 	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/label"
 )
 
 // groupChannel is what notification timers are kept per.
@@ -157,31 +157,27 @@ func severityOf(g Group) finding.Severity {
 }
 
 // route returns the channels a group goes to: the matching routes in order (the first match
-// ends the search unless it says continue), else the default channel, else none.
+// ends the search unless it says continue; label.Routes), else the default channel, else none.
+// A route matches a group when it matches one of its alerts with the group's severity and client.
 func route(s config.Slack, g Group) []string {
-	sev := severityOf(g).String()
-	var out []string
-	for _, r := range s.Routes {
-		if len(r.Severity) > 0 && !slices.Contains(r.Severity, sev) {
-			continue
-		}
-		if len(r.Detector) > 0 && !slices.ContainsFunc(g.Alerts, func(a Alert) bool { return glob.Any(r.Detector, a.Detector) }) {
-			continue
-		}
-		if len(r.Client) > 0 && !glob.Any(r.Client, g.ClientID) {
-			continue
-		}
-		if !slices.Contains(out, r.Channel) {
-			out = append(out, r.Channel)
-		}
-		if !r.Continue {
-			break
-		}
-	}
+	out := s.Routing().Channels(groupSets(g)...)
 	if len(out) == 0 && s.DefaultChannel != "" {
 		out = append(out, s.DefaultChannel)
 	}
 	return out
+}
+
+// groupSets are the label sets routes match a group by: one per alert (its detector, key_id and
+// rotation_id), each with the group's severity (severityOf) and client (its one client, or none).
+func groupSets(g Group) []label.Set {
+	sev := severityOf(g).String()
+	sets := make([]label.Set, 0, len(g.Alerts))
+	for _, a := range g.Alerts {
+		l := LabelSet(a)
+		l["severity"], l["client_id"] = sev, g.ClientID
+		sets = append(sets, l)
+	}
+	return sets
 }
 
 // due says whether a group's channel is to be notified now, and whether as a reminder.

@@ -3,26 +3,16 @@ package alerting
 import (
 	"slices"
 
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/glob"
+	"github.com/keywatch/keywatch/label"
 )
 
-// labels are what matchers select alerts by (config.MatcherLabels).
-func labels(a Alert) map[string]string {
-	return map[string]string{
+// LabelSet is what selectors (routes, silences, inhibit rules, policies) match an alert by:
+// detector, severity, key_id, client_id, rotation_id (config.MatcherLabels).
+func LabelSet(a Alert) label.Set {
+	return label.Set{
 		"detector": a.Detector, "severity": a.Severity.String(), "key_id": a.KeyID,
 		"client_id": a.ClientID, "rotation_id": a.RotationID,
 	}
-}
-
-// matches reports whether every label of m matches its glob (package glob: * crosses "/").
-func matches(m config.Matcher, l map[string]string) bool {
-	for label, pattern := range m {
-		if !glob.Match(pattern, l[label]) {
-			return false
-		}
-	}
-	return true
 }
 
 // mute sets Silenced and Inhibited on the open alerts; resolved alerts keep what they had.
@@ -36,39 +26,49 @@ func (e *Evaluator) mute(next map[string]*stored, silences []silence) {
 	}
 	// The most severe source names the inhibition, then the lowest fingerprint: stable per pass.
 	slices.SortStableFunc(sources, func(a, b stored) int { return int(b.Severity) - int(a.Severity) })
+	rules := make([]inhibitRule, len(e.cfg.Inhibit))
+	for i, r := range e.cfg.Inhibit {
+		rules[i] = inhibitRule{source: r.SourceSelector(), target: r.TargetSelector(), equal: r.Equal}
+	}
 	for _, c := range all {
 		if c.State == Resolved {
 			continue
 		}
 		a := next[c.Fingerprint]
-		l := labels(a.Alert)
+		l := LabelSet(a.Alert)
 		a.Silenced = ""
 		for _, s := range silences {
-			if matches(s.Matchers, l) {
+			if len(s.selector) > 0 && s.selector.Matches(l) { // none: not compiled, mutes nothing
 				a.Silenced = s.ID
 				break
 			}
 		}
-		a.Inhibited = e.inhibitor(a.Alert, l, sources)
+		a.Inhibited = inhibitor(a.Alert, l, sources, rules)
 	}
+}
+
+// inhibitRule is an alerting.inhibit rule with its selectors.
+type inhibitRule struct {
+	source, target label.Matchers
+	equal          []string
 }
 
 // inhibitor returns the fingerprint of the firing alert that mutes a, if any: a configured rule,
 // or the built-in one (a key-wide alert mutes the per-client alerts of its key that are not more
 // severe). An alert never mutes itself.
-func (e *Evaluator) inhibitor(a Alert, l map[string]string, sources []stored) string {
+func inhibitor(a Alert, l label.Set, sources []stored, rules []inhibitRule) string {
 	for _, src := range sources {
 		if src.Fingerprint == a.Fingerprint {
 			continue
 		}
-		sl := labels(src.Alert)
-		for _, r := range e.cfg.Inhibit {
-			if !matches(r.Source, sl) || !matches(r.Target, l) {
+		sl := LabelSet(src.Alert)
+		for _, r := range rules {
+			if !r.source.Matches(sl) || !r.target.Matches(l) {
 				continue
 			}
 			equal := true
-			for _, label := range r.Equal {
-				equal = equal && sl[label] == l[label]
+			for _, name := range r.equal {
+				equal = equal && sl[name] == l[name]
 			}
 			if equal {
 				return src.Fingerprint

@@ -20,6 +20,7 @@ import (
 	"github.com/keywatch/keywatch/internal/api"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/label"
 )
 
 // Times are bound as Unix milliseconds and read with fromUnixTimestamp64Milli (see package schema):
@@ -49,6 +50,7 @@ type silence struct {
 	Comment   string         `json:"comment"`
 	CreatedAt time.Time      `json:"created_at,omitzero"`
 	version   uint64
+	selector  label.Matchers // Matchers, compiled
 }
 
 func (s silence) activeAt(now time.Time) bool {
@@ -79,7 +81,7 @@ func newSilenceStore(conn driver.Conn, fromConfig []config.Silence) *silenceStor
 		raw, _ := json.Marshal(c)
 		sum := sha256.Sum256(raw)
 		st.config = append(st.config, silence{
-			ID: "config-" + hex.EncodeToString(sum[:6]), Source: "config", Matchers: c.Matchers,
+			ID: "config-" + hex.EncodeToString(sum[:6]), Source: "config", Matchers: c.Matchers, selector: c.Selector(),
 			StartsAt: c.StartsAt.UTC(), EndsAt: c.EndsAt.UTC(), CreatedBy: c.CreatedBy, Comment: c.Comment,
 		})
 	}
@@ -127,6 +129,10 @@ func scanSilences(rows driver.Rows) ([]silence, error) {
 			return nil, fmt.Errorf("alerting: read silences: %w", err)
 		}
 		if err := json.Unmarshal([]byte(matchers), &s.Matchers); err != nil {
+			return nil, fmt.Errorf("alerting: matchers of silence %s: %w", s.ID, err)
+		}
+		var err error
+		if s.selector, err = s.Matchers.Compile(); err != nil {
 			return nil, fmt.Errorf("alerting: matchers of silence %s: %w", s.ID, err)
 		}
 		s.Source = "api"
@@ -285,6 +291,7 @@ func (in silenceRequest) silence(now time.Time, maxDuration config.Duration) (si
 	}
 	cs := config.Silence{Matchers: s.Matchers, StartsAt: s.StartsAt, EndsAt: s.EndsAt, CreatedBy: s.CreatedBy, Comment: s.Comment}
 	errs = cs.Validate("")
+	s.selector, _ = s.Matchers.Compile() // when Validate accepts them, they compile
 	if !s.EndsAt.IsZero() && !s.EndsAt.After(now) {
 		errs = append(errs, fmt.Errorf("ends_at: %s has passed", s.EndsAt.Format(time.RFC3339Nano)))
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/glob"
+	"github.com/keywatch/keywatch/label"
 	"github.com/keywatch/keywatch/notify"
 	"github.com/keywatch/keywatch/rotation"
 )
@@ -170,9 +170,8 @@ func share(old, new uint64) float64 {
 }
 
 // channels returns where a rotation of client is reported: the digest channel (every rotation),
-// and, with digest.client_routes, the channels of the slack.routes entries that have client globs
-// matching client (the first match, and the ones after it while a match says continue). Routes
-// limited to detectors other than lingering are skipped; severity filters do not apply.
+// and, with digest.client_routes, the channels the route walk (label.Routes, as alerting walks
+// them) gives a lingering finding of client over clientRoutes.
 func (d *Digest) channels(client string) []string {
 	var out []string
 	if ch := d.defaultChannel(); ch != "" {
@@ -181,31 +180,32 @@ func (d *Digest) channels(client string) []string {
 	if !d.cfg.ClientRoutes {
 		return out
 	}
-	for _, r := range d.slack.Routes {
-		if len(r.Client) == 0 || r.Channel == "" {
+	for _, ch := range clientRoutes(d.slack).Channels(label.Set{"detector": "lingering", "client_id": client}) {
+		if !slices.Contains(out, ch) {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+// clientRoutes are the slack.routes a digest follows: those that select by client_id, without
+// their severity matchers (a digest has no severity). Routes limited to detectors other than
+// lingering do not match a digest.
+func clientRoutes(s config.Slack) label.Routes {
+	var out label.Routes
+	for _, r := range s.Routing() {
+		if r.Channel == "" || !r.Matchers.Names("client_id") {
 			continue
 		}
-		if len(r.Detector) > 0 && !glob.Any(r.Detector, "lingering") {
-			continue
-		}
-		if !glob.Any(r.Client, client) {
-			continue
-		}
-		if !slices.Contains(out, r.Channel) {
-			out = append(out, r.Channel)
-		}
-		if !r.Continue {
-			break
-		}
+		r.Matchers = r.Matchers.Without("severity")
+		out = append(out, r)
 	}
 	return out
 }
 
 // anyChannel reports whether any rotation could be reported anywhere.
 func (d *Digest) anyChannel() bool {
-	return d.defaultChannel() != "" || d.cfg.ClientRoutes && slices.ContainsFunc(d.slack.Routes, func(r config.SlackRoute) bool {
-		return len(r.Client) > 0 && r.Channel != ""
-	})
+	return d.defaultChannel() != "" || d.cfg.ClientRoutes && len(clientRoutes(d.slack)) > 0
 }
 
 func (d *Digest) defaultChannel() string {

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/keywatch/keywatch/internal/glob"
 )
 
 // Alerting turns findings into alerts: pending for alerting.for, firing, resolved after
@@ -38,16 +36,25 @@ const DefaultSilenceMaxDuration = Duration(30 * 24 * time.Hour)
 // read back into a time.Time (nanoseconds since 1970 overflow an int64 in 2262).
 var LatestSilenceTime = time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Matcher selects alerts by label: detector, severity, key_id, client_id, rotation_id. Each value
-// is a glob (package glob: * matches any run of characters, "/" included, ? one character, \
-// escapes; no [...] classes); every label given must match.
+// Matcher is the map form of label matchers (package label): label → glob, each label="glob",
+// selecting alerts by detector, severity, key_id, client_id, rotation_id. Each value is a glob
+// (package glob: * matches any run of characters, "/" included, ? one character, \ escapes; no
+// [...] classes); every label given must match.
 type Matcher map[string]string
 
 // InhibitRule mutes target alerts while a source alert fires, when the labels in Equal agree.
+// Source and SourceMatchers select the source alerts (every matcher of both must match), Target
+// and TargetMatchers the targets.
 type InhibitRule struct {
-	Source Matcher  `yaml:"source"`
-	Target Matcher  `yaml:"target"`
-	Equal  []string `yaml:"equal"`
+	Source Matcher `yaml:"source"`
+	Target Matcher `yaml:"target"`
+	// SourceMatchers and TargetMatchers are label matchers in the string form (package label):
+	// detector=~"leak.*".
+	SourceMatchers []string `yaml:"source_matchers,omitempty"`
+	TargetMatchers []string `yaml:"target_matchers,omitempty"`
+	Equal          []string `yaml:"equal"`
+
+	source, target *compiled // SourceSelector, TargetSelector
 }
 
 // Silence mutes the alerts it matches between StartsAt (default: now) and EndsAt.
@@ -57,9 +64,11 @@ type Silence struct {
 	EndsAt    time.Time `yaml:"ends_at"`
 	CreatedBy string    `yaml:"created_by"`
 	Comment   string    `yaml:"comment"`
+
+	selector *compiled // Selector
 }
 
-// MatcherLabels are the labels a Matcher may name.
+// MatcherLabels are the labels a selector may name, in every form (selector.go).
 var MatcherLabels = []string{"detector", "severity", "key_id", "client_id", "rotation_id"}
 
 // Slack posts notifications through the Slack Web API and takes button clicks at
@@ -78,13 +87,19 @@ type Slack struct {
 	RunbookURL        string       `yaml:"runbook_url" help:"runbook linked from every message; empty: no link"`
 }
 
-// SlackRoute sends groups whose alerts match to Channel. Empty lists match anything.
+// SlackRoute sends groups whose alerts match to Channel: the group's severity is one of Severity,
+// one of its alerts' detectors matches a Detector glob, its client a Client glob, and every one of
+// Matchers matches. Empty lists match anything.
 type SlackRoute struct {
 	Channel  string   `yaml:"channel"`
 	Severity []string `yaml:"severity"`
 	Detector []string `yaml:"detector"`
 	Client   []string `yaml:"client" help:"globs"`
+	// Matchers are label matchers in the string form (package label): client_id=~"acme-.*".
+	Matchers []string `yaml:"matchers,omitempty"`
 	Continue bool     `yaml:"continue"`
+
+	selector *compiled // Selector
 }
 
 // Revoke sends emergency revokes through a signed webhook (contract 3.3), under policies and
@@ -100,14 +115,21 @@ type Revoke struct {
 	ProtectedKeys     []string       `yaml:"protected_keys" help:"key id globs that are never revoked"`
 	MaxPerHour        int            `yaml:"max_per_hour" help:"revokes sent in any hour, at most"`
 	MinScore          float64        `yaml:"min_score" help:"alerts scoring lower are never revoked, whatever the mode (dry-run says so)"`
+
+	protected *compiled // Protected
 }
 
-// RevokePolicy says what happens to firing alerts of Detector on keys matching Keys.
+// RevokePolicy says what happens to firing alerts of Detector on keys matching Keys that every
+// one of Matchers matches.
 type RevokePolicy struct {
-	Detector string  `yaml:"detector" help:"detector name or glob; empty: any"`
-	Keys     string  `yaml:"keys" help:"key id glob; empty: any"`
-	Mode     string  `yaml:"mode" help:"off, dry-run, approve or auto"`
-	MinScore float64 `yaml:"min_score" help:"alerts under this policy need at least this score (and revoke.min_score)"`
+	Detector string `yaml:"detector" help:"detector name or glob; empty: any"`
+	Keys     string `yaml:"keys" help:"key id glob; empty: any"`
+	// Matchers are label matchers in the string form (package label): severity="critical".
+	Matchers []string `yaml:"matchers,omitempty" help:"label matchers, e.g. severity=\"critical\"; every one must match"`
+	Mode     string   `yaml:"mode" help:"off, dry-run, approve or auto"`
+	MinScore float64  `yaml:"min_score" help:"alerts under this policy need at least this score (and revoke.min_score)"`
+
+	selector *compiled // Selector
 }
 
 // RevokeModes are the policy modes.
@@ -174,9 +196,7 @@ func (a Alerting) validate() []error {
 	if a.DegradedAfter < 1 {
 		bad("alerting.degraded_after", "%d: want at least 1", a.DegradedAfter)
 	}
-	for i, r := range a.Inhibit {
-		errs = append(errs, r.Source.validate(fmt.Sprintf("alerting.inhibit[%d].source", i))...)
-		errs = append(errs, r.Target.validate(fmt.Sprintf("alerting.inhibit[%d].target", i))...)
+	for i, r := range a.Inhibit { // what Source and Target select is checked by compileSelectors
 		for _, l := range r.Equal {
 			if !contains(MatcherLabels, l) {
 				bad(fmt.Sprintf("alerting.inhibit[%d].equal", i), "%q: want one of %s", l, strings.Join(MatcherLabels, ", "))
@@ -223,7 +243,8 @@ func (s Silence) Validate(prefix string) []error {
 	} else if s.Matchers.matchesEverything() {
 		bad("matchers", "%s matches every alert: give at least one label that is not * (e.g. key_id or detector)", s.Matchers.text())
 	}
-	errs = append(errs, s.Matchers.validate(prefix+"matchers")...)
+	_, wrong := s.Matchers.compile(prefix + "matchers")
+	errs = append(errs, wrong...)
 	if s.EndsAt.IsZero() || (!s.StartsAt.IsZero() && !s.EndsAt.After(s.StartsAt)) {
 		bad("ends_at", "want an RFC 3339 time after starts_at")
 	}
@@ -265,19 +286,6 @@ func (m Matcher) text() string {
 	return "{" + strings.Join(labels, ", ") + "}"
 }
 
-func (m Matcher) validate(p string) []error {
-	var errs []error
-	for l, pattern := range m {
-		if !contains(MatcherLabels, l) {
-			errs = append(errs, fmt.Errorf("%s.%s: no such label (want %s)", p, l, strings.Join(MatcherLabels, ", ")))
-		}
-		if err := glob.Valid(pattern); err != nil {
-			errs = append(errs, fmt.Errorf("%s.%s: %v", p, l, err))
-		}
-	}
-	return errs
-}
-
 func (s Slack) validate() []error {
 	errs := secretLength("slack.signing_secret", s.SigningSecret)
 	bad := func(path string, format string, args ...any) {
@@ -288,23 +296,8 @@ func (s Slack) validate() []error {
 	}
 	for i, r := range s.Routes {
 		p := fmt.Sprintf("slack.routes[%d]", i)
-		if r.Channel == "" {
+		if r.Channel == "" { // what the route selects is checked by compileSelectors
 			bad(p+".channel", "must not be empty")
-		}
-		for _, sev := range r.Severity {
-			if !contains([]string{"info", "warning", "critical"}, sev) {
-				bad(p+".severity", "%q: want info, warning or critical", sev)
-			}
-		}
-		for j, g := range r.Client {
-			if err := glob.Valid(g); err != nil {
-				bad(fmt.Sprintf("%s.client[%d]", p, j), "%v", err)
-			}
-		}
-		for j, g := range r.Detector {
-			if err := glob.Valid(g); err != nil {
-				bad(fmt.Sprintf("%s.detector[%d]", p, j), "%v", err)
-			}
 		}
 	}
 	if s.MinInterval < 0 {
@@ -347,18 +340,7 @@ func (r Revoke) validate() []error {
 		if !contains(RevokeModes, p.Mode) {
 			bad(fmt.Sprintf("revoke.policies[%d].mode", i), "%q: want one of %s", p.Mode, strings.Join(RevokeModes, ", "))
 		}
-		if err := glob.Valid(p.Detector); err != nil {
-			bad(fmt.Sprintf("revoke.policies[%d].detector", i), "%v", err)
-		}
-		if err := glob.Valid(p.Keys); err != nil {
-			bad(fmt.Sprintf("revoke.policies[%d].keys", i), "%v", err)
-		}
-	}
-	for i, g := range r.ProtectedKeys {
-		if err := glob.Valid(g); err != nil {
-			bad(fmt.Sprintf("revoke.protected_keys[%d]", i), "%v", err)
-		}
-	}
+	} // what policies select, and protected_keys, are checked by compileSelectors
 	if r.MaxPerHour < 0 {
 		bad("revoke.max_per_hour", "%d: must not be negative (0 sends none)", r.MaxPerHour)
 	}

@@ -486,6 +486,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Slack.validate()...)
 	errs = append(errs, c.Revoke.validate()...)
 	errs = append(errs, c.Rollback.validate()...)
+	errs = append(errs, c.compileSelectors()...)
 	errs = append(errs, c.LeakReports.validate()...)
 	errs = append(errs, c.Leader.validate()...)
 	errs = append(errs, c.ClickHouse.validateCluster()...)

@@ -72,6 +72,9 @@ func walk(v reflect.Value, prefix string, visit func(path string, v reflect.Valu
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if !f.IsExported() { // what Load compiles from the values (selector.go)
+			continue
+		}
 		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		fv := v.Field(i)
 		if opts == "inline" {

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/keywatch/keywatch/internal/glob"
 )
 
 // Rollback offers a graceful rollback when a failure spike follows a retire or revoke step: the
@@ -18,15 +16,21 @@ type Rollback struct {
 	ExtendBy        Duration         `yaml:"extend_by" help:"extend_grace moves the old key's grace deadline to the later of it and now, plus this"`
 	CriticalClients []string         `yaml:"critical_clients" help:"client id globs whose rollbacks may run without approval (mode auto)"`
 	LeakLookback    Duration         `yaml:"leak_lookback" help:"a key with a leak finding this recent (or an open leak alert) is never rolled back"`
+
+	critical *compiled // Critical
 }
 
 // RollbackPolicy says what happens to failure spikes of rotations matching Rotation for clients
-// matching Clients.
+// matching Clients that every one of Matchers matches.
 type RollbackPolicy struct {
 	Rotation string `yaml:"rotation" help:"rotation id glob (old>new); empty: any"`
 	Clients  string `yaml:"clients" help:"client id glob (the client the spike broke); empty: any"`
-	Mode     string `yaml:"mode" help:"off, approve or auto"`
-	Action   string `yaml:"action" help:"extend_grace or reactivate; empty: rollback.default_action"`
+	// Matchers are label matchers in the string form (package label): key_id=~"kid_pay_.*".
+	Matchers []string `yaml:"matchers,omitempty" help:"label matchers, e.g. key_id=~\"kid_pay_.*\"; every one must match"`
+	Mode     string   `yaml:"mode" help:"off, approve or auto"`
+	Action   string   `yaml:"action" help:"extend_grace or reactivate; empty: rollback.default_action"`
+
+	selector *compiled // Selector
 }
 
 // RollbackModes are the rollback policy modes; RollbackActions what a rollback does.
@@ -60,18 +64,7 @@ func (r Rollback) validate() []error {
 		if p.Action != "" && !contains(RollbackActions, p.Action) {
 			bad(fmt.Sprintf("rollback.policies[%d].action", i), "%q: want one of %s (or empty)", p.Action, strings.Join(RollbackActions, ", "))
 		}
-		if err := glob.Valid(p.Rotation); err != nil {
-			bad(fmt.Sprintf("rollback.policies[%d].rotation", i), "%v", err)
-		}
-		if err := glob.Valid(p.Clients); err != nil {
-			bad(fmt.Sprintf("rollback.policies[%d].clients", i), "%v", err)
-		}
-	}
-	for i, g := range r.CriticalClients {
-		if err := glob.Valid(g); err != nil {
-			bad(fmt.Sprintf("rollback.critical_clients[%d]", i), "%v", err)
-		}
-	}
+	} // what policies select, and critical_clients, are checked by compileSelectors
 	if r.ExtendBy < Duration(time.Minute) {
 		bad("rollback.extend_by", "%s: want at least 1m", r.ExtendBy)
 	}

@@ -1,7 +1,7 @@
 // Package glob owns the one pattern syntax of keywatch's configuration and API for ids and names:
-// revoke.protected_keys and revoke.policies, rollback.policies and rollback.critical_clients,
-// silence and inhibit matchers, slack.routes (and the digests that follow them). It matches a whole
-// string, case-sensitively:
+// the value of a label matcher's = and != (package label), which every selector is made of
+// (slack.routes, silences, inhibit rules, revoke and rollback policies, revoke.protected_keys,
+// rollback.critical_clients). It matches a whole string, case-sensitively:
 //
 //   - * matches any run of characters, the empty one and "/" included (so "projects/*" covers
 //     "projects/p/locations/global/keys/k", and "kid_root_*" covers "kid_root_a/b");
@@ -18,7 +18,7 @@ package glob
 
 import (
 	"fmt"
-	"slices"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 )
@@ -108,6 +108,23 @@ func Valid(pattern string) error {
 // String returns the pattern as written.
 func (p Pattern) String() string { return p.src }
 
+// Regexp returns an RE2 expression that matches what p matches, unanchored (a caller matching
+// whole strings wraps it in ^(?:...)$): * is (?s:.*), ? is (?s:.), literals are quoted.
+func (p Pattern) Regexp() string {
+	var b strings.Builder
+	for _, t := range p.toks {
+		switch t.kind {
+		case star:
+			b.WriteString("(?s:.*)")
+		case one:
+			b.WriteString("(?s:.)")
+		case literal:
+			b.WriteString(regexp.QuoteMeta(t.lit))
+		}
+	}
+	return b.String()
+}
+
 // Match reports whether the whole of s matches p.
 func (p Pattern) Match(s string) bool {
 	toks := p.toks
@@ -151,9 +168,4 @@ func (p Pattern) Match(s string) bool {
 func Match(pattern, s string) bool {
 	p, err := Compile(pattern)
 	return err == nil && p.Match(s)
-}
-
-// Any reports whether s matches one of patterns.
-func Any(patterns []string, s string) bool {
-	return slices.ContainsFunc(patterns, func(p string) bool { return Match(p, s) })
 }

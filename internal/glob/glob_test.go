@@ -67,17 +67,17 @@ func TestMatch(t *testing.T) {
 	}
 }
 
-func TestAny(t *testing.T) {
-	patterns := []string{"kid_root_*", "projects/*"}
-	for s, want := range map[string]bool{
-		"kid_root_a/b": true, "projects/p/locations/global/keys/k": true, "kid_live_1": false, "": false,
+// TestRegexp: a pattern's regular expression, anchored, matches what the pattern matches.
+func TestRegexp(t *testing.T) {
+	for _, c := range []struct{ pattern, s string }{
+		{"kid_root_*", "kid_root_a/b"}, {"kid_root_*", "kid_roo"}, {"projects/*/keys/k", "projects/p/locations/global/keys/k"},
+		{"a*b*c", "aXbYbZcd"}, {"kid_?", "kid_é"}, {"kid_?", "kid_ab"}, {`kid\[1\]`, "kid[1]"}, {`a.b`, "aXb"},
+		{"*", "line\nbreak"}, {"a?c", "a\nc"}, {"", ""}, {"", "x"}, {"(x)+", "(x)+"},
 	} {
-		if got := Any(patterns, s); got != want {
-			t.Errorf("Any(%q, %q) = %v, want %v", patterns, s, got, want)
+		re := regexp.MustCompile("^(?:" + MustCompile(c.pattern).Regexp() + ")$")
+		if got, want := re.MatchString(c.s), Match(c.pattern, c.s); got != want {
+			t.Errorf("%q as %s on %q: %v, Match says %v", c.pattern, re, c.s, got, want)
 		}
-	}
-	if Any(nil, "") {
-		t.Error("Any(nil, \"\") = true, want false")
 	}
 }
 

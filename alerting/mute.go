@@ -7,12 +7,16 @@ import (
 )
 
 // LabelSet is what selectors (routes, silences, inhibit rules, policies) match an alert by:
-// detector, severity, key_id, client_id, rotation_id (config.MatcherLabels).
+// detector, severity, key_id, client_id, rotation_id and the labels its detector gave the finding
+// (e.g. step), which selectors may name (config.MatcherLabels).
 func LabelSet(a Alert) label.Set {
-	return label.Set{
-		"detector": a.Detector, "severity": a.Severity.String(), "key_id": a.KeyID,
-		"client_id": a.ClientID, "rotation_id": a.RotationID,
+	s := make(label.Set, len(a.Labels)+5)
+	for k, v := range a.Labels {
+		s[k] = v
 	}
+	s["detector"], s["severity"], s["key_id"] = a.Detector, a.Severity.String(), a.KeyID
+	s["client_id"], s["rotation_id"] = a.ClientID, a.RotationID
+	return s
 }
 
 // mute sets Silenced and Inhibited on the open alerts; resolved alerts keep what they had.

@@ -13,11 +13,12 @@ import (
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/rotation"
 )
 
 // LifecycleStore stores a lifecycle event posted to /v1/lifecycle.
 type LifecycleStore interface {
-	StoreLifecycle(ctx context.Context, ev ingest.LifecycleEvent) error
+	StoreLifecycle(ctx context.Context, ev rotation.Event) error
 }
 
 // ReadinessGate answers whether a key is safe to retire.

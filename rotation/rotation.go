@@ -112,11 +112,18 @@ var typeOrder = map[string]int{KeyCreated: 0, KeyRotationStarted: 1, KeyRetired:
 
 // Build folds events into the model in event-time order, whatever order they arrived in. A repeated
 // event (same key, type and time) counts once; an event older than the key's state still adds
-// its step to the history but does not move the key back.
+// its step to the history but does not move the key back. Events of the same time are taken in
+// the order a key lives (created, rotation started, retired, revoked), then by key, successor,
+// grace deadline and client, so that the model never depends on arrival order.
+//
+// Build is the authority for a key's state. The key_lifecycle view that the dashboards read
+// (internal/schema/migrations/0018_key_state.sql) implements the same rules in SQL: change both
+// together (the dashboards tests compare them).
 func Build(events []Event) *Model {
 	sorted := slices.Clone(events)
 	slices.SortStableFunc(sorted, func(a, b Event) int {
-		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(typeOrder[a.Type], typeOrder[b.Type]), cmp.Compare(a.KeyID, b.KeyID))
+		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(typeOrder[a.Type], typeOrder[b.Type]), cmp.Compare(a.KeyID, b.KeyID),
+			cmp.Compare(a.NewKeyID, b.NewKeyID), a.GraceUntil.Compare(b.GraceUntil), cmp.Compare(a.ClientID, b.ClientID))
 	})
 	m := &Model{Keys: map[string]*Key{}}
 	byID := map[string]*Rotation{}

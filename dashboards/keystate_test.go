@@ -48,11 +48,15 @@ func keyStateScenario() []rotation.Event {
 		start(h(10), "k-a", "initech", "k-b", h(20)),
 		ev(h(20), rotation.KeyRetired, "k-a", "initech"),
 		start(h(40), "k-b", "initech", "k-c", h(60)),
-		// a retirement that arrives after, but happened before, its rotation started; a revocation
-		// followed by a retirement: the key stays revoked.
+		// a retirement stored before the events that precede it; a rotation started after the key
+		// was retired: the key stays retired; a revocation followed by a retirement: the key stays
+		// revoked.
 		ev(h(50), rotation.KeyRetired, "k-late", "umbrella"),
 		ev(h(0), rotation.KeyCreated, "k-late", "umbrella"),
 		start(h(40), "k-late", "umbrella", "k-late-new", time.Time{}),
+		ev(h(0), rotation.KeyCreated, "k-ret-first", "umbrella"),
+		ev(h(10), rotation.KeyRetired, "k-ret-first", "umbrella"),
+		start(h(20), "k-ret-first", "umbrella", "k-ret-first-new", h(40)),
 		ev(h(0), rotation.KeyCreated, "k-rev-ret", "umbrella"),
 		ev(h(10), rotation.KeyRevoked, "k-rev-ret", "umbrella"),
 		ev(h(20), rotation.KeyRetired, "k-rev-ret", "umbrella"),
@@ -176,7 +180,9 @@ func checkKeyStates(t *testing.T, conn driver.Conn) {
 	gotCounts := map[string]int{}
 	for _, r := range panelRows(t, conn, "rotation-overview.json", "Keys by state") {
 		var n int
-		fmt.Sscan(r[1], &n)
+		if _, err := fmt.Sscan(r[1], &n); err != nil {
+			t.Fatalf("Keys by state: row %v: %v", r, err)
+		}
 		gotCounts[r[0]] = n
 	}
 	if !maps.Equal(gotCounts, counts) {
@@ -187,9 +193,8 @@ func checkKeyStates(t *testing.T, conn driver.Conn) {
 	for _, r := range panelRows(t, conn, "rotation-overview.json", "Rotations in flight") {
 		gotFlight = append(gotFlight, r[:4])
 	}
-	cmpRow := func(a, b []string) int { return slices.Compare(a, b) }
-	slices.SortFunc(gotFlight, cmpRow)
-	slices.SortFunc(inFlight, cmpRow)
+	slices.SortFunc(gotFlight, slices.Compare[[]string])
+	slices.SortFunc(inFlight, slices.Compare[[]string])
 	if !slices.EqualFunc(gotFlight, inFlight, slices.Equal) {
 		t.Errorf("Rotations in flight shows\n%v\nreadiness's model:\n%v", gotFlight, inFlight)
 	}

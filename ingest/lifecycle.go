@@ -34,11 +34,11 @@ const (
 	maxScopeLen   = 128
 )
 
-// DecodeLifecycle turns one message (contract 3.2) into the rotation model's lifecycle event, validated
-// and ready to store: absent times are zero, Scopes is nil when the message did not say (or said
-// []), else sorted and without duplicates. Its ids (key_id, client_id,
-// new_key_id), version and scopes must pass ValidateID, and an error names the field; reason is
-// cut to 512 bytes, its control and bidi characters replaced by U+FFFD.
+// DecodeLifecycle turns one message (contract 3.2) into the rotation model's lifecycle event,
+// validated and ready to store: absent times are zero; Scopes is nil when the message did not
+// say (or said []), else sorted and without duplicates. Its ids (key_id, client_id, new_key_id),
+// version and scopes must pass ValidateID, and an error names the field; reason is cut to 512
+// bytes, its control and bidi characters replaced by U+FFFD.
 func DecodeLifecycle(msg []byte) (rotation.Event, error) {
 	var raw rawLifecycle
 	if err := unmarshalStrict(msg, &raw); err != nil {

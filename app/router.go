@@ -10,11 +10,12 @@ import (
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/api"
+	"github.com/keywatch/keywatch/rotation"
 )
 
 // LifecycleStore stores a lifecycle event posted to /v1/lifecycle (ingest.LifecycleWriter).
 type LifecycleStore interface {
-	StoreLifecycle(ctx context.Context, ev ingest.LifecycleEvent) error
+	StoreLifecycle(ctx context.Context, ev rotation.Event) error
 }
 
 // ReadinessGate answers whether a key is safe to retire (detect.Lingering).

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 var wantColumns = map[string][]string{
 	"rotation-overview.json/$rotation":                                {"rotation"},
 	"rotation-overview.json/Keys by state/A":                          {"state", "keys"},
+	"rotation-overview.json/Key states/A":                             {"key_id", "client_id", "state", "since", "rotation", "grace_until"},
 	"rotation-overview.json/Rotations in flight/A":                    {"rotation", "client_id", "started_at", "grace_until", "pct_on_new_key", "seconds_left"},
 	"rotation-overview.json/Traffic on old and new key ($rotation)/A": {"time", "key", "requests"},
 	"rotation-overview.json/Lifecycle events/A":                       {"time", "type", "key_id", "client_id", "new_key_id", "grace_until", "reason"},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/keywatch/keywatch/rotation"
 )
 
 const (
@@ -89,7 +90,7 @@ func (c *eventColumns) reset() {
 }
 
 type storedLifecycle struct {
-	LifecycleEvent
+	rotation.Event
 	topic     string
 	partition int32
 	offset    int64
@@ -221,7 +222,7 @@ func (w *writer) write(ctx context.Context, b *batch) error {
 		if err := w.send(ctx, insertLifecycle, func(bt driver.Batch) error {
 			for _, c := range b.chunks {
 				for _, e := range c.lifecycle {
-					if err := bt.Append(lifecycleRow(e.LifecycleEvent, e.topic, e.partition, e.offset)...); err != nil {
+					if err := bt.Append(lifecycleRow(e.Event, e.topic, e.partition, e.offset)...); err != nil {
 						return err
 					}
 				}

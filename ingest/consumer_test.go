@@ -237,7 +237,7 @@ func TestIngestStoresLifecycleEvents(t *testing.T) {
 	_ = stop()
 	var state string
 	var grace *time.Time
-	if err := e.conn.QueryRow(context.Background(), "SELECT toString(state), grace_until FROM key_lifecycle FINAL WHERE key_id = 'kid_old'").Scan(&state, &grace); err != nil {
+	if err := e.conn.QueryRow(context.Background(), "SELECT toString(state), grace_until FROM key_lifecycle WHERE key_id = 'kid_old'").Scan(&state, &grace); err != nil {
 		t.Fatal(err)
 	}
 	if state != "retiring" || grace == nil || !grace.Equal(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)) {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keywatch/keywatch/rotation"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -99,13 +100,13 @@ func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo) {
 			return
 		}
 	case m.Topic == c.opts.LifecycleTopic:
-		var ev LifecycleEvent
+		var ev rotation.Event
 		if ev, err = DecodeLifecycle(m.Value); err == nil {
 			if m.Offset <= stored.lifecycle {
 				ch.skipped++
 				return
 			}
-			ch.lifecycle = append(ch.lifecycle, storedLifecycle{LifecycleEvent: ev, topic: m.Topic, partition: int32(m.Partition), offset: m.Offset})
+			ch.lifecycle = append(ch.lifecycle, storedLifecycle{Event: ev, topic: m.Topic, partition: int32(m.Partition), offset: m.Offset})
 			return
 		}
 	default:

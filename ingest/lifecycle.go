@@ -10,35 +10,9 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/keywatch/keywatch/rotation"
 )
-
-// LifecycleType is the kind of a key lifecycle event (contract 3.2).
-type LifecycleType string
-
-// The lifecycle event types of contract 3.2.
-const (
-	KeyCreated         LifecycleType = "key.created"
-	KeyRotationStarted LifecycleType = "key.rotation_started"
-	KeyRetired         LifecycleType = "key.retired"
-	KeyRevoked         LifecycleType = "key.revoked"
-)
-
-// LifecycleEvent is one change in a key's life, validated and ready to store.
-type LifecycleEvent struct {
-	TS         time.Time
-	Type       LifecycleType
-	KeyID      string
-	ClientID   string
-	NewKeyID   string
-	GraceUntil *time.Time
-	Reason     string
-	// Key metadata, optional with every type; it describes KeyID. Version is "" and ExpiresAt nil
-	// when the event did not say; Scopes is nil when it did not say (or said []), else sorted and
-	// without duplicates.
-	Version   string
-	ExpiresAt *time.Time
-	Scopes    []string
-}
 
 type rawLifecycle struct {
 	TS         json.RawMessage `json:"ts"`
@@ -60,55 +34,49 @@ const (
 	maxScopeLen   = 128
 )
 
-// DecodeLifecycle turns one message into a LifecycleEvent. Its ids (key_id, client_id,
-// new_key_id), version and scopes must pass ValidateID, and an error names the field; reason is
-// cut to 512 bytes, its control and bidi characters replaced by U+FFFD.
-func DecodeLifecycle(msg []byte) (LifecycleEvent, error) {
+// DecodeLifecycle turns one message (contract 3.2) into the rotation model's lifecycle event,
+// validated and ready to store: absent times are zero; Scopes is nil when the message did not
+// say (or said []), else sorted and without duplicates. Its ids (key_id, client_id, new_key_id),
+// version and scopes must pass ValidateID, and an error names the field; reason is cut to 512
+// bytes, its control and bidi characters replaced by U+FFFD.
+func DecodeLifecycle(msg []byte) (rotation.Event, error) {
 	var raw rawLifecycle
 	if err := unmarshalStrict(msg, &raw); err != nil {
-		return LifecycleEvent{}, err
+		return rotation.Event{}, err
 	}
-	ev := LifecycleEvent{Type: LifecycleType(raw.Type), KeyID: raw.KeyID, ClientID: raw.ClientID, NewKeyID: raw.NewKeyID, Reason: raw.Reason}
+	ev := rotation.Event{Type: raw.Type, KeyID: raw.KeyID, ClientID: raw.ClientID, NewKeyID: raw.NewKeyID, Reason: raw.Reason}
 	var err error
 	if ev.TS, err = parseTS("ts", raw.TS, true); err != nil {
-		return LifecycleEvent{}, err
+		return rotation.Event{}, err
 	}
 	switch ev.Type {
-	case KeyCreated, KeyRotationStarted, KeyRetired, KeyRevoked:
+	case rotation.KeyCreated, rotation.KeyRotationStarted, rotation.KeyRetired, rotation.KeyRevoked:
 	case "":
-		return LifecycleEvent{}, decodeErr(ReasonMissingField, "type: required")
+		return rotation.Event{}, decodeErr(ReasonMissingField, "type: required")
 	default:
-		return LifecycleEvent{}, decodeErr(ReasonInvalidValue, "type: %q is not one of key.created, key.rotation_started, key.retired, key.revoked", truncate(raw.Type, 40))
+		return rotation.Event{}, decodeErr(ReasonInvalidValue, "type: %q is not one of key.created, key.rotation_started, key.retired, key.revoked", truncate(raw.Type, 40))
 	}
 	if ev.KeyID == "" {
-		return LifecycleEvent{}, decodeErr(ReasonMissingField, "key_id: required")
+		return rotation.Event{}, decodeErr(ReasonMissingField, "key_id: required")
 	}
-	if ev.Type == KeyRotationStarted && ev.NewKeyID == "" {
-		return LifecycleEvent{}, decodeErr(ReasonMissingField, "new_key_id: required with key.rotation_started")
+	if ev.Type == rotation.KeyRotationStarted && ev.NewKeyID == "" {
+		return rotation.Event{}, decodeErr(ReasonMissingField, "new_key_id: required with key.rotation_started")
 	}
 	if err := validateIDs("key_id", ev.KeyID, "client_id", ev.ClientID, "new_key_id", ev.NewKeyID); err != nil {
-		return LifecycleEvent{}, err
+		return rotation.Event{}, err
 	}
 	ev.Reason = cleanText(ev.Reason, maxReasonLen)
-	grace, err := parseTS("grace_until", raw.GraceUntil, false)
-	if err != nil {
-		return LifecycleEvent{}, err
-	}
-	if !grace.IsZero() {
-		ev.GraceUntil = &grace
+	if ev.GraceUntil, err = parseTS("grace_until", raw.GraceUntil, false); err != nil {
+		return rotation.Event{}, err
 	}
 	if ev.Version, err = parseVersion(raw.Version); err != nil {
-		return LifecycleEvent{}, err
+		return rotation.Event{}, err
 	}
-	expires, err := parseTS("expires_at", raw.ExpiresAt, false)
-	if err != nil {
-		return LifecycleEvent{}, err
-	}
-	if !expires.IsZero() {
-		ev.ExpiresAt = &expires
+	if ev.ExpiresAt, err = parseTS("expires_at", raw.ExpiresAt, false); err != nil {
+		return rotation.Event{}, err
 	}
 	if ev.Scopes, err = parseScopes(raw.Scopes); err != nil {
-		return LifecycleEvent{}, err
+		return rotation.Event{}, err
 	}
 	return ev, nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/keywatch/keywatch/rotation"
 )
 
 // insertLifecycle stores lifecycle events; lifecycleRow gives a row's values in its column order.
@@ -17,13 +19,21 @@ const insertLifecycle = `INSERT INTO key_lifecycle_events (ts, type, key_id, cli
 	reason, src_topic, src_partition, src_offset, version, expires_at, scopes)`
 
 // lifecycleRow is ev as one insertLifecycle row, read from topic at partition and offset.
-func lifecycleRow(ev LifecycleEvent, topic string, partition int32, offset int64) []any {
+func lifecycleRow(ev rotation.Event, topic string, partition int32, offset int64) []any {
 	scopes := ev.Scopes
 	if scopes == nil {
 		scopes = []string{}
 	}
-	return []any{ev.TS, string(ev.Type), ev.KeyID, ev.ClientID, ev.NewKeyID, ev.GraceUntil, ev.Reason,
-		topic, partition, offset, ev.Version, ev.ExpiresAt, scopes}
+	return []any{ev.TS, ev.Type, ev.KeyID, ev.ClientID, ev.NewKeyID, nullTime(ev.GraceUntil), ev.Reason,
+		topic, partition, offset, ev.Version, nullTime(ev.ExpiresAt), scopes}
+}
+
+// nullTime is t for a Nullable column: NULL when zero (the event did not say).
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // LifecycleWriter stores lifecycle events that arrive outside Kafka (POST /v1/lifecycle). They
@@ -37,18 +47,18 @@ func NewLifecycleWriter(conn driver.Conn) *LifecycleWriter { return &LifecycleWr
 
 // StoreLifecycle stores ev. Its deduplication token is a digest of the event itself, so the same
 // event posted again (a client's retry) is stored once.
-func (w *LifecycleWriter) StoreLifecycle(ctx context.Context, ev LifecycleEvent) error {
+func (w *LifecycleWriter) StoreLifecycle(ctx context.Context, ev rotation.Event) error {
 	grace := ""
-	if ev.GraceUntil != nil {
+	if !ev.GraceUntil.IsZero() {
 		grace = ev.GraceUntil.Format(time.RFC3339Nano)
 	}
 	digest := fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%s",
 		ev.TS.Format(time.RFC3339Nano), ev.Type, ev.KeyID, ev.ClientID, ev.NewKeyID, grace, ev.Reason)
 	// Metadata joins the digest only when the event has some, so an event without it keeps the
 	// token it had before metadata existed.
-	if ev.Version != "" || ev.ExpiresAt != nil || len(ev.Scopes) > 0 {
+	if ev.Version != "" || !ev.ExpiresAt.IsZero() || len(ev.Scopes) > 0 {
 		expires := ""
-		if ev.ExpiresAt != nil {
+		if !ev.ExpiresAt.IsZero() {
 			expires = ev.ExpiresAt.Format(time.RFC3339Nano)
 		}
 		digest = fmt.Appendf(digest, "\x00%s\x00%s\x00%s", ev.Version, expires, strings.Join(ev.Scopes, " "))

@@ -54,7 +54,7 @@ func TestDecodeLifecycleMetadata(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ev.Version != tc.version || !slices.Equal(ev.Scopes, tc.scopes) || (ev.ExpiresAt == nil) != (tc.expires == nil) ||
+			if ev.Version != tc.version || !slices.Equal(ev.Scopes, tc.scopes) || ev.ExpiresAt.IsZero() != (tc.expires == nil) ||
 				(tc.expires != nil && !ev.ExpiresAt.Equal(*tc.expires)) {
 				t.Fatalf("got version %q expires %v scopes %v; want %q %v %v", ev.Version, ev.ExpiresAt, ev.Scopes, tc.version, tc.expires, tc.scopes)
 			}
@@ -68,7 +68,7 @@ func TestDecodeLifecycleMetadata(t *testing.T) {
 func TestLifecycleMetadataStored(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	decode := func(msg string) ingest.LifecycleEvent {
+	decode := func(msg string) rotation.Event {
 		t.Helper()
 		ev, err := ingest.DecodeLifecycle([]byte(msg))
 		if err != nil {

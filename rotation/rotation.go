@@ -1,6 +1,8 @@
-// Package rotation owns the rotation model: the state of every key and the rotations between keys,
-// folded by event time from key lifecycle events. It does not store lifecycle events (ingest) nor
-// judge traffic (detect).
+// Package rotation owns the rotation model: the lifecycle event (contract 3.2), the state of every
+// key and the rotations between keys, folded by event time from lifecycle events. Build is the one
+// authority for a key's state; the key_lifecycle view (internal/schema/migrations/0018_key_state.sql),
+// which the dashboards read, implements the same rules in SQL. It does not decode or store lifecycle
+// events (ingest) nor judge traffic (detect).
 package rotation
 
 import (
@@ -28,16 +30,18 @@ const (
 	KeyRevoked         = "key.revoked"
 )
 
-// Event is one stored lifecycle event.
+// Event is one lifecycle event (contract 3.2): what ingest decodes from Kafka and POST
+// /v1/lifecycle and stores, and what the model is folded from.
 type Event struct {
 	TS         time.Time
-	Type       string
+	Type       string // KeyCreated, KeyRotationStarted, KeyRetired or KeyRevoked
 	KeyID      string
 	ClientID   string
-	NewKeyID   string
-	GraceUntil time.Time // zero when absent
+	NewKeyID   string    // the successor, with KeyRotationStarted
+	GraceUntil time.Time // with KeyRotationStarted, when the old key stops working; zero when absent
 	Reason     string
-	// Key metadata the event stated about KeyID: "", zero and nil when it said nothing.
+	// Key metadata the event stated about KeyID: "", zero and nil when it said nothing. Scopes,
+	// when given, are sorted and without duplicates.
 	Version   string
 	ExpiresAt time.Time
 	Scopes    []string
@@ -108,11 +112,18 @@ var typeOrder = map[string]int{KeyCreated: 0, KeyRotationStarted: 1, KeyRetired:
 
 // Build folds events into the model in event-time order, whatever order they arrived in. A repeated
 // event (same key, type and time) counts once; an event older than the key's state still adds
-// its step to the history but does not move the key back.
+// its step to the history but does not move the key back. Events of the same time are taken in
+// the order a key lives (created, rotation started, retired, revoked), then by key, successor,
+// grace deadline and client, so that the model never depends on arrival order.
+//
+// Build is the authority for a key's state. The key_lifecycle view that the dashboards read
+// (internal/schema/migrations/0018_key_state.sql) implements the same rules in SQL: change both
+// together (the dashboards tests compare them).
 func Build(events []Event) *Model {
 	sorted := slices.Clone(events)
 	slices.SortStableFunc(sorted, func(a, b Event) int {
-		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(typeOrder[a.Type], typeOrder[b.Type]), cmp.Compare(a.KeyID, b.KeyID))
+		return cmp.Or(a.TS.Compare(b.TS), cmp.Compare(typeOrder[a.Type], typeOrder[b.Type]), cmp.Compare(a.KeyID, b.KeyID),
+			cmp.Compare(a.NewKeyID, b.NewKeyID), a.GraceUntil.Compare(b.GraceUntil), cmp.Compare(a.ClientID, b.ClientID))
 	})
 	m := &Model{Keys: map[string]*Key{}}
 	byID := map[string]*Rotation{}

@@ -84,3 +84,28 @@ func TestBuildOrderIndependent(t *testing.T) {
 		t.Errorf("b %+v: want retiring, introduced by a>b, retired by b>c", b)
 	}
 }
+
+// TestBuildTiesIndependentOfArrival: events of one time, type and key are taken by successor,
+// deadline and client, so the key_lifecycle view (which has no arrival order) can follow Build.
+func TestBuildTiesIndependentOfArrival(t *testing.T) {
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	events := []Event{
+		{TS: t0, Type: KeyRotationStarted, KeyID: "a", NewKeyID: "b", GraceUntil: t0.Add(24 * time.Hour)},
+		{TS: t0, Type: KeyRotationStarted, KeyID: "a", ClientID: "globex", NewKeyID: "c", GraceUntil: t0.Add(72 * time.Hour)},
+		{TS: t0, Type: KeyRotationStarted, KeyID: "a", ClientID: "acme", NewKeyID: "c", GraceUntil: t0.Add(48 * time.Hour)},
+	}
+	for _, order := range [][]int{{0, 1, 2}, {2, 1, 0}, {1, 2, 0}} {
+		evs := make([]Event, len(order))
+		for i, j := range order {
+			evs[i] = events[j]
+		}
+		m := Build(evs)
+		a := m.Key("a")
+		if a.ClientID != "acme" || a.Rotation == nil || a.Rotation.ID != "a>c" || a.Rotation.ClientID != "acme" || !a.Rotation.Deadline.Equal(t0.Add(72*time.Hour)) {
+			t.Errorf("arrival %v: a %+v rotation %+v; want client acme, retired by a>c (client acme) until %s", order, a, a.Rotation, t0.Add(72*time.Hour))
+		}
+		if b := m.Key("b"); b.ClientID != "" {
+			t.Errorf("arrival %v: b's client %q, want none (a had none yet when a>b started)", order, b.ClientID)
+		}
+	}
+}

@@ -269,7 +269,7 @@ func TestClusterTwoShards(t *testing.T) {
 				engines[n] = e
 			}
 			rows.Close()
-			for _, name := range []string{"keywatch_migrations", "auth_events", "auth_events_1m", "key_lifecycle", "key_fingerprints", "alerts", "actions"} {
+			for _, name := range []string{"keywatch_migrations", "auth_events", "auth_events_1m", "key_lifecycle_events", "key_fingerprints", "alerts", "actions"} {
 				if engines[name] != "Distributed" || !strings.HasSuffix(engines[name+"_local"], "MergeTree") {
 					t.Errorf("shard %d: %s is %q over %q, want Distributed over a MergeTree", i+1, name, engines[name], engines[name+"_local"])
 				}
@@ -318,8 +318,8 @@ func TestClusterTwoShards(t *testing.T) {
 			t.Fatalf("rollup through Distributed: %d requests from %d IPs (%v), want 6 from 3", requests, ips, err)
 		}
 
-		// ReplacingMergeTree state read with FINAL through the Distributed table, every key's
-		// versions on its one shard.
+		// Every key's state (the key_lifecycle view) read through the Distributed events table,
+		// the keys spread over both shards.
 		for k := range 20 {
 			for i, event := range []string{"key.created", "key.rotation_started"} {
 				if err := conn.Exec(ctx, "INSERT INTO key_lifecycle_events (ts, type, key_id, client_id) VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, 'acme')",

@@ -18,6 +18,7 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/finding"
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/label"
 	"github.com/keywatch/keywatch/rotation"
@@ -480,11 +481,11 @@ func (r *Revoker) manualRecord(ctx context.Context, id, kind, keyID, reason, act
 	if k := m.Key(keyID); k != nil {
 		clientID = k.ClientID
 	} else {
-		n, err := r.store.count(ctx, selectKeyUsed, keyID)
+		used, err := ingest.KeyUsed(ctx, r.store.conn, keyID)
 		if err != nil {
 			return nil, false, nil, fmt.Errorf("action: look up key %s: %w", keyID, err)
 		}
-		if n == 0 {
+		if !used {
 			_ = r.store.audit(ctx, id+":decision", AuditEntry{At: now, ActionID: id, Kind: kind, KeyID: keyID,
 				Event: "refused", Guardrail: "unknown_key", Actor: actor, Detail: reason + ": " + ErrUnknownKey.Error()})
 			return nil, false, nil, fmt.Errorf("action: %s of key %s: %w", kind, keyID, ErrUnknownKey)

@@ -69,7 +69,6 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'
 	countSentSince = `SELECT count() FROM actions FINAL WHERE kind = ? AND state IN ('queued', 'sent') AND queued_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 	insertAudit    = `INSERT INTO action_audit (at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail)
 VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
 	// selectSent is every action the receiver accepted: revokes and rollbacks. A sent action's last
 	// version is written when the receiver accepted it, so its updated_at is when it took effect;
 	// queued_at is when its body was fixed, before the first attempt. The table is small (the

@@ -369,36 +369,23 @@ func runID(parts []string) string {
 	return Detector + "-" + hex.EncodeToString(sum[:12])
 }
 
-const (
-	selectKeys = `SELECT key_fingerprint, argMaxMerge(key_id), argMaxMerge(client_id), max(last_seen)
-FROM key_fingerprints
-WHERE key_fingerprint IN ?
-GROUP BY key_fingerprint`
-)
-
 // lookup returns the key of each fingerprint keywatch has seen in traffic.
 func (h *Handler) lookup(ctx context.Context, fps []string) (map[string]known, error) {
 	uniq := slices.Compact(slices.Sorted(slices.Values(fps)))
 	out := map[string]known{}
 	err := schema.Retry(ctx, h.lookupFor, func(ctx context.Context) error {
-		clear(out)
-		rows, err := h.conn.Query(ctx, selectKeys, uniq)
+		keys, err := ingest.KeysOfFingerprints(ctx, h.conn, uniq)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var fp string
-			var k known
-			if err := rows.Scan(&fp, &k.keyID, &k.clientID, &k.lastSeen); err != nil {
-				return err
-			}
-			out[fp] = k
+		clear(out)
+		for fp, k := range keys {
+			out[fp] = known{keyID: k.KeyID, clientID: k.ClientID, lastSeen: k.LastSeen}
 		}
-		return rows.Err()
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("leakreport: look up %d reported fingerprints in key_fingerprints: %w", len(uniq), err)
+		return nil, fmt.Errorf("leakreport: look up %d reported fingerprints: %w", len(uniq), err)
 	}
 	return out, nil
 }

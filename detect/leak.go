@@ -140,21 +140,14 @@ FROM auth_events_1m
 WHERE key_id IN ? AND minute >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY key_id`
 
-// Fan-out: key_ips_1h holds per key and hour a distinct-address state. Each run finalizes the
-// completed hours not recorded yet into key_ip_hours (plain counts; the first run after a deploy
-// backfills the baseline once), so that a baseline is a read of numbers, not 720 state merges per
-// key. Events that arrive after their hour was finalized are missing from the baseline only.
+// Fan-out: key_ips_1h holds per key and hour a distinct-address state. The IPHours job finalizes
+// completed hours into key_ip_hours (plain counts), so that a baseline is a read of numbers, not 720
+// state merges per key; the detector reads the hours the job has not finalized yet from key_ips_1h.
+// Events that arrive after their hour was finalized are missing from the baseline only.
 const (
 	// leakSelectLastIPHour is answered from part metadata (min/max of the partition key's column),
 	// without reading the table; the caller ignores anything before the baseline.
 	leakSelectLastIPHour = `SELECT max(hour) FROM key_ip_hours`
-	// leakInsertIPHours: arguments: first hour, end (exclusive), whole hours.
-	leakInsertIPHours = `
-INSERT INTO key_ip_hours (hour, key_id, distinct_ips)
-SELECT hour, key_id, toUInt32(uniqMerge(distinct_ips))
-FROM key_ips_1h
-WHERE hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
-GROUP BY hour, key_id`
 	// leakSelectJudgedIPHours reads the distinct addresses of the last complete hour and the current
 	// one, for keys with enough of them. Arguments: last complete hour, current hour (whole hours),
 	// minimum.
@@ -165,14 +158,27 @@ WHERE hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour <= fromUnixTi
 GROUP BY key_id, hour
 HAVING ips >= ?`
 	// leakSelectIPBaseline reads the given keys' hourly distinct-address counts over the baseline, by
-	// hour of day. An hour finalized twice (two replicas at once) counts twice until the table
-	// merges it away; the median does not notice, and not deduplicating halves the query's cost.
-	// Arguments: keys, baseline start (hour is a DateTime: compared at the whole second), end
-	// (exclusive, a whole hour).
+	// hour of day: the finalized hours from key_ip_hours, the later ones (from the first hour not
+	// finalized) from key_ips_1h. An hour finalized twice (two replicas at once) counts twice until
+	// the table merges it away; the median does not notice, and not deduplicating halves the query's
+	// cost. Arguments: keys, baseline start (hour is a DateTime: compared at the whole second), first
+	// hour not finalized, keys, baseline start, first hour not finalized, end (exclusive, a whole
+	// hour), end.
 	leakSelectIPBaseline = `
 SELECT key_id, toHour(hour) AS hod, groupArray(distinct_ips)
-FROM key_ip_hours
-WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+FROM
+(
+    SELECT key_id, hour, distinct_ips
+    FROM key_ip_hours
+    WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    UNION ALL
+    SELECT key_id, hour, toUInt32(uniqMerge(distinct_ips)) AS distinct_ips
+    FROM key_ips_1h
+    WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+        AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    GROUP BY key_id, hour
+)
+WHERE hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, hod`
 )
 
@@ -491,7 +497,7 @@ func (d *Leak) readWindowRequests(ctx context.Context, r *leakRun, keys []string
 	return nil
 }
 
-// fanouts finalizes completed hours, then returns the keys (of only, when it is not nil) whose
+// fanouts returns the keys (of only, when it is not nil) whose
 // last complete hour or current hour has distinct addresses at least FanoutMinZ robust z-scores
 // above their baseline. The current hour is still filling, so its count only undercounts: judging
 // it as well catches an explosion within minutes without ever being louder than the full hour will
@@ -499,21 +505,6 @@ func (d *Leak) readWindowRequests(ctx context.Context, r *leakRun, keys []string
 func (d *Leak) fanouts(ctx context.Context, r *leakRun, only []string) (map[string]*LeakFanout, error) {
 	current := r.now.Truncate(time.Hour)
 	last := current.Add(-time.Hour)
-	var recorded time.Time
-	if err := d.conn.QueryRow(ctx, leakSelectLastIPHour).Scan(&recorded); err != nil {
-		return nil, fmt.Errorf("read last finalized hour from key_ip_hours: %w", err)
-	}
-	from := r.baseStart.Truncate(time.Hour)
-	if next := recorded.UTC().Add(time.Hour); next.After(from) {
-		from = next
-	}
-	if from.Before(current) {
-		if err := d.conn.Exec(ctx, leakInsertIPHours, from.UnixMilli(), current.UnixMilli()); err != nil {
-			return nil, fmt.Errorf("finalize distinct addresses of hours %s to %s into key_ip_hours: %w",
-				from.Format(time.RFC3339), current.Format(time.RFC3339), err)
-		}
-	}
-
 	type judged struct {
 		hour time.Time
 		ips  uint64
@@ -563,11 +554,19 @@ func (d *Leak) fanouts(ctx context.Context, r *leakRun, only []string) (map[stri
 	return out, nil
 }
 
-// ipBaselines returns each key's baseline hourly distinct-address counts by hour of day.
+// ipBaselines returns each key's baseline hourly distinct-address counts by hour of day, for the
+// hours from from to to (exclusive).
 func (d *Leak) ipBaselines(ctx context.Context, keys []string, from, to time.Time) (map[string]map[int][]float64, error) {
-	rows, err := d.conn.Query(ctx, leakSelectIPBaseline, keys, from.UnixMilli(), to.UnixMilli())
+	var recorded time.Time
+	if err := d.conn.QueryRow(ctx, leakSelectLastIPHour).Scan(&recorded); err != nil {
+		return nil, fmt.Errorf("read last finalized hour from key_ip_hours: %w", err)
+	}
+	unfinalized := recorded.UTC().Add(time.Hour)
+	rows, err := d.conn.Query(ctx, leakSelectIPBaseline, keys, from.UnixMilli(), unfinalized.UnixMilli(),
+		keys, from.UnixMilli(), unfinalized.UnixMilli(), to.UnixMilli(), to.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("read hourly distinct addresses of %d keys from key_ip_hours: %w", len(keys), err)
+		return nil, fmt.Errorf("read hourly distinct addresses of %d keys from %s to %s: %w", len(keys),
+			from.Format(time.RFC3339), to.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	out := map[string]map[int][]float64{}

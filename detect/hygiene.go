@@ -198,7 +198,7 @@ func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (finding.
 	}
 	f := finding.New(d.Name(), now, k.ID, clientID, "")
 	f.Fingerprint = finding.Fingerprint(d.Name(), k.ID, clientID, hygieneExpiring)
-	f.Severity, f.Evidence = finding.Warning, e
+	f.Severity, f.Evidence, f.Fields = finding.Warning, e, e.fields()
 	if left < 24*time.Hour {
 		f.Severity = finding.Critical
 	}
@@ -226,7 +226,7 @@ func (d *Hygiene) finding(now time.Time, e HygieneEvidence, over, limit time.Dur
 		f.Severity = finding.Warning
 	}
 	f.Score = float64(over) / float64(limit)
-	f.Evidence = e
+	f.Evidence, f.Fields = e, e.fields()
 	return f
 }
 

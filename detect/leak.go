@@ -769,8 +769,9 @@ func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 		subject += " (" + client + ")"
 	}
 	f.Summary = fmt.Sprintf("%s %s (score %g)", subject, strings.Join(phrases, "; "), score)
-	f.Evidence = LeakEvidence{KeyState: string(state), WindowStart: r.windowStart, WindowEnd: r.now, WindowRequests: total,
+	ev := LeakEvidence{KeyState: string(state), WindowStart: r.windowStart, WindowEnd: r.now, WindowRequests: total,
 		Signals: signals, Baseline: b.evidence(r.baseStart, r.windowStart)}
+	f.Evidence, f.Fields, f.Labels = ev, ev.fields(), ev.labels()
 	return f, true
 }
 

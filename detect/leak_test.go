@@ -42,6 +42,10 @@ func leakEvidence(t *testing.T, f finding.Finding) LeakEvidence {
 	if !ok {
 		t.Fatalf("evidence is %T, want LeakEvidence", f.Evidence)
 	}
+	checkFields(t, f, ev.fields())
+	if want := strings.Join(leakKinds(ev), ","); f.Labels[LabelLeakSignals] != want {
+		t.Errorf("label signals %q, want %q", f.Labels[LabelLeakSignals], want)
+	}
 	return ev
 }
 

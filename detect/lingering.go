@@ -347,7 +347,7 @@ func (d *Lingering) unidentified(r *rotation.Rotation, cs []Caller, now time.Tim
 	f.Fingerprint = finding.Fingerprint(d.Name(), r.OldKeyID, unidentifiedCallers, r.ID)
 	ev := f.Evidence.(LingeringEvidence)
 	ev.Callers, ev.Addresses, ev.UserAgents = len(cs), addresses, userAgents
-	f.Evidence = ev
+	f.Evidence, f.Fields = ev, ev.fields()
 	return f
 }
 
@@ -452,7 +452,7 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, who string, many boo
 		f.Summary = fmt.Sprintf("%s still %s %s; %s (%s)", who, calls, r.OldKeyID, deadline, traffic)
 	}
 	f.Score = base + math.Log10(1+float64(c.Requests))
-	f.Evidence = ev
+	f.Evidence, f.Fields = ev, ev.fields()
 	return f
 }
 

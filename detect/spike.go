@@ -575,7 +575,8 @@ func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) findin
 	if c.keylessFailures > 0 {
 		f.Summary += fmt.Sprintf("; %d without a known key from its usual callers", c.keylessFailures)
 	}
-	f.Evidence = ev
+	f.Evidence, f.Fields = ev, ev.fields()
+	f.Labels = map[string]string{finding.LabelStep: string(c.step.Kind)}
 	return f
 }
 

@@ -135,7 +135,7 @@ func (e *Engine) runJob(ctx context.Context, j Job, now time.Time) error {
 	started := e.now()
 	err := j.Run(ctx, now)
 	if err != nil {
-		err = fmt.Errorf("job %s: %w", j.Name(), err)
+		err = fmt.Errorf("run job %s as of %s: %w", j.Name(), now.UTC().Format(time.RFC3339), err)
 		e.log.Error("job ran", "job", j.Name(), "duration", e.now().Sub(started), "error", err)
 		return err
 	}

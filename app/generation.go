@@ -48,7 +48,7 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 	return &generation{
 		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks,
 		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
-		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log),
+		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log, detect.Jobs(d.conn, cfg.Detect)...),
 		retired:   make(chan struct{}),
 	}, nil
 }

@@ -18,5 +18,14 @@ func All(conn driver.Conn, cfg config.Detect) []Scheduled {
 	}
 }
 
+// Jobs returns the jobs that keep what the detectors configured by cfg read, reading and writing
+// through conn, with their schedules: IPHours when the leak detector runs.
+func Jobs(conn driver.Conn, cfg config.Detect) []ScheduledJob {
+	if cfg.Leak.Schedule == "" {
+		return nil
+	}
+	return []ScheduledJob{{NewIPHours(conn, cfg.Leak), ipHoursSchedule}}
+}
+
 // ErrUnknownKey is returned for a key that neither lifecycle events nor stored traffic mention.
 var ErrUnknownKey = errors.New("unknown key: no lifecycle events and no stored traffic")

@@ -3,7 +3,9 @@ package detect
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/keywatch/keywatch/finding"
 )
@@ -108,11 +110,12 @@ func capFindings(fs []finding.Finding, perKey, perRun int) []finding.Finding {
 }
 
 // fold returns one finding standing for rs (ranked, most urgent first): the first one's detector,
-// key, severity, score, time and evidence, with the count of findings in the evidence; the client
-// and rotation they all share, if any. Its caller sets its fingerprint and summary.
+// key, severity, score, time, evidence and fields, with the count of findings in the evidence and
+// as the first field (FieldFoldedFindings); the client, rotation and labels they all share, if any. Its caller sets its fingerprint and summary.
 func fold(rs []ranked) ranked {
 	out := ranked{first: rs[0].first}
 	f := rs[0].first
+	f.Labels = maps.Clone(f.Labels)
 	for _, r := range rs {
 		out.n += r.n
 		if r.ClientID != f.ClientID {
@@ -121,6 +124,14 @@ func fold(rs []ranked) ranked {
 		if r.RotationID != f.RotationID {
 			f.RotationID = ""
 		}
+		for k, v := range f.Labels {
+			if r.Labels[k] != v {
+				delete(f.Labels, k)
+			}
+		}
+	}
+	if len(f.Labels) == 0 {
+		f.Labels = nil
 	}
 	switch ev := f.Evidence.(type) {
 	case foldable:
@@ -128,6 +139,7 @@ func fold(rs []ranked) ranked {
 	default:
 		f.Evidence = FoldedEvidence{FoldedFindings: out.n, First: ev}
 	}
+	f.Fields = append([]finding.Field{{Name: FieldFoldedFindings, Value: strconv.Itoa(out.n)}}, f.Fields...)
 	out.Finding = f
 	return out
 }

@@ -28,7 +28,9 @@ func (d fixed) Detect(context.Context, time.Time) ([]finding.Finding, error) {
 func callerFinding(key, client, rot string, sev finding.Severity, score float64) finding.Finding {
 	f := finding.New("probe", now, key, client, rot)
 	f.Severity, f.Score, f.Summary = sev, score, client+" still calls "+key
-	f.Evidence = LingeringEvidence{OldKeyID: key, RotationID: rot, Caller: Caller{ClientID: client, Requests: uint64(score)}}
+	ev := LingeringEvidence{OldKeyID: key, RotationID: rot, Caller: Caller{ClientID: client, Requests: uint64(score)}}
+	f.Evidence, f.Fields = ev, ev.fields()
+	f.Labels = map[string]string{"client": client, "kind": "caller"}
 	return f
 }
 
@@ -89,6 +91,18 @@ func TestEngineCapsFindings(t *testing.T) {
 	if !ok || ev.FoldedFindings != 4981 || ev.Caller.ClientID != "c0019" {
 		t.Errorf("evidence %#v: want the first folded finding's LingeringEvidence with folded_findings 4981", f.Evidence)
 	}
+	// The count is the folded finding's first field, before the first folded one's fields; of the
+	// labels, those all the folded findings share.
+	first := callerFinding("kid_hot", "c0019", "kid_hot>kid_new", finding.Warning, 10000-19)
+	if want := append([]finding.Field{{Name: FieldFoldedFindings, Value: "4981"}}, first.Fields...); !slices.Equal(f.Fields, want) {
+		t.Errorf("fields of the folded finding\n got %q\nwant %q", f.Fields, want)
+	}
+	if len(f.Labels) != 1 || f.Labels["kind"] != "caller" {
+		t.Errorf("labels of the folded finding %v, want only kind=caller", f.Labels)
+	}
+	if hot[0].Labels["client"] != "c0000" || len(hot[0].Fields) != len(first.Fields) {
+		t.Errorf("kept finding changed: labels %v, fields %q", hot[0].Labels, hot[0].Fields)
+	}
 	for i, f := range calm {
 		if want := fmt.Sprintf("calm%d", 2-i); f.ClientID != want || f.Evidence.(LingeringEvidence).FoldedFindings != 0 {
 			t.Errorf("kid_calm's finding %d: %+v, want %s untouched", i, f, want)
@@ -136,6 +150,12 @@ func TestCapFindingsPerRun(t *testing.T) {
 	ev, ok := f.Evidence.(FoldedEvidence)
 	if !ok || ev.FoldedFindings != 521 || !strings.Contains(fmt.Sprint(ev.First), "n:479") {
 		t.Errorf("evidence %#v: want FoldedEvidence of 521 with the first folded finding's evidence", f.Evidence)
+	}
+	if len(f.Fields) == 0 || f.Fields[0] != (finding.Field{Name: FieldFoldedFindings, Value: "521"}) {
+		t.Errorf("fields of the run's folded finding %q, want the count of 521 first", f.Fields)
+	}
+	if f := got[MaxFindingsPerKey-1]; len(f.Fields) == 0 || f.Fields[0] != (finding.Field{Name: FieldFoldedFindings, Value: "11"}) {
+		t.Errorf("fields of kid_busy's folded finding %q, want the count of 11 first", f.Fields)
 	}
 
 	// Under the caps, findings are only sorted.

@@ -79,6 +79,7 @@ func TestHygiene(t *testing.T) {
 		if !ok {
 			t.Fatalf("evidence of %s is %T", f.Summary, f.Evidence)
 		}
+		checkFields(t, f, ev.fields())
 		id := [2]string{f.KeyID, ev.Kind}
 		if _, dup := got[id]; dup {
 			t.Errorf("two %s findings for %s", ev.Kind, f.KeyID)

@@ -2,11 +2,9 @@ package detect
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
@@ -28,116 +26,33 @@ const (
 	leakProbedRoutesInReason = 3
 )
 
-// leakSelectForbiddenKeys finds the keys with forbidden answers in the window, from the per-minute
-// rollup (the minutes holding the window's start and now included, so that it finds every key
-// leakSelectForbiddenRoutes counts). Arguments: window start, now.
-const leakSelectForbiddenKeys = `
-SELECT DISTINCT key_id
-FROM auth_events_1m
-WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
-
-// leakSelectForbiddenRoutes reads the given keys' forbidden requests in the window per method and
-// route, from the raw events (through the primary key: key_id, ts), with samples of who sent them.
-// Arguments: keys, window start, now.
-const leakSelectForbiddenRoutes = `
-SELECT
-    key_id, method, route, count(), min(ts), max(ts),
-    arrayMap(ip -> replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), groupUniqArray(5)(ip)),
-    groupUniqArray(5)(user_agent)
-FROM auth_events
-WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
-GROUP BY key_id, method, route`
-
-// LeakScopeProbe is the evidence of a scope_probing signal: the key's forbidden requests to routes
-// its scopes do not grant.
-type LeakScopeProbe struct {
-	// KeyScopes are the scopes the key's lifecycle events state (the latest by event time).
-	KeyScopes []string `json:"key_scopes"`
-	// Requests are the forbidden requests outside KeyScopes in the window, over RoutesTotal routes;
-	// Share is Requests over all the key's requests in the window (0..1).
-	Requests    uint64            `json:"requests"`
-	Share       float64           `json:"share"`
-	RoutesTotal int               `json:"routes_total"`
-	Routes      []LeakProbedRoute `json:"routes"` // busiest first, at most 20
-}
-
-// LeakProbedRoute is one method and route the key was refused on, and the scope it needs.
-type LeakProbedRoute struct {
-	Method string `json:"method,omitempty"`
-	Route  string `json:"route"`
-	// Scopes are those the route needs (any one grants it), by the rule Pattern of
-	// detect.leak.route_scopes.
-	Scopes           []string  `json:"scopes"`
-	Pattern          string    `json:"pattern"`
-	Requests         uint64    `json:"requests"`
-	FirstSeen        time.Time `json:"first_seen"`
-	LastSeen         time.Time `json:"last_seen"`
-	SampleIPs        []string  `json:"sample_ips"`
-	SampleUserAgents []string  `json:"sample_user_agents"`
-}
-
-// scopeProbes returns, per key, its forbidden requests outside its scopes in the window when they
-// reach ScopeProbingMinRequests. It loads the rotation model into r when it has to read it.
-func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakScopeProbe, error) {
-	if len(d.rules) == 0 || d.cfg.ScoreScopeProbing <= 0 {
-		return nil, nil
-	}
-	forbidden, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", r.windowStart.Format(time.RFC3339), err)
-	}
-	if len(forbidden) == 0 {
-		return nil, nil
-	}
-	if r.model == nil {
-		if r.model, err = rotation.Load(ctx, d.conn); err != nil {
-			return nil, err
-		}
-	}
-	var scoped []string
-	for _, key := range forbidden {
-		if k := r.model.Key(key); k != nil && len(k.Scopes) > 0 {
-			scoped = append(scoped, key)
-		}
-	}
-	if len(scoped) == 0 {
-		return nil, nil
-	}
-	slices.Sort(scoped)
-	rows, err := d.conn.Query(ctx, leakSelectForbiddenRoutes, scoped, r.windowStart.UnixMilli(), r.now.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("read forbidden routes of %d keys from auth_events: %w", len(scoped), err)
-	}
-	defer rows.Close()
+// leakScopeProbes judges each key's forbidden routes: those a rule covers and the key's scopes (in
+// model) do not grant count; a key with at least minRequests of them is probing.
+func leakScopeProbes(model *rotation.Model, rules []config.RouteScopeRule, routes map[string][]LeakProbedRoute, minRequests uint64) map[string]*LeakScopeProbe {
 	out := map[string]*LeakScopeProbe{}
-	for rows.Next() {
-		var key string
-		var p LeakProbedRoute
-		if err := rows.Scan(&key, &p.Method, &p.Route, &p.Requests, &p.FirstSeen, &p.LastSeen, &p.SampleIPs, &p.SampleUserAgents); err != nil {
-			return nil, fmt.Errorf("read forbidden routes from auth_events: %w", err)
+	for key, ps := range routes {
+		k := model.Key(key)
+		if k == nil || len(k.Scopes) == 0 {
+			continue // unknown scopes: not judged
 		}
-		k := r.model.Key(key)
-		rule, ok := leakRouteRule(d.rules, p.Method, p.Route)
-		if !ok || slices.ContainsFunc(rule.Scopes, k.HasScope) {
-			continue // a route without a rule, or one the key's scopes grant: not judged
+		for _, p := range ps {
+			rule, ok := leakRouteRule(rules, p.Method, p.Route)
+			if !ok || slices.ContainsFunc(rule.Scopes, k.HasScope) {
+				continue // a route without a rule, or one the key's scopes grant: not judged
+			}
+			p.Scopes, p.Pattern = rule.Scopes, rule.Pattern
+			p.SampleIPs, p.SampleUserAgents = slices.Sorted(slices.Values(p.SampleIPs)), slices.Sorted(slices.Values(p.SampleUserAgents))
+			probe := out[key]
+			if probe == nil {
+				probe = &LeakScopeProbe{KeyScopes: k.Scopes}
+				out[key] = probe
+			}
+			probe.Requests += p.Requests
+			probe.Routes = append(probe.Routes, p)
 		}
-		p.Scopes, p.Pattern = rule.Scopes, rule.Pattern
-		p.FirstSeen, p.LastSeen = p.FirstSeen.UTC(), p.LastSeen.UTC()
-		slices.Sort(p.SampleIPs)
-		slices.Sort(p.SampleUserAgents)
-		probe := out[key]
-		if probe == nil {
-			probe = &LeakScopeProbe{KeyScopes: k.Scopes}
-			out[key] = probe
-		}
-		probe.Requests += p.Requests
-		probe.Routes = append(probe.Routes, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read forbidden routes from auth_events: %w", err)
 	}
 	for key, probe := range out {
-		if probe.Requests < uint64(d.cfg.ScopeProbingMinRequests) {
+		if probe.Requests < minRequests {
 			delete(out, key)
 			continue
 		}
@@ -149,7 +64,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 			probe.Routes = probe.Routes[:leakProbedRoutesShown]
 		}
 	}
-	return out, nil
+	return out
 }
 
 // leakRouteRule is the first (most specific) rule that covers the request.

@@ -42,6 +42,10 @@ func leakEvidence(t *testing.T, f finding.Finding) LeakEvidence {
 	if !ok {
 		t.Fatalf("evidence is %T, want LeakEvidence", f.Evidence)
 	}
+	checkFields(t, f, ev.fields())
+	if want := strings.Join(leakKinds(ev), ","); f.Labels[LabelLeakSignals] != want {
+		t.Errorf("label signals %q, want %q", f.Labels[LabelLeakSignals], want)
+	}
 	return ev
 }
 
@@ -252,8 +256,20 @@ func TestLeakFanout(t *testing.T) {
 			}
 			s.events(evs)
 
-			for run := range 2 { // the second run finds the hours finalized by the first
+			for run := range 2 { // the first run reads the hours from key_ips_1h, the second those the job finalized
+				if run == 1 {
+					if err := NewIPHours(s.conn, s.cfg.Leak).Run(context.Background(), now); err != nil {
+						t.Fatal(err)
+					}
+				}
 				fs := s.leak()
+				var finalized uint64
+				if err := s.conn.QueryRow(context.Background(), "SELECT count() FROM key_ip_hours").Scan(&finalized); err != nil {
+					t.Fatal(err)
+				}
+				if (run == 0) != (finalized == 0) {
+					t.Fatalf("run %d: key_ip_hours holds %d rows", run, finalized)
+				}
 				if tc.want == nil {
 					if len(fs) != 0 {
 						t.Fatalf("run %d: got %+v, want nothing", run, fs)

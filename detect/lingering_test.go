@@ -65,6 +65,7 @@ func callerOf(t *testing.T, f finding.Finding) Caller {
 	if !ok {
 		t.Fatalf("evidence is %T, want LingeringEvidence", f.Evidence)
 	}
+	checkFields(t, f, ev.fields())
 	return ev.Caller
 }
 

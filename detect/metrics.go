@@ -1,8 +1,9 @@
 package detect
 
 import (
-	"github.com/keywatch/keywatch/finding"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keywatch/keywatch/finding"
 )
 
 // Metrics are the detectors' Prometheus metrics.

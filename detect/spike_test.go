@@ -206,6 +206,12 @@ func checkSpike(t *testing.T, f finding.Finding, client string, w wantSpike) {
 	if _, err := f.EvidenceJSON(); err != nil {
 		t.Error(err)
 	}
+	if f.Labels[finding.LabelStep] != string(w.step) || f.Set()[finding.LabelStep] != string(w.step) {
+		t.Errorf("%s: label step %q, want %q", client, f.Labels[finding.LabelStep], w.step)
+	}
+	if !slices.Equal(f.Fields, ev.fields()) || len(f.Fields) < 4 || f.Fields[0].Name != "Rotation" {
+		t.Errorf("%s: fields %q, want those of its evidence", client, f.Fields)
+	}
 	if f.Severity != w.severity || ev.Step != w.step {
 		t.Errorf("%s: %s after %s, want %s after %s", client, f.Severity, ev.Step, w.severity, w.step)
 	}

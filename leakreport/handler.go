@@ -167,6 +167,29 @@ type Evidence struct {
 	OtherURLs []string `json:"other_urls,omitempty"`
 }
 
+// fields says the evidence in words, as notifications show it: plain text, the reported URLs
+// as text (an output must not make them links: a reporter chose them).
+func (e *Evidence) fields() []finding.Field {
+	var f finding.Finding
+	f.AddField("URL", e.URL)
+	f.AddField("Other URLs", strings.Join(e.OtherURLs, "\n"))
+	f.AddField("Source", e.Source)
+	f.AddField("Type", e.Type)
+	f.AddField("Reporter", e.Reporter)
+	f.AddField("Reported at", stamp(e.ReportedAt))
+	f.AddField("Key fingerprint", e.KeyFingerprint)
+	f.AddField("Key last seen", stamp(e.KeyLastSeen))
+	return f.Fields
+}
+
+// stamp writes a time to the minute in UTC; the zero time as nothing.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -342,6 +365,9 @@ func (h *Handler) handle(ctx context.Context, reporter string, reports []report)
 		})
 		h.log.Warn("leak report of a known key", "reporter", reporter, "key_id", k.keyID, "client_id", k.clientID,
 			"fingerprint", fps[i], "type", rep.Type, "url", rep.URL, "source", rep.Source)
+	}
+	for i := range findings {
+		findings[i].Fields = findings[i].Evidence.(*Evidence).fields()
 	}
 	if len(findings) > 0 {
 		if err := h.storeOnce(ctx, runID(runKey), now, findings); err != nil {

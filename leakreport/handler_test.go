@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -358,7 +359,7 @@ func TestReports(t *testing.T) {
 	}
 
 	// The findings: critical, for the key's latest client, with the report as evidence.
-	rows, err := b.conn.Query(context.Background(), `SELECT severity, score, key_id, client_id, fingerprint, summary, evidence
+	rows, err := b.conn.Query(context.Background(), `SELECT severity, score, key_id, client_id, fingerprint, summary, evidence, fields
 		FROM findings WHERE detector = 'leak_report' ORDER BY key_id`)
 	if err != nil {
 		t.Fatal(err)
@@ -368,12 +369,16 @@ func TestReports(t *testing.T) {
 		severity, keyID, clientID, fingerprint, summary string
 		score                                           float64
 		ev                                              Evidence
+		fields                                          []finding.Field
 	}
 	var got []stored
 	for rows.Next() {
 		var s stored
-		var evidence string
-		if err := rows.Scan(&s.severity, &s.score, &s.keyID, &s.clientID, &s.fingerprint, &s.summary, &evidence); err != nil {
+		var evidence, fields string
+		if err := rows.Scan(&s.severity, &s.score, &s.keyID, &s.clientID, &s.fingerprint, &s.summary, &evidence, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if s.fields, err = finding.ParseFields(fields); err != nil {
 			t.Fatal(err)
 		}
 		if err := json.Unmarshal([]byte(evidence), &s.ev); err != nil {
@@ -396,6 +401,17 @@ func TestReports(t *testing.T) {
 	}
 	if bb.keyID != "kid_live_b" || bb.clientID != "globex" || bb.ev.Reporter != "bearer" || bb.ev.URL != "https://wiki.example.com/page/42" {
 		t.Errorf("finding of key B: %+v", bb)
+	}
+	// The display fields say the evidence in words.
+	stamp := b.now.UTC().Format("2006-01-02 15:04 UTC")
+	wantA := []finding.Field{{Name: "URL", Value: a.ev.URL}, {Name: "Source", Value: "content"}, {Name: "Type", Value: "keywatch_api_key"},
+		{Name: "Reporter", Value: "github"}, {Name: "Reported at", Value: stamp}, {Name: "Key fingerprint", Value: a.ev.KeyFingerprint},
+		{Name: "Key last seen", Value: a.ev.KeyLastSeen.UTC().Format("2006-01-02 15:04 UTC")}}
+	if !slices.Equal(a.fields, wantA) {
+		t.Errorf("fields of key A\n got %q\nwant %q", a.fields, wantA)
+	}
+	if len(bb.fields) == 0 || bb.fields[0] != (finding.Field{Name: "URL", Value: "https://wiki.example.com/page/42"}) {
+		t.Errorf("fields of key B: %q", bb.fields)
 	}
 
 	// The raw secrets reached neither storage nor the log.
@@ -449,6 +465,13 @@ func TestMixedReport(t *testing.T) {
 	}
 	if !strings.Contains(evidence, `"other_urls":["https://github.com/o/r/blob/1/c"]`) {
 		t.Errorf("evidence of key A %s: want the second URL", evidence)
+	}
+	var fields string
+	if err := b.conn.QueryRow(context.Background(), "SELECT fields FROM findings WHERE key_id = 'kid_live_a'").Scan(&fields); err != nil {
+		t.Fatal(err)
+	}
+	if fs, err := finding.ParseFields(fields); err != nil || !slices.Contains(fs, finding.Field{Name: "Other URLs", Value: "https://github.com/o/r/blob/1/c"}) {
+		t.Errorf("fields of key A %s (%v): want the second URL among them", fields, err)
 	}
 	if err := b.conn.QueryRow(context.Background(), "SELECT summary FROM findings WHERE key_id = 'kid_live_b'").Scan(&summary); err != nil {
 		t.Fatal(err)

@@ -44,9 +44,10 @@ keys.
            the now the events end at. Then drop the database (unless --keep).
   phase 2  the same in database bench_large with --events-large events: the same keys, clients,
            rotations and days (its first --events-small events are phase 1's), only more history.
-           A fresh database rather than more events in the first one, so that what detectors
-           keep between runs (finalized hourly baselines) matches the history they read: each
-           phase is a deployment with that much history, and its warm-up cycle builds that state.
+           A fresh database rather than more events in the first one, so that what the jobs keep
+           for the detectors (finalized hourly baselines) matches the history they read: each
+           phase is a deployment with that much history, and its warm-up cycle (the jobs, then
+           the detectors) builds that state.
 
 Printed: load times and rates (progress on stderr), each phase's median and minimum cycle time
 and per-detector time, findings per detector, the ratio of the medians (large / small), the
@@ -217,7 +218,7 @@ func measure(ctx context.Context, cfg config.Config, pop population, o options, 
 
 	// Info lines per detector run would drown the progress lines; failures still show.
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	engine := detect.NewEngine(detect.All(conn, cfg.Detect), nil, nil, log)
+	engine := detect.NewEngine(detect.All(conn, cfg.Detect), nil, nil, log, detect.Jobs(conn, cfg.Detect)...)
 	p.detectors = engine.Names()
 	logf("running %d detection cycles in %s", o.cycles+1, p.db)
 	if p.cycles, err = runCycles(ctx, engine, pop.now, o.cycles); err != nil {

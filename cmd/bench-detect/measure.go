@@ -51,8 +51,12 @@ type cycle struct {
 	findings  []int
 }
 
-// runCycles runs one warm-up cycle and then n measured ones, all as of now.
+// runCycles runs one warm-up cycle (the jobs, then the detectors) and then n measured ones (the
+// detectors), all as of now.
 func runCycles(ctx context.Context, engine *detect.Engine, now time.Time, n int) ([]cycle, error) {
+	if err := engine.RunJobs(ctx, now); err != nil {
+		return nil, fmt.Errorf("warm-up jobs: %w", err)
+	}
 	var out []cycle
 	for i := range n + 1 {
 		start := time.Now()

@@ -6,10 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/finding"
 )
@@ -117,5 +122,82 @@ detect:
 	})
 	if _, metrics := call("GET", "/metrics", "", ""); !strings.Contains(metrics, `keywatch_detect_runs_total{detector="lingering",result="ok"}`) {
 		t.Fatalf("/metrics lacks the detector runs")
+	}
+}
+
+// TestDetectOnceOnlyReads runs `keywatch detect --once` through a ClickHouse user that may only
+// read (readonly = 1), on traffic whose fan-out baseline has hours no job has finalized yet: every
+// detector runs, and the leak finding is printed.
+func TestDetectOnceOnlyReads(t *testing.T) {
+	db, conn := migratedDB(t)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+
+	// Eight days from five addresses, then 500 addresses in the last hour and a network never seen.
+	b, err := conn.PrepareBatch(ctx, `INSERT INTO auth_events (ts, key_id, client_id, outcome, status, ip, asn, as_org, country,
+	user_agent, method, route, src_topic, src_partition, src_offset)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := int64(0)
+	add := func(ts time.Time, ip string, asn uint32, org string) {
+		offset++
+		if err := b.Append(ts, "kid_fan", "initech", "ok", uint16(200), netip.MustParseAddr(ip).As16(), asn, org, "DE",
+			"test-sdk/1.0", "GET", "/v1/prices", "auth-events", int32(0), offset); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ts, i := at.Add(-8*24*time.Hour), 0; ts.Before(at.Add(-time.Hour)); ts, i = ts.Add(time.Minute), i+1 {
+		add(ts, fmt.Sprintf("198.51.100.%d", 1+i%5), 64500, "Example Net")
+	}
+	for i := range 500 {
+		add(at.Add(-55*time.Minute+time.Duration(i)*6*time.Second), fmt.Sprintf("100.64.%d.%d", i/256, i%256), 64500, "Example Net")
+	}
+	for ts := at.Add(-20 * time.Minute); ts.Before(at.Add(-8 * time.Minute)); ts = ts.Add(time.Minute) {
+		add(ts, "203.0.113.9", 64501, "Other Net")
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The test server's users may not create users, so every query of the command carries the
+	// setting instead: readonly = 1 refuses INSERT, ALTER and CREATE as a read-only user's profile does.
+	readOnly := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"readonly": 1}))
+	if err := conn.Exec(readOnly, "INSERT INTO key_ip_hours (hour, key_id, distinct_ips) VALUES (now(), 'probe', 1)"); err == nil {
+		t.Fatal("an INSERT with readonly = 1 succeeded: the setting does not make the connection read-only")
+	}
+	cfgPath := filepath.Join(t.TempDir(), "keywatch.yaml")
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, "clickhouse:\n  addr: [%q]\n  database: %s\n", ch.Addr, db), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := dispatch(readOnly, []string{"detect", "--once", "--config", cfgPath, "--at", at.Format(time.RFC3339), "--format", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("keywatch detect --once as a read-only user: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+	var runs []struct {
+		Detector string            `json:"detector"`
+		Error    string            `json:"error"`
+		Findings []finding.Finding `json:"findings"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &runs); err != nil {
+		t.Fatalf("detect --once --format json: %v\n%s", err, out.String())
+	}
+	var names []string
+	var leak []finding.Finding
+	for _, r := range runs {
+		names = append(names, r.Detector)
+		if r.Detector == "leak" {
+			leak = r.Findings
+		}
+	}
+	if !slices.Equal(names, []string{"lingering", "spike", "leak", "hygiene"}) {
+		t.Fatalf("runs of %v, want every detector", names)
+	}
+	if len(leak) != 1 || leak[0].KeyID != "kid_fan" || !strings.Contains(leak[0].Summary, "distinct IPs in the hour from 11:00 UTC") {
+		t.Fatalf("leak findings %+v, want kid_fan's fan-out", leak)
+	}
+	var finalized uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM key_ip_hours").Scan(&finalized); err != nil || finalized != 0 {
+		t.Fatalf("key_ip_hours holds %d rows (%v) after detect --once, want none", finalized, err)
 	}
 }

@@ -1,0 +1,480 @@
+package detect
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keywatch/keywatch/finding"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
+)
+
+// leakUse is one key's use of one (network, country) over the baseline and the window.
+type leakUse struct {
+	network, country, asOrg string
+	asn                     uint32
+	first, last             time.Time
+	requests, failures      uint64
+	beforeWindowDay         uint64 // requests on whole days before the window's first day
+	sampleIPs, sampleUAs    []string
+}
+
+// leakRun is what one Detect call read, and the configuration it judges by: judge is a function of
+// it alone (no I/O), so a test builds one by hand. Detect fills it through the reads of leak_read.go.
+type leakRun struct {
+	cfg                         config.Leak
+	now, windowStart, baseStart time.Time
+	model                       *rotation.Model
+	places                      map[string][]leakUse
+	clients                     map[string]string
+	clientKeys                  map[string][]string
+	windowRequests              map[string]uint64
+	fanout                      map[string]*LeakFanout
+	probes                      map[string]*LeakScopeProbe
+}
+
+// relatives are the keys whose baseline key may inherit: the key its rotation replaced and its
+// client's other keys.
+func (r *leakRun) relatives(key string) []string {
+	var out []string
+	if k := r.model.Key(key); k != nil && k.Predecessor != nil && k.Predecessor.OldKeyID != key {
+		out = append(out, k.Predecessor.OldKeyID)
+	}
+	if c := r.clients[key]; c != "" {
+		for _, o := range r.clientKeys[c] {
+			if o != key {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
+// leakHour is a key's distinct addresses in one hour.
+type leakHour struct {
+	hour time.Time
+	ips  uint64
+}
+
+// leakFanouts returns the keys whose last complete hour or current hour has distinct addresses at
+// least minZ robust z-scores above their baseline (base: each key's hourly counts by hour of day),
+// with the higher of the two. The current hour is still filling, so its count only undercounts:
+// judging it as well catches an explosion within minutes without ever being louder than the full
+// hour will be.
+func leakFanouts(hours map[string][]leakHour, base map[string]map[int][]float64, minZ float64) map[string]*LeakFanout {
+	out := map[string]*LeakFanout{}
+	for key, hs := range hours {
+		for _, h := range hs {
+			f := leakFanoutOf(base[key], h.hour, h.ips)
+			if f != nil && f.Z >= minZ && (out[key] == nil || f.Z > out[key].Z) {
+				out[key] = f
+			}
+		}
+	}
+	return out
+}
+
+// leakFanoutOf compares an hour's distinct addresses with the baseline (by hour of day); nil when the
+// baseline is too short to judge.
+func leakFanoutOf(byHour map[int][]float64, hour time.Time, ips uint64) *LeakFanout {
+	sample, seasonal := byHour[hour.Hour()], true
+	if len(sample) < leakFanoutSeasonalHours {
+		sample, seasonal = nil, false
+		for _, s := range byHour {
+			sample = append(sample, s...)
+		}
+	}
+	if len(sample) < leakFanoutMinHours && !seasonal {
+		return nil
+	}
+	med := leakMedian(sample)
+	dev := make([]float64, len(sample))
+	for i, v := range sample {
+		dev[i] = math.Abs(v - med)
+	}
+	mad := leakMedian(dev)
+	scale := max(1.4826*mad, math.Sqrt(med), 1)
+	return &LeakFanout{Hour: hour, DistinctIPs: ips, BaselineMedian: med, BaselineMAD: mad,
+		Z: leakRound2((float64(ips) - med) / scale), BaselineHours: len(sample), Seasonal: seasonal}
+}
+
+func leakMedian(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func leakRound2(x float64) float64 { return math.Round(x*100) / 100 }
+
+// leakBaselineSet is the networks and countries a key is judged against.
+type leakBaselineSet struct {
+	networks  map[string]*LeakKnownNetwork
+	countries map[string]bool
+	requests  uint64
+	inherited []string
+}
+
+func (b *leakBaselineSet) add(places []leakUse, windowStart time.Time) {
+	for _, p := range places {
+		if !p.first.Before(windowStart) {
+			continue
+		}
+		n := b.networks[p.network]
+		if n == nil {
+			n = &LeakKnownNetwork{Network: p.network, ASOrg: p.asOrg}
+			b.networks[p.network] = n
+		}
+		n.Requests += p.beforeWindowDay
+		if p.country != "" {
+			b.countries[p.country] = true
+		}
+		b.requests += p.beforeWindowDay
+	}
+}
+
+// baselineOf gathers the key's own baseline, and inherits its relatives' when it is thin or young.
+func (r *leakRun) baselineOf(key string) *leakBaselineSet {
+	b, thin := r.ownBaseline(key)
+	if thin {
+		for _, rel := range r.relatives(key) {
+			if len(r.places[rel]) > 0 {
+				b.add(r.places[rel], r.windowStart)
+				b.inherited = append(b.inherited, rel)
+			}
+		}
+	}
+	return b
+}
+
+// ownBaseline is the key's own baseline; thin when it is too small or too young to stand alone.
+func (r *leakRun) ownBaseline(key string) (b *leakBaselineSet, thin bool) {
+	b = &leakBaselineSet{networks: map[string]*LeakKnownNetwork{}, countries: map[string]bool{}}
+	b.add(r.places[key], r.windowStart)
+	first := r.windowStart
+	for _, p := range r.places[key] {
+		if p.first.Before(first) {
+			first = p.first
+		}
+	}
+	young := min(leakYoungBaseline, time.Duration(r.cfg.Baseline)/2)
+	return b, b.requests < leakBaselineMinRequests || r.windowStart.Sub(first) < young
+}
+
+// judge scores one key; ok is false when the score stays below the warning score.
+func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
+	b := r.baselineOf(key)
+	total := r.windowRequests[key]
+	state := rotation.Active
+	client := r.clients[key]
+	if k := r.model.Key(key); k != nil {
+		state = k.State
+		if client == "" {
+			client = k.ClientID
+		}
+	}
+	newNets, newCountries := r.newPlaces(key, b, total)
+	hasBaseline := b.requests >= leakBaselineMinRequests
+	minReq := uint64(r.cfg.MinRequests)
+	within := "in the last " + leakDuration(time.Duration(r.cfg.Window))
+
+	var signals []LeakSignal
+	var phrases []string
+	revoked := state == rotation.Revoked
+	verb := "used from"
+	if revoked {
+		verb = "tried from"
+	}
+	busyNets := leakFilterPlaces(newNets, minReq)
+	if revoked && len(newNets) > 0 {
+		signals = append(signals, LeakSignal{Kind: leakSignalRevokedNewNetwork, Score: r.cfg.ScoreRevokedNewNetwork,
+			Reason: fmt.Sprintf("revoked key used from %d network(s) it did not use in the baseline", len(newNets)), Places: newNets})
+	}
+	if hasBaseline && len(busyNets) > 0 {
+		signals = append(signals, LeakSignal{Kind: leakSignalNewNetwork, Score: r.cfg.ScoreNewNetwork,
+			Reason: fmt.Sprintf("%d network(s) not seen in the baseline carried at least %d requests each", len(busyNets), minReq), Places: busyNets})
+	}
+	busyCountries := leakFilterPlaces(newCountries, minReq)
+	if hasBaseline && len(busyCountries) > 0 {
+		signals = append(signals, LeakSignal{Kind: leakSignalNewCountry, Score: r.cfg.ScoreNewCountry,
+			Reason: fmt.Sprintf("%d country(ies) not seen in the baseline carried at least %d requests each", len(busyCountries), minReq), Places: busyCountries})
+	}
+	switch {
+	case len(busyNets) > 0 && (hasBaseline || revoked):
+		phrases = append(phrases, leakNetworkPhrase(verb, busyNets, b, within))
+	case revoked && len(newNets) > 0:
+		phrases = append(phrases, leakNetworkPhrase(verb, newNets, b, within))
+	case hasBaseline && len(busyCountries) > 0:
+		c := busyCountries[0]
+		phrases = append(phrases, fmt.Sprintf("%s new country %s via %s: %d requests (%s of its traffic) %s",
+			verb, c.Country, strings.Join(c.Networks, ", "), c.Requests, leakPercent(c.Share), within))
+	}
+	if f := r.fanout[key]; f != nil {
+		signals = append(signals, LeakSignal{Kind: leakSignalFanout, Score: r.cfg.ScoreFanout,
+			Reason: fmt.Sprintf("%d distinct IPs in the hour from %s UTC, z %.1f against a baseline median of %g",
+				f.DistinctIPs, f.Hour.Format("15:04"), f.Z, f.BaselineMedian), Fanout: f})
+		phrases = append(phrases, fmt.Sprintf("%d distinct IPs in the hour from %s UTC (baseline median %g)",
+			f.DistinctIPs, f.Hour.Format("15:04"), f.BaselineMedian))
+	}
+	if trips := r.travel(key, b); len(trips) > 0 {
+		t := trips[0]
+		signals = append(signals, LeakSignal{Kind: leakSignalImpossibleTravel, Score: r.cfg.ScoreImpossibleTravel,
+			Reason: fmt.Sprintf("used from %s and %s, %.0f km apart, %.0f minutes apart (over %d km/h)", t.From, t.To, t.KM, t.GapMinutes, leakMaxTravelKMH),
+			Travel: trips})
+		phrases = append(phrases, fmt.Sprintf("impossible travel %s→%s: %.0f km in %.0f min", t.From, t.To, t.KM, t.GapMinutes))
+	}
+	if s, phrase, ok := r.scopeSignal(key, total, within); ok {
+		signals = append(signals, s)
+		phrases = append(phrases, phrase)
+	}
+
+	var score float64
+	for _, s := range signals {
+		score += s.Score
+	}
+	if score < r.cfg.WarningScore {
+		return finding.Finding{}, false
+	}
+	f := finding.New(detector, r.now, key, client, "")
+	f.Severity = finding.Warning
+	if score >= r.cfg.CriticalScore {
+		f.Severity = finding.Critical
+	}
+	// Score is the sum of the signals' configured scores: higher is more signals, more severe.
+	f.Score = score
+	subject := key
+	if revoked {
+		subject = "revoked key " + key
+	}
+	if client != "" {
+		subject += " (" + client + ")"
+	}
+	f.Summary = fmt.Sprintf("%s %s (score %g)", subject, strings.Join(phrases, "; "), score)
+	ev := LeakEvidence{KeyState: string(state), WindowStart: r.windowStart, WindowEnd: r.now, WindowRequests: total,
+		Signals: signals, Baseline: b.evidence(r.baseStart, r.windowStart)}
+	f.Evidence, f.Fields, f.Labels = ev, ev.fields(), ev.labels()
+	return f, true
+}
+
+func leakNetworkPhrase(verb string, nets []LeakPlace, b *leakBaselineSet, within string) string {
+	n := nets[0]
+	name := n.Network
+	if n.ASOrg != "" {
+		name += " (" + n.ASOrg + ")"
+	}
+	where := ""
+	for i, c := range n.Countries {
+		sep := ", "
+		if i == 0 {
+			sep = " in "
+		}
+		if !b.countries[c] {
+			c = "new country " + c
+		}
+		where += sep + c
+	}
+	more := ""
+	if len(nets) > 1 {
+		more = fmt.Sprintf(" (and %d more new networks)", len(nets)-1)
+	}
+	return fmt.Sprintf("%s new network %s%s: %d requests (%s of its traffic) %s%s", verb, name, where, n.Requests, leakPercent(n.Share), within, more)
+}
+
+// newPlaces returns the key's networks and countries used in the window that b does not hold, with
+// their window traffic (exact: a place first seen in the window has all its requests there),
+// busiest first.
+func (r *leakRun) newPlaces(key string, b *leakBaselineSet, total uint64) (nets, countries []LeakPlace) {
+	byNet, byCountry := map[string]*LeakPlace{}, map[string]*LeakPlace{}
+	add := func(m map[string]*LeakPlace, name string, p leakUse, fill func(*LeakPlace)) {
+		lp := m[name]
+		if lp == nil {
+			lp = &LeakPlace{FirstSeen: p.first, LastSeen: p.last}
+			fill(lp)
+			m[name] = lp
+		}
+		lp.Requests += p.requests
+		lp.Failures += p.failures
+		lp.FirstSeen = leakMinTime(lp.FirstSeen, p.first)
+		lp.LastSeen = leakMaxTime(lp.LastSeen, p.last)
+		lp.SampleIPs = leakMergeSamples(lp.SampleIPs, p.sampleIPs)
+		lp.SampleUserAgents = leakMergeSamples(lp.SampleUserAgents, p.sampleUAs)
+	}
+	for _, p := range r.places[key] {
+		if p.first.Before(r.windowStart) {
+			continue
+		}
+		if b.networks[p.network] == nil {
+			add(byNet, p.network, p, func(lp *LeakPlace) { lp.Network, lp.ASN, lp.ASOrg = p.network, p.asn, p.asOrg })
+			if p.country != "" && !slices.Contains(byNet[p.network].Countries, p.country) {
+				byNet[p.network].Countries = append(byNet[p.network].Countries, p.country)
+			}
+		}
+		if p.country != "" && !b.countries[p.country] {
+			add(byCountry, p.country, p, func(lp *LeakPlace) { lp.Country = p.country })
+			if !slices.Contains(byCountry[p.country].Networks, p.network) {
+				byCountry[p.country].Networks = append(byCountry[p.country].Networks, p.network)
+			}
+		}
+	}
+	return leakSortedPlaces(byNet, total), leakSortedPlaces(byCountry, total)
+}
+
+func leakSortedPlaces(m map[string]*LeakPlace, total uint64) []LeakPlace {
+	out := make([]LeakPlace, 0, len(m))
+	for _, p := range m {
+		if total > 0 {
+			p.Share = leakRound4(min(1, float64(p.Requests)/float64(total)))
+		}
+		slices.Sort(p.Countries)
+		slices.Sort(p.Networks)
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b LeakPlace) int {
+		return cmp.Or(cmp.Compare(b.Requests, a.Requests), cmp.Compare(a.Network, b.Network), cmp.Compare(a.Country, b.Country))
+	})
+	return out
+}
+
+func leakFilterPlaces(ps []LeakPlace, minRequests uint64) []LeakPlace {
+	var out []LeakPlace
+	for _, p := range ps {
+		if p.Requests >= minRequests {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// leakCountryUse is a key's use of one country as the daily rollup shows it: its last event
+// (exact), and for a country new in the window its first event and requests (exact too); for a
+// country of the baseline, requests are those of the window's day(s).
+type leakCountryUse struct {
+	country     string
+	first, last time.Time // first is zero for a baseline country
+	requests    uint64
+}
+
+// travel returns the hand-overs between countries faster than leakMaxTravelKMH, fastest first: the
+// key's last event in one country followed, with nothing in between from it, by its first event in
+// another too soon for the distance. Use from two countries at the same time is two users, not
+// travel (the new-country signal covers it). A country must carry MinRequests, and at least one of
+// the pair must be new (a key that used both before is a multi-region deployment failing over); the
+// arrival country is the new one unless both are, because the rollup pins down a country's first
+// event in the window only when it is new.
+func (r *leakRun) travel(key string, b *leakBaselineSet) []LeakTravel {
+	uses := map[string]*leakCountryUse{}
+	for _, p := range r.places[key] {
+		if p.country == "" || p.last.Before(r.windowStart) {
+			continue
+		}
+		u := uses[p.country]
+		if u == nil {
+			u = &leakCountryUse{country: p.country}
+			uses[p.country] = u
+		}
+		u.last = leakMaxTime(u.last, p.last)
+		switch {
+		case b.countries[p.country]:
+			u.requests += p.requests - p.beforeWindowDay
+		case !p.first.Before(r.windowStart):
+			u.requests += p.requests
+			if u.first.IsZero() || p.first.Before(u.first) {
+				u.first = p.first
+			}
+		}
+	}
+	var out []LeakTravel
+	for _, from := range uses {
+		for _, to := range uses {
+			if from == to || to.first.IsZero() || !from.last.Before(to.first) ||
+				from.requests < uint64(r.cfg.MinRequests) || to.requests < uint64(r.cfg.MinRequests) {
+				continue
+			}
+			km, ok := leakDistanceKM(from.country, to.country)
+			gap := to.first.Sub(from.last)
+			if !ok || km < leakMinTravelKM || gap.Hours()*leakMaxTravelKMH >= km {
+				continue
+			}
+			out = append(out, LeakTravel{From: from.country, To: to.country, FromSeen: from.last, ToSeen: to.first,
+				KM: math.Round(km), GapMinutes: leakRound2(gap.Minutes()), KMPerHour: math.Round(km / gap.Hours())})
+		}
+	}
+	slices.SortFunc(out, func(x, y LeakTravel) int {
+		return cmp.Or(cmp.Compare(y.KMPerHour, x.KMPerHour), cmp.Compare(x.From, y.From), cmp.Compare(x.To, y.To))
+	})
+	return out
+}
+
+func (b *leakBaselineSet) evidence(start, end time.Time) LeakBaseline {
+	out := LeakBaseline{Start: start, End: end, Requests: b.requests, NetworksTotal: len(b.networks),
+		Countries: make([]string, 0, len(b.countries)), Networks: []LeakKnownNetwork{}, InheritedFrom: b.inherited}
+	for _, n := range b.networks {
+		out.Networks = append(out.Networks, *n)
+	}
+	slices.SortFunc(out.Networks, func(x, y LeakKnownNetwork) int {
+		return cmp.Or(cmp.Compare(y.Requests, x.Requests), cmp.Compare(x.Network, y.Network))
+	})
+	if len(out.Networks) > leakBaselineNetworksShown {
+		out.Networks = out.Networks[:leakBaselineNetworksShown]
+	}
+	for c := range b.countries {
+		out.Countries = append(out.Countries, c)
+	}
+	slices.Sort(out.Countries)
+	return out
+}
+
+func leakMergeSamples(have, more []string) []string {
+	for _, s := range more {
+		if len(have) >= 5 {
+			break
+		}
+		if !slices.Contains(have, s) {
+			have = append(have, s)
+		}
+	}
+	return have
+}
+
+func leakMinTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func leakMaxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func leakRound4(x float64) float64 { return math.Round(x*10000) / 10000 }
+
+func leakPercent(share float64) string {
+	if share >= 0.1 {
+		return fmt.Sprintf("%.0f%%", share*100)
+	}
+	return fmt.Sprintf("%.1f%%", share*100)
+}
+
+// leakDuration writes 1h as "hour", 30m as "30m", 1h30m as "1h30m".
+func leakDuration(d time.Duration) string {
+	if d == time.Hour {
+		return "hour"
+	}
+	s := d.String()
+	s = strings.TrimSuffix(s, "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

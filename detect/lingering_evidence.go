@@ -1,0 +1,104 @@
+package detect
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/keywatch/keywatch/finding"
+)
+
+// Caller is a client, or an (IP, user agent) pair when the client is unknown, and its traffic
+// with a key since the rotation started; once the rotation finished, since it finished (use after
+// retirement is what matters then, and it keeps the rows read bounded by AfterRetired); for a key
+// no rotation retires, within the lookback.
+type Caller struct {
+	ClientID  string `json:"client_id,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
+	Requests  uint64 `json:"requests"`
+	// Failures are the requests the gateway refused (any outcome but ok), e.g. after retirement.
+	Failures       uint64     `json:"failures"`
+	FirstSeen      time.Time  `json:"first_seen"`
+	LastSeen       time.Time  `json:"last_seen"`
+	NewKeyRequests uint64     `json:"new_key_requests"`
+	NewKeyShare    float64    `json:"new_key_share"` // new / (old + new), 0..1
+	NewKeyLastSeen *time.Time `json:"new_key_last_seen,omitempty"`
+	// TopIPs and TopUserAgents are a client's busiest addresses and user agents with the key (at
+	// most 5 each); for the callers without a client that one finding sums, theirs.
+	TopIPs        []Count `json:"top_ips,omitempty"`
+	TopUserAgents []Count `json:"top_user_agents,omitempty"`
+}
+
+// name is how people read the caller: its client, or "IP (user agent)".
+func (c Caller) name() string {
+	if c.ClientID != "" {
+		return c.ClientID
+	}
+	return c.IP + " (" + c.UserAgent + ")"
+}
+
+// Count is a value and its number of requests.
+type Count struct {
+	Value    string `json:"value"`
+	Requests uint64 `json:"requests"`
+}
+
+// LingeringEvidence is what a lingering finding tells the person on call.
+type LingeringEvidence struct {
+	RotationID string     `json:"rotation_id"`
+	OldKeyID   string     `json:"old_key_id"`
+	NewKeyID   string     `json:"new_key_id"`
+	Step       string     `json:"step"` // started, retired or revoked
+	Started    time.Time  `json:"started"`
+	Since      time.Time  `json:"since"` // the caller's counts cover since then: started, or finished
+	Deadline   *time.Time `json:"deadline,omitempty"`
+	TimeLeft   string     `json:"time_left,omitempty"` // until the deadline, negative once it passed
+	Finished   *time.Time `json:"finished,omitempty"`  // when the old key was retired or revoked
+	// Caller is the client the finding is about or, for the finding about the callers without a
+	// client, the one of them there is, or, when there are several, their sum: no client, IP nor
+	// user agent, their traffic added up, and their busiest addresses and user agents.
+	Caller Caller `json:"caller"`
+	// Callers, Addresses and UserAgents are, in the finding about the callers without a client,
+	// how many (IP, user agent) pairs it stands for and how many distinct addresses and user agents
+	// they used; 0 in a client's finding.
+	Callers    int `json:"callers,omitempty"`
+	Addresses  int `json:"addresses,omitempty"`
+	UserAgents int `json:"user_agents,omitempty"`
+	// FoldedFindings is, in a finding the engine folded others into, how many it stands for
+	// (MaxFindingsPerKey, MaxFindingsPerRun); the rest of the evidence is the first one's.
+	FoldedFindings int `json:"folded_findings,omitempty"`
+}
+
+// callerID identifies a caller: client_id, or ip and ua when the client is unknown.
+type callerID struct{ client, ip, ua string }
+
+// usage is each key's callers with their traffic since the key's window start.
+type usage map[string]map[callerID]*Caller
+
+// fields says a lingering finding's evidence in words.
+func (e LingeringEvidence) fields() []finding.Field {
+	c := e.Caller
+	caller := c.ClientID
+	if caller == "" {
+		caller = strings.TrimSpace(c.IP + " " + c.UserAgent)
+	}
+	if caller == "" && e.Callers > 0 {
+		caller = "callers without a client" // the finding about a rotation's callers without a client sums several
+	}
+	var l fieldList
+	l.add("Rotation", fmt.Sprintf("%s → %s (%s)", e.OldKeyID, e.NewKeyID, e.Step))
+	l.add("Caller", caller)
+	if e.Callers > 0 {
+		l.add("Callers without a client", fmt.Sprintf("%d (%d addresses, %d user agents)", e.Callers, e.Addresses, e.UserAgents))
+	}
+	l.add("Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, stamp(e.Since)))
+	l.add("First / last seen", stamp(c.FirstSeen)+" / "+stamp(c.LastSeen))
+	l.add("On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests))
+	if e.Deadline != nil {
+		l.add("Deadline", stamp(*e.Deadline)+" ("+e.TimeLeft+" left)")
+	}
+	l.add("Top addresses", countsText(c.TopIPs))
+	l.add("Top user agents", countsText(c.TopUserAgents))
+	return l
+}

@@ -68,8 +68,10 @@ type Silence struct {
 	selector *compiled // Selector
 }
 
-// MatcherLabels are the labels a selector may name, in every form (selector.go).
-var MatcherLabels = []string{"detector", "severity", "key_id", "client_id", "rotation_id"}
+// MatcherLabels are the labels a selector may name, in every form (selector.go): a finding's
+// identity, and the labels detectors add (step: the rotation step a spike follows; signals: what a
+// leak finding saw, e.g. "new_network,fanout").
+var MatcherLabels = []string{"detector", "severity", "key_id", "client_id", "rotation_id", "step", "signals"}
 
 // Slack posts notifications through the Slack Web API and takes button clicks at
 // POST /slack/interactions.

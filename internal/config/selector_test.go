@@ -136,7 +136,7 @@ func TestSelectorErrors(t *testing.T) {
 		{"revoke:\n  policies: [{matchers: ['detector=~\"(leak\"'], mode: auto}]\n",
 			`revoke.policies[0].matchers[0]: "detector=~\"(leak\"": "(leak" is not a valid regular expression: missing closing )`},
 		{"revoke:\n  policies: [{mode: auto}, {matchers: ['keyid=\"kid_*\"'], mode: auto}]\n",
-			`revoke.policies[1].matchers[0]: no such label "keyid" (want detector, severity, key_id, client_id, rotation_id)`},
+			`revoke.policies[1].matchers[0]: no such label "keyid" (want detector, severity, key_id, client_id, rotation_id, step, signals)`},
 		{"rollback:\n  policies: [{matchers: ['key_id=\"kid_[\"'], mode: auto}]\n", `rollback.policies[0].matchers[0]: "key_id=\"kid_[\"": "kid_[" is not a valid glob`},
 		{"alerting:\n  inhibit: [{source_matchers: ['detector'], target: {detector: spike}}]\n", `alerting.inhibit[0].source_matchers[0]: "detector": no operator`},
 		{"alerting:\n  inhibit: [{source: {detector: spike}, target: {keyid: x}}]\n", `alerting.inhibit[0].target.keyid: no such label "keyid"`},

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/keywatch/keywatch/internal/backoff"
 )
 
 // chunkMax bounds the messages of one chunk; chunkWait bounds how long a chunk stays open.
@@ -51,7 +53,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 		}
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "error", err)
-			sleep(ctx, time.Second)
+			backoff.Sleep(ctx, time.Second)
 		}
 	}
 }

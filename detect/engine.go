@@ -11,10 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/robfig/cron/v3"
-
 	"github.com/keywatch/keywatch/finding"
-	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schedule"
 )
 
 // Detector is one scheduled check: it reads ClickHouse as of now and returns its findings.
@@ -23,7 +21,7 @@ type Detector interface {
 	Detect(ctx context.Context, now time.Time) ([]finding.Finding, error)
 }
 
-// Scheduled is a detector with its cron schedule (config.ScheduleParser syntax).
+// Scheduled is a detector with its cron schedule (schedule.Parse syntax).
 type Scheduled struct {
 	Detector Detector
 	Schedule string
@@ -110,8 +108,7 @@ func (e *Engine) run(ctx context.Context, d Detector, now time.Time) finding.Run
 // that is still going when the next is due makes that one skip). It returns when ctx ends and
 // the runs in flight have finished.
 func (e *Engine) Start(ctx context.Context) error {
-	c := cron.New(cron.WithParser(config.ScheduleParser), cron.WithLocation(time.UTC),
-		cron.WithChain(cron.Recover(cronLogger{e.log}), cron.SkipIfStillRunning(cronLogger{e.log})))
+	c := schedule.NewCron(e.log, "cron")
 	var wg sync.WaitGroup
 	for _, d := range e.detectors {
 		if d.Schedule == "" {
@@ -134,13 +131,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	<-c.Stop().Done()
 	wg.Wait()
 	return nil
-}
-
-type cronLogger struct{ log *slog.Logger }
-
-func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
-func (l cronLogger) Error(err error, msg string, kv ...any) {
-	l.log.Error("cron: "+msg, append(kv, "error", err)...)
 }
 
 func newRunID() string {

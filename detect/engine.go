@@ -100,7 +100,7 @@ func (e *Engine) run(ctx context.Context, d Detector, now time.Time) finding.Run
 		level = slog.LevelError
 	}
 	e.log.Log(ctx, level, "detector ran", "detector", run.Detector, "run_id", run.ID,
-		"duration", run.Finished.Sub(run.Started), "findings", len(run.Findings), "error", run.Err)
+		"duration", run.Finished.Sub(run.Started), "findings", len(run.Findings), "err", run.Err)
 	return run
 }
 

@@ -126,7 +126,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				break
 			}
 			wait := bo.Next()
-			c.log.Warn("cannot join the consumer group; retrying", "group", c.opts.GroupID, "retry_in", wait.Round(time.Millisecond), "error", err)
+			c.log.Warn("cannot join the consumer group; retrying", "group", c.opts.GroupID, "retry_in", wait.Round(time.Millisecond), "err", err)
 			backoff.Sleep(ctx, wait)
 			continue
 		}
@@ -225,7 +225,7 @@ func (c *Consumer) loadProgress(ctx context.Context, partitions []topicPartition
 		}
 		c.failing.Store(true)
 		wait := bo.Next()
-		c.log.Warn("cannot read ingest progress; retrying", "retry_in", wait.Round(time.Millisecond), "error", err)
+		c.log.Warn("cannot read ingest progress; retrying", "retry_in", wait.Round(time.Millisecond), "err", err)
 		if !backoff.Sleep(ctx, wait) {
 			return nil, ctx.Err()
 		}
@@ -339,9 +339,9 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 		c.failing.Store(true)
 		c.metrics.retries.WithLabelValues("insert").Inc()
 		wait := bo.Next()
-		c.log.Warn("store failed; fetching paused, retrying", "messages", b.messages, "retry_in", wait.Round(time.Millisecond), "error", err)
+		c.log.Warn("store failed; fetching paused, retrying", "messages", b.messages, "retry_in", wait.Round(time.Millisecond), "err", err)
 		if !backoff.Sleep(storeCtx, wait) {
-			c.log.Warn("batch abandoned uncommitted at shutdown; it is read again on the next start", "messages", b.messages, "error", err)
+			c.log.Warn("batch abandoned uncommitted at shutdown; it is read again on the next start", "messages", b.messages, "err", err)
 			return false
 		}
 	}
@@ -366,7 +366,7 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 		}
 		c.metrics.retries.WithLabelValues("commit").Inc()
 		if attempt == 3 {
-			c.log.Warn("commit failed; the next batch's commit covers these offsets", "error", err)
+			c.log.Warn("commit failed; the next batch's commit covers these offsets", "err", err)
 			return true
 		}
 		backoff.Sleep(storeCtx, backoff.Policy{Initial: 200 * time.Millisecond, Max: time.Second}.Wait(attempt))

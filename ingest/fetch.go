@@ -35,7 +35,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 	})
 	defer r.Close()
 	if err := r.SetOffset(tp.offset); err != nil {
-		c.log.Error("cannot seek", "topic", tp.topic, "partition", tp.partition, "offset", tp.offset, "error", err)
+		c.log.Error("cannot seek", "topic", tp.topic, "partition", tp.partition, "offset", tp.offset, "err", err)
 		return
 	}
 	lag := c.metrics.lag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition))
@@ -52,7 +52,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 			c.chunks.Put(ch)
 		}
 		if err != nil && ctx.Err() == nil {
-			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "error", err)
+			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "err", err)
 			backoff.Sleep(ctx, time.Second)
 		}
 	}

@@ -136,7 +136,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 			continue
 		}
 		if err != nil {
-			e.log.Warn("leader election: joining the group failed; retrying", "group", e.opts.GroupID, "topic", e.opts.Topic, "error", err)
+			e.log.Warn("leader election: joining the group failed; retrying", "group", e.opts.GroupID, "topic", e.opts.Topic, "err", err)
 			continue // the group backs off by itself
 		}
 		leads := assigned(gen, e.opts.Topic)
@@ -188,7 +188,7 @@ func (e *Elector) ensureTopic(ctx context.Context) error {
 			return nil
 		}
 		wait := waits.Next()
-		e.log.Warn("leader: cannot check or create the coordination topic; retrying", "topic", e.opts.Topic, "retry_in", wait, "error", err)
+		e.log.Warn("leader: cannot check or create the coordination topic; retrying", "topic", e.opts.Topic, "retry_in", wait, "err", err)
 		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}

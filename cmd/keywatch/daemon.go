@@ -226,7 +226,7 @@ func (d *daemon) waitForClickHouse(ctx context.Context) bool {
 		err = unreachable(err)
 		d.startup.set("clickhouse", err)
 		wait := waits.Next()
-		d.log.Warn("clickhouse not reachable; retrying", "addr", d.cfg.ClickHouse.Addr, "retry_in", wait, "error", err)
+		d.log.Warn("clickhouse not reachable; retrying", "addr", d.cfg.ClickHouse.Addr, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
 			return false
 		}
@@ -250,7 +250,7 @@ func (d *daemon) migrate(ctx context.Context) bool {
 		}
 		d.startup.set("schema", fmt.Errorf("migration failed, retrying: %w", err))
 		wait := waits.Next()
-		d.log.Warn("schema migration failed; retrying", "database", cfg.ClickHouse.Database, "retry_in", wait, "error", err)
+		d.log.Warn("schema migration failed; retrying", "database", cfg.ClickHouse.Database, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
 			return false
 		}
@@ -272,7 +272,7 @@ func (d *daemon) waitForKafka(ctx context.Context) bool {
 			return false
 		}
 		wait := waits.Next()
-		d.log.Error("kafka not usable; retrying", "retry_in", wait, "error", err)
+		d.log.Error("kafka not usable; retrying", "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
 			return false
 		}

@@ -23,11 +23,11 @@ import (
 
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -126,14 +126,9 @@ type env struct {
 func newEnv(t *testing.T, mutate func(*config.Revoke), script ...func(http.ResponseWriter)) *env {
 	t.Helper()
 	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, ctx: ctx, conn: ch.Conn(t, db), rv: newReceiver(t, script...), clk: &clock{t: t0}}
-	e.cfg = cfg.Revoke
+	_, conn := schematest.NewDatabase(t, ch)
+	e := &env{t: t, ctx: ctx, conn: conn, rv: newReceiver(t, script...), clk: &clock{t: t0}}
+	e.cfg = config.Default().Revoke
 	e.cfg.WebhookURL, e.cfg.WebhookSecret = e.rv.srv.URL, testSecret
 	e.cfg.DefaultMode, e.cfg.Policies = "auto", nil
 	e.cfg.MinScore, e.cfg.MaxPerHour = 50, 3

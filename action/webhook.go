@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/backoff"
 )
 
 // errNotConfigured fails an action at once: retrying will not fix the configuration.
@@ -251,12 +253,7 @@ func minTime(a, b time.Time) time.Time {
 
 // backoffAfter is the wait after failed attempt n: exponential with full jitter.
 func (r *Revoker) backoffAfter(n uint32) time.Duration {
-	ceil := r.backoff
-	for i := uint32(1); i < n && ceil < r.maxBackoff; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, r.maxBackoff)
-	return time.Duration(r.rand(int64(ceil)) + 1)
+	return backoff.Policy{Initial: r.backoff, Max: r.maxBackoff, Jitter: backoff.Full}.WaitWith(int(n), r.rand)
 }
 
 // send POSTs the action's stored body, signed, and returns the receiver's status, its Retry-After

@@ -14,11 +14,11 @@ import (
 
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -39,14 +39,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	conn := ch.Conn(t, db)
-	a := cfg.Alerting
+	_, conn := schematest.NewDatabase(t, ch)
+	a := config.Default().Alerting
 	a.GroupWait = 0
 	a.Inhibit = nil
 	a.For = map[string]config.Duration{"default": 0}

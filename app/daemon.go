@@ -17,6 +17,7 @@ import (
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/api"
+	"github.com/keywatch/keywatch/internal/backoff"
 	"github.com/keywatch/keywatch/internal/broker"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/refusal"
@@ -208,7 +209,7 @@ func (d *daemon) current() *generation {
 // answers or ctx ends. It connects to the user's default database: keywatch's own may not exist
 // before the first migration.
 func (d *daemon) waitForClickHouse(ctx context.Context) bool {
-	wait := time.Second
+	waits := backoff.Policy{Initial: time.Second, Max: 10 * time.Second}.Waits()
 	for {
 		conn, err := schema.Open(d.cfg.ClickHouse, "")
 		if err == nil {
@@ -224,17 +225,17 @@ func (d *daemon) waitForClickHouse(ctx context.Context) bool {
 		}
 		err = unreachable(err)
 		d.startup.set("clickhouse", err)
-		d.log.Warn("clickhouse not reachable; retrying", "addr", d.cfg.ClickHouse.Addr, "retry_in", wait, "error", err)
+		wait := waits.Next()
+		d.log.Warn("clickhouse not reachable; retrying", "addr", d.cfg.ClickHouse.Addr, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
 			return false
 		}
-		wait = min(2*wait, 10*time.Second)
 	}
 }
 
 // migrate applies the schema, retrying with backoff until it is applied or ctx ends.
 func (d *daemon) migrate(ctx context.Context) bool {
-	wait := time.Second
+	waits := backoff.Policy{Initial: time.Second, Max: 30 * time.Second}.Waits()
 	cfg := d.cfg
 	for {
 		d.startup.set("schema", errors.New("migrating"))
@@ -248,11 +249,11 @@ func (d *daemon) migrate(ctx context.Context) bool {
 			return false
 		}
 		d.startup.set("schema", fmt.Errorf("migration failed, retrying: %w", err))
-		d.log.Warn("schema migration failed; retrying", "database", cfg.ClickHouse.Database, "retry_in", wait, "error", err)
+		wait := waits.Next()
+		d.log.Warn("schema migration failed; retrying", "database", cfg.ClickHouse.Database, "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
 			return false
 		}
-		wait = min(2*wait, 30*time.Second)
 	}
 }
 
@@ -260,7 +261,7 @@ func (d *daemon) migrate(ctx context.Context) bool {
 // password or CA is an error in the log and on /readyz rather than a consumer group that retries
 // in silence.
 func (d *daemon) waitForKafka(ctx context.Context) bool {
-	wait := time.Second
+	waits := backoff.Policy{Initial: time.Second, Max: 30 * time.Second}.Waits()
 	for {
 		err := d.kafka.Probe(ctx)
 		if err == nil {
@@ -270,11 +271,11 @@ func (d *daemon) waitForKafka(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		d.log.Error("kafka not usable; retrying", "retry_in", wait, "error", err)
+		wait := waits.Next()
+		d.log.Error("kafka not usable; retrying", "retry_in", wait, "err", err)
 		if !sleep(ctx, wait) {
 			return false
 		}
-		wait = min(2*wait, 30*time.Second)
 	}
 }
 

@@ -114,7 +114,7 @@ func (d *daemon) apply(context.Context) error {
 	err := d.swap()
 	if err != nil {
 		d.metrics.lastLoad.Set(0)
-		d.log.Error("configuration reload refused; the running configuration stays", "error", err)
+		d.log.Error("configuration reload refused; the running configuration stays", "err", err)
 		return err
 	}
 	d.metrics.lastLoad.Set(1)

@@ -20,12 +20,11 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -538,13 +537,7 @@ var now = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 func newScenario(t *testing.T) driver.Conn {
 	t.Helper()
 	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	conn := ch.Conn(t, db)
+	_, conn := schematest.NewDatabase(t, ch)
 	exec := func(q string, args ...any) {
 		t.Helper()
 		if err := conn.Exec(ctx, q, args...); err != nil {

@@ -13,8 +13,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -200,22 +199,11 @@ func checkKeyStates(t *testing.T, conn driver.Conn) {
 	}
 }
 
-func newLifecycleDatabase(t *testing.T) driver.Conn {
-	t.Helper()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	return ch.Conn(t, db)
-}
-
 // TestKeyStateMatchesReadiness: on a fleet covering created, rotation_started with successor and
 // grace, retired, revoked, a key rotated twice and events out of order, the rotation overview
 // shows every key in the state (and rotation, deadline and client) that rotation.Build gives it.
 func TestKeyStateMatchesReadiness(t *testing.T) {
-	conn := newLifecycleDatabase(t)
+	_, conn := schematest.NewDatabase(t, ch)
 	insertLifecycle(t, conn, keyStateScenario())
 	checkKeyStates(t, conn)
 }
@@ -260,7 +248,7 @@ func randomFleets(seed uint64, n int, anonymous bool) []rotation.Event {
 func TestKeyLifecycleViewFollowsBuild(t *testing.T) {
 	for _, anonymous := range []bool{false, true} {
 		t.Run(fmt.Sprintf("anonymous=%v", anonymous), func(t *testing.T) {
-			conn := newLifecycleDatabase(t)
+			_, conn := schematest.NewDatabase(t, ch)
 			insertLifecycle(t, conn, randomFleets(1, 300, anonymous))
 			m, err := rotation.Load(context.Background(), conn)
 			if err != nil {

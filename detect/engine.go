@@ -11,10 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/robfig/cron/v3"
-
 	"github.com/keywatch/keywatch/finding"
-	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schedule"
+	"github.com/robfig/cron/v3"
 )
 
 // Detector is one scheduled check: it reads ClickHouse as of now and returns its findings.
@@ -23,7 +22,7 @@ type Detector interface {
 	Detect(ctx context.Context, now time.Time) ([]finding.Finding, error)
 }
 
-// Scheduled is a detector with its cron schedule (config.ScheduleParser syntax).
+// Scheduled is a detector with its cron schedule (schedule.Parse syntax).
 type Scheduled struct {
 	Detector Detector
 	Schedule string
@@ -118,7 +117,7 @@ func (e *Engine) run(ctx context.Context, d Detector, now time.Time) finding.Run
 		level = slog.LevelError
 	}
 	e.log.Log(ctx, level, "detector ran", "detector", run.Detector, "run_id", run.ID,
-		"duration", run.Finished.Sub(run.Started), "findings", len(run.Findings), "error", run.Err)
+		"duration", run.Finished.Sub(run.Started), "findings", len(run.Findings), "err", run.Err)
 	return run
 }
 
@@ -136,7 +135,7 @@ func (e *Engine) runJob(ctx context.Context, j Job, now time.Time) error {
 	err := j.Run(ctx, now)
 	if err != nil {
 		err = fmt.Errorf("run job %s as of %s: %w", j.Name(), now.UTC().Format(time.RFC3339), err)
-		e.log.Error("job ran", "job", j.Name(), "duration", e.now().Sub(started), "error", err)
+		e.log.Error("job ran", "job", j.Name(), "duration", e.now().Sub(started), "err", err)
 		return err
 	}
 	e.log.Debug("job ran", "job", j.Name(), "duration", e.now().Sub(started))
@@ -147,24 +146,23 @@ func (e *Engine) runJob(ctx context.Context, j Job, now time.Time) error {
 // detector or job (a run that is still going when the next is due makes that one skip); each job
 // also runs once at the start. It returns when ctx ends and the runs in flight have finished.
 func (e *Engine) Start(ctx context.Context) error {
-	c := cron.New(cron.WithParser(config.ScheduleParser), cron.WithLocation(time.UTC),
-		cron.WithChain(cron.Recover(cronLogger{e.log}), cron.SkipIfStillRunning(cronLogger{e.log})))
+	c := schedule.NewCron(e.log, "cron")
 	var wg sync.WaitGroup
 	// A job's first run goes through the same chain as its scheduled ones, so they never overlap.
 	var first []cron.Job
 	for _, j := range e.jobs {
 		job := j.Job
-		sched, err := config.ScheduleParser.Parse(j.Schedule)
+		sched, err := schedule.Parse(j.Schedule)
 		if err != nil {
 			return fmt.Errorf("schedule job %s %q: %w", job.Name(), j.Schedule, err)
 		}
-		run := cron.NewChain(cron.Recover(cronLogger{e.log}), cron.SkipIfStillRunning(cronLogger{e.log})).Then(cron.FuncJob(func() {
+		run := schedule.Serial(e.log, "cron", func() {
 			wg.Add(1)
 			defer wg.Done()
 			if ctx.Err() == nil {
 				_ = e.runJob(ctx, job, e.now())
 			}
-		}))
+		})
 		c.Schedule(sched, run)
 		first = append(first, run)
 		e.log.Info("job scheduled", "job", job.Name(), "schedule", j.Schedule)
@@ -193,13 +191,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	<-c.Stop().Done()
 	wg.Wait()
 	return nil
-}
-
-type cronLogger struct{ log *slog.Logger }
-
-func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
-func (l cronLogger) Error(err error, msg string, kv ...any) {
-	l.log.Error("cron: "+msg, append(kv, "error", err)...)
 }
 
 func newRunID() string {

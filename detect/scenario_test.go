@@ -9,12 +9,12 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 	"github.com/keywatch/keywatch/rotation"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -30,14 +30,8 @@ type scenario struct {
 
 func newScenario(t *testing.T) *scenario {
 	t.Helper()
-	db := ch.NewDatabase(t)
-	ctx := context.Background()
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	return &scenario{t: t, conn: ch.Conn(t, db), db: db, cfg: config.Default().Detect}
+	db, conn := schematest.NewDatabase(t, ch)
+	return &scenario{t: t, conn: conn, db: db, cfg: config.Default().Detect}
 }
 
 // event is one synthetic authentication event; zero fields take plausible defaults.

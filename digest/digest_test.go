@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schedule"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -379,7 +380,7 @@ func TestChannels(t *testing.T) {
 }
 
 func TestLastFire(t *testing.T) {
-	sched, err := config.ScheduleParser.Parse("0 0 9 * * 1-5")
+	sched, err := schedule.Parse("0 0 9 * * 1-5")
 	if err != nil {
 		t.Fatal(err)
 	}

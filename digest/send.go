@@ -10,7 +10,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schedule"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/notify"
 )
@@ -140,9 +140,7 @@ func (d *Digest) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	logger := cronLogger{d}
-	c := cron.New(cron.WithParser(config.ScheduleParser), cron.WithLocation(time.UTC),
-		cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
+	c := schedule.NewCron(d.log, "digest cron")
 	var wg sync.WaitGroup
 	job := func(fn func()) func() {
 		return func() {
@@ -154,7 +152,7 @@ func (d *Digest) Run(ctx context.Context) error {
 		}
 	}
 	if d.cfg.Schedule != "" {
-		sched, err := config.ScheduleParser.Parse(d.cfg.Schedule)
+		sched, err := schedule.Parse(d.cfg.Schedule)
 		if err != nil {
 			return fmt.Errorf("digest: digest.schedule %q: %w", d.cfg.Schedule, err)
 		}
@@ -218,11 +216,4 @@ func lastFire(sched cron.Schedule, now time.Time, within time.Duration) time.Tim
 		last = t
 	}
 	return last
-}
-
-type cronLogger struct{ d *Digest }
-
-func (l cronLogger) Info(msg string, kv ...any) { l.d.log.Debug("digest cron: "+msg, kv...) }
-func (l cronLogger) Error(err error, msg string, kv ...any) {
-	l.d.log.Error("digest cron: "+msg, append(kv, "err", err)...)
 }

@@ -7,8 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
@@ -45,19 +44,14 @@ func TestStoreRunKeepsMilliseconds(t *testing.T) {
 	}
 }
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
 func migrated(t *testing.T) driver.Conn {
 	t.Helper()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	return ch.Conn(t, db)
+	_, conn := schematest.NewDatabase(t, ch)
+	return conn
 }
 
 // TestStoreRunKeepsLabelsAndFields: a finding's labels and display fields are stored beside its

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/keywatch/keywatch/internal/backoff"
 )
 
 // Options configure a Consumer.
@@ -117,19 +118,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer group.Close()
 	c.log.Info("consuming", "brokers", c.opts.Brokers, "group", c.opts.GroupID,
 		"topics", []string{c.opts.AuthEventsTopic, c.opts.LifecycleTopic})
-	bo := backoff{min: 200 * time.Millisecond, max: 10 * time.Second}
+	bo := backoff.Policy{Initial: 200 * time.Millisecond, Max: 10 * time.Second, Jitter: backoff.Equal}.Waits()
 	for ctx.Err() == nil {
 		gen, err := group.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			wait := bo.next()
-			c.log.Warn("cannot join the consumer group; retrying", "group", c.opts.GroupID, "retry_in", wait.Round(time.Millisecond), "error", err)
-			sleep(ctx, wait)
+			wait := bo.Next()
+			c.log.Warn("cannot join the consumer group; retrying", "group", c.opts.GroupID, "retry_in", wait.Round(time.Millisecond), "err", err)
+			backoff.Sleep(ctx, wait)
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		done := make(chan struct{})
 		gen.Start(func(genCtx context.Context) {
 			defer close(done)
@@ -213,7 +214,7 @@ func (c *Consumer) pipeline(ctx, stop context.Context, gen *kafka.Generation, pa
 // loadProgress asks ClickHouse what is already stored of the partitions, retrying until it
 // answers or ctx ends.
 func (c *Consumer) loadProgress(ctx context.Context, partitions []topicPartition) (map[string]storedUpTo, error) {
-	bo := backoff{min: 200 * time.Millisecond, max: 30 * time.Second}
+	bo := backoff.Policy{Initial: 200 * time.Millisecond, Max: 30 * time.Second, Jitter: backoff.Equal}.Waits()
 	for {
 		stored, err := c.progress.load(ctx, partitions)
 		if err == nil {
@@ -223,9 +224,9 @@ func (c *Consumer) loadProgress(ctx context.Context, partitions []topicPartition
 			return stored, nil
 		}
 		c.failing.Store(true)
-		wait := bo.next()
-		c.log.Warn("cannot read ingest progress; retrying", "retry_in", wait.Round(time.Millisecond), "error", err)
-		if !sleep(ctx, wait) {
+		wait := bo.Next()
+		c.log.Warn("cannot read ingest progress; retrying", "retry_in", wait.Round(time.Millisecond), "err", err)
+		if !backoff.Sleep(ctx, wait) {
 			return nil, ctx.Err()
 		}
 	}
@@ -325,7 +326,7 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	defer cancel()
 	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(c.opts.ShutdownGrace, cancel) })
 	defer stopGrace()
-	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: backoff.Equal}.Waits()
 	first := time.Now()
 	var start time.Time // of the attempt that landed
 	for {
@@ -337,10 +338,10 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 		}
 		c.failing.Store(true)
 		c.metrics.retries.WithLabelValues("insert").Inc()
-		wait := bo.next()
-		c.log.Warn("store failed; fetching paused, retrying", "messages", b.messages, "retry_in", wait.Round(time.Millisecond), "error", err)
-		if !sleep(storeCtx, wait) {
-			c.log.Warn("batch abandoned uncommitted at shutdown; it is read again on the next start", "messages", b.messages, "error", err)
+		wait := bo.Next()
+		c.log.Warn("store failed; fetching paused, retrying", "messages", b.messages, "retry_in", wait.Round(time.Millisecond), "err", err)
+		if !backoff.Sleep(storeCtx, wait) {
+			c.log.Warn("batch abandoned uncommitted at shutdown; it is read again on the next start", "messages", b.messages, "err", err)
 			return false
 		}
 	}
@@ -365,10 +366,10 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 		}
 		c.metrics.retries.WithLabelValues("commit").Inc()
 		if attempt == 3 {
-			c.log.Warn("commit failed; the next batch's commit covers these offsets", "error", err)
+			c.log.Warn("commit failed; the next batch's commit covers these offsets", "err", err)
 			return true
 		}
-		sleep(storeCtx, time.Duration(attempt)*200*time.Millisecond)
+		backoff.Sleep(storeCtx, backoff.Policy{Initial: 200 * time.Millisecond, Max: time.Second}.Wait(attempt))
 	}
 }
 
@@ -389,32 +390,3 @@ func (c *Consumer) count(b *batch) {
 		}
 	}
 }
-
-// sleep waits d or until ctx ends; it reports whether the whole d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// backoff is a capped exponential delay with jitter.
-type backoff struct {
-	min, max time.Duration
-	attempt  int
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.min << min(b.attempt, 20)
-	if d > b.max || d <= 0 {
-		d = b.max
-	}
-	b.attempt++
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-}
-
-func (b *backoff) reset() { b.attempt = 0 }

@@ -19,12 +19,11 @@ import (
 
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/ingest/mapping"
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -61,13 +60,7 @@ func newEnv(t testing.TB, logs io.Writer) *env {
 // newEnvOn is newEnv on a broker secured as o says; the partitions and topics are the tests'.
 func newEnvOn(t testing.TB, logs io.Writer, o testbed.KafkaOptions) *env {
 	t.Helper()
-	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
+	db, conn := schematest.NewDatabase(t, ch)
 	o.Partitions, o.Topics = partitions, []string{authTopic, lifecycleTopic}
 	k, err := testbed.StartKafkaWith(o)
 	if err != nil {
@@ -78,7 +71,7 @@ func newEnvOn(t testing.TB, logs io.Writer, o testbed.KafkaOptions) *env {
 		logs = io.Discard
 	}
 	return &env{
-		db: db, conn: ch.Conn(t, db), kafka: k,
+		db: db, conn: conn, kafka: k,
 		opts: ingest.Options{
 			Brokers: k.Brokers, GroupID: "keywatch-test", AuthEventsTopic: authTopic, LifecycleTopic: lifecycleTopic,
 			StartFrom: "earliest", BatchMaxRows: 5000, BatchMaxWait: 200 * time.Millisecond, MaxMessageBytes: 64 << 10,

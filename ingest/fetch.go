@@ -8,6 +8,8 @@ import (
 
 	"github.com/keywatch/keywatch/rotation"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/keywatch/keywatch/internal/backoff"
 )
 
 // chunkMax bounds the messages of one chunk; chunkWait bounds how long a chunk stays open.
@@ -34,7 +36,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 	})
 	defer r.Close()
 	if err := r.SetOffset(tp.offset); err != nil {
-		c.log.Error("cannot seek", "topic", tp.topic, "partition", tp.partition, "offset", tp.offset, "error", err)
+		c.log.Error("cannot seek", "topic", tp.topic, "partition", tp.partition, "offset", tp.offset, "err", err)
 		return
 	}
 	lag := c.metrics.lag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition))
@@ -51,8 +53,8 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 			c.chunks.Put(ch)
 		}
 		if err != nil && ctx.Err() == nil {
-			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "error", err)
-			sleep(ctx, time.Second)
+			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "err", err)
+			backoff.Sleep(ctx, time.Second)
 		}
 	}
 }

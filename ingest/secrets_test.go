@@ -233,7 +233,7 @@ func around(text string, i int) string {
 func dumpEveryCell(t *testing.T, db string) map[string]string {
 	t.Helper()
 	query := func(q string) string {
-		resp, err := http.Get("http://" + ch.HTTPAddr + "/?database=" + url.QueryEscape(db) + "&query=" + url.QueryEscape(q))
+		resp, err := http.Get("http://" + ch.HTTPAddr(t) + "/?database=" + url.QueryEscape(db) + "&query=" + url.QueryEscape(q))
 		if err != nil {
 			t.Fatal(err)
 		}

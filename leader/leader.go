@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/keywatch/keywatch/internal/backoff"
 )
 
 // Options configure an Elector.
@@ -134,7 +136,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error)
 			continue
 		}
 		if err != nil {
-			e.log.Warn("leader election: joining the group failed; retrying", "group", e.opts.GroupID, "topic", e.opts.Topic, "error", err)
+			e.log.Warn("leader election: joining the group failed; retrying", "group", e.opts.GroupID, "topic", e.opts.Topic, "err", err)
 			continue // the group backs off by itself
 		}
 		leads := assigned(gen, e.opts.Topic)
@@ -176,7 +178,7 @@ func assigned(gen *kafka.Generation, topic string) bool {
 // ensureTopic creates the one-partition coordination topic if it does not exist, retrying while
 // Kafka cannot be reached.
 func (e *Elector) ensureTopic(ctx context.Context) error {
-	wait := time.Second
+	waits := backoff.Policy{Initial: time.Second, Max: 30 * time.Second}.Waits()
 	for {
 		err := e.createTopic(ctx)
 		if err == nil {
@@ -185,13 +187,11 @@ func (e *Elector) ensureTopic(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		e.log.Warn("leader: cannot check or create the coordination topic; retrying", "topic", e.opts.Topic, "retry_in", wait, "error", err)
-		select {
-		case <-ctx.Done():
+		wait := waits.Next()
+		e.log.Warn("leader: cannot check or create the coordination topic; retrying", "topic", e.opts.Topic, "retry_in", wait, "err", err)
+		if !backoff.Sleep(ctx, wait) {
 			return nil
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 30*time.Second)
 	}
 }
 

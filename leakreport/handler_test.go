@@ -33,10 +33,11 @@ import (
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -83,14 +84,8 @@ type bed struct {
 
 func newBed(t *testing.T, cfg config.LeakReports) *bed {
 	t.Helper()
-	ctx := context.Background()
-	db := ch.NewDatabase(t)
-	chCfg := config.Default()
-	chCfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(ctx, chCfg.ClickHouse, db, schema.RetentionFrom(chCfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	b := &bed{t: t, conn: ch.Conn(t, db), rejected: &recorder{}, reg: prometheus.NewRegistry(), logs: &bytes.Buffer{},
+	_, conn := schematest.NewDatabase(t, ch)
+	b := &bed{t: t, conn: conn, rejected: &recorder{}, reg: prometheus.NewRegistry(), logs: &bytes.Buffer{},
 		now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	b.metrics = NewMetrics(b.reg)
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/internal/backoff"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -505,12 +505,7 @@ func (s *Slack) fail(r *row, why string, err error) {
 
 // delay is the exponential backoff with ±25% jitter after the n-th failed attempt.
 func (s *Slack) delay(n uint32) time.Duration {
-	d := s.backoff
-	for i := uint32(1); i < n && d < s.maxWait; i++ {
-		d *= 2
-	}
-	d = min(d, s.maxWait)
-	return time.Duration(float64(d) * (0.75 + 0.5*rand.Float64()))
+	return backoff.Policy{Initial: s.backoff, Max: s.maxWait, Jitter: backoff.Spread}.Wait(int(n))
 }
 
 // findPosted looks in the channel's history since the first attempt for a message carrying w's

@@ -16,23 +16,18 @@ import (
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
 func newDB(t *testing.T) driver.Conn {
 	t.Helper()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	return ch.Conn(t, db)
+	_, conn := schematest.NewDatabase(t, ch)
+	return conn
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

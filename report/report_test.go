@@ -12,13 +12,12 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 	"github.com/keywatch/keywatch/rotation"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
@@ -181,13 +180,8 @@ func traffic(t *testing.T, conn driver.Conn, cs ...calls) {
 
 func newDB(t *testing.T) driver.Conn {
 	t.Helper()
-	db := ch.NewDatabase(t)
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	return ch.Conn(t, db)
+	_, conn := schematest.NewDatabase(t, ch)
+	return conn
 }
 
 const wantTable = `Rotations from 2026-08-22T12:00:00Z to 2026-11-20T12:00:00Z (UTC)

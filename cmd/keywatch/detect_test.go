@@ -167,7 +167,7 @@ func TestDetectOnceOnlyReads(t *testing.T) {
 		t.Fatal("an INSERT with readonly = 1 succeeded: the setting does not make the connection read-only")
 	}
 	cfgPath := filepath.Join(t.TempDir(), "keywatch.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, "clickhouse:\n  addr: [%q]\n  database: %s\n", ch.Addr, db), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, "clickhouse:\n  addr: [%q]\n  database: %s\n", ch.Addr(t), db), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer

@@ -23,7 +23,7 @@ func TestRefusedRequestsCostNothingWithClickHouseDown(t *testing.T) {
 	t.Setenv("KEYWATCH_SLACK_SIGNING_SECRET", "hardening-signing-0123456789abcdef")
 	t.Setenv("KEYWATCH_LEAK_REPORTS_TOKEN", "hardening-leaks-0123456789abcdef0123")
 	db, _, httpAddr, cfgPath := runSetup(t, 1, "")
-	rewrite(t, cfgPath, ch.Addr, proxy.addr)
+	rewrite(t, cfgPath, ch.Addr(t), proxy.addr)
 	kw := startKeywatch(t, cfgPath)
 	defer kw.stop()
 	kw.waitReady(t, httpAddr)

@@ -17,12 +17,11 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/keywatch/keywatch/internal/config"
-	"github.com/keywatch/keywatch/internal/schema"
+	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 // asMainEnv makes this test binary run main() instead of the tests, so a test can start the
 // keywatch command as a process of its own and send it signals.
@@ -203,7 +202,7 @@ ingest:
   batch_max_wait: 100ms
 http:
   listen: %q
-`, kafka.Brokers[0], ch.Addr, db, httpAddr)+extraYAML), 0o600)
+`, kafka.Brokers[0], ch.Addr(t), db, httpAddr)+extraYAML), 0o600)
 	return db, kafka, httpAddr, cfgPath
 }
 
@@ -315,11 +314,5 @@ func (p *process) stop() (string, error) {
 // migratedDB gives the test a database of its own with keywatch's schema, and a connection to it.
 func migratedDB(t *testing.T) (string, driver.Conn) {
 	t.Helper()
-	cfg := config.Default()
-	cfg.ClickHouse.Addr = []string{ch.Addr}
-	db := ch.NewDatabase(t)
-	if _, err := schema.Migrate(context.Background(), cfg.ClickHouse, db, schema.RetentionFrom(cfg.Retention)); err != nil {
-		t.Fatal(err)
-	}
-	return db, ch.Conn(t, db)
+	return schematest.NewDatabase(t, ch)
 }

@@ -25,10 +25,11 @@ import (
 // closes every connection it accepts; with a TLS config it terminates TLS, as a ClickHouse Cloud
 // endpoint on 9440 does (the embedded server cannot listen with TLS itself).
 type chProxy struct {
-	ln   net.Listener
-	up   atomic.Bool
-	wg   sync.WaitGroup
-	addr string
+	ln       net.Listener
+	up       atomic.Bool
+	wg       sync.WaitGroup
+	addr     string
+	upstream string // the test server's native address
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool // open client connections, closed by down
@@ -50,7 +51,7 @@ func startCHProxy(t *testing.T, tlsCfg *tls.Config, up bool) *chProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &chProxy{ln: ln, addr: ln.Addr().String(), conns: map[net.Conn]bool{}}
+	p := &chProxy{ln: ln, addr: ln.Addr().String(), upstream: ch.Addr(t), conns: map[net.Conn]bool{}}
 	if tlsCfg != nil {
 		p.ln = tls.NewListener(ln, tlsCfg)
 	}
@@ -90,7 +91,7 @@ func (p *chProxy) serve() {
 					return // a client that does not trust the certificate: nothing reaches ClickHouse
 				}
 			}
-			s, err := net.Dial("tcp", ch.Addr)
+			s, err := net.Dial("tcp", p.upstream)
 			if err != nil {
 				return
 			}
@@ -111,7 +112,7 @@ func TestRunServesHealthBeforeClickHouse(t *testing.T) {
 	t.Setenv("KEYWATCH_HTTP_TOKEN", token)
 	proxy := startCHProxy(t, nil, false)
 	db, kafka, httpAddr, cfgPath := runSetup(t, 1, "")
-	rewrite(t, cfgPath, ch.Addr, proxy.addr)
+	rewrite(t, cfgPath, ch.Addr(t), proxy.addr)
 	started := time.Now()
 	kw := startKeywatch(t, cfgPath)
 	defer kw.stop()
@@ -171,7 +172,7 @@ detect:
     schedule: "@every 1s"
     quiet_for: 1s
 `))
-	rewrite(t, cfgPath, ch.Addr, proxy.addr)
+	rewrite(t, cfgPath, ch.Addr(t), proxy.addr)
 	appendYAML(t, cfgPath, fmt.Sprintf("  secure: true\n  tls:\n    ca_file: %q\n    server_name: clickhouse.test\n", ca.CertFile), "clickhouse:")
 	kw := startKeywatch(t, cfgPath)
 	defer kw.stop()
@@ -204,7 +205,7 @@ detect:
 		t.Fatal(err)
 	}
 	_, _, httpAddr2, cfgPath2 := runSetup(t, 1, "")
-	rewrite(t, cfgPath2, ch.Addr, proxy.addr)
+	rewrite(t, cfgPath2, ch.Addr(t), proxy.addr)
 	appendYAML(t, cfgPath2, fmt.Sprintf("  secure: true\n  tls:\n    ca_file: %q\n    server_name: clickhouse.test\n", other.CertFile), "clickhouse:")
 	adminAddr := freeAddr(t)
 	appendYAML(t, cfgPath2, fmt.Sprintf("  admin_listen: %q\n", adminAddr), "http:")

@@ -37,7 +37,7 @@ VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), 'kid_old', 'acme-batch', 'o
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "keywatch.yaml")
-	if err := os.WriteFile(path, []byte(fmt.Sprintf("clickhouse:\n  addr: [%q]\n  database: %s\n", ch.Addr, db)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(fmt.Sprintf("clickhouse:\n  addr: [%q]\n  database: %s\n", ch.Addr(t), db)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	down := filepath.Join(t.TempDir(), "down.yaml")

@@ -51,7 +51,7 @@ revoke:
   webhook_url: %q
   protected_keys: ["kid_root"]
   max_per_hour: 2
-`, ch.Addr, db, srv.URL)), 0o600)
+`, ch.Addr(t), db, srv.URL)), 0o600)
 	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", secret)
 	rc := config.Default().Revoke
 	rc.WebhookURL, rc.WebhookSecret, rc.ProtectedKeys, rc.MaxPerHour = srv.URL, secret, []string{"kid_root"}, 2

@@ -44,7 +44,7 @@ clickhouse:
   database: %s
 revoke:
   webhook_url: %q
-`, ch.Addr, db, srv.URL)), 0o600)
+`, ch.Addr(t), db, srv.URL)), 0o600)
 	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", secret)
 	t.Setenv("USER", "ops")
 	rc := config.Default().Revoke

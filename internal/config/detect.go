@@ -8,11 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/robfig/cron/v3"
+	"github.com/keywatch/keywatch/internal/schedule"
 )
-
-// ScheduleParser parses detector schedules: cron with seconds, or descriptors like @every 5m.
-var ScheduleParser = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 func (d Detect) validate() []error {
 	var errs []error
@@ -26,7 +23,7 @@ func (d Detect) validate() []error {
 		if s == "" {
 			continue
 		}
-		if _, err := ScheduleParser.Parse(s); err != nil {
+		if _, err := schedule.Parse(s); err != nil {
 			bad(path, "%q: %v (six fields with seconds, e.g. \"0 */5 * * * *\", or @every 5m)", s, err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/keywatch/keywatch/internal/schedule"
 )
 
 // Digest posts a scheduled Slack digest of every rotation in flight (per client: share of traffic
@@ -31,7 +33,7 @@ func (d Digest) validate() []error {
 		if s == "" {
 			continue
 		}
-		sched, err := ScheduleParser.Parse(s)
+		sched, err := schedule.Parse(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q: %v (six fields with seconds, e.g. \"0 0 9 * * 1-5\", or @every 5m)", path, s, err))
 			continue

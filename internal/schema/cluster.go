@@ -290,7 +290,7 @@ func closingParen(s string, open int) (int, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("unbalanced parentheses")
+	return 0, fmt.Errorf("the parenthesis at offset %d is never closed", open)
 }
 
 func quoteString(s string) string {

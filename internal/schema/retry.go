@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/keywatch/keywatch/internal/backoff"
 )
 
 // Retry runs op until it succeeds, ClickHouse answers with an error (the same statement would
@@ -13,7 +15,7 @@ import (
 // exponential backoff from 200 ms to 10 s: an unreachable server is waited for, never given up on
 // at the first refused connection.
 func Retry(ctx context.Context, within time.Duration, op func(context.Context) error) error {
-	wait := 200 * time.Millisecond
+	waits := backoff.Policy{Initial: 200 * time.Millisecond, Max: 10 * time.Second}.Waits()
 	deadline := time.Now().Add(within)
 	for {
 		err := op(ctx)
@@ -24,12 +26,9 @@ func Retry(ctx context.Context, within time.Duration, op func(context.Context) e
 		if errors.As(err, &ex) || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, min(waits.Next(), time.Until(deadline)+time.Millisecond)) {
 			return err
-		case <-time.After(min(wait, time.Until(deadline)+time.Millisecond)):
 		}
-		wait = min(2*wait, 10*time.Second)
 	}
 }
 

@@ -70,15 +70,15 @@ func Migrations(r Retention) ([]Migration, error) {
 		}
 		raw, err := migrationFiles.ReadFile("migrations/" + e.Name())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("schema: read migration file %s: %w", e.Name(), err)
 		}
 		tmpl, err := template.New(e.Name()).Option("missingkey=error").Parse(string(raw))
 		if err != nil {
-			return nil, fmt.Errorf("schema: %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("schema: parse migration file %s: %w", e.Name(), err)
 		}
 		var buf bytes.Buffer
 		if err := tmpl.Execute(&buf, r); err != nil {
-			return nil, fmt.Errorf("schema: %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("schema: fill in the retention of migration file %s: %w", e.Name(), err)
 		}
 		v, _ := strconv.Atoi(m[1])
 		out = append(out, Migration{Version: v, Name: m[2], Statements: splitStatements(buf.String())})
@@ -252,7 +252,7 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 	applied := map[int]bool{}
 	rows, err := conn.Query(ctx, selectApplied)
 	if err != nil {
-		return done, fmt.Errorf("schema: read keywatch_migrations: %w", err)
+		return done, fmt.Errorf("schema: read keywatch_migrations in %s: %w", db, err)
 	}
 	for rows.Next() {
 		var v uint32

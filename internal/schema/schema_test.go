@@ -10,13 +10,13 @@ import (
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
-var ch *testbed.ClickHouse
+var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
-func chConfig() config.ClickHouse {
+func chConfig(t testing.TB) config.ClickHouse {
 	c := config.Default().ClickHouse
-	c.Addr = []string{ch.Addr}
+	c.Addr = []string{ch.Addr(t)}
 	return c
 }
 
@@ -25,7 +25,7 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	db := ch.NewDatabase(t)
 	r := Retention{AuthEventsDays: 90, RollupsDays: 400, DeadLettersDays: 30}
 
-	first, err := Migrate(ctx, chConfig(), db, r)
+	first, err := Migrate(ctx, chConfig(t), db, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	if len(first.Versions) != len(all) || len(first.RetentionChanged) != 0 {
 		t.Fatalf("first run applied %v, changed retention of %v; want all %d migrations and no retention change", first.Versions, first.RetentionChanged, len(all))
 	}
-	second, err := Migrate(ctx, chConfig(), db, r)
+	second, err := Migrate(ctx, chConfig(t), db, r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,17 +69,17 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 func TestMigrateBringsRetentionInLine(t *testing.T) {
 	ctx := context.Background()
 	db := ch.NewDatabase(t)
-	if _, err := Migrate(ctx, chConfig(), db, Retention{AuthEventsDays: 90, RollupsDays: 400, DeadLettersDays: 30}); err != nil {
+	if _, err := Migrate(ctx, chConfig(t), db, Retention{AuthEventsDays: 90, RollupsDays: 400, DeadLettersDays: 30}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := Migrate(ctx, chConfig(), db, Retention{AuthEventsDays: 7, RollupsDays: 400, DeadLettersDays: 30})
+	got, err := Migrate(ctx, chConfig(t), db, Retention{AuthEventsDays: 7, RollupsDays: 400, DeadLettersDays: 30})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(got.RetentionChanged, []string{"auth_events"}) {
 		t.Fatalf("retention changed on %v, want [auth_events]", got.RetentionChanged)
 	}
-	again, err := Migrate(ctx, chConfig(), db, Retention{AuthEventsDays: 7, RollupsDays: 400, DeadLettersDays: 30})
+	again, err := Migrate(ctx, chConfig(t), db, Retention{AuthEventsDays: 7, RollupsDays: 400, DeadLettersDays: 30})
 	if err != nil || len(again.RetentionChanged) != 0 {
 		t.Fatalf("third run changed %v (%v), want nothing", again.RetentionChanged, err)
 	}
@@ -88,7 +88,7 @@ func TestMigrateBringsRetentionInLine(t *testing.T) {
 func TestRollupCountsRequestsAndDistinctIPs(t *testing.T) {
 	ctx := context.Background()
 	db := ch.NewDatabase(t)
-	if _, err := Migrate(ctx, chConfig(), db, RetentionFrom(config.Default().Retention)); err != nil {
+	if _, err := Migrate(ctx, chConfig(t), db, RetentionFrom(config.Default().Retention)); err != nil {
 		t.Fatal(err)
 	}
 	conn := ch.Conn(t, db)

@@ -41,7 +41,7 @@ type Issued struct {
 func NewCA(dir, name string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("testbed: generate the key of CA %s: %w", name, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -54,7 +54,7 @@ func NewCA(dir, name string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("testbed: sign the certificate of CA %s: %w", name, err)
 	}
 	cert, _ := x509.ParseCertificate(der)
 	ca := &CA{dir: dir, cert: cert, key: key, n: 1, Pool: x509.NewCertPool()}

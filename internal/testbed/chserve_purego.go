@@ -44,7 +44,7 @@ func serveClickHouse(ctx context.Context, opts serveOptions, out io.Writer) erro
 	purego.RegisterLibFunc(&free, lib, "free_result_v2")
 
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
-		return fmt.Errorf("testbed: data folder: %w", err)
+		return fmt.Errorf("testbed: make the data folder %s: %w", opts.Dir, err)
 	}
 	fifo := filepath.Join(opts.Dir, "keywatch-stop.fifo")
 	_ = os.Remove(fifo)

@@ -113,7 +113,7 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 		ports[1] = o.HTTPPort
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("testbed: data folder: %w", err)
+		return nil, fmt.Errorf("testbed: make the data folder %s: %w", dir, err)
 	}
 	var config string
 	if o.Cluster != "" {
@@ -139,7 +139,7 @@ func StartClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, err
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, fmt.Errorf("testbed: %w", err)
+		return nil, fmt.Errorf("testbed: read the clickhouse launcher's output: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("testbed: start clickhouse launcher: %w", err)

@@ -38,7 +38,7 @@ func findLibchdb() (string, error) {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("testbed: %s is missing: run `make chdb` (it fetches @chdb/lib-linux-x64-gnu@%s from npm) or set KEYWATCH_LIBCHDB", p, ChdbVersion)
 		}
-		return "", fmt.Errorf("testbed: %w", err)
+		return "", fmt.Errorf("testbed: look for libchdb.so: %w", err)
 	}
 	return p, nil
 }

@@ -192,6 +192,7 @@ func answers(server *ClickHouse) error {
 // TestServerOutlivesBadOpenings opens native connections with what is no Hello, or a Hello the
 // server would fail on in its handshake, each of which the embedded server aborts on.
 func TestServerOutlivesBadOpenings(t *testing.T) {
+	server := ch.Server(t)
 	withUser := func(user string) []byte {
 		b := binary.AppendUvarint([]byte{0, 1, 'x', 1, 0}, 54460) // client x 1.0, revision 54460
 		b = append(b, 0, byte(len(user)))                         // database "", the user
@@ -203,19 +204,19 @@ func TestServerOutlivesBadOpenings(t *testing.T) {
 		"a huge client name":   {0, 0xff, 0xff, 0xff, 0x7f},
 		"a Hello, then closed": withUser("default"),
 	} {
-		c, err := net.Dial("tcp", ch.Addr)
+		c, err := net.Dial("tcp", server.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.Write(opening)
 		time.Sleep(50 * time.Millisecond)
 		c.Close()
-		if err := answers(ch); err != nil {
-			t.Fatalf("after %s the server does not answer: %v\n%v", name, err, ch.Gone())
+		if err := answers(server); err != nil {
+			t.Fatalf("after %s the server does not answer: %v\n%v", name, err, server.Gone())
 		}
 	}
 	// An HTTP request on the native port gets ClickHouse's own note on the right port.
-	c, err := net.Dial("tcp", ch.Addr)
+	c, err := net.Dial("tcp", server.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,7 @@ func TestDoomedFirst(t *testing.T) {
 		t.Skip("run by TestDeadServerIsReported")
 	}
 	db := ch.NewDatabase(t)
-	c, err := idleWithAnswersUnread(ch.direct)
+	c, err := idleWithAnswersUnread(ch.Server(t).direct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,8 @@ func TestDoomedSecond(t *testing.T) {
 // go test -run '^$' -bench InsertThroughRelay -benchtime 20x ./internal/testbed/
 func BenchmarkInsertThroughRelay(b *testing.B) {
 	const rows = 200_000
-	for _, path := range []struct{ name, addr string }{{"relay", ch.Addr}, {"direct", ch.direct}} {
+	server := ch.Server(b)
+	for _, path := range []struct{ name, addr string }{{"relay", server.Addr}, {"direct", server.direct}} {
 		b.Run(path.name, func(b *testing.B) {
 			db := ch.NewDatabase(b)
 			conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{path.addr}, Auth: clickhouse.Auth{Database: db}})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,7 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-var ch *ClickHouse
+var ch *SharedClickHouse
 
 // orphanParentEnv makes this test binary start a server, print the launcher's pid and wait to be
 // killed: the parent whose death the launcher must notice.
@@ -45,7 +46,7 @@ func TestClickHouseAnswersQueries(t *testing.T) {
 	if err := conn.QueryRow(context.Background(), "SELECT version()").Scan(&v); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("clickhouse %s at %s", v, ch.Addr)
+	t.Logf("clickhouse %s at %s", v, ch.Addr(t))
 }
 
 func TestDataOutlivesTheServer(t *testing.T) {
@@ -142,4 +143,59 @@ func alive(pid int) bool {
 	}
 	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// lazyEnv makes this test binary run the TestLazy tests below.
+const lazyEnv = "KEYWATCHTEST_LAZY"
+
+// TestServerStartsOnFirstUse runs this package's tests with libchdb.so missing: a test that
+// touches no database passes, for no server is started for it, and tests that need one fail,
+// each saying what is missing, when they first ask for it.
+func TestServerStartsOnFirstUse(t *testing.T) {
+	run := func(pattern string) (string, error) {
+		cmd := exec.Command(os.Args[0], "-test.run="+pattern, "-test.v")
+		cmd.Env = append(os.Environ(), lazyEnv+"=1", reuseEnv+"=",
+			"KEYWATCH_LIBCHDB="+filepath.Join(t.TempDir(), "libchdb.so"))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("^TestLazyNoDatabase$")
+	if err != nil || !strings.Contains(out, "--- PASS: TestLazyNoDatabase") {
+		t.Fatalf("a test that touches no database does not pass without libchdb.so (%v):\n%s", err, out)
+	}
+	out, err = run("^TestLazy")
+	if err == nil {
+		t.Fatalf("the tests that need a database passed without libchdb.so:\n%s", out)
+	}
+	for _, want := range []string{"--- PASS: TestLazyNoDatabase", "--- FAIL: TestLazyDatabaseA", "--- FAIL: TestLazyDatabaseB"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output does not say %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "libchdb.so is missing: run `make chdb`"); n != 2 {
+		t.Errorf("%d failures say libchdb.so is missing, want one for each of the 2 tests that need it:\n%s", n, out)
+	}
+}
+
+func TestLazyNoDatabase(t *testing.T) {
+	if os.Getenv(lazyEnv) == "" {
+		t.Skip("run by TestServerStartsOnFirstUse")
+	}
+	t.Parallel()
+}
+
+func TestLazyDatabaseA(t *testing.T) {
+	if os.Getenv(lazyEnv) == "" {
+		t.Skip("run by TestServerStartsOnFirstUse")
+	}
+	t.Parallel()
+	ch.NewDatabase(t)
+}
+
+func TestLazyDatabaseB(t *testing.T) {
+	if os.Getenv(lazyEnv) == "" {
+		t.Skip("run by TestServerStartsOnFirstUse")
+	}
+	t.Parallel()
+	ch.Conn(t, "default")
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,51 +22,108 @@ const (
 	reuseHTTPEnv = "KEYWATCH_TEST_CLICKHOUSE_HTTP"
 )
 
-// Main is TestMain for a package whose tests need ClickHouse. It plays the launcher when this test
-// binary was started as one, otherwise starts (or reuses) one server for the package, stores it in
-// *ch, runs the tests and stops the server.
-func Main(m *testing.M, ch **ClickHouse) {
+// Main is TestMain for a package whose tests may need ClickHouse. It plays the launcher when this
+// test binary was started as one, otherwise sets *ch to the package's shared server, which starts
+// (or is reused) on the first call that needs it, runs the tests and stops the server if it was
+// started: tests that touch no database start nothing and need no libchdb.so.
+func Main(m *testing.M, ch **SharedClickHouse) {
 	ServeIfLauncher()
-	os.Exit(runWithClickHouse(m, ch))
+	s := &SharedClickHouse{}
+	*ch = s
+	code := m.Run()
+	s.stop()
+	os.Exit(code)
 }
 
-func runWithClickHouse(m *testing.M, ch **ClickHouse) int {
-	for _, a := range os.Args[1:] {
-		if strings.HasPrefix(a, "-test.fuzz") {
-			return m.Run() // fuzzing: the fuzz targets need no server, and each worker would start one
+// SharedClickHouse is the one ClickHouse server of a test binary, started on first use: by
+// Server, NewDatabase, Conn, Addr or HTTPAddr, whichever a test calls first, from any number of
+// parallel tests. A server named by KEYWATCH_TEST_CLICKHOUSE is reused instead.
+type SharedClickHouse struct {
+	once   sync.Once
+	server *ClickHouse
+	err    error  // why the server could not be started
+	dir    string // the temporary folder of a launched server
+}
+
+// start launches or names the server, once.
+func (s *SharedClickHouse) start() {
+	s.once.Do(func() {
+		if addr := os.Getenv(reuseEnv); addr != "" {
+			httpAddr := os.Getenv(reuseHTTPEnv)
+			if httpAddr == "" {
+				httpAddr = strings.Split(addr, ":")[0] + ":8123"
+			}
+			s.server = &ClickHouse{Addr: addr, HTTPAddr: httpAddr}
+			return
 		}
-	}
-	if addr := os.Getenv(reuseEnv); addr != "" {
-		httpAddr := os.Getenv(reuseHTTPEnv)
-		if httpAddr == "" {
-			httpAddr = strings.Split(addr, ":")[0] + ":8123"
+		dir, err := os.MkdirTemp("", "keywatch-clickhouse-")
+		if err != nil {
+			s.err = fmt.Errorf("testbed: make a folder for the shared ClickHouse server: %w", err)
+			return
 		}
-		*ch = &ClickHouse{Addr: addr, HTTPAddr: httpAddr}
-		return m.Run()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		server, err := StartClickHouse(ctx, ClickHouseOptions{Dir: filepath.Join(dir, "data")})
+		if err != nil {
+			os.RemoveAll(dir)
+			s.err = err
+			return
+		}
+		s.server, s.dir = server, dir
+	})
+}
+
+// Server returns the shared server, starting it on first use, and makes t fail if the server dies
+// while t runs (see watch). t fails at once if the server cannot be started.
+func (s *SharedClickHouse) Server(t testing.TB) *ClickHouse {
+	t.Helper()
+	s.start()
+	if s.err != nil {
+		t.Fatal(s.err)
 	}
-	dir, err := os.MkdirTemp("", "keywatch-clickhouse-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	s.server.watch(t)
+	return s.server
+}
+
+// Addr is the shared server's native protocol address, host:port.
+func (s *SharedClickHouse) Addr(t testing.TB) string {
+	t.Helper()
+	return s.Server(t).Addr
+}
+
+// HTTPAddr is the shared server's HTTP interface address, host:port.
+func (s *SharedClickHouse) HTTPAddr(t testing.TB) string {
+	t.Helper()
+	return s.Server(t).HTTPAddr
+}
+
+// NewDatabase creates a database of t's own on the shared server (see ClickHouse.NewDatabase).
+func (s *SharedClickHouse) NewDatabase(t testing.TB) string {
+	t.Helper()
+	return s.Server(t).NewDatabase(t)
+}
+
+// Conn opens a native connection to database on the shared server, closed when t ends.
+func (s *SharedClickHouse) Conn(t testing.TB, database string) driver.Conn {
+	t.Helper()
+	return s.Server(t).Conn(t, database)
+}
+
+// stop ends a server that start launched and removes its folder, unless it died: then the folder
+// stays for the post-mortem, and a death no test was told of is printed.
+func (s *SharedClickHouse) stop() {
+	s.once.Do(func() {}) // no start after the tests
+	server := s.server
+	if server == nil || server.cmd == nil {
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	server, err := StartClickHouse(ctx, ClickHouseOptions{Dir: filepath.Join(dir, "data")})
-	cancel()
-	if err != nil {
-		os.RemoveAll(dir)
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	*ch = server
-	code := m.Run()
 	gone := server.Gone()
 	server.Stop()
 	if gone == nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(s.dir)
 	} else if server.lostTo() == "" { // it died with no test watching
 		fmt.Fprintln(os.Stderr, gone)
 	}
-	return code
 }
 
 // watch makes t fail when the server is gone: at once if it is gone already, otherwise when t

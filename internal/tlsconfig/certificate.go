@@ -73,14 +73,14 @@ func (c *Certificate) Reload() {
 func (c *Certificate) reloadIfChanged() {
 	stamp, err := c.stat()
 	if err != nil {
-		c.log.Error("cannot read the HTTP listener's certificate files; serving the previous certificate", "error", err)
+		c.log.Error("cannot read the HTTP listener's certificate files; serving the previous certificate", "err", err)
 		return
 	}
 	if stamp == c.stamp {
 		return
 	}
 	if err := c.load(stamp); err != nil {
-		c.log.Error("the HTTP listener's new certificate files do not load; serving the previous certificate", "error", err)
+		c.log.Error("the HTTP listener's new certificate files do not load; serving the previous certificate", "err", err)
 		return
 	}
 	c.log.Info("HTTP listener certificate reloaded", "cert_file", c.certFile, "not_after", c.cert.Leaf.NotAfter)

@@ -189,9 +189,9 @@ var owners = map[string]string{
 	"key_fingerprints": "ingest", "key_fingerprints_mv": "ingest",
 	"key_lifecycle_events": "ingest",
 	// A key's state, from its lifecycle events (rotation.Build's rules in SQL).
-	"key_lifecycle": "rotation", "key_lifecycle_mv": "rotation",
-	"key_ip_hours": "detect",
-	"findings":     "finding", "detector_runs": "finding",
+	"key_lifecycle": "rotation",
+	"key_ip_hours":  "detect",
+	"findings":      "finding", "detector_runs": "finding",
 	"alerts": "alerting", "alert_notifications_state": "alerting", "silences": "alerting",
 	"notifications": "notify", "slack_interaction_macs": "notify",
 	"actions": "action", "action_audit": "action",
@@ -244,22 +244,28 @@ func tableRules(t *testing.T, ps []pkg, tables map[string]bool) []string {
 	return bad
 }
 
-// schemaTables are the tables and views the migrations create.
+// schemaTables are the tables and views the migrations leave: created, and not dropped by a later
+// migration.
 func schemaTables(t *testing.T) map[string]bool {
 	t.Helper()
 	files, err := filepath.Glob("internal/schema/migrations/*.sql")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no migrations: %v", err)
 	}
-	create := regexp.MustCompile(`(?i)CREATE (?:OR REPLACE )?(?:TABLE|MATERIALIZED VIEW|VIEW)(?: IF NOT EXISTS)? ([a-z_0-9]+)`)
+	sort.Strings(files) // numbered: in the order they apply
+	statement := regexp.MustCompile(`(?i)(CREATE|DROP) (?:OR REPLACE )?(?:TABLE|MATERIALIZED VIEW|VIEW)(?: IF (?:NOT )?EXISTS)? ([a-z_0-9]+)`)
 	tables := map[string]bool{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range create.FindAllStringSubmatch(string(b), -1) {
-			tables[m[1]] = true
+		for _, m := range statement.FindAllStringSubmatch(string(b), -1) {
+			if strings.EqualFold(m[1], "CREATE") {
+				tables[m[2]] = true
+			} else {
+				delete(tables, m[2])
+			}
 		}
 	}
 	return tables
@@ -275,6 +281,11 @@ func TestEveryTableHasAnOwnerWhoseSQLAloneNamesIt(t *testing.T) {
 	for _, table := range names {
 		if owners[table] == "" {
 			t.Errorf("table %s has no owner: add it to owners in architecture_test.go", table)
+		}
+	}
+	for table := range owners {
+		if !tables[table] {
+			t.Errorf("owners names %s, which the migrations do not leave", table)
 		}
 	}
 	for _, b := range tableRules(t, listPackages(t), tables) {
@@ -313,5 +324,60 @@ func TestErrorsAreLoggedUnderOneKey(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// docRow is a row of a table in docs/architecture.md whose first cell is code: `name`.
+var docRow = regexp.MustCompile("(?m)^\\| (`[^|]+`|`\\.` \\(root\\)) \\| ([^|]+) \\|")
+
+// TestTheMapMatchesTheCode: docs/architecture.md lists every package of go list ./... in its layer
+// and no other, and every table with its owner.
+func TestTheMapMatchesTheCode(t *testing.T) {
+	raw, err := os.ReadFile("docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	tablesAt := strings.Index(doc, "## Tables and owners")
+	if tablesAt < 0 {
+		t.Fatal(`docs/architecture.md has no "## Tables and owners"`)
+	}
+	documented := map[string]string{} // package -> layer
+	for _, m := range docRow.FindAllStringSubmatch(doc[:tablesAt], -1) {
+		name := strings.Trim(m[1], "`")
+		if m[1] == "`.` (root)" {
+			name = ""
+		}
+		documented[name] = strings.TrimSpace(m[2])
+	}
+	for _, p := range listPackages(t) {
+		name := short(p.ImportPath)
+		layer, ok := documented[name]
+		switch {
+		case !ok:
+			t.Errorf("docs/architecture.md does not list package %q", name)
+		case layer != strconv.Itoa(layers[name]):
+			t.Errorf("docs/architecture.md puts %q in layer %s, the test in layer %d", name, layer, layers[name])
+		}
+		delete(documented, name)
+	}
+	for name := range documented {
+		t.Errorf("docs/architecture.md lists package %q, which go list ./... does not know", name)
+	}
+	owned := map[string]string{}
+	for _, m := range docRow.FindAllStringSubmatch(doc[tablesAt:], -1) {
+		owner := strings.Trim(strings.TrimSpace(m[2]), "`")
+		for _, table := range strings.Split(m[1], ",") {
+			owned[strings.Trim(strings.TrimSpace(table), "`")] = owner
+		}
+	}
+	for table, owner := range owners {
+		if owned[table] != owner {
+			t.Errorf("docs/architecture.md says %s is owned by %q, the test by %q", table, owned[table], owner)
+		}
+		delete(owned, table)
+	}
+	for table := range owned {
+		t.Errorf("docs/architecture.md names table %s, which has no owner in the test", table)
 	}
 }

@@ -99,7 +99,7 @@ http:
 	produced.Wait()
 	// How long the drain takes depends on how busy the machine is; what must hold is that it
 	// keeps going until everything is stored and committed.
-	waitWhileProgressing(t, "every event stored and every offset committed", time.Minute, func() (bool, string) {
+	waitWhileProgressing(t, "every event stored and every offset committed", 2*time.Minute, func() (bool, string) {
 		n, lag := stored(), committedLag(broker, "keywatch", topic, partitions)
 		return n == wantValid && lag == 0, fmt.Sprintf("%d of %d events stored, committed offsets %d behind", n, wantValid, lag)
 	}, kw)

@@ -125,19 +125,29 @@ const maxURL = 3000
 
 // fieldValue is a display field's value (finding.Field) as mrkdwn shows it. A detector writes it
 // in plain text, often of several values ("kid_old → kid_new (retired)", "revoked_key 40"), any of
-// which an attacker may have written: it is cleaned and cut as mrkdwnProse, then each word is shown
-// by mrkdwnValue's rules (escaped, cut to maxValue runes, as inline code when it holds formatting
-// characters), with the brackets and punctuation around a word outside its code span. So a key id
-// is code and the words around it are not, and no formatting, mention or link comes from a value.
+// which an attacker may have written, and one item per line where it lists several (the new
+// networks of a leak). The whole is cut to maxProse runes and maxFieldLines lines; each line is
+// cleaned as mrkdwnProse, then each word is shown by mrkdwnValue's rules (escaped, cut to maxValue
+// runes, as inline code when it holds formatting characters), with the brackets and punctuation
+// around a word outside its code span. So a key id is code and the words around it are not, and
+// no formatting, mention, quote or link comes from a value.
 func fieldValue(s string) string {
-	words := strings.Split(escapeValue(s, maxProse), " ")
-	for i, w := range words {
-		lead := len(w) - len(strings.TrimLeft(w, "(["))
-		core := strings.TrimRight(w[lead:], ")],;.")
-		words[i] = w[:lead] + mrkdwnValue(core) + w[lead+len(core):]
+	lines := strings.Split(truncate(s, maxProse), "\n")
+	lines = lines[:min(len(lines), maxFieldLines)]
+	for l, line := range lines {
+		words := strings.Split(escapeValue(line, maxProse), " ")
+		for i, w := range words {
+			lead := len(w) - len(strings.TrimLeft(w, "(["))
+			core := strings.TrimRight(w[lead:], ")],;.")
+			words[i] = w[:lead] + mrkdwnValue(core) + w[lead+len(core):]
+		}
+		lines[l] = strings.Join(words, " ")
 	}
-	return strings.Join(words, " ")
+	return strings.Join(lines, "\n")
 }
+
+// maxFieldLines bounds the lines of a display field's value.
+const maxFieldLines = 20
 
 // fieldLabel is a field's label made from data (an evidence key, a signal kind, a detector's field
 // name), shown in bold: letters, digits, spaces and - . , ( ) / + only ("_" reads as a space), at

@@ -230,7 +230,8 @@ func TestFieldValue(t *testing.T) {
 		{evilUA, "&lt;!channel&gt; `&lt;https://evil.example|Approve` the revoke&gt;"},
 		{evilClient, "`*bold*` &lt;@U999&gt;"},
 		{"*a b*", "`*a` `b*`"},
-		{"line\n> quote", "line &gt; quote"},
+		{"line\n> quote", "line\n&gt; quote"},
+		{"AS64666 (Cloud) BR: 36 requests\nBR: 36 requests", "AS64666 (Cloud) BR: 36 requests\nBR: 36 requests"},
 		{"a`b", "`aˋb`"},
 	} {
 		if got := fieldValue(c.in); got != c.want {
@@ -240,6 +241,9 @@ func TestFieldValue(t *testing.T) {
 	long := fieldValue(strings.Repeat("A", 60000) + " " + strings.Repeat("b ", 1000))
 	if strings.Contains(long, strings.Repeat("A", maxValue)) || utf8.RuneCountInString(long) > maxProse {
 		t.Errorf("a long value is shown as %d characters", utf8.RuneCountInString(long))
+	}
+	if lines := strings.Count(fieldValue(strings.Repeat("x\n", 400)), "\n"); lines >= maxFieldLines {
+		t.Errorf("a value of 400 lines is shown as %d lines, want at most %d", lines+1, maxFieldLines)
 	}
 }
 

@@ -30,7 +30,7 @@ import (
 
 // daemon is `keywatch run` once its configuration is loaded: it waits for ClickHouse and Kafka
 // (saying so on /readyz), then ingests, leads when elected, serves the API, and applies a new
-// configuration file when told to (reload.go).
+// configuration file when told to (generation.go).
 type daemon struct {
 	log    *slog.Logger
 	reg    *prometheus.Registry

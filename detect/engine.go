@@ -36,7 +36,7 @@ type Job interface {
 	Run(ctx context.Context, now time.Time) error
 }
 
-// ScheduledJob is a job with its cron schedule (config.ScheduleParser syntax).
+// ScheduledJob is a job with its cron schedule (schedule.Parse syntax).
 type ScheduledJob struct {
 	Job      Job
 	Schedule string

@@ -30,7 +30,7 @@ func TestDigestWithinSlackBlockLimit(t *testing.T) {
 	}
 }
 
-// TestNoNudgeWithoutOldKeyUseSinceStart: README: the nudge is for rotations "whose old key
+// TestNoNudgeWithoutOldKeyUseSinceStart: docs/alerting.md: the nudge is for rotations "whose old key
 // became safe to retire after being used since the rotation started"; "a rotation that never saw
 // traffic on its old key ... gets no nudge". Nudge tests "used" with key_callers_1h counted from the
 // top of the start hour, so calls made before the rotation started (10:00-10:35, rotation at

@@ -37,7 +37,7 @@ VALUES ('wh_r', 'revoke', 'kid_r', 'globex', 'auto', 'sent', fromUnixTimestamp64
 	}
 }
 
-// TestStateAsOfUntil: README: "the keys' states ... are taken as of that instant" (--at).
+// TestStateAsOfUntil: docs/report.md: "the keys' states ... are taken as of that instant" (--at).
 // A key retired outside any rotation before the window's end and revoked after it was retired,
 // not active, at the end of the window.
 func TestStateAsOfUntil(t *testing.T) {

@@ -94,7 +94,10 @@ http:
 			t.Error(err)
 		}
 	}()
-	waitUntil(t, "ingest of the second part", func() bool { return stored() > first-first/4 })
+	waitWhileProgressing(t, "ingest of the second part", 2*time.Minute, func() (bool, string) {
+		n := stored()
+		return n > first-first/4, fmt.Sprintf("%d of %d events stored", n, wantValid)
+	}, kw)
 	server.outage(30 * time.Second)
 	produced.Wait()
 	// How long the drain takes depends on how busy the machine is; what must hold is that it

@@ -37,7 +37,7 @@ type Alert struct {
 	// notifications show in order. An alert stored before findings had them holds neither; its
 	// Evidence is all there is.
 	Labels map[string]string `json:"labels,omitempty"`
-	Fields []finding.Field   `json:"fields,omitempty"`
+	Fields finding.Fields    `json:"fields,omitempty"`
 
 	State State `json:"state"`
 	// ActiveSince is when this episode's first finding was detected; FiredAt when it started

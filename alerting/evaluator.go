@@ -309,11 +309,11 @@ func degraded(next map[string]*stored, runs map[string][]finding.Run, n int, now
 			a.Summary = fmt.Sprintf("detector %s failed its last %d runs: %s", name, n, last)
 			a.Evidence, _ = json.Marshal(degradedEvidence{Detector: name, FailedRuns: n, LastError: last, LastFailure: rs[0].Started})
 			a.Labels = map[string]string{LabelFailingDetector: name}
-			a.Fields = []finding.Field{
+			a.Fields = finding.Fields{
 				{Name: "Detector", Value: name},
 				{Name: "Failed runs", Value: strconv.Itoa(n)},
 				{Name: "Last error", Value: last},
-				{Name: "Last failure", Value: rs[0].Started.UTC().Format(finding.FieldTime)},
+				{Name: "Last failure", Value: finding.Stamp(rs[0].Started)},
 			}
 			a.LastSeen = rs[0].Started
 		case a != nil && a.State != Resolved && len(rs) > 0 && rs[0].Err == nil:

@@ -3,6 +3,7 @@ package alerting
 import (
 	"slices"
 
+	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/label"
 )
 
@@ -10,13 +11,7 @@ import (
 // detector, severity, key_id, client_id, rotation_id and the labels its detector gave the finding
 // (e.g. step), which selectors may name (config.MatcherLabels).
 func LabelSet(a Alert) label.Set {
-	s := make(label.Set, len(a.Labels)+5)
-	for k, v := range a.Labels {
-		s[k] = v
-	}
-	s["detector"], s["severity"], s["key_id"] = a.Detector, a.Severity.String(), a.KeyID
-	s["client_id"], s["rotation_id"] = a.ClientID, a.RotationID
-	return s
+	return finding.LabelsOf(a.Detector, a.Severity, a.KeyID, a.ClientID, a.RotationID, a.Labels)
 }
 
 // mute sets Silenced and Inhibited on the open alerts; resolved alerts keep what they had.

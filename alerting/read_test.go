@@ -17,8 +17,8 @@ func TestAlertsKeepLabelsAndFields(t *testing.T) {
 	e.cfg.For = map[string]config.Duration{"default": 0}
 	f := newFinding("spike", "kid_old", "acme", "kid_old>kid_new", finding.Critical)
 	f.Labels = map[string]string{finding.LabelStep: "revoked"}
-	f.AddField("Rotation", "kid_old → kid_new, revoked")
-	f.AddField("Failures by outcome", "revoked_key 40")
+	f.Fields.Add("Rotation", "kid_old → kid_new, revoked")
+	f.Fields.Add("Failures by outcome", "revoked_key 40")
 	e.run("spike", 0, "", f)
 	ev := e.evaluator()
 	e.eval(ev, time.Minute)
@@ -34,7 +34,7 @@ func TestAlertsKeepLabelsAndFields(t *testing.T) {
 	// The latest finding's replace them.
 	g := f
 	g.Labels, g.Fields = map[string]string{finding.LabelStep: "retired"}, nil
-	g.AddField("Rotation", "kid_old → kid_new, retired")
+	g.Fields.Add("Rotation", "kid_old → kid_new, retired")
 	e.run("spike", 10*time.Minute, "", g)
 	e.eval(ev, 11*time.Minute)
 	if a := e.alert(f.Fingerprint); a.Labels[finding.LabelStep] != "retired" || !reflect.DeepEqual(a.Fields, g.Fields) {
@@ -59,7 +59,7 @@ func TestDegradedAlertStored(t *testing.T) {
 	e.run("leak", 10*time.Minute, "timeout again")
 	e.eval(e.evaluator(), 11*time.Minute)
 	a := e.alert(finding.Fingerprint(DegradedDetector, "", "", "leak"))
-	want := []finding.Field{{Name: "Detector", Value: "leak"}, {Name: "Failed runs", Value: "2"}, {Name: "Last error", Value: "timeout again"},
+	want := finding.Fields{{Name: "Detector", Value: "leak"}, {Name: "Failed runs", Value: "2"}, {Name: "Last error", Value: "timeout again"},
 		{Name: "Last failure", Value: "2026-11-20 12:10 UTC"}}
 	if a.State != Firing || !reflect.DeepEqual(a.Fields, want) || a.Labels[LabelFailingDetector] != "leak" || groupKey(a) != "detector:leak" {
 		t.Fatalf("%s alert with fields %v, labels %v, group %s", a.State, a.Fields, a.Labels, groupKey(a))

@@ -125,7 +125,7 @@ func writeAlerts(ctx context.Context, conn driver.Conn, alerts []stored, now tim
 				action = string(raw)
 			}
 			if err := b.Append(a.Fingerprint, a.Detector, a.KeyID, a.ClientID, a.RotationID, a.Severity.String(), a.Score,
-				a.Summary, string(a.Evidence), labelsOrEmpty(a.Labels), fieldsJSON(a.Fields), string(a.State), a.ActiveSince, orEpoch(a.FiredAt), orEpoch(a.ResolvedAt),
+				a.Summary, string(a.Evidence), labelsOrEmpty(a.Labels), a.Fields.JSON(), string(a.State), a.ActiveSince, orEpoch(a.FiredAt), orEpoch(a.ResolvedAt),
 				a.LastSeen, a.Silenced, a.Inhibited, action, now, a.version); err != nil {
 				return err
 			}
@@ -146,8 +146,4 @@ func labelsOrEmpty(l map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return l
-}
-
-func fieldsJSON(fs []finding.Field) string {
-	return finding.Finding{Fields: fs}.FieldsJSON()
 }

@@ -174,7 +174,7 @@ func TestTransition(t *testing.T) {
 				if a.Summary != "detector spike failed its last 3 runs: boom" || a.Labels[LabelFailingDetector] != "spike" || groupKey(a.Alert) != "detector:spike" {
 					t.Errorf("summary %q, labels %v, group %s", a.Summary, a.Labels, groupKey(a.Alert))
 				}
-				want := []finding.Field{{Name: "Detector", Value: "spike"}, {Name: "Failed runs", Value: "3"}, {Name: "Last error", Value: "boom"},
+				want := finding.Fields{{Name: "Detector", Value: "spike"}, {Name: "Failed runs", Value: "3"}, {Name: "Last error", Value: "boom"},
 					{Name: "Last failure", Value: "2026-11-20 12:20 UTC"}}
 				if !reflect.DeepEqual(a.Fields, want) {
 					t.Errorf("fields %v, want %v", a.Fields, want)

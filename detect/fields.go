@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
-
-	"github.com/keywatch/keywatch/finding"
 )
 
 // Display fields: each detector's evidence says itself in words (finding.Field, the fields method
@@ -14,25 +11,8 @@ import (
 // client, rotation) that every finding shows. Values are plain text; each output escapes and
 // formats them for its medium. This file holds what they share.
 
-// fieldList collects display fields, leaving out empty values as finding.AddField does.
-type fieldList []finding.Field
-
-func (l *fieldList) add(name, value string) {
-	if value != "" {
-		*l = append(*l, finding.Field{Name: name, Value: value})
-	}
-}
-
 // FieldFoldedFindings is the display field of a folded finding: how many findings it stands for.
 const FieldFoldedFindings = "Findings folded in"
-
-// stamp writes a time to the minute in UTC; the zero time as nothing.
-func stamp(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
-}
 
 // countsText writes counts as "value (requests), ...".
 func countsText(cs []Count) string {

@@ -34,30 +34,30 @@ type HygieneEvidence struct {
 }
 
 // fields says a hygiene finding's evidence in words.
-func (e HygieneEvidence) fields() []finding.Field {
+func (e HygieneEvidence) fields() finding.Fields {
 	age := fmt.Sprintf("%.0f days (limit %.0f)", e.AgeDays, e.LimitDays)
 	if e.ExpiresAt != nil {
 		age = fmt.Sprintf("%.0f days", e.AgeDays)
 	}
-	var l fieldList
-	l.add("Problem", strings.ReplaceAll(e.Kind, "_", " "))
-	l.add("Key state", e.State)
-	l.add("Age", age)
-	l.add("Requests", fmt.Sprint(e.Requests))
+	var l finding.Fields
+	l.Add("Problem", strings.ReplaceAll(e.Kind, "_", " "))
+	l.Add("Key state", e.State)
+	l.Add("Age", age)
+	l.Add("Requests", fmt.Sprint(e.Requests))
 	if e.ExpiresAt != nil {
 		left := fmt.Sprintf("%.1f days left", e.DaysLeft)
 		if e.DaysLeft < 0 {
 			left = fmt.Sprintf("expired %.1f days ago", -e.DaysLeft)
 		}
-		l.add("Expires", fmt.Sprintf("%s (%s; reported within %.0f days)", stamp(*e.ExpiresAt), left, e.LimitDays))
+		l.Add("Expires", fmt.Sprintf("%s (%s; reported within %.0f days)", finding.Stamp(*e.ExpiresAt), left, e.LimitDays))
 	}
 	if e.LastUsed.IsZero() {
-		l.add("Last used", "never")
+		l.Add("Last used", "never")
 	} else {
-		l.add("Last used", stamp(e.LastUsed))
+		l.Add("Last used", finding.Stamp(e.LastUsed))
 	}
 	if e.UnusedDays > 0 {
-		l.add("Unused for", fmt.Sprintf("%.0f days", e.UnusedDays))
+		l.Add("Unused for", fmt.Sprintf("%.0f days", e.UnusedDays))
 	}
 	return l
 }

@@ -91,9 +91,9 @@ func (d *Hygiene) expiring(now time.Time, k *rotation.Key, u keyUsage) (finding.
 	label := strings.TrimSpace(clientID + " key " + k.ID)
 	if left > 0 {
 		f.Summary = fmt.Sprintf("%s expires in %s (%s) and no rotation has started; its callers break then",
-			label, Span(left), expires.UTC().Format("2006-01-02 15:04 UTC"))
+			label, Span(left), finding.Stamp(expires))
 	} else {
-		f.Summary = fmt.Sprintf("%s expired %s ago (%s) and no rotation has started", label, Span(-left), expires.UTC().Format("2006-01-02 15:04 UTC"))
+		f.Summary = fmt.Sprintf("%s expired %s ago (%s) and no rotation has started", label, Span(-left), finding.Stamp(expires))
 	}
 	return f, true
 }

@@ -130,17 +130,17 @@ type LeakProbedRoute struct {
 
 // fields says a leak finding's evidence in words: the window, each signal with its score and
 // reason, and the new networks of the signals that have places.
-func (e LeakEvidence) fields() []finding.Field {
+func (e LeakEvidence) fields() finding.Fields {
 	window := fmt.Sprintf("%d requests", e.WindowRequests)
 	if !e.WindowStart.IsZero() {
-		window = fmt.Sprintf("%s – %s, %s", stamp(e.WindowStart), stamp(e.WindowEnd), window)
+		window = fmt.Sprintf("%s – %s, %s", finding.Stamp(e.WindowStart), finding.Stamp(e.WindowEnd), window)
 	}
-	var l fieldList
-	l.add("Window", window)
-	l.add("Key state", e.KeyState)
+	var l finding.Fields
+	l.Add("Window", window)
+	l.Add("Key state", e.KeyState)
 	var networks []string
 	for _, s := range e.Signals {
-		l.add(fmt.Sprintf("Signal %s (+%.0f)", strings.ReplaceAll(s.Kind, "_", " "), s.Score), s.Reason)
+		l.Add(fmt.Sprintf("Signal %s (+%.0f)", strings.ReplaceAll(s.Kind, "_", " "), s.Score), s.Reason)
 		for _, p := range s.Places {
 			name := p.Network
 			if name == "" {
@@ -152,10 +152,10 @@ func (e LeakEvidence) fields() []finding.Field {
 			if len(p.Countries) > 0 {
 				name += " " + strings.Join(p.Countries, "/")
 			}
-			networks = append(networks, fmt.Sprintf("%s: %d requests, %s – %s", name, p.Requests, stamp(p.FirstSeen), stamp(p.LastSeen)))
+			networks = append(networks, fmt.Sprintf("%s: %d requests, %s – %s", name, p.Requests, finding.Stamp(p.FirstSeen), finding.Stamp(p.LastSeen)))
 		}
 	}
-	l.add("New networks", strings.Join(networks, "\n"))
+	l.Add("New networks", strings.Join(networks, "\n"))
 	return l
 }
 

@@ -77,7 +77,7 @@ type callerID struct{ client, ip, ua string }
 type usage map[string]map[callerID]*Caller
 
 // fields says a lingering finding's evidence in words.
-func (e LingeringEvidence) fields() []finding.Field {
+func (e LingeringEvidence) fields() finding.Fields {
 	c := e.Caller
 	caller := c.ClientID
 	if caller == "" {
@@ -86,19 +86,19 @@ func (e LingeringEvidence) fields() []finding.Field {
 	if caller == "" && e.Callers > 0 {
 		caller = "callers without a client" // the finding about a rotation's callers without a client sums several
 	}
-	var l fieldList
-	l.add("Rotation", fmt.Sprintf("%s → %s (%s)", e.OldKeyID, e.NewKeyID, e.Step))
-	l.add("Caller", caller)
+	var l finding.Fields
+	l.Add("Rotation", fmt.Sprintf("%s → %s (%s)", e.OldKeyID, e.NewKeyID, e.Step))
+	l.Add("Caller", caller)
 	if e.Callers > 0 {
-		l.add("Callers without a client", fmt.Sprintf("%d (%d addresses, %d user agents)", e.Callers, e.Addresses, e.UserAgents))
+		l.Add("Callers without a client", fmt.Sprintf("%d (%d addresses, %d user agents)", e.Callers, e.Addresses, e.UserAgents))
 	}
-	l.add("Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, stamp(e.Since)))
-	l.add("First / last seen", stamp(c.FirstSeen)+" / "+stamp(c.LastSeen))
-	l.add("On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests))
+	l.Add("Requests on old key", fmt.Sprintf("%d (%d failed) since %s", c.Requests, c.Failures, finding.Stamp(e.Since)))
+	l.Add("First / last seen", finding.Stamp(c.FirstSeen)+" / "+finding.Stamp(c.LastSeen))
+	l.Add("On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests))
 	if e.Deadline != nil {
-		l.add("Deadline", stamp(*e.Deadline)+" ("+e.TimeLeft+" left)")
+		l.Add("Deadline", finding.Stamp(*e.Deadline)+" ("+e.TimeLeft+" left)")
 	}
-	l.add("Top addresses", countsText(c.TopIPs))
-	l.add("Top user agents", countsText(c.TopUserAgents))
+	l.Add("Top addresses", countsText(c.TopIPs))
+	l.Add("Top user agents", countsText(c.TopUserAgents))
 	return l
 }

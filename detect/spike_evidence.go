@@ -68,23 +68,23 @@ type SpikeKeyless struct {
 }
 
 // fields says a spike finding's evidence in words.
-func (e SpikeEvidence) fields() []finding.Field {
+func (e SpikeEvidence) fields() finding.Fields {
 	window := func(w SpikeWindow) string {
 		return fmt.Sprintf("%d of %d (%.2f%%, z %.1f)", w.Failures, w.Requests, 100*w.Rate, w.Z)
 	}
-	var l fieldList
-	l.add("Rotation", fmt.Sprintf("%s → %s, %s %s", e.OldKeyID, e.NewKeyID, e.Step, stamp(e.StepAt)))
-	l.add("Failures, short window", window(e.Short))
-	l.add("Failures, long window", window(e.Long))
-	l.add("Baseline", fmt.Sprintf("%.2f%% (%s)", 100*e.Baseline.Rate, e.Baseline.Source))
-	l.add("Failures by outcome", mapText(e.FailuresByOutcome))
+	var l finding.Fields
+	l.Add("Rotation", fmt.Sprintf("%s → %s, %s %s", e.OldKeyID, e.NewKeyID, e.Step, finding.Stamp(e.StepAt)))
+	l.Add("Failures, short window", window(e.Short))
+	l.Add("Failures, long window", window(e.Long))
+	l.Add("Baseline", fmt.Sprintf("%.2f%% (%s)", 100*e.Baseline.Rate, e.Baseline.Source))
+	l.Add("Failures by outcome", mapText(e.FailuresByOutcome))
 	routes := make([]string, len(e.TopRoutes))
 	for i, r := range e.TopRoutes {
 		routes[i] = fmt.Sprintf("%s (%d)", r.Name, r.Failures)
 	}
-	l.add("Top routes", strings.Join(routes, ", "))
+	l.Add("Top routes", strings.Join(routes, ", "))
 	if e.Keyless.Failures > 0 {
-		l.add("Keyless failures", fmt.Sprint(e.Keyless.Failures))
+		l.Add("Keyless failures", fmt.Sprint(e.Keyless.Failures))
 	}
 	return l
 }

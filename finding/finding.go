@@ -73,7 +73,7 @@ type Finding struct {
 	// policies) match and actions read, e.g. LabelStep. Set carries them with the identity labels.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Fields are the evidence in words, in the order a human reads them: what notifications show.
-	Fields []Field `json:"fields,omitempty"`
+	Fields Fields `json:"fields,omitempty"`
 	// Evidence is the detector's own record of what it saw, stored as JSON for the record and the
 	// dashboards; consumers read Labels and Fields instead.
 	Evidence any `json:"evidence"`
@@ -82,7 +82,7 @@ type Finding struct {
 // Field is one line of a finding's evidence as a human reads it: "Seen from", "3 countries". Name
 // is the detector's own words; Value is plain text with the values in it as they came (a user agent,
 // a route), unescaped: whoever shows it escapes it (notify does, word by word). Times in a value
-// are written as FieldTime.
+// are written by Stamp.
 type Field struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
@@ -102,23 +102,40 @@ const (
 // Set is every label of the finding: its identity (detector, severity, key_id, client_id,
 // rotation_id) and Labels.
 func (f Finding) Set() map[string]string {
-	s := make(map[string]string, len(f.Labels)+5)
-	for k, v := range f.Labels {
+	return LabelsOf(f.Detector, f.Severity, f.KeyID, f.ClientID, f.RotationID, f.Labels)
+}
+
+// LabelsOf is every label of a finding, or of the alert that follows it: the identity given and
+// the labels its detector added (which never override the identity).
+func LabelsOf(detector string, severity Severity, keyID, clientID, rotationID string, labels map[string]string) map[string]string {
+	s := make(map[string]string, len(labels)+5)
+	for k, v := range labels {
 		s[k] = v
 	}
-	s[LabelDetector], s[LabelSeverity], s[LabelKeyID] = f.Detector, f.Severity.String(), f.KeyID
-	s[LabelClientID], s[LabelRotationID] = f.ClientID, f.RotationID
+	s[LabelDetector], s[LabelSeverity], s[LabelKeyID] = detector, severity.String(), keyID
+	s[LabelClientID], s[LabelRotationID] = clientID, rotationID
 	return s
 }
 
-// FieldTime is how display fields write a time: "2006-01-02 15:04 UTC".
-const FieldTime = "2006-01-02 15:04 UTC"
+// Fields are display fields, in the order a human reads them.
+type Fields []Field
 
-// AddField appends a display field; an empty value is left out.
-func (f *Finding) AddField(name, value string) {
+// Add appends a display field; an empty value is left out.
+func (fs *Fields) Add(name, value string) {
 	if value != "" {
-		f.Fields = append(f.Fields, Field{Name: name, Value: value})
+		*fs = append(*fs, Field{Name: name, Value: value})
 	}
+}
+
+// fieldTime is how display fields write a time: "2006-01-02 15:04 UTC".
+const fieldTime = "2006-01-02 15:04 UTC"
+
+// Stamp writes t as display fields do (fieldTime, in UTC); the zero time as nothing.
+func Stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(fieldTime)
 }
 
 // Run is one detector run: when, what it found, or why it failed.
@@ -154,21 +171,21 @@ func (f Finding) EvidenceJSON() (string, error) {
 	return string(b), nil
 }
 
-// FieldsJSON is the display fields as stored.
-func (f Finding) FieldsJSON() string {
-	if len(f.Fields) == 0 {
+// JSON is the display fields as stored; none as "".
+func (fs Fields) JSON() string {
+	if len(fs) == 0 {
 		return ""
 	}
-	b, _ := json.Marshal(f.Fields) // strings only: cannot fail
+	b, _ := json.Marshal(fs) // strings only: cannot fail
 	return string(b)
 }
 
 // ParseFields reads display fields as stored; empty gives none.
-func ParseFields(s string) ([]Field, error) {
+func ParseFields(s string) (Fields, error) {
 	if s == "" {
 		return nil, nil
 	}
-	var fs []Field
+	var fs Fields
 	if err := json.Unmarshal([]byte(s), &fs); err != nil {
 		return nil, fmt.Errorf("decode stored display fields %.60q: %w", s, err)
 	}

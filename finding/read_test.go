@@ -19,7 +19,7 @@ func TestReads(t *testing.T) {
 		f := New("spike", t0.Add(at), "kid_old", "acme", "kid_old>kid_new")
 		f.Severity, f.Summary, f.Evidence = Critical, "failures after "+step, map[string]string{"step": step}
 		f.Labels = map[string]string{LabelStep: step}
-		f.AddField("Step", step)
+		f.Fields.Add("Step", step)
 		return f
 	}
 	leak := New("leak", t0.Add(30*time.Minute), "kid_live", "", "")

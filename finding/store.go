@@ -40,7 +40,7 @@ func (s *Store) StoreRun(ctx context.Context, run Run) error {
 					return err
 				}
 				if err := b.Append(f.DetectedAt, run.ID, f.Detector, f.Fingerprint, f.Severity.String(), f.Score,
-					f.KeyID, f.ClientID, f.RotationID, f.Summary, ev, labelsOrEmpty(f.Labels), f.FieldsJSON()); err != nil {
+					f.KeyID, f.ClientID, f.RotationID, f.Summary, ev, labelsOrEmpty(f.Labels), f.Fields.JSON()); err != nil {
 					return err
 				}
 			}

@@ -63,8 +63,8 @@ func TestStoreRunKeepsLabelsAndFields(t *testing.T) {
 	f := New("spike", now, "kid_old", "acme-billing", "kid_old>kid_new")
 	f.Severity, f.Summary, f.Evidence = Critical, "failures jumped", map[string]int{"failures": 40}
 	f.Labels = map[string]string{LabelStep: "retired"}
-	f.AddField("Failures", "40 in 5m (baseline 1)")
-	f.AddField("Empty", "")
+	f.Fields.Add("Failures", "40 in 5m (baseline 1)")
+	f.Fields.Add("Empty", "")
 	if err := NewStore(conn).StoreRun(ctx, Run{ID: "run-labels", Detector: "spike", Started: now, Finished: now, Findings: []Finding{f}}); err != nil {
 		t.Fatal(err)
 	}

@@ -169,25 +169,17 @@ type Evidence struct {
 
 // fields says the evidence in words, as notifications show it: plain text, the reported URLs
 // as text (an output must not make them links: a reporter chose them).
-func (e *Evidence) fields() []finding.Field {
-	var f finding.Finding
-	f.AddField("URL", e.URL)
-	f.AddField("Other URLs", strings.Join(e.OtherURLs, "\n"))
-	f.AddField("Source", e.Source)
-	f.AddField("Type", e.Type)
-	f.AddField("Reporter", e.Reporter)
-	f.AddField("Reported at", stamp(e.ReportedAt))
-	f.AddField("Key fingerprint", e.KeyFingerprint)
-	f.AddField("Key last seen", stamp(e.KeyLastSeen))
-	return f.Fields
-}
-
-// stamp writes a time to the minute in UTC; the zero time as nothing.
-func stamp(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
+func (e *Evidence) fields() finding.Fields {
+	var fs finding.Fields
+	fs.Add("URL", e.URL)
+	fs.Add("Other URLs", strings.Join(e.OtherURLs, "\n"))
+	fs.Add("Source", e.Source)
+	fs.Add("Type", e.Type)
+	fs.Add("Reporter", e.Reporter)
+	fs.Add("Reported at", finding.Stamp(e.ReportedAt))
+	fs.Add("Key fingerprint", e.KeyFingerprint)
+	fs.Add("Key last seen", finding.Stamp(e.KeyLastSeen))
+	return fs
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -141,9 +141,9 @@ func (r renderer) alertBlocks(a alerting.Alert) []slack.Block {
 	var ctx []string
 	switch a.State {
 	case alerting.Resolved:
-		ctx = append(ctx, ":white_check_mark: resolved "+stamp(a.ResolvedAt))
+		ctx = append(ctx, ":white_check_mark: resolved "+finding.Stamp(a.ResolvedAt))
 	case alerting.Firing:
-		ctx = append(ctx, "firing since "+stamp(a.FiredAt))
+		ctx = append(ctx, "firing since "+finding.Stamp(a.FiredAt))
 	default:
 		ctx = append(ctx, mrkdwnValue(string(a.State)))
 	}
@@ -269,7 +269,7 @@ func alertFields(a alerting.Alert) []field {
 	add("Rotation", mrkdwnValue(a.RotationID))
 	// Not the alert's last_seen: it moves with every detector run, and a message must change
 	// only when what it says changes.
-	add("Active since", stamp(a.ActiveSince))
+	add("Active since", finding.Stamp(a.ActiveSince))
 	if len(a.Fields) > 0 {
 		if n := foldedFindings(a.Evidence); n > 0 && !slices.ContainsFunc(a.Fields, func(f finding.Field) bool { return f.Name == foldedField }) {
 			add(foldedField, strconv.Itoa(n))
@@ -355,11 +355,4 @@ func groupTitle(g alerting.Group, value func(string) string) string {
 		dets[i] = value(d)
 	}
 	return strings.Join(dets, ", ") + " on " + what
-}
-
-func stamp(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(finding.FieldTime)
 }

@@ -19,10 +19,11 @@ import (
 // the scope-probing signal; leak_evidence.go, what a finding shows; leak_geo.go, the countries'
 // centroids. The IPHours job (ip_hours.go) keeps the hourly counts its fan-out baseline reads.
 
-// Leak finds keys used the way a leaked key is: from a network or country the key never used in its
-// baseline, from far more addresses than its own hourly baseline, a revoked key tried from a new
-// network, use from two countries too far apart for the time between, or forbidden requests to
-// routes outside the key's scopes (scope probing, leak_scope.go). Each signal adds its configured
+// Leak finds keys used the way a leaked key is: from a network or country the key first used within
+// new_for and never in its baseline (in a burst, or persisting over hours), from far more addresses
+// than its own hourly baseline, a revoked key tried from a new network, a hop between two countries
+// too far apart for the time between (between any two for a key whose history shows one place at a
+// time), or forbidden requests to routes outside the key's scopes (scope probing, leak_scope.go). Each signal adds its configured
 // score; a key whose sum reaches the warning score is one finding. A signal scores once per key
 // however many networks, countries or routes show it; the evidence lists them all.
 type Leak struct {
@@ -58,10 +59,34 @@ const (
 	// hours).
 	leakFanoutMinHours      = 24
 	leakFanoutSeasonalHours = 7
+	// leakPersistMinHours: a new place that did not carry min_requests within the window counts
+	// when its requests since first seen do and it was active in at least this many distinct hours:
+	// a slow leak at a few requests an hour shows within a working morning, while a one-off (a
+	// developer's test call, a misrouted retry burst) stays within an hour or two.
+	leakPersistMinHours = 3
+	// leakRoutineNewPlaces: a key that took up at least this many networks (or countries) during
+	// its baseline, after its first day, picks up new ones routinely (a consumer app's roaming
+	// users): persistence does not carry a new place of that kind for it, only a burst in the window.
+	leakRoutineNewPlaces = 5
 	// leakMaxTravelKMH is faster than any trip between two countries' users; leakMinTravelKM ignores
 	// neighbours, whose centroids are closer than IP geolocation is accurate.
 	leakMaxTravelKMH = 1000
 	leakMinTravelKM  = 500
+	// leakTravelLookback: a hop's departure may lie this far before the window (its arrival is in
+	// the window), so a hop across the window's start is judged, while the read stays a couple of
+	// hours of hourly rows of the keys used from two countries.
+	leakTravelLookback = time.Hour
+	// A key's history (its baseline before the horizon, hour by hour) shows one place at a time
+	// when it has at least leakTravelMinHistoryHours hours with traffic, at most one in
+	// leakTravelConcurrentRatio of them with two countries at once (geolocation noise), at most
+	// leakTravelMaxUAFamilies user-agent families (a person's CLI and browser; two people or a
+	// fleet show more) and at most leakTravelMaxNetworks networks (home, office, phone). Such a key
+	// cannot hop between two countries it knows faster than travel allows; a key that runs in both
+	// at once (multi-region, failover) can.
+	leakTravelMinHistoryHours = 24
+	leakTravelConcurrentRatio = 50
+	leakTravelMaxUAFamilies   = 2
+	leakTravelMaxNetworks     = 10
 	// leakBaselineNetworksShown caps the baseline networks listed in evidence (busiest first).
 	leakBaselineNetworksShown = 20
 )
@@ -84,21 +109,29 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, er
 	now = now.UTC()
 	r := &leakRun{cfg: d.cfg, now: now, windowStart: now.Add(-time.Duration(d.cfg.Window))}
 	r.baseStart = r.windowStart.Add(-time.Duration(d.cfg.Baseline))
+	r.newStart = leakMinTime(now.Add(-time.Duration(d.cfg.NewFor)), r.windowStart)
 
 	newPlaceKeys, err := leakQueryStrings(ctx, d.conn, leakSelectNewPlaceKeys,
-		r.windowStart.UnixMilli(), now.UnixMilli(), r.windowStart.UnixMilli(), now.UnixMilli(), r.baseStart.UnixMilli(), r.windowStart.UnixMilli())
+		r.newStart.UnixMilli(), now.UnixMilli(), r.newStart.UnixMilli(), now.UnixMilli(), r.windowStart.UnixMilli(),
+		r.baseStart.UnixMilli(), r.newStart.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("find keys used from new places since %s: %w", r.windowStart.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("find keys used in the window from places new since %s: %w", r.newStart.Format(time.RFC3339), err)
 	}
 	if r.probes, err = d.scopeProbes(ctx, r); err != nil {
 		return nil, err
 	}
+	if err := d.readTravel(ctx, r); err != nil {
+		return nil, err
+	}
 	// With the fan-out score below the warning score, fan-out alone cannot fire: only keys with a
-	// new place or scope probing need its (costlier) baseline then.
+	// new place, a hop between countries or scope probing need its (costlier) baseline then.
 	var only []string
 	if d.cfg.ScoreFanout < d.cfg.WarningScore {
 		only = append([]string{}, newPlaceKeys...) // not nil: none at all when there are none
 		for k := range r.probes {
+			only = append(only, k)
+		}
+		for k := range r.hops {
 			only = append(only, k)
 		}
 	}
@@ -120,6 +153,9 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, er
 		keys = append(keys, k)
 	}
 	for k := range r.probes {
+		keys = append(keys, k)
+	}
+	for k := range r.hops {
 		keys = append(keys, k)
 	}
 	if len(keys) == 0 {
@@ -156,6 +192,9 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, er
 		if err := d.readPlaces(ctx, r, slices.Compact(inherit)); err != nil {
 			return nil, err
 		}
+	}
+	if err := d.readActivity(ctx, r, keys); err != nil {
+		return nil, err
 	}
 	if err := d.readSamples(ctx, r, keys); err != nil {
 		return nil, err

@@ -31,11 +31,15 @@ type LeakSignal struct {
 	Places []LeakPlace  `json:"places,omitempty"`
 	Fanout *LeakFanout  `json:"fanout,omitempty"`
 	Travel []LeakTravel `json:"travel,omitempty"`
+	// History is, in impossible_travel between two countries of the baseline, the key's history
+	// that says it is in one place at a time.
+	History *LeakHistory `json:"history,omitempty"`
 	// Scope is the evidence of scope_probing.
 	Scope *LeakScopeProbe `json:"scope_probe,omitempty"`
 }
 
-// LeakPlace is a network or a country the key used in the window but not in its baseline.
+// LeakPlace is a network or a country the key used in the window, first used within new_for and
+// not in its baseline.
 type LeakPlace struct {
 	Network   string   `json:"network,omitempty"`
 	ASN       uint32   `json:"asn,omitempty"`
@@ -43,9 +47,14 @@ type LeakPlace struct {
 	Country   string   `json:"country,omitempty"`
 	Countries []string `json:"countries,omitempty"` // of a network
 	Networks  []string `json:"networks,omitempty"`  // of a country
-	Requests  uint64   `json:"requests"`
-	Failures  uint64   `json:"failures"`
-	// Share is Requests over all the key's requests in the window (0..1).
+	// Requests and Failures are those since FirstSeen; RequestsInWindow those in the window (of the
+	// hours the window touches, for a place first seen before it).
+	Requests         uint64 `json:"requests"`
+	Failures         uint64 `json:"failures"`
+	RequestsInWindow uint64 `json:"requests_in_window"`
+	// HoursActive counts the distinct hours with use since FirstSeen.
+	HoursActive int `json:"hours_active"`
+	// Share is RequestsInWindow over all the key's requests in the window (0..1).
 	Share            float64   `json:"share"`
 	FirstSeen        time.Time `json:"first_seen"`
 	LastSeen         time.Time `json:"last_seen"`
@@ -77,6 +86,20 @@ type LeakTravel struct {
 	KM         float64   `json:"km"`
 	GapMinutes float64   `json:"gap_minutes"`
 	KMPerHour  float64   `json:"km_per_hour"`
+	// Familiar: both countries are in the key's baseline; the hop counts because its history shows
+	// one place at a time.
+	Familiar bool `json:"familiar,omitempty"`
+}
+
+// LeakHistory is how a key was used over its baseline before the horizon, hour by hour.
+type LeakHistory struct {
+	Hours             int `json:"hours"`
+	HoursTwoCountries int `json:"hours_two_countries"`
+	// UserAgentFamilies (the user agent up to its first "/") and Networks are counted up to 16 and
+	// 64.
+	UserAgentFamilies int  `json:"user_agent_families"`
+	Networks          int  `json:"networks"`
+	OnePlace          bool `json:"one_place"`
 }
 
 // LeakBaseline is what the window was compared with.
@@ -152,7 +175,11 @@ func (e LeakEvidence) fields() finding.Fields {
 			if len(p.Countries) > 0 {
 				name += " " + strings.Join(p.Countries, "/")
 			}
-			networks = append(networks, fmt.Sprintf("%s: %d requests, %s – %s", name, p.Requests, finding.Stamp(p.FirstSeen), finding.Stamp(p.LastSeen)))
+			hours := ""
+			if p.HoursActive > 1 {
+				hours = fmt.Sprintf(" over %d hours", p.HoursActive)
+			}
+			networks = append(networks, fmt.Sprintf("%s: %d requests%s, %s – %s", name, p.Requests, hours, finding.Stamp(p.FirstSeen), finding.Stamp(p.LastSeen)))
 		}
 	}
 	l.Add("New networks", strings.Join(networks, "\n"))

@@ -23,18 +23,40 @@ type leakUse struct {
 	sampleIPs, sampleUAs    []string
 }
 
+// leakPlaceID is a (network, country) of a key.
+type leakPlaceID struct{ network, country string }
+
+// leakActivity is a key's use of one (network, country) since the horizon's start, from the hourly
+// callers: the hours it was active, and its requests in the hours the window touches.
+type leakActivity struct {
+	hours          []time.Time
+	windowRequests uint64
+}
+
+// leakSpan is one hourly caller row of a key in one country: its first and last event (exact) and
+// requests.
+type leakSpan struct {
+	country     string
+	first, last time.Time
+	requests    uint64
+}
+
 // leakRun is what one Detect call read, and the configuration it judges by: judge is a function of
 // it alone (no I/O), so a test builds one by hand. Detect fills it through the reads of leak_read.go.
+// newStart is the horizon's start: places first seen since are new, and out of every baseline.
 type leakRun struct {
-	cfg                         config.Leak
-	now, windowStart, baseStart time.Time
-	model                       *rotation.Model
-	places                      map[string][]leakUse
-	clients                     map[string]string
-	clientKeys                  map[string][]string
-	windowRequests              map[string]uint64
-	fanout                      map[string]*LeakFanout
-	probes                      map[string]*LeakScopeProbe
+	cfg                                   config.Leak
+	now, windowStart, baseStart, newStart time.Time
+	model                                 *rotation.Model
+	places                                map[string][]leakUse
+	activity                              map[string]map[leakPlaceID]leakActivity
+	clients                               map[string]string
+	clientKeys                            map[string][]string
+	windowRequests                        map[string]uint64
+	fanout                                map[string]*LeakFanout
+	probes                                map[string]*LeakScopeProbe
+	hops                                  map[string][]LeakTravel // leakHops of the keys used from two countries
+	history                               map[string]LeakHistory  // of the keys with hops
 }
 
 // relatives are the keys whose baseline key may inherit: the key its rotation replaced and its
@@ -122,9 +144,11 @@ type leakBaselineSet struct {
 	inherited []string
 }
 
-func (b *leakBaselineSet) add(places []leakUse, windowStart time.Time) {
+// add adds the places first seen before cutoff (the horizon's start): a place stays out of the
+// baseline, its own key's or one it lends, while it is new.
+func (b *leakBaselineSet) add(places []leakUse, cutoff time.Time) {
 	for _, p := range places {
-		if !p.first.Before(windowStart) {
+		if !p.first.Before(cutoff) {
 			continue
 		}
 		n := b.networks[p.network]
@@ -146,7 +170,7 @@ func (r *leakRun) baselineOf(key string) *leakBaselineSet {
 	if thin {
 		for _, rel := range r.relatives(key) {
 			if len(r.places[rel]) > 0 {
-				b.add(r.places[rel], r.windowStart)
+				b.add(r.places[rel], r.newStart)
 				b.inherited = append(b.inherited, rel)
 			}
 		}
@@ -157,7 +181,7 @@ func (r *leakRun) baselineOf(key string) *leakBaselineSet {
 // ownBaseline is the key's own baseline; thin when it is too small or too young to stand alone.
 func (r *leakRun) ownBaseline(key string) (b *leakBaselineSet, thin bool) {
 	b = &leakBaselineSet{networks: map[string]*LeakKnownNetwork{}, countries: map[string]bool{}}
-	b.add(r.places[key], r.windowStart)
+	b.add(r.places[key], r.newStart)
 	first := r.windowStart
 	for _, p := range r.places[key] {
 		if p.first.Before(first) {
@@ -184,6 +208,7 @@ func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 	hasBaseline := b.requests >= leakBaselineMinRequests
 	minReq := uint64(r.cfg.MinRequests)
 	within := "in the last " + leakDuration(time.Duration(r.cfg.Window))
+	routineNets, routineCountries := r.routine(key)
 
 	var signals []LeakSignal
 	var phrases []string
@@ -192,29 +217,29 @@ func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 	if revoked {
 		verb = "tried from"
 	}
-	busyNets := leakFilterPlaces(newNets, minReq)
+	busyNets := r.countingPlaces(newNets, routineNets)
 	if revoked && len(newNets) > 0 {
 		signals = append(signals, LeakSignal{Kind: leakSignalRevokedNewNetwork, Score: r.cfg.ScoreRevokedNewNetwork,
 			Reason: fmt.Sprintf("revoked key used from %d network(s) it did not use in the baseline", len(newNets)), Places: newNets})
 	}
 	if hasBaseline && len(busyNets) > 0 {
 		signals = append(signals, LeakSignal{Kind: leakSignalNewNetwork, Score: r.cfg.ScoreNewNetwork,
-			Reason: fmt.Sprintf("%d network(s) not seen in the baseline carried at least %d requests each", len(busyNets), minReq), Places: busyNets})
+			Reason: leakNewPlaceReason(busyNets, "network(s)", minReq, r.cfg.NewFor, within), Places: busyNets})
 	}
-	busyCountries := leakFilterPlaces(newCountries, minReq)
+	busyCountries := r.countingPlaces(newCountries, routineCountries)
 	if hasBaseline && len(busyCountries) > 0 {
 		signals = append(signals, LeakSignal{Kind: leakSignalNewCountry, Score: r.cfg.ScoreNewCountry,
-			Reason: fmt.Sprintf("%d country(ies) not seen in the baseline carried at least %d requests each", len(busyCountries), minReq), Places: busyCountries})
+			Reason: leakNewPlaceReason(busyCountries, "country(ies)", minReq, r.cfg.NewFor, within), Places: busyCountries})
 	}
 	switch {
 	case len(busyNets) > 0 && (hasBaseline || revoked):
-		phrases = append(phrases, leakNetworkPhrase(verb, busyNets, b, within))
+		phrases = append(phrases, leakNetworkPhrase(verb, busyNets, b, r.windowStart, within))
 	case revoked && len(newNets) > 0:
-		phrases = append(phrases, leakNetworkPhrase(verb, newNets, b, within))
+		phrases = append(phrases, leakNetworkPhrase(verb, newNets, b, r.windowStart, within))
 	case hasBaseline && len(busyCountries) > 0:
 		c := busyCountries[0]
-		phrases = append(phrases, fmt.Sprintf("%s new country %s via %s: %d requests (%s of its traffic) %s",
-			verb, c.Country, strings.Join(c.Networks, ", "), c.Requests, leakPercent(c.Share), within))
+		phrases = append(phrases, fmt.Sprintf("%s new country %s via %s: %s",
+			verb, c.Country, strings.Join(c.Networks, ", "), leakPlaceAmount(c, r.windowStart, within)))
 	}
 	if f := r.fanout[key]; f != nil {
 		signals = append(signals, LeakSignal{Kind: leakSignalFanout, Score: r.cfg.ScoreFanout,
@@ -223,11 +248,16 @@ func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 		phrases = append(phrases, fmt.Sprintf("%d distinct IPs in the hour from %s UTC (baseline median %g)",
 			f.DistinctIPs, f.Hour.Format("15:04"), f.BaselineMedian))
 	}
-	if trips := r.travel(key, b); len(trips) > 0 {
+	if trips, hist := r.travel(key, b); len(trips) > 0 {
 		t := trips[0]
+		reason := fmt.Sprintf("used from %s until %s UTC and from %s from %s UTC, %.0f km apart, %.0f minutes apart (over %d km/h)",
+			t.From, t.FromSeen.Format("15:04"), t.To, t.ToSeen.Format("15:04"), t.KM, t.GapMinutes, leakMaxTravelKMH)
+		if t.Familiar {
+			reason += fmt.Sprintf("; both countries are in its baseline, but its history shows one place at a time (%d hours, %d with two countries at once, %d user-agent famil(ies), %d network(s))",
+				hist.Hours, hist.HoursTwoCountries, hist.UserAgentFamilies, hist.Networks)
+		}
 		signals = append(signals, LeakSignal{Kind: leakSignalImpossibleTravel, Score: r.cfg.ScoreImpossibleTravel,
-			Reason: fmt.Sprintf("used from %s and %s, %.0f km apart, %.0f minutes apart (over %d km/h)", t.From, t.To, t.KM, t.GapMinutes, leakMaxTravelKMH),
-			Travel: trips})
+			Reason: reason, Travel: trips, History: hist})
 		phrases = append(phrases, fmt.Sprintf("impossible travel %s→%s: %.0f km in %.0f min", t.From, t.To, t.KM, t.GapMinutes))
 	}
 	if s, phrase, ok := r.scopeSignal(key, total, within); ok {
@@ -258,12 +288,12 @@ func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 	}
 	f.Summary = fmt.Sprintf("%s %s (score %g)", subject, strings.Join(phrases, "; "), score)
 	ev := LeakEvidence{KeyState: string(state), WindowStart: r.windowStart, WindowEnd: r.now, WindowRequests: total,
-		Signals: signals, Baseline: b.evidence(r.baseStart, r.windowStart)}
+		Signals: signals, Baseline: b.evidence(r.baseStart, r.newStart)}
 	f.Evidence, f.Fields, f.Labels = ev, ev.fields(), ev.labels()
 	return f, true
 }
 
-func leakNetworkPhrase(verb string, nets []LeakPlace, b *leakBaselineSet, within string) string {
+func leakNetworkPhrase(verb string, nets []LeakPlace, b *leakBaselineSet, windowStart time.Time, within string) string {
 	n := nets[0]
 	name := n.Network
 	if n.ASOrg != "" {
@@ -284,20 +314,94 @@ func leakNetworkPhrase(verb string, nets []LeakPlace, b *leakBaselineSet, within
 	if len(nets) > 1 {
 		more = fmt.Sprintf(" (and %d more new networks)", len(nets)-1)
 	}
-	return fmt.Sprintf("%s new network %s%s: %d requests (%s of its traffic) %s%s", verb, name, where, n.Requests, leakPercent(n.Share), within, more)
+	return fmt.Sprintf("%s new network %s%s: %s%s", verb, name, where, leakPlaceAmount(n, windowStart, within), more)
 }
 
-// newPlaces returns the key's networks and countries used in the window that b does not hold, with
-// their window traffic (exact: a place first seen in the window has all its requests there),
+// leakPlaceAmount says a new place's traffic: its requests in the window when it was first seen
+// there, else its requests since first seen and over how many hours.
+func leakPlaceAmount(p LeakPlace, windowStart time.Time, within string) string {
+	if !p.FirstSeen.Before(windowStart) {
+		return fmt.Sprintf("%d requests (%s of its traffic) %s", p.Requests, leakPercent(p.Share), within)
+	}
+	return fmt.Sprintf("%d requests over %d hours since %s (%s of its traffic %s)",
+		p.Requests, p.HoursActive, finding.Stamp(p.FirstSeen), leakPercent(p.Share), within)
+}
+
+// leakNewPlaceReason is the reason of a new_network or new_country signal.
+func leakNewPlaceReason(ps []LeakPlace, kind string, minRequests uint64, newFor config.Duration, within string) string {
+	return fmt.Sprintf("%d %s first used within %s and not in the baseline carried at least %d requests %s, or since first seen over at least %d hours",
+		len(ps), kind, leakDuration(time.Duration(newFor)), minRequests, within, leakPersistMinHours)
+}
+
+// countingPlaces are the new places that score: used in the window, with at least min_requests
+// since first seen, and either first seen in the window (a burst: every request is in it), with
+// min_requests in the hours the window touches, or, unless new places of the kind are routine for
+// the key, active in at least leakPersistMinHours distinct hours (a slow leak).
+func (r *leakRun) countingPlaces(ps []LeakPlace, routine bool) []LeakPlace {
+	minReq := uint64(r.cfg.MinRequests)
+	var out []LeakPlace
+	for _, p := range ps {
+		if p.Requests < minReq {
+			continue
+		}
+		if !p.FirstSeen.Before(r.windowStart) || p.RequestsInWindow >= minReq || (!routine && p.HoursActive >= leakPersistMinHours) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// routine reports whether the key took up at least leakRoutineNewPlaces networks (countries)
+// during its baseline after its first day: new ones are nothing unusual for it.
+func (r *leakRun) routine(key string) (networks, countries bool) {
+	first := r.newStart
+	netFirst, countryFirst := map[string]time.Time{}, map[string]time.Time{}
+	for _, p := range r.places[key] {
+		first = leakMinTime(first, p.first)
+		if t, ok := netFirst[p.network]; !ok || p.first.Before(t) {
+			netFirst[p.network] = p.first
+		}
+		if t, ok := countryFirst[p.country]; p.country != "" && (!ok || p.first.Before(t)) {
+			countryFirst[p.country] = p.first
+		}
+	}
+	settled := first.Add(24 * time.Hour)
+	count := func(m map[string]time.Time) int {
+		n := 0
+		for _, t := range m {
+			if t.After(settled) && t.Before(r.newStart) {
+				n++
+			}
+		}
+		return n
+	}
+	return count(netFirst) >= leakRoutineNewPlaces, count(countryFirst) >= leakRoutineNewPlaces
+}
+
+// newPlaces returns the key's networks and countries first seen since the horizon's start and used
+// in the window that b does not hold, with their traffic since first seen (exact: every request of
+// a place first seen in the range read is in it), the hours they were active and their requests in
+// the window (exact for a place first seen there, else those of the hours the window touches),
 // busiest first.
 func (r *leakRun) newPlaces(key string, b *leakBaselineSet, total uint64) (nets, countries []LeakPlace) {
 	byNet, byCountry := map[string]*LeakPlace{}, map[string]*LeakPlace{}
+	hours := map[*LeakPlace]map[time.Time]bool{}
 	add := func(m map[string]*LeakPlace, name string, p leakUse, fill func(*LeakPlace)) {
 		lp := m[name]
 		if lp == nil {
 			lp = &LeakPlace{FirstSeen: p.first, LastSeen: p.last}
 			fill(lp)
 			m[name] = lp
+			hours[lp] = map[time.Time]bool{}
+		}
+		a := r.activity[key][leakPlaceID{p.network, p.country}]
+		for _, h := range a.hours {
+			hours[lp][h.UTC()] = true
+		}
+		if !p.first.Before(r.windowStart) {
+			lp.RequestsInWindow += p.requests
+		} else {
+			lp.RequestsInWindow += a.windowRequests
 		}
 		lp.Requests += p.requests
 		lp.Failures += p.failures
@@ -307,7 +411,7 @@ func (r *leakRun) newPlaces(key string, b *leakBaselineSet, total uint64) (nets,
 		lp.SampleUserAgents = leakMergeSamples(lp.SampleUserAgents, p.sampleUAs)
 	}
 	for _, p := range r.places[key] {
-		if p.first.Before(r.windowStart) {
+		if p.first.Before(r.newStart) || p.last.Before(r.windowStart) {
 			continue
 		}
 		if b.networks[p.network] == nil {
@@ -323,6 +427,9 @@ func (r *leakRun) newPlaces(key string, b *leakBaselineSet, total uint64) (nets,
 			}
 		}
 	}
+	for lp, hs := range hours {
+		lp.HoursActive = len(hs)
+	}
 	return leakSortedPlaces(byNet, total), leakSortedPlaces(byCountry, total)
 }
 
@@ -330,7 +437,7 @@ func leakSortedPlaces(m map[string]*LeakPlace, total uint64) []LeakPlace {
 	out := make([]LeakPlace, 0, len(m))
 	for _, p := range m {
 		if total > 0 {
-			p.Share = leakRound4(min(1, float64(p.Requests)/float64(total)))
+			p.Share = leakRound4(min(1, float64(p.RequestsInWindow)/float64(total)))
 		}
 		slices.Sort(p.Countries)
 		slices.Sort(p.Networks)
@@ -342,74 +449,85 @@ func leakSortedPlaces(m map[string]*LeakPlace, total uint64) []LeakPlace {
 	return out
 }
 
-func leakFilterPlaces(ps []LeakPlace, minRequests uint64) []LeakPlace {
-	var out []LeakPlace
-	for _, p := range ps {
-		if p.Requests >= minRequests {
-			out = append(out, p)
+// leakHops returns a key's hand-overs between countries faster than leakMaxTravelKMH, from its
+// hourly caller rows in one country each (spans), fastest first: consecutive runs of use (rows in
+// time order, merged while the country stays the same), the later arriving in the window, each
+// carrying minRequests, the second starting after the first ended, too soon for the distance. Two
+// countries used at the same time anywhere in the spans (overlapping rows) are two users, not
+// travel (the new-country signal covers a new one). Whether a hop counts is the judge's (travel).
+func leakHops(spans []leakSpan, windowStart time.Time, minRequests uint64) []LeakTravel {
+	type pair struct{ a, b string }
+	together := map[pair]bool{}
+	for i, x := range spans {
+		for _, y := range spans[i+1:] {
+			if x.country != y.country && !x.first.After(y.last) && !y.first.After(x.last) {
+				together[pair{x.country, y.country}], together[pair{y.country, x.country}] = true, true
+			}
 		}
 	}
-	return out
-}
-
-// leakCountryUse is a key's use of one country as the daily rollup shows it: its last event
-// (exact), and for a country new in the window its first event and requests (exact too); for a
-// country of the baseline, requests are those of the window's day(s).
-type leakCountryUse struct {
-	country     string
-	first, last time.Time // first is zero for a baseline country
-	requests    uint64
-}
-
-// travel returns the hand-overs between countries faster than leakMaxTravelKMH, fastest first: the
-// key's last event in one country followed, with nothing in between from it, by its first event in
-// another too soon for the distance. Use from two countries at the same time is two users, not
-// travel (the new-country signal covers it). A country must carry MinRequests, and at least one of
-// the pair must be new (a key that used both before is a multi-region deployment failing over); the
-// arrival country is the new one unless both are, because the rollup pins down a country's first
-// event in the window only when it is new.
-func (r *leakRun) travel(key string, b *leakBaselineSet) []LeakTravel {
-	uses := map[string]*leakCountryUse{}
-	for _, p := range r.places[key] {
-		if p.country == "" || p.last.Before(r.windowStart) {
+	sorted := slices.Clone(spans)
+	slices.SortFunc(sorted, func(x, y leakSpan) int {
+		return cmp.Or(x.first.Compare(y.first), cmp.Compare(x.country, y.country))
+	})
+	var runs []leakSpan
+	for _, sp := range sorted {
+		if n := len(runs); n > 0 && runs[n-1].country == sp.country {
+			runs[n-1].last = leakMaxTime(runs[n-1].last, sp.last)
+			runs[n-1].requests += sp.requests
 			continue
 		}
-		u := uses[p.country]
-		if u == nil {
-			u = &leakCountryUse{country: p.country}
-			uses[p.country] = u
-		}
-		u.last = leakMaxTime(u.last, p.last)
-		switch {
-		case b.countries[p.country]:
-			u.requests += p.requests - p.beforeWindowDay
-		case !p.first.Before(r.windowStart):
-			u.requests += p.requests
-			if u.first.IsZero() || p.first.Before(u.first) {
-				u.first = p.first
-			}
-		}
+		runs = append(runs, sp)
 	}
 	var out []LeakTravel
-	for _, from := range uses {
-		for _, to := range uses {
-			if from == to || to.first.IsZero() || !from.last.Before(to.first) ||
-				from.requests < uint64(r.cfg.MinRequests) || to.requests < uint64(r.cfg.MinRequests) {
-				continue
-			}
-			km, ok := leakDistanceKM(from.country, to.country)
-			gap := to.first.Sub(from.last)
-			if !ok || km < leakMinTravelKM || gap.Hours()*leakMaxTravelKMH >= km {
-				continue
-			}
-			out = append(out, LeakTravel{From: from.country, To: to.country, FromSeen: from.last, ToSeen: to.first,
-				KM: math.Round(km), GapMinutes: leakRound2(gap.Minutes()), KMPerHour: math.Round(km / gap.Hours())})
+	for i := 1; i < len(runs); i++ {
+		from, to := runs[i-1], runs[i]
+		if to.first.Before(windowStart) || from.requests < minRequests || to.requests < minRequests ||
+			together[pair{from.country, to.country}] || !from.last.Before(to.first) {
+			continue
 		}
+		km, ok := leakDistanceKM(from.country, to.country)
+		gap := to.first.Sub(from.last)
+		if !ok || km < leakMinTravelKM || gap.Hours()*leakMaxTravelKMH >= km {
+			continue
+		}
+		out = append(out, LeakTravel{From: from.country, To: to.country, FromSeen: from.last, ToSeen: to.first,
+			KM: math.Round(km), GapMinutes: leakRound2(gap.Minutes()), KMPerHour: math.Round(km / gap.Hours())})
 	}
 	slices.SortFunc(out, func(x, y LeakTravel) int {
 		return cmp.Or(cmp.Compare(y.KMPerHour, x.KMPerHour), cmp.Compare(x.From, y.From), cmp.Compare(x.To, y.To))
 	})
 	return out
+}
+
+// onePlace reports whether a key's history shows one place at a time (leakTravelMinHistoryHours
+// and the limits beside it).
+func (h LeakHistory) onePlace() bool {
+	return h.Hours >= leakTravelMinHistoryHours && h.HoursTwoCountries*leakTravelConcurrentRatio <= h.Hours &&
+		h.UserAgentFamilies <= leakTravelMaxUAFamilies && h.Networks <= leakTravelMaxNetworks
+}
+
+// travel returns the key's hops that count, fastest first, and its history when a hop between two
+// countries of its baseline counts: a hop counts when either country is new to the key, or when
+// its history shows one place at a time (a key that runs in both countries at once fails over
+// between them; one that never does cannot be in both minutes apart).
+func (r *leakRun) travel(key string, b *leakBaselineSet) ([]LeakTravel, *LeakHistory) {
+	hist, read := r.history[key]
+	onePlace := read && hist.onePlace()
+	var out []LeakTravel
+	var shown *LeakHistory
+	for _, t := range r.hops[key] {
+		t.Familiar = b.countries[t.From] && b.countries[t.To]
+		if t.Familiar && !onePlace {
+			continue
+		}
+		if t.Familiar {
+			h := hist
+			h.OnePlace = true
+			shown = &h
+		}
+		out = append(out, t)
+	}
+	return out, shown
 }
 
 func (b *leakBaselineSet) evidence(start, end time.Time) LeakBaseline {

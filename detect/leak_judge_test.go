@@ -24,7 +24,7 @@ func leakFacts(model *rotation.Model, uses []leakUse, windowRequests uint64) *le
 		model = rotation.Build(nil)
 	}
 	return &leakRun{cfg: cfg, now: now, windowStart: windowStart, baseStart: windowStart.Add(-time.Duration(cfg.Baseline)),
-		model: model, places: map[string][]leakUse{"kid_a": uses},
+		newStart: now.Add(-time.Duration(cfg.NewFor)), model: model, places: map[string][]leakUse{"kid_a": uses},
 		clients: map[string]string{"kid_a": "acme-billing"}, windowRequests: map[string]uint64{"kid_a": windowRequests}}
 }
 
@@ -47,6 +47,7 @@ func TestLeakJudge(t *testing.T) {
 		name      string
 		model     *rotation.Model
 		uses      []leakUse
+		hops      []LeakTravel
 		severity  finding.Severity // 0: no finding
 		score     float64
 		signals   []string
@@ -58,11 +59,15 @@ func TestLeakJudge(t *testing.T) {
 		{name: "too few requests from the new place", uses: []leakUse{usualUse, few}},
 		{name: "revoked key tried from a new network", model: revoked, uses: []leakUse{usualUse, few}, severity: finding.Warning, score: 60,
 			signals: []string{leakSignalRevokedNewNetwork}, inSummary: "revoked key kid_a (acme-billing) tried from new network AS64501"},
-		{name: "impossible travel", uses: []leakUse{usualUse, australia}, severity: finding.Critical, score: 120,
+		{name: "impossible travel", uses: []leakUse{usualUse, australia}, severity: finding.Critical, score: 130,
+			hops: leakHops([]leakSpan{{country: "DE", first: now.Add(-time.Hour), last: now.Add(-61 * time.Second), requests: 300},
+				{country: "AU", first: australia.first, last: australia.last, requests: australia.requests}}, now.Add(-time.Hour), 10),
 			signals: []string{leakSignalNewNetwork, leakSignalNewCountry, leakSignalImpossibleTravel}, inSummary: "impossible travel DE→AU"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, ok := leakFacts(tc.model, tc.uses, 375).judge("leak", "kid_a")
+			r := leakFacts(tc.model, tc.uses, 375)
+			r.hops = map[string][]LeakTravel{"kid_a": tc.hops}
+			f, ok := r.judge("leak", "kid_a")
 			if tc.severity == 0 {
 				if ok {
 					t.Fatalf("finding %s, want none", f.Summary)
@@ -143,5 +148,69 @@ func TestLeakScopeProbes(t *testing.T) {
 		p.Routes[0].Route != "/v1/orders" || !slices.Equal(p.Routes[0].Scopes, []string{"trade"}) || p.Routes[1].Route != "/v1/orders/42" ||
 		!slices.Equal(p.Routes[0].SampleIPs, []string{"a", "b"}) {
 		t.Errorf("kid_ro's probe %+v: want 15 forbidden requests to the two trade routes, busiest first", p)
+	}
+}
+
+// TestLeakJudgeNewForAndTravel: a new place persisting over hours, and hops between countries the
+// key knows, judged by its history.
+func TestLeakJudgeNewForAndTravel(t *testing.T) {
+	slow := leakUse{network: "AS64666", country: "BR", first: now.Add(-20 * time.Hour), last: now.Add(-20 * time.Minute), requests: 60}
+	var slowHours []time.Time
+	for h := range 20 {
+		slowHours = append(slowHours, now.Add(-time.Duration(h+1)*time.Hour))
+	}
+	stay := leakUse{network: "AS7922", country: "US", first: now.Add(-8 * 24 * time.Hour), last: now.Add(-5 * time.Minute), requests: 5000, beforeWindowDay: 4900}
+	hop := leakHops([]leakSpan{{country: "DE", first: now.Add(-50 * time.Minute), last: now.Add(-32 * time.Minute), requests: 30},
+		{country: "US", first: now.Add(-10 * time.Minute), last: now.Add(-5 * time.Minute), requests: 10}}, now.Add(-time.Hour), 10)
+	if len(hop) != 1 || hop[0].From != "DE" || hop[0].To != "US" || hop[0].GapMinutes != 22 {
+		t.Fatalf("hops %+v, want DE → US 22 minutes apart", hop)
+	}
+	onePlace := LeakHistory{Hours: 180, UserAgentFamilies: 1, Networks: 2}
+	multi := LeakHistory{Hours: 180, HoursTwoCountries: 170, UserAgentFamilies: 1, Networks: 2}
+	var roaming []leakUse
+	for i, cc := range []string{"FR", "ES", "IT", "PT", "NL", "BE"} {
+		first := now.Add(-7*24*time.Hour + time.Duration(i)*12*time.Hour)
+		roaming = append(roaming, leakUse{network: "AS6500" + cc, country: cc, first: first, last: first.Add(24 * time.Hour), requests: 70, beforeWindowDay: 70})
+	}
+	for _, tc := range []struct {
+		name    string
+		uses    []leakUse
+		hours   []time.Time
+		hops    []LeakTravel
+		history *LeakHistory
+		score   float64
+		signals []string
+	}{
+		{name: "slow leak persisting over 20 hours", uses: []leakUse{usualUse, slow}, hours: slowHours, score: 70,
+			signals: []string{leakSignalNewNetwork, leakSignalNewCountry}},
+		{name: "a one-off two hours", uses: []leakUse{usualUse, slow}, hours: slowHours[:2]},
+		{name: "slow newcomer on a key that takes up places routinely", uses: append([]leakUse{usualUse, slow}, roaming...), hours: slowHours},
+		{name: "hop between known countries, one place at a time", uses: []leakUse{usualUse, stay}, hops: hop, history: &onePlace, score: 60,
+			signals: []string{leakSignalImpossibleTravel}},
+		{name: "hop between known countries of a multi-region key", uses: []leakUse{usualUse, stay}, hops: hop, history: &multi},
+		{name: "hop between known countries without a history", uses: []leakUse{usualUse, stay}, hops: hop},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := leakFacts(nil, tc.uses, 375)
+			r.activity = map[string]map[leakPlaceID]leakActivity{"kid_a": {{slow.network, slow.country}: {hours: tc.hours}}}
+			r.hops, r.history = map[string][]LeakTravel{"kid_a": tc.hops}, map[string]LeakHistory{}
+			if tc.history != nil {
+				r.history["kid_a"] = *tc.history
+			}
+			f, ok := r.judge("leak", "kid_a")
+			if tc.score == 0 {
+				if ok {
+					t.Fatalf("finding %s, want none", f.Summary)
+				}
+				return
+			}
+			if !ok {
+				t.Fatal("no finding")
+			}
+			ev := leakEvidence(t, f)
+			if f.Score != tc.score || !slices.Equal(leakKinds(ev), tc.signals) {
+				t.Fatalf("score %g signals %v, want %g %v: %s", f.Score, leakKinds(ev), tc.score, tc.signals, f.Summary)
+			}
+		})
 	}
 }

@@ -11,13 +11,14 @@ import (
 	"github.com/keywatch/keywatch/rotation"
 )
 
-// leakSelectNewPlaceKeys finds the keys that used, in the window, a (network, country) they had not
-// used in the baseline: the only keys that can show a new network, a new country, a revoked key's
-// new network or impossible travel (which needs a new country). A day's first_seen is its earliest
-// event, so "first_seen on the window's day(s) is in the window" is exact although rows are daily;
-// only those few keys are then looked up in the baseline's earlier days (through the primary key;
-// a key-level IN prunes there, a tuple-level one does not), so the cost follows the window, not
-// the baseline. Arguments: window start, now, window start, now, baseline start, window start.
+// leakSelectNewPlaceKeys finds the keys that used, in the window, a (network, country) first seen
+// within new_for and not before it in the baseline: the only keys that can show a new network, a
+// new country or a revoked key's new network. A day's first_seen is its earliest event, so
+// "first_seen on the horizon's day(s) is in the horizon" is exact although rows are daily; only
+// those few keys are then looked up in the baseline's earlier days (through the primary key; a
+// key-level IN prunes there, a tuple-level one does not), so the cost follows the horizon, not the
+// baseline. Arguments: horizon start, now, horizon start, now, window start, baseline start,
+// horizon start.
 const leakSelectNewPlaceKeys = `
 WITH recent AS
 (
@@ -26,6 +27,7 @@ WITH recent AS
     WHERE day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day <= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
     GROUP BY key_id, network, country
     HAVING min(first_seen) >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND min(first_seen) < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+        AND max(last_seen) >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 )
 SELECT DISTINCT key_id
 FROM recent
@@ -35,6 +37,61 @@ WHERE (key_id, network, country) NOT IN
     FROM key_networks_1d
     WHERE key_id IN (SELECT key_id FROM recent) AND day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day < toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 )`
+
+// leakNetworkOfCaller is a key_callers_1h row's network as key_networks_1d writes it (migration
+// 0007): AS<asn> when the ASN is known, else the /24 of an IPv4 or the /48 of an IPv6 address.
+const leakNetworkOfCaller = `if(asn != 0, concat('AS', toString(asn)),
+    if(startsWith(cutIPv6(ip, 10, 1), '::ffff:'), concat(substring(cutIPv6(ip, 10, 1), 8), '/24'), concat(cutIPv6(ip, 10, 1), '/48')))`
+
+// leakSelectActivity reads, per (network, country) of the given keys since the horizon's start,
+// the hours it was active and its requests in the hours the window touches, from the hourly
+// callers (through the primary key). Arguments: window start, keys, horizon start.
+const leakSelectActivity = `
+SELECT key_id, network, country, groupUniqArray(hour), sumIf(requests, hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')))
+FROM
+(
+    SELECT key_id, hour, country, requests, ` + leakNetworkOfCaller + ` AS network
+    FROM key_callers_1h
+    WHERE key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+)
+GROUP BY key_id, network, country`
+
+// leakSelectTravelKeys finds the keys used from at least two countries since the travel range's
+// start (daily rows: a few per key and day). Arguments: range start, range start.
+const leakSelectTravelKeys = `
+SELECT key_id
+FROM key_networks_1d
+WHERE day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+GROUP BY key_id
+HAVING uniqExactIf(country, country != '' AND last_seen >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')) >= 2`
+
+// leakSelectCountrySpans reads the given keys' use per country since the travel range's start:
+// each hourly caller row (address, user agent, hour) with its first and last event, which are
+// exact. Arguments: keys, range start, range start, now.
+const leakSelectCountrySpans = `
+SELECT key_id, country, min(first_seen) AS first, max(last_seen) AS last, sum(requests)
+FROM key_callers_1h
+WHERE key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND country != ''
+GROUP BY key_id, client_id, ip, user_agent, hour, country
+HAVING last >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND first < fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
+
+// leakSelectHistory reads how the given keys were used over the baseline before the horizon, hour
+// by hour: the hours with traffic, those with two countries or more at once, and (capped, as only
+// small numbers matter) the user-agent families and networks. Arguments: keys, from, to.
+const leakSelectHistory = `
+SELECT key_id, count(), countIf(length(countries) > 1),
+    length(groupUniqArrayArray(16)(families)), length(groupUniqArrayArray(64)(networks))
+FROM
+(
+    SELECT key_id, hour,
+        groupUniqArrayIf(country, country != '') AS countries,
+        groupUniqArray(16)(lower(splitByChar('/', toString(user_agent))[1])) AS families,
+        groupUniqArray(64)(` + leakNetworkOfCaller + `) AS networks
+    FROM key_callers_1h
+    WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    GROUP BY key_id, hour
+)
+GROUP BY key_id`
 
 // leakSelectPlaces reads every (network, country) of the given keys over the baseline and the
 // window: first and last seen, requests (all, and those of whole days before the window's first day, which
@@ -80,9 +137,10 @@ WHERE key_id IN ? AND minute >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 
 GROUP BY key_id`
 
 // Fan-out: key_ips_1h holds per key and hour a distinct-address state. The IPHours job finalizes
-// completed hours into key_ip_hours (plain counts), so that a baseline is a read of numbers, not 720
-// state merges per key; the detector reads the hours the job has not finalized yet from key_ips_1h.
-// Events that arrive after their hour was finalized are missing from the baseline only.
+// completed hours into key_ip_hours (plain counts) once allowed_lateness has passed, so that a
+// baseline is a read of numbers, not 720 state merges per key; the detector reads the hours the job
+// has not finalized yet from key_ips_1h. The job finalizes an hour again when events arrived for it
+// later (ip_hours.go).
 const (
 	// leakSelectLastIPHour is answered from part metadata (min/max of the partition key's column),
 	// without reading the table; the caller ignores anything before the baseline.
@@ -98,18 +156,19 @@ GROUP BY key_id, hour
 HAVING ips >= ?`
 	// leakSelectIPBaseline reads the given keys' hourly distinct-address counts over the baseline, by
 	// hour of day: the finalized hours from key_ip_hours, the later ones (from the first hour not
-	// finalized) from key_ips_1h. An hour finalized twice (two replicas at once) counts twice until
-	// the table merges it away; the median does not notice, and not deduplicating halves the query's
-	// cost. Arguments: keys, baseline start (hour is a DateTime: compared at the whole second), first
-	// hour not finalized, keys, baseline start, first hour not finalized, end (exclusive, a whole
-	// hour), end.
+	// finalized) from key_ips_1h. An hour written twice (finalized again after late events, or by two
+	// replicas at once) has two rows until the table merges them: each hour's highest count is read,
+	// as late events add addresses, never remove any. Arguments: keys, baseline start (hour is a
+	// DateTime: compared at the whole second), first hour not finalized, keys, baseline start, first
+	// hour not finalized, end (exclusive, a whole hour), end.
 	leakSelectIPBaseline = `
 SELECT key_id, toHour(hour) AS hod, groupArray(distinct_ips)
 FROM
 (
-    SELECT key_id, hour, distinct_ips
+    SELECT key_id, hour, max(distinct_ips) AS distinct_ips
     FROM key_ip_hours
     WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    GROUP BY key_id, hour
     UNION ALL
     SELECT key_id, hour, toUInt32(uniqMerge(distinct_ips)) AS distinct_ips
     FROM key_ips_1h
@@ -120,6 +179,104 @@ FROM
 WHERE hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, hod`
 )
+
+// readActivity fills in the hours active and the window's requests of the keys' places since the
+// horizon's start.
+func (d *Leak) readActivity(ctx context.Context, r *leakRun, keys []string) error {
+	rows, err := d.conn.Query(ctx, leakSelectActivity, r.windowStart.UnixMilli(), keys, r.newStart.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("read hours active of %d keys since %s from key_callers_1h: %w", len(keys), r.newStart.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	r.activity = map[string]map[leakPlaceID]leakActivity{}
+	for rows.Next() {
+		var key string
+		var id leakPlaceID
+		var a leakActivity
+		if err := rows.Scan(&key, &id.network, &id.country, &a.hours, &a.windowRequests); err != nil {
+			return fmt.Errorf("read hours active from key_callers_1h: %w", err)
+		}
+		if r.activity[key] == nil {
+			r.activity[key] = map[leakPlaceID]leakActivity{}
+		}
+		r.activity[key][id] = a
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read hours active from key_callers_1h: %w", err)
+	}
+	return nil
+}
+
+// readTravel finds the keys used from two countries or more since the travel range's start, reads
+// their use per country and hands over to leakHops; for the keys with a hop it reads their
+// history (readHistory).
+func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
+	from := r.windowStart.Add(-leakTravelLookback)
+	keys, err := leakQueryStrings(ctx, d.conn, leakSelectTravelKeys, from.UnixMilli(), from.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("find keys used from two countries since %s in key_networks_1d: %w", from.Format(time.RFC3339), err)
+	}
+	r.hops, r.history = map[string][]LeakTravel{}, map[string]LeakHistory{}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.Sort(keys)
+	rows, err := d.conn.Query(ctx, leakSelectCountrySpans, keys, from.UnixMilli(), from.UnixMilli(), r.now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("read countries of %d keys since %s from key_callers_1h: %w", len(keys), from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	spans := map[string][]leakSpan{}
+	for rows.Next() {
+		var key string
+		var sp leakSpan
+		if err := rows.Scan(&key, &sp.country, &sp.first, &sp.last, &sp.requests); err != nil {
+			return fmt.Errorf("read countries from key_callers_1h: %w", err)
+		}
+		sp.first, sp.last = sp.first.UTC(), sp.last.UTC()
+		spans[key] = append(spans[key], sp)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read countries from key_callers_1h: %w", err)
+	}
+	var withHops []string
+	for key, ss := range spans {
+		if hops := leakHops(ss, r.windowStart, uint64(r.cfg.MinRequests)); len(hops) > 0 {
+			r.hops[key] = hops
+			withHops = append(withHops, key)
+		}
+	}
+	if len(withHops) == 0 {
+		return nil
+	}
+	slices.Sort(withHops)
+	return d.readHistory(ctx, r, withHops)
+}
+
+// readHistory reads how the keys were used hour by hour over the baseline before the horizon.
+func (d *Leak) readHistory(ctx context.Context, r *leakRun, keys []string) error {
+	rows, err := d.conn.Query(ctx, leakSelectHistory, keys, r.baseStart.UnixMilli(), r.newStart.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("read history of %d keys from %s to %s from key_callers_1h: %w", len(keys),
+			r.baseStart.Format(time.RFC3339), r.newStart.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		var h LeakHistory
+		var hours, concurrent uint64
+		var families, networks uint64
+		if err := rows.Scan(&key, &hours, &concurrent, &families, &networks); err != nil {
+			return fmt.Errorf("read history from key_callers_1h: %w", err)
+		}
+		h.Hours, h.HoursTwoCountries, h.UserAgentFamilies, h.Networks = int(hours), int(concurrent), int(families), int(networks)
+		r.history[key] = h
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read history from key_callers_1h: %w", err)
+	}
+	return nil
+}
 
 func (d *Leak) readClients(ctx context.Context, r *leakRun, keys []string) error {
 	rows, err := d.conn.Query(ctx, leakSelectClients, keys, keys)

@@ -143,8 +143,8 @@ func TestLeakNewNetworkAndCountry(t *testing.T) {
 				t.Fatalf("new country = %+v, want BR with 15 requests over %s", country, tc.network)
 			}
 			if !slices.Equal(ev.Baseline.Countries, []string{"DE"}) || ev.Baseline.NetworksTotal != 1 || ev.Baseline.Requests < 100 ||
-				!ev.Baseline.End.Equal(now.Add(-time.Hour)) || !ev.Baseline.Start.Equal(now.Add(-time.Hour-30*24*time.Hour)) {
-				t.Errorf("baseline = %+v, want DE over one network, ending at the window", ev.Baseline)
+				!ev.Baseline.End.Equal(now.Add(-48*time.Hour)) || !ev.Baseline.Start.Equal(now.Add(-time.Hour-30*24*time.Hour)) {
+				t.Errorf("baseline = %+v, want DE over one network, ending where new_for (48 h) begins", ev.Baseline)
 			}
 			want := fmt.Sprintf("kid_live_a (acme-billing) used from new network %s", tc.network)
 			if !strings.HasPrefix(f.Summary, want) || !strings.Contains(f.Summary, "in new country BR: 15 requests (4.0% of its traffic) in the last hour") {
@@ -200,7 +200,7 @@ func TestLeakRevokedKeyTriedFromNewNetwork(t *testing.T) {
 }
 
 // DE until 30 minutes ago, then AU from 10 minutes ago, over the same network: a new country and a
-// hand-over ~16,000 km apart in 20 minutes = 80, a warning.
+// hand-over ~16,000 km apart in 20 minutes = 30 + 60 = 90, a warning.
 func TestLeakImpossibleTravel(t *testing.T) {
 	s := newScenario(t)
 	evs := leakSteady("kid_travel", "globex", now.Add(-8*24*time.Hour), now.Add(-30*time.Minute), 30*time.Second, leakUsualIPs, 13335, "Cloudflare", "DE")
@@ -209,8 +209,8 @@ func TestLeakImpossibleTravel(t *testing.T) {
 
 	f := leakOnly(t, s.leak())
 	ev := leakEvidence(t, f)
-	if f.Severity != finding.Warning || f.Score != 80 || !slices.Equal(leakKinds(ev), []string{leakSignalNewCountry, leakSignalImpossibleTravel}) {
-		t.Fatalf("finding %s score %g signals %v, want warning 80 from new country + impossible travel", f.Severity, f.Score, leakKinds(ev))
+	if f.Severity != finding.Warning || f.Score != 90 || !slices.Equal(leakKinds(ev), []string{leakSignalNewCountry, leakSignalImpossibleTravel}) {
+		t.Fatalf("finding %s score %g signals %v, want warning 90 from new country + impossible travel", f.Severity, f.Score, leakKinds(ev))
 	}
 	trips := leakSignalOf(t, ev, leakSignalImpossibleTravel).Travel
 	if len(trips) != 1 {

@@ -195,6 +195,8 @@ type Leak struct {
 	ScoreImpossibleTravel  float64  `yaml:"score_impossible_travel" help:"score of use from two countries too far apart for the time between"`
 	WarningScore           float64  `yaml:"warning_score" help:"a key's summed score fires a warning from here"`
 	CriticalScore          float64  `yaml:"critical_score" help:"... and a critical finding from here"`
+	NewFor                 Duration `yaml:"new_for" help:"a network or country stays new (out of the key's baseline) this long after the key first used it; while new, min_requests since then over several hours make it count"`
+	AllowedLateness        Duration `yaml:"allowed_lateness" help:"an hour's distinct IPs are finalized for the fan-out baseline only this long after the hour ended; later arrivals are finalized again by the job's next runs"`
 
 	// Scope probing (detect/leak_scope.go): validated in detect.go.
 	RouteScopes             map[string]string `yaml:"route_scopes" help:"route pattern ([METHOD ]glob, * matches anything) -> the scope(s) it needs, comma-separated, any one grants it; empty disables scope probing (YAML only)"`
@@ -268,8 +270,9 @@ func Default() Config {
 				Schedule: "0 * * * * *",
 				Window:   Duration(time.Hour), Baseline: Duration(30 * 24 * time.Hour),
 				MinRequests: 10, FanoutMinZ: 6,
-				ScoreNewNetwork: 40, ScoreNewCountry: 30, ScoreFanout: 40, ScoreRevokedNewNetwork: 60, ScoreImpossibleTravel: 50,
+				ScoreNewNetwork: 40, ScoreNewCountry: 30, ScoreFanout: 40, ScoreRevokedNewNetwork: 60, ScoreImpossibleTravel: 60,
 				WarningScore: 60, CriticalScore: 100,
+				NewFor: Duration(48 * time.Hour), AllowedLateness: Duration(10 * time.Minute),
 				ScoreScopeProbing: 60, ScopeProbingMinRequests: 5,
 			},
 			Hygiene: Hygiene{

@@ -74,6 +74,12 @@ func (d Detect) validate() []error {
 	if d.Leak.WarningScore <= 0 || d.Leak.CriticalScore < d.Leak.WarningScore {
 		bad("detect.leak.critical_score", "want 0 < warning_score <= critical_score (%g, %g)", d.Leak.WarningScore, d.Leak.CriticalScore)
 	}
+	if d.Leak.NewFor < Duration(time.Hour) || d.Leak.NewFor > Duration(7*24*time.Hour) || d.Leak.NewFor >= d.Leak.Baseline {
+		bad("detect.leak.new_for", "%s: want 1h to 7d, and shorter than detect.leak.baseline (%s)", d.Leak.NewFor, d.Leak.Baseline)
+	}
+	if d.Leak.AllowedLateness < 0 || d.Leak.AllowedLateness > Duration(24*time.Hour) {
+		bad("detect.leak.allowed_lateness", "%s: want 0s to 24h", d.Leak.AllowedLateness)
+	}
 	if d.Leak.ScoreScopeProbing < 0 {
 		bad("detect.leak.score_scope_probing", "%g: must not be negative", d.Leak.ScoreScopeProbing)
 	}

@@ -84,6 +84,10 @@ const (
 	// cannot hop between two countries it knows faster than travel allows; a key that runs in both
 	// at once (multi-region, failover) can.
 	leakTravelMinHistoryHours = 24
+	// leakTravelSwitchWithin: a change of country between two hours of history this close (hourly
+	// rows) is a hop the key has made before (a VPN switched on and off, say): the same hop in the
+	// window is nothing new for it.
+	leakTravelSwitchWithin    = 3 * time.Hour
 	leakTravelConcurrentRatio = 50
 	leakTravelMaxUAFamilies   = 2
 	leakTravelMaxNetworks     = 10

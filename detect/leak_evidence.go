@@ -97,9 +97,12 @@ type LeakHistory struct {
 	HoursTwoCountries int `json:"hours_two_countries"`
 	// UserAgentFamilies (the user agent up to its first "/") and Networks are counted up to 16 and
 	// 64.
-	UserAgentFamilies int  `json:"user_agent_families"`
-	Networks          int  `json:"networks"`
-	OnePlace          bool `json:"one_place"`
+	UserAgentFamilies int `json:"user_agent_families"`
+	Networks          int `json:"networks"`
+	// Switches are the changes of country between hours of one country each at most 3 hours apart
+	// ("DE>US"): hops the key has made before.
+	Switches []string `json:"switches,omitempty"`
+	OnePlace bool     `json:"one_place"`
 }
 
 // LeakBaseline is what the window was compared with.

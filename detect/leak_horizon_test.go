@@ -99,7 +99,8 @@ func TestLeakSlowLeakCarriedByPersistence(t *testing.T) {
 // place at a time) is used from DE until 30 minutes ago and from the US 10 minutes later: both
 // countries are familiar, yet the key cannot make the hop, and impossible travel alone is a warning.
 // A multi-region service key that has always run in DE and the US in the same hours fails over
-// from DE to the US the same way: silent.
+// from DE to the US the same way: silent. So does a personal key behind a VPN that switches it
+// between DE and the US within the hour every day of its history.
 func TestLeakTravelAgainstOwnHistory(t *testing.T) {
 	s := newScenario(t)
 	start := now.Add(-8 * 24 * time.Hour)
@@ -112,6 +113,12 @@ func TestLeakTravelAgainstOwnHistory(t *testing.T) {
 	evs = append(evs, leakUses("kid_multi", "globex", start, now.Add(-30*time.Minute), time.Minute, []string{"198.51.100.30"}, 16509, "Amazon", "DE", "globex-svc/4.0")...)
 	evs = append(evs, leakUses("kid_multi", "globex", start, now.Add(-2*time.Hour), time.Minute, []string{"192.0.2.31"}, 16509, "Amazon", "US", "globex-svc/4.0")...)
 	evs = append(evs, leakUses("kid_multi", "globex", now.Add(-10*time.Minute), now, 20*time.Second, []string{"192.0.2.31"}, 16509, "Amazon", "US", "globex-svc/4.0")...)
+	for day := start; day.Before(now.Add(-24 * time.Hour)); day = day.Add(24 * time.Hour) {
+		evs = append(evs, leakUses("kid_vpn", "", day.Add(8*time.Hour), day.Add(10*time.Hour), 2*time.Minute, []string{"91.64.3.3"}, 3320, "Deutsche Telekom", "DE", "httpie/3.2")...)
+		evs = append(evs, leakUses("kid_vpn", "", day.Add(10*time.Hour+10*time.Minute), day.Add(12*time.Hour), 2*time.Minute, []string{"45.87.1.2"}, 9009, "M247", "US", "httpie/3.2")...)
+	}
+	evs = append(evs, leakUses("kid_vpn", "", now.Add(-2*time.Hour), now.Add(-30*time.Minute), 2*time.Minute, []string{"91.64.3.3"}, 3320, "Deutsche Telekom", "DE", "httpie/3.2")...)
+	evs = append(evs, leakUses("kid_vpn", "", now.Add(-10*time.Minute), now, time.Minute, []string{"45.87.1.2"}, 9009, "M247", "US", "httpie/3.2")...)
 	s.events(evs)
 
 	fs := s.leak()
@@ -127,6 +134,10 @@ func TestLeakTravelAgainstOwnHistory(t *testing.T) {
 	if len(trips) != 1 || trips[0].From != "DE" || trips[0].To != "US" || trips[0].GapMinutes != 22 ||
 		!trips[0].FromSeen.Equal(now.Add(-32*time.Minute)) || !trips[0].ToSeen.Equal(now.Add(-10*time.Minute)) {
 		t.Fatalf("travel %+v, want DE (last %s) → US (first %s)", trips, now.Add(-32*time.Minute), now.Add(-10*time.Minute))
+	}
+	if h := leakSignalOf(t, ev, leakSignalImpossibleTravel).History; !trips[0].Familiar || h == nil || !h.OnePlace || h.HoursTwoCountries != 0 ||
+		h.UserAgentFamilies != 1 || h.Networks != 2 || h.Hours < 24 || len(h.Switches) != 0 {
+		t.Errorf("history %+v (familiar %v), want one place at a time: one user-agent family, two networks, no two countries at once", h, trips[0].Familiar)
 	}
 }
 

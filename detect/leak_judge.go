@@ -456,19 +456,23 @@ func leakSortedPlaces(m map[string]*LeakPlace, total uint64) []LeakPlace {
 // countries used at the same time anywhere in the spans (overlapping rows) are two users, not
 // travel (the new-country signal covers a new one). Whether a hop counts is the judge's (travel).
 func leakHops(spans []leakSpan, windowStart time.Time, minRequests uint64) []LeakTravel {
-	type pair struct{ a, b string }
-	together := map[pair]bool{}
-	for i, x := range spans {
-		for _, y := range spans[i+1:] {
-			if x.country != y.country && !x.first.After(y.last) && !y.first.After(x.last) {
-				together[pair{x.country, y.country}], together[pair{y.country, x.country}] = true, true
-			}
-		}
-	}
 	sorted := slices.Clone(spans)
 	slices.SortFunc(sorted, func(x, y leakSpan) int {
 		return cmp.Or(x.first.Compare(y.first), cmp.Compare(x.country, y.country))
 	})
+	// Which countries were used at the same time: a sweep over the spans in order of their start,
+	// keeping each country's latest end so far.
+	type pair struct{ a, b string }
+	together := map[pair]bool{}
+	until := map[string]time.Time{}
+	for _, sp := range sorted {
+		for c, end := range until {
+			if c != sp.country && !end.Before(sp.first) {
+				together[pair{c, sp.country}], together[pair{sp.country, c}] = true, true
+			}
+		}
+		until[sp.country] = leakMaxTime(until[sp.country], sp.last)
+	}
 	var runs []leakSpan
 	for _, sp := range sorted {
 		if n := len(runs); n > 0 && runs[n-1].country == sp.country {
@@ -506,10 +510,16 @@ func (h LeakHistory) onePlace() bool {
 		h.UserAgentFamilies <= leakTravelMaxUAFamilies && h.Networks <= leakTravelMaxNetworks
 }
 
+// switched reports whether the history holds a switch between countries a and b, either way.
+func (h LeakHistory) switched(a, b string) bool {
+	return slices.Contains(h.Switches, a+">"+b) || slices.Contains(h.Switches, b+">"+a)
+}
+
 // travel returns the key's hops that count, fastest first, and its history when a hop between two
 // countries of its baseline counts: a hop counts when either country is new to the key, or when
-// its history shows one place at a time (a key that runs in both countries at once fails over
-// between them; one that never does cannot be in both minutes apart).
+// its history shows one place at a time and never the same switch within hours (a key that runs in
+// both countries at once fails over between them, one that switched between them before has a VPN
+// or a second user; one that never did cannot be in both minutes apart).
 func (r *leakRun) travel(key string, b *leakBaselineSet) ([]LeakTravel, *LeakHistory) {
 	hist, read := r.history[key]
 	onePlace := read && hist.onePlace()
@@ -517,7 +527,7 @@ func (r *leakRun) travel(key string, b *leakBaselineSet) ([]LeakTravel, *LeakHis
 	var shown *LeakHistory
 	for _, t := range r.hops[key] {
 		t.Familiar = b.countries[t.From] && b.countries[t.To]
-		if t.Familiar && !onePlace {
+		if t.Familiar && (!onePlace || hist.switched(t.From, t.To)) {
 			continue
 		}
 		if t.Familiar {

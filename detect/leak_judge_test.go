@@ -167,6 +167,8 @@ func TestLeakJudgeNewForAndTravel(t *testing.T) {
 	}
 	onePlace := LeakHistory{Hours: 180, UserAgentFamilies: 1, Networks: 2}
 	multi := LeakHistory{Hours: 180, HoursTwoCountries: 170, UserAgentFamilies: 1, Networks: 2}
+	vpn := LeakHistory{Hours: 180, UserAgentFamilies: 1, Networks: 2, Switches: []string{"US>DE"}}
+	team := LeakHistory{Hours: 180, UserAgentFamilies: 3, Networks: 2}
 	var roaming []leakUse
 	for i, cc := range []string{"FR", "ES", "IT", "PT", "NL", "BE"} {
 		first := now.Add(-7*24*time.Hour + time.Duration(i)*12*time.Hour)
@@ -189,6 +191,8 @@ func TestLeakJudgeNewForAndTravel(t *testing.T) {
 			signals: []string{leakSignalImpossibleTravel}},
 		{name: "hop between known countries of a multi-region key", uses: []leakUse{usualUse, stay}, hops: hop, history: &multi},
 		{name: "hop between known countries without a history", uses: []leakUse{usualUse, stay}, hops: hop},
+		{name: "hop between known countries the key switched between before", uses: []leakUse{usualUse, stay}, hops: hop, history: &vpn},
+		{name: "hop between known countries of a key of several user agents", uses: []leakUse{usualUse, stay}, hops: hop, history: &team},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := leakFacts(nil, tc.uses, 375)

@@ -76,20 +76,30 @@ GROUP BY key_id, client_id, ip, user_agent, hour, country
 HAVING last >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND first < fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
 // leakSelectHistory reads how the given keys were used over the baseline before the horizon, hour
-// by hour: the hours with traffic, those with two countries or more at once, and (capped, as only
-// small numbers matter) the user-agent families and networks. Arguments: keys, from, to.
+// by hour: the hours with traffic, those with two countries or more at once, (capped, as only small
+// numbers matter) the user-agent families and networks, and the switches from one country to
+// another between hours of one country each at most leakTravelSwitchWithin apart, as "DE>US".
+// Arguments: switch distance in seconds, keys, from, to.
 const leakSelectHistory = `
 SELECT key_id, count(), countIf(length(countries) > 1),
-    length(groupUniqArrayArray(16)(families)), length(groupUniqArrayArray(64)(networks))
+    length(groupUniqArrayArray(16)(families)), length(groupUniqArrayArray(64)(networks)),
+    groupUniqArrayIf(32)(concat(prev[1], '>', countries[1]),
+        length(countries) = 1 AND length(prev) = 1 AND prev != countries AND dateDiff('second', prev_hour, hour) <= ?)
 FROM
 (
-    SELECT key_id, hour,
-        groupUniqArrayIf(country, country != '') AS countries,
-        groupUniqArray(16)(lower(splitByChar('/', toString(user_agent))[1])) AS families,
-        groupUniqArray(64)(` + leakNetworkOfCaller + `) AS networks
-    FROM key_callers_1h
-    WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
-    GROUP BY key_id, hour
+    SELECT key_id, hour, countries, families, networks,
+        lagInFrame(countries) OVER w AS prev, lagInFrame(hour) OVER w AS prev_hour
+    FROM
+    (
+        SELECT key_id, hour,
+            groupUniqArrayIf(country, country != '') AS countries,
+            groupUniqArray(16)(lower(splitByChar('/', toString(user_agent))[1])) AS families,
+            groupUniqArray(64)(` + leakNetworkOfCaller + `) AS networks
+        FROM key_callers_1h
+        WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+        GROUP BY key_id, hour
+    )
+    WINDOW w AS (PARTITION BY key_id ORDER BY hour ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
 )
 GROUP BY key_id`
 
@@ -255,7 +265,7 @@ func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
 
 // readHistory reads how the keys were used hour by hour over the baseline before the horizon.
 func (d *Leak) readHistory(ctx context.Context, r *leakRun, keys []string) error {
-	rows, err := d.conn.Query(ctx, leakSelectHistory, keys, r.baseStart.UnixMilli(), r.newStart.UnixMilli())
+	rows, err := d.conn.Query(ctx, leakSelectHistory, int64(leakTravelSwitchWithin/time.Second), keys, r.baseStart.UnixMilli(), r.newStart.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("read history of %d keys from %s to %s from key_callers_1h: %w", len(keys),
 			r.baseStart.Format(time.RFC3339), r.newStart.Format(time.RFC3339), err)
@@ -266,10 +276,13 @@ func (d *Leak) readHistory(ctx context.Context, r *leakRun, keys []string) error
 		var h LeakHistory
 		var hours, concurrent uint64
 		var families, networks uint64
-		if err := rows.Scan(&key, &hours, &concurrent, &families, &networks); err != nil {
+		var switches []string
+		if err := rows.Scan(&key, &hours, &concurrent, &families, &networks, &switches); err != nil {
 			return fmt.Errorf("read history from key_callers_1h: %w", err)
 		}
 		h.Hours, h.HoursTwoCountries, h.UserAgentFamilies, h.Networks = int(hours), int(concurrent), int(families), int(networks)
+		slices.Sort(switches)
+		h.Switches = switches
 		r.history[key] = h
 	}
 	if err := rows.Err(); err != nil {

@@ -192,7 +192,7 @@ type Leak struct {
 	ScoreNewCountry        float64  `yaml:"score_new_country" help:"score of traffic from a country not seen in the baseline"`
 	ScoreFanout            float64  `yaml:"score_fanout" help:"score of a distinct-IP count far above the key's baseline"`
 	ScoreRevokedNewNetwork float64  `yaml:"score_revoked_new_network" help:"score of a revoked key tried from a network it never used"`
-	ScoreImpossibleTravel  float64  `yaml:"score_impossible_travel" help:"score of use from two countries too far apart for the time between"`
+	ScoreImpossibleTravel  float64  `yaml:"score_impossible_travel" help:"score of a hop between two countries too far apart for the time between (any two for a key whose history shows one place at a time); the default fires alone"`
 	WarningScore           float64  `yaml:"warning_score" help:"a key's summed score fires a warning from here"`
 	CriticalScore          float64  `yaml:"critical_score" help:"... and a critical finding from here"`
 	NewFor                 Duration `yaml:"new_for" help:"a network or country stays new (out of the key's baseline) this long after the key first used it; while new, min_requests since then over several hours make it count"`

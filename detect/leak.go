@@ -76,6 +76,10 @@ const (
 	// the window), so a hop across the window's start is judged, while the read stays a couple of
 	// hours of hourly rows of the keys used from two countries.
 	leakTravelLookback = time.Hour
+	// leakTravelMaxCallers: a key with more callers (address and user agent) than this in the
+	// travel range is a fleet or a user base, whose hops between countries are many users, not one
+	// traveller (its new countries are the new-country signal's); its caller rows are not read.
+	leakTravelMaxCallers = 500
 	// A key's history (its baseline before the horizon, hour by hour) shows one place at a time
 	// when it has at least leakTravelMinHistoryHours hours with traffic, at most one in
 	// leakTravelConcurrentRatio of them with two countries at once (geolocation noise), at most

@@ -67,11 +67,20 @@ HAVING uniqExactIf(country, country != '' AND last_seen >= fromUnixTimestamp64Mi
 
 // leakSelectCountrySpans reads the given keys' use per country since the travel range's start:
 // each hourly caller row (address, user agent, hour) with its first and last event, which are
-// exact. Arguments: keys, range start, range start, now.
+// exact; only for the keys with at most leakTravelMaxCallers callers there. Arguments: keys, range
+// start, caller limit, keys, range start, range start, now.
 const leakSelectCountrySpans = `
 SELECT key_id, country, min(first_seen) AS first, max(last_seen) AS last, sum(requests)
 FROM key_callers_1h
-WHERE key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND country != ''
+WHERE key_id IN
+(
+    SELECT key_id
+    FROM key_callers_1h
+    WHERE key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+    GROUP BY key_id
+    HAVING uniqExact(ip, user_agent) <= ?
+)
+    AND key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND country != ''
 GROUP BY key_id, client_id, ip, user_agent, hour, country
 HAVING last >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND first < fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
@@ -231,7 +240,8 @@ func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
 		return nil
 	}
 	slices.Sort(keys)
-	rows, err := d.conn.Query(ctx, leakSelectCountrySpans, keys, from.UnixMilli(), from.UnixMilli(), r.now.UnixMilli())
+	rows, err := d.conn.Query(ctx, leakSelectCountrySpans, keys, from.UnixMilli(), uint64(leakTravelMaxCallers),
+		keys, from.UnixMilli(), from.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("read countries of %d keys since %s from key_callers_1h: %w", len(keys), from.Format(time.RFC3339), err)
 	}

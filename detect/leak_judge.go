@@ -253,7 +253,7 @@ func (r *leakRun) judge(detector, key string) (finding.Finding, bool) {
 		reason := fmt.Sprintf("used from %s until %s UTC and from %s from %s UTC, %.0f km apart, %.0f minutes apart (over %d km/h)",
 			t.From, t.FromSeen.Format("15:04"), t.To, t.ToSeen.Format("15:04"), t.KM, t.GapMinutes, leakMaxTravelKMH)
 		if t.Familiar {
-			reason += fmt.Sprintf("; both countries are in its baseline, but its history shows one place at a time (%d hours, %d with two countries at once, %d user-agent famil(ies), %d network(s))",
+			reason += fmt.Sprintf("; both countries are in its baseline, but its history shows one place at a time (%d hours, %d of them with two countries at once; user-agent families: %d, networks: %d)",
 				hist.Hours, hist.HoursTwoCountries, hist.UserAgentFamilies, hist.Networks)
 		}
 		signals = append(signals, LeakSignal{Kind: leakSignalImpossibleTravel, Score: r.cfg.ScoreImpossibleTravel,

@@ -218,3 +218,28 @@ func TestLeakJudgeNewForAndTravel(t *testing.T) {
 		})
 	}
 }
+
+// TestLeakHops: runs of one country in time order; a country left and come back to around another
+// is two hops, two countries at the same time none.
+func TestLeakHops(t *testing.T) {
+	at := func(m int) time.Time { return now.Add(time.Duration(m-60) * time.Minute) } // minutes from 11:00
+	span := func(cc string, from, to int, n uint64) leakSpan {
+		return leakSpan{country: cc, first: at(from), last: at(to), requests: n}
+	}
+	windowStart := now.Add(-time.Hour)
+	hops := leakHops([]leakSpan{span("DE", -60, 10, 200), span("US", 20, 30, 10), span("DE", 40, 58, 30)}, windowStart, 10)
+	if len(hops) != 2 || hops[0].GapMinutes != 10 || hops[1].GapMinutes != 10 ||
+		!slices.ContainsFunc(hops, func(h LeakTravel) bool { return h.From == "DE" && h.To == "US" && h.FromSeen.Equal(at(10)) }) ||
+		!slices.ContainsFunc(hops, func(h LeakTravel) bool { return h.From == "US" && h.To == "DE" && h.ToSeen.Equal(at(40)) }) {
+		t.Errorf("hops %+v, want DE→US at 11:20 and US→DE at 11:40", hops)
+	}
+	if hops := leakHops([]leakSpan{span("DE", 0, 59, 200), span("US", 20, 30, 10)}, windowStart, 10); len(hops) != 0 {
+		t.Errorf("two countries at the same time: hops %+v, want none", hops)
+	}
+	if hops := leakHops([]leakSpan{span("DE", 0, 10, 200), span("US", 20, 30, 9)}, windowStart, 10); len(hops) != 0 {
+		t.Errorf("an arrival below min_requests: hops %+v, want none", hops)
+	}
+	if hops := leakHops([]leakSpan{span("DE", 0, 10, 200), span("NL", 20, 30, 50)}, windowStart, 10); len(hops) != 0 {
+		t.Errorf("neighbours: hops %+v, want none", hops)
+	}
+}

@@ -228,14 +228,17 @@ func (d *Leak) readActivity(ctx context.Context, r *leakRun, keys []string) erro
 
 // readTravel finds the keys used from two countries or more since the travel range's start, reads
 // their use per country and hands over to leakHops; for the keys with a hop it reads their
-// history (readHistory).
+// history (readHistory). A score_impossible_travel of 0 turns it off.
 func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
+	r.hops, r.history = map[string][]LeakTravel{}, map[string]LeakHistory{}
+	if d.cfg.ScoreImpossibleTravel <= 0 {
+		return nil
+	}
 	from := r.windowStart.Add(-leakTravelLookback)
 	keys, err := leakQueryStrings(ctx, d.conn, leakSelectTravelKeys, from.UnixMilli(), from.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("find keys used from two countries since %s in key_networks_1d: %w", from.Format(time.RFC3339), err)
 	}
-	r.hops, r.history = map[string][]LeakTravel{}, map[string]LeakHistory{}
 	if len(keys) == 0 {
 		return nil
 	}

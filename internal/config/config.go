@@ -176,8 +176,8 @@ type Spike struct {
 	Baseline    Duration `yaml:"baseline" help:"the window before the step that each client's failure rate is compared with"`
 	ShortWindow Duration `yaml:"short_window" help:"the recent window that must show the rise"`
 	LongWindow  Duration `yaml:"long_window" help:"the longer window (from the step at most) that must show it too"`
-	MinZ        float64  `yaml:"min_z" help:"binomial z-score of the rise, at least"`
-	MinFailures int      `yaml:"min_failures" help:"failures in each window, at least"`
+	MinZ        float64  `yaml:"min_z" help:"significance of the rise: each window's one-sided binomial p-value against the baseline rate must be within that of this z-score (4: 3.2e-5)"`
+	MinFailures int      `yaml:"min_failures" help:"failures in each window, at least; a window with fewer is judged by the window since the step instead (a small client's failures add up there)"`
 	MinRate     float64  `yaml:"min_rate" help:"failure rate in each window, at least (0..1)"`
 }
 
@@ -262,7 +262,7 @@ func Default() Config {
 				Schedule:  "30 * * * * *",
 				AfterStep: Duration(24 * time.Hour), Baseline: Duration(7 * 24 * time.Hour),
 				ShortWindow: Duration(10 * time.Minute), LongWindow: Duration(time.Hour),
-				MinZ: 4, MinFailures: 20, MinRate: 0.05,
+				MinZ: 4, MinFailures: 5, MinRate: 0.05,
 			},
 			Leak: Leak{
 				Schedule: "0 * * * * *",

@@ -200,6 +200,8 @@ type Leak struct {
 	RouteScopes             map[string]string `yaml:"route_scopes" help:"route pattern ([METHOD ]glob, * matches anything) -> the scope(s) it needs, comma-separated, any one grants it; empty disables scope probing (YAML only)"`
 	ScoreScopeProbing       float64           `yaml:"score_scope_probing" help:"score of forbidden requests to routes outside the key's scopes (from its lifecycle events)"`
 	ScopeProbingMinRequests int               `yaml:"scope_probing_min_requests" help:"forbidden requests outside the key's scopes in the window before they count"`
+	ScopeHistory            Duration          `yaml:"scope_history" help:"the key's forbidden history before the window that scope probing is judged against (and hygiene reports standing refusals over); 0s: none, every forbidden request outside the scopes counts"`
+	ScopeStandingDays       int               `yaml:"scope_standing_days" help:"days (24 h periods) of scope_history a route must have been refused on, from the same callers at its usual rate, to be a standing misconfiguration: left out of scope probing, reported once by hygiene"`
 }
 
 // Hygiene reports keys that break the rotation policy, once a day by default.
@@ -271,6 +273,7 @@ func Default() Config {
 				ScoreNewNetwork: 40, ScoreNewCountry: 30, ScoreFanout: 40, ScoreRevokedNewNetwork: 60, ScoreImpossibleTravel: 50,
 				WarningScore: 60, CriticalScore: 100,
 				ScoreScopeProbing: 60, ScopeProbingMinRequests: 5,
+				ScopeHistory: Duration(14 * 24 * time.Hour), ScopeStandingDays: 3,
 			},
 			Hygiene: Hygiene{
 				Schedule:  "0 0 6 * * *",

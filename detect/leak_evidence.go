@@ -115,6 +115,9 @@ type LeakScopeProbe struct {
 	// standing misconfiguration: routes and callers refused for days at their usual rate
 	// (leak_scope.go).
 	StandingRequests uint64 `json:"standing_requests,omitempty"`
+	// Callers and Addresses are the distinct (IP, user agent) pairs and addresses Requests came from.
+	Callers   int `json:"callers"`
+	Addresses int `json:"addresses"`
 }
 
 // LeakProbedRoute is one method and route the key was refused on, and the scope it needs.

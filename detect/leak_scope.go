@@ -105,6 +105,9 @@ func (r *leakRun) scopeSignal(key string, total uint64, within string) (s LeakSi
 	}
 	reason := fmt.Sprintf("%d forbidden request(s) to %d route(s) its scopes (%s) do not grant: %s",
 		p.Requests, p.RoutesTotal, scopes, strings.Join(routes, ", "))
+	if p.Callers > 0 {
+		reason += fmt.Sprintf("; from %d caller(s) (%d address(es))", p.Callers, p.Addresses)
+	}
 	if p.StandingRequests > 0 {
 		reason += fmt.Sprintf("; %d more on routes it is refused on every day, left out", p.StandingRequests)
 	}
@@ -148,13 +151,14 @@ const (
 	leakScopeHistoryCallers = 1000
 )
 
-// leakForbiddenCall is a key's forbidden requests in the window from one caller to one route.
+// leakForbiddenCall is a key's forbidden requests in the window from one address and user agent
+// to one route.
 type leakForbiddenCall struct {
 	method, route string
-	caller        leakScopeCallerID
+	ip            string
+	caller        leakScopeCallerID // the address's network and the user agent
 	requests      uint64
 	first, last   time.Time
-	ips           []string // samples
 }
 
 // leakScopeCallerID is a caller of scope probing's history: network of the address, user agent.
@@ -196,7 +200,7 @@ func leakScopeRoutes(calls map[string][]leakForbiddenCall) map[string][]LeakProb
 			if c.last.After(p.LastSeen) {
 				p.LastSeen = c.last
 			}
-			p.SampleIPs = append(p.SampleIPs, c.ips...)
+			p.SampleIPs = append(p.SampleIPs, c.ip)
 			p.SampleUserAgents = append(p.SampleUserAgents, c.caller.userAgent)
 		}
 		for _, id := range order {
@@ -209,13 +213,38 @@ func leakScopeRoutes(calls map[string][]leakForbiddenCall) map[string][]LeakProb
 	return out
 }
 
-// leakScopeSamples is how many sample addresses and user agents a probed route shows, as many as
-// the raw read keeps per caller.
+// leakScopeSamples is how many sample addresses and user agents a probed route shows.
 const leakScopeSamples = 5
 
 func leakScopeSample(s []string) []string {
 	s = slices.Compact(slices.Sorted(slices.Values(s)))
 	return s[:min(len(s), leakScopeSamples)]
+}
+
+// leakScopeJudge judges the keys' window calls against their histories (hist; nil: none read, or
+// the key has none): the probes of the keys whose requests outside their scopes, standing ones
+// left out, still reach minRequests, with how many callers and addresses those came from.
+func leakScopeJudge(model *rotation.Model, rules []config.RouteScopeRule, keys []string, calls map[string][]leakForbiddenCall,
+	hist map[string]*leakScopeHistory, standingDays int, window time.Duration, minRequests uint64) map[string]*LeakScopeProbe {
+	out := map[string]*LeakScopeProbe{}
+	for _, key := range keys {
+		kept, standing := leakScopeAgainst(model, rules, key, calls[key], hist[key], standingDays, window)
+		p := leakScopeProbes(model, rules, leakScopeRoutes(map[string][]leakForbiddenCall{key: kept}), minRequests)[key]
+		if p == nil {
+			continue
+		}
+		p.StandingRequests = standing
+		k := model.Key(key)
+		callers, addresses := map[[2]string]bool{}, map[string]bool{}
+		for _, c := range kept {
+			if rule, ok := leakRouteRule(rules, c.method, c.route); ok && !slices.ContainsFunc(rule.Scopes, k.HasScope) {
+				callers[[2]string{c.ip, c.caller.userAgent}], addresses[c.ip] = true, true
+			}
+		}
+		p.Callers, p.Addresses = len(callers), len(addresses)
+		out[key] = p
+	}
+	return out
 }
 
 // leakScopeAgainst returns the key's window calls that are not standing against its history h (nil:

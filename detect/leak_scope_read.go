@@ -28,15 +28,15 @@ WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND
 const leakScopeCaller = `cutIPv6(ip, 10, 1)`
 
 // leakSelectForbiddenCalls reads the given keys' forbidden requests in the window per method,
-// route and caller, from the raw events (through the primary key: key_id, ts), with sample
-// addresses. Arguments: keys, window start, now.
+// route, address and user agent, from the raw events (through the primary key: key_id, ts).
+// Arguments: keys, window start, now.
 const leakSelectForbiddenCalls = `
 SELECT
-    key_id, method, route, ` + leakScopeCaller + ` AS net, user_agent, count(), min(ts), max(ts),
-    arrayMap(ip -> replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), groupUniqArray(5)(ip))
+    key_id, method, route, ` + leakScopeCaller + ` AS net, replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), user_agent,
+    count(), min(ts), max(ts)
 FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
-GROUP BY key_id, method, route, net, user_agent`
+GROUP BY key_id, method, route, ip, user_agent`
 
 // leakSelectForbiddenHistory reads the given keys' forbidden requests in their history per method
 // and route: requests, the days (24 h periods back from the window's start, 0 the latest) and the
@@ -61,7 +61,7 @@ ORDER BY key_id, requests DESC, net, user_agent
 LIMIT ? BY key_id`
 
 // scopeProbes reads the keys answered forbidden in the window and judges their routes
-// (leakScopeProbes), then the probing ones against their forbidden history (leakScopeAgainst). It
+// (leakScopeProbes), then the probing ones against their forbidden history (leakScopeJudge). It
 // loads the rotation model into r when it has to read it.
 func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakScopeProbe, error) {
 	if len(d.rules) == 0 || d.cfg.ScoreScopeProbing <= 0 {
@@ -94,32 +94,22 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 		return nil, err
 	}
 	minRequests := uint64(d.cfg.ScopeProbingMinRequests)
-	probes := leakScopeProbes(r.model, d.rules, leakScopeRoutes(calls), minRequests)
-	history := time.Duration(d.cfg.ScopeHistory)
-	if len(probes) == 0 || history <= 0 {
-		return probes, nil
+	// Without history first: only the keys probing by their window alone need theirs.
+	probing := slices.Sorted(maps.Keys(leakScopeProbes(r.model, d.rules, leakScopeRoutes(calls), minRequests)))
+	if len(probing) == 0 {
+		return nil, nil
 	}
-	probing := slices.Sorted(maps.Keys(probes))
-	hist, err := d.readForbiddenHistory(ctx, probing, r.windowStart.Add(-history), r.windowStart)
-	if err != nil {
-		return nil, err
-	}
-	window := r.now.Sub(r.windowStart)
-	for _, key := range probing {
-		kept, standing := leakScopeAgainst(r.model, d.rules, key, calls[key], hist[key], d.cfg.ScopeStandingDays, window)
-		p := leakScopeProbes(r.model, d.rules, leakScopeRoutes(map[string][]leakForbiddenCall{key: kept}), minRequests)[key]
-		if p == nil {
-			delete(probes, key)
-			continue
+	var hist map[string]*leakScopeHistory
+	if history := time.Duration(d.cfg.ScopeHistory); history > 0 {
+		if hist, err = d.readForbiddenHistory(ctx, probing, r.windowStart.Add(-history), r.windowStart); err != nil {
+			return nil, err
 		}
-		p.StandingRequests = standing
-		probes[key] = p
 	}
-	return probes, nil
+	return leakScopeJudge(r.model, d.rules, probing, calls, hist, d.cfg.ScopeStandingDays, r.now.Sub(r.windowStart), minRequests), nil
 }
 
-// readForbiddenCalls returns the keys' forbidden requests from start to end, per method, route and
-// caller.
+// readForbiddenCalls returns the keys' forbidden requests from start to end, per method, route,
+// address and user agent.
 func (d *Leak) readForbiddenCalls(ctx context.Context, keys []string, start, end time.Time) (map[string][]leakForbiddenCall, error) {
 	rows, err := d.conn.Query(ctx, leakSelectForbiddenCalls, keys, start.UnixMilli(), end.UnixMilli())
 	if err != nil {
@@ -130,7 +120,7 @@ func (d *Leak) readForbiddenCalls(ctx context.Context, keys []string, start, end
 	for rows.Next() {
 		var key string
 		var c leakForbiddenCall
-		if err := rows.Scan(&key, &c.method, &c.route, &c.caller.net, &c.caller.userAgent, &c.requests, &c.first, &c.last, &c.ips); err != nil {
+		if err := rows.Scan(&key, &c.method, &c.route, &c.caller.net, &c.ip, &c.caller.userAgent, &c.requests, &c.first, &c.last); err != nil {
 			return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
 		}
 		c.first, c.last = c.first.UTC(), c.last.UTC()

@@ -199,8 +199,8 @@ func TestScopeProbingBaseline(t *testing.T) {
 	}
 	ev := leakEvidence(t, f)
 	p := leakSignalOf(t, ev, leakSignalScopeProbing).Scope
-	if !slices.Equal(leakKinds(ev), []string{leakSignalScopeProbing}) || p == nil || p.Requests != 12 || p.RoutesTotal != 6 {
-		t.Fatalf("signals %v, probe %+v; want scope_probing alone over 12 requests to the 6 new routes", leakKinds(ev), p)
+	if !slices.Equal(leakKinds(ev), []string{leakSignalScopeProbing}) || p == nil || p.Requests != 12 || p.RoutesTotal != 6 || p.Callers != 1 || p.Addresses != 1 {
+		t.Fatalf("signals %v, probe %+v; want scope_probing alone over 12 requests to the 6 new routes from 1 caller", leakKinds(ev), p)
 	}
 	var routes []string
 	for _, r := range p.Routes {

@@ -114,6 +114,9 @@ func (d *Spike) Detect(ctx context.Context, now time.Time) ([]finding.Finding, e
 	if err != nil {
 		return nil, err
 	}
+	if err := d.callers(ctx, fire, now); err != nil {
+		return nil, err
+	}
 	out := make([]finding.Finding, len(fire))
 	for i, c := range fire {
 		out[i] = d.finding(c, routes[i], now)

@@ -30,7 +30,11 @@ type SpikeEvidence struct {
 	FailuresByOutcome map[string]uint64 `json:"failures_by_outcome"`
 	FailuresByKey     map[string]uint64 `json:"failures_by_key"`
 	TopRoutes         []SpikeCount      `json:"top_routes"`
-	Keyless           SpikeKeyless      `json:"keyless"`
+	// Callers and Addresses are the distinct (IP, user agent) pairs and addresses the long window's
+	// failures with a client came from: how many hosts of a fleet the step broke.
+	Callers   uint64       `json:"callers"`
+	Addresses uint64       `json:"addresses"`
+	Keyless   SpikeKeyless `json:"keyless"`
 	// FoldedFindings is, in a finding the engine folded others into, how many it stands for
 	// (MaxFindingsPerKey, MaxFindingsPerRun); the rest of the evidence is the first one's.
 	FoldedFindings int `json:"folded_findings,omitempty"`
@@ -98,6 +102,9 @@ func (e SpikeEvidence) fields() finding.Fields {
 		routes[i] = fmt.Sprintf("%s (%d)", r.Name, r.Failures)
 	}
 	l.Add("Top routes", strings.Join(routes, ", "))
+	if e.Callers > 0 {
+		l.Add("Callers", fmt.Sprintf("%d (%d addresses)", e.Callers, e.Addresses))
+	}
 	if e.Keyless.Failures > 0 {
 		l.Add("Keyless failures", fmt.Sprint(e.Keyless.Failures))
 	}

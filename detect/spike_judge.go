@@ -23,6 +23,7 @@ type spikeCase struct {
 	byOutcome, byKey                          map[string]uint64
 	keylessRoutes, keylessCallers             map[string]uint64
 	keylessFailures                           uint64
+	callers, addresses                        uint64 // distinct, of the long window's failures with a client
 }
 
 type spikeTally struct{ requests, failures uint64 }
@@ -145,7 +146,7 @@ func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) findin
 		Baseline: SpikeBaseline{Rate: p0, Source: source, BeforeStep: SpikeWindow{
 			From: c.baseFrom, Until: c.stepMinute, Requests: c.base.requests, Failures: c.base.failures, Rate: c.base.rate(),
 		}},
-		FailuresByOutcome: c.byOutcome, FailuresByKey: c.byKey, TopRoutes: routes,
+		FailuresByOutcome: c.byOutcome, FailuresByKey: c.byKey, TopRoutes: routes, Callers: c.callers, Addresses: c.addresses,
 		Keyless: SpikeKeyless{Failures: c.keylessFailures, Callers: spikeTopCounts(c.keylessCallers)},
 	}
 	_, ev.Short.Carried = d.judged(c.shortWin, c.sinceStep)
@@ -173,6 +174,9 @@ func (d *Spike) finding(c *spikeCase, routes []SpikeCount, now time.Time) findin
 		c.client, 100*told.Rate, told.Requests, spikeDuration(now.Sub(toldFrom)), 100*p0, step, spikeDuration(now.Sub(c.step.At)), top)
 	if len(routes) > 0 {
 		f.Summary += " on " + routes[0].Name
+	}
+	if c.callers > 1 {
+		f.Summary += fmt.Sprintf(", from %d callers (%d addresses)", c.callers, c.addresses)
 	}
 	if c.keylessFailures > 0 {
 		f.Summary += fmt.Sprintf("; %d without a known key from its usual callers", c.keylessFailures)

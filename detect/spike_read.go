@@ -128,6 +128,17 @@ GROUP BY cases.idx, e.route
 ORDER BY failures DESC, e.route
 LIMIT ? BY cases.idx`
 
+// spikeSelectCallers counts the distinct callers, (IP, user agent) pairs and addresses, of the
+// cases' failures on the rotation's keys in their long windows: a bounded raw lookup like
+// spikeSelectRoutes, only for the cases that fire. Args after the case table: keys, clients, the
+// overall window.
+const spikeSelectCallers = spikeCases + `
+SELECT cases.idx, uniqExact(e.ip, e.user_agent), uniqExact(e.ip)
+FROM auth_events AS e INNER JOIN cases ON e.client_id = cases.client_id
+WHERE e.key_id IN ? AND e.client_id IN ? AND e.ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.outcome IN ` + spikeFailures + `
+  AND has(cases.keys, e.key_id) AND e.ts >= cases.long_from
+GROUP BY cases.idx`
+
 // windows returns a case for every step within AfterStep × client on the rotation's keys since the
 // step (the rotation's own client always), with its short and long windows counted.
 func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Time) ([]*spikeCase, error) {
@@ -351,4 +362,29 @@ func (d *Spike) routes(ctx context.Context, cases []*spikeCase, now time.Time) (
 		out[i] = spikeTopCounts(counts[i])
 	}
 	return out, nil
+}
+
+// callers counts the distinct callers of each case's failures in its long window (keyless ones
+// aside: they are counted in the case's keylessCallers).
+func (d *Spike) callers(ctx context.Context, cases []*spikeCase, now time.Time) error {
+	args, keys, clients := spikeCaseArgs(cases)
+	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
+	args = append(args, keys, clients, from.UnixMilli(), now.UnixMilli())
+	rows, err := d.conn.Query(ctx, spikeSelectCallers, args...)
+	if err != nil {
+		return fmt.Errorf("count the callers of the failures of %d clients since %s: %w", len(clients), from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i uint32
+		var callers, addresses uint64
+		if err := rows.Scan(&i, &callers, &addresses); err != nil {
+			return fmt.Errorf("count the callers of failures: %w", err)
+		}
+		cases[i].callers, cases[i].addresses = callers, addresses
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count the callers of failures: %w", err)
+	}
+	return nil
 }

@@ -89,7 +89,7 @@ func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]finding.Finding,
 	}
 	for _, id := range slices.Sorted(maps.Keys(refused)) {
 		k := model.Key(id)
-		if f, ok := d.standingForbidden(now, k, id, usage[id].clientID, refused[id]); ok {
+		if f, ok := d.standingForbidden(now, k, id, usage[id], refused[id]); ok {
 			out = append(out, f)
 		}
 	}

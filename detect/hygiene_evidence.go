@@ -58,14 +58,21 @@ type HygieneRefusedRoute struct {
 // fields says a hygiene finding's evidence in words.
 func (e HygieneEvidence) fields() finding.Fields {
 	age := fmt.Sprintf("%.0f days (limit %.0f)", e.AgeDays, e.LimitDays)
-	if e.ExpiresAt != nil || e.Kind == hygieneStandingForbidden {
+	switch {
+	case e.Kind == hygieneStandingForbidden && e.Created.IsZero():
+		age = "" // a key seen only in traffic: its age says nothing of its refusals
+	case e.ExpiresAt != nil || e.Kind == hygieneStandingForbidden:
 		age = fmt.Sprintf("%.0f days", e.AgeDays)
 	}
 	var l finding.Fields
 	l.Add("Problem", strings.ReplaceAll(e.Kind, "_", " "))
 	l.Add("Key state", e.State)
 	l.Add("Age", age)
-	l.Add("Requests", fmt.Sprint(e.Requests))
+	if e.Kind == hygieneStandingForbidden {
+		l.Add("Refused requests", fmt.Sprint(e.Requests))
+	} else {
+		l.Add("Requests", fmt.Sprint(e.Requests))
+	}
 	if e.ExpiresAt != nil {
 		left := fmt.Sprintf("%.1f days left", e.DaysLeft)
 		if e.DaysLeft < 0 {

@@ -122,8 +122,8 @@ func hygieneDays(d time.Duration) float64 { return d.Hours() / 24 }
 // included. It is a misconfiguration, the key lacking a scope its client needs or the client
 // calling what it should not, that the leak detector leaves out of scope probing: reported once,
 // as one info finding per key that lasts while the refusals go on. k is nil for a key seen only in
-// traffic; trafficClient is the client seen with it.
-func (d *Hygiene) standingForbidden(now time.Time, k *rotation.Key, keyID, trafficClient string, refusals []hygieneRefusal) (finding.Finding, bool) {
+// traffic; u is its use (key_usage).
+func (d *Hygiene) standingForbidden(now time.Time, k *rotation.Key, keyID string, u keyUsage, refusals []hygieneRefusal) (finding.Finding, bool) {
 	var routes []HygieneRefusedRoute
 	var requests uint64
 	for _, r := range refusals {
@@ -145,10 +145,11 @@ func (d *Hygiene) standingForbidden(now time.Time, k *rotation.Key, keyID, traff
 	slices.SortFunc(routes, func(a, b HygieneRefusedRoute) int {
 		return cmp.Or(cmp.Compare(b.Days, a.Days), cmp.Compare(b.Requests, a.Requests), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Method, b.Method))
 	})
-	e := HygieneEvidence{Kind: hygieneStandingForbidden, KeyID: keyID, ClientID: trafficClient, State: string(rotation.Active),
+	e := HygieneEvidence{Kind: hygieneStandingForbidden, KeyID: keyID, ClientID: u.clientID, State: string(rotation.Active),
+		FirstSeen: u.firstSeen, LastUsed: u.lastSeen,
 		Requests: requests, LimitDays: float64(d.standingDays), HistoryDays: hygieneDays(d.scopeHistory), Refused: routes}
 	if k != nil {
-		e.ClientID, e.State, e.Created = cmp.Or(k.ClientID, trafficClient), string(k.State), k.Created
+		e.ClientID, e.State, e.Created = cmp.Or(k.ClientID, u.clientID), string(k.State), k.Created
 		if !k.Created.IsZero() {
 			e.AgeDays = hygieneDays(now.Sub(k.Created))
 		}

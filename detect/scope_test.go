@@ -216,7 +216,7 @@ func TestScopeProbingBaseline(t *testing.T) {
 	}
 	byKey := map[string][]finding.Finding{}
 	for _, h := range hs {
-		t.Logf("hygiene %s: %s", h.KeyID, h.Summary)
+		t.Logf("hygiene %s: %s; fields %q", h.KeyID, h.Summary, h.Fields)
 		byKey[h.KeyID] = append(byKey[h.KeyID], h)
 	}
 	for _, key := range []string{"kid_erp", "kid_erp2"} {

@@ -49,7 +49,8 @@ type HygieneRefusedRoute struct {
 	Granted  bool     `json:"granted,omitempty"`
 	Days     uint64   `json:"days"` // 24 h periods of the history it was refused on
 	Requests uint64   `json:"requests"`
-	// Callers are the distinct (network of the address, user agent) pairs refused on it.
+	// Callers are the distinct (network, user agent) pairs refused on it: the ASN, else the /24 or
+	// /48 of the address, as scope probing tells callers.
 	Callers   uint64    `json:"callers"`
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`

@@ -50,13 +50,13 @@ WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND
 
 // hygieneSelectRefusals reads the given keys' forbidden requests over the scope history per method
 // and route (raw events, through the primary key): requests, the days they came on (24 h periods
-// back from now, 0 the latest), distinct callers (network of the address and user agent, as scope
-// probing tells them), first and last. Arguments: now, keys, history start, now.
+// back from now, 0 the latest), distinct callers (network and user agent, as scope probing tells
+// them: leakScopeCaller), first and last. Arguments: now, keys, history start, now.
 const hygieneSelectRefusals = `
 SELECT key_id, method, route, count(),
     uniqExact(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000)) AS days,
     toUInt64(min(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000))) AS latest_day,
-    uniqExact(cutIPv6(ip, 10, 1), user_agent), min(ts), max(ts)
+    uniqExact(` + leakScopeCaller + `, user_agent), min(ts), max(ts)
 FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
 GROUP BY key_id, method, route`

@@ -126,8 +126,8 @@ func (r *leakRun) scopeSignal(key string, total uint64, within string) (s LeakSi
 // standing, a misconfiguration the client lives with rather than probing, when all of these hold:
 //   - its route was refused on at least detect.leak.scope_standing_days days (24 h periods) of the
 //     key's history (detect.leak.scope_history before the window);
-//   - its caller (network of the address and user agent, leakScopeCaller) was refused in that
-//     history too;
+//   - its caller (network, the ASN or else the /24 or /48 of the address, and user agent:
+//     leakScopeCaller) was refused in that history too;
 //   - the route's requests in the window from such callers are within leakScopeBurstFactor times
 //     its usual count (its history's requests per hour it was refused in, scaled to the window).
 //
@@ -156,12 +156,12 @@ const (
 type leakForbiddenCall struct {
 	method, route string
 	ip            string
-	caller        leakScopeCallerID // the address's network and the user agent
+	caller        leakScopeCallerID // the network and the user agent
 	requests      uint64
 	first, last   time.Time
 }
 
-// leakScopeCallerID is a caller of scope probing's history: network of the address, user agent.
+// leakScopeCallerID is a caller of scope probing's history: network (leakScopeCaller), user agent.
 type leakScopeCallerID struct{ net, userAgent string }
 
 // leakScopeHistory is a key's forbidden history: per method and route, and its callers.

@@ -23,9 +23,11 @@ SELECT DISTINCT key_id
 FROM auth_events_1m
 WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
 
-// leakScopeCaller is the caller of scope probing's history: the network of the address (its /24,
-// or /48 for IPv6: a host pool's addresses are one caller) and the user agent.
-const leakScopeCaller = `cutIPv6(ip, 10, 1)`
+// leakScopeCaller is the network part of a caller in scope probing's history, as the leak
+// detector names networks: the ASN, else the /24 (or /48 for IPv6) of the address. With the user
+// agent it is the caller: a client's pool of cloud addresses is one caller, a script from
+// elsewhere or with another user agent is not.
+const leakScopeCaller = `if(asn != 0, concat('AS', toString(asn)), cutIPv6(ip, 10, 1))`
 
 // leakSelectForbiddenCalls reads the given keys' forbidden requests in the window per method,
 // route, address and user agent, from the raw events (through the primary key: key_id, ts).
@@ -36,7 +38,7 @@ SELECT
     count(), min(ts), max(ts)
 FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
-GROUP BY key_id, method, route, ip, user_agent`
+GROUP BY key_id, method, route, ip, user_agent, net`
 
 // leakSelectForbiddenHistory reads the given keys' forbidden requests in their history per method
 // and route: requests, the days (24 h periods back from the window's start, 0 the latest) and the

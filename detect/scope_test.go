@@ -160,7 +160,8 @@ func TestLeakScopeProbingOff(t *testing.T) {
 // needs. kid_erp2 does the same, and in the last 45 minutes is suddenly refused on 6 order routes it
 // never called, from an address and user agent its history never showed (in its usual network, so
 // no other signal): a leak finding with scope_probing over those 6 routes, its standing requests
-// left out.
+// left out. kid_cloud's standing refusals come from a new cloud address each time, in its provider's
+// network: standing too.
 func TestScopeProbingBaseline(t *testing.T) {
 	const erpUA, erpIP = "partner-erp/4.2", "198.51.100.10"
 	s := newScenario(t)
@@ -177,6 +178,16 @@ func TestScopeProbingBaseline(t *testing.T) {
 		evs = append(evs, leakSteady(k[0], k[1], now.Add(-15*24*time.Hour), now, time.Minute, leakUsualIPs, 64500, "Example Net", "DE")...)
 		evs = append(evs, standing(k[0], k[1])...)
 	}
+	// kid_cloud's client runs in a cloud: the same standing refusals come from a new address of
+	// its provider's network every time, never the same /24 twice in a row. Still standing.
+	s.keyScopes("kid_cloud", "partner-three", now.Add(-20*24*time.Hour), "read")
+	evs = append(evs, leakSteady("kid_cloud", "partner-three", now.Add(-15*24*time.Hour), now, time.Minute, leakUsualIPs, 64500, "Example Net", "DE")...)
+	n := 0
+	evs = append(evs, every(now.Add(-14*24*time.Hour), now, 10*time.Minute, func(time.Time) (event, bool) {
+		n++
+		return event{KeyID: "kid_cloud", ClientID: "partner-three", Outcome: "forbidden", Method: "POST", Route: "/v1/orders",
+			IP: leakHostIP(100, n*300), UA: erpUA, ASN: 64500, ASOrg: "Example Net", Country: "DE"}, true
+	})...)
 	probed := []string{"POST /v1/orders/1/cancel", "DELETE /v1/orders/7", "PUT /v1/orders/9", "POST /v1/orders/bulk", "PATCH /v1/orders/3", "POST /v1/orders/export"}
 	at := now.Add(-45 * time.Minute)
 	for _, r := range probed {
@@ -195,7 +206,7 @@ func TestScopeProbingBaseline(t *testing.T) {
 	}
 	f := leakOnly(t, fs)
 	if f.KeyID != "kid_erp2" {
-		t.Fatalf("leak finding about %s, want only kid_erp2 (kid_erp's refusals are its standing misconfiguration)", f.KeyID)
+		t.Fatalf("leak finding about %s, want only kid_erp2 (kid_erp's and kid_cloud's refusals are their standing misconfiguration)", f.KeyID)
 	}
 	ev := leakEvidence(t, f)
 	p := leakSignalOf(t, ev, leakSignalScopeProbing).Scope
@@ -219,7 +230,7 @@ func TestScopeProbingBaseline(t *testing.T) {
 		t.Logf("hygiene %s: %s; fields %q", h.KeyID, h.Summary, h.Fields)
 		byKey[h.KeyID] = append(byKey[h.KeyID], h)
 	}
-	for _, key := range []string{"kid_erp", "kid_erp2"} {
+	for _, key := range []string{"kid_erp", "kid_erp2", "kid_cloud"} {
 		if len(byKey[key]) != 1 {
 			t.Fatalf("%d hygiene findings about %s, want exactly one (its standing refusals)", len(byKey[key]), key)
 		}
@@ -257,7 +268,7 @@ func TestLeakScopeAgainst(t *testing.T) {
 		t.Fatal(err)
 	}
 	model := rotation.Build([]rotation.Event{{TS: now.Add(-20 * 24 * time.Hour), Type: rotation.KeyCreated, KeyID: "kid_erp", Scopes: []string{"read"}}})
-	erp := leakScopeCallerID{"::ffff:198.51.100.0", "partner-erp/4.2"}
+	erp := leakScopeCallerID{"AS64500", "partner-erp/4.2"}
 	days := make([]uint32, 14)
 	for i := range days {
 		days[i] = uint32(i)
@@ -269,7 +280,7 @@ func TestLeakScopeAgainst(t *testing.T) {
 	call := func(method, route string, c leakScopeCallerID, n uint64) leakForbiddenCall {
 		return leakForbiddenCall{method: method, route: route, caller: c, requests: n}
 	}
-	stranger := leakScopeCallerID{"::ffff:203.0.113.0", "python-requests/2.31"}
+	stranger := leakScopeCallerID{"AS64666", "python-requests/2.31"}
 	for _, tc := range []struct {
 		name         string
 		calls        []leakForbiddenCall

@@ -14,7 +14,7 @@ func All(conn driver.Conn, cfg config.Detect) []Scheduled {
 		{NewLingering(conn, cfg.Lingering), cfg.Lingering.Schedule},
 		{NewSpike(conn, cfg.Spike), cfg.Spike.Schedule},
 		{NewLeak(conn, cfg.Leak), cfg.Leak.Schedule},
-		{NewHygiene(conn, cfg.Hygiene), cfg.Hygiene.Schedule},
+		{NewHygiene(conn, cfg.Hygiene).WithScopes(cfg.Leak), cfg.Hygiene.Schedule},
 	}
 }
 

@@ -2,6 +2,8 @@ package detect
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -16,18 +18,36 @@ const (
 	hygienePolicyAge = "policy_age" // active, older than MaxKeyAge, no rotation started
 	hygieneUnused    = "unused"     // active, not used for UnusedAfter
 	hygieneExpiring  = "expiring"   // active, expires_at within ExpiringWithin (or passed), no rotation started
+	// refused on the same route(s) on ScopeStandingDays days of ScopeHistory, the last day included
+	hygieneStandingForbidden = "standing_forbidden"
 )
 
 // Hygiene reports active keys that break the rotation policy: older than the maximum age with no
-// rotation started, unused for a long time, or about to expire (expires_at) with no rotation started. It runs daily, so that teams have per-key evidence
-// of their rotation policy for audits.
+// rotation started, unused for a long time, or about to expire (expires_at) with no rotation
+// started. It runs daily, so that teams have per-key evidence of their rotation policy for audits.
+// With the scope settings of the leak detector (WithScopes) it also reports keys refused
+// (forbidden) on the same routes day after day: a standing misconfiguration the leak detector
+// leaves out of scope probing, reported here once per key until it stops.
 type Hygiene struct {
 	conn driver.Conn
 	cfg  config.Hygiene
+	// Standing refusals: detect.leak.scope_history and scope_standing_days (0: not judged), and
+	// detect.leak.route_scopes to name the scope a route needs.
+	scopeHistory time.Duration
+	standingDays int
+	rules        []config.RouteScopeRule
 }
 
 // NewHygiene returns the detector.
 func NewHygiene(conn driver.Conn, cfg config.Hygiene) *Hygiene { return &Hygiene{conn: conn, cfg: cfg} }
+
+// WithScopes makes the detector report standing refusals as the leak detector configured by leak
+// judges them (a validated configuration: route_scopes that do not compile name no scope).
+func (d *Hygiene) WithScopes(leak config.Leak) *Hygiene {
+	d.scopeHistory, d.standingDays = time.Duration(leak.ScopeHistory), leak.ScopeStandingDays
+	d.rules, _ = leak.RouteScopeRules()
+	return d
+}
 
 // Name is the detector's name in findings, metrics and config.
 func (d *Hygiene) Name() string { return "hygiene" }
@@ -59,6 +79,19 @@ func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]finding.Finding,
 			continue
 		}
 		out = append(out, d.judge(now, id, u.clientID, string(rotation.Active), time.Time{}, u)...)
+	}
+	if d.scopeHistory <= 0 || d.standingDays <= 0 {
+		return out, nil
+	}
+	refused, err := d.refusals(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range slices.Sorted(maps.Keys(refused)) {
+		k := model.Key(id)
+		if f, ok := d.standingForbidden(now, k, id, usage[id], refused[id]); ok {
+			out = append(out, f)
+		}
 	}
 	return out, nil
 }

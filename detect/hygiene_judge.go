@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,3 +116,64 @@ func (d *Hygiene) finding(now time.Time, e HygieneEvidence, over, limit time.Dur
 }
 
 func hygieneDays(d time.Duration) float64 { return d.Hours() / 24 }
+
+// standingForbidden reports a key refused (forbidden) on the same routes day after day: each route
+// refused on at least standingDays days (24 h periods) of the scope history, the last day
+// included. It is a misconfiguration, the key lacking a scope its client needs or the client
+// calling what it should not, that the leak detector leaves out of scope probing: reported once,
+// as one info finding per key that lasts while the refusals go on. k is nil for a key seen only in
+// traffic; u is its use (key_usage).
+func (d *Hygiene) standingForbidden(now time.Time, k *rotation.Key, keyID string, u keyUsage, refusals []hygieneRefusal) (finding.Finding, bool) {
+	var routes []HygieneRefusedRoute
+	var requests uint64
+	for _, r := range refusals {
+		if r.days < uint64(d.standingDays) || r.latestDay != 0 {
+			continue
+		}
+		rt := HygieneRefusedRoute{Method: r.method, Route: r.route, Days: r.days, Requests: r.requests, Callers: r.callers,
+			FirstSeen: r.firstSeen, LastSeen: r.lastSeen}
+		if rule, ok := leakRouteRule(d.rules, r.method, r.route); ok {
+			rt.Needs = rule.Scopes
+			rt.Granted = k != nil && slices.ContainsFunc(rule.Scopes, k.HasScope)
+		}
+		routes = append(routes, rt)
+		requests += r.requests
+	}
+	if len(routes) == 0 {
+		return finding.Finding{}, false
+	}
+	slices.SortFunc(routes, func(a, b HygieneRefusedRoute) int {
+		return cmp.Or(cmp.Compare(b.Days, a.Days), cmp.Compare(b.Requests, a.Requests), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Method, b.Method))
+	})
+	e := HygieneEvidence{Kind: hygieneStandingForbidden, KeyID: keyID, ClientID: u.clientID, State: string(rotation.Active),
+		FirstSeen: u.firstSeen, LastUsed: u.lastSeen,
+		Requests: requests, LimitDays: float64(d.standingDays), HistoryDays: hygieneDays(d.scopeHistory), Refused: routes}
+	if k != nil {
+		e.ClientID, e.State, e.Created = cmp.Or(k.ClientID, u.clientID), string(k.State), k.Created
+		if !k.Created.IsZero() {
+			e.AgeDays = hygieneDays(now.Sub(k.Created))
+		}
+	}
+	f := finding.New(d.Name(), now, keyID, e.ClientID, "")
+	f.Fingerprint = finding.Fingerprint(d.Name(), keyID, e.ClientID, hygieneStandingForbidden)
+	f.Severity, f.Evidence, f.Fields = finding.Info, e, e.fields()
+	// How many times over the standing threshold its most refused route is.
+	f.Score = float64(routes[0].Days) / float64(d.standingDays)
+	top := routes[0]
+	needs := ""
+	switch {
+	case top.Granted:
+		needs = fmt.Sprintf(" (route_scopes says its scope %s grants it: check the gateway's scopes)", strings.Join(top.Needs, " or "))
+	case len(top.Needs) > 0:
+		needs = fmt.Sprintf(" (needs %s)", strings.Join(top.Needs, " or "))
+	}
+	more := ""
+	if len(routes) > 1 {
+		more = fmt.Sprintf(" and %d more route(s)", len(routes)-1)
+	}
+	f.Summary = fmt.Sprintf("%s refused on %s on %d of the last %.0f days%s%s, %d requests from %d caller(s); fix its scopes or the client",
+		strings.TrimSpace(e.ClientID+" key "+keyID), hygieneRouteName(top.Method, top.Route), top.Days, e.HistoryDays, needs, more, requests, top.Callers)
+	return f, true
+}
+
+func hygieneRouteName(method, route string) string { return strings.TrimSpace(method + " " + route) }

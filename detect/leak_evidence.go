@@ -137,6 +137,13 @@ type LeakScopeProbe struct {
 	Share       float64           `json:"share"`
 	RoutesTotal int               `json:"routes_total"`
 	Routes      []LeakProbedRoute `json:"routes"` // busiest first, at most 20
+	// StandingRequests are the window's forbidden requests outside KeyScopes left out as the key's
+	// standing misconfiguration: routes and callers refused for days at their usual rate
+	// (leak_scope.go).
+	StandingRequests uint64 `json:"standing_requests,omitempty"`
+	// Callers and Addresses are the distinct (IP, user agent) pairs and addresses Requests came from.
+	Callers   int `json:"callers"`
+	Addresses int `json:"addresses"`
 }
 
 // LeakProbedRoute is one method and route the key was refused on, and the scope it needs.

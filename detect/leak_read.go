@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
-	"github.com/keywatch/keywatch/rotation"
 )
 
 // leakSelectNewPlaceKeys finds the keys that used, in the window, a (network, country) first seen
@@ -482,82 +480,4 @@ func leakQueryStrings(ctx context.Context, conn driver.Conn, q string, args ...a
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-// leakSelectForbiddenKeys finds the keys with forbidden answers in the window, from the per-minute
-// rollup (the minutes holding the window's start and now included, so that it finds every key
-// leakSelectForbiddenRoutes counts). Arguments: window start, now.
-const leakSelectForbiddenKeys = `
-SELECT DISTINCT key_id
-FROM auth_events_1m
-WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
-
-// leakSelectForbiddenRoutes reads the given keys' forbidden requests in the window per method and
-// route, from the raw events (through the primary key: key_id, ts), with samples of who sent them.
-// Arguments: keys, window start, now.
-const leakSelectForbiddenRoutes = `
-SELECT
-    key_id, method, route, count(), min(ts), max(ts),
-    arrayMap(ip -> replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), groupUniqArray(5)(ip)),
-    groupUniqArray(5)(user_agent)
-FROM auth_events
-WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
-GROUP BY key_id, method, route`
-
-// scopeProbes reads the keys answered forbidden in the window and judges their routes
-// (leakScopeProbes). It loads the rotation model into r when it has to read it.
-func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakScopeProbe, error) {
-	if len(d.rules) == 0 || d.cfg.ScoreScopeProbing <= 0 {
-		return nil, nil
-	}
-	forbidden, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", r.windowStart.Format(time.RFC3339), err)
-	}
-	if len(forbidden) == 0 {
-		return nil, nil
-	}
-	if r.model == nil {
-		if r.model, err = rotation.Load(ctx, d.conn); err != nil {
-			return nil, err
-		}
-	}
-	var scoped []string
-	for _, key := range forbidden {
-		if k := r.model.Key(key); k != nil && len(k.Scopes) > 0 {
-			scoped = append(scoped, key)
-		}
-	}
-	if len(scoped) == 0 {
-		return nil, nil
-	}
-	slices.Sort(scoped)
-	routes, err := d.readForbiddenRoutes(ctx, scoped, r.windowStart, r.now)
-	if err != nil {
-		return nil, err
-	}
-	return leakScopeProbes(r.model, d.rules, routes, uint64(d.cfg.ScopeProbingMinRequests)), nil
-}
-
-// readForbiddenRoutes returns the keys' forbidden requests from start to end, per method and route.
-func (d *Leak) readForbiddenRoutes(ctx context.Context, keys []string, start, end time.Time) (map[string][]LeakProbedRoute, error) {
-	rows, err := d.conn.Query(ctx, leakSelectForbiddenRoutes, keys, start.UnixMilli(), end.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("read forbidden routes of %d keys from auth_events: %w", len(keys), err)
-	}
-	defer rows.Close()
-	out := map[string][]LeakProbedRoute{}
-	for rows.Next() {
-		var key string
-		var p LeakProbedRoute
-		if err := rows.Scan(&key, &p.Method, &p.Route, &p.Requests, &p.FirstSeen, &p.LastSeen, &p.SampleIPs, &p.SampleUserAgents); err != nil {
-			return nil, fmt.Errorf("read forbidden routes from auth_events: %w", err)
-		}
-		p.FirstSeen, p.LastSeen = p.FirstSeen.UTC(), p.LastSeen.UTC()
-		out[key] = append(out[key], p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read forbidden routes from auth_events: %w", err)
-	}
-	return out, nil
 }

@@ -2,10 +2,15 @@ package detect
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keywatch/keywatch/finding"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
 )
 
 // scopeRoutes is the route→scope map of the scope-probing tests: prices and order listing are
@@ -145,5 +150,174 @@ func TestLeakScopeProbingOff(t *testing.T) {
 	}))
 	if fs := s.leak(); len(fs) != 0 {
 		t.Fatalf("got %d findings without route_scopes, want none: %+v", len(fs), fs)
+	}
+}
+
+// TestScopeProbingBaseline: scope probing is judged against the key's forbidden history. Two
+// read-only keys of two partners have been refused on POST /v1/orders (needs trade) every 10
+// minutes for 14 days, from the same ERP host: a standing misconfiguration. kid_erp keeps doing
+// just that: no leak finding, and exactly one hygiene finding that names the route and the scope it
+// needs. kid_erp2 does the same, and in the last 45 minutes is suddenly refused on 6 order routes it
+// never called, from an address and user agent its history never showed (in its usual network, so
+// no other signal): a leak finding with scope_probing over those 6 routes, its standing requests
+// left out. kid_cloud's standing refusals come from a new cloud address each time, in its provider's
+// network: standing too.
+func TestScopeProbingBaseline(t *testing.T) {
+	const erpUA, erpIP = "partner-erp/4.2", "198.51.100.10"
+	s := newScenario(t)
+	s.cfg.Leak.RouteScopes = scopeRoutes
+	standing := func(key, client string) []event {
+		return every(now.Add(-14*24*time.Hour), now, 10*time.Minute, func(time.Time) (event, bool) {
+			return event{KeyID: key, ClientID: client, Outcome: "forbidden", Method: "POST", Route: "/v1/orders",
+				IP: erpIP, UA: erpUA, ASN: 64500, ASOrg: "Example Net", Country: "DE"}, true
+		})
+	}
+	var evs []event
+	for _, k := range [][2]string{{"kid_erp", "partner-one"}, {"kid_erp2", "partner-two"}} {
+		s.keyScopes(k[0], k[1], now.Add(-20*24*time.Hour), "read")
+		evs = append(evs, leakSteady(k[0], k[1], now.Add(-15*24*time.Hour), now, time.Minute, leakUsualIPs, 64500, "Example Net", "DE")...)
+		evs = append(evs, standing(k[0], k[1])...)
+	}
+	// kid_cloud's client runs in a cloud: the same standing refusals come from a new address of
+	// its provider's network every time, never the same /24 twice in a row. Still standing.
+	s.keyScopes("kid_cloud", "partner-three", now.Add(-20*24*time.Hour), "read")
+	evs = append(evs, leakSteady("kid_cloud", "partner-three", now.Add(-15*24*time.Hour), now, time.Minute, leakUsualIPs, 64500, "Example Net", "DE")...)
+	n := 0
+	evs = append(evs, every(now.Add(-14*24*time.Hour), now, 10*time.Minute, func(time.Time) (event, bool) {
+		n++
+		return event{KeyID: "kid_cloud", ClientID: "partner-three", Outcome: "forbidden", Method: "POST", Route: "/v1/orders",
+			IP: leakHostIP(100, n*300), UA: erpUA, ASN: 64500, ASOrg: "Example Net", Country: "DE"}, true
+	})...)
+	probed := []string{"POST /v1/orders/1/cancel", "DELETE /v1/orders/7", "PUT /v1/orders/9", "POST /v1/orders/bulk", "PATCH /v1/orders/3", "POST /v1/orders/export"}
+	at := now.Add(-45 * time.Minute)
+	for _, r := range probed {
+		method, route, _ := strings.Cut(r, " ")
+		for range 2 {
+			evs = append(evs, event{TS: at, KeyID: "kid_erp2", ClientID: "partner-two", Outcome: "forbidden", Method: method, Route: route,
+				IP: "198.51.100.201", UA: "python-requests/2.31", ASN: 64500, ASOrg: "Example Net", Country: "DE"})
+			at = at.Add(time.Minute)
+		}
+	}
+	s.events(evs)
+
+	fs := s.leak()
+	for _, f := range fs {
+		t.Logf("leak %s (score %g): %s", f.KeyID, f.Score, f.Summary)
+	}
+	f := leakOnly(t, fs)
+	if f.KeyID != "kid_erp2" {
+		t.Fatalf("leak finding about %s, want only kid_erp2 (kid_erp's and kid_cloud's refusals are their standing misconfiguration)", f.KeyID)
+	}
+	ev := leakEvidence(t, f)
+	p := leakSignalOf(t, ev, leakSignalScopeProbing).Scope
+	if !slices.Equal(leakKinds(ev), []string{leakSignalScopeProbing}) || p == nil || p.Requests != 12 || p.RoutesTotal != 6 || p.Callers != 1 || p.Addresses != 1 {
+		t.Fatalf("signals %v, probe %+v; want scope_probing alone over 12 requests to the 6 new routes from 1 caller", leakKinds(ev), p)
+	}
+	var routes []string
+	for _, r := range p.Routes {
+		routes = append(routes, leakRouteName(r))
+	}
+	if slices.Contains(routes, "POST /v1/orders") || p.StandingRequests != 6 {
+		t.Errorf("probed routes %v, standing requests %d; want the standing POST /v1/orders left out, its 6 requests counted as standing", routes, p.StandingRequests)
+	}
+
+	hs, err := NewHygiene(s.conn, s.cfg.Hygiene).WithScopes(s.cfg.Leak).Detect(context.Background(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[string][]finding.Finding{}
+	for _, h := range hs {
+		t.Logf("hygiene %s: %s; fields %q", h.KeyID, h.Summary, h.Fields)
+		byKey[h.KeyID] = append(byKey[h.KeyID], h)
+	}
+	for _, key := range []string{"kid_erp", "kid_erp2", "kid_cloud"} {
+		if len(byKey[key]) != 1 {
+			t.Fatalf("%d hygiene findings about %s, want exactly one (its standing refusals)", len(byKey[key]), key)
+		}
+	}
+	h := byKey["kid_erp"][0]
+	hev, _ := h.Evidence.(HygieneEvidence)
+	checkFields(t, h, hev.fields())
+	if hev.Kind != hygieneStandingForbidden || h.Fingerprint != finding.Fingerprint("hygiene", "kid_erp", "partner-one", hygieneStandingForbidden) ||
+		!strings.Contains(h.Summary, "refused on POST /v1/orders on 14 of the last 14 days (needs trade)") || !strings.Contains(h.Summary, "fix its scopes or the client") {
+		t.Errorf("hygiene finding %s %q, want the standing refusals of POST /v1/orders", hev.Kind, h.Summary)
+	}
+	if len(hev.Refused) != 1 || hev.Refused[0].Requests != 14*144 || hev.Refused[0].Callers != 1 {
+		t.Errorf("refused routes %+v, want POST /v1/orders: %d requests from 1 caller", hev.Refused, 14*144)
+	}
+	// A day after the refusals stopped, the finding is gone (its alert resolves).
+	later, err := NewHygiene(s.conn, s.cfg.Hygiene).WithScopes(s.cfg.Leak).Detect(context.Background(), now.Add(25*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range later {
+		if h.Evidence.(HygieneEvidence).Kind == hygieneStandingForbidden {
+			t.Errorf("a day after the refusals stopped: %s", h.Summary)
+		}
+	}
+}
+
+// TestLeakScopeAgainst: the judgement of a window's forbidden calls against the key's history,
+// without a database. The history: POST /v1/orders refused 6 times an hour on 14 days from the ERP
+// host; GET... nothing else.
+func TestLeakScopeAgainst(t *testing.T) {
+	cfg := config.Default().Detect.Leak
+	cfg.RouteScopes = scopeRoutes
+	rules, err := cfg.RouteScopeRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := rotation.Build([]rotation.Event{{TS: now.Add(-20 * 24 * time.Hour), Type: rotation.KeyCreated, KeyID: "kid_erp", Scopes: []string{"read"}}})
+	erp := leakScopeCallerID{"AS64500", "partner-erp/4.2"}
+	days := make([]uint32, 14)
+	for i := range days {
+		days[i] = uint32(i)
+	}
+	hist := &leakScopeHistory{
+		routes:  map[[2]string]leakScopeRouteHistory{{"POST", "/v1/orders"}: {requests: 14 * 144, days: days, hours: 14 * 24}},
+		callers: map[leakScopeCallerID]bool{erp: true},
+	}
+	call := func(method, route string, c leakScopeCallerID, n uint64) leakForbiddenCall {
+		return leakForbiddenCall{method: method, route: route, caller: c, requests: n}
+	}
+	stranger := leakScopeCallerID{"AS64666", "python-requests/2.31"}
+	for _, tc := range []struct {
+		name         string
+		calls        []leakForbiddenCall
+		hist         *leakScopeHistory
+		wantKept     uint64 // requests kept
+		wantStanding uint64
+	}{
+		{"standing", []leakForbiddenCall{call("POST", "/v1/orders", erp, 6)}, hist, 0, 6},
+		{"no history read", []leakForbiddenCall{call("POST", "/v1/orders", erp, 6)}, nil, 6, 0},
+		{"a new caller on the standing route", []leakForbiddenCall{call("POST", "/v1/orders", erp, 6), call("POST", "/v1/orders", stranger, 5)}, hist, 5, 6},
+		{"a burst on the standing route", []leakForbiddenCall{call("POST", "/v1/orders", erp, 60)}, hist, 60, 0},
+		{"a new route from the usual caller", []leakForbiddenCall{call("POST", "/v1/orders", erp, 6), call("DELETE", "/v1/orders/1", erp, 5)}, hist, 5, 6},
+		{"too few days to stand", []leakForbiddenCall{call("POST", "/v1/orders", erp, 6)},
+			&leakScopeHistory{routes: map[[2]string]leakScopeRouteHistory{{"POST", "/v1/orders"}: {requests: 12, days: []uint32{0, 1}, hours: 2}}, callers: hist.callers}, 6, 0},
+	} {
+		kept, standing := leakScopeAgainst(model, rules, "kid_erp", tc.calls, tc.hist, cfg.ScopeStandingDays, time.Hour)
+		var n uint64
+		for _, c := range kept {
+			n += c.requests
+		}
+		if n != tc.wantKept || standing != tc.wantStanding {
+			t.Errorf("%s: kept %d, standing %d; want %d and %d", tc.name, n, standing, tc.wantKept, tc.wantStanding)
+		}
+	}
+	// Five routes, each refused on its own days and never together: a walk across all of them at
+	// once counts whole.
+	many := &leakScopeHistory{routes: map[[2]string]leakScopeRouteHistory{}, callers: hist.callers}
+	var calls []leakForbiddenCall
+	for i := range 5 {
+		route := fmt.Sprintf("/v1/orders/%d", i)
+		many.routes[[2]string{"POST", route}] = leakScopeRouteHistory{requests: 3, days: []uint32{uint32(3 * i), uint32(3*i + 1), uint32(3*i + 2)}, hours: 3}
+		calls = append(calls, call("POST", route, erp, 1))
+	}
+	if kept, standing := leakScopeAgainst(model, rules, "kid_erp", calls, many, cfg.ScopeStandingDays, time.Hour); len(kept) != 5 || standing != 0 {
+		t.Errorf("five standing routes at once: kept %d calls, %d standing; want all 5 kept", len(kept), standing)
+	}
+	if kept, standing := leakScopeAgainst(model, rules, "kid_erp", calls[:4], many, cfg.ScopeStandingDays, time.Hour); len(kept) != 0 || standing != 4 {
+		t.Errorf("four standing routes at once: kept %d calls, %d standing; want none kept", len(kept), standing)
 	}
 }

@@ -14,9 +14,13 @@ import (
 )
 
 const (
-	// spikeMinRate floors the baseline failure rate in z = (p - p0) / sqrt(p0 (1 - p0) / n), so
-	// that a client that never failed does not divide by zero; MinFailures and MinRate then decide.
+	// spikeMinRate floors the baseline failure rate of the significance test and of z, so that a
+	// client that never failed is not certain never to fail: one failure in a thousand requests is
+	// the noise any client has (a key pasted wrong once, a retry after a deploy).
 	spikeMinRate = 0.001
+	// spikeTailPrecision stops the binomial tail's sum once a term adds less than this share of it:
+	// far below any p-value min_z asks for.
+	spikeTailPrecision = 1e-12
 	// spikeWeeks is how many earlier weeks the same time of the week is compared over (it is also
 	// the number of week ranges spikeSelectBaselines reads), and spikeSameHourRequests how many
 	// requests they need for their rate to count.
@@ -29,7 +33,11 @@ const (
 
 // Spike finds authentication failures that rise after a rotation step: for each step (started,
 // retired, revoked) within AfterStep, each affected client's failure rate in a short and a long
-// window after the step is compared with its own rate before the step.
+// window after the step is compared with its own rate before the step. A window must hold at least
+// MinFailures failures and MinRate, and be significant: its one-sided binomial p-value against the
+// baseline rate within that of MinZ. A thin window (fewer than MinFailures failures: a small
+// client) is judged by the window since the step instead, so the floor scales with the client's
+// volume: a partner refused on each of its 6 requests an hour qualifies within the hour.
 type Spike struct {
 	conn driver.Conn
 	cfg  config.Spike
@@ -66,8 +74,12 @@ func (d *Spike) Detect(ctx context.Context, now time.Time) ([]finding.Finding, e
 				short += n
 			}
 		}
-		if d.large(spikeTally{c.shortWin.requests + short, c.shortWin.failures + short}) &&
-			d.large(spikeTally{c.longWin.requests + long, c.longWin.failures + long}) {
+		// Whether the windows would rise if every keyless failure were the client's: an upper
+		// bound, so that only candidates need a baseline. Keyless failures count in the long
+		// window at most, the window since the step included.
+		since := spikeTally{c.sinceStep.requests + long, c.sinceStep.failures + long}
+		if d.rises(spikeTally{c.shortWin.requests + short, c.shortWin.failures + short}, since, 0, false) &&
+			d.rises(spikeTally{c.longWin.requests + long, c.longWin.failures + long}, since, 0, false) {
 			candidates = append(candidates, c)
 		}
 	}
@@ -100,6 +112,9 @@ func (d *Spike) Detect(ctx context.Context, now time.Time) ([]finding.Finding, e
 	}
 	routes, err := d.routes(ctx, fire, now)
 	if err != nil {
+		return nil, err
+	}
+	if err := d.callers(ctx, fire, now); err != nil {
 		return nil, err
 	}
 	out := make([]finding.Finding, len(fire))

@@ -19,33 +19,40 @@ import (
 // and day of baseline to read.) Each phase of a run is one query for all cases, which take the
 // cases (or steps) as arrays that arrayZip turns into a small table to join on:
 //
-//  1. the short and long windows of every case (auth_events_1m, the last LongWindow only), and the
-//     failures without a known key or client in the same minutes (auth_events, idem);
+//  1. the short and long windows and the window since the step of every case (auth_events_1m,
+//     the rotations' keys since their steps, AfterStep at most), and the failures without a known
+//     key or client in the long windows' minutes (auth_events);
 //  2. for the candidates only, the cases that would pass MinFailures and MinRate in both windows
-//     if every keyless failure were theirs: their baseline (auth_events_1m, over Baseline and the
-//     same time in earlier weeks) and their share of the keyless failures.
+//     (or the window since the step that carries a thin one) if every keyless failure were theirs:
+//     their baseline (auth_events_1m, over Baseline and the same time in earlier weeks) and their
+//     share of the keyless failures.
 //
-// A quiet cycle thus reads only the last LongWindow; phase 2 reads a granule per key and day of
-// baseline, for the candidates only.
+// A quiet cycle thus reads the rollup of the rotations' keys since their steps and the raw keyless
+// failures of the last LongWindow; phase 2 reads a granule per key and day of baseline, for the
+// candidates only. Keyless failures count in the long window only, the window since the step
+// included (a raw lookup over AfterStep would cost every run a day of events).
 //
 // Authentication failures are invalid_key, expired_key, revoked_key and forbidden: what a key
 // change can cause. rate_limited and error say nothing about the key and count as requests only.
 const spikeFailures = `('invalid_key', 'expired_key', 'revoked_key', 'forbidden')`
 
 // spikeSelectWindows counts, per step, the requests of every client on the rotation's keys in the
-// step's short and long windows. The minute the step falls in counts to the windows; the minute
-// now is in counts once now is past its first second (minute is a DateTime, compared with now at
-// the whole second). Args: step index, key, short window start, long window start (arrays, one
-// element per step and key; the times Unix milliseconds), then all keys and the overall window.
+// step's short and long windows and since the step. The minute the step falls in counts to the
+// windows; the minute now is in counts once now is past its first second (minute is a DateTime,
+// compared with now at the whole second). Args: step index, key, short window start, long window
+// start, step minute (arrays, one element per step and key; the times Unix milliseconds), then all
+// keys and the overall window.
 const spikeSelectWindows = `
 WITH steps AS (
-    SELECT toUInt32(t.1) AS idx, t.2 AS key_id, fromUnixTimestamp64Milli(toInt64(t.3), 'UTC') AS short_from, fromUnixTimestamp64Milli(toInt64(t.4), 'UTC') AS long_from
-    FROM (SELECT arrayJoin(arrayZip(?, ?, ?, ?)) AS t))
+    SELECT toUInt32(t.1) AS idx, t.2 AS key_id, fromUnixTimestamp64Milli(toInt64(t.3), 'UTC') AS short_from, fromUnixTimestamp64Milli(toInt64(t.4), 'UTC') AS long_from,
+        fromUnixTimestamp64Milli(toInt64(t.5), 'UTC') AS step_minute
+    FROM (SELECT arrayJoin(arrayZip(?, ?, ?, ?, ?)) AS t))
 SELECT steps.idx, a.client_id, a.key_id, toString(a.outcome) AS outcome,
     sumIf(a.requests, a.minute >= steps.short_from) AS short,
-    sum(a.requests) AS long
+    sumIf(a.requests, a.minute >= steps.long_from) AS long,
+    sum(a.requests) AS since
 FROM auth_events_1m AS a INNER JOIN steps ON a.key_id = steps.key_id
-WHERE a.key_id IN ? AND a.client_id != '' AND a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND a.minute >= steps.long_from
+WHERE a.key_id IN ? AND a.client_id != '' AND a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND a.minute >= steps.step_minute
 GROUP BY steps.idx, a.client_id, a.key_id, a.outcome`
 
 // spikeSelectKeylessMinutes counts the failures without a known key or client per minute of the
@@ -121,6 +128,17 @@ GROUP BY cases.idx, e.route
 ORDER BY failures DESC, e.route
 LIMIT ? BY cases.idx`
 
+// spikeSelectCallers counts the distinct callers, (IP, user agent) pairs and addresses, of the
+// cases' failures on the rotation's keys in their long windows: a bounded raw lookup like
+// spikeSelectRoutes, only for the cases that fire. Args after the case table: keys, clients, the
+// overall window.
+const spikeSelectCallers = spikeCases + `
+SELECT cases.idx, uniqExact(e.ip, e.user_agent), uniqExact(e.ip)
+FROM auth_events AS e INNER JOIN cases ON e.client_id = cases.client_id
+WHERE e.key_id IN ? AND e.client_id IN ? AND e.ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND e.outcome IN ` + spikeFailures + `
+  AND has(cases.keys, e.key_id) AND e.ts >= cases.long_from
+GROUP BY cases.idx`
+
 // windows returns a case for every step within AfterStep × client on the rotation's keys since the
 // step (the rotation's own client always), with its short and long windows counted.
 func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Time) ([]*spikeCase, error) {
@@ -164,19 +182,21 @@ func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Tim
 	}
 	var idx []uint32
 	var keys []string
-	var shorts, longs []int64 // Unix milliseconds
+	var shorts, longs, stepMinutes []int64 // Unix milliseconds
 	for i, s := range steps {
 		if s.rot.ClientID != "" {
 			add(i, s.rot.ClientID)
 		}
-		short, long := d.windowStarts(s.step.At.Truncate(time.Minute), now)
+		stepMinute := s.step.At.Truncate(time.Minute)
+		short, long := d.windowStarts(stepMinute, now)
 		for _, k := range []string{s.rot.OldKeyID, s.rot.NewKeyID} {
 			idx, keys = append(idx, uint32(i)), append(keys, k)
 			shorts, longs = append(shorts, short.UnixMilli()), append(longs, long.UnixMilli())
+			stepMinutes = append(stepMinutes, stepMinute.UnixMilli())
 		}
 	}
-	from := time.UnixMilli(slices.Min(longs)).UTC()
-	rows, err := d.conn.Query(ctx, spikeSelectWindows, idx, keys, shorts, longs, spikeUniq(keys), from.UnixMilli(), now.UnixMilli())
+	from := time.UnixMilli(slices.Min(stepMinutes)).UTC()
+	rows, err := d.conn.Query(ctx, spikeSelectWindows, idx, keys, shorts, longs, stepMinutes, spikeUniq(keys), from.UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("count requests on the keys of %d rotation steps since %s: %w", len(steps), from.Format(time.RFC3339), err)
 	}
@@ -184,13 +204,14 @@ func (d *Spike) windows(ctx context.Context, model *rotation.Model, now time.Tim
 	for rows.Next() {
 		var i uint32
 		var client, key, outcome string
-		var short, long uint64
-		if err := rows.Scan(&i, &client, &key, &outcome, &short, &long); err != nil {
+		var short, long, since uint64
+		if err := rows.Scan(&i, &client, &key, &outcome, &short, &long, &since); err != nil {
 			return nil, fmt.Errorf("count requests on the keys of rotation steps: %w", err)
 		}
 		c, failed := add(int(i), client), spikeIsFailure(outcome)
 		c.shortWin.add(short, failed)
 		c.longWin.add(long, failed)
+		c.sinceStep.add(since, failed)
 		if failed {
 			c.byOutcome[outcome] += long
 			c.byKey[key] += long
@@ -296,6 +317,7 @@ func (d *Spike) attributeKeyless(ctx context.Context, cases []*spikeCase, now ti
 		c := cases[i]
 		c.shortWin.add(short, true)
 		c.longWin.add(long, true)
+		c.sinceStep.add(long, true) // keyless failures are looked up in the long window only
 		c.byOutcome[outcome] += long
 		c.byKey[""] += long
 		c.keylessFailures += long
@@ -340,4 +362,29 @@ func (d *Spike) routes(ctx context.Context, cases []*spikeCase, now time.Time) (
 		out[i] = spikeTopCounts(counts[i])
 	}
 	return out, nil
+}
+
+// callers counts the distinct callers of each case's failures in its long window (keyless ones
+// aside: they are counted in the case's keylessCallers).
+func (d *Spike) callers(ctx context.Context, cases []*spikeCase, now time.Time) error {
+	args, keys, clients := spikeCaseArgs(cases)
+	from := slices.MinFunc(cases, func(a, b *spikeCase) int { return a.longFrom.Compare(b.longFrom) }).longFrom
+	args = append(args, keys, clients, from.UnixMilli(), now.UnixMilli())
+	rows, err := d.conn.Query(ctx, spikeSelectCallers, args...)
+	if err != nil {
+		return fmt.Errorf("count the callers of the failures of %d clients since %s: %w", len(clients), from.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i uint32
+		var callers, addresses uint64
+		if err := rows.Scan(&i, &callers, &addresses); err != nil {
+			return fmt.Errorf("count the callers of failures: %w", err)
+		}
+		cases[i].callers, cases[i].addresses = callers, addresses
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count the callers of failures: %w", err)
+	}
+	return nil
 }

@@ -3,11 +3,14 @@ package detect
 import (
 	"context"
 	"maps"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/keywatch/keywatch/finding"
+	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -236,5 +239,125 @@ func checkSpike(t *testing.T, f finding.Finding, client string, w wantSpike) {
 	}
 	if ev.Keyless.Failures != w.keyless || !slices.Equal(callers, w.keylessCallers) {
 		t.Errorf("%s: keyless %d from %v, want %d from %v", client, ev.Keyless.Failures, callers, w.keyless, w.keylessCallers)
+	}
+}
+
+// TestSpikeSmallPartner: the spike floor scales with volume. tinyco makes 6 requests an hour and
+// every one was refused since its old key was retired 2 hours ago (none failed before): one spike
+// finding, though no window holds 20 failures and its last 10 minutes hold one request. Beside it,
+// on rotations retired at the same time, two look-alikes stay silent: bigco, a big client whose
+// 2% failure rate with its usual noise goes on after the step, and smallco, a small client on its
+// new key with one stray 401 on the old one after the step.
+func TestSpikeSmallPartner(t *testing.T) {
+	s := newScenario(t)
+	retiredAt := now.Add(-2 * time.Hour)
+	started := now.Add(-3 * 24 * time.Hour)
+	week := 7 * 24 * time.Hour
+	s.lifecycle(slices.Concat(
+		rotationOf("tinyco", "kid_old", "kid_new", started, rotation.KeyRetired, retiredAt),
+		rotationOf("bigco", "kid_big_old", "kid_big_new", started, rotation.KeyRetired, retiredAt),
+		rotationOf("smallco", "kid_small_old", "kid_small_new", started, rotation.KeyRetired, retiredAt),
+	)...)
+	// A fixed generator: the same noise on every run.
+	rng := rand.New(rand.NewPCG(16, 7))
+	s.events(slices.Concat(
+		// tinyco: every 10 minutes at :03, :13, ...: ok before the retirement, refused since (12).
+		every(now.Add(-week+3*time.Minute), now, 10*time.Minute, func(ts time.Time) (event, bool) {
+			e := event{KeyID: "kid_old", ClientID: "tinyco", Method: "POST", Route: "/v1/settlements"}
+			if !ts.Before(retiredAt) {
+				e.Outcome = "invalid_key"
+			}
+			return e, true
+		}),
+		// bigco: every 4 seconds, moved to its new key a day before the retirement; about 2% fail
+		// (invalid_key), before and after.
+		every(now.Add(-2*24*time.Hour), now, 4*time.Second, func(ts time.Time) (event, bool) {
+			e := event{KeyID: "kid_big_old", ClientID: "bigco", IP: "192.0.2.20"}
+			if ts.After(retiredAt.Add(-24 * time.Hour)) {
+				e.KeyID = "kid_big_new"
+			}
+			if rng.Float64() < 0.02 {
+				e.Outcome = "invalid_key"
+			}
+			return e, true
+		}),
+		// smallco: every 10 minutes, on its new key since the day before; one 401 on the old key
+		// after the retirement (a stray cron job run).
+		every(now.Add(-week+7*time.Minute), now, 10*time.Minute, func(ts time.Time) (event, bool) {
+			e := event{KeyID: "kid_small_old", ClientID: "smallco", IP: "192.0.2.30"}
+			if ts.After(retiredAt.Add(-24 * time.Hour)) {
+				e.KeyID = "kid_small_new"
+			}
+			return e, true
+		}),
+		[]event{{TS: now.Add(-75 * time.Minute), KeyID: "kid_small_old", ClientID: "smallco", IP: "192.0.2.30", Outcome: "invalid_key"}},
+	))
+	findings, err := NewSpike(s.conn, s.cfg.Spike).Detect(context.Background(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clients []string
+	for _, f := range findings {
+		t.Logf("%s (score %.1f): %s", f.Severity, f.Score, f.Summary)
+		clients = append(clients, f.ClientID)
+	}
+	if !slices.Equal(clients, []string{"tinyco"}) {
+		t.Fatalf("findings for %v, want one for tinyco only", clients)
+	}
+	f := findings[0]
+	ev := f.Evidence.(SpikeEvidence)
+	if f.Severity != finding.Critical || f.KeyID != "kid_old" || ev.Step != rotation.StepRetired || !ev.RotationClient {
+		t.Errorf("finding %s about %s after %s, want critical about kid_old after retired", f.Severity, f.KeyID, ev.Step)
+	}
+	if ev.Long.Requests != 6 || ev.Long.Failures != 6 || ev.Baseline.BeforeStep.Failures != 0 || ev.Baseline.BeforeStep.Requests < 900 {
+		t.Errorf("long window %d of %d, baseline %+v; want 6 of 6 against none of about 1000", ev.Long.Failures, ev.Long.Requests, ev.Baseline.BeforeStep)
+	}
+	if !maps.Equal(ev.FailuresByOutcome, map[string]uint64{"invalid_key": 6}) || !slices.Equal(ev.TopRoutes, []SpikeCount{{"/v1/settlements", 6}}) {
+		t.Errorf("failures by outcome %v, routes %v", ev.FailuresByOutcome, ev.TopRoutes)
+	}
+	checkFields(t, f, ev.fields())
+}
+
+// TestSpikeP: the exact binomial tail against values worked by hand, and the floor of the judged
+// windows: a thin window is carried by the window since the step unless its own requests succeed.
+func TestSpikeP(t *testing.T) {
+	for _, tc := range []struct {
+		t    spikeTally
+		p0   float64
+		want float64
+	}{
+		{spikeTally{6, 6}, 0, 1e-18},                // 0.001^6, the rate floored
+		{spikeTally{1, 1}, 0.001, 0.001},            // one request, one failure
+		{spikeTally{3, 2}, 0.5, 0.5},                // (3 + 1) / 8
+		{spikeTally{10, 3}, 0.1, 0.0701908264},      // 1 - P(0) - P(1) - P(2)
+		{spikeTally{1000, 20}, 0.02, 1},             // no more than expected
+		{spikeTally{1000, 0}, 0, 1},                 // nothing failed
+		{spikeTally{100000, 3000}, 0.02, 1.27e-103}, // far above the mean of a big client
+	} {
+		got := spikeP(tc.t, tc.p0)
+		if math.Abs(got-tc.want) > 1e-6*tc.want && !(tc.want < 1e-100 && got < 1e-95) {
+			t.Errorf("P(%d of %d at %g) = %g, want %g", tc.t.failures, tc.t.requests, tc.p0, got, tc.want)
+		}
+	}
+	if a := spikeAlpha(4); math.Abs(a-3.167e-5) > 1e-8 {
+		t.Errorf("alpha of z 4 = %g", a)
+	}
+	d := NewSpike(nil, config.Default().Detect.Spike)
+	since := spikeTally{12, 12}
+	for _, tc := range []struct {
+		name string
+		w    spikeTally
+		want bool
+	}{
+		{"thin and failing", spikeTally{1, 1}, true},
+		{"thin and empty", spikeTally{}, true},
+		{"thin and working", spikeTally{3, 0}, false},
+	} {
+		if got := d.rises(tc.w, since, 0, true); got != tc.want {
+			t.Errorf("%s: rises %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if d.rises(spikeTally{1, 1}, spikeTally{4, 4}, 0, true) {
+		t.Error("a thin window carried by 4 failures since the step rises")
 	}
 }

@@ -176,8 +176,8 @@ type Spike struct {
 	Baseline    Duration `yaml:"baseline" help:"the window before the step that each client's failure rate is compared with"`
 	ShortWindow Duration `yaml:"short_window" help:"the recent window that must show the rise"`
 	LongWindow  Duration `yaml:"long_window" help:"the longer window (from the step at most) that must show it too"`
-	MinZ        float64  `yaml:"min_z" help:"binomial z-score of the rise, at least"`
-	MinFailures int      `yaml:"min_failures" help:"failures in each window, at least"`
+	MinZ        float64  `yaml:"min_z" help:"significance of the rise: each window's one-sided binomial p-value against the baseline rate must be within that of this z-score (4: 3.2e-5)"`
+	MinFailures int      `yaml:"min_failures" help:"failures in each window, at least; a window with fewer is judged by the window since the step instead (a small client's failures add up there)"`
 	MinRate     float64  `yaml:"min_rate" help:"failure rate in each window, at least (0..1)"`
 }
 
@@ -202,6 +202,8 @@ type Leak struct {
 	RouteScopes             map[string]string `yaml:"route_scopes" help:"route pattern ([METHOD ]glob, * matches anything) -> the scope(s) it needs, comma-separated, any one grants it; empty disables scope probing (YAML only)"`
 	ScoreScopeProbing       float64           `yaml:"score_scope_probing" help:"score of forbidden requests to routes outside the key's scopes (from its lifecycle events)"`
 	ScopeProbingMinRequests int               `yaml:"scope_probing_min_requests" help:"forbidden requests outside the key's scopes in the window before they count"`
+	ScopeHistory            Duration          `yaml:"scope_history" help:"the key's forbidden history before the window that scope probing is judged against (and hygiene reports standing refusals over); 0s: none, every forbidden request outside the scopes counts"`
+	ScopeStandingDays       int               `yaml:"scope_standing_days" help:"days (24 h periods) of scope_history a route must have been refused on, from the same callers at its usual rate, to be a standing misconfiguration: left out of scope probing, reported once by hygiene"`
 }
 
 // Hygiene reports keys that break the rotation policy, once a day by default.
@@ -264,7 +266,7 @@ func Default() Config {
 				Schedule:  "30 * * * * *",
 				AfterStep: Duration(24 * time.Hour), Baseline: Duration(7 * 24 * time.Hour),
 				ShortWindow: Duration(10 * time.Minute), LongWindow: Duration(time.Hour),
-				MinZ: 4, MinFailures: 20, MinRate: 0.05,
+				MinZ: 4, MinFailures: 5, MinRate: 0.05,
 			},
 			Leak: Leak{
 				Schedule: "0 * * * * *",
@@ -274,6 +276,7 @@ func Default() Config {
 				WarningScore: 60, CriticalScore: 100,
 				NewFor: Duration(48 * time.Hour), AllowedLateness: Duration(10 * time.Minute),
 				ScoreScopeProbing: 60, ScopeProbingMinRequests: 5,
+				ScopeHistory: Duration(14 * 24 * time.Hour), ScopeStandingDays: 3,
 			},
 			Hygiene: Hygiene{
 				Schedule:  "0 0 6 * * *",

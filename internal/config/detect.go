@@ -86,6 +86,12 @@ func (d Detect) validate() []error {
 	if d.Leak.ScopeProbingMinRequests < 1 {
 		bad("detect.leak.scope_probing_min_requests", "%d: want at least 1", d.Leak.ScopeProbingMinRequests)
 	}
+	if d.Leak.ScopeHistory < 0 {
+		bad("detect.leak.scope_history", "%s: must not be negative", d.Leak.ScopeHistory)
+	}
+	if days := int(time.Duration(d.Leak.ScopeHistory) / (24 * time.Hour)); d.Leak.ScopeHistory > 0 && (d.Leak.ScopeStandingDays < 1 || d.Leak.ScopeStandingDays > days) {
+		bad("detect.leak.scope_standing_days", "%d: want 1 to the %d whole days of detect.leak.scope_history", d.Leak.ScopeStandingDays, days)
+	}
 	if _, err := d.Leak.RouteScopeRules(); err != nil {
 		errs = append(errs, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRouteScopeRules: the most specific rule decides a request's scopes: the longest literal
@@ -63,5 +64,32 @@ func TestRouteScopesValidated(t *testing.T) {
 	}
 	if strings.Contains(all, `"/ok"`) || strings.Contains(all, `"* /v1/any"`) {
 		t.Errorf("valid patterns refused:\n%s", all)
+	}
+}
+
+// TestScopeHistoryValidated: the standing days of scope probing's history fit in the history; no
+// history needs none.
+func TestScopeHistoryValidated(t *testing.T) {
+	for _, tc := range []struct {
+		history Duration
+		days    int
+		want    string // "" valid
+	}{
+		{Duration(14 * 24 * time.Hour), 3, ""},
+		{0, 0, ""},
+		{Duration(14 * 24 * time.Hour), 15, "detect.leak.scope_standing_days: 15: want 1 to the 14 whole days of detect.leak.scope_history"},
+		{Duration(14 * 24 * time.Hour), 0, "detect.leak.scope_standing_days: 0: want 1 to the 14"},
+		{Duration(-time.Hour), 3, "detect.leak.scope_history: -1h0m0s: must not be negative"},
+	} {
+		cfg := Default()
+		cfg.Detect.Leak.ScopeHistory, cfg.Detect.Leak.ScopeStandingDays = tc.history, tc.days
+		var msgs []string
+		for _, err := range cfg.Detect.validate() {
+			msgs = append(msgs, err.Error())
+		}
+		all := strings.Join(msgs, "\n")
+		if (tc.want == "") != (all == "") || !strings.Contains(all, tc.want) {
+			t.Errorf("history %s, %d days: errors %q, want %q", tc.history, tc.days, all, tc.want)
+		}
 	}
 }

@@ -1,0 +1,183 @@
+package detect
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/keywatch/keywatch/rotation"
+)
+
+// The reads of scope probing (leak_scope.go judges what they return). The window's forbidden
+// requests are read for the keys with stated scopes that the rollup shows were answered forbidden
+// in the window; the key's forbidden history only for those whose window holds enough requests
+// outside their scopes to be probing (leakScopeProbes), so a quiet run reads no history at all.
+
+// leakSelectForbiddenKeys finds the keys with forbidden answers in the window, from the per-minute
+// rollup (the minutes holding the window's start and now included, so that it finds every key
+// leakSelectForbiddenCalls counts). Arguments: window start, now.
+const leakSelectForbiddenKeys = `
+SELECT DISTINCT key_id
+FROM auth_events_1m
+WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
+
+// leakScopeCaller is the network part of a caller in scope probing's history, as the leak
+// detector names networks: the ASN, else the /24 (or /48 for IPv6) of the address. With the user
+// agent it is the caller: a client's pool of cloud addresses is one caller, a script from
+// elsewhere or with another user agent is not.
+const leakScopeCaller = `if(asn != 0, concat('AS', toString(asn)), cutIPv6(ip, 10, 1))`
+
+// leakSelectForbiddenCalls reads the given keys' forbidden requests in the window per method,
+// route, address and user agent, from the raw events (through the primary key: key_id, ts).
+// Arguments: keys, window start, now.
+const leakSelectForbiddenCalls = `
+SELECT
+    key_id, method, route, ` + leakScopeCaller + ` AS net, replaceRegexpOne(IPv6NumToString(ip), '^::ffff:', ''), user_agent,
+    count(), min(ts), max(ts)
+FROM auth_events
+WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
+GROUP BY key_id, method, route, ip, user_agent, net`
+
+// leakSelectForbiddenHistory reads the given keys' forbidden requests in their history per method
+// and route: requests, the days (24 h periods back from the window's start, 0 the latest) and the
+// distinct hours they came in. Arguments: window start, keys, history start, window start.
+const leakSelectForbiddenHistory = `
+SELECT key_id, method, route, count(),
+    groupUniqArray(toUInt32(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
+    uniqExact(toStartOfHour(ts))
+FROM auth_events
+WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
+GROUP BY key_id, method, route`
+
+// leakSelectForbiddenCallers reads the callers (network, user agent) of the given keys' forbidden
+// requests in their history, at most leakScopeHistoryCallers per key (busiest first). Arguments:
+// keys, history start, window start, the limit.
+const leakSelectForbiddenCallers = `
+SELECT key_id, ` + leakScopeCaller + ` AS net, user_agent, count() AS requests
+FROM auth_events
+WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
+GROUP BY key_id, net, user_agent
+ORDER BY key_id, requests DESC, net, user_agent
+LIMIT ? BY key_id`
+
+// scopeProbes reads the keys answered forbidden in the window and judges their routes
+// (leakScopeProbes), then the probing ones against their forbidden history (leakScopeJudge). It
+// loads the rotation model into r when it has to read it.
+func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakScopeProbe, error) {
+	if len(d.rules) == 0 || d.cfg.ScoreScopeProbing <= 0 {
+		return nil, nil
+	}
+	forbidden, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", r.windowStart.Format(time.RFC3339), err)
+	}
+	if len(forbidden) == 0 {
+		return nil, nil
+	}
+	if r.model == nil {
+		if r.model, err = rotation.Load(ctx, d.conn); err != nil {
+			return nil, err
+		}
+	}
+	var scoped []string
+	for _, key := range forbidden {
+		if k := r.model.Key(key); k != nil && len(k.Scopes) > 0 {
+			scoped = append(scoped, key)
+		}
+	}
+	if len(scoped) == 0 {
+		return nil, nil
+	}
+	slices.Sort(scoped)
+	calls, err := d.readForbiddenCalls(ctx, scoped, r.windowStart, r.now)
+	if err != nil {
+		return nil, err
+	}
+	minRequests := uint64(d.cfg.ScopeProbingMinRequests)
+	// Without history first: only the keys probing by their window alone need theirs.
+	probing := slices.Sorted(maps.Keys(leakScopeProbes(r.model, d.rules, leakScopeRoutes(calls), minRequests)))
+	if len(probing) == 0 {
+		return nil, nil
+	}
+	var hist map[string]*leakScopeHistory
+	if history := time.Duration(d.cfg.ScopeHistory); history > 0 {
+		if hist, err = d.readForbiddenHistory(ctx, probing, r.windowStart.Add(-history), r.windowStart); err != nil {
+			return nil, err
+		}
+	}
+	return leakScopeJudge(r.model, d.rules, probing, calls, hist, d.cfg.ScopeStandingDays, r.now.Sub(r.windowStart), minRequests), nil
+}
+
+// readForbiddenCalls returns the keys' forbidden requests from start to end, per method, route,
+// address and user agent.
+func (d *Leak) readForbiddenCalls(ctx context.Context, keys []string, start, end time.Time) (map[string][]leakForbiddenCall, error) {
+	rows, err := d.conn.Query(ctx, leakSelectForbiddenCalls, keys, start.UnixMilli(), end.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("read forbidden requests of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	out := map[string][]leakForbiddenCall{}
+	for rows.Next() {
+		var key string
+		var c leakForbiddenCall
+		if err := rows.Scan(&key, &c.method, &c.route, &c.caller.net, &c.ip, &c.caller.userAgent, &c.requests, &c.first, &c.last); err != nil {
+			return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
+		}
+		c.first, c.last = c.first.UTC(), c.last.UTC()
+		out[key] = append(out[key], c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
+	}
+	return out, nil
+}
+
+// readForbiddenHistory returns the keys' forbidden history from start to end (the window's start):
+// per route, and their callers.
+func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, end time.Time) (map[string]*leakScopeHistory, error) {
+	out := map[string]*leakScopeHistory{}
+	of := func(key string) *leakScopeHistory {
+		h := out[key]
+		if h == nil {
+			h = &leakScopeHistory{routes: map[[2]string]leakScopeRouteHistory{}, callers: map[leakScopeCallerID]bool{}}
+			out[key] = h
+		}
+		return h
+	}
+	rows, err := d.conn.Query(ctx, leakSelectForbiddenHistory, end.UnixMilli(), keys, start.UnixMilli(), end.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("read the forbidden history of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key, method, route string
+		var h leakScopeRouteHistory
+		if err := rows.Scan(&key, &method, &route, &h.requests, &h.days, &h.hours); err != nil {
+			return nil, fmt.Errorf("read the forbidden history from auth_events: %w", err)
+		}
+		of(key).routes[[2]string{method, route}] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the forbidden history from auth_events: %w", err)
+	}
+	callers, err := d.conn.Query(ctx, leakSelectForbiddenCallers, keys, start.UnixMilli(), end.UnixMilli(), leakScopeHistoryCallers)
+	if err != nil {
+		return nil, fmt.Errorf("read the forbidden callers of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
+	}
+	defer callers.Close()
+	for callers.Next() {
+		var key string
+		var c leakScopeCallerID
+		var n uint64
+		if err := callers.Scan(&key, &c.net, &c.userAgent, &n); err != nil {
+			return nil, fmt.Errorf("read the forbidden callers from auth_events: %w", err)
+		}
+		of(key).callers[c] = true
+	}
+	if err := callers.Err(); err != nil {
+		return nil, fmt.Errorf("read the forbidden callers from auth_events: %w", err)
+	}
+	return out, nil
+}

@@ -42,7 +42,7 @@ func (c cadence) text(lookback time.Duration) string {
 	case !ok:
 		return fmt.Sprintf("rarely (active in %s of the last %s)", plural(c.ActiveHours, "hour", "hours"), Span(lookback))
 	case g <= time.Hour:
-		return "hourly"
+		return "hourly or more often"
 	case (g - 24*time.Hour).Abs() <= cadenceSlack:
 		return "about daily"
 	case (g - 7*24*time.Hour).Abs() <= 4*cadenceSlack:
@@ -53,15 +53,23 @@ func (c cadence) text(lookback time.Duration) string {
 
 // quietNeeded is how long a sub-caller must not have succeeded with r's old key to count as gone
 // from it: CadenceFactor times its usual gap (a daily job needs more than a day of silence), at
-// least QuietFor. Without a known rhythm it is QuietFor for one seen on a later key of the chain
+// least QuietFor. Hours are the rollup's granularity, so a caller active hour after hour needs
+// QuietFor once seen on a later key since its last success (the rule for a caller that switched),
+// and CadenceFactor times two hours when not. Without a known rhythm it is QuietFor for one seen on a later key of the chain
 // since, and the cadence lookback for one that was not (it may run monthly). It is never longer
 // than r's grace period (deadline − start): a rhythm slower than the rotation itself cannot be
 // waited out, and one that stayed quiet that long does not count on the key.
 func (d *Lingering) quietNeeded(r *rotation.Rotation, c cadence, moved bool) time.Duration {
 	need := time.Duration(d.cfg.CadenceLookback)
-	if g, ok := c.usualGap(); ok {
+	switch g, ok := c.usualGap(); {
+	case ok && g <= time.Hour && moved:
+		need = 0 // active hour after hour and seen on a later key since: quiet_for judges it
+	case ok && g <= time.Hour:
+		// Active hour after hour: two calls in adjacent hours may be up to two hours apart.
+		need = time.Duration(d.cfg.CadenceFactor * float64(2*time.Hour))
+	case ok:
 		need = time.Duration(d.cfg.CadenceFactor * float64(g))
-	} else if moved {
+	case moved:
 		need = 0
 	}
 	if grace := r.Deadline.Sub(r.Started); !r.Deadline.IsZero() && grace > 0 {

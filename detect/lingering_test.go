@@ -94,7 +94,7 @@ func TestLingeringStraggler(t *testing.T) {
 		TopIPs: []Count{{"198.51.100.77", 72}}, TopUserAgents: []Count{{"acme-batch/1.0", 72}},
 		LastOK: ptr(now.Add(-43 * time.Minute)), SubCallers: 1, StillOn: []SubCaller{{
 			IP: "198.51.100.77", UserAgent: "acme-batch/1.0", Requests: 72, LastSeen: now.Add(-43 * time.Minute), LastOK: now.Add(-43 * time.Minute),
-			Cadence: "hourly", QuietNeeded: "1h30m", QuietSoFar: "43m",
+			Cadence: "hourly or more often", QuietNeeded: "3h", QuietSoFar: "43m",
 		}},
 	}
 	f := only(t, s.lingering(now))
@@ -105,7 +105,7 @@ func TestLingeringStraggler(t *testing.T) {
 		t.Errorf("fingerprint %s is not that of (lingering, kid_old, acme-batch, kid_old>kid_new)", f.Fingerprint)
 	}
 	wantSummary := "acme-batch still calls kid_old; deadline in 20h (72 requests since the rotation started, last 43m ago; 0% of its traffic is on kid_new); " +
-		"still on it: 198.51.100.77 (acme-batch/1.0), last 43m ago, runs hourly: quiet 1h30m needed"
+		"still on it: 198.51.100.77 (acme-batch/1.0), last 43m ago, runs hourly or more often: quiet 3h needed"
 	if f.Summary != wantSummary {
 		t.Errorf("summary\n got %q\nwant %q", f.Summary, wantSummary)
 	}
@@ -337,7 +337,7 @@ func TestLingeringSideBySide(t *testing.T) {
 		TopIPs: []Count{{"192.0.2.8", 144}}, TopUserAgents: []Count{{"dual/1.0", 144}},
 		LastOK: ptr(now.Add(-30 * time.Minute)), SubCallers: 1, StillOn: []SubCaller{{
 			IP: "192.0.2.8", UserAgent: "dual/1.0", Requests: 144, LastSeen: now.Add(-30 * time.Minute), LastOK: now.Add(-30 * time.Minute),
-			SuccessorLastOK: ptr(now.Add(-10 * time.Minute)), Cadence: "hourly", QuietNeeded: "1h30m", QuietSoFar: "30m",
+			SuccessorLastOK: ptr(now.Add(-10 * time.Minute)), Cadence: "hourly or more often", QuietNeeded: "1h", QuietSoFar: "30m",
 		}},
 	})
 	if !strings.Contains(f.Summary, "75% of its traffic is on kid_new") {
@@ -345,7 +345,7 @@ func TestLingeringSideBySide(t *testing.T) {
 	}
 	// Once it stops using the old key and quiet_for has passed, it no longer remains.
 	if fs := s.lingering(now.Add(90 * time.Minute)); len(fs) != 0 {
-		t.Errorf("two hours after its last old-key call (an hourly caller needs 1h30m): findings %+v, want none", fs)
+		t.Errorf("two hours after its last old-key call (quiet_for 1h): findings %+v, want none", fs)
 	}
 }
 

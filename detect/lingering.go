@@ -97,8 +97,9 @@ func (rep *Readiness) setVerdict(remaining int, k *rotation.Key) {
 // rotation finished within AfterRetired, each client that still depends on the old key (see
 // remaining), and in one finding the callers without a client that do (see unidentified).
 // Severity follows the deadline: within CriticalBefore or passed critical, within WarningBefore
-// warning, within InfoBefore info; any use of the old key after it was retired or revoked is
-// critical. Rotations without a deadline are left to Readiness.
+// warning, within InfoBefore info; any successful use of the old key after it was retired or
+// revoked is critical (refused attempts are no finding: see remaining). Rotations without a
+// deadline are left to Readiness.
 func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
 	m, err := rotation.Load(ctx, d.conn)
 	if err != nil {

@@ -152,7 +152,7 @@ func (e LingeringEvidence) fields() finding.Fields {
 		l.Add("Cadence", fmt.Sprintf("runs %s; quiet %s needed", c.Cadence, c.QuietNeeded))
 	}
 	if c.RefusedSubCallers > 0 {
-		l.Add("Refused only", plural(c.RefusedSubCallers, "address and user agent", "addresses and user agents")+" of it were only refused since "+finding.Stamp(e.Since))
+		l.Add("Refused only", fmt.Sprintf("%d of its addresses and user agents, every request refused since %s (not use)", c.RefusedSubCallers, finding.Stamp(e.Since)))
 	}
 	l.Add("Top addresses", countsText(c.TopIPs))
 	l.Add("Top user agents", countsText(c.TopUserAgents))

@@ -65,7 +65,8 @@ func TestLingeringJudge(t *testing.T) {
 		host("initech"): caller(100, time.Minute),
 	}
 	d.cfg.QuietFor = config.Duration(15 * time.Minute)
-	got := d.remaining(rot, now, old, next, nil).remaining
+	clients := map[callerID]subUse{{client: "acme"}: next[host("acme")], {client: "initech"}: next[host("initech")]}
+	got := d.remaining(rot, now, old, next, clients, nil).remaining
 	var names []string
 	for _, c := range got {
 		names = append(names, c.ClientID)

@@ -159,9 +159,12 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 	if err != nil {
 		return nil, err
 	}
-	nextUse := keyUse{}
+	nextUse, nextCallers := keyUse{}, keyUse{}
 	if len(next) > 0 {
 		if nextUse, err = d.subCallers(ctx, next, old, now); err != nil {
+			return nil, err
+		}
+		if nextCallers, err = d.successorCallers(ctx, next, old, now); err != nil {
 			return nil, err
 		}
 	}
@@ -177,7 +180,7 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 	}
 	out := map[string]judged{}
 	for _, r := range rs {
-		out[r.ID] = d.remaining(r, now, oldUse[r.OldKeyID], successorUse(nextUse, chains[r.ID]), cad)
+		out[r.ID] = d.remaining(r, now, oldUse[r.OldKeyID], successorUse(nextUse, chains[r.ID]), successorUse(nextCallers, chains[r.ID]), cad)
 	}
 	return out, nil
 }

@@ -77,7 +77,7 @@ func TestLingeringTwoLevels(t *testing.T) {
 	for id := range old {
 		cad[id] = hourly
 	}
-	j := d.remaining(rot, now, old, next, cad)
+	j := d.remaining(rot, now, old, next, map[callerID]subUse{{client: "api"}: next[pair("api", "10.0.0.1")]}, cad)
 	if len(j.remaining) != 2 || j.remaining[0].IP != "203.0.113.10" || j.remaining[1].ClientID != "api" {
 		t.Fatalf("remaining %+v, want 203.0.113.10 then api", j.remaining)
 	}

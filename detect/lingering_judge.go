@@ -91,15 +91,15 @@ type judged struct {
 
 // remaining judges the callers of r's old key as of now. old is each sub-caller's traffic with the
 // old key since(r) (a client's (IP, user agent) pairs, or a caller without a client), succ its
-// traffic with the later keys of r's chain (successors of them, names how many there are), cad its
-// rhythm. A sub-caller depends on the key when a request of it succeeded since(r) and it has not
+// traffic with the later keys of r's chain, next each caller's (a client over all its pairs)
+// traffic with them, cad each sub-caller's rhythm. A sub-caller depends on the key when a request of it succeeded since(r) and it has not
 // been quiet for its quietNeeded since its last success: whether or not it was seen on a later key
 // since (a daily job that calls both keys each night has, and calls the old one again tonight).
 // One whose every request since(r) was refused does not depend on the key. A client remains while
 // any of its pairs does, and is refused when every request of all its pairs was; so is a caller
 // without a client. The new-key share compares the same pairs' traffic on the old key and the
 // later ones.
-func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ map[callerID]subUse, cad map[callerID]cadence) judged {
+func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, next map[callerID]subUse, cad map[callerID]cadence) judged {
 	from := since(r)
 	type group struct {
 		subs             map[callerID]subUse
@@ -128,6 +128,11 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ map
 		g.success++
 		s := succ[id]
 		moved := s.LastOK.After(u.LastOK)
+		if _, known := cad[id].usualGap(); !known && id.client != "" && next[gid].LastOK.After(u.LastOK) {
+			// An address seen in one hour only (a phone's, a CI runner's) is judged with its client:
+			// moved once the client succeeded with a later key after it.
+			moved, s = true, next[gid]
+		}
 		need, quiet := d.quietNeeded(r, cad[id], moved), now.Sub(u.LastOK)
 		if quiet >= need {
 			continue
@@ -142,7 +147,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ map
 	}
 	out := judged{remaining: []Caller{}, refused: []Caller{}}
 	for gid, g := range groups {
-		c := summarize(gid, g.subs, succ)
+		c := summarize(gid, g.subs, next[gid])
 		switch {
 		case len(g.stillOn) > 0:
 			slices.SortFunc(g.stillOn, func(a, b SubCaller) int {
@@ -165,20 +170,17 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ map
 }
 
 // summarize is the caller gid (a client, or a caller without a client) from its sub-callers'
-// traffic with the old key (subs) and with the later keys (succ): requests and failures summed,
-// the earliest first and latest last seen and last success; for a client its topCounts busiest
-// addresses and user agents.
-func summarize(gid callerID, subs, succ map[callerID]subUse) Caller {
+// traffic with the old key (subs) and its traffic with the later keys (next): requests and
+// failures summed, the earliest first and latest last seen and last success; for a client its
+// topCounts busiest addresses and user agents.
+func summarize(gid callerID, subs map[callerID]subUse, next subUse) Caller {
 	c := Caller{ClientID: gid.client, IP: gid.ip, UserAgent: gid.ua}
-	var sum, next subUse
+	var sum subUse
 	ips, uas := map[string]uint64{}, map[string]uint64{}
 	for id, u := range subs {
 		sum.add(u)
 		ips[id.ip] += u.Requests
 		uas[id.ua] += u.Requests
-		if s, ok := succ[id]; ok {
-			next.add(s)
-		}
 	}
 	c.Requests, c.Failures, c.FirstSeen, c.LastSeen = sum.Requests, sum.Failures, sum.FirstSeen, sum.LastSeen
 	if !sum.LastOK.IsZero() {
@@ -215,7 +217,7 @@ func usedSince(subs map[callerID]subUse, from time.Time) judged {
 	}
 	out := judged{remaining: []Caller{}, refused: []Caller{}}
 	for gid, g := range groups {
-		c := summarize(gid, g, nil)
+		c := summarize(gid, g, subUse{})
 		if c.LastOK != nil && !c.LastOK.Before(from) {
 			out.remaining = append(out.remaining, c)
 		} else {

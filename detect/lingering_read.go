@@ -76,6 +76,31 @@ const oldSubCallers = `
       AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
       AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))`
 
+// selectSuccessorCallers reads the traffic of each caller of the old keys (a client over all its
+// addresses and user agents, or an (IP, user agent) pair without a client) with each key since
+// its window start: selectSubCallers' arguments. A client's addresses may change (a mobile app, CI
+// runners), so whether a client moved is told by all of its traffic with the later keys, not only
+// that of the addresses it used with the old one.
+const selectSuccessorCallers = `
+SELECT
+    key_id,
+    client_id,
+    if(client_id = '', replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1'), '') AS caller_ip,
+    if(client_id = '', user_agent, '') AS caller_ua,
+    sum(requests),
+    sum(failures),
+    min(first_seen),
+    max(last_seen),
+    max(last_ok)
+FROM key_callers_1h
+WHERE key_id IN ?
+  AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
+  AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))
+  AND (client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '')) IN (
+    SELECT DISTINCT client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '') FROM (` + oldSubCallers + `))
+  AND hour <= toDateTime(?, 'UTC')
+GROUP BY key_id, client_id, caller_ip, caller_ua`
+
 // selectCadence reads, for each sub-caller of the old keys (oldSubCallers' arguments first), its
 // active hours on the given keys (the old keys and their successors) between the lookback start
 // and now: how many, and the longest and second-longest gap between two of them (seconds; 0 when
@@ -120,9 +145,20 @@ func windowArgs(from map[string]time.Time) (keys []string, earliest int64, start
 // subCallers reads the sub-callers of each key of from since its window start, of those that
 // called a key of old since its own, in one query.
 func (d *Lingering) subCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
+	return d.readUse(ctx, selectSubCallers, from, old, now)
+}
+
+// successorCallers reads the callers (clients, or pairs without a client) of each key of from
+// since its window start, of those that called a key of old since its own, in one query.
+func (d *Lingering) successorCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
+	return d.readUse(ctx, selectSuccessorCallers, from, old, now)
+}
+
+// readUse runs query, selectSubCallers or selectSuccessorCallers, and collects its rows by key.
+func (d *Lingering) readUse(ctx context.Context, query string, from, old map[string]time.Time, now time.Time) (keyUse, error) {
 	keys, earliest, starts := windowArgs(from)
 	oldKeys, oldEarliest, oldStarts := windowArgs(old)
-	rows, err := d.conn.Query(ctx, selectSubCallers, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.Unix())
+	rows, err := d.conn.Query(ctx, query, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.Unix())
 	if err != nil {
 		return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
 	}

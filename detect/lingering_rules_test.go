@@ -87,6 +87,26 @@ func TestLingeringSubCallers(t *testing.T) {
 		t.Errorf("summary %q does not end %q", f.Summary, wantSummary)
 	}
 
+	// Look-alike: a mobile app's client calls from addresses that change all the time (each seen in
+	// one hour); it moved to the new key two days ago, from other addresses. Its old addresses are
+	// never seen on the new key, yet the client moved: it is released, and its key is safe.
+	s.rotate("kid_app", "kid_app_new", "mobile", started, deadline)
+	var app []event
+	for i := range 300 {
+		key, at := "kid_app", now.Add(-5*24*time.Hour+time.Duration(i)*20*time.Minute)
+		if i >= 150 {
+			key, at = "kid_app_new", now.Add(-48*time.Hour+time.Duration(i-150)*15*time.Minute)
+		}
+		app = append(app, event{TS: at, KeyID: key, ClientID: "mobile", IP: fmt.Sprintf("100.70.%d.%d", i/250, 1+i%250), UA: "shop-ios/5.2"})
+	}
+	s.events(app)
+	if f, ok := byClient(s.lingering(now), "kid_app")["mobile"]; ok {
+		t.Errorf("the mobile client moved two days ago from changing addresses: finding %q, want none", f.Summary)
+	}
+	if rep := s.readiness(now, "kid_app"); !rep.Safe {
+		t.Errorf("readiness of kid_app %+v, want safe: the mobile client moved", rep)
+	}
+
 	// A client calling from 2,000 addresses, all still on its old key: one finding that names the
 	// latest few and counts them, its evidence bounded.
 	s.rotate("kid_fleet", "kid_fleet_new", "fleet", started, deadline)

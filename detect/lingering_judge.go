@@ -134,6 +134,11 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 			moved, s = true, next[gid]
 		}
 		need, quiet := d.quietNeeded(r, cad[id], moved), now.Sub(u.LastOK)
+		if g, known := cad[id].usualGap(); moved && known && s.LastOK.Sub(u.LastOK) >= g/2 {
+			// It ran again since, on a later key only (the nightly job ran tonight with the new
+			// key): quiet_for judges it, as a caller that switched.
+			need = time.Duration(d.cfg.QuietFor)
+		}
 		if quiet >= need {
 			continue
 		}

@@ -139,8 +139,8 @@ func TestLingeringSubCallers(t *testing.T) {
 // report job runs at 02:00 with the old key for one step and at 02:05 with the new one; ten hours
 // after its run it has been seen on the new key since and quiet on the old one far longer than
 // quiet_for, yet it will call the old key again tonight: it remains. A daily exporter that never
-// moved remains five hours after its run. Look-alike: an hourly service that moved a day ago is
-// released.
+// moved remains five hours after its run. Look-alikes: an hourly service that moved a day ago, and
+// a nightly job that ran tonight with the new key only, are released.
 func TestLingeringCadence(t *testing.T) {
 	s := newScenario(t)
 	started, deadline := now.Add(-72*time.Hour), now.Add(20*time.Hour)
@@ -152,11 +152,20 @@ func TestLingeringCadence(t *testing.T) {
 	s.events(daily("kid_new", reports, started, now, 2, 5))
 	exporter := event{ClientID: "exporter", IP: "10.0.6.6", UA: "exporter/2.0"}
 	s.events(daily("kid_old", exporter, from, now, 7, 0))
+	// Look-alike: a nightly job that moved: last night it ran with the old key, tonight at 03:00
+	// with the new one only. Quiet 33h on the old key, under a daily job's 36h, but it ran since
+	// without it.
+	nightly := event{ClientID: "nightly", IP: "10.0.5.9", UA: "nightly/2.0"}
+	s.events(daily("kid_old", nightly, from, now.Add(-10*time.Hour), 3, 0))
+	s.events(daily("kid_new", nightly, now.Add(-10*time.Hour), now, 3, 0))
 	hourly := event{ClientID: "hourly-svc", IP: "10.0.7.7", UA: "svc/5.1"}
 	s.events(calls("kid_old", hourly, from, now.Add(-24*time.Hour), time.Hour))
 	s.events(calls("kid_new", hourly, now.Add(-24*time.Hour), now, time.Hour))
 
 	found := byClient(s.lingering(now), "kid_old")
+	if f, ok := found["nightly"]; ok {
+		t.Errorf("the nightly job ran tonight with the new key only: finding %q, want none", f.Summary)
+	}
 	if f, ok := found["hourly-svc"]; ok {
 		t.Errorf("the hourly service moved a day ago: finding %q, want none", f.Summary)
 	}

@@ -180,7 +180,7 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 	}
 	out := map[string]judged{}
 	for _, r := range rs {
-		out[r.ID] = d.remaining(r, now, oldUse[r.OldKeyID], successorUse(nextUse, chains[r.ID]), successorUse(nextCallers, chains[r.ID]), cad)
+		out[r.ID] = d.remaining(r, now, oldUse[r.OldKeyID], successorUse(nextUse, chains[r.ID]), withClients(successorUse(nextCallers, chains[r.ID])), cad)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -91,8 +92,9 @@ type judged struct {
 
 // remaining judges the callers of r's old key as of now. old is each sub-caller's traffic with the
 // old key since(r) (a client's (IP, user agent) pairs, or a caller without a client), succ its
-// traffic with the later keys of r's chain, next each caller's (a client over all its pairs)
-// traffic with them, cad each sub-caller's rhythm. A sub-caller depends on the key when a request of it succeeded since(r) and it has not
+// traffic with the later keys of r's chain, next each caller's traffic with them (a client's per
+// user agent over all its addresses, and over all: see withClients), cad each sub-caller's rhythm
+// and each client's user agent's. A sub-caller depends on the key when a request of it succeeded since(r) and it has not
 // been quiet for its quietNeeded since its last success: whether or not it was seen on a later key
 // since (a daily job that calls both keys each night has, and calls the old one again tonight).
 // One whose every request since(r) was refused does not depend on the key. A client remains while
@@ -126,15 +128,20 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 			continue
 		}
 		g.success++
-		s := succ[id]
+		s, rhythm := succ[id], cad[id]
 		moved := s.LastOK.After(u.LastOK)
-		if _, known := cad[id].usualGap(); !known && id.client != "" && next[gid].LastOK.After(u.LastOK) {
-			// An address seen in one hour only (a phone's, a CI runner's) is judged with its client:
-			// moved once the client succeeded with a later key after it.
-			moved, s = true, next[gid]
+		if _, known := rhythm.usualGap(); !known && id.client != "" {
+			// An address seen in one hour only (a phone's, a CI runner's, a job's new container) is
+			// judged by its client's user agent over all its addresses: its rhythm, and moved once
+			// that user agent succeeded with a later key after it.
+			agent := callerID{client: id.client, ua: id.ua}
+			rhythm = cad[agent]
+			if a := next[agent]; a.LastOK.After(u.LastOK) {
+				moved, s = true, a
+			}
 		}
-		need, quiet := d.quietNeeded(r, cad[id], moved), now.Sub(u.LastOK)
-		if g, known := cad[id].usualGap(); moved && known && s.LastOK.Sub(u.LastOK) >= g/2 {
+		need, quiet := d.quietNeeded(r, rhythm, moved), now.Sub(u.LastOK)
+		if g, known := rhythm.usualGap(); moved && known && s.LastOK.Sub(u.LastOK) >= g/2 {
 			// It ran again since, on a later key only (the nightly job ran tonight with the new
 			// key): quiet_for judges it, as a caller that switched.
 			need = time.Duration(d.cfg.QuietFor)
@@ -143,7 +150,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 			continue
 		}
 		sc := SubCaller{IP: id.ip, UserAgent: id.ua, Requests: u.Requests, Failures: u.Failures, LastSeen: u.LastSeen, LastOK: u.LastOK,
-			Cadence: cad[id].text(time.Duration(d.cfg.CadenceLookback)), QuietNeeded: Span(need), QuietSoFar: Span(quiet)}
+			Cadence: rhythm.text(time.Duration(d.cfg.CadenceLookback)), QuietNeeded: Span(need), QuietSoFar: Span(quiet)}
 		if moved {
 			last := s.LastOK
 			sc.SuccessorLastOK = &last
@@ -201,6 +208,19 @@ func summarize(gid callerID, subs map[callerID]subUse, next subUse) Caller {
 		c.TopIPs, c.TopUserAgents = top(ips, topCounts), top(uas, topCounts)
 	}
 	return c
+}
+
+// withClients adds to next, each caller's traffic with the later keys of a chain (a client's per
+// user agent, with no ip), each client's over all its user agents (callerID{client}).
+func withClients(next map[callerID]subUse) map[callerID]subUse {
+	for id, u := range maps.Clone(next) {
+		if id.client != "" {
+			sum := next[callerID{client: id.client}]
+			sum.add(u)
+			next[callerID{client: id.client}] = sum
+		}
+	}
+	return next
 }
 
 // usedSince judges the callers of a key no rotation retires: a caller depends on it when any of

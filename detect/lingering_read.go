@@ -77,16 +77,17 @@ const oldSubCallers = `
       AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))`
 
 // selectSuccessorCallers reads the traffic of each caller of the old keys (a client over all its
-// addresses and user agents, or an (IP, user agent) pair without a client) with each key since
+// addresses, per user agent, or an (IP, user agent) pair without a client) with each key since
 // its window start: selectSubCallers' arguments. A client's addresses may change (a mobile app, CI
-// runners), so whether a client moved is told by all of its traffic with the later keys, not only
-// that of the addresses it used with the old one.
+// runners, a job in a new container each run), so whether a client, or one of its user agents,
+// moved is told by all of its traffic with the later keys, not only that of the addresses it used
+// with the old one.
 const selectSuccessorCallers = `
 SELECT
     key_id,
     client_id,
     if(client_id = '', replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1'), '') AS caller_ip,
-    if(client_id = '', user_agent, '') AS caller_ua,
+    user_agent,
     sum(requests),
     sum(failures),
     min(first_seen),
@@ -99,7 +100,7 @@ WHERE key_id IN ?
   AND (client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '')) IN (
     SELECT DISTINCT client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '') FROM (` + oldSubCallers + `))
   AND hour <= toDateTime(?, 'UTC')
-GROUP BY key_id, client_id, caller_ip, caller_ua`
+GROUP BY key_id, client_id, caller_ip, user_agent`
 
 // selectCadence reads, for each sub-caller of the old keys (oldSubCallers' arguments first), its
 // active hours on the given keys (the old keys and their successors) between the lookback start
@@ -126,6 +127,31 @@ FROM
       AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
       AND hour <= toDateTime(?, 'UTC')
     GROUP BY client_id, ip, user_agent
+)`
+
+// selectAgentCadence is selectCadence per client and user agent over all the client's addresses
+// (same arguments), for the clients' user agents of the old keys: the rhythm of a job whose
+// address changes from run to run.
+const selectAgentCadence = `
+SELECT
+    client_id,
+    '',
+    user_agent,
+    length(hours),
+    gaps[1],
+    gaps[2]
+FROM
+(
+    SELECT
+        client_id, user_agent,
+        arraySort(groupUniqArray(hour)) AS hours,
+        arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
+    FROM key_callers_1h
+    WHERE (client_id, user_agent) IN (SELECT client_id, user_agent FROM (` + oldSubCallers + `) WHERE client_id != '')
+      AND key_id IN ?
+      AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
+      AND hour <= toDateTime(?, 'UTC')
+    GROUP BY client_id, user_agent
 )`
 
 // selectKeyUsed tells whether a key was ever seen in traffic (key_usage holds one row per key).
@@ -186,27 +212,37 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 	return u, nil
 }
 
-// cadences reads the rhythm of each sub-caller of old on keys over the cadence lookback before now.
+// cadences reads the rhythm of each sub-caller of old on keys over the cadence lookback before now,
+// and of each user agent of a client among them (with no ip in its callerID).
 func (d *Lingering) cadences(ctx context.Context, old map[string]time.Time, keys []string, now time.Time) (map[callerID]cadence, error) {
+	out := map[callerID]cadence{}
+	for _, query := range []string{selectCadence, selectAgentCadence} {
+		if err := d.readCadence(ctx, query, old, keys, now, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (d *Lingering) readCadence(ctx context.Context, query string, old map[string]time.Time, keys []string, now time.Time, out map[callerID]cadence) error {
 	oldKeys, oldEarliest, oldStarts := windowArgs(old)
 	from := now.Add(-time.Duration(d.cfg.CadenceLookback))
-	rows, err := d.conn.Query(ctx, selectCadence, oldKeys, oldEarliest, oldKeys, oldStarts, keys, from.Unix(), now.Unix())
+	rows, err := d.conn.Query(ctx, query, oldKeys, oldEarliest, oldKeys, oldStarts, keys, from.Unix(), now.Unix())
 	if err != nil {
-		return nil, fmt.Errorf("read the cadence of the callers of %d keys since %s from key_callers_1h: %w", len(oldKeys), from, err)
+		return fmt.Errorf("read the cadence of the callers of %d keys since %s from key_callers_1h: %w", len(oldKeys), from, err)
 	}
 	defer rows.Close()
-	out := map[callerID]cadence{}
 	for rows.Next() {
 		var id callerID
 		var hours uint64
 		var longest, second int64
 		if err := rows.Scan(&id.client, &id.ip, &id.ua, &hours, &longest, &second); err != nil {
-			return nil, fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
+			return fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
 		}
 		out[id] = cadence{ActiveHours: int(hours), Longest: time.Duration(longest) * time.Second, Second: time.Duration(second) * time.Second}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
+		return fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
 	}
-	return out, nil
+	return nil
 }

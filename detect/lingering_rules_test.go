@@ -107,6 +107,22 @@ func TestLingeringSubCallers(t *testing.T) {
 		t.Errorf("readiness of kid_app %+v, want safe: the mobile client moved", rep)
 	}
 
+	// The same with a nightly job that runs in a new container each night, from a new address: its
+	// user agent's rhythm over all its addresses says daily, and it never moved.
+	s.rotate("kid_ord", "kid_ord_new", "orders", started, deadline)
+	ordWeb := event{ClientID: "orders", IP: "10.0.2.1", UA: "orders-web/4.0"}
+	s.events(calls("kid_ord", ordWeb, now.Add(-10*24*time.Hour), moved, 10*time.Minute))
+	s.events(calls("kid_ord_new", ordWeb, moved, now, 10*time.Minute))
+	var pods []event
+	for i, at := range every(now.Add(-10*24*time.Hour), now, 24*time.Hour, func(time.Time) (event, bool) { return event{}, true }) {
+		pods = append(pods, event{TS: at.TS.Add(14 * time.Hour), KeyID: "kid_ord", ClientID: "orders", IP: fmt.Sprintf("10.244.%d.7", i), UA: "ord-sync/1.0"})
+	}
+	s.events(pods)
+	f, ok = byClient(s.lingering(now), "kid_ord")["orders"]
+	if !ok || !strings.Contains(f.Summary, "2 of its addresses and user agents still on it, latest 10.244.9.7 (ord-sync/1.0), last 10h ago, runs about daily: quiet 1d12h needed") {
+		t.Errorf("orders' nightly job in a new container each night: finding %q (found %v), want it named, daily", f.Summary, ok)
+	}
+
 	// A client calling from 2,000 addresses, all still on its old key: one finding that names the
 	// latest few and counts them, its evidence bounded.
 	s.rotate("kid_fleet", "kid_fleet_new", "fleet", started, deadline)

@@ -81,12 +81,13 @@ const (
 // not blockers, and whoever is refused chooses how many of them there are.
 const maxListedRefused = 10
 
-// setVerdict fills rep's verdict from whether callers remain and the key's state.
-func (rep *Readiness) setVerdict(remaining int, k *rotation.Key) {
+// setVerdict fills rep's verdict from whether callers remain, whether any request succeeded in
+// the window, and the key's state.
+func (rep *Readiness) setVerdict(remaining int, succeeded bool, k *rotation.Key) {
 	switch {
 	case remaining > 0:
 		rep.Verdict, rep.Safe = VerdictUnsafe, false
-	case k != nil && (k.State == rotation.Retired || k.State == rotation.Revoked):
+	case !succeeded && k != nil && (k.State == rotation.Retired || k.State == rotation.Revoked):
 		rep.Verdict, rep.Safe = VerdictGone, true
 	default:
 		rep.Verdict, rep.Safe = VerdictSafe, true
@@ -243,15 +244,17 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 		}
 		j := js[r.ID]
 		rep.list(j)
-		rep.setVerdict(len(j.remaining), k)
+		rep.setVerdict(len(j.remaining), j.succeeded, k)
 		switch {
 		case r.Running() && rep.Safe:
 			rep.Reason = fmt.Sprintf("every caller of %s since the rotation started has moved to %s or a later key, or has not succeeded with %s for as long as its rhythm needs (at least %s)",
 				keyID, r.NewKeyID, keyID, time.Duration(d.cfg.QuietFor))
 		case r.Running():
 			rep.Reason = fmt.Sprintf("%s is still used by %s not yet on %s", keyID, callersPhrase(j.remaining, now), r.NewKeyID)
-		case rep.Safe:
+		case rep.Verdict == VerdictGone:
 			rep.Reason = fmt.Sprintf("%s was %s %s ago and nothing succeeded with it since", keyID, step(r), Span(now.Sub(r.Finished)))
+		case rep.Safe:
+			rep.Reason = fmt.Sprintf("%s was %s %s ago; what succeeded with it since has been quiet for as long as its rhythm needs", keyID, step(r), Span(now.Sub(r.Finished)))
 		default:
 			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), Span(now.Sub(r.Finished)), callersPhrase(j.remaining, now))
 		}
@@ -280,7 +283,7 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 			return Readiness{}, ErrUnknownKey
 		}
 	}
-	rep.setVerdict(len(j.remaining), k)
+	rep.setVerdict(len(j.remaining), len(j.remaining) > 0, k)
 	if rep.Safe {
 		rep.Reason = fmt.Sprintf("no rotation retires %s and nothing called it %s", keyID, within)
 		if len(j.refused) > 0 {

@@ -88,6 +88,8 @@ const maxListedSubCallers = 3
 // (remaining, latest first) and those whose every request since was refused (refused).
 type judged struct {
 	remaining, refused []Caller
+	// succeeded reports whether any request of any caller succeeded in the window, remaining or not.
+	succeeded bool
 }
 
 // remaining judges the callers of r's old key as of now. old is each sub-caller's traffic with the
@@ -109,6 +111,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 		refused, success int
 	}
 	groups := map[callerID]*group{}
+	out := judged{remaining: []Caller{}, refused: []Caller{}}
 	for id, u := range old {
 		if u.LastSeen.Before(from) {
 			continue
@@ -128,6 +131,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 			continue
 		}
 		g.success++
+		out.succeeded = true
 		s, rhythm := succ[id], cad[id]
 		moved := s.LastOK.After(u.LastOK)
 		if _, known := rhythm.usualGap(); !known && id.client != "" {
@@ -157,7 +161,6 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 		}
 		g.stillOn = append(g.stillOn, sc)
 	}
-	out := judged{remaining: []Caller{}, refused: []Caller{}}
 	for gid, g := range groups {
 		c := summarize(gid, g.subs, next[gid])
 		switch {

@@ -304,6 +304,14 @@ func TestLingeringRefusedOnly(t *testing.T) {
 		t.Errorf("readiness of kid_rev %s, %d refused listed, %d unlisted; want gone, %d listed, %d unlisted",
 			rep.Verdict, len(rep.Refused), rep.RefusedUnlisted, maxListedRefused, 301-maxListedRefused)
 	}
+	// A key a gateway still accepted after its retirement, until a caller stopped ten hours ago: no
+	// caller depends on it, but something did succeed with it since, so it is safe, not gone.
+	s.rotate("kid_ret2", "kid_ret2_new", "acme", revoked.Add(-3*24*time.Hour), revoked)
+	s.lifecycle(rotation.Event{TS: revoked, Type: rotation.KeyRetired, KeyID: "kid_ret2", ClientID: "acme"})
+	s.events(calls("kid_ret2", event{ClientID: "late", IP: "10.0.3.4", UA: "late/1"}, revoked.Add(-24*time.Hour), now.Add(-10*time.Hour), time.Hour))
+	if rep := s.readiness(now, "kid_ret2"); !rep.Safe || rep.Verdict != VerdictSafe {
+		t.Errorf("readiness of kid_ret2 %s %q, want safe (not gone: late succeeded with it after the retirement)", rep.Verdict, rep.Reason)
+	}
 	if rep := s.readiness(now, "kid_rev2"); rep.Safe {
 		t.Errorf("readiness of kid_rev2 %+v, want unsafe: a caller succeeded after revocation", rep)
 	}

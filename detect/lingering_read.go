@@ -41,7 +41,7 @@ type keyUse map[string]map[callerID]subUse
 
 // selectSubCallers reads who called each key since its window start, per sub-caller (client, IP,
 // user agent), of the sub-callers that called an old key since its own window start: the keys,
-// the earliest window start (unix seconds; prunes partitions), the keys again with each one's
+// the earliest window start (unix milliseconds, as every time is bound; prunes partitions), the keys again with each one's
 // own window start, then the same three for the old keys, and now (hours after it are not read).
 // Windows start at the top of the hour of their start (the rollup's granularity), so counts may
 // include up to an hour before it; last_seen and last_ok are exact, which is what is judged. IPv4
@@ -60,10 +60,10 @@ SELECT
     max(last_ok)
 FROM key_callers_1h
 WHERE key_id IN ?
-  AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
-  AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
   AND (client_id, ip, user_agent) IN (` + oldSubCallers + `)
-  AND hour <= toDateTime(?, 'UTC')
+  AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, client_id, ip, user_agent`
 
 // oldSubCallers is the sub-callers of the old keys since their window starts (arguments: the
@@ -73,8 +73,8 @@ const oldSubCallers = `
     SELECT DISTINCT client_id, ip, user_agent
     FROM key_callers_1h
     WHERE key_id IN ?
-      AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
-      AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))`
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))`
 
 // selectSuccessorCallers reads the traffic of each caller of the old keys (a client over all its
 // addresses, per user agent, or an (IP, user agent) pair without a client) with each key since
@@ -95,11 +95,11 @@ SELECT
     max(last_ok)
 FROM key_callers_1h
 WHERE key_id IN ?
-  AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
-  AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
   AND (client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '')) IN (
     SELECT DISTINCT client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '') FROM (` + oldSubCallers + `))
-  AND hour <= toDateTime(?, 'UTC')
+  AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, client_id, caller_ip, user_agent`
 
 // selectCadence reads, for each sub-caller of the old keys (oldSubCallers' arguments first), its
@@ -124,8 +124,8 @@ FROM
     FROM key_callers_1h
     WHERE (client_id, ip, user_agent) IN (` + oldSubCallers + `)
       AND key_id IN ?
-      AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
-      AND hour <= toDateTime(?, 'UTC')
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+      AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
     GROUP BY client_id, ip, user_agent
 )`
 
@@ -149,8 +149,8 @@ FROM
     FROM key_callers_1h
     WHERE (client_id, user_agent) IN (SELECT client_id, user_agent FROM (` + oldSubCallers + `) WHERE client_id != '')
       AND key_id IN ?
-      AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
-      AND hour <= toDateTime(?, 'UTC')
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+      AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
     GROUP BY client_id, user_agent
 )`
 
@@ -162,8 +162,8 @@ func windowArgs(from map[string]time.Time) (keys []string, earliest int64, start
 	earliest = math.MaxInt64
 	for k, t := range from {
 		keys = append(keys, k)
-		starts = append(starts, t.Unix())
-		earliest = min(earliest, t.Unix())
+		starts = append(starts, t.UnixMilli())
+		earliest = min(earliest, t.UnixMilli())
 	}
 	return keys, earliest, starts
 }
@@ -184,7 +184,7 @@ func (d *Lingering) successorCallers(ctx context.Context, from, old map[string]t
 func (d *Lingering) readUse(ctx context.Context, query string, from, old map[string]time.Time, now time.Time) (keyUse, error) {
 	keys, earliest, starts := windowArgs(from)
 	oldKeys, oldEarliest, oldStarts := windowArgs(old)
-	rows, err := d.conn.Query(ctx, query, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.Unix())
+	rows, err := d.conn.Query(ctx, query, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
 	}
@@ -227,7 +227,7 @@ func (d *Lingering) cadences(ctx context.Context, old map[string]time.Time, keys
 func (d *Lingering) readCadence(ctx context.Context, query string, old map[string]time.Time, keys []string, now time.Time, out map[callerID]cadence) error {
 	oldKeys, oldEarliest, oldStarts := windowArgs(old)
 	from := now.Add(-time.Duration(d.cfg.CadenceLookback))
-	rows, err := d.conn.Query(ctx, query, oldKeys, oldEarliest, oldKeys, oldStarts, keys, from.Unix(), now.Unix())
+	rows, err := d.conn.Query(ctx, query, oldKeys, oldEarliest, oldKeys, oldStarts, keys, from.UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("read the cadence of the callers of %d keys since %s from key_callers_1h: %w", len(oldKeys), from, err)
 	}

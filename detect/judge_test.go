@@ -50,23 +50,23 @@ func TestLingeringJudge(t *testing.T) {
 	d := NewLingering(nil, config.Default().Detect.Lingering)
 	rot := &rotation.Rotation{ID: "kid_old>kid_new", OldKeyID: "kid_old", NewKeyID: "kid_new", ClientID: "acme",
 		Started: now.Add(-2 * time.Hour), Deadline: now.Add(36 * time.Hour)}
-	caller := func(client string, requests uint64, last time.Duration) *Caller {
-		return &Caller{ClientID: client, Requests: requests, FirstSeen: now.Add(-110 * time.Minute), LastSeen: now.Add(-last)}
+	caller := func(requests uint64, last time.Duration) subUse {
+		return subUse{Requests: requests, FirstSeen: now.Add(-110 * time.Minute), LastSeen: now.Add(-last), LastOK: now.Add(-last)}
 	}
-	u := usage{
-		"kid_old": {
-			{client: "acme"}:    caller("acme", 40, 30*time.Minute),   // moved: new-key traffic since, quiet for 30m
-			{client: "globex"}:  caller("globex", 12, 10*time.Minute), // only the old key
-			{client: "initech"}: caller("initech", 3, 5*time.Minute),  // moved, but called the old key 5m ago
-			{client: "ancient"}: caller("ancient", 9, 3*24*time.Hour), // not since the rotation started
-		},
-		"kid_new": {
-			{client: "acme"}:    caller("acme", 300, time.Minute),
-			{client: "initech"}: caller("initech", 100, time.Minute),
-		},
+	host := func(client string) callerID { return callerID{client: client, ip: "192.0.2.1", ua: client + "/1.0"} }
+	old := map[callerID]subUse{
+		host("acme"):    caller(40, 30*time.Minute), // moved: new-key traffic since, quiet for 30m
+		host("globex"):  caller(12, 10*time.Minute), // only the old key
+		host("initech"): caller(3, 5*time.Minute),   // moved, but called the old key 5m ago
+		host("ancient"): caller(9, 3*24*time.Hour),  // not since the rotation started
+	}
+	next := map[callerID]subUse{
+		host("acme"):    caller(300, time.Minute),
+		host("initech"): caller(100, time.Minute),
 	}
 	d.cfg.QuietFor = config.Duration(15 * time.Minute)
-	got := d.remaining(rot, now, u)
+	clients := map[callerID]subUse{{client: "acme"}: next[host("acme")], {client: "initech"}: next[host("initech")]}
+	got := d.remaining(rot, now, old, next, clients, nil).remaining
 	var names []string
 	for _, c := range got {
 		names = append(names, c.ClientID)

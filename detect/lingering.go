@@ -3,6 +3,8 @@ package detect
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -47,25 +49,58 @@ func (d *Lingering) Name() string { return "lingering" }
 // Readiness answers whether keyID can be retired (or, once retired, whether anything still calls
 // it) as of now. Its JSON is the HTTP response body and `keywatch readiness --format json` output.
 type Readiness struct {
-	KeyID      string     `json:"key_id"`
+	KeyID string `json:"key_id"`
+	// Verdict is VerdictSafe, VerdictUnsafe or VerdictGone; Safe is false only when unsafe.
+	Verdict    string     `json:"verdict"`
 	Safe       bool       `json:"safe"`
-	Reason     string     `json:"reason"` // one line: why safe or unsafe
+	Reason     string     `json:"reason"` // one line: why safe, unsafe or gone
 	State      string     `json:"state"`  // rotation.State, "unknown" when the key has no lifecycle events
 	RotationID string     `json:"rotation_id,omitempty"`
 	NewKeyID   string     `json:"new_key_id,omitempty"`
 	Deadline   *time.Time `json:"deadline,omitempty"`
 	Remaining  []Caller   `json:"remaining"` // never null; at most maxListedCallers (50), clients first
 	// Unlisted is how many more callers remain than Remaining lists.
-	Unlisted  int       `json:"unlisted,omitempty"`
-	CheckedAt time.Time `json:"checked_at"`
+	Unlisted int `json:"unlisted,omitempty"`
+	// Refused are callers whose every request in the window was refused: they do not depend on
+	// the key, and are listed for the record (at most maxListedRefused, latest first);
+	// RefusedUnlisted counts the rest.
+	Refused         []Caller  `json:"refused,omitempty"`
+	RefusedUnlisted int       `json:"refused_unlisted,omitempty"`
+	CheckedAt       time.Time `json:"checked_at"`
+}
+
+// The verdicts of a readiness answer. Gone is a key already retired or revoked that nothing
+// succeeded with since: there is nothing left to retire, and it is as safe as safe.
+const (
+	VerdictSafe   = "safe"
+	VerdictUnsafe = "unsafe"
+	VerdictGone   = "gone"
+)
+
+// maxListedRefused is how many refused-only callers a readiness answer lists: they are evidence,
+// not blockers, and whoever is refused chooses how many of them there are.
+const maxListedRefused = 10
+
+// setVerdict fills rep's verdict from whether callers remain, whether any request succeeded in
+// the window, and the key's state.
+func (rep *Readiness) setVerdict(remaining int, succeeded bool, k *rotation.Key) {
+	switch {
+	case remaining > 0:
+		rep.Verdict, rep.Safe = VerdictUnsafe, false
+	case !succeeded && k != nil && (k.State == rotation.Retired || k.State == rotation.Revoked):
+		rep.Verdict, rep.Safe = VerdictGone, true
+	default:
+		rep.Verdict, rep.Safe = VerdictSafe, true
+	}
 }
 
 // Detect reports, for every rotation whose deadline is within InfoBefore (or passed) and every
 // rotation finished within AfterRetired, each client that still depends on the old key (see
 // remaining), and in one finding the callers without a client that do (see unidentified).
 // Severity follows the deadline: within CriticalBefore or passed critical, within WarningBefore
-// warning, within InfoBefore info; any use of the old key after it was retired or revoked is
-// critical. Rotations without a deadline are left to Readiness.
+// warning, within InfoBefore info; any successful use of the old key after it was retired or
+// revoked is critical (refused attempts are no finding: see remaining). Rotations without a
+// deadline are left to Readiness.
 func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
 	m, err := rotation.Load(ctx, d.conn)
 	if err != nil {
@@ -80,14 +115,14 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Findin
 	if len(watched) == 0 {
 		return nil, nil
 	}
-	u, err := d.callers(ctx, windows(watched))
+	judgements, err := d.judge(ctx, m, watched, now)
 	if err != nil {
 		return nil, err
 	}
 	var out []finding.Finding
 	for _, r := range watched {
 		var anonymous []Caller
-		for _, c := range d.remaining(r, now, u) {
+		for _, c := range judgements[r.ID].remaining {
 			if c.ClientID == "" {
 				anonymous = append(anonymous, c)
 				continue
@@ -101,29 +136,62 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Findin
 	return out, nil
 }
 
+// judge reads the traffic of the rotations rs (their old keys since(r), the later keys of their
+// chains since each started, the rhythm of the old keys' callers over the cadence lookback) and
+// judges each one's callers (see remaining), by rotation id. Only the callers of the old keys are
+// read, whatever the traffic of their successors.
+func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation.Rotation, now time.Time) (map[string]judged, error) {
+	old, next := map[string]time.Time{}, map[string]time.Time{}
+	chains := map[string][]string{}
+	for _, r := range rs {
+		old[r.OldKeyID] = since(r)
+		chain := m.Successors(r.OldKeyID)
+		if len(chain) == 0 && r.NewKeyID != "" {
+			chain = []string{r.NewKeyID}
+		}
+		chains[r.ID] = chain
+		for _, k := range chain {
+			if t, ok := next[k]; !ok || r.Started.Before(t) {
+				next[k] = r.Started
+			}
+		}
+	}
+	oldUse, err := d.subCallers(ctx, old, old, now)
+	if err != nil {
+		return nil, err
+	}
+	nextUse, nextCallers := keyUse{}, keyUse{}
+	if len(next) > 0 {
+		if nextUse, err = d.subCallers(ctx, next, old, now); err != nil {
+			return nil, err
+		}
+		if nextCallers, err = d.successorCallers(ctx, next, old, now); err != nil {
+			return nil, err
+		}
+	}
+	keys := slices.Collect(maps.Keys(old))
+	for k := range next {
+		if _, ok := old[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	cad, err := d.cadences(ctx, old, keys, now)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]judged{}
+	for _, r := range rs {
+		out[r.ID] = d.remaining(r, now, oldUse[r.OldKeyID], successorUse(nextUse, chains[r.ID]), withClients(successorUse(nextCallers, chains[r.ID])), cad)
+	}
+	return out, nil
+}
+
 // watched reports whether r can produce findings as of now.
 func (d *Lingering) watched(r *rotation.Rotation, now time.Time) bool {
 	if !r.Running() {
 		return now.Sub(r.Finished) <= time.Duration(d.cfg.AfterRetired)
 	}
 	return !r.Deadline.IsZero() && r.Deadline.Sub(now) <= time.Duration(d.cfg.InfoBefore)
-}
-
-// windows returns where each key's traffic is read from: since(r) of the rotations it is in.
-// A key that is the new key of one watched rotation and the old key of another (a chain) is read
-// from the window of the one retiring it, so its counts as the old key are right; its share as
-// the new key of the earlier rotation then covers only the later one's window.
-func windows(rs []*rotation.Rotation) map[string]time.Time {
-	from := map[string]time.Time{}
-	for _, r := range rs {
-		if t, ok := from[r.NewKeyID]; !ok || since(r).Before(t) {
-			from[r.NewKeyID] = since(r)
-		}
-	}
-	for _, r := range rs {
-		from[r.OldKeyID] = since(r)
-	}
-	return from
 }
 
 // since is where r's traffic is looked at from: its start while it runs, then its end.
@@ -170,45 +238,43 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 			deadline := r.Deadline
 			rep.Deadline = &deadline
 		}
-		u, err := d.callers(ctx, windows([]*rotation.Rotation{r}))
+		js, err := d.judge(ctx, m, []*rotation.Rotation{r}, now)
 		if err != nil {
 			return Readiness{}, err
 		}
-		remaining := d.remaining(r, now, u)
-		rep.Remaining, rep.Unlisted = listed(remaining, maxListedCallers)
-		rep.Safe = len(remaining) == 0
+		j := js[r.ID]
+		rep.list(j)
+		rep.setVerdict(len(j.remaining), j.succeeded, k)
 		switch {
 		case r.Running() && rep.Safe:
-			rep.Reason = fmt.Sprintf("every caller of %s since the rotation started has moved to %s and not used %s for %s",
+			rep.Reason = fmt.Sprintf("every caller of %s since the rotation started has moved to %s or a later key, or has not succeeded with %s for as long as its rhythm needs (at least %s)",
 				keyID, r.NewKeyID, keyID, time.Duration(d.cfg.QuietFor))
 		case r.Running():
-			rep.Reason = fmt.Sprintf("%s is still used by %s not yet on %s", keyID, callersPhrase(remaining, now), r.NewKeyID)
+			rep.Reason = fmt.Sprintf("%s is still used by %s not yet on %s", keyID, callersPhrase(j.remaining, now), r.NewKeyID)
+		case rep.Verdict == VerdictGone:
+			rep.Reason = fmt.Sprintf("%s was %s %s ago and nothing succeeded with it since", keyID, step(r), Span(now.Sub(r.Finished)))
 		case rep.Safe:
-			rep.Reason = fmt.Sprintf("%s was %s %s ago and no caller depends on it since", keyID, step(r), Span(now.Sub(r.Finished)))
+			rep.Reason = fmt.Sprintf("%s was %s %s ago; what succeeded with it since has been quiet for as long as its rhythm needs", keyID, step(r), Span(now.Sub(r.Finished)))
 		default:
-			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), Span(now.Sub(r.Finished)), callersPhrase(remaining, now))
+			rep.Reason = fmt.Sprintf("%s was %s %s ago but is still used by %s", keyID, step(r), Span(now.Sub(r.Finished)), callersPhrase(j.remaining, now))
 		}
+		rep.Reason += refusedPhrase(j.refused, now)
 		return rep, nil
 	}
 
-	// No rotation retires the key: anything that called it lately depends on it.
+	// No rotation retires the key: anything that succeeded with it lately depends on it.
 	from, within := now.Add(-noRotationLookback), "in the last "+Span(noRotationLookback)
 	if k != nil && (k.State == rotation.Retired || k.State == rotation.Revoked) {
 		from, within = k.Updated, fmt.Sprintf("since it was %s %s ago", k.State, Span(now.Sub(k.Updated)))
 	}
-	u, err := d.callers(ctx, map[string]time.Time{keyID: from})
+	window := map[string]time.Time{keyID: from}
+	u, err := d.subCallers(ctx, window, window, now)
 	if err != nil {
 		return Readiness{}, err
 	}
-	remaining := []Caller{}
-	for _, c := range u[keyID] {
-		if !c.LastSeen.Before(from) {
-			remaining = append(remaining, *c)
-		}
-	}
-	sortCallers(remaining)
-	rep.Remaining, rep.Unlisted = listed(remaining, maxListedCallers)
-	if k == nil && len(remaining) == 0 {
+	j := usedSince(u[keyID], from)
+	rep.list(j)
+	if k == nil && len(j.remaining) == 0 && len(j.refused) == 0 {
 		var n uint64
 		if err := d.conn.QueryRow(ctx, selectKeyUsed, keyID).Scan(&n); err != nil {
 			return Readiness{}, fmt.Errorf("read key_usage: %w", err)
@@ -217,11 +283,23 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 			return Readiness{}, ErrUnknownKey
 		}
 	}
-	rep.Safe = len(remaining) == 0
+	rep.setVerdict(len(j.remaining), len(j.remaining) > 0, k)
 	if rep.Safe {
 		rep.Reason = fmt.Sprintf("no rotation retires %s and nothing called it %s", keyID, within)
+		if len(j.refused) > 0 {
+			rep.Reason = fmt.Sprintf("no rotation retires %s and nothing succeeded with it %s", keyID, within)
+		}
 	} else {
-		rep.Reason = fmt.Sprintf("no rotation started, and %s is used by %s %s", keyID, callersPhrase(remaining, now), within)
+		rep.Reason = fmt.Sprintf("no rotation started, and %s is used by %s %s", keyID, callersPhrase(j.remaining, now), within)
 	}
+	rep.Reason += refusedPhrase(j.refused, now)
 	return rep, nil
+}
+
+// list fills rep's remaining and refused callers from j, bounded.
+func (rep *Readiness) list(j judged) {
+	rep.Remaining, rep.Unlisted = listed(j.remaining, maxListedCallers)
+	if len(j.refused) > 0 {
+		rep.Refused, rep.RefusedUnlisted = listed(j.refused, maxListedRefused)
+	}
 }

@@ -28,6 +28,55 @@ type Caller struct {
 	// most 5 each); for the callers without a client that one finding sums, theirs.
 	TopIPs        []Count `json:"top_ips,omitempty"`
 	TopUserAgents []Count `json:"top_user_agents,omitempty"`
+	// LastOK is the caller's last successful request (outcome ok) with the key in the window; nil
+	// when every request was refused.
+	LastOK *time.Time `json:"last_ok,omitempty"`
+	// SubCallers is, for a client, how many of its (IP, user agent) pairs still depend on the key
+	// (see remaining), and StillOn the latest maxListedSubCallers of them; RefusedSubCallers how
+	// many of its pairs were only refused in the window (not blockers).
+	SubCallers        int         `json:"sub_callers,omitempty"`
+	StillOn           []SubCaller `json:"still_on,omitempty"`
+	RefusedSubCallers int         `json:"refused_sub_callers,omitempty"`
+	// Cadence and QuietNeeded are, for a caller without a client, what SubCaller says of it.
+	Cadence     string `json:"cadence,omitempty"`
+	QuietNeeded string `json:"quiet_needed,omitempty"`
+}
+
+// SubCaller is one (IP, user agent) pair of a client's, or the one of a caller without a client,
+// that still depends on a key: its traffic with the key in the window, and the judgement of its
+// quiet (see remaining).
+type SubCaller struct {
+	IP        string    `json:"ip"`
+	UserAgent string    `json:"user_agent"`
+	Requests  uint64    `json:"requests"`
+	Failures  uint64    `json:"failures"`
+	LastSeen  time.Time `json:"last_seen"`
+	LastOK    time.Time `json:"last_ok"`
+	// SuccessorLastOK is its last successful request with a later key of the rotation's chain,
+	// nil when none.
+	SuccessorLastOK *time.Time `json:"successor_last_ok,omitempty"`
+	// Cadence is the rhythm learned from its history ("hourly", "about daily", "about every 6h",
+	// "unknown"); QuietNeeded how long it must not succeed with the key to count as gone from it,
+	// QuietSoFar how long it has not.
+	Cadence     string `json:"cadence"`
+	QuietNeeded string `json:"quiet_needed"`
+	QuietSoFar  string `json:"quiet_so_far"`
+}
+
+// name is how people read the pair: "IP (user agent)".
+func (s SubCaller) name() string { return s.IP + " (" + s.UserAgent + ")" }
+
+// stillOnText says the pairs still on the key in words: the latest few, and how many more.
+func stillOnText(subs []SubCaller, total int) string {
+	parts := make([]string, 0, len(subs)+1)
+	for _, s := range subs {
+		parts = append(parts, fmt.Sprintf("%s, last %s, runs %s: quiet %s needed, %s so far",
+			s.name(), finding.Stamp(s.LastOK), s.Cadence, s.QuietNeeded, s.QuietSoFar))
+	}
+	if more := total - len(subs); more > 0 {
+		parts = append(parts, fmt.Sprintf("%d more", more))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // name is how people read the caller: its client, or "IP (user agent)".
@@ -70,11 +119,9 @@ type LingeringEvidence struct {
 	FoldedFindings int `json:"folded_findings,omitempty"`
 }
 
-// callerID identifies a caller: client_id, or ip and ua when the client is unknown.
+// callerID identifies a caller: client_id, or ip and ua when the client is unknown; with ip and
+// ua also for a client, one of its sub-callers.
 type callerID struct{ client, ip, ua string }
-
-// usage is each key's callers with their traffic since the key's window start.
-type usage map[string]map[callerID]*Caller
 
 // fields says a lingering finding's evidence in words.
 func (e LingeringEvidence) fields() finding.Fields {
@@ -97,6 +144,15 @@ func (e LingeringEvidence) fields() finding.Fields {
 	l.Add("On new key", fmt.Sprintf("%.0f%% (%d requests)", 100*c.NewKeyShare, c.NewKeyRequests))
 	if e.Deadline != nil {
 		l.Add("Deadline", finding.Stamp(*e.Deadline)+" ("+e.TimeLeft+" left)")
+	}
+	if c.SubCallers > 0 {
+		l.Add("Still on the old key", stillOnText(c.StillOn, c.SubCallers))
+	}
+	if c.Cadence != "" {
+		l.Add("Cadence", fmt.Sprintf("runs %s; quiet %s needed", c.Cadence, c.QuietNeeded))
+	}
+	if c.RefusedSubCallers > 0 {
+		l.Add("Refused only", fmt.Sprintf("%d of its addresses and user agents, every request refused since %s (not use)", c.RefusedSubCallers, finding.Stamp(e.Since)))
 	}
 	l.Add("Top addresses", countsText(c.TopIPs))
 	l.Add("Top user agents", countsText(c.TopUserAgents))

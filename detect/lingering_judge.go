@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -11,31 +12,278 @@ import (
 	"github.com/keywatch/keywatch/rotation"
 )
 
-// remaining returns the callers of r's old key that still depend on it as of now, latest first.
-// A caller remains when it used the old key since(r) (since the rotation started; once it
-// finished, since then) and either has not used the new key since its last old-key call or made
-// that call within QuietFor. So a straggler calling only with the old key remains however sparse
-// its calls, and a caller that switched is released QuietFor after its last old-key call. The
-// new-key share compares the same caller's traffic on both keys.
-func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, u usage) []Caller {
-	out := []Caller{}
-	for id, old := range u[r.OldKeyID] {
-		if old.LastSeen.Before(since(r)) {
-			continue
-		}
-		c := *old
-		if n := u[r.NewKeyID][id]; n != nil {
-			last := n.LastSeen
-			c.NewKeyRequests, c.NewKeyLastSeen = n.Requests, &last
-		}
-		c.NewKeyShare = float64(c.NewKeyRequests) / float64(c.Requests+c.NewKeyRequests)
-		moved := c.NewKeyLastSeen != nil && c.NewKeyLastSeen.After(c.LastSeen)
-		if moved && now.Sub(c.LastSeen) >= time.Duration(d.cfg.QuietFor) {
-			continue
-		}
-		out = append(out, c)
+// cadence is a sub-caller's rhythm over the cadence lookback: in how many hours it was active on
+// the keys of the rotation's chain, and the longest and second-longest gap between two of them.
+type cadence struct {
+	ActiveHours     int
+	Longest, Second time.Duration
+}
+
+// usualGap is the longest gap between its active hours that recurs: the second-longest (a gap
+// seen once, like an outage or a holiday, is not its rhythm; a weekend that recurs is), the one
+// gap there is with two active hours, and unknown (false) with fewer.
+func (c cadence) usualGap() (time.Duration, bool) {
+	switch {
+	case c.ActiveHours < 2:
+		return 0, false
+	case c.ActiveHours == 2:
+		return c.Longest, true
 	}
-	sortCallers(out)
+	return c.Second, true
+}
+
+// Cadences read as words: a usual gap within cadenceSlack of a day or week is "about daily" or
+// "about weekly" (a job drifts by minutes, and hours are the rollup's granularity).
+const cadenceSlack = 3 * time.Hour
+
+// text says the rhythm for people, to follow "runs".
+func (c cadence) text(lookback time.Duration) string {
+	g, ok := c.usualGap()
+	switch {
+	case !ok:
+		return fmt.Sprintf("rarely (active in %s of the last %s)", plural(c.ActiveHours, "hour", "hours"), Span(lookback))
+	case g <= time.Hour:
+		return "hourly or more often"
+	case (g - 24*time.Hour).Abs() <= cadenceSlack:
+		return "about daily"
+	case (g - 7*24*time.Hour).Abs() <= 4*cadenceSlack:
+		return "about weekly"
+	}
+	return "about every " + Span(g)
+}
+
+// quietNeeded is how long a sub-caller must not have succeeded with r's old key to count as gone
+// from it: CadenceFactor times its usual gap (a daily job needs more than a day of silence), at
+// least QuietFor. Hours are the rollup's granularity, so a caller active hour after hour needs
+// QuietFor once seen on a later key since its last success (the rule for a caller that switched),
+// and CadenceFactor times two hours when not. Without a known rhythm it is QuietFor for one seen on a later key of the chain
+// since, and the cadence lookback for one that was not (it may run monthly). It is never longer
+// than r's grace period (deadline − start): a rhythm slower than the rotation itself cannot be
+// waited out, and one that stayed quiet that long does not count on the key.
+func (d *Lingering) quietNeeded(r *rotation.Rotation, c cadence, moved bool) time.Duration {
+	need := time.Duration(d.cfg.CadenceLookback)
+	switch g, ok := c.usualGap(); {
+	case ok && g <= time.Hour && moved:
+		need = 0 // active hour after hour and seen on a later key since: quiet_for judges it
+	case ok && g <= time.Hour:
+		// Active hour after hour: two calls in adjacent hours may be up to two hours apart.
+		need = time.Duration(d.cfg.CadenceFactor * float64(2*time.Hour))
+	case ok:
+		need = time.Duration(d.cfg.CadenceFactor * float64(g))
+	case moved:
+		need = 0
+	}
+	if grace := r.Deadline.Sub(r.Started); !r.Deadline.IsZero() && grace > 0 {
+		need = min(need, grace)
+	}
+	return max(need, time.Duration(d.cfg.QuietFor))
+}
+
+// maxListedSubCallers is how many of a client's (IP, user agent) pairs still on a key a finding
+// and a readiness answer name: enough to point at the job or host, few enough to read; the
+// rest are counted.
+const maxListedSubCallers = 3
+
+// judged is the callers of a rotation's old key since(r): those that still depend on it
+// (remaining, latest first) and those whose every request since was refused (refused).
+type judged struct {
+	remaining, refused []Caller
+	// succeeded reports whether any request of any caller succeeded in the window, remaining or not.
+	succeeded bool
+}
+
+// remaining judges the callers of r's old key as of now. old is each sub-caller's traffic with the
+// old key since(r) (a client's (IP, user agent) pairs, or a caller without a client), succ its
+// traffic with the later keys of r's chain, next each caller's traffic with them (a client's per
+// user agent over all its addresses, and over all: see withClients), cad each sub-caller's rhythm
+// and each client's user agent's. A sub-caller depends on the key when a request of it succeeded since(r) and it has not
+// been quiet for its quietNeeded since its last success: whether or not it was seen on a later key
+// since (a daily job that calls both keys each night has, and calls the old one again tonight).
+// One whose every request since(r) was refused does not depend on the key. A client remains while
+// any of its pairs does, and is refused when every request of all its pairs was; so is a caller
+// without a client. The new-key share compares the same pairs' traffic on the old key and the
+// later ones.
+func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, next map[callerID]subUse, cad map[callerID]cadence) judged {
+	from := since(r)
+	type group struct {
+		subs             map[callerID]subUse
+		stillOn          []SubCaller
+		refused, success int
+	}
+	groups := map[callerID]*group{}
+	out := judged{remaining: []Caller{}, refused: []Caller{}}
+	for id, u := range old {
+		if u.LastSeen.Before(from) {
+			continue
+		}
+		gid := id
+		if id.client != "" {
+			gid = callerID{client: id.client}
+		}
+		g := groups[gid]
+		if g == nil {
+			g = &group{subs: map[callerID]subUse{}}
+			groups[gid] = g
+		}
+		g.subs[id] = u
+		if !u.okSince(from) {
+			g.refused++
+			continue
+		}
+		g.success++
+		out.succeeded = true
+		s, rhythm := succ[id], cad[id]
+		moved := s.LastOK.After(u.LastOK)
+		if _, known := rhythm.usualGap(); !known && id.client != "" {
+			// An address seen in one hour only (a phone's, a CI runner's, a job's new container) is
+			// judged by its client's user agent over all its addresses: its rhythm, and moved once
+			// that user agent succeeded with a later key after it.
+			agent := callerID{client: id.client, ua: id.ua}
+			rhythm = cad[agent]
+			if a := next[agent]; a.LastOK.After(u.LastOK) {
+				moved, s = true, a
+			}
+		}
+		need, quiet := d.quietNeeded(r, rhythm, moved), now.Sub(u.LastOK)
+		if g, known := rhythm.usualGap(); moved && known && s.LastOK.Sub(u.LastOK) >= g/2 {
+			// It ran again since, on a later key only (the nightly job ran tonight with the new
+			// key): quiet_for judges it, as a caller that switched.
+			need = time.Duration(d.cfg.QuietFor)
+		}
+		if quiet >= need {
+			continue
+		}
+		sc := SubCaller{IP: id.ip, UserAgent: id.ua, Requests: u.Requests, Failures: u.Failures, LastSeen: u.LastSeen, LastOK: u.LastOK,
+			Cadence: rhythm.text(time.Duration(d.cfg.CadenceLookback)), QuietNeeded: Span(need), QuietSoFar: Span(quiet)}
+		if moved {
+			last := s.LastOK
+			sc.SuccessorLastOK = &last
+		}
+		g.stillOn = append(g.stillOn, sc)
+	}
+	for gid, g := range groups {
+		c := summarize(gid, g.subs, next[gid])
+		switch {
+		case len(g.stillOn) > 0:
+			slices.SortFunc(g.stillOn, func(a, b SubCaller) int {
+				return cmp.Or(b.LastOK.Compare(a.LastOK), cmp.Compare(a.IP, b.IP), cmp.Compare(a.UserAgent, b.UserAgent))
+			})
+			if gid.client == "" {
+				c.Cadence, c.QuietNeeded = g.stillOn[0].Cadence, g.stillOn[0].QuietNeeded
+			} else {
+				c.SubCallers, c.StillOn = len(g.stillOn), g.stillOn[:min(len(g.stillOn), maxListedSubCallers)]
+				c.RefusedSubCallers = g.refused
+			}
+			out.remaining = append(out.remaining, c)
+		case g.success == 0:
+			out.refused = append(out.refused, c)
+		}
+	}
+	sortCallers(out.remaining)
+	sortCallers(out.refused)
+	return out
+}
+
+// summarize is the caller gid (a client, or a caller without a client) from its sub-callers'
+// traffic with the old key (subs) and its traffic with the later keys (next): requests and
+// failures summed, the earliest first and latest last seen and last success; for a client its
+// topCounts busiest addresses and user agents.
+func summarize(gid callerID, subs map[callerID]subUse, next subUse) Caller {
+	c := Caller{ClientID: gid.client, IP: gid.ip, UserAgent: gid.ua}
+	var sum subUse
+	ips, uas := map[string]uint64{}, map[string]uint64{}
+	for id, u := range subs {
+		sum.add(u)
+		ips[id.ip] += u.Requests
+		uas[id.ua] += u.Requests
+	}
+	c.Requests, c.Failures, c.FirstSeen, c.LastSeen = sum.Requests, sum.Failures, sum.FirstSeen, sum.LastSeen
+	if !sum.LastOK.IsZero() {
+		last := sum.LastOK
+		c.LastOK = &last
+	}
+	if next.Requests > 0 {
+		last := next.LastSeen
+		c.NewKeyRequests, c.NewKeyLastSeen = next.Requests, &last
+	}
+	c.NewKeyShare = float64(c.NewKeyRequests) / float64(c.Requests+c.NewKeyRequests)
+	if gid.client != "" {
+		c.TopIPs, c.TopUserAgents = top(ips, topCounts), top(uas, topCounts)
+	}
+	return c
+}
+
+// withClients adds to next, each caller's traffic with the later keys of a chain (a client's per
+// user agent, with no ip), each client's over all its user agents (callerID{client}).
+func withClients(next map[callerID]subUse) map[callerID]subUse {
+	for id, u := range maps.Clone(next) {
+		if id.client != "" {
+			sum := next[callerID{client: id.client}]
+			sum.add(u)
+			next[callerID{client: id.client}] = sum
+		}
+	}
+	return next
+}
+
+// usedSince judges the callers of a key no rotation retires: a caller depends on it when any of
+// its requests since from succeeded, and is refused when none did.
+func usedSince(subs map[callerID]subUse, from time.Time) judged {
+	groups := map[callerID]map[callerID]subUse{}
+	for id, u := range subs {
+		if u.LastSeen.Before(from) {
+			continue
+		}
+		gid := id
+		if id.client != "" {
+			gid = callerID{client: id.client}
+		}
+		if groups[gid] == nil {
+			groups[gid] = map[callerID]subUse{}
+		}
+		groups[gid][id] = u
+	}
+	out := judged{remaining: []Caller{}, refused: []Caller{}}
+	for gid, g := range groups {
+		c := summarize(gid, g, subUse{})
+		if c.LastOK != nil && !c.LastOK.Before(from) {
+			out.remaining = append(out.remaining, c)
+		} else {
+			out.refused = append(out.refused, c)
+		}
+	}
+	sortCallers(out.remaining)
+	sortCallers(out.refused)
+	return out
+}
+
+// refusedPhrase says the refused-only callers cs (latest first) for a readiness reason, empty
+// when there are none: "; 3 refused attempts from old-cron, last 2h ago, not use".
+func refusedPhrase(cs []Caller, now time.Time) string {
+	if len(cs) == 0 {
+		return ""
+	}
+	var n uint64
+	for _, c := range cs {
+		n += c.Requests
+	}
+	who := cs[0].name()
+	if len(cs) > 1 {
+		who = fmt.Sprintf("%d callers (latest %s)", len(cs), who)
+	}
+	return fmt.Sprintf("; %s from %s, last %s ago, were all refused (not use)", plural(int(n), "attempt", "attempts"), who, Span(now.Sub(cs[0].LastSeen)))
+}
+
+// successorUse sums each sub-caller's traffic with the keys of chain.
+func successorUse(u keyUse, chain []string) map[callerID]subUse {
+	out := map[callerID]subUse{}
+	for _, k := range chain {
+		for id, s := range u[k] {
+			sum := out[id]
+			sum.add(s)
+			out[id] = sum
+		}
+	}
 	return out
 }
 
@@ -89,6 +337,10 @@ func merge(cs []Caller) (c Caller, addresses, userAgents int) {
 		if x.NewKeyLastSeen != nil && (c.NewKeyLastSeen == nil || x.NewKeyLastSeen.After(*c.NewKeyLastSeen)) {
 			last := *x.NewKeyLastSeen
 			c.NewKeyLastSeen = &last
+		}
+		if x.LastOK != nil && (c.LastOK == nil || x.LastOK.After(*c.LastOK)) {
+			last := *x.LastOK
+			c.LastOK = &last
 		}
 	}
 	c.NewKeyShare = float64(c.NewKeyRequests) / float64(c.Requests+c.NewKeyRequests)
@@ -165,9 +417,27 @@ func (d *Lingering) finding(r *rotation.Rotation, c Caller, who string, many boo
 		}
 		f.Summary = fmt.Sprintf("%s still %s %s; %s (%s)", who, calls, r.OldKeyID, deadline, traffic)
 	}
+	f.Summary += stillOnPhrase(c, now)
 	f.Score = base + math.Log10(1+float64(c.Requests))
 	f.Evidence, f.Fields = ev, ev.fields()
 	return f
+}
+
+// stillOnPhrase ends a finding's summary with what of caller c is still on the key: a client's
+// pairs (the latest, and how many), or the rhythm of a caller without a client.
+func stillOnPhrase(c Caller, now time.Time) string {
+	switch {
+	case len(c.StillOn) > 0:
+		s := c.StillOn[0]
+		what := "still on it: " + s.name()
+		if c.SubCallers > 1 {
+			what = fmt.Sprintf("%d of its addresses and user agents still on it, latest %s", c.SubCallers, s.name())
+		}
+		return fmt.Sprintf("; %s, last %s ago, runs %s: quiet %s needed", what, Span(now.Sub(s.LastOK)), s.Cadence, s.QuietNeeded)
+	case c.Cadence != "":
+		return fmt.Sprintf("; runs %s: quiet %s needed", c.Cadence, c.QuietNeeded)
+	}
+	return ""
 }
 
 // step is the furthest step r reached.

@@ -7,94 +7,242 @@ import (
 	"time"
 )
 
-// selectCallers reads who called each key, per caller: a client over all its addresses and user
-// agents (with its 5 busiest of each), or an (IP, user agent) pair when the client is unknown.
-// Arguments: the keys, the earliest window start (unix seconds; prunes partitions), then the keys
-// again with each one's own window start. Windows start at the top of the hour of their start (the
-// rollup's granularity), so a caller's counts may include up to an hour before it; last_seen is
-// exact. IPv4 addresses are shown without their ::ffff: prefix. The query reads about every row
-// since the earliest window start: a granule holds the rows of many keys, so key_id IN prunes
-// little (20M stored events, 10,000 keys, 500 rotations: 2.4M rows read, ~0.25 s).
-const selectCallers = `
+// subUse is one sub-caller's traffic with one key (or, for a rotation's successors, with all of
+// them) since a window start.
+type subUse struct {
+	Requests, Failures  uint64
+	FirstSeen, LastSeen time.Time
+	LastOK              time.Time // zero when every request was refused
+}
+
+// ok reports whether any request succeeded at or after t.
+func (u subUse) okSince(t time.Time) bool { return !u.LastOK.IsZero() && !u.LastOK.Before(t) }
+
+// add sums v into u.
+func (u *subUse) add(v subUse) {
+	if u.Requests == 0 || v.FirstSeen.Before(u.FirstSeen) {
+		u.FirstSeen = v.FirstSeen
+	}
+	u.Requests += v.Requests
+	u.Failures += v.Failures
+	u.LastSeen = later(u.LastSeen, v.LastSeen)
+	u.LastOK = later(u.LastOK, v.LastOK)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// keyUse is each key's sub-callers with their traffic since the key's window start.
+type keyUse map[string]map[callerID]subUse
+
+// selectSubCallers reads who called each key since its window start, per sub-caller (client, IP,
+// user agent), of the sub-callers that called an old key since its own window start: the keys,
+// the earliest window start (unix milliseconds, as every time is bound; prunes partitions), the keys again with each one's
+// own window start, then the same three for the old keys, and now (hours after it are not read).
+// Windows start at the top of the hour of their start (the rollup's granularity), so counts may
+// include up to an hour before it; last_seen and last_ok are exact, which is what is judged. IPv4
+// addresses are shown without their ::ffff: prefix. A granule holds the rows of many keys, so
+// key_id IN prunes little: the query reads about every row since the earliest window start.
+const selectSubCallers = `
 SELECT
     key_id,
     client_id,
-    if(client_id = '', ip_text, '') AS caller_ip,
-    if(client_id = '', user_agent, '') AS caller_ua,
+    replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
+    user_agent,
     sum(requests),
     sum(failures),
     min(first_seen),
     max(last_seen),
-    arraySlice(arraySort((v, n) -> (-n, v), (sumMap([ip_text], [requests]) AS ips).1, ips.2), 1, 5),
-    arraySlice(arraySort((n, v) -> (-n, v), ips.2, ips.1), 1, 5),
-    arraySlice(arraySort((v, n) -> (-n, v), (sumMap([user_agent], [requests]) AS uas).1, uas.2), 1, 5),
-    arraySlice(arraySort((n, v) -> (-n, v), uas.2, uas.1), 1, 5)
+    max(last_ok)
+FROM key_callers_1h
+WHERE key_id IN ?
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
+  AND (client_id, ip, user_agent) IN (` + oldSubCallers + `)
+  AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+GROUP BY key_id, client_id, ip, user_agent`
+
+// oldSubCallers is the sub-callers of the old keys since their window starts (arguments: the
+// old keys, the earliest start, the old keys and each one's start). It bounds what the
+// lingering detector reads to the callers of the rotations it watches.
+const oldSubCallers = `
+    SELECT DISTINCT client_id, ip, user_agent
+    FROM key_callers_1h
+    WHERE key_id IN ?
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))`
+
+// selectSuccessorCallers reads the traffic of each caller of the old keys (a client over all its
+// addresses, per user agent, or an (IP, user agent) pair without a client) with each key since
+// its window start: selectSubCallers' arguments. A client's addresses may change (a mobile app, CI
+// runners, a job in a new container each run), so whether a client, or one of its user agents,
+// moved is told by all of its traffic with the later keys, not only that of the addresses it used
+// with the old one.
+const selectSuccessorCallers = `
+SELECT
+    key_id,
+    client_id,
+    if(client_id = '', replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1'), '') AS caller_ip,
+    user_agent,
+    sum(requests),
+    sum(failures),
+    min(first_seen),
+    max(last_seen),
+    max(last_ok)
+FROM key_callers_1h
+WHERE key_id IN ?
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
+  AND (client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '')) IN (
+    SELECT DISTINCT client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '') FROM (` + oldSubCallers + `))
+  AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+GROUP BY key_id, client_id, caller_ip, user_agent`
+
+// selectCadence reads, for each sub-caller of the old keys (oldSubCallers' arguments first), its
+// active hours on the given keys (the old keys and their successors) between the lookback start
+// and now: how many, and the longest and second-longest gap between two of them (seconds; 0 when
+// there are not that many gaps). A sub-caller active in 720 hours sends 720 hours to the server's
+// sort, not to us.
+const selectCadence = `
+SELECT
+    client_id,
+    replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
+    user_agent,
+    length(hours),
+    gaps[1],
+    gaps[2]
 FROM
 (
     SELECT
-        key_id,
-        client_id,
-        replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
-        user_agent,
-        sum(requests) AS requests,
-        sum(failures) AS failures,
-        min(first_seen) AS first_seen,
-        max(last_seen) AS last_seen
+        client_id, ip, user_agent,
+        arraySort(groupUniqArray(hour)) AS hours,
+        arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
     FROM key_callers_1h
-    WHERE key_id IN ?
-      AND hour >= toStartOfHour(toDateTime(?, 'UTC'))
-      AND hour >= toStartOfHour(toDateTime(transform(toString(key_id), ?, ?, 0), 'UTC'))
-    GROUP BY key_id, client_id, ip, user_agent
-)
-GROUP BY key_id, client_id, caller_ip, caller_ua`
+    WHERE (client_id, ip, user_agent) IN (` + oldSubCallers + `)
+      AND key_id IN ?
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+      AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    GROUP BY client_id, ip, user_agent
+)`
+
+// selectAgentCadence is selectCadence per client and user agent over all the client's addresses
+// (same arguments), for the clients' user agents of the old keys: the rhythm of a job whose
+// address changes from run to run.
+const selectAgentCadence = `
+SELECT
+    client_id,
+    '',
+    user_agent,
+    length(hours),
+    gaps[1],
+    gaps[2]
+FROM
+(
+    SELECT
+        client_id, user_agent,
+        arraySort(groupUniqArray(hour)) AS hours,
+        arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
+    FROM key_callers_1h
+    WHERE (client_id, user_agent) IN (SELECT client_id, user_agent FROM (` + oldSubCallers + `) WHERE client_id != '')
+      AND key_id IN ?
+      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+      AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    GROUP BY client_id, user_agent
+)`
 
 // selectKeyUsed tells whether a key was ever seen in traffic (key_usage holds one row per key).
 const selectKeyUsed = `SELECT count() FROM key_usage WHERE key_id = ?`
 
-// callers reads the callers of each key of from since its window start, in one query.
-func (d *Lingering) callers(ctx context.Context, from map[string]time.Time) (usage, error) {
-	keys := make([]string, 0, len(from))
-	starts := make([]int64, 0, len(from))
-	earliest := int64(math.MaxInt64)
+// windowArgs returns from's keys, the earliest start and each key's start, as the queries bind them.
+func windowArgs(from map[string]time.Time) (keys []string, earliest int64, starts []int64) {
+	earliest = math.MaxInt64
 	for k, t := range from {
 		keys = append(keys, k)
-		starts = append(starts, t.Unix())
-		earliest = min(earliest, t.Unix())
+		starts = append(starts, t.UnixMilli())
+		earliest = min(earliest, t.UnixMilli())
 	}
-	rows, err := d.conn.Query(ctx, selectCallers, keys, earliest, keys, starts)
+	return keys, earliest, starts
+}
+
+// subCallers reads the sub-callers of each key of from since its window start, of those that
+// called a key of old since its own, in one query.
+func (d *Lingering) subCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
+	return d.readUse(ctx, selectSubCallers, from, old, now)
+}
+
+// successorCallers reads the callers (clients, or pairs without a client) of each key of from
+// since its window start, of those that called a key of old since its own, in one query.
+func (d *Lingering) successorCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
+	return d.readUse(ctx, selectSuccessorCallers, from, old, now)
+}
+
+// readUse runs query, selectSubCallers or selectSuccessorCallers, and collects its rows by key.
+func (d *Lingering) readUse(ctx context.Context, query string, from, old map[string]time.Time, now time.Time) (keyUse, error) {
+	keys, earliest, starts := windowArgs(from)
+	oldKeys, oldEarliest, oldStarts := windowArgs(old)
+	rows, err := d.conn.Query(ctx, query, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("read callers of %d keys from key_callers_1h: %w", len(keys), err)
+		return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
 	}
 	defer rows.Close()
-	u := usage{}
+	u := keyUse{}
 	for rows.Next() {
 		var key string
-		var c Caller
-		var ipNames, uaNames []string
-		var ipCounts, uaCounts []uint64
-		if err := rows.Scan(&key, &c.ClientID, &c.IP, &c.UserAgent, &c.Requests, &c.Failures, &c.FirstSeen, &c.LastSeen,
-			&ipNames, &ipCounts, &uaNames, &uaCounts); err != nil {
-			return nil, fmt.Errorf("read callers from key_callers_1h: %w", err)
+		var id callerID
+		var s subUse
+		if err := rows.Scan(&key, &id.client, &id.ip, &id.ua, &s.Requests, &s.Failures, &s.FirstSeen, &s.LastSeen, &s.LastOK); err != nil {
+			return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
 		}
-		c.FirstSeen, c.LastSeen = c.FirstSeen.UTC(), c.LastSeen.UTC()
-		if c.ClientID != "" {
-			c.TopIPs, c.TopUserAgents = counts(ipNames, ipCounts), counts(uaNames, uaCounts)
+		s.FirstSeen, s.LastSeen, s.LastOK = s.FirstSeen.UTC(), s.LastSeen.UTC(), s.LastOK.UTC()
+		if s.LastOK.Unix() <= 0 {
+			s.LastOK = time.Time{}
 		}
 		if u[key] == nil {
-			u[key] = map[callerID]*Caller{}
+			u[key] = map[callerID]subUse{}
 		}
-		u[key][callerID{c.ClientID, c.IP, c.UserAgent}] = &c
+		u[key][id] = s
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read callers from key_callers_1h: %w", err)
+		return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
 	}
 	return u, nil
 }
 
-func counts(values []string, n []uint64) []Count {
-	out := make([]Count, len(values))
-	for i, v := range values {
-		out[i] = Count{v, n[i]}
+// cadences reads the rhythm of each sub-caller of old on keys over the cadence lookback before now,
+// and of each user agent of a client among them (with no ip in its callerID).
+func (d *Lingering) cadences(ctx context.Context, old map[string]time.Time, keys []string, now time.Time) (map[callerID]cadence, error) {
+	out := map[callerID]cadence{}
+	for _, query := range []string{selectCadence, selectAgentCadence} {
+		if err := d.readCadence(ctx, query, old, keys, now, out); err != nil {
+			return nil, err
+		}
 	}
-	return out
+	return out, nil
+}
+
+func (d *Lingering) readCadence(ctx context.Context, query string, old map[string]time.Time, keys []string, now time.Time, out map[callerID]cadence) error {
+	oldKeys, oldEarliest, oldStarts := windowArgs(old)
+	from := now.Add(-time.Duration(d.cfg.CadenceLookback))
+	rows, err := d.conn.Query(ctx, query, oldKeys, oldEarliest, oldKeys, oldStarts, keys, from.UnixMilli(), now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("read the cadence of the callers of %d keys since %s from key_callers_1h: %w", len(oldKeys), from, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id callerID
+		var hours uint64
+		var longest, second int64
+		if err := rows.Scan(&id.client, &id.ip, &id.ua, &hours, &longest, &second); err != nil {
+			return fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
+		}
+		out[id] = cadence{ActiveHours: int(hours), Longest: time.Duration(longest) * time.Second, Second: time.Duration(second) * time.Second}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
+	}
+	return nil
 }

@@ -92,6 +92,10 @@ func TestLingeringStraggler(t *testing.T) {
 	want := Caller{
 		ClientID: "acme-batch", Requests: 72, FirstSeen: started.Add(17 * time.Minute), LastSeen: now.Add(-43 * time.Minute),
 		TopIPs: []Count{{"198.51.100.77", 72}}, TopUserAgents: []Count{{"acme-batch/1.0", 72}},
+		LastOK: ptr(now.Add(-43 * time.Minute)), SubCallers: 1, StillOn: []SubCaller{{
+			IP: "198.51.100.77", UserAgent: "acme-batch/1.0", Requests: 72, LastSeen: now.Add(-43 * time.Minute), LastOK: now.Add(-43 * time.Minute),
+			Cadence: "hourly or more often", QuietNeeded: "3h", QuietSoFar: "43m",
+		}},
 	}
 	f := only(t, s.lingering(now))
 	if f.Severity != finding.Warning || f.KeyID != "kid_old" || f.ClientID != "acme-batch" || f.RotationID != "kid_old>kid_new" {
@@ -100,7 +104,8 @@ func TestLingeringStraggler(t *testing.T) {
 	if f.Fingerprint != finding.Fingerprint("lingering", "kid_old", "acme-batch", "kid_old>kid_new") {
 		t.Errorf("fingerprint %s is not that of (lingering, kid_old, acme-batch, kid_old>kid_new)", f.Fingerprint)
 	}
-	wantSummary := "acme-batch still calls kid_old; deadline in 20h (72 requests since the rotation started, last 43m ago; 0% of its traffic is on kid_new)"
+	wantSummary := "acme-batch still calls kid_old; deadline in 20h (72 requests since the rotation started, last 43m ago; 0% of its traffic is on kid_new); " +
+		"still on it: 198.51.100.77 (acme-batch/1.0), last 43m ago, runs hourly or more often: quiet 3h needed"
 	if f.Summary != wantSummary {
 		t.Errorf("summary\n got %q\nwant %q", f.Summary, wantSummary)
 	}
@@ -171,6 +176,7 @@ func TestLingeringNightlyJob(t *testing.T) {
 	lastNight := time.Date(2026, 11, 20, 2, 0, 0, 0, time.UTC)
 	sameCaller(t, "nightly caller", callerOf(t, f), Caller{
 		IP: "203.0.113.50", UserAgent: "nightly-export/3.2", Requests: 3, FirstSeen: lastNight.Add(-48 * time.Hour), LastSeen: lastNight,
+		LastOK: ptr(lastNight), Cadence: "about daily", QuietNeeded: "1d12h",
 	})
 	if !strings.HasPrefix(f.Summary, "203.0.113.50 (nightly-export/3.2) still calls kid_old") {
 		t.Errorf("summary %q does not name the caller by IP and user agent", f.Summary)
@@ -238,9 +244,10 @@ func TestLingeringSeverity(t *testing.T) {
 	}
 }
 
-// TestLingeringAfterRetirement: use of a key after it was retired or revoked is critical and
-// outranks everything, while clients that moved or stopped before the retirement, and a key
-// retired longer ago than after_retired, are left alone.
+// TestLingeringAfterRetirement: use of a key after it was retired or revoked (a gateway that still
+// accepts it) is critical and outranks everything, while clients that moved or stopped before the
+// retirement, a client whose every request since was refused, and a key retired longer ago than
+// after_retired, are left alone.
 func TestLingeringAfterRetirement(t *testing.T) {
 	cases := []struct {
 		step      string // lifecycle event ending the rotation
@@ -257,9 +264,12 @@ func TestLingeringAfterRetirement(t *testing.T) {
 		finished := now.Add(-c.finished)
 		s.rotate(old, old+"_new", "acme", finished.Add(-3*24*time.Hour), finished)
 		s.lifecycle(rotation.Event{TS: finished, Type: c.step, KeyID: old, ClientID: "acme"})
-		// "late" never moves: accepted until the key ends, refused after.
-		s.events(calls(old, event{ClientID: "late"}, finished.Add(-4*24*time.Hour), finished, time.Hour))
-		s.events(calls(old, event{ClientID: "late", Outcome: "invalid_key"}, finished, now, time.Hour))
+		// "late" never moves, and a gateway still accepts the key after its end.
+		s.events(calls(old, event{ClientID: "late"}, finished.Add(-4*24*time.Hour), now, time.Hour))
+		// "refused" never moves either: accepted until the key ends, refused after; it does not
+		// depend on the key.
+		s.events(calls(old, event{ClientID: "refused"}, finished.Add(-4*24*time.Hour), finished, time.Hour))
+		s.events(calls(old, event{ClientID: "refused", Outcome: "invalid_key"}, finished, now, time.Hour))
 		// "done" moved to the new key a day before the end.
 		s.events(calls(old, event{ClientID: "done"}, finished.Add(-4*24*time.Hour), finished.Add(-24*time.Hour), time.Hour))
 		s.events(calls(old+"_new", event{ClientID: "done"}, finished.Add(-24*time.Hour), now, time.Hour))
@@ -290,9 +300,9 @@ func TestLingeringAfterRetirement(t *testing.T) {
 			ev.Finished == nil || !ev.Finished.Equal(now.Add(-c.finished)) {
 			t.Errorf("%s: finding %+v, want critical for late with score >= 100, step %s", old, f, wantStep)
 		}
-		// Counted since the end: 48 hourly calls, all refused.
-		if ev.Caller.Requests != 48 || ev.Caller.Failures != 48 || !ev.Caller.LastSeen.Equal(now.Add(-time.Hour)) || !ev.Since.Equal(*ev.Finished) {
-			t.Errorf("%s: caller %+v since %s, want 48 requests, 48 failures, last seen an hour ago, since the end", old, ev.Caller, ev.Since)
+		// Counted since the end: 48 hourly calls, all accepted.
+		if ev.Caller.Requests != 48 || ev.Caller.Failures != 0 || !ev.Caller.LastSeen.Equal(now.Add(-time.Hour)) || !ev.Since.Equal(*ev.Finished) {
+			t.Errorf("%s: caller %+v since %s, want 48 requests, no failure, last seen an hour ago, since the end", old, ev.Caller, ev.Since)
 		}
 		if want := "late still calls " + old + ", " + wantStep + " 2d ago"; !strings.HasPrefix(f.Summary, want) {
 			t.Errorf("%s: summary %q, want it to start %q", old, f.Summary, want)
@@ -303,8 +313,9 @@ func TestLingeringAfterRetirement(t *testing.T) {
 	}
 
 	rep := s.readiness(now, "kid_a")
-	if rep.Safe || rep.State != "retired" || len(rep.Remaining) != 1 || rep.Remaining[0].ClientID != "late" ||
-		!strings.HasPrefix(rep.Reason, "kid_a was retired 2d ago but is still used by 1 caller (late") {
+	if rep.Safe || rep.Verdict != VerdictUnsafe || rep.State != "retired" || len(rep.Remaining) != 1 || rep.Remaining[0].ClientID != "late" ||
+		!strings.HasPrefix(rep.Reason, "kid_a was retired 2d ago but is still used by 1 caller (late") ||
+		len(rep.Refused) != 1 || rep.Refused[0].ClientID != "refused" {
 		t.Errorf("readiness of a retired key still called: %+v", rep)
 	}
 }
@@ -324,13 +335,17 @@ func TestLingeringSideBySide(t *testing.T) {
 		ClientID: "dual", Requests: 144, FirstSeen: started, LastSeen: now.Add(-30 * time.Minute),
 		NewKeyRequests: 432, NewKeyShare: 0.75, NewKeyLastSeen: ptr(now.Add(-10 * time.Minute)),
 		TopIPs: []Count{{"192.0.2.8", 144}}, TopUserAgents: []Count{{"dual/1.0", 144}},
+		LastOK: ptr(now.Add(-30 * time.Minute)), SubCallers: 1, StillOn: []SubCaller{{
+			IP: "192.0.2.8", UserAgent: "dual/1.0", Requests: 144, LastSeen: now.Add(-30 * time.Minute), LastOK: now.Add(-30 * time.Minute),
+			SuccessorLastOK: ptr(now.Add(-10 * time.Minute)), Cadence: "hourly or more often", QuietNeeded: "1h", QuietSoFar: "30m",
+		}},
 	})
 	if !strings.Contains(f.Summary, "75% of its traffic is on kid_new") {
 		t.Errorf("summary %q does not give the new key's share", f.Summary)
 	}
 	// Once it stops using the old key and quiet_for has passed, it no longer remains.
 	if fs := s.lingering(now.Add(90 * time.Minute)); len(fs) != 0 {
-		t.Errorf("an hour after its last old-key call (quiet_for 1h): findings %+v, want none", fs)
+		t.Errorf("two hours after its last old-key call (quiet_for 1h): findings %+v, want none", fs)
 	}
 }
 
@@ -376,22 +391,5 @@ func TestReadinessWithoutRotation(t *testing.T) {
 	_, err := NewLingering(s.conn, s.cfg.Lingering).Readiness(context.Background(), now, "kid_nobody")
 	if !errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), "kid_nobody") {
 		t.Errorf("readiness of a key nobody knows: error %v, want ErrUnknownKey naming the key", err)
-	}
-}
-
-// TestLingeringWindows: each key is read from the start of the rotation it is in (from its end,
-// once it finished); a key in a chain (new key of one rotation, old key of the next) from the
-// window of the one retiring it.
-func TestLingeringWindows(t *testing.T) {
-	t1, t2 := now.Add(-5*24*time.Hour), now.Add(-24*time.Hour)
-	rs := []*rotation.Rotation{
-		{OldKeyID: "b", NewKeyID: "c", Started: t2},
-		{OldKeyID: "a", NewKeyID: "b", Started: t1},
-		{OldKeyID: "x", NewKeyID: "c", Started: t1},
-		{OldKeyID: "y", NewKeyID: "z", Started: t1, Finished: t2},
-	}
-	want := map[string]time.Time{"a": t1, "b": t2, "c": t1, "x": t1, "y": t2, "z": t2}
-	if got := windows(rs); !reflect.DeepEqual(got, want) {
-		t.Errorf("windows %v, want %v", got, want)
 	}
 }

@@ -9,13 +9,18 @@ import (
 )
 
 // WriteReadiness writes rep as `keywatch readiness` prints it: the verdict, the rotation and its
-// deadline, and a table of the callers still on the key (attacker-written text quoted).
+// deadline, a table of the callers still on the key with, for a client, its addresses and user
+// agents still on it, and a table of the callers that were only refused (attacker-written text
+// quoted).
 func WriteReadiness(w io.Writer, rep Readiness) {
-	verdict := "SAFE"
-	if !rep.Safe {
-		verdict = "UNSAFE"
+	switch {
+	case rep.Verdict == VerdictGone:
+		fmt.Fprintf(w, "GONE: %s (%s) is already out of use: %s\n", rep.KeyID, rep.State, rep.Reason)
+	case rep.Safe:
+		fmt.Fprintf(w, "SAFE to retire %s (%s): %s\n", rep.KeyID, rep.State, rep.Reason)
+	default:
+		fmt.Fprintf(w, "UNSAFE to retire %s (%s): %s\n", rep.KeyID, rep.State, rep.Reason)
 	}
-	fmt.Fprintf(w, "%s to retire %s (%s): %s\n", verdict, rep.KeyID, rep.State, rep.Reason)
 	if rep.RotationID != "" {
 		fmt.Fprintf(w, "rotation %s", rep.RotationID)
 		if rep.Deadline != nil {
@@ -23,22 +28,48 @@ func WriteReadiness(w io.Writer, rep Readiness) {
 		}
 		fmt.Fprintln(w)
 	}
-	if len(rep.Remaining) == 0 {
-		return
-	}
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "CALLER\tREQUESTS\tLAST SEEN\tON NEW KEY")
-	for _, c := range rep.Remaining {
-		caller := c.ClientID
-		if caller == "" {
-			caller = c.IP + " " + c.UserAgent
+	if len(rep.Remaining) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "CALLER\tREQUESTS\tLAST SEEN\tON NEW KEY\tRHYTHM")
+		for _, c := range rep.Remaining {
+			caller := c.ClientID
+			if caller == "" {
+				caller = c.IP + " " + c.UserAgent
+			}
+			rhythm := ""
+			if c.Cadence != "" {
+				rhythm = fmt.Sprintf("runs %s, quiet %s needed", c.Cadence, c.QuietNeeded)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f%%\t%s\n", printable(caller), c.Requests, c.LastSeen.Format(time.RFC3339), 100*c.NewKeyShare, printable(rhythm))
+			for _, s := range c.StillOn {
+				fmt.Fprintf(tw, "  from %s\t%d\t%s\t\truns %s, quiet %s needed, %s so far\n",
+					printable(s.IP+" "+s.UserAgent), s.Requests, s.LastOK.Format(time.RFC3339), printable(s.Cadence), s.QuietNeeded, s.QuietSoFar)
+			}
+			if more := c.SubCallers - len(c.StillOn); more > 0 {
+				fmt.Fprintf(tw, "  ... and %d more addresses and user agents of it\n", more)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f%%\n", printable(caller), c.Requests, c.LastSeen.Format(time.RFC3339), 100*c.NewKeyShare)
+		if rep.Unlisted > 0 {
+			fmt.Fprintf(tw, "... and %d more callers\n", rep.Unlisted)
+		}
+		_ = tw.Flush()
 	}
-	if rep.Unlisted > 0 {
-		fmt.Fprintf(tw, "... and %d more callers\n", rep.Unlisted)
+	if len(rep.Refused) > 0 {
+		fmt.Fprintln(w, "refused only (not use):")
+		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "CALLER\tATTEMPTS\tLAST SEEN")
+		for _, c := range rep.Refused {
+			caller := c.ClientID
+			if caller == "" {
+				caller = c.IP + " " + c.UserAgent
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", printable(caller), c.Requests, c.LastSeen.Format(time.RFC3339))
+		}
+		if rep.RefusedUnlisted > 0 {
+			fmt.Fprintf(tw, "... and %d more callers\n", rep.RefusedUnlisted)
+		}
+		_ = tw.Flush()
 	}
-	_ = tw.Flush()
 }
 
 // printable returns s for a terminal: whoever sends requests to the gateway writes client ids

@@ -220,3 +220,33 @@ func (m *Model) SortedKeys() []*Key {
 	slices.SortFunc(out, func(a, b *Key) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
+
+// maxSuccessors bounds Successors: a key rotated more than this many times in a row has no
+// business being judged through all of them, and lifecycle events are written by other systems.
+const maxSuccessors = 32
+
+// Successors returns the keys that rotations lead to from keyID, nearest first: the new keys of
+// the rotations from it, then theirs, and so on (after A → B and B → C, A's are B and C). It
+// follows every rotation started from a key, not only the last, stops at a key already reached
+// (a chain that rotates back to an earlier key is no cycle to follow) and at maxSuccessors keys.
+// keyID itself is never among them.
+func (m *Model) Successors(keyID string) []string {
+	next := map[string][]string{}
+	for _, r := range m.Rotations {
+		if r.NewKeyID != "" {
+			next[r.OldKeyID] = append(next[r.OldKeyID], r.NewKeyID)
+		}
+	}
+	seen := map[string]bool{keyID: true}
+	var out []string
+	for queue := []string{keyID}; len(queue) > 0 && len(out) < maxSuccessors; queue = queue[1:] {
+		for _, n := range next[queue[0]] {
+			if !seen[n] && len(out) < maxSuccessors {
+				seen[n] = true
+				out = append(out, n)
+				queue = append(queue, n)
+			}
+		}
+	}
+	return out
+}

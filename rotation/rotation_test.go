@@ -109,3 +109,28 @@ func TestBuildTiesIndependentOfArrival(t *testing.T) {
 		}
 	}
 }
+
+// TestSuccessors: a key's successors follow the chain of rotations, nearest first, every rotation
+// from a key included, without looping on a chain that rotates back.
+func TestSuccessors(t *testing.T) {
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	start := func(old, new string, h int) Event {
+		return Event{TS: t0.Add(time.Duration(h) * time.Hour), Type: KeyRotationStarted, KeyID: old, NewKeyID: new}
+	}
+	m := Build([]Event{start("a", "b", 1), start("b", "c", 2), start("c", "a", 3), start("b", "d", 4), start("x", "y", 5)})
+	cases := map[string][]string{
+		"a": {"b", "c", "d"}, "b": {"c", "d", "a"}, "c": {"a", "b", "d"}, "d": nil, "y": nil, "x": {"y"}, "nobody": nil,
+	}
+	for key, want := range cases {
+		if got := m.Successors(key); !slices.Equal(got, want) {
+			t.Errorf("successors of %s: %v, want %v", key, got, want)
+		}
+	}
+	var long []Event
+	for i := range 100 {
+		long = append(long, start(string(rune('A'+i)), string(rune('A'+i+1)), i))
+	}
+	if got := Build(long).Successors("A"); len(got) != maxSuccessors || got[0] != "B" {
+		t.Errorf("a 100-key chain: %d successors from %v, want the nearest %d", len(got), got[:1], maxSuccessors)
+	}
+}

@@ -114,6 +114,25 @@ detect:
 		t.Fatalf("keywatch readiness once safe: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 
+	// The pipeline retires kid_old, and a forgotten copy of the straggler's old config is refused on
+	// it: nothing succeeds with the key any more, so readiness answers GONE and exits 0.
+	retired := fmt.Sprintf(`{"ts":%q,"type":"key.retired","key_id":"kid_old","client_id":"acme"}`, ts(-30*time.Second))
+	if code, body := call("POST", "/v1/lifecycle", token, retired); code != 200 {
+		t.Fatalf("POST key.retired: %d %s", code, body)
+	}
+	refused := fmt.Appendf(nil, `{"ts":%q,"key_id":"kid_old","ip":"198.51.100.78","user_agent":"nightly-export/0.8","outcome":"revoked_key","status":401}`, ts(-10*time.Second))
+	if err := kafka.Produce(context.Background(), "auth-events", refused); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "readiness says gone, with the refused attempt", func() bool {
+		code, body := call("GET", "/v1/keys/kid_old/readiness", token, "")
+		return code == 200 && strings.Contains(body, `"verdict":"gone"`) && strings.Contains(body, "198.51.100.78")
+	})
+	out.Reset()
+	if code := dispatch(context.Background(), []string{"readiness", "kid_old"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "GONE: kid_old (retired)") {
+		t.Fatalf("keywatch readiness once retired with only refused attempts: exit %d, want 0 and GONE\n%s%s", code, out.String(), errOut.String())
+	}
+
 	conn := ch.Conn(t, db)
 	waitUntil(t, "scheduled lingering runs are recorded", func() bool {
 		var runs uint64

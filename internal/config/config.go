@@ -161,12 +161,14 @@ type Detect struct {
 
 // Lingering finds callers still using a retiring or retired key.
 type Lingering struct {
-	Schedule       string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
-	InfoBefore     Duration `yaml:"info_before" help:"a lingering caller is info this long before the grace deadline"`
-	WarningBefore  Duration `yaml:"warning_before" help:"... warning this long before it"`
-	CriticalBefore Duration `yaml:"critical_before" help:"... critical this long before it (and always after it)"`
-	QuietFor       Duration `yaml:"quiet_for" help:"a caller that moved to the new key still counts as remaining until it has not used the old key for this long"`
-	AfterRetired   Duration `yaml:"after_retired" help:"how long after retirement or revocation use of the old key is still looked for"`
+	Schedule        string   `yaml:"schedule" help:"cron schedule with seconds; empty disables the detector"`
+	InfoBefore      Duration `yaml:"info_before" help:"a lingering caller is info this long before the grace deadline"`
+	WarningBefore   Duration `yaml:"warning_before" help:"... warning this long before it"`
+	CriticalBefore  Duration `yaml:"critical_before" help:"... critical this long before it (and always after it)"`
+	QuietFor        Duration `yaml:"quiet_for" help:"the least time a caller must not have succeeded with the old key to count as gone from it; a caller active hour after hour that moved to a later key needs only this"`
+	AfterRetired    Duration `yaml:"after_retired" help:"how long after retirement or revocation use of the old key is still looked for"`
+	CadenceFactor   float64  `yaml:"cadence_factor" help:"a caller counts as gone from the old key once it has not succeeded with it for this many times its usual gap between active hours (at least quiet_for, at most the grace period)"`
+	CadenceLookback Duration `yaml:"cadence_lookback" help:"how far back each caller's rhythm is learned from its hours on the rotation's keys"`
 }
 
 // Spike finds authentication failures that rise after a rotation step.
@@ -261,6 +263,7 @@ func Default() Config {
 				Schedule:   "0 */5 * * * *",
 				InfoBefore: Duration(72 * time.Hour), WarningBefore: Duration(24 * time.Hour), CriticalBefore: Duration(time.Hour),
 				QuietFor: Duration(time.Hour), AfterRetired: Duration(7 * 24 * time.Hour),
+				CadenceFactor: 1.5, CadenceLookback: Duration(30 * 24 * time.Hour),
 			},
 			Spike: Spike{
 				Schedule:  "30 * * * * *",

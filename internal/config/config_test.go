@@ -52,6 +52,8 @@ func TestLoadReportsTheFieldPath(t *testing.T) {
 		{name: "cron without seconds", yaml: "detect:\n  leak:\n    schedule: \"*/5 * * * *\"\n", want: `detect.leak.schedule: "*/5 * * * *": expected exactly 6 fields`},
 		{name: "float from env", env: []string{"KEYWATCH_DETECT_SPIKE_MIN_RATE=five"}, want: `detect.spike.min_rate (from KEYWATCH_DETECT_SPIKE_MIN_RATE): "five": not a number`},
 		{name: "rate above one", env: []string{"KEYWATCH_DETECT_SPIKE_MIN_RATE=5"}, want: "detect.spike.min_rate: 5: want 0 to 1"},
+		{name: "cadence factor below one", env: []string{"KEYWATCH_DETECT_LINGERING_CADENCE_FACTOR=0.5"}, want: "detect.lingering.cadence_factor: 0.5: want 1 to 10"},
+		{name: "cadence lookback under a day", env: []string{"KEYWATCH_DETECT_LINGERING_CADENCE_LOOKBACK=2h"}, want: "detect.lingering.cadence_lookback: 2h0m0s: want at least 24h"},
 		{name: "severity steps out of order", env: []string{"KEYWATCH_DETECT_LINGERING_WARNING_BEFORE=96h"}, want: "detect.lingering.warning_before: want info_before >= warning_before >= critical_before"},
 		{name: "api token in the file", yaml: "http:\n  token: abc\n", want: "http.token: secrets are not read from the config file; set KEYWATCH_HTTP_TOKEN"},
 		{name: "short api token", env: []string{"KEYWATCH_HTTP_TOKEN=x"}, want: "http.token: 1 characters, want at least 32"},

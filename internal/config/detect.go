@@ -46,6 +46,12 @@ func (d Detect) validate() []error {
 	if d.Lingering.QuietFor < 0 {
 		bad("detect.lingering.quiet_for", "%s: must not be negative", d.Lingering.QuietFor)
 	}
+	if d.Lingering.CadenceFactor < 1 || d.Lingering.CadenceFactor > 10 {
+		bad("detect.lingering.cadence_factor", "%g: want 1 to 10 (times a caller's usual gap)", d.Lingering.CadenceFactor)
+	}
+	if d.Lingering.CadenceLookback < Duration(24*time.Hour) {
+		bad("detect.lingering.cadence_lookback", "%s: want at least 24h (a daily job's rhythm must fit)", d.Lingering.CadenceLookback)
+	}
 	if !(d.Lingering.InfoBefore >= d.Lingering.WarningBefore && d.Lingering.WarningBefore >= d.Lingering.CriticalBefore) {
 		bad("detect.lingering.warning_before", "want info_before >= warning_before >= critical_before (%s, %s, %s)",
 			d.Lingering.InfoBefore, d.Lingering.WarningBefore, d.Lingering.CriticalBefore)

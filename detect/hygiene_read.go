@@ -54,8 +54,8 @@ WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND
 // them: leakScopeCaller), first and last. Arguments: now, keys, history start, now.
 const hygieneSelectRefusals = `
 SELECT key_id, method, route, count(),
-    uniqExact(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000)) AS days,
-    toUInt64(min(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000))) AS latest_day,
+    uniqExact(intDiv(toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - toUnixTimestamp64Milli(ts) - 1, 86400000)) AS days,
+    toUInt64(min(intDiv(toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - toUnixTimestamp64Milli(ts) - 1, 86400000))) AS latest_day,
     uniqExact(` + leakScopeCaller + `, user_agent), min(ts), max(ts)
 FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'

@@ -45,7 +45,7 @@ GROUP BY key_id, method, route, ip, user_agent, net`
 // distinct hours they came in. Arguments: window start, keys, history start, window start.
 const leakSelectForbiddenHistory = `
 SELECT key_id, method, route, count(),
-    groupUniqArray(toUInt32(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
+    groupUniqArray(toUInt32(intDiv(toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
     uniqExact(toStartOfHour(ts))
 FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'

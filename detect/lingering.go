@@ -3,8 +3,6 @@ package detect
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -169,13 +167,17 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 			return nil, err
 		}
 	}
-	keys := slices.Collect(maps.Keys(old))
-	for k := range next {
-		if _, ok := old[k]; !ok {
-			keys = append(keys, k)
+	// The rhythm of a caller is read on the keys of its rotation's chain, for the callers whose
+	// answer depends on it (needsRhythm).
+	need := map[callerID][]string{}
+	for _, r := range rs {
+		for id, u := range oldUse[r.OldKeyID] {
+			if needsRhythm(u, since(r), now, time.Duration(d.cfg.QuietFor)) {
+				need[id] = append(need[id], append([]string{r.OldKeyID}, chains[r.ID]...)...)
+			}
 		}
 	}
-	cad, err := d.cadences(ctx, old, keys, now)
+	cad, err := d.cadences(ctx, need, now)
 	if err != nil {
 		return nil, err
 	}

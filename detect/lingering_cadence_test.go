@@ -9,8 +9,9 @@ import (
 )
 
 // TestLingeringQuietNeeded: the quiet a caller needs follows the gap between its active hours
-// that recurs, at least quiet_for and at most the grace period; without a known rhythm, quiet_for
-// for a caller seen on a later key since, the lookback (bounded the same way) for one that was not.
+// that recurs, at least quiet_for, and at most the grace period for a caller seen on a later key;
+// without a known rhythm, quiet_for for a caller seen on a later key since, the lookback (at most
+// the grace period) for one that was not.
 func TestLingeringQuietNeeded(t *testing.T) {
 	d := NewLingering(nil, config.Default().Detect.Lingering)
 	const h, day = time.Hour, 24 * time.Hour
@@ -30,7 +31,8 @@ func TestLingeringQuietNeeded(t *testing.T) {
 		{"every other hour", rot, cadence{ActiveHours: 300, Longest: 2 * h, Second: 2 * h}, false, 3 * h, "about every 2h"},
 		{"business hours", rot, cadence{ActiveHours: 200, Longest: 63 * h, Second: 63 * h}, false, 94*h + 30*time.Minute, "about every 2d15h"},
 		{"daily", rot, cadence{ActiveHours: 30, Longest: 25 * h, Second: day}, true, 36 * h, "about daily"},
-		{"weekly, bounded by the grace period", rot, cadence{ActiveHours: 5, Longest: 7 * day, Second: 7 * day}, false, 5 * day, "about weekly"},
+		{"weekly, not on a later key: its rhythm, past the grace period", rot, cadence{ActiveHours: 5, Longest: 7 * day, Second: 7 * day}, false, 10*day + 12*h, "about weekly"},
+		{"weekly, on a later key: bounded by the grace period", rot, cadence{ActiveHours: 5, Longest: 7 * day, Second: 7 * day}, true, 5 * day, "about weekly"},
 		{"two runs", noDeadline, cadence{ActiveHours: 2, Longest: 10 * day}, false, 15 * day, "about every 10d"},
 		{"unknown, moved", rot, cadence{ActiveHours: 1}, true, h, "rarely (active in 1 hour of the last 30d)"},
 		{"unknown, not moved", rot, cadence{}, false, 5 * day, "rarely (active in 0 hours of the last 30d)"},

@@ -55,9 +55,10 @@ type SubCaller struct {
 	// SuccessorLastOK is its last successful request with a later key of the rotation's chain,
 	// nil when none.
 	SuccessorLastOK *time.Time `json:"successor_last_ok,omitempty"`
-	// Cadence is the rhythm learned from its history ("hourly", "about daily", "about every 6h",
-	// "unknown"); QuietNeeded how long it must not succeed with the key to count as gone from it,
-	// QuietSoFar how long it has not.
+	// Cadence is the rhythm learned from its history ("hourly or more often", "about daily",
+	// "about every 6h", "rarely (...)"), "" for a caller that succeeded within quiet_for (it depends
+	// on the key whatever its rhythm, which is then not read); QuietNeeded how long it must not
+	// succeed with the key to count as gone from it, QuietSoFar how long it has not.
 	Cadence     string `json:"cadence"`
 	QuietNeeded string `json:"quiet_needed"`
 	QuietSoFar  string `json:"quiet_so_far"`
@@ -70,8 +71,12 @@ func (s SubCaller) name() string { return s.IP + " (" + s.UserAgent + ")" }
 func stillOnText(subs []SubCaller, total int) string {
 	parts := make([]string, 0, len(subs)+1)
 	for _, s := range subs {
-		parts = append(parts, fmt.Sprintf("%s, last %s, runs %s: quiet %s needed, %s so far",
-			s.name(), finding.Stamp(s.LastOK), s.Cadence, s.QuietNeeded, s.QuietSoFar))
+		rhythm := ""
+		if s.Cadence != "" {
+			rhythm = ", runs " + s.Cadence
+		}
+		parts = append(parts, fmt.Sprintf("%s, last %s%s: quiet %s needed, %s so far",
+			s.name(), finding.Stamp(s.LastOK), rhythm, s.QuietNeeded, s.QuietSoFar))
 	}
 	if more := total - len(subs); more > 0 {
 		parts = append(parts, fmt.Sprintf("%d more", more))

@@ -56,13 +56,17 @@ func (c cadence) text(lookback time.Duration) string {
 // from it: CadenceFactor times its usual gap (a daily job needs more than a day of silence), at
 // least QuietFor. Hours are the rollup's granularity, so a caller active hour after hour needs
 // QuietFor once seen on a later key since its last success (the rule for a caller that switched),
-// and CadenceFactor times two hours when not. Without a known rhythm it is QuietFor for one seen on a later key of the chain
-// since, and the cadence lookback for one that was not (it may run monthly). It is never longer
-// than r's grace period (deadline − start): a rhythm slower than the rotation itself cannot be
-// waited out, and one that stayed quiet that long does not count on the key.
+// and CadenceFactor times two hours when not. Without a known rhythm it is QuietFor for one seen on
+// a later key of the chain since, and the cadence lookback for one that was not (it may run
+// monthly). A caller seen on a later key, or without a known rhythm, needs no longer than r's
+// grace period (deadline − start): what stayed quiet that long does not count on the key. A
+// caller with a known rhythm never seen on a later key gets no such bound: a weekly job that last
+// ran before a 3-day grace period breaks at its next run, after the deadline, so it remains until
+// it has missed its rhythm or shows up on a later key.
 func (d *Lingering) quietNeeded(r *rotation.Rotation, c cadence, moved bool) time.Duration {
 	need := time.Duration(d.cfg.CadenceLookback)
-	switch g, ok := c.usualGap(); {
+	g, known := c.usualGap()
+	switch ok := known; {
 	case ok && g <= time.Hour && moved:
 		need = 0 // active hour after hour and seen on a later key since: quiet_for judges it
 	case ok && g <= time.Hour:
@@ -73,7 +77,7 @@ func (d *Lingering) quietNeeded(r *rotation.Rotation, c cadence, moved bool) tim
 	case moved:
 		need = 0
 	}
-	if grace := r.Deadline.Sub(r.Started); !r.Deadline.IsZero() && grace > 0 {
+	if grace := r.Deadline.Sub(r.Started); (moved || !known) && !r.Deadline.IsZero() && grace > 0 {
 		need = min(need, grace)
 	}
 	return max(need, time.Duration(d.cfg.QuietFor))
@@ -132,8 +136,21 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 		}
 		g.success++
 		out.succeeded = true
-		s, rhythm := succ[id], cad[id]
+		s, quiet := succ[id], now.Sub(u.LastOK)
 		moved := s.LastOK.After(u.LastOK)
+		if !needsRhythm(u, from, now, time.Duration(d.cfg.QuietFor)) {
+			// Within quiet_for, every caller's floor: it depends on the key whatever its rhythm,
+			// which was not read (cadences).
+			sc := SubCaller{IP: id.ip, UserAgent: id.ua, Requests: u.Requests, Failures: u.Failures, LastSeen: u.LastSeen, LastOK: u.LastOK,
+				QuietNeeded: "at least " + Span(time.Duration(d.cfg.QuietFor)), QuietSoFar: Span(quiet)}
+			if moved {
+				last := s.LastOK
+				sc.SuccessorLastOK = &last
+			}
+			g.stillOn = append(g.stillOn, sc)
+			continue
+		}
+		rhythm := cad[id]
 		if _, known := rhythm.usualGap(); !known && id.client != "" {
 			// An address seen in one hour only (a phone's, a CI runner's, a job's new container) is
 			// judged by its client's user agent over all its addresses: its rhythm, and moved once
@@ -144,7 +161,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 				moved, s = true, a
 			}
 		}
-		need, quiet := d.quietNeeded(r, rhythm, moved), now.Sub(u.LastOK)
+		need := d.quietNeeded(r, rhythm, moved)
 		if g, known := rhythm.usualGap(); moved && known && s.LastOK.Sub(u.LastOK) >= g/2 {
 			// It ran again since, on a later key only (the nightly job ran tonight with the new
 			// key): quiet_for judges it, as a caller that switched.
@@ -182,6 +199,14 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 	sortCallers(out.remaining)
 	sortCallers(out.refused)
 	return out
+}
+
+// needsRhythm reports whether the answer for a sub-caller with use u of an old key since from
+// depends on its rhythm: it succeeded with the key since from, quietFor or longer ago (a caller
+// quieter than that depends on the key whatever its rhythm, since quietNeeded is never shorter).
+// Only those have their rhythm read, which keeps the read to the callers that went quiet.
+func needsRhythm(u subUse, from, now time.Time, quietFor time.Duration) bool {
+	return !u.LastSeen.Before(from) && u.okSince(from) && now.Sub(u.LastOK) >= quietFor
 }
 
 // summarize is the caller gid (a client, or a caller without a client) from its sub-callers'
@@ -432,6 +457,9 @@ func stillOnPhrase(c Caller, now time.Time) string {
 		what := "still on it: " + s.name()
 		if c.SubCallers > 1 {
 			what = fmt.Sprintf("%d of its addresses and user agents still on it, latest %s", c.SubCallers, s.name())
+		}
+		if s.Cadence == "" { // within quiet_for: its rhythm does not matter
+			return fmt.Sprintf("; %s, last %s ago", what, Span(now.Sub(s.LastOK)))
 		}
 		return fmt.Sprintf("; %s, last %s ago, runs %s: quiet %s needed", what, Span(now.Sub(s.LastOK)), s.Cadence, s.QuietNeeded)
 	case c.Cadence != "":

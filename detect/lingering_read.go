@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 )
 
 // subUse is one sub-caller's traffic with one key (or, for a rotation's successors, with all of
@@ -102,11 +106,14 @@ WHERE key_id IN ?
   AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, client_id, caller_ip, user_agent`
 
-// selectCadence reads, for each sub-caller of the old keys (oldSubCallers' arguments first), its
-// active hours on the given keys (the old keys and their successors) between the lookback start
-// and now: how many, and the longest and second-longest gap between two of them (seconds; 0 when
-// there are not that many gaps). A sub-caller active in 720 hours sends 720 hours to the server's
-// sort, not to us.
+// selectCadence reads, for the sub-callers on the keys of the external table rhythm_of (key_id,
+// client_id, ip as text, user_agent: a sub-caller's rhythm is over the keys of its rotation's
+// chain), their active hours between the lookback start and now: how many, and the longest and
+// second-longest gap between two of them (seconds; 0 when there are not that many gaps). The
+// tuples are a prefix of key_callers_1h's primary key, so only those sub-callers' rows are read;
+// an external table, not bound values, carries them, as thousands of callers would not fit in a
+// query's text. A sub-caller active in 720 hours sends 720 hours to the server's sort, not to us.
+// Arguments: the lookback start, now.
 const selectCadence = `
 SELECT
     client_id,
@@ -122,16 +129,15 @@ FROM
         arraySort(groupUniqArray(hour)) AS hours,
         arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
     FROM key_callers_1h
-    WHERE (client_id, ip, user_agent) IN (` + oldSubCallers + `)
-      AND key_id IN ?
+    WHERE (key_id, client_id, ip, user_agent) IN (SELECT key_id, client_id, toIPv6(ip), user_agent FROM rhythm_of)
       AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
       AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
     GROUP BY client_id, ip, user_agent
 )`
 
 // selectAgentCadence is selectCadence per client and user agent over all the client's addresses
-// (same arguments), for the clients' user agents of the old keys: the rhythm of a job whose
-// address changes from run to run.
+// (rhythm_of: key_id, client_id, user_agent; arguments: the lookback start and now): the rhythm of
+// a job whose address changes from run to run.
 const selectAgentCadence = `
 SELECT
     client_id,
@@ -147,8 +153,7 @@ FROM
         arraySort(groupUniqArray(hour)) AS hours,
         arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
     FROM key_callers_1h
-    WHERE (client_id, user_agent) IN (SELECT client_id, user_agent FROM (` + oldSubCallers + `) WHERE client_id != '')
-      AND key_id IN ?
+    WHERE (key_id, client_id, user_agent) IN (SELECT key_id, client_id, user_agent FROM rhythm_of)
       AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
       AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
     GROUP BY client_id, user_agent
@@ -212,24 +217,78 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 	return u, nil
 }
 
-// cadences reads the rhythm of each sub-caller of old on keys over the cadence lookback before now,
-// and of each user agent of a client among them (with no ip in its callerID).
-func (d *Lingering) cadences(ctx context.Context, old map[string]time.Time, keys []string, now time.Time) (map[callerID]cadence, error) {
+// cadences reads the rhythm of each sub-caller of need over the cadence lookback before now, on
+// the keys need gives it; and, for those of a client whose own rhythm is unknown (an address seen
+// in one hour only), the rhythm of the client's user agent over all its addresses on the same keys
+// (with no ip in its callerID).
+func (d *Lingering) cadences(ctx context.Context, need map[callerID][]string, now time.Time) (map[callerID]cadence, error) {
 	out := map[callerID]cadence{}
-	for _, query := range []string{selectCadence, selectAgentCadence} {
-		if err := d.readCadence(ctx, query, old, keys, now, out); err != nil {
-			return nil, err
+	if len(need) == 0 {
+		return out, nil
+	}
+	callers, err := rhythmTable(true)
+	if err != nil {
+		return nil, err
+	}
+	for id, ks := range need {
+		slices.Sort(ks)
+		for _, k := range slices.Compact(ks) {
+			if err := callers.Append(k, id.client, id.ip, id.ua); err != nil {
+				return nil, fmt.Errorf("list the callers whose rhythm is read: %w", err)
+			}
 		}
+	}
+	if err := d.readCadence(ctx, selectCadence, callers, len(need), now, out); err != nil {
+		return nil, err
+	}
+	agents := map[callerID][]string{}
+	for id, ks := range need {
+		if _, known := out[id].usualGap(); !known && id.client != "" {
+			agent := callerID{client: id.client, ua: id.ua}
+			agents[agent] = append(agents[agent], ks...)
+		}
+	}
+	if len(agents) == 0 {
+		return out, nil
+	}
+	if callers, err = rhythmTable(false); err != nil {
+		return nil, err
+	}
+	for id, ks := range agents {
+		slices.Sort(ks)
+		for _, k := range slices.Compact(ks) {
+			if err := callers.Append(k, id.client, id.ua); err != nil {
+				return nil, fmt.Errorf("list the user agents whose rhythm is read: %w", err)
+			}
+		}
+	}
+	if err := d.readCadence(ctx, selectAgentCadence, callers, len(agents), now, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-func (d *Lingering) readCadence(ctx context.Context, query string, old map[string]time.Time, keys []string, now time.Time, out map[callerID]cadence) error {
-	oldKeys, oldEarliest, oldStarts := windowArgs(old)
-	from := now.Add(-time.Duration(d.cfg.CadenceLookback))
-	rows, err := d.conn.Query(ctx, query, oldKeys, oldEarliest, oldKeys, oldStarts, keys, from.UnixMilli(), now.UnixMilli())
+// rhythmTable is the external table rhythm_of that selectCadence (withIP) or selectAgentCadence
+// reads the callers from.
+func rhythmTable(withIP bool) (*ext.Table, error) {
+	cols := []func(*ext.Table) error{ext.Column("key_id", "String"), ext.Column("client_id", "String")}
+	if withIP {
+		cols = append(cols, ext.Column("ip", "String"))
+	}
+	t, err := ext.NewTable("rhythm_of", append(cols, ext.Column("user_agent", "String"))...)
 	if err != nil {
-		return fmt.Errorf("read the cadence of the callers of %d keys since %s from key_callers_1h: %w", len(oldKeys), from, err)
+		return nil, fmt.Errorf("make the external table of callers whose rhythm is read: %w", err)
+	}
+	return t, nil
+}
+
+// readCadence runs query (selectCadence or selectAgentCadence) with the external table of its n
+// callers, and adds the rhythms it reads to out.
+func (d *Lingering) readCadence(ctx context.Context, query string, callers *ext.Table, n int, now time.Time, out map[callerID]cadence) error {
+	from := now.Add(-time.Duration(d.cfg.CadenceLookback))
+	rows, err := d.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(callers)), query, from.UnixMilli(), now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("read the rhythm of %d callers since %s from key_callers_1h: %w", n, from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -237,12 +296,12 @@ func (d *Lingering) readCadence(ctx context.Context, query string, old map[strin
 		var hours uint64
 		var longest, second int64
 		if err := rows.Scan(&id.client, &id.ip, &id.ua, &hours, &longest, &second); err != nil {
-			return fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
+			return fmt.Errorf("read the rhythm of callers from key_callers_1h: %w", err)
 		}
 		out[id] = cadence{ActiveHours: int(hours), Longest: time.Duration(longest) * time.Second, Second: time.Duration(second) * time.Second}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the cadence of callers from key_callers_1h: %w", err)
+		return fmt.Errorf("read the rhythm of callers from key_callers_1h: %w", err)
 	}
 	return nil
 }

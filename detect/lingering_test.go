@@ -94,7 +94,7 @@ func TestLingeringStraggler(t *testing.T) {
 		TopIPs: []Count{{"198.51.100.77", 72}}, TopUserAgents: []Count{{"acme-batch/1.0", 72}},
 		LastOK: ptr(now.Add(-43 * time.Minute)), SubCallers: 1, StillOn: []SubCaller{{
 			IP: "198.51.100.77", UserAgent: "acme-batch/1.0", Requests: 72, LastSeen: now.Add(-43 * time.Minute), LastOK: now.Add(-43 * time.Minute),
-			Cadence: "hourly or more often", QuietNeeded: "3h", QuietSoFar: "43m",
+			QuietNeeded: "at least 1h", QuietSoFar: "43m",
 		}},
 	}
 	f := only(t, s.lingering(now))
@@ -105,7 +105,7 @@ func TestLingeringStraggler(t *testing.T) {
 		t.Errorf("fingerprint %s is not that of (lingering, kid_old, acme-batch, kid_old>kid_new)", f.Fingerprint)
 	}
 	wantSummary := "acme-batch still calls kid_old; deadline in 20h (72 requests since the rotation started, last 43m ago; 0% of its traffic is on kid_new); " +
-		"still on it: 198.51.100.77 (acme-batch/1.0), last 43m ago, runs hourly or more often: quiet 3h needed"
+		"still on it: 198.51.100.77 (acme-batch/1.0), last 43m ago"
 	if f.Summary != wantSummary {
 		t.Errorf("summary\n got %q\nwant %q", f.Summary, wantSummary)
 	}
@@ -126,6 +126,16 @@ func TestLingeringStraggler(t *testing.T) {
 	sameCaller(t, "remaining caller", rep.Remaining[0], want)
 	if want := "kid_old is still used by 1 caller (acme-batch, last 43m ago) not yet on kid_new"; rep.Reason != want {
 		t.Errorf("reason %q, want %q", rep.Reason, want)
+	}
+
+	// Two hours on, without a call (from before the migration below): past quiet_for, the
+	// straggler is judged by its rhythm, hourly, which needs 3 h of quiet.
+	quiet := s.readiness(now.Add(2*time.Hour), "kid_old")
+	if len(quiet.Remaining) != 1 || len(quiet.Remaining[0].StillOn) != 1 {
+		t.Fatalf("two hours on: remaining %+v, want acme-batch still on kid_old", quiet.Remaining)
+	}
+	if sc := quiet.Remaining[0].StillOn[0]; sc.Cadence != "hourly or more often" || sc.QuietNeeded != "3h" || sc.QuietSoFar != "2h43m" {
+		t.Errorf("two hours on: %+v, want it judged hourly, 3h of quiet needed, 2h43m so far", sc)
 	}
 
 	// The straggler migrates: from an hour after now it calls only with the new key. Two hours
@@ -337,7 +347,7 @@ func TestLingeringSideBySide(t *testing.T) {
 		TopIPs: []Count{{"192.0.2.8", 144}}, TopUserAgents: []Count{{"dual/1.0", 144}},
 		LastOK: ptr(now.Add(-30 * time.Minute)), SubCallers: 1, StillOn: []SubCaller{{
 			IP: "192.0.2.8", UserAgent: "dual/1.0", Requests: 144, LastSeen: now.Add(-30 * time.Minute), LastOK: now.Add(-30 * time.Minute),
-			SuccessorLastOK: ptr(now.Add(-10 * time.Minute)), Cadence: "hourly or more often", QuietNeeded: "1h", QuietSoFar: "30m",
+			SuccessorLastOK: ptr(now.Add(-10 * time.Minute)), QuietNeeded: "at least 1h", QuietSoFar: "30m",
 		}},
 	})
 	if !strings.Contains(f.Summary, "75% of its traffic is on kid_new") {

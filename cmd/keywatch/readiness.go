@@ -14,8 +14,8 @@ client, or an (IP, user agent) pair when the gateway did not resolve a client; a
 KEY while any of its (IP, user agent) pairs does. A pair depends on KEY when a request of it
 succeeded since the rotation started and it has not been quiet on KEY for as long as its own rhythm
 needs: detect.lingering.cadence_factor times its usual gap between active hours (a daily job needs
-more than a day), at least detect.lingering.quiet_for, at most the grace period. Use of the
-rotation's new key or any later key of its chain counts as moved. Refused requests are not use: a
+more than a day), at least detect.lingering.quiet_for, and at most the grace period once it was
+seen on a later key. Use of the rotation's new key or any later key of its chain counts as moved. Refused requests are not use: a
 caller whose every request was refused is listed apart and does not block. The whole rotation is
 looked back over, so a nightly job is not missed. The same answer is served at
 GET /v1/keys/KEY/readiness.

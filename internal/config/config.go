@@ -167,7 +167,7 @@ type Lingering struct {
 	CriticalBefore  Duration `yaml:"critical_before" help:"... critical this long before it (and always after it)"`
 	QuietFor        Duration `yaml:"quiet_for" help:"the least time a caller must not have succeeded with the old key to count as gone from it; a caller active hour after hour that moved to a later key needs only this"`
 	AfterRetired    Duration `yaml:"after_retired" help:"how long after retirement or revocation use of the old key is still looked for"`
-	CadenceFactor   float64  `yaml:"cadence_factor" help:"a caller counts as gone from the old key once it has not succeeded with it for this many times its usual gap between active hours (at least quiet_for, at most the grace period)"`
+	CadenceFactor   float64  `yaml:"cadence_factor" help:"a caller counts as gone from the old key once it has not succeeded with it for this many times its usual gap between active hours (at least quiet_for; at most the grace period once it was seen on a later key)"`
 	CadenceLookback Duration `yaml:"cadence_lookback" help:"how far back each caller's rhythm is learned from its hours on the rotation's keys"`
 }
 

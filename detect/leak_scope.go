@@ -132,7 +132,7 @@ func (r *leakRun) scopeSignal(key string, total uint64, within string) (s LeakSi
 //     its usual count (its history's requests per hour it was refused in, scaled to the window).
 //
 // Standing requests are left out of the signal; the rest (new routes, routes refused on fewer
-// days, new callers, bursts) count as before. When every route of the window is standing but the
+// days, new callers, bursts) count. When every route of the window is standing but the
 // window holds at least leakScopeManyRoutes of them, more than any one day of the history, the
 // key is being walked across routes and all count. The hygiene detector reports standing
 // refusals once (hygiene_judge.go).

@@ -31,7 +31,7 @@ func byClient(fs []finding.Finding, key string) map[string]finding.Finding {
 	return out
 }
 
-// TestLingeringSubCallers (problem 1): client api-svc moved to the new key on its two web hosts
+// TestLingeringSubCallers: client api-svc moved to the new key on its two web hosts
 // two days ago, while its nightly job on a third host (cron-sync/2.1) still calls the old key at
 // 02:00. The client is not moved while one of its (IP, user agent) pairs still uses the old key:
 // one finding about api-svc naming the job, and readiness unsafe. Look-alike: client billing, whose
@@ -151,7 +151,7 @@ func TestLingeringSubCallers(t *testing.T) {
 	}
 }
 
-// TestLingeringCadence (problem 2): quiet is judged against each caller's own rhythm. A daily
+// TestLingeringCadence: quiet is judged against each caller's own rhythm. A daily
 // report job runs at 02:00 with the old key for one step and at 02:05 with the new one; ten hours
 // after its run it has been seen on the new key since and quiet on the old one far longer than
 // quiet_for, yet it will call the old key again tonight: it remains. A daily exporter that never
@@ -213,7 +213,7 @@ func TestLingeringCadence(t *testing.T) {
 	}
 }
 
-// TestLingeringSuccessorChain (problem 3): after A → B and B → C, service orders went from A
+// TestLingeringSuccessorChain: after A → B and B → C, service orders went from A
 // straight to C two days ago: it moved off A, which is safe to retire and gives no finding.
 // Look-alike: in a second chain of the same shape, service legacy still calls the first key.
 func TestLingeringSuccessorChain(t *testing.T) {
@@ -248,7 +248,7 @@ func TestLingeringSuccessorChain(t *testing.T) {
 	}
 }
 
-// TestLingeringRefusedOnly (problem 4): refused attempts are not use. A key retired thirty days
+// TestLingeringRefusedOnly: refused attempts are not use. A key retired thirty days
 // ago whose only traffic since is a cron refused every hour is gone, not unsafe; 300 addresses
 // trying a revoked key without a client, all refused, give no lingering finding (the leak detector
 // tells that story), nor does a client refused on it. Look-alike: one successful call without a

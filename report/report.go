@@ -189,9 +189,10 @@ func lastStep(r *rotation.Rotation, until time.Time) rotation.State {
 
 // stragglers returns the callers still on r's old key when it was retired: callers that used the
 // old key after the rotation started and, at the retirement, either had not used the new key
-// since their last old-key call or had used the old key within opts.QuietFor before it (the rule
-// of the readiness gate, applied at the retirement). A caller still calling the old key after the
-// retirement (up to the end of the window) is one.
+// since their last old-key call or had used the old key within opts.QuietFor before it, applied
+// at the retirement (a simpler rule than the readiness gate's: whole callers, one quiet period, the
+// direct new key). A caller still calling the old key after the retirement (up to the end of the
+// window) is one.
 func stragglers(ctx context.Context, db Querier, r *rotation.Rotation, opts Options) ([]string, error) {
 	started, finished, until := r.Started.UnixMilli(), r.Finished.UnixMilli(), opts.Until.UnixMilli()
 	rows, err := db.Query(ctx, selectCallers, r.OldKeyID, r.NewKeyID, finished, r.OldKeyID, r.NewKeyID, started, until, started)

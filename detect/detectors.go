@@ -2,6 +2,7 @@ package detect
 
 import (
 	"errors"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
@@ -29,3 +30,18 @@ func Jobs(conn driver.Conn, cfg config.Detect) []ScheduledJob {
 
 // ErrUnknownKey is returned for a key that neither lifecycle events nor stored traffic mention.
 var ErrUnknownKey = errors.New("unknown key: no lifecycle events and no stored traffic")
+
+// earlier and later are the earlier and the later of two times, as every detector compares them.
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

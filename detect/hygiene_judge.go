@@ -123,16 +123,16 @@ func hygieneDays(d time.Duration) float64 { return d.Hours() / 24 }
 // calling what it should not, that the leak detector leaves out of scope probing: reported once,
 // as one info finding per key that lasts while the refusals go on. k is nil for a key seen only in
 // traffic; u is its use (key_usage).
-func (d *Hygiene) standingForbidden(now time.Time, k *rotation.Key, keyID string, u keyUsage, refusals []hygieneRefusal) (finding.Finding, bool) {
+func (d *Hygiene) standingForbidden(now time.Time, k *rotation.Key, keyID string, u keyUsage, refusals map[[2]string]leakScopeRouteHistory) (finding.Finding, bool) {
 	var routes []HygieneRefusedRoute
 	var requests uint64
-	for _, r := range refusals {
-		if r.days < uint64(d.standingDays) || r.latestDay != 0 {
+	for id, r := range refusals {
+		if len(r.days) < d.standingDays || !slices.Contains(r.days, 0) {
 			continue
 		}
-		rt := HygieneRefusedRoute{Method: r.method, Route: r.route, Days: r.days, Requests: r.requests, Callers: r.callers,
-			FirstSeen: r.firstSeen, LastSeen: r.lastSeen}
-		if rule, ok := leakRouteRule(d.rules, r.method, r.route); ok {
+		rt := HygieneRefusedRoute{Method: id[0], Route: id[1], Days: uint64(len(r.days)), Requests: r.requests, Callers: r.callers,
+			FirstSeen: r.first, LastSeen: r.last}
+		if rule, ok := leakRouteRule(d.rules, id[0], id[1]); ok {
 			rt.Needs = rule.Scopes
 			rt.Granted = k != nil && slices.ContainsFunc(rule.Scopes, k.HasScope)
 		}

@@ -72,7 +72,7 @@ func (j *IPHours) Run(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("read last finalized hour from key_ip_hours: %w", err)
 	}
 	oldest := now.Add(-j.span).Truncate(time.Hour)
-	from := leakMaxTime(oldest, leakMinTime(recorded.UTC().Add(time.Hour), end.Add(-ipHoursRecheck)))
+	from := later(oldest, earlier(recorded.UTC().Add(time.Hour), end.Add(-ipHoursRecheck)))
 	if !from.Before(end) {
 		return nil
 	}

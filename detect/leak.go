@@ -117,7 +117,7 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, er
 	now = now.UTC()
 	r := &leakRun{cfg: d.cfg, now: now, windowStart: now.Add(-time.Duration(d.cfg.Window))}
 	r.baseStart = r.windowStart.Add(-time.Duration(d.cfg.Baseline))
-	r.newStart = leakMinTime(now.Add(-time.Duration(d.cfg.NewFor)), r.windowStart)
+	r.newStart = earlier(now.Add(-time.Duration(d.cfg.NewFor)), r.windowStart)
 
 	newPlaceKeys, err := leakQueryStrings(ctx, d.conn, leakSelectNewPlaceKeys,
 		r.newStart.UnixMilli(), now.UnixMilli(), r.newStart.UnixMilli(), now.UnixMilli(), r.windowStart.UnixMilli(),

@@ -357,7 +357,7 @@ func (r *leakRun) routine(key string) (networks, countries bool) {
 	first := r.newStart
 	netFirst, countryFirst := map[string]time.Time{}, map[string]time.Time{}
 	for _, p := range r.places[key] {
-		first = leakMinTime(first, p.first)
+		first = earlier(first, p.first)
 		if t, ok := netFirst[p.network]; !ok || p.first.Before(t) {
 			netFirst[p.network] = p.first
 		}
@@ -405,8 +405,8 @@ func (r *leakRun) newPlaces(key string, b *leakBaselineSet, total uint64) (nets,
 		}
 		lp.Requests += p.requests
 		lp.Failures += p.failures
-		lp.FirstSeen = leakMinTime(lp.FirstSeen, p.first)
-		lp.LastSeen = leakMaxTime(lp.LastSeen, p.last)
+		lp.FirstSeen = earlier(lp.FirstSeen, p.first)
+		lp.LastSeen = later(lp.LastSeen, p.last)
 		lp.SampleIPs = leakMergeSamples(lp.SampleIPs, p.sampleIPs)
 		lp.SampleUserAgents = leakMergeSamples(lp.SampleUserAgents, p.sampleUAs)
 	}
@@ -471,12 +471,12 @@ func leakHops(spans []leakSpan, windowStart time.Time, minRequests uint64) []Lea
 				together[pair{c, sp.country}], together[pair{sp.country, c}] = true, true
 			}
 		}
-		until[sp.country] = leakMaxTime(until[sp.country], sp.last)
+		until[sp.country] = later(until[sp.country], sp.last)
 	}
 	var runs []leakSpan
 	for _, sp := range sorted {
 		if n := len(runs); n > 0 && runs[n-1].country == sp.country {
-			runs[n-1].last = leakMaxTime(runs[n-1].last, sp.last)
+			runs[n-1].last = later(runs[n-1].last, sp.last)
 			runs[n-1].requests += sp.requests
 			continue
 		}
@@ -569,20 +569,6 @@ func leakMergeSamples(have, more []string) []string {
 		}
 	}
 	return have
-}
-
-func leakMinTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func leakMaxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 func leakRound4(x float64) float64 { return math.Round(x*10000) / 10000 }

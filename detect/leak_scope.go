@@ -170,12 +170,16 @@ type leakScopeHistory struct {
 	callers map[leakScopeCallerID]bool
 }
 
-// leakScopeRouteHistory is one route's forbidden requests in the history: how many, on which days
-// (24 h periods back from the window's start) and in how many distinct hours.
+// leakScopeRouteHistory is one route's forbidden requests over a span (readForbiddenRoutes): how
+// many, on which days (24 h periods back from the span's end, 0 the latest), in how many distinct
+// hours, from how many callers (leakScopeCaller and user agent), the first and the last. Scope
+// probing reads the history before its window; hygiene the scope history up to now.
 type leakScopeRouteHistory struct {
-	requests uint64
-	days     []uint32
-	hours    uint64
+	requests    uint64
+	days        []uint32
+	hours       uint64
+	callers     uint64
+	first, last time.Time
 }
 
 // leakScopeRoutes sums each key's calls per method and route, as leakScopeProbes takes them, with

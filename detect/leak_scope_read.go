@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/keywatch/keywatch/rotation"
 )
 
@@ -40,13 +41,15 @@ FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
 GROUP BY key_id, method, route, ip, user_agent, net`
 
-// leakSelectForbiddenHistory reads the given keys' forbidden requests in their history per method
-// and route: requests, the days (24 h periods back from the window's start, 0 the latest) and the
-// distinct hours they came in. Arguments: window start, keys, history start, window start.
+// leakSelectForbiddenHistory reads the given keys' forbidden requests over a span per method and
+// route, from the raw events (through the primary key: key_id, ts): requests, the days (24 h
+// periods back from the span's end, 0 the latest), the distinct hours, the distinct callers
+// (leakScopeCaller and user agent), first and last. Arguments: end, keys, start, end.
 const leakSelectForbiddenHistory = `
 SELECT key_id, method, route, count(),
     groupUniqArray(toUInt32(intDiv(toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
-    uniqExact(toStartOfHour(ts))
+    uniqExact(toStartOfHour(ts)),
+    uniqExact(` + leakScopeCaller + `, user_agent), min(ts), max(ts)
 FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
 GROUP BY key_id, method, route`
@@ -137,30 +140,24 @@ func (d *Leak) readForbiddenCalls(ctx context.Context, keys []string, start, end
 // readForbiddenHistory returns the keys' forbidden history from start to end (the window's start):
 // per route, and their callers.
 func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, end time.Time) (map[string]*leakScopeHistory, error) {
+	routes, err := readForbiddenRoutes(ctx, d.conn, keys, start, end)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]*leakScopeHistory{}
 	of := func(key string) *leakScopeHistory {
 		h := out[key]
 		if h == nil {
-			h = &leakScopeHistory{routes: map[[2]string]leakScopeRouteHistory{}, callers: map[leakScopeCallerID]bool{}}
+			h = &leakScopeHistory{routes: routes[key], callers: map[leakScopeCallerID]bool{}}
+			if h.routes == nil {
+				h.routes = map[[2]string]leakScopeRouteHistory{}
+			}
 			out[key] = h
 		}
 		return h
 	}
-	rows, err := d.conn.Query(ctx, leakSelectForbiddenHistory, end.UnixMilli(), keys, start.UnixMilli(), end.UnixMilli())
-	if err != nil {
-		return nil, fmt.Errorf("read the forbidden history of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var key, method, route string
-		var h leakScopeRouteHistory
-		if err := rows.Scan(&key, &method, &route, &h.requests, &h.days, &h.hours); err != nil {
-			return nil, fmt.Errorf("read the forbidden history from auth_events: %w", err)
-		}
-		of(key).routes[[2]string{method, route}] = h
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the forbidden history from auth_events: %w", err)
+	for key := range routes {
+		of(key)
 	}
 	callers, err := d.conn.Query(ctx, leakSelectForbiddenCallers, keys, start.UnixMilli(), end.UnixMilli(), leakScopeHistoryCallers)
 	if err != nil {
@@ -178,6 +175,33 @@ func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, e
 	}
 	if err := callers.Err(); err != nil {
 		return nil, fmt.Errorf("read the forbidden callers from auth_events: %w", err)
+	}
+	return out, nil
+}
+
+// readForbiddenRoutes returns the keys' forbidden requests from start to end per method and route
+// (leakSelectForbiddenHistory): scope probing's history, and hygiene's standing refusals.
+func readForbiddenRoutes(ctx context.Context, conn driver.Conn, keys []string, start, end time.Time) (map[string]map[[2]string]leakScopeRouteHistory, error) {
+	rows, err := conn.Query(ctx, leakSelectForbiddenHistory, end.UnixMilli(), keys, start.UnixMilli(), end.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("read the forbidden requests of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	out := map[string]map[[2]string]leakScopeRouteHistory{}
+	for rows.Next() {
+		var key, method, route string
+		var h leakScopeRouteHistory
+		if err := rows.Scan(&key, &method, &route, &h.requests, &h.days, &h.hours, &h.callers, &h.first, &h.last); err != nil {
+			return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
+		}
+		h.first, h.last = h.first.UTC(), h.last.UTC()
+		if out[key] == nil {
+			out[key] = map[[2]string]leakScopeRouteHistory{}
+		}
+		out[key][[2]string{method, route}] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
 	}
 	return out, nil
 }

@@ -128,6 +128,14 @@ type LingeringEvidence struct {
 // ua also for a client, one of its sub-callers.
 type callerID struct{ client, ip, ua string }
 
+// caller is the caller a sub-caller belongs to: its client, or itself when it has none.
+func (id callerID) caller() callerID {
+	if id.client != "" {
+		return callerID{client: id.client}
+	}
+	return id
+}
+
 // fields says a lingering finding's evidence in words.
 func (e LingeringEvidence) fields() finding.Fields {
 	c := e.Caller

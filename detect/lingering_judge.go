@@ -120,10 +120,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 		if u.LastSeen.Before(from) {
 			continue
 		}
-		gid := id
-		if id.client != "" {
-			gid = callerID{client: id.client}
-		}
+		gid := id.caller()
 		g := groups[gid]
 		if g == nil {
 			g = &group{subs: map[callerID]subUse{}}
@@ -259,10 +256,7 @@ func usedSince(subs map[callerID]subUse, from time.Time) judged {
 		if u.LastSeen.Before(from) {
 			continue
 		}
-		gid := id
-		if id.client != "" {
-			gid = callerID{client: id.client}
-		}
+		gid := id.caller()
 		if groups[gid] == nil {
 			groups[gid] = map[callerID]subUse{}
 		}

@@ -33,13 +33,6 @@ func (u *subUse) add(v subUse) {
 	u.LastOK = later(u.LastOK, v.LastOK)
 }
 
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
-}
-
 // keyUse is each key's sub-callers with their traffic since the key's window start.
 type keyUse map[string]map[callerID]subUse
 

@@ -32,15 +32,11 @@ func WriteReadiness(w io.Writer, rep Readiness) {
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "CALLER\tREQUESTS\tLAST SEEN\tON NEW KEY\tRHYTHM")
 		for _, c := range rep.Remaining {
-			caller := c.ClientID
-			if caller == "" {
-				caller = c.IP + " " + c.UserAgent
-			}
 			rhythm := ""
 			if c.Cadence != "" {
 				rhythm = fmt.Sprintf("runs %s, quiet %s needed", c.Cadence, c.QuietNeeded)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f%%\t%s\n", printable(caller), c.Requests, c.LastSeen.Format(time.RFC3339), 100*c.NewKeyShare, printable(rhythm))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f%%\t%s\n", printable(callerText(c)), c.Requests, c.LastSeen.Format(time.RFC3339), 100*c.NewKeyShare, printable(rhythm))
 			for _, s := range c.StillOn {
 				fmt.Fprintf(tw, "  from %s\t%d\t%s\t\truns %s, quiet %s needed, %s so far\n",
 					printable(s.IP+" "+s.UserAgent), s.Requests, s.LastOK.Format(time.RFC3339), printable(s.Cadence), s.QuietNeeded, s.QuietSoFar)
@@ -59,17 +55,21 @@ func WriteReadiness(w io.Writer, rep Readiness) {
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "CALLER\tATTEMPTS\tLAST SEEN")
 		for _, c := range rep.Refused {
-			caller := c.ClientID
-			if caller == "" {
-				caller = c.IP + " " + c.UserAgent
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\n", printable(caller), c.Requests, c.LastSeen.Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", printable(callerText(c)), c.Requests, c.LastSeen.Format(time.RFC3339))
 		}
 		if rep.RefusedUnlisted > 0 {
 			fmt.Fprintf(tw, "... and %d more callers\n", rep.RefusedUnlisted)
 		}
 		_ = tw.Flush()
 	}
+}
+
+// callerText is how the table names a caller: its client, or its address and user agent.
+func callerText(c Caller) string {
+	if c.ClientID != "" {
+		return c.ClientID
+	}
+	return c.IP + " " + c.UserAgent
 }
 
 // printable returns s for a terminal: whoever sends requests to the gateway writes client ids

@@ -45,8 +45,8 @@ func (t spikeTally) rate() float64 {
 // windowStarts returns where the short and long windows after a step start: ShortWindow and
 // LongWindow before now, but not before the step's minute.
 func (d *Spike) windowStarts(stepMinute, now time.Time) (short, long time.Time) {
-	return spikeLater(stepMinute, now.Add(-time.Duration(d.cfg.ShortWindow)).Truncate(time.Minute)),
-		spikeLater(stepMinute, now.Add(-time.Duration(d.cfg.LongWindow)).Truncate(time.Minute))
+	return later(stepMinute, now.Add(-time.Duration(d.cfg.ShortWindow)).Truncate(time.Minute)),
+		later(stepMinute, now.Add(-time.Duration(d.cfg.LongWindow)).Truncate(time.Minute))
 }
 
 // baseline returns the failure rate a case's windows are compared with, and where it came from.
@@ -210,10 +210,3 @@ func spikeDuration(d time.Duration) string {
 }
 
 func spikeUniq(s []string) []string { return slices.Compact(slices.Sorted(slices.Values(s))) }
-
-func spikeLater(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -44,4 +45,22 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// queryStrings runs q and returns its single String column.
+func queryStrings(ctx context.Context, conn driver.Conn, q string, args ...any) ([]string, error) {
+	rows, err := conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }

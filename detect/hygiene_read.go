@@ -45,7 +45,7 @@ func (d *Hygiene) usage(ctx context.Context) (map[string]keyUsage, error) {
 // per method and route (readForbiddenRoutes, days counted back from now).
 func (d *Hygiene) refusals(ctx context.Context, now time.Time) (map[string]map[[2]string]leakScopeRouteHistory, error) {
 	dayAgo := now.Add(-24 * time.Hour)
-	keys, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, dayAgo.UnixMilli(), now.UnixMilli())
+	keys, err := queryStrings(ctx, d.conn, leakSelectForbiddenKeys, dayAgo.UnixMilli(), now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", dayAgo.Format(time.RFC3339), err)
 	}

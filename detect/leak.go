@@ -119,7 +119,7 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, er
 	r.baseStart = r.windowStart.Add(-time.Duration(d.cfg.Baseline))
 	r.newStart = earlier(now.Add(-time.Duration(d.cfg.NewFor)), r.windowStart)
 
-	newPlaceKeys, err := leakQueryStrings(ctx, d.conn, leakSelectNewPlaceKeys,
+	newPlaceKeys, err := queryStrings(ctx, d.conn, leakSelectNewPlaceKeys,
 		r.newStart.UnixMilli(), now.UnixMilli(), r.newStart.UnixMilli(), now.UnixMilli(), r.windowStart.UnixMilli(),
 		r.baseStart.UnixMilli(), r.newStart.UnixMilli())
 	if err != nil {

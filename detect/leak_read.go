@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // leakSelectNewPlaceKeys finds the keys that used, in the window, a (network, country) first seen
@@ -233,7 +231,7 @@ func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
 		return nil
 	}
 	from := r.windowStart.Add(-leakTravelLookback)
-	keys, err := leakQueryStrings(ctx, d.conn, leakSelectTravelKeys, from.UnixMilli(), from.UnixMilli())
+	keys, err := queryStrings(ctx, d.conn, leakSelectTravelKeys, from.UnixMilli(), from.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("find keys used from two countries since %s in key_networks_1d: %w", from.Format(time.RFC3339), err)
 	}
@@ -462,22 +460,4 @@ func (d *Leak) ipBaselines(ctx context.Context, keys []string, from, to time.Tim
 		return nil, fmt.Errorf("read hourly distinct addresses from key_ip_hours: %w", err)
 	}
 	return out, nil
-}
-
-// leakQueryStrings runs q and returns its single String column.
-func leakQueryStrings(ctx context.Context, conn driver.Conn, q string, args ...any) ([]string, error) {
-	rows, err := conn.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
 }

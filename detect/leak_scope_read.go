@@ -72,7 +72,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 	if len(d.rules) == 0 || d.cfg.ScoreScopeProbing <= 0 {
 		return nil, nil
 	}
-	forbidden, err := leakQueryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
+	forbidden, err := queryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", r.windowStart.Format(time.RFC3339), err)
 	}

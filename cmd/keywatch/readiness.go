@@ -61,7 +61,7 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	} else {
 		detect.WriteReadiness(stdout, rep)
 	}
-	if rep.Verdict == detect.VerdictUnsafe || !rep.Safe {
+	if !rep.Safe {
 		return exitUnsafe // gone is safe: exit 0
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
@@ -538,6 +539,9 @@ func newScenario(t *testing.T) driver.Conn {
 	t.Helper()
 	ctx := context.Background()
 	_, conn := schematest.NewDatabase(t, ch)
+	if err := ingest.CreateRollupViews(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
 	exec := func(q string, args ...any) {
 		t.Helper()
 		if err := conn.Exec(ctx, q, args...); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -31,6 +32,9 @@ type scenario struct {
 func newScenario(t *testing.T) *scenario {
 	t.Helper()
 	db, conn := schematest.NewDatabase(t, ch)
+	if err := ingest.CreateRollupViews(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
 	return &scenario{t: t, conn: conn, db: db, cfg: config.Default().Detect}
 }
 

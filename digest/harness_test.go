@@ -17,6 +17,7 @@ import (
 	"github.com/slack-go/slack/slacktest"
 
 	"github.com/keywatch/keywatch/detect"
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -28,9 +29,14 @@ var ch *testbed.SharedClickHouse
 
 func TestMain(m *testing.M) { testbed.Main(m, &ch) }
 
+// newDB is a migrated database whose rollups ClickHouse's views fill from the events the tests
+// insert.
 func newDB(t *testing.T) driver.Conn {
 	t.Helper()
 	_, conn := schematest.NewDatabase(t, ch)
+	if err := ingest.CreateRollupViews(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
 	return conn
 }
 

@@ -49,9 +49,9 @@ type eventColumns struct {
 }
 
 func (c *eventColumns) add(e *Event, topic string, partition int32, offset int64) {
-	ip := e.IP
-	if !ip.IsValid() {
-		ip = netip.IPv6Unspecified()
+	ip := netip.IPv6Unspecified()
+	if e.IP.IsValid() {
+		ip = netip.AddrFrom16(e.IP.As16()) // as stored: an IPv4 address IPv4-mapped
 	}
 	c.ts = append(c.ts, e.TS.UnixMilli())
 	c.keyID = append(c.keyID, e.KeyID)
@@ -74,6 +74,23 @@ func (c *eventColumns) add(e *Event, topic string, partition int32, offset int64
 }
 
 func (c *eventColumns) len() int { return len(c.ts) }
+
+// after returns the events whose offset is above offset, in a copy.
+func (c *eventColumns) after(offset int64) *eventColumns {
+	out := &eventColumns{}
+	for i := range c.len() {
+		if c.offset[i] <= offset {
+			continue
+		}
+		out.ts, out.keyID, out.keyFP, out.clientID = append(out.ts, c.ts[i]), append(out.keyID, c.keyID[i]), append(out.keyFP, c.keyFP[i]), append(out.clientID, c.clientID[i])
+		out.outcome, out.status, out.ip = append(out.outcome, c.outcome[i]), append(out.status, c.status[i]), append(out.ip, c.ip[i])
+		out.asn, out.asOrg, out.country = append(out.asn, c.asn[i]), append(out.asOrg, c.asOrg[i]), append(out.country, c.country[i])
+		out.userAgent, out.method, out.route = append(out.userAgent, c.userAgent[i]), append(out.method, c.method[i]), append(out.route, c.route[i])
+		out.requestID, out.gateway, out.src = append(out.requestID, c.requestID[i]), append(out.gateway, c.gateway[i]), append(out.src, c.src[i])
+		out.partition, out.offset = append(out.partition, c.partition[i]), append(out.offset, c.offset[i])
+	}
+	return out
+}
 
 // columns returns the slices in the order of insertAuthEvents.
 func (c *eventColumns) columns() []any {
@@ -118,6 +135,9 @@ type chunk struct {
 	readAt      time.Time // when the first message was read: "now" for the timestamp limits
 	messages    int
 	skipped     int // already stored before this process read them
+	// stored is, per event table, the highest offset of this partition it held when the chunk was
+	// read (-1: none): an event is stored in the tables below whose offset it is.
+	stored      [eventTables]int64
 	events      eventColumns
 	lifecycle   []storedLifecycle
 	deadLetters []DeadLetter
@@ -198,16 +218,28 @@ type writer struct {
 	conn driver.Conn
 }
 
-// write inserts every table's part of b, each insert carrying the batch's deduplication token.
-func (w *writer) write(ctx context.Context, b *batch) error {
+// write inserts every table's part of b, the rollups' as aggregated in rollups, each insert
+// carrying the batch's deduplication token.
+func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) error {
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"insert_deduplication_token":                         b.dedupToken(),
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
 	}))
-	if n := b.rows(tableAuthEvents); n > 0 {
+	var events []*eventColumns
+	n := 0
+	for _, c := range b.chunks {
+		cols := &c.events
+		if c.stored[tableIndexAuthEvents] >= c.first { // read again after a restart: some are stored
+			cols = c.events.after(c.stored[tableIndexAuthEvents])
+		}
+		if cols.len() > 0 {
+			events, n = append(events, cols), n+cols.len()
+		}
+	}
+	if n > 0 {
 		if err := w.send(ctx, insertAuthEvents, func(bt driver.Batch) error {
-			for _, c := range b.chunks {
-				for i, col := range c.events.columns() {
+			for _, cols := range events {
+				for i, col := range cols.columns() {
 					if err := bt.Column(i).Append(col); err != nil {
 						return fmt.Errorf("column %d: %w", i, err)
 					}
@@ -216,6 +248,21 @@ func (w *writer) write(ctx context.Context, b *batch) error {
 			return nil
 		}); err != nil {
 			return fmt.Errorf("ingest: insert %d auth events: %w", n, err)
+		}
+	}
+	for _, r := range rollups {
+		if r.total == 0 {
+			continue
+		}
+		if err := w.send(ctx, r.query, func(bt driver.Batch) error {
+			for i, col := range r.columns {
+				if err := bt.Column(i).Append(col); err != nil {
+					return fmt.Errorf("column %d: %w", i, err)
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("ingest: insert %d rows into %s: %w", r.rows, eventTableNames[r.table], err)
 		}
 	}
 	if n := b.rows(tableLifecycle); n > 0 {

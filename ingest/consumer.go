@@ -252,10 +252,10 @@ func (c *Consumer) dropStaleProgress(ctx context.Context, partitions []topicPart
 			}
 			key := topicPartition{topic: topic, partition: p.Partition}.key()
 			s := stored[key]
-			if highest := max(s.authEvents, s.lifecycle, s.deadLetters); highest >= p.LastOffset && highest >= 0 {
+			if highest := s.highest(); highest >= p.LastOffset && highest >= 0 {
 				c.log.Warn("ingest_progress says offsets beyond this partition's end are stored: the topic was recreated or truncated; reading it all",
 					"topic", topic, "partition", p.Partition, "stored_up_to", highest, "end_offset", p.LastOffset)
-				stored[key] = storedUpTo{-1, -1, -1}
+				stored[key] = nothingStored()
 			}
 		}
 	}
@@ -271,8 +271,9 @@ func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chun
 	go func() {
 		defer close(done)
 		abandoned := false
+		rollups := newRollupRows() // reused from batch to batch of this pipeline
 		for b := range ready {
-			if !abandoned && !c.store(ctx, gen, b) {
+			if !abandoned && !c.store(ctx, gen, b, rollups) {
 				abandoned = true // keep draining; later batches must not be stored past a gap
 			}
 			for _, ch := range b.chunks {
@@ -320,7 +321,7 @@ func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chun
 // store writes b, retrying with capped backoff until it lands, then commits its offsets. While
 // it retries, fetching stalls on the bounded channels. After shutdown it gives up once
 // ShutdownGrace has passed, and reports false: the batch stays uncommitted.
-func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) bool {
+func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch, rollups *rollupRows) bool {
 	// Stores outlive ctx by ShutdownGrace, so the last batch can land after shutdown began.
 	storeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -328,10 +329,12 @@ func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch) b
 	defer stopGrace()
 	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: backoff.Equal}.Waits()
 	first := time.Now()
+	rollups.addBatch(b) // once: every attempt inserts the same rows
+	inserts := rollups.inserts()
 	var start time.Time // of the attempt that landed
 	for {
 		start = time.Now()
-		err := c.writer.write(storeCtx, b)
+		err := c.writer.write(storeCtx, b, inserts)
 		if err == nil {
 			c.metrics.insertTime.Observe(time.Since(start).Seconds())
 			break

@@ -45,6 +45,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 	for ctx.Err() == nil {
 		ch := c.chunks.Get().(*chunk)
 		ch.reset(tp.topic, tp.partition)
+		ch.stored = stored.events
 		err := c.fill(ctx, r, ch, limit, wait, stored)
 		if ch.messages > 0 {
 			lag.Set(float64(r.Lag()))
@@ -94,7 +95,7 @@ func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo) {
 	case m.Topic == c.opts.AuthEventsTopic:
 		var ev Event
 		if ev, err = c.opts.Decoder.Event(m.Value, ch.readAt); err == nil {
-			if m.Offset <= stored.authEvents {
+			if m.Offset <= stored.eventsInAll() {
 				ch.skipped++
 				return
 			}

@@ -22,9 +22,48 @@ type topicPartition struct {
 func (tp topicPartition) key() string { return fmt.Sprintf("%s/%d", tp.topic, tp.partition) }
 
 // storedUpTo is, per table, the highest offset of one partition that is already stored there
-// (-1: none). A message at or below it was stored by an earlier run and is skipped.
+// (-1: none). A message at or below it was stored by an earlier run and is skipped; an auth event
+// is skipped when every table of events holds it, and otherwise stored in those that do not.
 type storedUpTo struct {
-	authEvents, lifecycle, deadLetters int64
+	events                 [eventTables]int64
+	lifecycle, deadLetters int64
+}
+
+// nothingStored is a partition none of whose messages is stored.
+func nothingStored() storedUpTo {
+	s := storedUpTo{lifecycle: -1, deadLetters: -1}
+	for t := range s.events {
+		s.events[t] = -1
+	}
+	return s
+}
+
+// eventsInAll is the highest offset every table of events holds.
+func (s storedUpTo) eventsInAll() int64 {
+	m := s.events[0]
+	for _, o := range s.events[1:] {
+		m = min(m, o)
+	}
+	return m
+}
+
+// highest is the highest offset any table holds.
+func (s storedUpTo) highest() int64 {
+	m := max(s.lifecycle, s.deadLetters)
+	for _, o := range s.events {
+		m = max(m, o)
+	}
+	return m
+}
+
+// eventTableNamed finds an event table by its name in ingest_progress.
+func eventTableNamed(name string) (eventTable, bool) {
+	for t, n := range eventTableNames {
+		if n == name {
+			return eventTable(t), true
+		}
+	}
+	return 0, false
 }
 
 // progressStore reads ingest_progress, which materialized views keep up to date with every insert.
@@ -36,7 +75,7 @@ func (p progressStore) load(ctx context.Context, partitions []topicPartition) (m
 	out := make(map[string]storedUpTo, len(partitions))
 	topics := map[string]bool{}
 	for _, tp := range partitions {
-		out[tp.key()] = storedUpTo{-1, -1, -1}
+		out[tp.key()] = nothingStored()
 		topics[tp.topic] = true
 	}
 	if len(partitions) == 0 {
@@ -64,9 +103,10 @@ func (p progressStore) load(ctx context.Context, partitions []topicPartition) (m
 		if !ok {
 			continue
 		}
+		if t, ok := eventTableNamed(table); ok {
+			s.events[t] = offset
+		}
 		switch table {
-		case tableAuthEvents:
-			s.authEvents = offset
 		case tableLifecycle:
 			s.lifecycle = offset
 		case tableDeadLetters:

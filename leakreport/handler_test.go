@@ -85,6 +85,9 @@ type bed struct {
 func newBed(t *testing.T, cfg config.LeakReports) *bed {
 	t.Helper()
 	_, conn := schematest.NewDatabase(t, ch)
+	if err := ingest.CreateRollupViews(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
 	b := &bed{t: t, conn: conn, rejected: &recorder{}, reg: prometheus.NewRegistry(), logs: &bytes.Buffer{},
 		now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	b.metrics = NewMetrics(b.reg)

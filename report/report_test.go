@@ -12,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 	"github.com/keywatch/keywatch/rotation"
@@ -178,9 +179,14 @@ func traffic(t *testing.T, conn driver.Conn, cs ...calls) {
 	}
 }
 
+// newDB is a migrated database whose rollups ClickHouse's views fill from the events the tests
+// insert.
 func newDB(t *testing.T) driver.Conn {
 	t.Helper()
 	_, conn := schematest.NewDatabase(t, ch)
+	if err := ingest.CreateRollupViews(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
 	return conn
 }
 

@@ -11,8 +11,8 @@ import (
 )
 
 // generateEvents inserts the events numbered [start, start+rows) of the population, computed by
-// ClickHouse from the row number alone, so that the load is fast and the materialized views build
-// the rollups exactly as they do for ingest's inserts.
+// ClickHouse from the row number alone, so that the load is fast; the rollup views
+// (ingest.CreateRollupViews) build the rollups ingest builds.
 //
 // Each chunk spreads its rows over the same days in order (row n falls on day
 // (n-start)·days/rows), so an insert block touches few daily partitions; within the day the

@@ -17,6 +17,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
 
@@ -34,13 +37,16 @@ with keywatch's schema ('keywatch migrate'). Then, one after the other, never to
                 seconds per million events of the keywatch process, read just before SIGTERM;
                 the CPU ClickHouse spent meanwhile.
   kafka engine  a Kafka engine table with its own consumer group and a materialized view that
-                converts like keywatch does, into database engine. Measured: wall time from
-                CREATE until count() of engine.auth_events reaches --events; the CPU ClickHouse
-                spent meanwhile.
+                converts like keywatch does, into database engine, where ClickHouse's own
+                materialized views on auth_events fill the same rollups keywatch fills
+                (ingest.CreateRollupViews): what a team would build with ClickHouse alone.
+                Measured: wall time from CREATE until count() of engine.auth_events reaches
+                --events; the CPU ClickHouse spent meanwhile.
 
-Finally both tables are checked: exactly --events rows, as many distinct request_id, the rollup
-counting every event, and the same checksum over the columns the engine's view fills. A failed check prints a
-WARNING line and exits 1.
+Finally both databases are checked: exactly --events rows, as many distinct request_id, the
+per-minute rollup counting every event, the same checksum over the columns the engine's view
+fills, and every rollup equal group by group and value by value (ingest.CompareRollups). A failed
+check prints a WARNING line and exits 1.
 
 Usage: go run ./cmd/bench-ingest --keywatch ./bin/keywatch [flags]
 
@@ -188,6 +194,16 @@ func run(ctx context.Context, o options) (bool, error) {
 			return false, err
 		}
 	}
+	cfg := config.Default()
+	cfg.ClickHouse.Addr = []string{server.Addr}
+	conn, err := schema.Open(cfg.ClickHouse, engineDB)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	if err := ingest.CreateRollupViews(ctx, conn); err != nil {
+		return false, err
+	}
 
 	// The columns the engine's view fills: what the two tables are compared on.
 	columns, err := filledColumns(ctx, ch, engineDB)
@@ -224,7 +240,13 @@ func run(ctx context.Context, o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return report(o, prod, phases, checks, columns), nil
+	var rollups []ingest.RollupComparison
+	if len(phases) == 2 {
+		if rollups, err = ingest.CompareRollups(ctx, conn, keywatchDB, engineDB); err != nil {
+			return false, err
+		}
+	}
+	return report(o, prod, phases, checks, columns, rollups), nil
 }
 
 // checkPhases checks the database of every measured phase.
@@ -245,7 +267,7 @@ func checkPhases(ctx context.Context, ch *chHTTP, phases []phase, columns []stri
 }
 
 // report prints the results and the checks' warnings; it returns whether every check passed.
-func report(o options, prod produced, phases []phase, checks []tableCheck, columns []viewColumn) bool {
+func report(o options, prod produced, phases []phase, checks []tableCheck, columns []viewColumn, rollups []ingest.RollupComparison) bool {
 	n := uint64(o.events)
 	fmt.Printf("\nevents: %s (mean %.0f bytes), partitions: %d, produced in %.1fs (%s events/s)\n",
 		thousands(n), prod.meanBytes(), o.partitions, prod.elapsed.Seconds(), thousands(uint64(float64(n)/prod.elapsed.Seconds())))
@@ -275,6 +297,19 @@ func report(o options, prod produced, phases []phase, checks []tableCheck, colum
 			fmt.Printf("WARNING: the tables differ: checksum %s in %s, %s in %s\n", checks[0].checksum, checks[0].db, checks[1].checksum, checks[1].db)
 			ok = false
 		}
+	}
+	for _, r := range rollups {
+		if r.DifferentCells {
+			fmt.Printf("WARNING: %s differs: %s groups in %s, %s in %s; %s of %s's and %s of %s's have no equal in the other\n", r.Table,
+				thousands(r.GroupsA), keywatchDB, thousands(r.GroupsB), engineDB, thousands(r.OnlyA), keywatchDB, thousands(r.OnlyB), engineDB)
+			ok = false
+			continue
+		}
+		what := "the same " + thousands(r.GroupsA) + " groups in both, value by value"
+		if r.GroupsA == 0 {
+			what = "empty in both (the events carry no raw key)"
+		}
+		fmt.Printf("check %s: %s\n", r.Table, what)
 	}
 	return ok
 }

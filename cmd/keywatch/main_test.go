@@ -17,6 +17,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/schema/schematest"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
@@ -312,7 +313,13 @@ func (p *process) stop() (string, error) {
 }
 
 // migratedDB gives the test a database of its own with keywatch's schema, and a connection to it.
+// migratedDB is a migrated database whose rollups ClickHouse's views fill from the events its
+// tests insert (no ingest runs on it).
 func migratedDB(t *testing.T) (string, driver.Conn) {
 	t.Helper()
-	return schematest.NewDatabase(t, ch)
+	db, conn := schematest.NewDatabase(t, ch)
+	if err := ingest.CreateRollupViews(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	return db, conn
 }

@@ -21,6 +21,9 @@ import (
 //     shard, so FINAL, argMax and GROUP BY reads through t give the single-server answer.
 //     A non_replicated_deduplication_window setting gets its replicated_deduplication_window twin,
 //     so a retried insert (insert_deduplication_token) is dropped on the replicas too.
+//   - CREATE TABLE t (...) ENGINE = Null (a rollup's input table) becomes a Null t_local ON CLUSTER
+//     and t ON CLUSTER Distributed over it, sharded by cityHash64 of its first column (key_id, or
+//     key_fingerprint), as the rollup its view writes to is sharded by its leading ORDER BY column.
 //   - CREATE MATERIALIZED VIEW v TO t AS SELECT ... FROM s becomes v ON CLUSTER TO t_local reading
 //     s_local: each shard rolls up its own rows.
 //   - ALTER TABLE t ADD/MODIFY/RENAME/COMMENT COLUMN applies to t_local, then t (DROP COLUMN: t first);
@@ -103,6 +106,7 @@ var (
 	reDrop        = regexp.MustCompile(`(?is)^DROP\s+(TABLE|VIEW)\s+(IF\s+EXISTS\s+)?([A-Za-z_][A-Za-z0-9_]*)(\s+SYNC)?$`)
 	reOnTable     = regexp.MustCompile(`(?is)^(TRUNCATE\s+TABLE\s+(?:IF\s+EXISTS\s+)?|OPTIMIZE\s+TABLE\s+)([A-Za-z_][A-Za-z0-9_]*)(.*)$`)
 	reRunOnce     = regexp.MustCompile(`(?is)^(INSERT|SELECT|WITH)\b`)
+	reFirstColumn = regexp.MustCompile(`^\(\s*([A-Za-z_][A-Za-z0-9_]*)\s`)
 	reFromTable   = regexp.MustCompile(`(?i)\b(FROM|JOIN)(\s+)([A-Za-z_][A-Za-z0-9_]*)\b`)
 )
 
@@ -211,6 +215,9 @@ func (r *clusterRewriter) createTable(s string) ([]string, error) {
 		return nil, fmt.Errorf("table %s: no ENGINE = right after the columns", table)
 	}
 	engine := rest[e[2]:e[3]]
+	if engine == "Null" {
+		return r.createNullTable(table, ifNotExists, columns, rest)
+	}
 	if !replicable(engine) {
 		return nil, fmt.Errorf("table %s: engine %s has no Replicated form; cluster mode needs a *MergeTree", table, engine)
 	}
@@ -251,6 +258,24 @@ func (r *clusterRewriter) createTable(s string) ([]string, error) {
 		fmt.Sprintf("CREATE TABLE %s%s%s\n%s\nENGINE = %s%s", ifNotExists, local, r.onCluster(), columns, newEngine, after),
 		fmt.Sprintf("CREATE TABLE %s%s%s AS %s\nENGINE = Distributed(%s, %s, %s, %s)", ifNotExists, table, r.onCluster(), local,
 			quoteString(r.m.name), quoteString(r.m.db), quoteString(local), shardKey),
+	}, nil
+}
+
+// createNullTable splits an input table (engine Null: its views take what is inserted, nothing is
+// stored) into a Null t_local on every server and the Distributed t, sharded by its first column
+// as the tables its views write to are sharded by theirs: rows of one identity reach the shard that
+// stores its rollups.
+func (r *clusterRewriter) createNullTable(table, ifNotExists, columns, rest string) ([]string, error) {
+	first := reFirstColumn.FindStringSubmatch(columns)
+	if first == nil {
+		return nil, fmt.Errorf("table %s: cluster mode shards an input table by its first column, and its column list does not start with one", table)
+	}
+	local := table + localSuffix
+	r.tables[table] = true
+	return []string{
+		fmt.Sprintf("CREATE TABLE %s%s%s\n%s\n%s", ifNotExists, local, r.onCluster(), columns, strings.TrimSpace(rest)),
+		fmt.Sprintf("CREATE TABLE %s%s%s AS %s\nENGINE = Distributed(%s, %s, %s, cityHash64(%s))", ifNotExists, table, r.onCluster(), local,
+			quoteString(r.m.name), quoteString(r.m.db), quoteString(local), first[1]),
 	}, nil
 }
 

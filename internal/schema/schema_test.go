@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
@@ -54,7 +56,7 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	}
 	want := []string{"auth_events", "auth_events_1m", "auth_events_1m_mv", "dead_letters", "detector_runs", "findings",
 		"ingest_progress", "ingest_progress_auth_events_mv", "ingest_progress_dead_letters_mv", "ingest_progress_key_lifecycle_events_mv",
-		"key_callers_1h", "key_callers_1h_mv", "key_lifecycle", "key_lifecycle_events", "key_usage", "key_usage_mv", "keywatch_migrations"}
+		"key_callers_1h", "key_callers_1h_in", "key_callers_1h_mv", "key_callers_1h_progress_mv", "key_lifecycle", "key_lifecycle_events", "key_usage", "key_usage_mv", "keywatch_migrations"}
 	for _, w := range want {
 		if !slices.Contains(tables, w) {
 			t.Fatalf("tables = %v, missing %s", tables, w)
@@ -85,30 +87,42 @@ func TestMigrateBringsRetentionInLine(t *testing.T) {
 	}
 }
 
-func TestRollupCountsRequestsAndDistinctIPs(t *testing.T) {
+// TestRollupInputFillsRollupAndProgress: an insert into a rollup's input table puts its
+// aggregated rows into the rollup and its progress rows into ingest_progress, never into the rollup.
+func TestRollupInputFillsRollupAndProgress(t *testing.T) {
 	ctx := context.Background()
 	db := ch.NewDatabase(t)
 	if _, err := Migrate(ctx, chConfig(t), db, RetentionFrom(config.Default().Retention)); err != nil {
 		t.Fatal(err)
 	}
 	conn := ch.Conn(t, db)
-	base := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
-	batch, err := conn.PrepareBatch(ctx, "INSERT INTO auth_events (ts, key_id, client_id, outcome, status, ip)")
+	hour := time.Date(2026, 11, 25, 16, 0, 0, 0, time.UTC)
+	if err := insertIPHours(ctx, conn, hour, "kid_a", 42); err != nil {
+		t.Fatal(err)
+	}
+	var ips, rows uint64
+	err := conn.QueryRow(ctx, "SELECT uniqMerge(distinct_ips), count() FROM key_ips_1h").Scan(&ips, &rows)
+	if err != nil || ips != 3 || rows != 1 {
+		t.Fatalf("key_ips_1h: %d rows, %d distinct addresses (%v), want 1 row of 3", rows, ips, err)
+	}
+	var offset int64
+	if err := conn.QueryRow(ctx, "SELECT max(max_offset) FROM ingest_progress WHERE table = 'key_ips_1h' AND topic = 'auth-events' AND partition = 3").Scan(&offset); err != nil || offset != 42 {
+		t.Fatalf("ingest_progress of key_ips_1h: %d (%v), want 42", offset, err)
+	}
+}
+
+// insertIPHours inserts into key_ips_1h_in one row of key with three addresses in hour, and the
+// progress row of offset 42 of partition 3 of auth-events.
+func insertIPHours(ctx context.Context, conn driver.Conn, hour time.Time, key string, offset int64) error {
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO key_ips_1h_in (key_id, hour, ips, progress_topic, progress_partition, progress_offset)")
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	for i := range 6 {
-		ip := []string{"203.0.113.7", "203.0.113.8", "2001:db8::1"}[i%3]
-		if err := batch.Append(base.Add(time.Duration(i)*time.Second), "kid_a", "acme", "ok", uint16(200), ip); err != nil {
-			t.Fatal(err)
-		}
+	if err := batch.Append(key, hour, []string{"203.0.113.7", "203.0.113.8", "2001:db8::1"}, "", int32(0), int64(-1)); err != nil {
+		return err
 	}
-	if err := batch.Send(); err != nil {
-		t.Fatal(err)
+	if err := batch.Append("", hour, []string{}, "auth-events", int32(3), offset); err != nil {
+		return err
 	}
-	var requests, ips uint64
-	err = conn.QueryRow(ctx, "SELECT sum(requests), uniqMerge(distinct_ips) FROM auth_events_1m WHERE key_id = 'kid_a'").Scan(&requests, &ips)
-	if err != nil || requests != 6 || ips != 3 {
-		t.Fatalf("rollup: %d requests from %d IPs (%v), want 6 from 3", requests, ips, err)
-	}
+	return batch.Send()
 }

@@ -1,0 +1,217 @@
+-- Ingest builds the rollups itself: it holds every event of a batch decoded in memory, aggregates
+-- the batch per rollup and inserts the few aggregated rows, where a materialized view on
+-- auth_events made ClickHouse aggregate every event again, once per view.
+--
+-- Each rollup R gets an input table R_in (engine Null: nothing is stored there) that ingest inserts
+-- into, and two views reading it: R_mv turns the aggregated rows into R's rows (aggregate states
+-- from plain arrays with arrayReduce), and R_progress_mv records in ingest_progress, from the
+-- progress rows of the same insert (progress_offset >= 0, one per topic and partition of the
+-- batch), the highest Kafka offset R holds. The rows and their progress arrive in one insert, so R
+-- and its progress agree, and a restarted consumer rebuilds exactly what R lacks.
+--
+-- Events stored before this migration were rolled up by the views on auth_events: the progress of
+-- every rollup starts at auth_events' progress. Ingest stops while this migration runs (an older
+-- keywatch still ingesting meanwhile stores events that no rollup counts).
+
+DROP VIEW IF EXISTS auth_events_1m_mv;
+
+DROP VIEW IF EXISTS key_callers_1h_mv;
+
+DROP VIEW IF EXISTS key_usage_mv;
+
+DROP VIEW IF EXISTS key_networks_1d_mv;
+
+DROP VIEW IF EXISTS key_ips_1h_mv;
+
+DROP VIEW IF EXISTS key_fingerprints_mv;
+
+-- Nothing reads the per-minute distinct addresses (key_ips_1h has them per hour).
+ALTER TABLE auth_events_1m DROP COLUMN IF EXISTS distinct_ips;
+
+INSERT INTO ingest_progress (table, topic, partition, max_offset)
+SELECT r.table, p.topic, p.partition, max(p.max_offset)
+FROM ingest_progress AS p
+CROSS JOIN (SELECT arrayJoin(['auth_events_1m', 'key_callers_1h', 'key_usage', 'key_networks_1d', 'key_ips_1h', 'key_fingerprints']) AS table) AS r
+WHERE p.table = 'auth_events'
+GROUP BY r.table, p.topic, p.partition;
+
+CREATE TABLE IF NOT EXISTS auth_events_1m_in
+(
+    key_id             String,
+    minute             DateTime('UTC'),
+    client_id          String,
+    outcome            Enum8('ok' = 1, 'invalid_key' = 2, 'expired_key' = 3, 'revoked_key' = 4,
+                             'forbidden' = 5, 'rate_limited' = 6, 'error' = 7),
+    requests           UInt64,
+    first_seen         DateTime64(3, 'UTC'),
+    last_seen          DateTime64(3, 'UTC'),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS auth_events_1m_mv TO auth_events_1m AS
+SELECT minute, key_id, client_id, outcome, requests, first_seen, last_seen
+FROM auth_events_1m_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS auth_events_1m_progress_mv TO ingest_progress AS
+SELECT 'auth_events_1m' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM auth_events_1m_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;
+
+CREATE TABLE IF NOT EXISTS key_callers_1h_in
+(
+    key_id             String,
+    hour               DateTime('UTC'),
+    client_id          String,
+    ip                 IPv6,
+    user_agent         String,
+    asn                UInt32,
+    country            String,
+    requests           UInt64,
+    failures           UInt64,
+    first_seen         DateTime64(3, 'UTC'),
+    last_seen          DateTime64(3, 'UTC'),
+    last_ok            DateTime64(3, 'UTC'),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_callers_1h_mv TO key_callers_1h AS
+SELECT hour, key_id, client_id, ip, user_agent, asn, country, requests, failures, first_seen, last_seen, last_ok
+FROM key_callers_1h_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_callers_1h_progress_mv TO ingest_progress AS
+SELECT 'key_callers_1h' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_callers_1h_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;
+
+CREATE TABLE IF NOT EXISTS key_usage_in
+(
+    key_id             String,
+    client_id          String,
+    requests           UInt64,
+    first_seen         DateTime64(3, 'UTC'),
+    last_seen          DateTime64(3, 'UTC'),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_usage_mv TO key_usage AS
+SELECT key_id, client_id, requests, first_seen, last_seen
+FROM key_usage_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_usage_progress_mv TO ingest_progress AS
+SELECT 'key_usage' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_usage_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;
+
+-- A network is named from net_ip (any address of it) and asn as 0007 names it: AS<number> when the
+-- ASN is known, else the /24 of an IPv4 or the /48 of an IPv6 address.
+CREATE TABLE IF NOT EXISTS key_networks_1d_in
+(
+    key_id             String,
+    day                Date,
+    net_ip             IPv6,
+    country            String,
+    asn                UInt32,
+    as_org             String,
+    requests           UInt64,
+    failures           UInt64,
+    first_seen         DateTime64(3, 'UTC'),
+    last_seen          DateTime64(3, 'UTC'),
+    sample_ips         Array(IPv6),
+    sample_uas         Array(String),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_networks_1d_mv TO key_networks_1d AS
+SELECT
+    day,
+    key_id,
+    if(asn != 0, concat('AS', toString(asn)),
+       if(startsWith(cutIPv6(net_ip, 10, 1), '::ffff:'), concat(substring(cutIPv6(net_ip, 10, 1), 8), '/24'),
+          concat(cutIPv6(net_ip, 10, 1), '/48'))) AS network,
+    country,
+    asn,
+    as_org,
+    requests,
+    failures,
+    first_seen,
+    last_seen,
+    arrayReduce('groupUniqArrayState(5)', sample_ips) AS sample_ips,
+    arrayReduce('groupUniqArrayState(5)', sample_uas) AS sample_uas
+FROM key_networks_1d_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_networks_1d_progress_mv TO ingest_progress AS
+SELECT 'key_networks_1d' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_networks_1d_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;
+
+CREATE TABLE IF NOT EXISTS key_ips_1h_in
+(
+    key_id             String,
+    hour               DateTime('UTC'),
+    ips                Array(IPv6),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_ips_1h_mv TO key_ips_1h AS
+SELECT hour, key_id, arrayReduce('uniqState', ips) AS distinct_ips
+FROM key_ips_1h_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_ips_1h_progress_mv TO ingest_progress AS
+SELECT 'key_ips_1h' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_ips_1h_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;
+
+-- last_key_id and last_client_id are those of the fingerprint's latest event (at last_seen).
+CREATE TABLE IF NOT EXISTS key_fingerprints_in
+(
+    key_fingerprint    String,
+    last_key_id        String,
+    last_client_id     String,
+    first_seen         DateTime64(3, 'UTC'),
+    last_seen          DateTime64(3, 'UTC'),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_fingerprints_mv TO key_fingerprints AS
+SELECT
+    key_fingerprint,
+    arrayReduce('argMaxState', [last_key_id], [last_seen])    AS key_id,
+    arrayReduce('argMaxState', [last_client_id], [last_seen]) AS client_id,
+    first_seen,
+    last_seen
+FROM key_fingerprints_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_fingerprints_progress_mv TO ingest_progress AS
+SELECT 'key_fingerprints' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_fingerprints_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;

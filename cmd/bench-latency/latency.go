@@ -14,6 +14,7 @@ type announced struct {
 	latency time.Duration // from detectable to the message's arrival; valid when found
 	found   bool
 	method  string
+	text    string // the message's fallback text
 }
 
 // announces reports whether a message is its detector's about key: it names the key and the
@@ -53,8 +54,8 @@ func match(injs []injection, arrivals []arrival, timeout time.Duration) []announ
 			if m.at.Before(inj.detectable) || m.at.Sub(inj.detectable) > timeout {
 				continue
 			}
-			if announces(m.text, inj.subject.kind.detector(), inj.subject.oldKey) {
-				a.found, a.latency, a.method = true, m.at.Sub(inj.detectable), m.method
+			if announces(m.text+"\n"+m.blocks, inj.subject.kind.detector(), inj.subject.oldKey) {
+				a.found, a.latency, a.method, a.text = true, m.at.Sub(inj.detectable), m.method, m.text
 				break
 			}
 		}
@@ -69,7 +70,7 @@ func early(injs []injection, arrivals []arrival) int {
 	n := 0
 	for _, m := range arrivals {
 		for _, inj := range injs {
-			if m.at.Before(inj.detectable) && strings.Contains(m.text, inj.subject.oldKey) {
+			if m.at.Before(inj.detectable) && strings.Contains(m.text+"\n"+m.blocks, inj.subject.oldKey) {
 				n++
 				break
 			}

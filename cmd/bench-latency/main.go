@@ -289,17 +289,17 @@ func run(ctx context.Context, o options) (bool, error) {
 	return r.print(os.Stdout), nil
 }
 
-// waitCaughtUp waits until keywatch committed every history event.
+// waitCaughtUp waits until keywatch committed every history event on every partition.
 func waitCaughtUp(ctx context.Context, broker *testbed.Kafka, kw *daemon, partitions int, events int64) error {
 	start := time.Now()
 	for {
-		lag, err := broker.CommittedLag(ctx, groupID, authTopic, partitions)
-		if err == nil && lag == 0 {
+		lag, all, err := historyLag(ctx, broker.Brokers, partitions)
+		if err == nil && all && lag == 0 {
 			logf("keywatch consumed the history (%d events) in %.1fs", events, time.Since(start).Seconds())
 			return nil
 		}
 		if time.Since(start) > catchUpTimeout {
-			return fmt.Errorf("keywatch did not consume the %d history events within %s (lag %d, %v)", events, catchUpTimeout, lag, err)
+			return fmt.Errorf("keywatch did not consume the %d history events within %s (lag %d, every partition committed: %t, %v)", events, catchUpTimeout, lag, all, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -309,6 +309,45 @@ func waitCaughtUp(ctx context.Context, broker *testbed.Kafka, kw *daemon, partit
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// historyLag returns how many messages of the auth topic keywatch's group has not committed, and
+// whether it committed an offset on every partition (a group that committed nothing yet has no
+// lag to report).
+func historyLag(ctx context.Context, brokers []string, partitions int) (int64, bool, error) {
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	ids := make([]int, 0, partitions)
+	reqs := make([]kafka.OffsetRequest, 0, partitions)
+	for p := range partitions {
+		ids = append(ids, p)
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	ends, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{authTopic: reqs}})
+	if err != nil {
+		return 0, false, fmt.Errorf("end offsets of %s: %w", authTopic, err)
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: groupID, Topics: map[string][]int{authTopic: ids}})
+	if err != nil {
+		return 0, false, fmt.Errorf("offsets of group %s on %s: %w", groupID, authTopic, err)
+	}
+	end := map[int]int64{}
+	for _, p := range ends.Topics[authTopic] {
+		end[p.Partition] = p.LastOffset
+	}
+	var lag int64
+	n := 0
+	for _, p := range committed.Topics[authTopic] {
+		if p.CommittedOffset < 0 {
+			if end[p.Partition] == 0 {
+				n++ // nothing to commit on an empty partition
+			}
+			lag += end[p.Partition]
+			continue
+		}
+		n++
+		lag += end[p.Partition] - p.CommittedOffset
+	}
+	return lag, n == partitions, nil
 }
 
 // inject writes the injections, kinds interleaved, evenly spread over o.injectOver from
@@ -503,6 +542,14 @@ func (r report) print(w *os.File) bool {
 		}
 		fmt.Fprintf(w, "%-10s %10d %9d %8s %8s %8s  %s (%s)\n", k.detector(), s.count, s.count-s.missed, seconds(s.p50), seconds(s.p95), seconds(s.max), verdict, seconds(target))
 	}
+	for _, k := range kinds {
+		for _, a := range got {
+			if a.inj.subject.kind == k && a.found {
+				fmt.Fprintf(w, "%s, the first message: %s\n", k.detector(), strings.ReplaceAll(firstLines(a.text, 2), "\n", " | "))
+				break
+			}
+		}
+	}
 	sort.Slice(missed, func(i, j int) bool { return missed[i].inj.detectable.Before(missed[j].inj.detectable) })
 	for _, a := range missed {
 		fmt.Fprintf(w, "missed: %s %s (client %s), injected %s: no message naming it within %s\n",
@@ -519,6 +566,12 @@ func (r report) print(w *os.File) bool {
 	fmt.Fprintf(w, "Slack: %d posts, %d updates; %d of them named an injection's key before it was injected\n",
 		posts, updates, early(r.injections, r.arrivals))
 	return ok
+}
+
+// firstLines returns the first n lines of s.
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
 }
 
 // seconds formats a latency: 8.4s, or "never" for a missed injection.

@@ -18,7 +18,8 @@ const benchChannel = "CBENCH"
 type arrival struct {
 	at     time.Time
 	method string // chat.postMessage or chat.update
-	text   string // the fallback text and the Block Kit blocks as sent
+	text   string // the fallback text as sent
+	blocks string // the Block Kit blocks as sent (JSON)
 }
 
 // localSlack is slack-go's slacktest server standing in for the Slack Web API: it answers the
@@ -65,7 +66,7 @@ func (s *localSlack) message(method string) http.HandlerFunc {
 			s.seq++
 			ts = fmt.Sprintf("%d.%06d", at.Unix(), s.seq)
 		}
-		s.arrivals = append(s.arrivals, arrival{at: at, method: method, text: r.FormValue("text") + "\n" + r.FormValue("blocks")})
+		s.arrivals = append(s.arrivals, arrival{at: at, method: method, text: r.FormValue("text"), blocks: r.FormValue("blocks")})
 		s.mu.Unlock()
 		answer(w, map[string]any{"ok": true, "channel": benchChannel, "ts": ts})
 	}

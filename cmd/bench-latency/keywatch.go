@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/config"
 )
 
 // fingerprintKey is the fingerprint key keywatch runs with; the events carry no raw API keys,
@@ -57,7 +59,7 @@ detect:
   hygiene: {schedule: ""}
 alerting:
   evaluate_interval: %s
-  for: {default: 0s, lingering: 0s, hygiene: 0s}
+  for: {default: 0s, leak: 0s, lingering: 0s, spike: 0s, hygiene: 0s}
   group_wait: 0s
 slack:
   api_url: %s
@@ -73,16 +75,20 @@ log:
 		q(s.schedule), q(s.schedule), q(s.schedule), s.evaluateInterval, q(slackURL), benchChannel)
 }
 
-// configShown are the values of configYAML that shape the latency, for the report.
+// configShown are the values of the configuration that shape the latency, for the report: those
+// configYAML sets and the defaults it leaves (read from the configuration package keywatch is
+// built from).
 func configShown(s settings) []string {
+	d := config.Default()
 	return []string{
 		"detect.{leak,lingering,spike}.schedule " + s.schedule,
 		"alerting.evaluate_interval " + s.evaluateInterval.String(),
 		"alerting.for 0s (every detector)",
 		"alerting.group_wait 0s",
-		"slack.min_interval 1s, alerting.group_interval 5m (defaults)",
-		"ingest.batch_max_wait 1s, batch_max_rows 50000 (defaults)",
-		"detect.leak.new_for 48h, min_requests 10; detect.lingering.quiet_for 1h; detect.spike.min_failures 5, min_rate 5% (defaults)",
+		fmt.Sprintf("slack.min_interval %s, alerting.group_interval %s (defaults)", d.Slack.MinInterval, d.Alerting.GroupInterval),
+		fmt.Sprintf("ingest.batch_max_wait %s, batch_max_rows %d (defaults)", d.Ingest.BatchMaxWait, d.Ingest.BatchMaxRows),
+		fmt.Sprintf("detect.leak.new_for %s, min_requests %d; detect.lingering.quiet_for %s; detect.spike.min_failures %d, min_rate %g (defaults)",
+			d.Detect.Leak.NewFor, d.Detect.Leak.MinRequests, d.Detect.Lingering.QuietFor, d.Detect.Spike.MinFailures, d.Detect.Spike.MinRate),
 	}
 }
 
@@ -172,7 +178,7 @@ func tail(path string, n int) string {
 func detectorRuns(ctx context.Context, httpAddr string) (map[string]runStats, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read keywatch's metrics at %s: %w", httpAddr, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

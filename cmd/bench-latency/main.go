@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -40,7 +41,7 @@ history (7 to 3 days old: every key's usual networks are its baseline) and waits
 consumed it.
 
 Then it keeps a load of --rate realistic benign events a second on auth-events (50 clients, ~250
-keys, ~300-byte JSON events) for the whole run, and after --warmup injects --injections incidents
+keys, ~370-byte JSON events) for the whole run, and after --warmup injects --injections incidents
 of each kind, interleaved and evenly spread over --inject-over, each on keys of its own client:
 
   leak       15 successful requests from as many addresses of a network and country the key never
@@ -56,8 +57,8 @@ Slack API of the first message naming its key and its detector; none within --ti
 Printed: the background rate achieved (never more than was produced) and keywatch's consumer lag,
 the configuration that shapes the latency, the detectors' runs and mean duration, and per kind the
 count, p50, p95 and max latency beside the target p95 <= schedule + evaluate interval + 5 s, MET or
-MISSED (a missed injection counts as infinitely late), and every missed injection. Exits 1 when a
-target is missed.
+MISSED (a missed injection counts as infinitely late), the first message of each kind, and every
+missed injection. Exits 1 when a target is missed.
 
 Usage: go run ./cmd/bench-latency --keywatch ./bin/keywatch [flags]
 
@@ -492,7 +493,7 @@ type report struct {
 const targetSlack = 5 * time.Second
 
 // print writes the report and returns whether every kind met its target.
-func (r report) print(w *os.File) bool {
+func (r report) print(w io.Writer) bool {
 	o := r.o
 	fmt.Fprintf(w, "\nbench-latency on %d CPUs, %s UTC\n", runtime.NumCPU(), time.Now().UTC().Format("2006-01-02 15:04"))
 	rate := float64(r.events) / r.loadFor.Seconds()

@@ -25,7 +25,7 @@ FUZZ_EXTRACT_EXECS ?= 500000x
 FUZZ_DECODE_EXECS  ?= 50000x
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build build-demo demo test vet bench-ingest bench-detect chdb helm clean
+.PHONY: build build-demo demo test vet bench-ingest bench-detect bench-latency chdb helm clean
 
 ## build: compile bin/keywatch
 build:
@@ -57,6 +57,10 @@ bench-ingest: chdb build
 ## bench-detect: a full detection cycle over 10,000 keys at 10,000,000 and 100,000,000 stored events
 bench-detect: chdb
 	$(GO) run ./cmd/bench-detect $(BENCH_FLAGS)
+
+## bench-latency: event-to-Slack latency of leak, lingering and spike injections under 50,000 background events/s
+bench-latency: chdb build
+	$(GO) run ./cmd/bench-latency --keywatch ./bin/keywatch $(BENCH_FLAGS)
 
 ## chdb: fetch libchdb.so into the cache (once)
 chdb: $(LIBCHDB)

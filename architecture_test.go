@@ -44,7 +44,7 @@ var layers = map[string]int{
 	"digest": 9, "report": 9, "leakreport": 9,
 	// 10: the composition root; then the programs and the demo.
 	"app":  10,
-	"demo": 11, "cmd/keywatch": 11, "cmd/bench-detect": 11, "cmd/bench-ingest": 11,
+	"demo": 11, "cmd/keywatch": 11, "cmd/bench-detect": 11, "cmd/bench-ingest": 11, "cmd/bench-latency": 11,
 	"cmd/keywatch-demo": 12,
 	"":                  13, // this test
 }

@@ -52,6 +52,8 @@ func TestLingeringUnidentifiedCallers(t *testing.T) {
 		evs[i] = event{TS: now.Add(-50*time.Minute + time.Duration(i)*500*time.Millisecond), KeyID: "kid_old",
 			IP: fmt.Sprintf("45.134.140.%d", 1+i%250), UA: fmt.Sprintf("probe/%d", i)}
 	}
+	// The rollup keeps times to the second: the last probe alone in its second is the latest.
+	evs[probes-1].TS = evs[probes-1].TS.Add(500 * time.Millisecond)
 	s.events(evs)
 
 	fs := s.runOnce("lingering")["lingering"]

@@ -34,7 +34,7 @@ WHERE (key_id, network, country) NOT IN
     WHERE key_id IN (SELECT key_id FROM recent) AND day >= toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND day < toDate(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 )`
 
-// leakNetworkOfCaller is a key_callers_1h row's network as key_networks_1d writes it (migration
+// leakNetworkOfCaller is a key_caller_hours row's network as key_networks_1d writes it (migration
 // 0007): AS<asn> when the ASN is known, else the /24 of an IPv4 or the /48 of an IPv6 address.
 const leakNetworkOfCaller = `if(asn != 0, concat('AS', toString(asn)),
     if(startsWith(cutIPv6(ip, 10, 1), '::ffff:'), concat(substring(cutIPv6(ip, 10, 1), 8), '/24'), concat(cutIPv6(ip, 10, 1), '/48')))`
@@ -47,7 +47,7 @@ SELECT key_id, network, country, groupUniqArray(hour), sumIf(requests, hour >= t
 FROM
 (
     SELECT key_id, hour, country, requests, ` + leakNetworkOfCaller + ` AS network
-    FROM key_callers_1h
+    FROM key_caller_hours
     WHERE key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 )
 GROUP BY key_id, network, country`
@@ -63,15 +63,15 @@ HAVING uniqExactIf(country, country != '' AND last_seen >= fromUnixTimestamp64Mi
 
 // leakSelectCountrySpans reads the given keys' use per country since the travel range's start:
 // each hourly caller row (address, user agent, hour) with its first and last event, which are
-// exact; only for the keys with at most leakTravelMaxCallers callers there. Arguments: keys, range
+// to the second; only for the keys with at most leakTravelMaxCallers callers there. Arguments: keys, range
 // start, caller limit, keys, range start, range start, now.
 const leakSelectCountrySpans = `
 SELECT key_id, country, min(first_seen) AS first, max(last_seen) AS last, sum(requests)
-FROM key_callers_1h
+FROM key_caller_hours
 WHERE key_id IN
 (
     SELECT key_id
-    FROM key_callers_1h
+    FROM key_caller_hours
     WHERE key_id IN ? AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
     GROUP BY key_id
     HAVING uniqExact(ip, user_agent) <= ?
@@ -100,7 +100,7 @@ FROM
             groupUniqArrayIf(country, country != '') AS countries,
             groupUniqArray(16)(lower(splitByChar('/', toString(user_agent))[1])) AS families,
             groupUniqArray(64)(` + leakNetworkOfCaller + `) AS networks
-        FROM key_callers_1h
+        FROM key_caller_hours
         WHERE key_id IN ? AND hour >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
         GROUP BY key_id, hour
     )
@@ -147,7 +147,7 @@ HAVING key_id IN ? OR (client != '' AND client IN (SELECT anyLast(client_id) FRO
 // one its window starts in. Arguments: keys, window start, now.
 const leakSelectWindowRequests = `
 SELECT key_id, sum(requests)
-FROM auth_events_1m
+FROM key_minutes
 WHERE key_id IN ? AND minute >= toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY key_id`
 
@@ -200,7 +200,7 @@ GROUP BY key_id, hod`
 func (d *Leak) readActivity(ctx context.Context, r *leakRun, keys []string) error {
 	rows, err := d.conn.Query(ctx, leakSelectActivity, r.windowStart.UnixMilli(), keys, r.newStart.UnixMilli())
 	if err != nil {
-		return fmt.Errorf("read hours active of %d keys since %s from key_callers_1h: %w", len(keys), r.newStart.Format(time.RFC3339), err)
+		return fmt.Errorf("read hours active of %d keys since %s from key_caller_hours: %w", len(keys), r.newStart.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	r.activity = map[string]map[leakPlaceID]leakActivity{}
@@ -209,7 +209,7 @@ func (d *Leak) readActivity(ctx context.Context, r *leakRun, keys []string) erro
 		var id leakPlaceID
 		var a leakActivity
 		if err := rows.Scan(&key, &id.network, &id.country, &a.hours, &a.windowRequests); err != nil {
-			return fmt.Errorf("read hours active from key_callers_1h: %w", err)
+			return fmt.Errorf("read hours active from key_caller_hours: %w", err)
 		}
 		if r.activity[key] == nil {
 			r.activity[key] = map[leakPlaceID]leakActivity{}
@@ -217,7 +217,7 @@ func (d *Leak) readActivity(ctx context.Context, r *leakRun, keys []string) erro
 		r.activity[key][id] = a
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read hours active from key_callers_1h: %w", err)
+		return fmt.Errorf("read hours active from key_caller_hours: %w", err)
 	}
 	return nil
 }
@@ -242,7 +242,7 @@ func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
 	rows, err := d.conn.Query(ctx, leakSelectCountrySpans, keys, from.UnixMilli(), uint64(leakTravelMaxCallers),
 		keys, from.UnixMilli(), from.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
-		return fmt.Errorf("read countries of %d keys since %s from key_callers_1h: %w", len(keys), from.Format(time.RFC3339), err)
+		return fmt.Errorf("read countries of %d keys since %s from key_caller_hours: %w", len(keys), from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	spans := map[string][]leakSpan{}
@@ -250,13 +250,13 @@ func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
 		var key string
 		var sp leakSpan
 		if err := rows.Scan(&key, &sp.country, &sp.first, &sp.last, &sp.requests); err != nil {
-			return fmt.Errorf("read countries from key_callers_1h: %w", err)
+			return fmt.Errorf("read countries from key_caller_hours: %w", err)
 		}
 		sp.first, sp.last = sp.first.UTC(), sp.last.UTC()
 		spans[key] = append(spans[key], sp)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read countries from key_callers_1h: %w", err)
+		return fmt.Errorf("read countries from key_caller_hours: %w", err)
 	}
 	var withHops []string
 	for key, ss := range spans {
@@ -276,7 +276,7 @@ func (d *Leak) readTravel(ctx context.Context, r *leakRun) error {
 func (d *Leak) readHistory(ctx context.Context, r *leakRun, keys []string) error {
 	rows, err := d.conn.Query(ctx, leakSelectHistory, int64(leakTravelSwitchWithin/time.Second), keys, r.baseStart.UnixMilli(), r.newStart.UnixMilli())
 	if err != nil {
-		return fmt.Errorf("read history of %d keys from %s to %s from key_callers_1h: %w", len(keys),
+		return fmt.Errorf("read history of %d keys from %s to %s from key_caller_hours: %w", len(keys),
 			r.baseStart.Format(time.RFC3339), r.newStart.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
@@ -287,7 +287,7 @@ func (d *Leak) readHistory(ctx context.Context, r *leakRun, keys []string) error
 		var families, networks uint64
 		var switches []string
 		if err := rows.Scan(&key, &hours, &concurrent, &families, &networks, &switches); err != nil {
-			return fmt.Errorf("read history from key_callers_1h: %w", err)
+			return fmt.Errorf("read history from key_caller_hours: %w", err)
 		}
 		h.Hours, h.HoursTwoCountries, h.UserAgentFamilies, h.Networks = int(hours), int(concurrent), int(families), int(networks)
 		slices.Sort(switches)
@@ -295,7 +295,7 @@ func (d *Leak) readHistory(ctx context.Context, r *leakRun, keys []string) error
 		r.history[key] = h
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read history from key_callers_1h: %w", err)
+		return fmt.Errorf("read history from key_caller_hours: %w", err)
 	}
 	return nil
 }
@@ -378,7 +378,7 @@ func (d *Leak) readSamples(ctx context.Context, r *leakRun, keys []string) error
 func (d *Leak) readWindowRequests(ctx context.Context, r *leakRun, keys []string) error {
 	rows, err := d.conn.Query(ctx, leakSelectWindowRequests, keys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
-		return fmt.Errorf("read window requests of %d keys from auth_events_1m: %w", len(keys), err)
+		return fmt.Errorf("read window requests of %d keys from key_minutes: %w", len(keys), err)
 	}
 	defer rows.Close()
 	r.windowRequests = map[string]uint64{}
@@ -386,12 +386,12 @@ func (d *Leak) readWindowRequests(ctx context.Context, r *leakRun, keys []string
 		var key string
 		var n uint64
 		if err := rows.Scan(&key, &n); err != nil {
-			return fmt.Errorf("read window requests from auth_events_1m: %w", err)
+			return fmt.Errorf("read window requests from key_minutes: %w", err)
 		}
 		r.windowRequests[key] = n
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read window requests from auth_events_1m: %w", err)
+		return fmt.Errorf("read window requests from key_minutes: %w", err)
 	}
 	return nil
 }

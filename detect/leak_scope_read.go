@@ -21,7 +21,7 @@ import (
 // leakSelectForbiddenCalls counts). Arguments: window start, now.
 const leakSelectForbiddenKeys = `
 SELECT DISTINCT key_id
-FROM auth_events_1m
+FROM key_minutes
 WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
 
 // leakScopeCaller is the network part of a caller in scope probing's history, as the leak
@@ -74,7 +74,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 	}
 	forbidden, err := queryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("find keys answered forbidden since %s in auth_events_1m: %w", r.windowStart.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("find keys answered forbidden since %s in key_minutes: %w", r.windowStart.Format(time.RFC3339), err)
 	}
 	if len(forbidden) == 0 {
 		return nil, nil

@@ -151,7 +151,7 @@ func TestLeakNewNetworkAndCountry(t *testing.T) {
 				t.Errorf("summary %q, want it to start %q and name BR, 15 requests, 4.0%%", f.Summary, want)
 			}
 			// A scheduled run lands a few milliseconds past the minute: the minutes of the window are
-			// the same (auth_events_1m's minute compared at the whole second), so are the shares.
+			// the same (key_minutes's minute compared at the whole second), so are the shares.
 			late, err := NewLeak(s.conn, s.cfg.Leak).Detect(context.Background(), now.Add(5*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)

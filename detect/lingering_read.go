@@ -41,7 +41,8 @@ type keyUse map[string]map[callerID]subUse
 // the earliest window start (unix milliseconds, as every time is bound; prunes partitions), the keys again with each one's
 // own window start, then the same three for the old keys, and now (hours after it are not read).
 // Windows start at the top of the hour of their start (the rollup's granularity), so counts may
-// include up to an hour before it; last_seen and last_ok are exact, which is what is judged. IPv4
+// include up to an hour before it; first_seen, last_seen and last_ok are to the second, which is
+// what is judged. IPv4
 // addresses are shown without their ::ffff: prefix. A granule holds the rows of many keys, so
 // key_id IN prunes little: the query reads about every row since the earliest window start.
 const selectSubCallers = `
@@ -55,7 +56,7 @@ SELECT
     min(first_seen),
     max(last_seen),
     max(last_ok)
-FROM key_callers_1h
+FROM key_caller_hours
 WHERE key_id IN ?
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
@@ -68,7 +69,7 @@ GROUP BY key_id, client_id, ip, user_agent`
 // lingering detector reads to the callers of the rotations it watches.
 const oldSubCallers = `
     SELECT DISTINCT client_id, ip, user_agent
-    FROM key_callers_1h
+    FROM key_caller_hours
     WHERE key_id IN ?
       AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
       AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))`
@@ -90,7 +91,7 @@ SELECT
     min(first_seen),
     max(last_seen),
     max(last_ok)
-FROM key_callers_1h
+FROM key_caller_hours
 WHERE key_id IN ?
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
@@ -103,7 +104,7 @@ GROUP BY key_id, client_id, caller_ip, user_agent`
 // client_id, ip as text, user_agent: a sub-caller's rhythm is over the keys of its rotation's
 // chain), their active hours between the lookback start and now: how many, and the longest and
 // second-longest gap between two of them (seconds; 0 when there are not that many gaps). The
-// tuples are a prefix of key_callers_1h's primary key, so only those sub-callers' rows are read;
+// tuples are a prefix of key_caller_hours's primary key, so only those sub-callers' rows are read;
 // an external table, not bound values, carries them, as thousands of callers would not fit in a
 // query's text. A sub-caller active in 720 hours sends 720 hours to the server's sort, not to us.
 // Arguments: the lookback start, now.
@@ -121,7 +122,7 @@ FROM
         client_id, ip, user_agent,
         arraySort(groupUniqArray(hour)) AS hours,
         arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
-    FROM key_callers_1h
+    FROM key_caller_hours
     WHERE (key_id, client_id, ip, user_agent) IN (SELECT key_id, client_id, toIPv6(ip), user_agent FROM rhythm_of)
       AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
       AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
@@ -145,7 +146,7 @@ FROM
         client_id, user_agent,
         arraySort(groupUniqArray(hour)) AS hours,
         arrayReverseSort(arrayPopFront(arrayDifference(arrayMap(h -> toInt64(toUnixTimestamp(h)), hours)))) AS gaps
-    FROM key_callers_1h
+    FROM key_caller_hours
     WHERE (key_id, client_id, user_agent) IN (SELECT key_id, client_id, user_agent FROM rhythm_of)
       AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
       AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
@@ -184,7 +185,7 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 	oldKeys, oldEarliest, oldStarts := windowArgs(old)
 	rows, err := d.conn.Query(ctx, query, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
+		return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", len(keys), err)
 	}
 	defer rows.Close()
 	u := keyUse{}
@@ -193,7 +194,7 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 		var id callerID
 		var s subUse
 		if err := rows.Scan(&key, &id.client, &id.ip, &id.ua, &s.Requests, &s.Failures, &s.FirstSeen, &s.LastSeen, &s.LastOK); err != nil {
-			return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
+			return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", len(keys), err)
 		}
 		s.FirstSeen, s.LastSeen, s.LastOK = s.FirstSeen.UTC(), s.LastSeen.UTC(), s.LastOK.UTC()
 		if s.LastOK.Unix() <= 0 {
@@ -205,7 +206,7 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 		u[key][id] = s
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the callers of %d keys from key_callers_1h: %w", len(keys), err)
+		return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", len(keys), err)
 	}
 	return u, nil
 }
@@ -281,7 +282,7 @@ func (d *Lingering) readCadence(ctx context.Context, query string, callers *ext.
 	from := now.Add(-time.Duration(d.cfg.CadenceLookback))
 	rows, err := d.conn.Query(clickhouse.Context(ctx, clickhouse.WithExternalTable(callers)), query, from.UnixMilli(), now.UnixMilli())
 	if err != nil {
-		return fmt.Errorf("read the rhythm of %d callers since %s from key_callers_1h: %w", n, from.Format(time.RFC3339), err)
+		return fmt.Errorf("read the rhythm of %d callers since %s from key_caller_hours: %w", n, from.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -289,12 +290,12 @@ func (d *Lingering) readCadence(ctx context.Context, query string, callers *ext.
 		var hours uint64
 		var longest, second int64
 		if err := rows.Scan(&id.client, &id.ip, &id.ua, &hours, &longest, &second); err != nil {
-			return fmt.Errorf("read the rhythm of callers from key_callers_1h: %w", err)
+			return fmt.Errorf("read the rhythm of callers from key_caller_hours: %w", err)
 		}
 		out[id] = cadence{ActiveHours: int(hours), Longest: time.Duration(longest) * time.Second, Second: time.Duration(second) * time.Second}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the rhythm of callers from key_callers_1h: %w", err)
+		return fmt.Errorf("read the rhythm of callers from key_caller_hours: %w", err)
 	}
 	return nil
 }

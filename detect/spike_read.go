@@ -19,12 +19,12 @@ import (
 // and day of baseline to read.) Each phase of a run is one query for all cases, which take the
 // cases (or steps) as arrays that arrayZip turns into a small table to join on:
 //
-//  1. the short and long windows and the window since the step of every case (auth_events_1m,
+//  1. the short and long windows and the window since the step of every case (key_minutes,
 //     the rotations' keys since their steps, AfterStep at most), and the failures without a known
 //     key or client in the long windows' minutes (auth_events);
 //  2. for the candidates only, the cases that would pass MinFailures and MinRate in both windows
 //     (or the window since the step that carries a thin one) if every keyless failure were theirs:
-//     their baseline (auth_events_1m, over Baseline and the same time in earlier weeks) and their
+//     their baseline (key_minutes, over Baseline and the same time in earlier weeks) and their
 //     share of the keyless failures.
 //
 // A quiet cycle thus reads the rollup of the rotations' keys since their steps and the raw keyless
@@ -51,7 +51,7 @@ SELECT steps.idx, a.client_id, a.key_id, toString(a.outcome) AS outcome,
     sumIf(a.requests, a.minute >= steps.short_from) AS short,
     sumIf(a.requests, a.minute >= steps.long_from) AS long,
     sum(a.requests) AS since
-FROM auth_events_1m AS a INNER JOIN steps ON a.key_id = steps.key_id
+FROM key_minutes AS a INNER JOIN steps ON a.key_id = steps.key_id
 WHERE a.key_id IN ? AND a.client_id != '' AND a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < toDateTime(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND a.minute >= steps.step_minute
 GROUP BY steps.idx, a.client_id, a.key_id, a.outcome`
 
@@ -85,7 +85,7 @@ SELECT cases.idx, toString(a.outcome) AS outcome,
     -- minutes ago = d: in [now - long - k weeks, now - k weeks) for k in 1..weeks <=> (d-1) div week = k, (d-1) mod week < long
     sumIf(a.requests, intDiv(dateDiff('minute', a.minute, fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - 1, 10080) BETWEEN 1 AND ?
         AND (dateDiff('minute', a.minute, fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - 1) % 10080 < ?) AS same_hour
-FROM auth_events_1m AS a INNER JOIN cases ON a.client_id = cases.client_id
+FROM key_minutes AS a INNER JOIN cases ON a.client_id = cases.client_id
 WHERE a.key_id IN ? AND a.client_id IN ?
   AND (a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
        OR a.minute >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND a.minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
@@ -97,14 +97,14 @@ GROUP BY cases.idx, a.outcome`
 
 // spikeSelectKeyless attributes the failures without a known key or client to the candidates'
 // clients: a client's callers are the (IP, user agent) pairs seen with the rotation's keys in the
-// baseline (key_callers_1h), and a keyless failure from such a pair counts as the client's. A pair
+// baseline (key_caller_hours), and a keyless failure from such a pair counts as the client's. A pair
 // seen with two clients counts for both. The raw lookup is bounded to the long windows. Args after
 // the case table: keys, clients, overall hour range of the baselines, the raw window.
 const spikeSelectKeyless = spikeCases + `,
 callers AS (
     SELECT cases.idx AS idx, c.ip AS ip, c.user_agent AS user_agent,
         any(cases.short_from) AS short_from, any(cases.long_from) AS long_from
-    FROM key_callers_1h AS c INNER JOIN cases ON c.client_id = cases.client_id
+    FROM key_caller_hours AS c INNER JOIN cases ON c.client_id = cases.client_id
     WHERE c.key_id IN ? AND c.client_id IN ? AND c.hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND c.hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
       AND has(cases.keys, c.key_id) AND c.hour >= toStartOfHour(cases.base_from) AND c.hour < cases.step_minute
     GROUP BY idx, ip, user_agent)

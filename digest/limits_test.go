@@ -32,7 +32,7 @@ func TestDigestWithinSlackBlockLimit(t *testing.T) {
 
 // TestNoNudgeWithoutOldKeyUseSinceStart: docs/alerting.md: the nudge is for rotations "whose old key
 // became safe to retire after being used since the rotation started"; "a rotation that never saw
-// traffic on its old key ... gets no nudge". Nudge tests "used" with key_callers_1h counted from the
+// traffic on its old key ... gets no nudge". Nudge tests "used" with key_caller_hours counted from the
 // top of the start hour, so calls made before the rotation started (10:00-10:35, rotation at
 // 10:40) count as use since the start, and the same rotation started at 11:00 would get none.
 func TestNoNudgeWithoutOldKeyUseSinceStart(t *testing.T) {

@@ -189,7 +189,7 @@ func TestIngestStoresEveryValidEventOnceAndDeadLettersTheRest(t *testing.T) {
 	if got := e.count(t, "SELECT countIf(outcome = 'invalid_key') FROM auth_events"); got == 0 {
 		t.Error("no outcome was derived from status 401")
 	}
-	if got := e.count(t, "SELECT sum(requests) FROM auth_events_1m"); got != wantValid {
+	if got := e.count(t, "SELECT sum(requests) FROM key_minutes"); got != wantValid {
 		t.Errorf("rollup counts %d requests, want %d", got, wantValid)
 	}
 	for reason, want := range wantDead {

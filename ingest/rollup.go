@@ -20,8 +20,8 @@ type eventTable int
 
 const (
 	tableIndexAuthEvents eventTable = iota
-	tableIndexEvents1m
-	tableIndexCallers1h
+	tableIndexMinutes
+	tableIndexCallerHours
 	tableIndexUsage
 	tableIndexNetworks1d
 	tableIndexIPs1h
@@ -31,7 +31,7 @@ const (
 
 // eventTableNames are the tables' names, as ingest_progress names them.
 var eventTableNames = [eventTables]string{
-	tableAuthEvents, "auth_events_1m", "key_callers_1h", "key_usage", "key_networks_1d", "key_ips_1h", "key_fingerprints",
+	tableAuthEvents, "key_minutes", "key_caller_hours", "key_usage", "key_networks_1d", "key_ips_1h", "key_fingerprints",
 }
 
 // sampleSize is how many distinct addresses and user agents key_networks_1d keeps per row
@@ -40,9 +40,8 @@ const sampleSize = 5
 
 // The inserts into the input tables, in the order of each rollup's columns().
 const (
-	insertEvents1m = `INSERT INTO auth_events_1m_in (key_id, minute, client_id, outcome, requests, first_seen, last_seen,
-	progress_topic, progress_partition, progress_offset)`
-	insertCallers1h = `INSERT INTO key_callers_1h_in (key_id, hour, client_id, ip, user_agent, asn, country, requests, failures,
+	insertMinutes     = `INSERT INTO key_minutes_in (key_id, minute, client_id, outcome, requests, progress_topic, progress_partition, progress_offset)`
+	insertCallerHours = `INSERT INTO key_caller_hours_in (key_id, hour, client_id, ip, user_agent, asn, country, requests, failures,
 	first_seen, last_seen, last_ok, progress_topic, progress_partition, progress_offset)`
 	insertUsage      = `INSERT INTO key_usage_in (key_id, client_id, requests, first_seen, last_seen, progress_topic, progress_partition, progress_offset)`
 	insertNetworks1d = `INSERT INTO key_networks_1d_in (key_id, day, net_ip, country, asn, as_org, requests, failures, first_seen, last_seen,
@@ -67,11 +66,6 @@ type minuteKey struct {
 	outcome         int8
 }
 
-type minuteAgg struct {
-	requests uint64
-	span
-}
-
 type callerKey struct {
 	hour                       int64
 	keyID, clientID, userAgent string
@@ -83,7 +77,7 @@ type callerAgg struct {
 	country            string
 	requests, failures uint64
 	span
-	lastOK int64
+	lastOK int64 // Unix milliseconds; 0 when every request was refused
 }
 
 type usageAgg struct {
@@ -124,7 +118,7 @@ type fingerprintAgg struct {
 // rollupRows aggregates the events of one batch into each rollup's rows. It is reused from batch
 // to batch.
 type rollupRows struct {
-	minutes      map[minuteKey]*minuteAgg
+	minutes      map[minuteKey]uint64 // requests
 	callers      map[callerKey]*callerAgg
 	usage        map[string]*usageAgg
 	networks     map[networkKey]*networkAgg
@@ -147,7 +141,7 @@ type progressKey struct {
 
 func newRollupRows() *rollupRows {
 	return &rollupRows{
-		minutes: map[minuteKey]*minuteAgg{}, callers: map[callerKey]*callerAgg{}, usage: map[string]*usageAgg{},
+		minutes: map[minuteKey]uint64{}, callers: map[callerKey]*callerAgg{}, usage: map[string]*usageAgg{},
 		networks: map[networkKey]*networkAgg{}, ipHours: map[ipHourKey][]netip.Addr{}, ipSeen: map[ipHourIP]struct{}{},
 		fingerprints: map[string]*fingerprintAgg{}, progress: map[progressKey]*[eventTables]int64{},
 	}
@@ -202,17 +196,11 @@ func (r *rollupRows) addEvent(e *eventColumns, i int, stored [eventTables]int64)
 		prog[t] = max(prog[t], off)
 		return true
 	}
-	if counts(tableIndexEvents1m) {
-		k := minuteKey{floorDiv(sec, 60) * 60, e.keyID[i], e.clientID[i], e.outcome[i]}
-		if a := r.minutes[k]; a != nil {
-			a.requests++
-			a.add(ms)
-		} else {
-			r.minutes[k] = &minuteAgg{1, newSpan(ms)}
-		}
+	if counts(tableIndexMinutes) {
+		r.minutes[minuteKey{floorDiv(sec, 60) * 60, e.keyID[i], e.clientID[i], e.outcome[i]}]++
 	}
 	hour := floorDiv(sec, 3600) * 3600
-	if counts(tableIndexCallers1h) {
+	if counts(tableIndexCallerHours) {
 		k := callerKey{hour, e.keyID[i], e.clientID[i], e.userAgent[i], e.ip[i]}
 		a := r.callers[k]
 		if a == nil {
@@ -352,20 +340,17 @@ func (r *rollupRows) inserts() []rollupInsert {
 		var minute []time.Time
 		var outcome []int8
 		var requests []uint64
-		var first, last []int64
 		var p progressColumns
-		for k, a := range r.minutes {
-			keyID, minute, clientID, outcome = append(keyID, k.keyID), append(minute, secs(k.minute)), append(clientID, k.clientID), append(outcome, k.outcome)
-			requests, first, last = append(requests, a.requests), append(first, a.first), append(last, a.last)
+		for k, n := range r.minutes {
+			keyID, minute, clientID, outcome, requests = append(keyID, k.keyID), append(minute, secs(k.minute)), append(clientID, k.clientID), append(outcome, k.outcome), append(requests, n)
 			p.dataRow()
 		}
 		n := len(keyID)
-		progressOf(tableIndexEvents1m, &p, func() {
-			keyID, minute, clientID, outcome = append(keyID, ""), append(minute, secs(0)), append(clientID, ""), append(outcome, outcomeCodes[OutcomeOK])
-			requests, first, last = append(requests, 0), append(first, 0), append(last, 0)
+		progressOf(tableIndexMinutes, &p, func() {
+			keyID, minute, clientID, outcome, requests = append(keyID, ""), append(minute, secs(0)), append(clientID, ""), append(outcome, outcomeCodes[OutcomeOK]), append(requests, 0)
 		})
-		out = append(out, rollupInsert{tableIndexEvents1m, insertEvents1m, n, len(p.offset),
-			[]any{keyID, minute, clientID, outcome, requests, first, last, p.topic, p.partition, p.offset}})
+		out = append(out, rollupInsert{tableIndexMinutes, insertMinutes, n, len(p.offset),
+			[]any{keyID, minute, clientID, outcome, requests, p.topic, p.partition, p.offset}})
 	}
 	{
 		var keyID, clientID, userAgent, country []string
@@ -382,12 +367,12 @@ func (r *rollupRows) inserts() []rollupInsert {
 			p.dataRow()
 		}
 		n := len(keyID)
-		progressOf(tableIndexCallers1h, &p, func() {
+		progressOf(tableIndexCallerHours, &p, func() {
 			keyID, hour, clientID, ip, userAgent = append(keyID, ""), append(hour, secs(0)), append(clientID, ""), append(ip, netip.IPv6Unspecified()), append(userAgent, "")
 			asn, country, requests, failures = append(asn, 0), append(country, ""), append(requests, 0), append(failures, 0)
 			first, last, lastOK = append(first, 0), append(last, 0), append(lastOK, 0)
 		})
-		out = append(out, rollupInsert{tableIndexCallers1h, insertCallers1h, n, len(p.offset),
+		out = append(out, rollupInsert{tableIndexCallerHours, insertCallerHours, n, len(p.offset),
 			[]any{keyID, hour, clientID, ip, userAgent, asn, country, requests, failures, first, last, lastOK, p.topic, p.partition, p.offset}})
 	}
 	{

@@ -14,14 +14,16 @@ import (
 // benchmark's loader and the tests that store events with a plain INSERT INTO auth_events do.
 // TestRollupsMatchTheViews checks that ingest's rollups equal theirs.
 var rollupViews = []string{
-	`CREATE MATERIALIZED VIEW IF NOT EXISTS auth_events_1m_from_raw_mv TO auth_events_1m AS
-SELECT toStartOfMinute(ts) AS minute, key_id, client_id, outcome, count() AS requests, min(ts) AS first_seen, max(ts) AS last_seen
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_minutes_from_raw_mv TO key_minutes AS
+SELECT toStartOfMinute(ts) AS minute, key_id, client_id, outcome, count() AS requests
 FROM auth_events
 GROUP BY minute, key_id, client_id, outcome`,
-	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_callers_1h_from_raw_mv TO key_callers_1h AS
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_caller_hours_from_raw_mv TO key_caller_hours AS
 SELECT toStartOfHour(ts) AS hour, key_id, client_id, ip, user_agent, anyLast(asn) AS asn, anyLast(country) AS country,
-    count() AS requests, countIf(outcome != 'ok') AS failures, min(ts) AS first_seen, max(ts) AS last_seen,
-    maxIf(ts, outcome = 'ok') AS last_ok
+    count() AS requests, countIf(outcome != 'ok') AS failures,
+    toUInt16(toUnixTimestamp(min(ts)) - toUnixTimestamp(hour)) AS first_s,
+    toUInt16(toUnixTimestamp(max(ts)) - toUnixTimestamp(hour)) AS last_s,
+    if(countIf(outcome = 'ok') = 0, 0, toUInt16(toUnixTimestamp(maxIf(ts, outcome = 'ok')) - toUnixTimestamp(hour) + 1)) AS last_ok_s
 FROM auth_events
 GROUP BY hour, key_id, client_id, ip, user_agent`,
 	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_usage_from_raw_mv TO key_usage AS
@@ -73,11 +75,11 @@ func CreateRollupViews(ctx context.Context, conn driver.Conn) error {
 // anyLast values (a caller's ASN and country, a network's ASN and organisation) are the same for
 // every event of their group.
 var rollupCells = []struct{ table, query string }{
-	{"auth_events_1m", `SELECT minute, key_id, client_id, outcome, sum(requests), min(first_seen), max(last_seen)
-FROM %s.auth_events_1m GROUP BY minute, key_id, client_id, outcome`},
-	{"key_callers_1h", `SELECT hour, key_id, client_id, ip, user_agent, min(asn), min(country), sum(requests), sum(failures),
+	{"key_minutes", `SELECT minute, key_id, client_id, outcome, sum(requests)
+FROM %s.key_minutes GROUP BY minute, key_id, client_id, outcome`},
+	{"key_caller_hours", `SELECT hour, key_id, client_id, ip, user_agent, min(asn), min(country), sum(requests), sum(failures),
     min(first_seen), max(last_seen), max(last_ok)
-FROM %s.key_callers_1h GROUP BY hour, key_id, client_id, ip, user_agent`},
+FROM %s.key_caller_hours GROUP BY hour, key_id, client_id, ip, user_agent`},
 	{"key_usage", `SELECT key_id, sum(requests), min(first_seen), max(last_seen)
 FROM %s.key_usage GROUP BY key_id`},
 	{"key_networks_1d", `SELECT day, key_id, network, country, min(asn), min(as_org), sum(requests), sum(failures), min(first_seen),

@@ -183,7 +183,7 @@ func TestNoRawKeyInAnyStoredCell(t *testing.T) {
 				}
 			}
 			tables := dumpEveryCell(t, e.db)
-			for _, table := range []string{"auth_events", "dead_letters", "auth_events_1m", "key_lifecycle_events"} {
+			for _, table := range []string{"auth_events", "dead_letters", "key_minutes", "key_lifecycle_events"} {
 				if _, ok := tables[table]; !ok {
 					t.Fatalf("table %s not read: the dump misses tables", table)
 				}

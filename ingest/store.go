@@ -76,7 +76,7 @@ type ClientTraffic struct {
 }
 
 // RotationTraffic reads each client's requests with oldKey and newKey since the top of the hour
-// of since (key_callers_1h's granularity). Callers the gateway could not resolve are one client "".
+// of since (key_caller_hours's granularity). Callers the gateway could not resolve are one client "".
 func RotationTraffic(ctx context.Context, conn driver.Conn, oldKey, newKey string, since time.Time) ([]ClientTraffic, error) {
 	const q = `
 SELECT
@@ -85,19 +85,19 @@ SELECT
     sumIf(requests, key_id = ?) AS new_requests,
     maxIf(last_seen, key_id = ?) AS old_last_seen,
     maxIf(last_seen, key_id = ?) AS new_last_seen
-FROM key_callers_1h
+FROM key_caller_hours
 WHERE key_id IN (?, ?) AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
 GROUP BY client_id`
 	rows, err := conn.Query(ctx, q, oldKey, newKey, oldKey, newKey, oldKey, newKey, since.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("read the traffic of keys %s and %s since %s from key_callers_1h: %w", oldKey, newKey, since.UTC().Format(time.RFC3339), err)
+		return nil, fmt.Errorf("read the traffic of keys %s and %s since %s from key_caller_hours: %w", oldKey, newKey, since.UTC().Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	var out []ClientTraffic
 	for rows.Next() {
 		var c ClientTraffic
 		if err := rows.Scan(&c.ClientID, &c.OldRequests, &c.NewRequests, &c.OldLastSeen, &c.NewLastSeen); err != nil {
-			return nil, fmt.Errorf("read the traffic of keys %s and %s from key_callers_1h: %w", oldKey, newKey, err)
+			return nil, fmt.Errorf("read the traffic of keys %s and %s from key_caller_hours: %w", oldKey, newKey, err)
 		}
 		if c.OldRequests == 0 {
 			c.OldLastSeen = time.Time{}
@@ -108,7 +108,7 @@ GROUP BY client_id`
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the traffic of keys %s and %s from key_callers_1h: %w", oldKey, newKey, err)
+		return nil, fmt.Errorf("read the traffic of keys %s and %s from key_caller_hours: %w", oldKey, newKey, err)
 	}
 	return out, nil
 }

@@ -47,7 +47,7 @@ var Columns = []Column{
 		func(r Row) string { return strconv.Itoa(r.RotationsCompleted) }, func(r Row) string { return strconv.Itoa(r.RotationsCompleted) }},
 	{"stragglers_at_retirement", "STRAGGLERS", "callers still on the key when it was retired: callers that used it after its rotation " +
 		"started and, at the retirement, had not moved to the new key since their last call with it, or had called it within " +
-		"detect.lingering.quiet_for before (a caller still calling it after the retirement is one); from key_callers_1h, to the " +
+		"detect.lingering.quiet_for before (a caller still calling it after the retirement is one); from key_caller_hours, to the " +
 		"hour; empty while the rotation runs",
 		func(r Row) string { return csvIntP(r.StragglersAtRetirement) }, tableStragglers},
 	{"stragglers", "", "those callers (a client id, or \"IP (user agent)\" when the gateway resolved no client), latest first; " +

@@ -66,7 +66,8 @@ const (
 // selectCallers reads, per caller of a rotation's old key since the rotation started, the last
 // call with the old key and the last call with the new key made by the time the old key was
 // retired. A caller is the client, or (IP, user agent) when the gateway resolved none, as in the
-// lingering detector. key_callers_1h is hourly, so "by the time" is to the hour a call fell in.
+// lingering detector. key_caller_hours is hourly, so "by the time" is to the hour a call fell in, and times are
+// to the second.
 // Arguments: old key, new key, retired (ms), old key, new key, started (ms), until (ms), started (ms).
 const selectCallers = `
 SELECT
@@ -75,7 +76,7 @@ SELECT
     if(client_id = '', user_agent, '') AS caller_ua,
     maxIf(last_seen, key_id = ?) AS old_last,
     maxIf(last_seen, key_id = ? AND first_seen <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AS new_last
-FROM key_callers_1h
+FROM key_caller_hours
 WHERE key_id IN (?, ?)
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
   AND first_seen <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
@@ -197,7 +198,7 @@ func stragglers(ctx context.Context, db Querier, r *rotation.Rotation, opts Opti
 	started, finished, until := r.Started.UnixMilli(), r.Finished.UnixMilli(), opts.Until.UnixMilli()
 	rows, err := db.Query(ctx, selectCallers, r.OldKeyID, r.NewKeyID, finished, r.OldKeyID, r.NewKeyID, started, until, started)
 	if err != nil {
-		return nil, fmt.Errorf("report: read the callers of %s (rotation %s) from key_callers_1h: %w", r.OldKeyID, r.ID, err)
+		return nil, fmt.Errorf("report: read the callers of %s (rotation %s) from key_caller_hours: %w", r.OldKeyID, r.ID, err)
 	}
 	defer rows.Close()
 	out := []string{}

@@ -173,7 +173,7 @@ func checkTable(ctx context.Context, ch *chHTTP, db string, columns []string, wi
 	t.rows, _ = strconv.ParseUint(f[0], 10, 64)
 	t.requestIDs, _ = strconv.ParseUint(f[1], 10, 64)
 	t.checksum = f[2]
-	if t.rollupRequests, err = ch.uint(ctx, "SELECT sum(requests) FROM "+db+".auth_events_1m"); err != nil {
+	if t.rollupRequests, err = ch.uint(ctx, "SELECT sum(requests) FROM "+db+".key_minutes"); err != nil {
 		return t, err
 	}
 	if withDeadLetters {
@@ -194,7 +194,7 @@ func (t tableCheck) problems(n uint64) []string {
 		out = append(out, fmt.Sprintf("%s.auth_events holds %d distinct request_id, want %d", t.db, t.requestIDs, n))
 	}
 	if t.rollupRequests != n {
-		out = append(out, fmt.Sprintf("%s.auth_events_1m counts %d requests, want %d", t.db, t.rollupRequests, n))
+		out = append(out, fmt.Sprintf("%s.key_minutes counts %d requests, want %d", t.db, t.rollupRequests, n))
 	}
 	if t.deadLettersApplicable && t.deadLetters != 0 {
 		out = append(out, fmt.Sprintf("%s.dead_letters holds %d messages, want 0", t.db, t.deadLetters))

@@ -270,7 +270,7 @@ func TestClusterTwoShards(t *testing.T) {
 				engines[n] = e
 			}
 			rows.Close()
-			for _, name := range []string{"keywatch_migrations", "auth_events", "auth_events_1m", "key_lifecycle_events", "key_fingerprints", "alerts", "actions"} {
+			for _, name := range []string{"keywatch_migrations", "auth_events", "key_minutes", "key_lifecycle_events", "key_fingerprints", "alerts", "actions"} {
 				if engines[name] != "Distributed" || !strings.HasSuffix(engines[name+"_local"], "MergeTree") {
 					t.Errorf("shard %d: %s is %q over %q, want Distributed over a MergeTree", i+1, name, engines[name], engines[name+"_local"])
 				}

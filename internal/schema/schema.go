@@ -291,9 +291,9 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 func ttlClauses(r Retention) map[string]string {
 	return map[string]string{
 		"auth_events":     fmt.Sprintf("toDateTime(ts) + toIntervalDay(%d)", r.AuthEventsDays),
-		"auth_events_1m":  fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
+		"key_minutes":  fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
 		"dead_letters":    fmt.Sprintf("toDateTime(received_at) + toIntervalDay(%d)", r.DeadLettersDays),
-		"key_callers_1h":  fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"key_caller_hours":  fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
 		"findings":        fmt.Sprintf("toDateTime(detected_at) + toIntervalDay(%d)", r.RollupsDays),
 		"detector_runs":   fmt.Sprintf("toDateTime(started_at) + toIntervalDay(%d)", r.RollupsDays),
 		"key_networks_1d": fmt.Sprintf("day + toIntervalDay(%d)", r.RollupsDays),

@@ -9,6 +9,11 @@
 -- batch), the highest Kafka offset R holds. The rows and their progress arrive in one insert, so R
 -- and its progress agree, and a restarted consumer rebuilds exactly what R lacks.
 --
+-- The two largest rollups move to tables laid out for size and for reads of one key over time:
+-- key_minutes replaces auth_events_1m (without first and last times), key_caller_hours replaces
+-- key_callers_1h (first and last call and last success to the second), both with monthly
+-- partitions and the time right after key_id in the primary key; their rows are copied over.
+--
 -- Events stored before this migration were rolled up by the views on auth_events: the progress of
 -- every rollup starts at auth_events' progress. Ingest stops while this migration runs (an older
 -- keywatch still ingesting meanwhile stores events that no rollup counts).
@@ -25,17 +30,78 @@ DROP VIEW IF EXISTS key_ips_1h_mv;
 
 DROP VIEW IF EXISTS key_fingerprints_mv;
 
--- Nothing reads the per-minute distinct addresses (key_ips_1h has them per hour).
-ALTER TABLE auth_events_1m DROP COLUMN IF EXISTS distinct_ips;
+-- Requests per key, minute, client and outcome: monthly partitions and a
+-- key's minutes in order, so that a key's rows are together and a time range of them is a range of
+-- the primary key. Query it with sum(requests).
+CREATE TABLE IF NOT EXISTS key_minutes
+(
+    minute    DateTime('UTC')                      CODEC(DoubleDelta, ZSTD(1)),
+    key_id    LowCardinality(String)               CODEC(ZSTD(1)),
+    client_id LowCardinality(String)               CODEC(ZSTD(1)),
+    outcome   Enum8('ok' = 1, 'invalid_key' = 2, 'expired_key' = 3, 'revoked_key' = 4,
+                    'forbidden' = 5, 'rate_limited' = 6, 'error' = 7) CODEC(ZSTD(1)),
+    requests  SimpleAggregateFunction(sum, UInt64) CODEC(T64, ZSTD(1))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (key_id, minute, client_id, outcome)
+TTL minute + toIntervalDay({{.RollupsDays}})
+SETTINGS non_replicated_deduplication_window = 10000;
+
+-- Who called with each key, per hour: the client, address and user agent, their requests and
+-- failures, and when in the hour they first called, last called and last succeeded, in seconds from
+-- the hour's start (last_ok_s: that + 1; 0 when every request of the hour was refused); read them as
+-- first_seen, last_seen and last_ok. Monthly partitions, a key's hours in order: a key's callers
+-- since a time are a range of the primary key.
+CREATE TABLE IF NOT EXISTS key_caller_hours
+(
+    hour       DateTime('UTC')                                          CODEC(DoubleDelta, ZSTD(1)),
+    key_id     LowCardinality(String)                                   CODEC(ZSTD(1)),
+    client_id  LowCardinality(String)                                   CODEC(ZSTD(1)),
+    ip         IPv6                                                     CODEC(ZSTD(1)),
+    user_agent LowCardinality(String)                                   CODEC(ZSTD(1)),
+    asn        SimpleAggregateFunction(anyLast, UInt32)                 CODEC(ZSTD(1)),
+    country    SimpleAggregateFunction(anyLast, LowCardinality(String)) CODEC(ZSTD(1)),
+    requests   SimpleAggregateFunction(sum, UInt64)                     CODEC(T64, ZSTD(1)),
+    failures   SimpleAggregateFunction(sum, UInt64)                     CODEC(T64, ZSTD(1)),
+    first_s    SimpleAggregateFunction(min, UInt16)                     CODEC(ZSTD(1)),
+    last_s     SimpleAggregateFunction(max, UInt16)                     CODEC(ZSTD(1)),
+    last_ok_s  SimpleAggregateFunction(max, UInt16)                     CODEC(ZSTD(1)),
+    first_seen DateTime('UTC') ALIAS hour + toIntervalSecond(first_s),
+    last_seen  DateTime('UTC') ALIAS hour + toIntervalSecond(last_s),
+    last_ok    DateTime('UTC') ALIAS if(last_ok_s = 0, toDateTime(0, 'UTC'), hour + toIntervalSecond(last_ok_s - 1))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (key_id, hour, client_id, ip, user_agent)
+TTL hour + toIntervalDay({{.RollupsDays}})
+SETTINGS non_replicated_deduplication_window = 10000;
+
+INSERT INTO key_minutes (minute, key_id, client_id, outcome, requests)
+SELECT minute, key_id, client_id, outcome, sum(requests)
+FROM auth_events_1m
+GROUP BY minute, key_id, client_id, outcome;
+
+INSERT INTO key_caller_hours (hour, key_id, client_id, ip, user_agent, asn, country, requests, failures, first_s, last_s, last_ok_s)
+SELECT hour, key_id, client_id, ip, user_agent, anyLast(asn), anyLast(country), sum(requests), sum(failures),
+    toUInt16(toUnixTimestamp(min(first_seen)) - toUnixTimestamp(hour)),
+    toUInt16(toUnixTimestamp(max(last_seen)) - toUnixTimestamp(hour)),
+    if(max(last_ok) < hour, 0, toUInt16(toUnixTimestamp(max(last_ok)) - toUnixTimestamp(hour) + 1))
+FROM key_callers_1h
+GROUP BY hour, key_id, client_id, ip, user_agent;
+
+DROP TABLE IF EXISTS auth_events_1m;
+
+DROP TABLE IF EXISTS key_callers_1h;
 
 INSERT INTO ingest_progress (table, topic, partition, max_offset)
 SELECT r.table, p.topic, p.partition, max(p.max_offset)
 FROM ingest_progress AS p
-CROSS JOIN (SELECT arrayJoin(['auth_events_1m', 'key_callers_1h', 'key_usage', 'key_networks_1d', 'key_ips_1h', 'key_fingerprints']) AS table) AS r
+CROSS JOIN (SELECT arrayJoin(['key_minutes', 'key_caller_hours', 'key_usage', 'key_networks_1d', 'key_ips_1h', 'key_fingerprints']) AS table) AS r
 WHERE p.table = 'auth_events'
 GROUP BY r.table, p.topic, p.partition;
 
-CREATE TABLE IF NOT EXISTS auth_events_1m_in
+CREATE TABLE IF NOT EXISTS key_minutes_in
 (
     key_id             String,
     minute             DateTime('UTC'),
@@ -43,26 +109,26 @@ CREATE TABLE IF NOT EXISTS auth_events_1m_in
     outcome            Enum8('ok' = 1, 'invalid_key' = 2, 'expired_key' = 3, 'revoked_key' = 4,
                              'forbidden' = 5, 'rate_limited' = 6, 'error' = 7),
     requests           UInt64,
-    first_seen         DateTime64(3, 'UTC'),
-    last_seen          DateTime64(3, 'UTC'),
     progress_topic     String,
     progress_partition Int32,
     progress_offset    Int64
 )
 ENGINE = Null;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS auth_events_1m_mv TO auth_events_1m AS
-SELECT minute, key_id, client_id, outcome, requests, first_seen, last_seen
-FROM auth_events_1m_in
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_minutes_mv TO key_minutes AS
+SELECT minute, key_id, client_id, outcome, requests
+FROM key_minutes_in
 WHERE progress_offset < 0;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS auth_events_1m_progress_mv TO ingest_progress AS
-SELECT 'auth_events_1m' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
-FROM auth_events_1m_in
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_minutes_progress_mv TO ingest_progress AS
+SELECT 'key_minutes' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_minutes_in
 WHERE progress_offset >= 0
 GROUP BY progress_topic, progress_partition;
 
-CREATE TABLE IF NOT EXISTS key_callers_1h_in
+-- first_seen, last_seen and last_ok are the hour's first and last call and last success
+-- (1970-01-01 when none).
+CREATE TABLE IF NOT EXISTS key_caller_hours_in
 (
     key_id             String,
     hour               DateTime('UTC'),
@@ -82,14 +148,17 @@ CREATE TABLE IF NOT EXISTS key_callers_1h_in
 )
 ENGINE = Null;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS key_callers_1h_mv TO key_callers_1h AS
-SELECT hour, key_id, client_id, ip, user_agent, asn, country, requests, failures, first_seen, last_seen, last_ok
-FROM key_callers_1h_in
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_caller_hours_mv TO key_caller_hours AS
+SELECT hour, key_id, client_id, ip, user_agent, asn, country, requests, failures,
+    toUInt16(toUnixTimestamp(first_seen) - toUnixTimestamp(hour)) AS first_s,
+    toUInt16(toUnixTimestamp(last_seen) - toUnixTimestamp(hour)) AS last_s,
+    if(last_ok < hour, 0, toUInt16(toUnixTimestamp(last_ok) - toUnixTimestamp(hour) + 1)) AS last_ok_s
+FROM key_caller_hours_in
 WHERE progress_offset < 0;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS key_callers_1h_progress_mv TO ingest_progress AS
-SELECT 'key_callers_1h' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
-FROM key_callers_1h_in
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_caller_hours_progress_mv TO ingest_progress AS
+SELECT 'key_caller_hours' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_caller_hours_in
 WHERE progress_offset >= 0
 GROUP BY progress_topic, progress_partition;
 

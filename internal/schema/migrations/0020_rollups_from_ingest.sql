@@ -12,7 +12,7 @@
 -- The two largest rollups move to tables laid out for size and for reads of one key over time:
 -- key_minutes replaces auth_events_1m (without first and last times), key_caller_hours replaces
 -- key_callers_1h (first and last call and last success to the second), both with monthly
--- partitions and the time right after key_id in the primary key; their rows are copied over.
+-- partitions; their rows are copied over.
 --
 -- Events stored before this migration were rolled up by the views on auth_events: the progress of
 -- every rollup starts at auth_events' progress. Ingest stops while this migration runs (an older
@@ -51,8 +51,8 @@ SETTINGS non_replicated_deduplication_window = 10000;
 -- Who called with each key, per hour: the client, address and user agent, their requests and
 -- failures, and when in the hour they first called, last called and last succeeded, in seconds from
 -- the hour's start (last_ok_s: that + 1; 0 when every request of the hour was refused); read them as
--- first_seen, last_seen and last_ok. Monthly partitions, a key's hours in order: a key's callers
--- since a time are a range of the primary key.
+-- first_seen, last_seen and last_ok. Monthly partitions, so that a key's rows are together; a
+-- caller's hours are a range of the primary key (its rhythm is a read of its own rows).
 CREATE TABLE IF NOT EXISTS key_caller_hours
 (
     hour       DateTime('UTC')                                          CODEC(DoubleDelta, ZSTD(1)),
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS key_caller_hours
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(hour)
-ORDER BY (key_id, hour, client_id, ip, user_agent)
+ORDER BY (key_id, client_id, ip, user_agent, hour)
 TTL hour + toIntervalDay({{.RollupsDays}})
 SETTINGS non_replicated_deduplication_window = 10000;
 

@@ -8,15 +8,21 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/config"
+	"github.com/keywatch/keywatch/rotation"
 )
 
 // All returns every detector configured by cfg, reading through conn, with its schedule.
+// They share one rotation model, read again only when the lifecycle events change.
 func All(conn driver.Conn, cfg config.Detect) []Scheduled {
+	models := rotation.NewModels(conn)
+	lingering, spike, leak := NewLingering(conn, cfg.Lingering), NewSpike(conn, cfg.Spike), NewLeak(conn, cfg.Leak)
+	hygiene := NewHygiene(conn, cfg.Hygiene).WithScopes(cfg.Leak)
+	lingering.models, spike.models, leak.models, hygiene.models = models, models, models, models
 	return []Scheduled{
-		{NewLingering(conn, cfg.Lingering), cfg.Lingering.Schedule},
-		{NewSpike(conn, cfg.Spike), cfg.Spike.Schedule},
-		{NewLeak(conn, cfg.Leak), cfg.Leak.Schedule},
-		{NewHygiene(conn, cfg.Hygiene).WithScopes(cfg.Leak), cfg.Hygiene.Schedule},
+		{lingering, cfg.Lingering.Schedule},
+		{spike, cfg.Spike.Schedule},
+		{leak, cfg.Leak.Schedule},
+		{hygiene, cfg.Hygiene.Schedule},
 	}
 }
 

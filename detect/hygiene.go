@@ -30,7 +30,9 @@ const (
 // leaves out of scope probing, reported here once per key until it stops.
 type Hygiene struct {
 	conn driver.Conn
-	cfg  config.Hygiene
+	// models loads the rotation model (shared with the other detectors by All).
+	models *rotation.Models
+	cfg    config.Hygiene
 	// Standing refusals: detect.leak.scope_history and scope_standing_days (0: not judged), and
 	// detect.leak.route_scopes to name the scope a route needs.
 	scopeHistory time.Duration
@@ -39,7 +41,9 @@ type Hygiene struct {
 }
 
 // NewHygiene returns the detector.
-func NewHygiene(conn driver.Conn, cfg config.Hygiene) *Hygiene { return &Hygiene{conn: conn, cfg: cfg} }
+func NewHygiene(conn driver.Conn, cfg config.Hygiene) *Hygiene {
+	return &Hygiene{conn: conn, models: rotation.NewModels(conn), cfg: cfg}
+}
 
 // WithScopes makes the detector report standing refusals as the leak detector configured by leak
 // judges them (a validated configuration: route_scopes that do not compile name no scope).
@@ -54,7 +58,7 @@ func (d *Hygiene) Name() string { return "hygiene" }
 
 // Detect reports every active key that is too old or unused, as of now.
 func (d *Hygiene) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
-	model, err := rotation.Load(ctx, d.conn)
+	model, err := d.models.Load(ctx)
 	if err != nil {
 		return nil, err
 	}

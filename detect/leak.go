@@ -27,7 +27,9 @@ import (
 // score; a key whose sum reaches the warning score is one finding. A signal scores once per key
 // however many networks, countries or routes show it; the evidence lists them all.
 type Leak struct {
-	conn     driver.Conn
+	conn driver.Conn
+	// models loads the rotation model (shared with the other detectors by All).
+	models   *rotation.Models
 	cfg      config.Leak
 	rules    []config.RouteScopeRule // detect.leak.route_scopes, most specific first
 	rulesErr error
@@ -36,7 +38,7 @@ type Leak struct {
 // NewLeak returns the detector.
 func NewLeak(conn driver.Conn, cfg config.Leak) *Leak {
 	rules, err := cfg.RouteScopeRules()
-	return &Leak{conn: conn, cfg: cfg, rules: rules, rulesErr: err}
+	return &Leak{conn: conn, models: rotation.NewModels(conn), cfg: cfg, rules: rules, rulesErr: err}
 }
 
 // Name is the detector's name in findings, metrics and config.
@@ -173,7 +175,7 @@ func (d *Leak) Detect(ctx context.Context, now time.Time) ([]finding.Finding, er
 	keys = slices.Compact(keys)
 
 	if r.model == nil {
-		if r.model, err = rotation.Load(ctx, d.conn); err != nil {
+		if r.model, err = d.models.Load(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/keywatch/keywatch/rotation"
 )
 
 // The reads of scope probing (leak_scope.go judges what they return). The window's forbidden
@@ -80,7 +79,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 		return nil, nil
 	}
 	if r.model == nil {
-		if r.model, err = rotation.Load(ctx, d.conn); err != nil {
+		if r.model, err = d.models.Load(ctx); err != nil {
 			return nil, err
 		}
 	}

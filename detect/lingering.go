@@ -33,12 +33,14 @@ const (
 // to retire (Readiness).
 type Lingering struct {
 	conn driver.Conn
-	cfg  config.Lingering
+	// models loads the rotation model (shared with the other detectors by All).
+	models *rotation.Models
+	cfg    config.Lingering
 }
 
 // NewLingering returns the detector.
 func NewLingering(conn driver.Conn, cfg config.Lingering) *Lingering {
-	return &Lingering{conn: conn, cfg: cfg}
+	return &Lingering{conn: conn, models: rotation.NewModels(conn), cfg: cfg}
 }
 
 // Name is the detector's name in findings, metrics and config.
@@ -100,7 +102,7 @@ func (rep *Readiness) setVerdict(remaining int, succeeded bool, k *rotation.Key)
 // revoked is critical (refused attempts are no finding: see remaining). Rotations without a
 // deadline are left to Readiness.
 func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
-	m, err := rotation.Load(ctx, d.conn)
+	m, err := d.models.Load(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +156,7 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 			}
 		}
 	}
-	oldUse, err := d.subCallers(ctx, old, old, now)
+	oldUse, err := d.ownCallers(ctx, old, now)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +212,7 @@ func since(r *rotation.Rotation) time.Time {
 // retired or revoked, for such a key). A key that neither lifecycle events nor traffic know is
 // an ErrUnknownKey error.
 func (d *Lingering) Readiness(ctx context.Context, now time.Time, keyID string) (Readiness, error) {
-	m, err := rotation.Load(ctx, d.conn)
+	m, err := d.models.Load(ctx)
 	if err != nil {
 		return Readiness{}, fmt.Errorf("detect: readiness of %s: %w", keyID, err)
 	}
@@ -270,7 +272,7 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 		from, within = k.Updated, fmt.Sprintf("since it was %s %s ago", k.State, Span(now.Sub(k.Updated)))
 	}
 	window := map[string]time.Time{keyID: from}
-	u, err := d.subCallers(ctx, window, window, now)
+	u, err := d.ownCallers(ctx, window, now)
 	if err != nil {
 		return Readiness{}, err
 	}

@@ -36,15 +36,35 @@ func (u *subUse) add(v subUse) {
 // keyUse is each key's sub-callers with their traffic since the key's window start.
 type keyUse map[string]map[callerID]subUse
 
-// selectSubCallers reads who called each key since its window start, per sub-caller (client, IP,
-// user agent), of the sub-callers that called an old key since its own window start: the keys,
-// the earliest window start (unix milliseconds, as every time is bound; prunes partitions), the keys again with each one's
-// own window start, then the same three for the old keys, and now (hours after it are not read).
-// Windows start at the top of the hour of their start (the rollup's granularity), so counts may
-// include up to an hour before it; first_seen, last_seen and last_ok are to the second, which is
-// what is judged. IPv4
-// addresses are shown without their ::ffff: prefix. A granule holds the rows of many keys, so
-// key_id IN prunes little: the query reads about every row since the earliest window start.
+// selectOwnCallers reads who called each key since its window start, per sub-caller (client, IP,
+// user agent): the keys, the earliest window start (unix milliseconds, as every time is bound;
+// prunes partitions), the keys again with each one's own window start, and now (hours after it
+// are not read). Windows start at the top of the hour of their start (the rollup's granularity),
+// so counts may include up to an hour before it; first_seen, last_seen and last_ok are to the
+// second, which is what is judged. IPv4 addresses are shown without their ::ffff: prefix. A key's
+// rows are together in the rollup (key_id leads its primary key, partitions are monthly), so the
+// query reads the keys' rows of the months since the earliest start.
+const selectOwnCallers = `
+SELECT
+    key_id,
+    client_id,
+    replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
+    user_agent,
+    sum(requests),
+    sum(failures),
+    min(first_seen),
+    max(last_seen),
+    max(last_ok)
+FROM key_caller_hours
+WHERE key_id IN ?
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
+  AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+GROUP BY key_id, client_id, ip, user_agent`
+
+// selectSubCallers is selectOwnCallers for the sub-callers that called an old key since its own
+// window start: the keys, their earliest start, the keys with their starts, then the same three
+// for the old keys, and now.
 const selectSubCallers = `
 SELECT
     key_id,
@@ -167,25 +187,37 @@ func windowArgs(from map[string]time.Time) (keys []string, earliest int64, start
 	return keys, earliest, starts
 }
 
+// ownCallers reads the sub-callers of each key of keys since its window start.
+func (d *Lingering) ownCallers(ctx context.Context, keys map[string]time.Time, now time.Time) (keyUse, error) {
+	ks, earliest, starts := windowArgs(keys)
+	return d.readUse(ctx, selectOwnCallers, len(ks), ks, earliest, ks, starts, now.UnixMilli())
+}
+
 // subCallers reads the sub-callers of each key of from since its window start, of those that
 // called a key of old since its own, in one query.
 func (d *Lingering) subCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
-	return d.readUse(ctx, selectSubCallers, from, old, now)
+	return d.readUse(ctx, selectSubCallers, len(from), fromOldArgs(from, old, now)...)
 }
 
 // successorCallers reads the callers (clients, or pairs without a client) of each key of from
 // since its window start, of those that called a key of old since its own, in one query.
 func (d *Lingering) successorCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
-	return d.readUse(ctx, selectSuccessorCallers, from, old, now)
+	return d.readUse(ctx, selectSuccessorCallers, len(from), fromOldArgs(from, old, now)...)
 }
 
-// readUse runs query, selectSubCallers or selectSuccessorCallers, and collects its rows by key.
-func (d *Lingering) readUse(ctx context.Context, query string, from, old map[string]time.Time, now time.Time) (keyUse, error) {
+// fromOldArgs are the arguments of selectSubCallers and selectSuccessorCallers.
+func fromOldArgs(from, old map[string]time.Time, now time.Time) []any {
 	keys, earliest, starts := windowArgs(from)
 	oldKeys, oldEarliest, oldStarts := windowArgs(old)
-	rows, err := d.conn.Query(ctx, query, keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.UnixMilli())
+	return []any{keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.UnixMilli()}
+}
+
+// readUse runs query (selectOwnCallers, selectSubCallers or selectSuccessorCallers) on its number
+// of keys with args, and collects its rows by key.
+func (d *Lingering) readUse(ctx context.Context, query string, keys int, args ...any) (keyUse, error) {
+	rows, err := d.conn.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", len(keys), err)
+		return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", keys, err)
 	}
 	defer rows.Close()
 	u := keyUse{}
@@ -194,7 +226,7 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 		var id callerID
 		var s subUse
 		if err := rows.Scan(&key, &id.client, &id.ip, &id.ua, &s.Requests, &s.Failures, &s.FirstSeen, &s.LastSeen, &s.LastOK); err != nil {
-			return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", len(keys), err)
+			return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", keys, err)
 		}
 		s.FirstSeen, s.LastSeen, s.LastOK = s.FirstSeen.UTC(), s.LastSeen.UTC(), s.LastOK.UTC()
 		if s.LastOK.Unix() <= 0 {
@@ -206,7 +238,7 @@ func (d *Lingering) readUse(ctx context.Context, query string, from, old map[str
 		u[key][id] = s
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", len(keys), err)
+		return nil, fmt.Errorf("read the callers of %d keys from key_caller_hours: %w", keys, err)
 	}
 	return u, nil
 }

@@ -40,18 +40,22 @@ const (
 // volume: a partner refused on each of its 6 requests an hour qualifies within the hour.
 type Spike struct {
 	conn driver.Conn
-	cfg  config.Spike
+	// models loads the rotation model (shared with the other detectors by All).
+	models *rotation.Models
+	cfg    config.Spike
 }
 
 // NewSpike returns the detector.
-func NewSpike(conn driver.Conn, cfg config.Spike) *Spike { return &Spike{conn: conn, cfg: cfg} }
+func NewSpike(conn driver.Conn, cfg config.Spike) *Spike {
+	return &Spike{conn: conn, models: rotation.NewModels(conn), cfg: cfg}
+}
 
 // Name is the detector's name in findings, metrics and config.
 func (d *Spike) Name() string { return "spike" }
 
 // Detect returns one finding per rotation and client whose failures rose after a recent step.
 func (d *Spike) Detect(ctx context.Context, now time.Time) ([]finding.Finding, error) {
-	model, err := rotation.Load(ctx, d.conn)
+	model, err := d.models.Load(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package rotation
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -59,4 +60,55 @@ func LoadAsOf(ctx context.Context, db Querier, at time.Time) (*Model, error) {
 		return nil, fmt.Errorf("rotation: read key_lifecycle_events: %w", err)
 	}
 	return Build(events), nil
+}
+
+// selectEventsVersion tells whether key_lifecycle_events changed: its rows and the sum of their
+// times, read from the ts column alone.
+const selectEventsVersion = `SELECT count(), sum(toUnixTimestamp64Milli(ts)) FROM key_lifecycle_events`
+
+// Models loads the model and keeps it while key_lifecycle_events holds the same events, so that
+// the detectors of a cycle, and the cycles between two lifecycle events, share one read of the
+// whole history. Those who load through it share the model and must not change it. The zero
+// value is not usable; NewModels makes one.
+type Models struct {
+	db      Querier
+	mu      sync.Mutex
+	version [2]int64
+	model   *Model
+}
+
+// NewModels returns a Models reading db.
+func NewModels(db Querier) *Models { return &Models{db: db} }
+
+// Load returns the model of every lifecycle event stored, reading them again only when they
+// changed since the last read.
+func (m *Models) Load(ctx context.Context) (*Model, error) {
+	rows, err := m.db.Query(ctx, selectEventsVersion)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: read the version of key_lifecycle_events: %w", err)
+	}
+	var version [2]int64
+	var n uint64
+	if rows.Next() {
+		err = rows.Scan(&n, &version[1])
+	}
+	if err == nil {
+		err = rows.Err()
+	}
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("rotation: read the version of key_lifecycle_events: %w", err)
+	}
+	version[0] = int64(n)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.model != nil && version == m.version {
+		return m.model, nil
+	}
+	model, err := Load(ctx, m.db)
+	if err != nil {
+		return nil, err
+	}
+	m.model, m.version = model, version
+	return model, nil
 }

@@ -90,7 +90,7 @@ func (s leakForbiddenSpan) args() []any {
 // last. A row lies in one hour, so the days it has requests in are those of its first and last.
 // Arguments: end, then leakForbiddenSpan.args.
 const leakSelectForbiddenHistory = `
-WITH toInt64(?) AS end_ms
+WITH toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AS end_ms
 SELECT key_id, method, route, sum(n),
     groupUniqArrayArray(arrayDistinct([
         toUInt32(intDiv(end_ms - toUnixTimestamp64Milli(first_ts) - 1, 86400000)),

@@ -14,7 +14,7 @@ import (
 const (
 	rawForbiddenHistory = `
 SELECT key_id, method, route, count(),
-    groupUniqArray(toUInt32(intDiv(toInt64(?) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
+    groupUniqArray(toUInt32(intDiv(toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
     uniqExact(toStartOfHour(ts)),
     uniqExact(` + leakScopeCaller + `, user_agent), min(ts), max(ts)
 FROM auth_events

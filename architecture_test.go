@@ -187,6 +187,7 @@ var owners = map[string]string{
 	"key_networks_1d": "ingest", "key_networks_1d_in": "ingest", "key_networks_1d_mv": "ingest", "key_networks_1d_progress_mv": "ingest",
 	"key_usage": "ingest", "key_usage_in": "ingest", "key_usage_mv": "ingest", "key_usage_progress_mv": "ingest",
 	"key_fingerprints": "ingest", "key_fingerprints_in": "ingest", "key_fingerprints_mv": "ingest", "key_fingerprints_progress_mv": "ingest",
+	"key_refusals_1h": "ingest", "key_refusals_1h_in": "ingest", "key_refusals_1h_mv": "ingest", "key_refusals_1h_progress_mv": "ingest",
 	"key_lifecycle_events": "ingest",
 	// A key's state, from its lifecycle events (rotation.Build's rules in SQL).
 	"key_lifecycle": "rotation",

@@ -47,7 +47,7 @@ func (d *Hygiene) refusals(ctx context.Context, now time.Time) (map[string]map[[
 	dayAgo := now.Add(-24 * time.Hour)
 	keys, err := queryStrings(ctx, d.conn, leakSelectForbiddenKeys, dayAgo.UnixMilli(), now.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("find keys answered forbidden since %s in key_minutes: %w", dayAgo.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("find keys answered forbidden since %s in key_refusals_1h: %w", dayAgo.Format(time.RFC3339), err)
 	}
 	if len(keys) == 0 {
 		return nil, nil

@@ -15,13 +15,16 @@ import (
 // in the window; the key's forbidden history only for those whose window holds enough requests
 // outside their scopes to be probing (leakScopeProbes), so a quiet run reads no history at all.
 
-// leakSelectForbiddenKeys finds the keys with forbidden answers in the window, from the per-minute
-// rollup (the minutes holding the window's start and now included, so that it finds every key
-// leakSelectForbiddenCalls counts). Arguments: window start, now.
+// leakSelectForbiddenKeys finds the keys with forbidden answers in the window, from the hourly
+// rollup of forbidden requests: the groups of the window's hours whose first request is before its
+// end and last at or after its start. That is every key leakSelectForbiddenCalls counts, and only
+// those unless a group's requests surround a window shorter than an hour. Arguments: window start,
+// now.
 const leakSelectForbiddenKeys = `
+WITH fromUnixTimestamp64Milli(toInt64(?), 'UTC') AS span_start, fromUnixTimestamp64Milli(toInt64(?), 'UTC') AS span_end
 SELECT DISTINCT key_id
-FROM key_minutes
-WHERE minute >= toStartOfMinute(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND minute < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden' AND key_id != ''`
+FROM key_refusals_1h
+WHERE hour >= toStartOfHour(span_start) AND hour < span_end AND last_seen >= span_start AND first_seen < span_end AND key_id != ''`
 
 // leakScopeCaller is the network part of a caller in scope probing's history, as the leak
 // detector names networks: the ASN, else the /24 (or /48 for IPv6) of the address. With the user
@@ -40,26 +43,68 @@ FROM auth_events
 WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
 GROUP BY key_id, method, route, ip, user_agent, net`
 
+// leakForbiddenRows are the given keys' forbidden requests over a span, per hour, method, route,
+// address, user agent and ASN, with their count and first and last time: the span's whole hours
+// from the hourly rollup key_refusals_1h (through its primary key: key_id, hour), the requests of
+// the partial hours at either end from the raw events (through theirs: key_id, ts), one row each.
+// Every row lies in one hour. Arguments: leakForbiddenSpan.args.
+const leakForbiddenRows = `
+    SELECT key_id, method, route, hour, ip, user_agent, asn, toUInt64(requests) AS n,
+        toDateTime64(first_seen, 3, 'UTC') AS first_ts, toDateTime64(last_seen, 3, 'UTC') AS last_ts
+    FROM key_refusals_1h
+    WHERE key_id IN ? AND hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    UNION ALL
+    SELECT key_id, method, route, toStartOfHour(toDateTime(ts, 'UTC')) AS hour, ip, user_agent, asn, toUInt64(1) AS n,
+        ts AS first_ts, ts AS last_ts
+    FROM auth_events
+    WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+        AND (ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') OR ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+        AND outcome = 'forbidden'`
+
+// leakForbiddenSpan is a span of forbidden history: from start to end, its whole hours from the
+// first hour that starts at or after start to the start of end's hour.
+type leakForbiddenSpan struct {
+	keys                 []string
+	start, end           time.Time
+	wholeFrom, wholeUpTo time.Time
+}
+
+func newLeakForbiddenSpan(keys []string, start, end time.Time) leakForbiddenSpan {
+	s := leakForbiddenSpan{keys: keys, start: start, end: end, wholeFrom: start.Truncate(time.Hour), wholeUpTo: end.Truncate(time.Hour)}
+	if s.wholeFrom.Before(start) {
+		s.wholeFrom = s.wholeFrom.Add(time.Hour)
+	}
+	return s
+}
+
+// args are leakForbiddenRows's arguments.
+func (s leakForbiddenSpan) args() []any {
+	return []any{s.keys, s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli(),
+		s.keys, s.start.UnixMilli(), s.end.UnixMilli(), s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli()}
+}
+
 // leakSelectForbiddenHistory reads the given keys' forbidden requests over a span per method and
-// route, from the raw events (through the primary key: key_id, ts): requests, the days (24 h
-// periods back from the span's end, 0 the latest), the distinct hours, the distinct callers
-// (leakScopeCaller and user agent), first and last. Arguments: end, keys, start, end.
+// route (leakForbiddenRows): requests, the days (24 h periods back from the span's end, 0 the
+// latest), the distinct hours, the distinct callers (leakScopeCaller and user agent), first and
+// last. A row lies in one hour, so the days it has requests in are those of its first and last.
+// Arguments: end, then leakForbiddenSpan.args.
 const leakSelectForbiddenHistory = `
-SELECT key_id, method, route, count(),
-    groupUniqArray(toUInt32(intDiv(toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) - toUnixTimestamp64Milli(ts) - 1, 86400000))),
-    uniqExact(toStartOfHour(ts)),
-    uniqExact(` + leakScopeCaller + `, user_agent), min(ts), max(ts)
-FROM auth_events
-WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
+WITH toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AS end_ms
+SELECT key_id, method, route, sum(n),
+    groupUniqArrayArray(arrayDistinct([
+        toUInt32(intDiv(end_ms - toUnixTimestamp64Milli(first_ts) - 1, 86400000)),
+        toUInt32(intDiv(end_ms - toUnixTimestamp64Milli(last_ts) - 1, 86400000))])),
+    uniqExact(hour),
+    uniqExact(` + leakScopeCaller + `, user_agent), min(first_ts), max(last_ts)
+FROM (` + leakForbiddenRows + `)
 GROUP BY key_id, method, route`
 
 // leakSelectForbiddenCallers reads the callers (network, user agent) of the given keys' forbidden
-// requests in their history, at most leakScopeHistoryCallers per key (busiest first). Arguments:
-// keys, history start, window start, the limit.
+// requests in their history (leakForbiddenRows), at most leakScopeHistoryCallers per key (busiest
+// first). Arguments: leakForbiddenSpan.args, the limit.
 const leakSelectForbiddenCallers = `
-SELECT key_id, ` + leakScopeCaller + ` AS net, user_agent, count() AS requests
-FROM auth_events
-WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'
+SELECT key_id, ` + leakScopeCaller + ` AS net, user_agent, sum(n) AS requests
+FROM (` + leakForbiddenRows + `)
 GROUP BY key_id, net, user_agent
 ORDER BY key_id, requests DESC, net, user_agent
 LIMIT ? BY key_id`
@@ -73,7 +118,7 @@ func (d *Leak) scopeProbes(ctx context.Context, r *leakRun) (map[string]*LeakSco
 	}
 	forbidden, err := queryStrings(ctx, d.conn, leakSelectForbiddenKeys, r.windowStart.UnixMilli(), r.now.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("find keys answered forbidden since %s in key_minutes: %w", r.windowStart.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("find keys answered forbidden since %s in key_refusals_1h: %w", r.windowStart.Format(time.RFC3339), err)
 	}
 	if len(forbidden) == 0 {
 		return nil, nil
@@ -158,9 +203,9 @@ func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, e
 	for key := range routes {
 		of(key)
 	}
-	callers, err := d.conn.Query(ctx, leakSelectForbiddenCallers, keys, start.UnixMilli(), end.UnixMilli(), leakScopeHistoryCallers)
+	callers, err := d.conn.Query(ctx, leakSelectForbiddenCallers, append(newLeakForbiddenSpan(keys, start, end).args(), leakScopeHistoryCallers)...)
 	if err != nil {
-		return nil, fmt.Errorf("read the forbidden callers of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("read the forbidden callers of %d keys from %s to %s from key_refusals_1h: %w", len(keys), start.Format(time.RFC3339), end.Format(time.RFC3339), err)
 	}
 	defer callers.Close()
 	for callers.Next() {
@@ -168,12 +213,12 @@ func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, e
 		var c leakScopeCallerID
 		var n uint64
 		if err := callers.Scan(&key, &c.net, &c.userAgent, &n); err != nil {
-			return nil, fmt.Errorf("read the forbidden callers from auth_events: %w", err)
+			return nil, fmt.Errorf("read the forbidden callers from key_refusals_1h: %w", err)
 		}
 		of(key).callers[c] = true
 	}
 	if err := callers.Err(); err != nil {
-		return nil, fmt.Errorf("read the forbidden callers from auth_events: %w", err)
+		return nil, fmt.Errorf("read the forbidden callers from key_refusals_1h: %w", err)
 	}
 	return out, nil
 }
@@ -181,9 +226,9 @@ func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, e
 // readForbiddenRoutes returns the keys' forbidden requests from start to end per method and route
 // (leakSelectForbiddenHistory): scope probing's history, and hygiene's standing refusals.
 func readForbiddenRoutes(ctx context.Context, conn driver.Conn, keys []string, start, end time.Time) (map[string]map[[2]string]leakScopeRouteHistory, error) {
-	rows, err := conn.Query(ctx, leakSelectForbiddenHistory, end.UnixMilli(), keys, start.UnixMilli(), end.UnixMilli())
+	rows, err := conn.Query(ctx, leakSelectForbiddenHistory, append([]any{end.UnixMilli()}, newLeakForbiddenSpan(keys, start, end).args()...)...)
 	if err != nil {
-		return nil, fmt.Errorf("read the forbidden requests of %d keys since %s from auth_events: %w", len(keys), start.Format(time.RFC3339), err)
+		return nil, fmt.Errorf("read the forbidden requests of %d keys from %s to %s from key_refusals_1h: %w", len(keys), start.Format(time.RFC3339), end.Format(time.RFC3339), err)
 	}
 	defer rows.Close()
 	out := map[string]map[[2]string]leakScopeRouteHistory{}
@@ -191,7 +236,7 @@ func readForbiddenRoutes(ctx context.Context, conn driver.Conn, keys []string, s
 		var key, method, route string
 		var h leakScopeRouteHistory
 		if err := rows.Scan(&key, &method, &route, &h.requests, &h.days, &h.hours, &h.callers, &h.first, &h.last); err != nil {
-			return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
+			return nil, fmt.Errorf("read the forbidden requests per route from key_refusals_1h: %w", err)
 		}
 		h.first, h.last = h.first.UTC(), h.last.UTC()
 		if out[key] == nil {
@@ -200,7 +245,7 @@ func readForbiddenRoutes(ctx context.Context, conn driver.Conn, keys []string, s
 		out[key][[2]string{method, route}] = h
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read forbidden requests from auth_events: %w", err)
+		return nil, fmt.Errorf("read the forbidden requests per route from key_refusals_1h: %w", err)
 	}
 	return out, nil
 }

@@ -26,12 +26,14 @@ const (
 	tableIndexNetworks1d
 	tableIndexIPs1h
 	tableIndexFingerprints
+	tableIndexRefusals
 	eventTables // how many
 )
 
 // eventTableNames are the tables' names, as ingest_progress names them.
 var eventTableNames = [eventTables]string{
 	tableAuthEvents, "key_minutes", "key_caller_hours", "key_usage", "key_networks_1d", "key_ips_1h", "key_fingerprints",
+	"key_refusals_1h",
 }
 
 // sampleSize is how many distinct addresses and user agents key_networks_1d keeps per row
@@ -48,6 +50,8 @@ const (
 	sample_ips, sample_uas, progress_topic, progress_partition, progress_offset)`
 	insertIPs1h        = `INSERT INTO key_ips_1h_in (key_id, hour, ips, progress_topic, progress_partition, progress_offset)`
 	insertFingerprints = `INSERT INTO key_fingerprints_in (key_fingerprint, last_key_id, last_client_id, first_seen, last_seen,
+	progress_topic, progress_partition, progress_offset)`
+	insertRefusals = `INSERT INTO key_refusals_1h_in (key_id, hour, method, route, ip, user_agent, asn, requests, first_seen, last_seen,
 	progress_topic, progress_partition, progress_offset)`
 )
 
@@ -115,6 +119,20 @@ type fingerprintAgg struct {
 	span
 }
 
+// refusalKey is a group of key_refusals_1h: a key's forbidden requests in an hour from one
+// address, user agent and ASN to one method and route.
+type refusalKey struct {
+	hour                            int64
+	keyID, method, route, userAgent string
+	ip                              netip.Addr
+	asn                             uint32
+}
+
+type refusalAgg struct {
+	requests uint64
+	span
+}
+
 // rollupRows aggregates the events of one batch into each rollup's rows. It is reused from batch
 // to batch.
 type rollupRows struct {
@@ -125,6 +143,7 @@ type rollupRows struct {
 	ipHours      map[ipHourKey][]netip.Addr
 	ipSeen       map[ipHourIP]struct{}
 	fingerprints map[string]*fingerprintAgg
+	refusals     map[refusalKey]*refusalAgg
 	// progress is, per topic and partition, the highest offset of an event each table counts.
 	progress map[progressKey]*[eventTables]int64
 }
@@ -143,7 +162,7 @@ func newRollupRows() *rollupRows {
 	return &rollupRows{
 		minutes: map[minuteKey]uint64{}, callers: map[callerKey]*callerAgg{}, usage: map[string]*usageAgg{},
 		networks: map[networkKey]*networkAgg{}, ipHours: map[ipHourKey][]netip.Addr{}, ipSeen: map[ipHourIP]struct{}{},
-		fingerprints: map[string]*fingerprintAgg{}, progress: map[progressKey]*[eventTables]int64{},
+		fingerprints: map[string]*fingerprintAgg{}, refusals: map[refusalKey]*refusalAgg{}, progress: map[progressKey]*[eventTables]int64{},
 	}
 }
 
@@ -155,6 +174,7 @@ func (r *rollupRows) reset() {
 	clear(r.ipHours)
 	clear(r.ipSeen)
 	clear(r.fingerprints)
+	clear(r.refusals)
 	clear(r.progress)
 }
 
@@ -265,6 +285,16 @@ func (r *rollupRows) addEvent(e *eventColumns, i int, stored [eventTables]int64)
 			}
 			a.add(ms)
 		}
+	}
+	if counts(tableIndexRefusals) && e.outcome[i] == outcomeCodes[OutcomeForbidden] {
+		k := refusalKey{hour, e.keyID[i], e.method[i], e.route[i], e.userAgent[i], e.ip[i], e.asn[i]}
+		a := r.refusals[k]
+		if a == nil {
+			a = &refusalAgg{span: newSpan(ms)}
+			r.refusals[k] = a
+		}
+		a.requests++
+		a.add(ms)
 	}
 }
 
@@ -445,6 +475,27 @@ func (r *rollupRows) inserts() []rollupInsert {
 		})
 		out = append(out, rollupInsert{tableIndexFingerprints, insertFingerprints, n, len(p.offset),
 			[]any{fp, keyID, clientID, first, last, p.topic, p.partition, p.offset}})
+	}
+	{
+		var keyID, method, route, userAgent []string
+		var hour []time.Time
+		var ip []netip.Addr
+		var asn []uint32
+		var requests []uint64
+		var first, last []int64
+		var p progressColumns
+		for k, a := range r.refusals {
+			keyID, hour, method, route, ip, userAgent, asn = append(keyID, k.keyID), append(hour, secs(k.hour)), append(method, k.method), append(route, k.route), append(ip, k.ip), append(userAgent, k.userAgent), append(asn, k.asn)
+			requests, first, last = append(requests, a.requests), append(first, a.first), append(last, a.last)
+			p.dataRow()
+		}
+		n := len(keyID)
+		progressOf(tableIndexRefusals, &p, func() {
+			keyID, hour, method, route, ip, userAgent, asn = append(keyID, ""), append(hour, secs(0)), append(method, ""), append(route, ""), append(ip, netip.IPv6Unspecified()), append(userAgent, ""), append(asn, 0)
+			requests, first, last = append(requests, 0), append(first, 0), append(last, 0)
+		})
+		out = append(out, rollupInsert{tableIndexRefusals, insertRefusals, n, len(p.offset),
+			[]any{keyID, hour, method, route, ip, userAgent, asn, requests, first, last, p.topic, p.partition, p.offset}})
 	}
 	return out
 }

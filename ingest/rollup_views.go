@@ -53,6 +53,12 @@ SELECT key_fingerprint, argMaxState(toString(key_id), ts) AS key_id, argMaxState
 FROM auth_events
 WHERE key_fingerprint != ''
 GROUP BY key_fingerprint`,
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_refusals_1h_from_raw_mv TO key_refusals_1h AS
+SELECT toStartOfHour(ts) AS hour, key_id, method, route, ip, user_agent, asn, count() AS requests,
+    min(ts) AS first_seen, max(ts) AS last_seen
+FROM auth_events
+WHERE outcome = 'forbidden'
+GROUP BY hour, key_id, method, route, ip, user_agent, asn`,
 }
 
 // CreateRollupViews adds to the database of conn the materialized views that fill every rollup
@@ -89,6 +95,8 @@ FROM %s.key_networks_1d GROUP BY day, key_id, network, country`},
 FROM %s.key_ips_1h GROUP BY hour, key_id`},
 	{"key_fingerprints", `SELECT key_fingerprint, argMaxMerge(key_id), argMaxMerge(client_id), min(first_seen), max(last_seen)
 FROM %s.key_fingerprints GROUP BY key_fingerprint`},
+	{"key_refusals_1h", `SELECT hour, key_id, method, route, ip, user_agent, asn, sum(requests), min(first_seen), max(last_seen)
+FROM %s.key_refusals_1h GROUP BY hour, key_id, method, route, ip, user_agent, asn`},
 }
 
 var reDatabase = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

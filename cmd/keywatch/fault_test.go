@@ -63,7 +63,7 @@ http:
 			continue
 		}
 		events[i] = fmt.Appendf(nil, `{"ts":%d,"key_id":"kid_%d","client_id":"c%d","status":%d,"ip":"198.51.100.%d","request_id":"r-%d"}`,
-			base+int64(i), i%97, i%13, []int{200, 200, 200, 401, 429}[i%5], i%250, i)
+			base+int64(i), i%97, i%13, []int{200, 200, 200, 401, 429, 200, 200, 403}[i%8], i%250, i)
 		wantValid++
 		wantSum += uint64(i)
 	}

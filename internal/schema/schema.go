@@ -299,6 +299,7 @@ func ttlClauses(r Retention) map[string]string {
 		"key_networks_1d":  fmt.Sprintf("day + toIntervalDay(%d)", r.RollupsDays),
 		"key_ips_1h":       fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
 		"key_ip_hours":     fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"key_refusals_1h":  fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
 	}
 }
 

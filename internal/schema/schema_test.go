@@ -56,7 +56,8 @@ func TestMigrateTwiceIsIdempotent(t *testing.T) {
 	}
 	want := []string{"auth_events", "key_minutes", "key_minutes_mv", "dead_letters", "detector_runs", "findings",
 		"ingest_progress", "ingest_progress_auth_events_mv", "ingest_progress_dead_letters_mv", "ingest_progress_key_lifecycle_events_mv",
-		"key_caller_hours", "key_caller_hours_in", "key_caller_hours_mv", "key_caller_hours_progress_mv", "key_lifecycle", "key_lifecycle_events", "key_usage", "key_usage_mv", "keywatch_migrations"}
+		"key_caller_hours", "key_caller_hours_in", "key_caller_hours_mv", "key_caller_hours_progress_mv", "key_lifecycle", "key_lifecycle_events", "key_usage", "key_usage_mv", "keywatch_migrations",
+		"key_refusals_1h", "key_refusals_1h_in", "key_refusals_1h_mv", "key_refusals_1h_progress_mv"}
 	for _, w := range want {
 		if !slices.Contains(tables, w) {
 			t.Fatalf("tables = %v, missing %s", tables, w)

@@ -97,7 +97,7 @@ DROP TABLE IF EXISTS key_callers_1h;
 INSERT INTO ingest_progress (table, topic, partition, max_offset)
 SELECT r.table, p.topic, p.partition, max(p.max_offset)
 FROM ingest_progress AS p
-CROSS JOIN (SELECT arrayJoin(['key_minutes', 'key_caller_hours', 'key_usage', 'key_networks_1d', 'key_ips_1h', 'key_fingerprints']) AS table) AS r
+CROSS JOIN (SELECT arrayJoin(['key_minutes', 'key_caller_hours', 'key_usage', 'key_networks_1d', 'key_ips_1h', 'key_fingerprints', 'key_refusals_1h']) AS table) AS r
 WHERE p.table = 'auth_events'
 GROUP BY r.table, p.topic, p.partition;
 
@@ -282,5 +282,65 @@ WHERE progress_offset < 0;
 CREATE MATERIALIZED VIEW IF NOT EXISTS key_fingerprints_progress_mv TO ingest_progress AS
 SELECT 'key_fingerprints' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
 FROM key_fingerprints_in
+WHERE progress_offset >= 0
+GROUP BY progress_topic, progress_partition;
+
+-- Forbidden requests per key and hour, per method, route, address, user agent and ASN: what scope
+-- probing and hygiene read as a key's history of refusals. Forbidden answers are a small part of
+-- traffic, so the table is small; first_seen and last_seen are the group's first and last request
+-- to the millisecond. Monthly partitions and a key's hours in order, so that a time range of a
+-- key's rows is a range of the primary key. Its rows are built from auth_events' forbidden events,
+-- which its progress (above) counts.
+CREATE TABLE IF NOT EXISTS key_refusals_1h
+(
+    hour       DateTime('UTC')                                     CODEC(DoubleDelta, ZSTD(1)),
+    key_id     LowCardinality(String)                              CODEC(ZSTD(1)),
+    method     LowCardinality(String)                              CODEC(ZSTD(1)),
+    route      LowCardinality(String)                              CODEC(ZSTD(1)),
+    ip         IPv6                                                CODEC(ZSTD(1)),
+    user_agent LowCardinality(String)                              CODEC(ZSTD(1)),
+    asn        UInt32                                              CODEC(ZSTD(1)),
+    requests   SimpleAggregateFunction(sum, UInt64)                CODEC(T64, ZSTD(1)),
+    first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC'))  CODEC(ZSTD(1)),
+    last_seen  SimpleAggregateFunction(max, DateTime64(3, 'UTC'))  CODEC(ZSTD(1))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (key_id, hour, method, route, ip, user_agent, asn)
+TTL hour + toIntervalDay({{.RollupsDays}})
+SETTINGS non_replicated_deduplication_window = 10000;
+
+INSERT INTO key_refusals_1h (hour, key_id, method, route, ip, user_agent, asn, requests, first_seen, last_seen)
+SELECT toStartOfHour(ts) AS hour, key_id, method, route, ip, user_agent, asn, count(), min(ts), max(ts)
+FROM auth_events
+WHERE outcome = 'forbidden'
+GROUP BY hour, key_id, method, route, ip, user_agent, asn;
+
+CREATE TABLE IF NOT EXISTS key_refusals_1h_in
+(
+    key_id             String,
+    hour               DateTime('UTC'),
+    method             String,
+    route              String,
+    ip                 IPv6,
+    user_agent         String,
+    asn                UInt32,
+    requests           UInt64,
+    first_seen         DateTime64(3, 'UTC'),
+    last_seen          DateTime64(3, 'UTC'),
+    progress_topic     String,
+    progress_partition Int32,
+    progress_offset    Int64
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_refusals_1h_mv TO key_refusals_1h AS
+SELECT hour, key_id, method, route, ip, user_agent, asn, requests, first_seen, last_seen
+FROM key_refusals_1h_in
+WHERE progress_offset < 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS key_refusals_1h_progress_mv TO ingest_progress AS
+SELECT 'key_refusals_1h' AS table, progress_topic AS topic, progress_partition AS partition, max(progress_offset) AS max_offset
+FROM key_refusals_1h_in
 WHERE progress_offset >= 0
 GROUP BY progress_topic, progress_partition;

@@ -157,6 +157,37 @@ func (c *chunk) reset(topic string, partition int) {
 	c.lifecycle, c.deadLetters = c.lifecycle[:0], c.deadLetters[:0]
 }
 
+// chunkPool keeps chunks that were stored, with their columns' capacity, for the fetchers to fill
+// again. Unlike a sync.Pool, which empties at every garbage collection, it keeps them: a chunk's
+// columns would otherwise grow anew, row by row, for most chunks. It keeps as many as two batches
+// per pipeline hold (one stored while the next is gathered), which are in memory anyway.
+type chunkPool struct {
+	free chan *chunk
+}
+
+func newChunkPool(batchMaxRows, pipelines int) chunkPool {
+	perBatch := (max(batchMaxRows, 1)+chunkMax-1)/chunkMax + 1
+	return chunkPool{free: make(chan *chunk, 2*perBatch*max(pipelines, 1))}
+}
+
+// get returns a kept chunk, or a new one when none is kept.
+func (p chunkPool) get() *chunk {
+	select {
+	case c := <-p.free:
+		return c
+	default:
+		return new(chunk)
+	}
+}
+
+// put keeps c for get, unless the pool is full.
+func (p chunkPool) put(c *chunk) {
+	select {
+	case p.free <- c:
+	default:
+	}
+}
+
 // batch is what one insert round stores: chunks in the order their partitions produced them.
 type batch struct {
 	chunks   []*chunk

@@ -43,7 +43,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 	limit := min(chunkMax, c.opts.BatchMaxRows)
 	wait := min(chunkWait, c.opts.BatchMaxWait)
 	for ctx.Err() == nil {
-		ch := c.chunks.Get().(*chunk)
+		ch := c.chunks.get()
 		ch.reset(tp.topic, tp.partition)
 		ch.stored = stored.events
 		err := c.fill(ctx, r, ch, limit, wait, stored)
@@ -51,7 +51,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 			lag.Set(float64(r.Lag()))
 			out <- ch
 		} else {
-			c.chunks.Put(ch)
+			c.chunks.put(ch)
 		}
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("fetch failed; retrying", "topic", tp.topic, "partition", tp.partition, "err", err)

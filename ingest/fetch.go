@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"time"
@@ -35,6 +36,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 	r := &partitionReader{
 		dialer: c.opts.Dialer, brokers: c.opts.Brokers, topic: tp.topic, partition: tp.partition,
 		maxBytes: max(16<<20, 2*c.opts.MaxMessageBytes), offset: tp.offset, log: c.log,
+		buf: make([]byte, 0, c.opts.MaxMessageBytes),
 	}
 	defer r.close()
 	lag := c.metrics.lag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition))
@@ -66,7 +68,7 @@ func (c *Consumer) fill(ctx context.Context, r *partitionReader, ch *chunk, limi
 	r.resume()
 	var closeAt time.Time // the chunk's deadline, once it has a message
 	for ch.messages < limit {
-		m, ok, err := r.next(ctx, closeAt)
+		m, ok, err := r.next(ctx, closeAt, ch.messages == 0)
 		if err != nil || !ok {
 			return err
 		}
@@ -96,11 +98,18 @@ type partitionReader struct {
 	hwm    int64 // the partition's end as of the last fetch; 0 before one
 	conn   *kafka.Conn
 	batch  *kafka.Batch // the fetch response being read, if any
+	// buf holds the value of the last message read, unless whole: messages up to its capacity
+	// (ingest.max_message_bytes) are read into it rather than each into a new slice.
+	buf []byte
+	// large is set when the next message did not fit buf: it is read whole.
+	large bool
 }
 
 // next returns the next message. It fetches more when the last fetch is read, unless until (zero:
-// never) has passed; it returns ok false when it did not fetch or ctx ended.
-func (r *partitionReader) next(ctx context.Context, until time.Time) (m kafka.Message, ok bool, err error) {
+// never) has passed; it returns ok false when it did not fetch or ctx ended. The message is whole
+// (its own Value, and its Time) when whole is set; otherwise only Topic, Partition, Offset and
+// Value are set, and Value is valid until the next call.
+func (r *partitionReader) next(ctx context.Context, until time.Time, whole bool) (m kafka.Message, ok bool, err error) {
 	for ctx.Err() == nil {
 		if r.batch == nil {
 			wait := fetchMaxWait
@@ -119,12 +128,31 @@ func (r *partitionReader) next(ctx context.Context, until time.Time) (m kafka.Me
 			r.batch = r.conn.ReadBatchWith(kafka.ReadBatchConfig{MinBytes: 1, MaxBytes: r.maxBytes, MaxWait: wait})
 			r.hwm = r.batch.HighWaterMark()
 		}
-		if m, err = r.batch.ReadMessage(); err == nil {
-			r.offset = m.Offset + 1
-			return m, true, nil
+		if whole || r.large {
+			if m, err = r.batch.ReadMessage(); err == nil {
+				r.offset, r.large = m.Offset+1, false
+				return m, true, nil
+			}
+		} else {
+			var n int
+			if n, err = r.batch.Read(r.buf[:0]); err == nil {
+				// A response may start before the offset asked for: skip what was read.
+				if offset := r.batch.Offset() - 1; offset >= r.offset {
+					r.offset = offset + 1
+					m = kafka.Message{Topic: r.topic, Partition: r.partition, Offset: offset, Value: r.buf[:n]}
+					return m, true, nil
+				}
+				continue
+			}
 		}
 		err = r.batch.Close() // nil at the end of the response
 		r.batch = nil
+		if errors.Is(err, io.ErrShortBuffer) {
+			// Over ingest.max_message_bytes: fetch again from it, and read it whole, for its
+			// dead letter. The connection stays as it is.
+			r.large = true
+			continue
+		}
 		if err != nil {
 			// A new leader, a broken connection, or an offset out of range (retention removed
 			// it, or the partition does not reach it yet): connect again, which finds the

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -28,7 +29,7 @@ const (
 	tableDeadLetters = "dead_letters"
 )
 
-// insertBlockRows is how many auth events an insert sends at most in one block. ClickHouse
+// insertBlockRows is how many rows an insert sends at most in one block. ClickHouse
 // squashes the blocks of one insert into one part (up to min_insert_block_size_rows, a million),
 // so the block size does not change what is stored or how it is deduplicated; it bounds the
 // memory clickhouse-go holds for the insert (the rows column by column, then encoded and then
@@ -106,6 +107,14 @@ func (c *eventColumns) columns() []any {
 		c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src, c.partition, c.offset}
 }
 
+// drop lets go of the text the columns hold, keeping their capacity.
+func (c *eventColumns) drop() {
+	for _, col := range [][]string{c.keyID, c.keyFP, c.clientID, c.asOrg, c.country, c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src} {
+		clear(col)
+	}
+	c.reset()
+}
+
 func (c *eventColumns) reset() {
 	c.ts, c.keyID, c.keyFP, c.clientID = c.ts[:0], c.keyID[:0], c.keyFP[:0], c.clientID[:0]
 	c.outcome, c.status, c.ip, c.userAgent = c.outcome[:0], c.status[:0], c.ip[:0], c.userAgent[:0]
@@ -159,15 +168,15 @@ func (c *chunk) reset(topic string, partition int) {
 
 // chunkPool keeps chunks that were stored, with their columns' capacity, for the fetchers to fill
 // again. Unlike a sync.Pool, which empties at every garbage collection, it keeps them: a chunk's
-// columns would otherwise grow anew, row by row, for most chunks. It keeps as many as two batches
-// per pipeline hold (one stored while the next is gathered), which are in memory anyway.
+// columns would otherwise grow anew, row by row, for most chunks. It keeps as many as one batch
+// per pipeline holds: the chunks of the batch just stored, for the batch being gathered.
 type chunkPool struct {
 	free chan *chunk
 }
 
 func newChunkPool(batchMaxRows, pipelines int) chunkPool {
 	perBatch := (max(batchMaxRows, 1)+chunkMax-1)/chunkMax + 1
-	return chunkPool{free: make(chan *chunk, 2*perBatch*max(pipelines, 1))}
+	return chunkPool{free: make(chan *chunk, perBatch*max(pipelines, 1))}
 }
 
 // get returns a kept chunk, or a new one when none is kept.
@@ -180,8 +189,11 @@ func (p chunkPool) get() *chunk {
 	}
 }
 
-// put keeps c for get, unless the pool is full.
+// put keeps c for get, unless the pool is full, without the messages it held.
 func (p chunkPool) put(c *chunk) {
+	c.events.drop()
+	clear(c.lifecycle)
+	clear(c.deadLetters)
 	select {
 	case p.free <- c:
 	default:
@@ -303,12 +315,7 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 			continue
 		}
 		if err := w.send(ctx, r.query, func(bt driver.Batch) error {
-			for i, col := range r.columns {
-				if err := bt.Column(i).Append(col); err != nil {
-					return fmt.Errorf("column %d: %w", i, err)
-				}
-			}
-			return nil
+			return appendInBlocks(bt, r.columns, r.total)
 		}); err != nil {
 			return fmt.Errorf("ingest: insert %d rows into %s: %w", r.rows, eventTableNames[r.table], err)
 		}
@@ -339,6 +346,28 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 			return nil
 		}); err != nil {
 			return fmt.Errorf("ingest: insert %d dead letters: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// appendInBlocks appends columns, slices of rows values each, to bt, sending them insertBlockRows
+// rows at a time but for the last block, which is left for Send.
+func appendInBlocks(bt driver.Batch, columns []any, rows int) error {
+	for from := 0; from < rows; from += insertBlockRows {
+		to := min(from+insertBlockRows, rows)
+		for i, col := range columns {
+			if from > 0 || to < rows {
+				col = reflect.ValueOf(col).Slice(from, to).Interface()
+			}
+			if err := bt.Column(i).Append(col); err != nil {
+				return fmt.Errorf("column %d: %w", i, err)
+			}
+		}
+		if to < rows {
+			if err := bt.Flush(); err != nil {
+				return fmt.Errorf("send rows %d to %d: %w", from, to, err)
+			}
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/keywatch/keywatch/ingest/mapping"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -14,6 +15,7 @@ type ChunkFiller struct {
 	ch     *chunk
 	stored storedUpTo
 	offset int64
+	texts  *mapping.Texts
 }
 
 // NewChunkFiller returns a ChunkFiller decoding auth events of topic with d, read at readAt.
@@ -22,7 +24,7 @@ func NewChunkFiller(d *Decoder, topic string, readAt time.Time) *ChunkFiller {
 	ch := new(chunk)
 	ch.reset(topic, 0)
 	ch.readAt = readAt
-	return &ChunkFiller{c: c, ch: ch, stored: nothingStored()}
+	return &ChunkFiller{c: c, ch: ch, stored: nothingStored(), texts: mapping.NewTexts()}
 }
 
 // Add decodes value into the chunk, which starts again once it holds chunkMax messages.
@@ -33,7 +35,7 @@ func (f *ChunkFiller) Add(value []byte) {
 	m := kafka.Message{Topic: f.ch.topic, Offset: f.offset, Value: value}
 	f.offset++
 	f.ch.messages++
-	f.c.decode(f.ch, &m, f.stored)
+	f.c.decode(f.ch, &m, f.stored, f.texts)
 }
 
 // StoreBatch stores values, messages 0 to len(values)-1 of partition 0 of topic, as one batch of
@@ -42,6 +44,7 @@ func (f *ChunkFiller) Add(value []byte) {
 func StoreBatch(ctx context.Context, conn driver.Conn, d *Decoder, topic string, values [][]byte, readAt time.Time) error {
 	c := NewConsumer(Options{AuthEventsTopic: topic, LifecycleTopic: topic + "-lifecycle", MaxMessageBytes: 1 << 20, Decoder: d}, conn)
 	b := &batch{}
+	texts := mapping.NewTexts()
 	for i, v := range values {
 		if i%chunkMax == 0 {
 			ch := new(chunk)
@@ -54,7 +57,7 @@ func StoreBatch(ctx context.Context, conn driver.Conn, d *Decoder, topic string,
 		ch.last = m.Offset
 		ch.messages++
 		b.messages++
-		c.decode(ch, &m, nothingStored())
+		c.decode(ch, &m, nothingStored(), texts)
 	}
 	rollups := newRollupRows()
 	rollups.addBatch(b)

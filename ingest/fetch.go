@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keywatch/keywatch/ingest/mapping"
 	"github.com/keywatch/keywatch/rotation"
 	"github.com/segmentio/kafka-go"
 
@@ -39,6 +40,9 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 		buf: make([]byte, 0, c.opts.MaxMessageBytes),
 	}
 	defer r.close()
+	// The partition's events share one string for each key id, client id, user agent, route and
+	// gateway, instead of each holding a copy while it waits to be stored (some 200 bytes).
+	texts := mapping.NewTexts()
 	lag := c.metrics.lag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition))
 	limit := min(chunkMax, c.opts.BatchMaxRows)
 	wait := min(chunkWait, c.opts.BatchMaxWait)
@@ -46,7 +50,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 		ch := c.chunks.get()
 		ch.reset(tp.topic, tp.partition)
 		ch.stored = stored.events
-		err := c.fill(ctx, r, ch, limit, wait, stored)
+		err := c.fill(ctx, r, ch, limit, wait, stored, texts)
 		if ch.messages > 0 {
 			if l, ok := r.lag(); ok {
 				lag.Set(float64(l))
@@ -64,7 +68,7 @@ func (c *Consumer) fetch(ctx context.Context, tp topicPartition, stored storedUp
 
 // fill reads into ch until it holds limit messages, wait has passed since its first message and
 // the fetched messages are read, or ctx ends.
-func (c *Consumer) fill(ctx context.Context, r *partitionReader, ch *chunk, limit int, wait time.Duration, stored storedUpTo) error {
+func (c *Consumer) fill(ctx context.Context, r *partitionReader, ch *chunk, limit int, wait time.Duration, stored storedUpTo, texts *mapping.Texts) error {
 	r.resume()
 	var closeAt time.Time // the chunk's deadline, once it has a message
 	for ch.messages < limit {
@@ -78,7 +82,7 @@ func (c *Consumer) fill(ctx context.Context, r *partitionReader, ch *chunk, limi
 		}
 		ch.last = m.Offset
 		ch.messages++
-		c.decode(ch, &m, stored)
+		c.decode(ch, &m, stored, texts)
 	}
 	return nil
 }
@@ -244,15 +248,15 @@ func (r *partitionReader) close() {
 }
 
 // decode turns m into an event, a lifecycle event or a dead letter of ch, unless an earlier run
-// already stored it.
-func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo) {
+// already stored it. Events share texts' strings.
+func (c *Consumer) decode(ch *chunk, m *kafka.Message, stored storedUpTo, texts *mapping.Texts) {
 	var err error
 	switch {
 	case len(m.Value) > c.opts.MaxMessageBytes:
 		err = decodeErr(ReasonTooLarge, "%d bytes is over ingest.max_message_bytes (%d)", len(m.Value), c.opts.MaxMessageBytes)
 	case m.Topic == c.opts.AuthEventsTopic:
 		var ev Event
-		if ev, err = c.opts.Decoder.Event(m.Value, ch.readAt); err == nil {
+		if ev, err = c.opts.Decoder.event(m.Value, ch.readAt, texts); err == nil {
 			if m.Offset <= stored.eventsInAll() {
 				ch.skipped++
 				return

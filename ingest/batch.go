@@ -29,13 +29,18 @@ const (
 	tableDeadLetters = "dead_letters"
 )
 
-// insertBlockRows is how many rows an insert sends at most in one block. ClickHouse
-// squashes the blocks of one insert into one part (up to min_insert_block_size_rows, a million),
-// so the block size does not change what is stored or how it is deduplicated; it bounds the
-// memory clickhouse-go holds for the insert (the rows column by column, then encoded and then
-// compressed) to a few megabytes instead of the whole batch, and its column buffers are reused
-// from block to block instead of growing with the batch.
+// insertBlockRows is how many rows an insert sends at most in one block. ClickHouse squashes the
+// blocks of one insert into one part (see squashRows), so the block size does not change what is
+// stored or how it is deduplicated; it bounds the memory clickhouse-go holds for the insert (the
+// rows column by column, then encoded and then compressed) to a few megabytes instead of the whole
+// batch, and its column buffers are reused from block to block instead of growing with the batch.
 const insertBlockRows = 8192
+
+// squashRows is the min_insert_block_size_rows of every insert, with min_insert_block_size_bytes
+// 0: ClickHouse squashes an insert's blocks until they hold this many rows, more than a batch or
+// a rollup of it holds (ingest.batch_max_rows is at most a million, and a batch ends within a
+// chunk of it), so that each insert is one part, atomic, as the delivery guarantee needs.
+const squashRows = 2_000_000
 
 // outcomeCodes are auth_events.outcome's Enum8 values.
 var outcomeCodes = map[Outcome]int8{
@@ -279,6 +284,8 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 		// clickhouse-go builds them through reflection and an interface-keyed map, at about 1 s
 		// of keywatch's CPU per million events over the nine such columns of auth_events alone.
 		"low_cardinality_allow_in_native_format": 0,
+		"min_insert_block_size_rows":             squashRows,
+		"min_insert_block_size_bytes":            0,
 	}))
 	var events []*eventColumns
 	n := 0

@@ -34,7 +34,7 @@ const (
 // stored or how it is deduplicated; it bounds the memory clickhouse-go holds for the insert (the
 // rows column by column, then encoded and then compressed) to a few megabytes instead of the whole
 // batch, and its column buffers are reused from block to block instead of growing with the batch.
-const insertBlockRows = 8192
+const insertBlockRows = 4096
 
 // squashRows is the min_insert_block_size_rows of every insert, with min_insert_block_size_bytes
 // 0: ClickHouse squashes an insert's blocks until they hold this many rows, more than a batch or

@@ -162,8 +162,9 @@ type Texts struct {
 }
 
 // maxTexts bounds a Texts: when full, it starts again empty. A few thousand values cover the keys,
-// clients, user agents, routes and gateways of most deployments' busy traffic, at some hundred
-// kilobytes.
+// clients, user agents, routes and gateways of most deployments' busy traffic, in about a
+// megabyte at most (a value keeps the text of the message it was first read from, a few hundred
+// bytes).
 const maxTexts = 4096
 
 // NewTexts returns an empty Texts.

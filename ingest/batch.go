@@ -112,16 +112,6 @@ func (c *eventColumns) columns() []any {
 		c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src, c.partition, c.offset}
 }
 
-// grow makes room for n more rows in every column.
-func (c *eventColumns) grow(n int) {
-	c.ts, c.keyID, c.keyFP, c.clientID = slices.Grow(c.ts, n), slices.Grow(c.keyID, n), slices.Grow(c.keyFP, n), slices.Grow(c.clientID, n)
-	c.outcome, c.status, c.ip = slices.Grow(c.outcome, n), slices.Grow(c.status, n), slices.Grow(c.ip, n)
-	c.asn, c.asOrg, c.country = slices.Grow(c.asn, n), slices.Grow(c.asOrg, n), slices.Grow(c.country, n)
-	c.userAgent, c.method, c.route = slices.Grow(c.userAgent, n), slices.Grow(c.method, n), slices.Grow(c.route, n)
-	c.requestID, c.gateway, c.src = slices.Grow(c.requestID, n), slices.Grow(c.gateway, n), slices.Grow(c.src, n)
-	c.partition, c.offset = slices.Grow(c.partition, n), slices.Grow(c.offset, n)
-}
-
 // drop lets go of the text the columns hold, keeping their capacity.
 func (c *eventColumns) drop() {
 	for _, col := range [][]string{c.keyID, c.keyFP, c.clientID, c.asOrg, c.country, c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src} {
@@ -183,17 +173,15 @@ func (c *chunk) reset(topic string, partition int) {
 
 // chunkPool keeps chunks that were stored, with their columns' capacity, for the fetchers to fill
 // again. Unlike a sync.Pool, which empties at every garbage collection, it keeps them: a chunk's
-// columns, half a megabyte, would otherwise be allocated anew for most chunks. It keeps as many as
-// a pipeline's two batches hold (one stored while the next is gathered): no more than are in use
-// when most are.
+// columns would otherwise grow anew, row by row, for most chunks. It keeps as many as one batch
+// per pipeline holds: the chunks of the batch just stored, for the batch being gathered.
 type chunkPool struct {
 	free chan *chunk
-	rows int // a chunk's most messages: its columns' capacity
 }
 
 func newChunkPool(batchMaxRows, pipelines int) chunkPool {
 	perBatch := (max(batchMaxRows, 1)+chunkMax-1)/chunkMax + 1
-	return chunkPool{free: make(chan *chunk, 2*perBatch*max(pipelines, 1)), rows: min(chunkMax, max(batchMaxRows, 1))}
+	return chunkPool{free: make(chan *chunk, perBatch*max(pipelines, 1))}
 }
 
 // get returns a kept chunk, or a new one when none is kept.
@@ -202,9 +190,7 @@ func (p chunkPool) get() *chunk {
 	case c := <-p.free:
 		return c
 	default:
-		c := new(chunk)
-		c.events.grow(p.rows)
-		return c
+		return new(chunk)
 	}
 }
 

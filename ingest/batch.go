@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -27,6 +28,19 @@ const (
 	tableLifecycle   = "key_lifecycle_events"
 	tableDeadLetters = "dead_letters"
 )
+
+// insertBlockRows is how many rows an insert sends at most in one block. ClickHouse squashes the
+// blocks of one insert into one part (see squashRows), so the block size does not change what is
+// stored or how it is deduplicated; it bounds the memory clickhouse-go holds for the insert (the
+// rows column by column, then encoded and then compressed) to a few megabytes instead of the whole
+// batch, and its column buffers are reused from block to block instead of growing with the batch.
+const insertBlockRows = 4096
+
+// squashRows is the min_insert_block_size_rows of every insert, with min_insert_block_size_bytes
+// 0: ClickHouse squashes an insert's blocks until they hold this many rows, more than a batch or
+// a rollup of it holds (ingest.batch_max_rows is at most a million, and a batch ends within a
+// chunk of it), so that each insert is one part, atomic, as the delivery guarantee needs.
+const squashRows = 2_000_000
 
 // outcomeCodes are auth_events.outcome's Enum8 values.
 var outcomeCodes = map[Outcome]int8{
@@ -98,6 +112,14 @@ func (c *eventColumns) columns() []any {
 		c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src, c.partition, c.offset}
 }
 
+// drop lets go of the text the columns hold, keeping their capacity.
+func (c *eventColumns) drop() {
+	for _, col := range [][]string{c.keyID, c.keyFP, c.clientID, c.asOrg, c.country, c.userAgent, c.method, c.route, c.requestID, c.gateway, c.src} {
+		clear(col)
+	}
+	c.reset()
+}
+
 func (c *eventColumns) reset() {
 	c.ts, c.keyID, c.keyFP, c.clientID = c.ts[:0], c.keyID[:0], c.keyFP[:0], c.clientID[:0]
 	c.outcome, c.status, c.ip, c.userAgent = c.outcome[:0], c.status[:0], c.ip[:0], c.userAgent[:0]
@@ -147,6 +169,40 @@ func (c *chunk) reset(topic string, partition int) {
 	c.topic, c.partition, c.messages, c.skipped = topic, partition, 0, 0
 	c.events.reset()
 	c.lifecycle, c.deadLetters = c.lifecycle[:0], c.deadLetters[:0]
+}
+
+// chunkPool keeps chunks that were stored, with their columns' capacity, for the fetchers to fill
+// again. Unlike a sync.Pool, which empties at every garbage collection, it keeps them: a chunk's
+// columns would otherwise grow anew, row by row, for most chunks. It keeps as many as one batch
+// per pipeline holds: the chunks of the batch just stored, for the batch being gathered.
+type chunkPool struct {
+	free chan *chunk
+}
+
+func newChunkPool(batchMaxRows, pipelines int) chunkPool {
+	perBatch := (max(batchMaxRows, 1)+chunkMax-1)/chunkMax + 1
+	return chunkPool{free: make(chan *chunk, perBatch*max(pipelines, 1))}
+}
+
+// get returns a kept chunk, or a new one when none is kept.
+func (p chunkPool) get() *chunk {
+	select {
+	case c := <-p.free:
+		return c
+	default:
+		return new(chunk)
+	}
+}
+
+// put keeps c for get, unless the pool is full, without the messages it held.
+func (p chunkPool) put(c *chunk) {
+	c.events.drop()
+	clear(c.lifecycle)
+	clear(c.deadLetters)
+	select {
+	case p.free <- c:
+	default:
+	}
 }
 
 // batch is what one insert round stores: chunks in the order their partitions produced them.
@@ -224,6 +280,13 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"insert_deduplication_token":                         b.dedupToken(),
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
+		// LowCardinality columns travel as plain strings and ClickHouse builds their dictionaries:
+		// clickhouse-go builds them through reflection and an interface-keyed map, which cost
+		// keywatch about 0.6 s of CPU per million events over the nine such columns of
+		// auth_events alone (BenchmarkConsumer, 2026-12-06).
+		"low_cardinality_allow_in_native_format": 0,
+		"min_insert_block_size_rows":             squashRows,
+		"min_insert_block_size_bytes":            0,
 	}))
 	var events []*eventColumns
 	n := 0
@@ -244,6 +307,11 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 						return fmt.Errorf("column %d: %w", i, err)
 					}
 				}
+				if bt.Rows() >= insertBlockRows {
+					if err := bt.Flush(); err != nil {
+						return fmt.Errorf("send a block of %d rows: %w", bt.Rows(), err)
+					}
+				}
 			}
 			return nil
 		}); err != nil {
@@ -255,12 +323,7 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 			continue
 		}
 		if err := w.send(ctx, r.query, func(bt driver.Batch) error {
-			for i, col := range r.columns {
-				if err := bt.Column(i).Append(col); err != nil {
-					return fmt.Errorf("column %d: %w", i, err)
-				}
-			}
-			return nil
+			return appendInBlocks(bt, r.columns, r.total)
 		}); err != nil {
 			return fmt.Errorf("ingest: insert %d rows into %s: %w", r.rows, eventTableNames[r.table], err)
 		}
@@ -291,6 +354,28 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 			return nil
 		}); err != nil {
 			return fmt.Errorf("ingest: insert %d dead letters: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// appendInBlocks appends columns, slices of rows values each, to bt, sending them insertBlockRows
+// rows at a time but for the last block, which is left for Send.
+func appendInBlocks(bt driver.Batch, columns []any, rows int) error {
+	for from := 0; from < rows; from += insertBlockRows {
+		to := min(from+insertBlockRows, rows)
+		for i, col := range columns {
+			if from > 0 || to < rows {
+				col = reflect.ValueOf(col).Slice(from, to).Interface()
+			}
+			if err := bt.Column(i).Append(col); err != nil {
+				return fmt.Errorf("column %d: %w", i, err)
+			}
+		}
+		if to < rows {
+			if err := bt.Flush(); err != nil {
+				return fmt.Errorf("send rows %d to %d: %w", from, to, err)
+			}
 		}
 	}
 	return nil

@@ -54,7 +54,7 @@ type Consumer struct {
 	progress progressStore
 	log      *slog.Logger
 	metrics  *Metrics
-	chunks   sync.Pool
+	chunks   chunkPool
 	failing  atomic.Bool
 	assigned atomic.Bool
 	commitMu sync.Mutex // one offset commit at a time on the generation's connection
@@ -80,7 +80,7 @@ func NewConsumer(opts Options, conn driver.Conn) *Consumer {
 	return &Consumer{
 		opts: opts, writer: writer{conn: conn}, progress: progressStore{conn: conn},
 		log: opts.Logger.With("component", "ingest"), metrics: opts.Metrics,
-		chunks: sync.Pool{New: func() any { return new(chunk) }},
+		chunks: newChunkPool(opts.BatchMaxRows, opts.InsertConcurrency),
 	}
 }
 
@@ -277,7 +277,7 @@ func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chun
 				abandoned = true // keep draining; later batches must not be stored past a gap
 			}
 			for _, ch := range b.chunks {
-				c.chunks.Put(ch)
+				c.chunks.put(ch)
 			}
 		}
 	}()

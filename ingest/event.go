@@ -150,8 +150,12 @@ func (d *Decoder) DeadLetter(msg []byte, err error) DeadLetter {
 // ValidateID; the free-text fields are cut to their bounds (user agent 512 bytes, route, request
 // id and gateway 256, method 32) with control and bidi characters replaced by U+FFFD, the raw
 // key taken out of them wherever it stands, and secret query parameters out of the route.
-func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) {
-	rec, err := d.mapping.Extract(msg)
+func (d *Decoder) Event(msg []byte, now time.Time) (Event, error) { return d.event(msg, now, nil) }
+
+// event is Event, with the values of the fields that repeat from event to event shared through
+// texts (see mapping.Mapping.ExtractShared), which may be nil.
+func (d *Decoder) event(msg []byte, now time.Time, texts *mapping.Texts) (Event, error) {
+	rec, err := d.mapping.ExtractShared(msg, texts)
 	if err != nil {
 		var me *mapping.Error
 		if errors.As(err, &me) {

@@ -3,10 +3,12 @@ package mapping
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func mustCompile(t testing.TB, spec Spec) *Mapping {
@@ -484,5 +486,37 @@ func TestSecretPathsAndRawKey(t *testing.T) {
 		if got := custom.RawKey([]byte(tc.msg)); got != tc.want {
 			t.Errorf("%s: RawKey = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestExtractSharedSharesRepeatedValues: records read through one Texts are those Extract reads,
+// and hold one copy of each repeated value; values that do not repeat are their own.
+func TestExtractSharedSharesRepeatedValues(t *testing.T) {
+	spec, _ := Builtin("keywatch")
+	m := mustCompile(t, spec)
+	texts := NewTexts()
+	msg := func(i int) []byte {
+		return fmt.Appendf(nil, `{"ts":"2026-11-25T16:00:00Z","key_id":"kid_1","client_id":"acme","status":200,"user_agent":"sdk\u002f2.0","route":"/v1/prices","gateway":"edge-1","method":"BREW","request_id":"r-%d","ip":"198.51.100.7"}`, i)
+	}
+	var records []Record
+	for i := range 3 {
+		want, err := m.Extract(msg(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.ExtractShared(msg(i), texts)
+		if err != nil || got != want {
+			t.Fatalf("ExtractShared = %+v, %v; want %+v", got, err, want)
+		}
+		records = append(records, got)
+	}
+	a, b := records[1], records[2]
+	for _, f := range [][2]string{{a.KeyID, b.KeyID}, {a.ClientID, b.ClientID}, {a.UserAgent, b.UserAgent}, {a.Route, b.Route}, {a.Gateway, b.Gateway}, {a.Method, b.Method}} {
+		if unsafe.StringData(f[0]) != unsafe.StringData(f[1]) {
+			t.Errorf("%q is held twice, want once", f[0])
+		}
+	}
+	if unsafe.StringData(a.IP) == unsafe.StringData(b.IP) {
+		t.Errorf("ip %q is shared, want each record's own", a.IP)
 	}
 }

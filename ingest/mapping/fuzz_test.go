@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"unicode/utf8"
@@ -30,6 +31,10 @@ func FuzzExtract(f *testing.F) {
 		mappings = append(mappings, mustCompile(f, spec))
 		specs = append(specs, spec)
 	}
+	var texts []*Texts // kept from message to message
+	for range mappings {
+		texts = append(texts, NewTexts())
+	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		valid := json.Valid(msg)
 		var m map[string]any
@@ -44,6 +49,10 @@ func FuzzExtract(f *testing.F) {
 		}
 		for i, mp := range mappings {
 			r, err := mp.Extract(msg)
+			shared, sharedErr := mp.ExtractShared(msg, texts[i])
+			if shared != r || fmt.Sprint(sharedErr) != fmt.Sprint(err) {
+				t.Fatalf("ExtractShared = %+v, %v; Extract = %+v, %v", shared, sharedErr, r, err)
+			}
 			var e *Error
 			if err != nil && !errors.As(err, &e) {
 				t.Fatalf("Extract error %T, want *Error", err)

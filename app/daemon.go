@@ -125,6 +125,7 @@ func (d *daemon) run(ctx context.Context) error {
 		SessionTimeout:    time.Duration(cfg.Kafka.SessionTimeout),
 		BatchMaxRows:      cfg.Ingest.BatchMaxRows,
 		BatchMaxWait:      time.Duration(cfg.Ingest.BatchMaxWait),
+		RollupInterval:    time.Duration(cfg.Ingest.RollupInterval),
 		InsertConcurrency: cfg.Ingest.InsertConcurrency,
 		MaxMessageBytes:   cfg.Ingest.MaxMessageBytes,
 		Decoder:           d.decoder,

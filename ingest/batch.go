@@ -228,37 +228,66 @@ func (b *batch) rows(table string) int {
 	return n
 }
 
-// commits returns, per topic and partition, the offset to commit: one past the last it holds.
-func (b *batch) commits() map[string]map[int]int64 {
-	out := map[string]map[int]int64{}
+// partitionKey is one partition of one topic.
+type partitionKey struct {
+	topic     string
+	partition int
+}
+
+// offsetRange is the offsets [first, last] of one partition that batches hold, and the time of
+// its first message (which tells a recreated topic from the old one).
+type offsetRange struct {
+	first, last int64
+	at          time.Time
+}
+
+// offsetRanges are the offsets of each partition that one or more consecutive batches hold.
+type offsetRanges map[partitionKey]offsetRange
+
+// ranges returns the offsets b holds, per partition.
+func (b *batch) ranges() offsetRanges {
+	out := offsetRanges{}
 	for _, c := range b.chunks {
-		if out[c.topic] == nil {
-			out[c.topic] = map[int]int64{}
-		}
-		out[c.topic][c.partition] = max(out[c.topic][c.partition], c.last+1)
+		out.extend(partitionKey{c.topic, c.partition}, offsetRange{c.first, c.last, c.firstTime})
 	}
 	return out
 }
 
-// dedupToken names the batch by its offset ranges ("topic:partition:first-last@ms", sorted), so a
-// retried insert of a batch that did land is dropped by ClickHouse, materialized views included.
-func (b *batch) dedupToken() string {
-	type rng struct {
-		first, last int64
-		at          time.Time
+// extend adds r, which follows what o holds of partition k.
+func (o offsetRanges) extend(k partitionKey, r offsetRange) {
+	if have, ok := o[k]; ok {
+		have.last = max(have.last, r.last)
+		o[k] = have
+		return
 	}
-	ranges := map[string]*rng{}
-	for _, c := range b.chunks {
-		k := fmt.Sprintf("%s:%d", c.topic, c.partition)
-		if r, ok := ranges[k]; ok {
-			r.last = c.last
-			continue
+	o[k] = r
+}
+
+// add adds the ranges of later batches.
+func (o offsetRanges) add(later offsetRanges) {
+	for k, r := range later {
+		o.extend(k, r)
+	}
+}
+
+// commits returns, per topic and partition, the offset to commit: one past the last held.
+func (o offsetRanges) commits() map[string]map[int]int64 {
+	out := map[string]map[int]int64{}
+	for k, r := range o {
+		if out[k.topic] == nil {
+			out[k.topic] = map[int]int64{}
 		}
-		ranges[k] = &rng{c.first, c.last, c.firstTime}
+		out[k.topic][k.partition] = r.last + 1
 	}
-	parts := make([]string, 0, len(ranges))
-	for k, r := range ranges {
-		parts = append(parts, fmt.Sprintf("%s:%d-%d@%d", k, r.first, r.last, r.at.UnixMilli()))
+	return out
+}
+
+// token names the ranges ("topic:partition:first-last@ms", sorted), so that a retried insert of
+// what did land is dropped by ClickHouse, materialized views included.
+func (o offsetRanges) token() string {
+	parts := make([]string, 0, len(o))
+	for k, r := range o {
+		parts = append(parts, fmt.Sprintf("%s:%d:%d-%d@%d", k.topic, k.partition, r.first, r.last, r.at.UnixMilli()))
 	}
 	slices.Sort(parts)
 	tok := strings.Join(parts, ",")
@@ -269,16 +298,21 @@ func (b *batch) dedupToken() string {
 	return tok
 }
 
+// commits returns, per topic and partition, the offset to commit: one past the last b holds.
+func (b *batch) commits() map[string]map[int]int64 { return b.ranges().commits() }
+
+// dedupToken names the batch by its offset ranges (offsetRanges.token).
+func (b *batch) dedupToken() string { return b.ranges().token() }
+
 // writer stores batches in ClickHouse through the native batch API, column by column.
 type writer struct {
 	conn driver.Conn
 }
 
-// write inserts every table's part of b, the rollups' as aggregated in rollups, each insert
-// carrying the batch's deduplication token.
-func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) error {
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
-		"insert_deduplication_token":                         b.dedupToken(),
+// insertSettings are the settings of every insert, deduplicated by token.
+func insertSettings(ctx context.Context, token string) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"insert_deduplication_token":                         token,
 		"deduplicate_blocks_in_dependent_materialized_views": 1,
 		// LowCardinality columns travel as plain strings and ClickHouse builds their dictionaries:
 		// clickhouse-go builds them through reflection and an interface-keyed map, which cost
@@ -288,6 +322,12 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 		"min_insert_block_size_rows":             squashRows,
 		"min_insert_block_size_bytes":            0,
 	}))
+}
+
+// write inserts b's auth events, lifecycle events and dead letters, each insert carrying the
+// batch's deduplication token. Its events' rollups are written apart (writeRollups).
+func (w *writer) write(ctx context.Context, b *batch) error {
+	ctx = insertSettings(ctx, b.dedupToken())
 	var events []*eventColumns
 	n := 0
 	for _, c := range b.chunks {
@@ -318,16 +358,6 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 			return fmt.Errorf("ingest: insert %d auth events: %w", n, err)
 		}
 	}
-	for _, r := range rollups {
-		if r.total == 0 {
-			continue
-		}
-		if err := w.send(ctx, r.query, func(bt driver.Batch) error {
-			return appendInBlocks(bt, r.columns, r.total)
-		}); err != nil {
-			return fmt.Errorf("ingest: insert %d rows into %s: %w", r.rows, eventTableNames[r.table], err)
-		}
-	}
 	if n := b.rows(tableLifecycle); n > 0 {
 		if err := w.send(ctx, insertLifecycle, func(bt driver.Batch) error {
 			for _, c := range b.chunks {
@@ -354,6 +384,23 @@ func (w *writer) write(ctx context.Context, b *batch, rollups []rollupInsert) er
 			return nil
 		}); err != nil {
 			return fmt.Errorf("ingest: insert %d dead letters: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// writeRollups inserts the rollups' rows, each insert carrying token: that of the batches whose
+// events they aggregate.
+func (w *writer) writeRollups(ctx context.Context, token string, rollups []rollupInsert) error {
+	ctx = insertSettings(ctx, token)
+	for _, r := range rollups {
+		if r.total == 0 {
+			continue
+		}
+		if err := w.send(ctx, r.query, func(bt driver.Batch) error {
+			return appendInBlocks(bt, r.columns, r.total)
+		}); err != nil {
+			return fmt.Errorf("ingest: insert %d rows into %s: %w", r.rows, eventTableNames[r.table], err)
 		}
 	}
 	return nil

@@ -32,6 +32,10 @@ type Options struct {
 	SessionTimeout time.Duration
 	BatchMaxRows   int
 	BatchMaxWait   time.Duration
+	// RollupInterval is how often the rollups of the batches stored meanwhile are stored, and
+	// their offsets committed: each rollup insert costs ClickHouse far more than its rows, so
+	// several batches share one. 0: BatchMaxWait, every batch its own.
+	RollupInterval time.Duration
 	// InsertConcurrency is how many batches, of disjoint partitions, are stored at once.
 	InsertConcurrency int
 	MaxMessageBytes   int
@@ -270,16 +274,7 @@ func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chun
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		abandoned := false
-		rollups := newRollupRows() // reused from batch to batch of this pipeline
-		for b := range ready {
-			if !abandoned && !c.store(ctx, gen, b, rollups) {
-				abandoned = true // keep draining; later batches must not be stored past a gap
-			}
-			for _, ch := range b.chunks {
-				c.chunks.put(ch)
-			}
-		}
+		c.storeLoop(ctx, gen, ready)
 	}()
 
 	b := &batch{}
@@ -318,58 +313,149 @@ func (c *Consumer) storeBatches(ctx context.Context, gen *kafka.Generation, chun
 	<-done
 }
 
-// store writes b, retrying with capped backoff until it lands, then commits its offsets. While
-// it retries, fetching stalls on the bounded channels. After shutdown it gives up once
-// ShutdownGrace has passed, and reports false: the batch stays uncommitted.
-func (c *Consumer) store(ctx context.Context, gen *kafka.Generation, b *batch, rollups *rollupRows) bool {
-	// Stores outlive ctx by ShutdownGrace, so the last batch can land after shutdown began.
+// storeLoop stores the batches of ready as they come, and the rollups of the batches stored since
+// the last rollups every RollupInterval (and when ready closes), committing their offsets then.
+// After a batch could not be stored (shutdown), it stores the rollups of those before it and
+// drains the rest: later batches must not be stored past a gap.
+func (c *Consumer) storeLoop(ctx context.Context, gen *kafka.Generation, ready <-chan *batch) {
+	// Stores outlive ctx by ShutdownGrace, so that what is in flight can land after shutdown began.
 	storeCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(c.opts.ShutdownGrace, cancel) })
 	defer stopGrace()
-	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: backoff.Equal}.Waits()
-	first := time.Now()
-	rollups.addBatch(b) // once: every attempt inserts the same rows
-	inserts := rollups.inserts()
-	var start time.Time // of the attempt that landed
+	p := pendingRollups{rows: newRollupRows(), ranges: offsetRanges{}}
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	abandoned := false
+	flush := func() {
+		due.Stop()
+		if !abandoned && !c.storeRollups(storeCtx, gen, &p) {
+			abandoned = true
+		}
+	}
 	for {
-		start = time.Now()
-		err := c.writer.write(storeCtx, b, inserts)
+		select {
+		case b, ok := <-ready:
+			if !ok {
+				flush()
+				return
+			}
+			if !abandoned {
+				if c.store(storeCtx, b) {
+					if p.batches == 0 {
+						p.since = time.Now()
+						due.Reset(c.opts.RollupInterval)
+					}
+					p.add(b)
+				} else {
+					flush()
+					abandoned = true
+				}
+			}
+			for _, ch := range b.chunks {
+				c.chunks.put(ch)
+			}
+			if !abandoned && p.batches > 0 && time.Since(p.since) >= c.opts.RollupInterval {
+				flush()
+			}
+		case <-due.C:
+			flush()
+		}
+	}
+}
+
+// pendingRollups aggregates the events of the batches stored since the last rollups were.
+type pendingRollups struct {
+	rows     *rollupRows
+	ranges   offsetRanges
+	batches  int
+	messages int
+	since    time.Time // the first of them was stored
+}
+
+func (p *pendingRollups) add(b *batch) {
+	p.rows.addBatch(b)
+	p.ranges.add(b.ranges())
+	p.batches++
+	p.messages += b.messages
+}
+
+func (p *pendingRollups) reset() {
+	p.rows.reset()
+	p.ranges = offsetRanges{}
+	p.batches, p.messages = 0, 0
+}
+
+// retry runs write with capped backoff until it succeeds, and reports whether it did: it gives
+// up once storeCtx ends (ShutdownGrace after shutdown). While it retries, fetching stalls on the
+// bounded channels.
+func (c *Consumer) retry(storeCtx context.Context, what string, messages int, write func(context.Context) error) bool {
+	bo := backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: backoff.Equal}.Waits()
+	for {
+		start := time.Now()
+		err := write(storeCtx)
 		if err == nil {
 			c.metrics.insertTime.Observe(time.Since(start).Seconds())
-			break
+			c.failing.Store(false)
+			return true
 		}
 		c.failing.Store(true)
 		c.metrics.retries.WithLabelValues("insert").Inc()
 		wait := bo.Next()
-		c.log.Warn("store failed; fetching paused, retrying", "messages", b.messages, "retry_in", wait.Round(time.Millisecond), "err", err)
+		c.log.Warn("store failed; fetching paused, retrying", "what", what, "messages", messages, "retry_in", wait.Round(time.Millisecond), "err", err)
 		if !backoff.Sleep(storeCtx, wait) {
-			c.log.Warn("batch abandoned uncommitted at shutdown; it is read again on the next start", "messages", b.messages, "err", err)
+			c.log.Warn("abandoned uncommitted at shutdown; read again on the next start", "what", what, "messages", messages, "err", err)
 			return false
 		}
 	}
-	c.failing.Store(false)
+}
+
+// store writes b's events, lifecycle events and dead letters, and reports whether they landed;
+// its offsets are committed with the rollups of its events (storeRollups).
+func (c *Consumer) store(storeCtx context.Context, b *batch) bool {
+	start := time.Now()
+	if !c.retry(storeCtx, "batch", b.messages, func(ctx context.Context) error { return c.writer.write(ctx, b) }) {
+		return false
+	}
 	c.metrics.batchRows.Observe(float64(b.messages))
 	c.count(b)
+	c.log.Debug("batch stored", "messages", b.messages, "chunks", len(b.chunks),
+		"gather_ms", b.gathered.Sub(b.started).Milliseconds(), "store_ms", time.Since(start).Milliseconds())
+	return true
+}
+
+// storeRollups writes the rollups of the batches p holds, then commits their offsets, and reports
+// whether the rollups landed (if not, nothing of p is committed, and it is read again on the next
+// start: ingest_progress tells which tables hold what).
+func (c *Consumer) storeRollups(storeCtx context.Context, gen *kafka.Generation, p *pendingRollups) bool {
+	if p.batches == 0 {
+		return true
+	}
+	defer p.reset()
+	start := time.Now()
+	inserts, token := p.rows.inserts(), p.ranges.token() // once: every attempt inserts the same rows
+	if !c.retry(storeCtx, "rollups", p.messages, func(ctx context.Context) error { return c.writer.writeRollups(ctx, token, inserts) }) {
+		return false
+	}
 	inserted := time.Now()
 	defer func() {
-		c.log.Debug("batch stored", "messages", b.messages, "chunks", len(b.chunks),
-			"gather_ms", b.gathered.Sub(b.started).Milliseconds(), "retrying_ms", start.Sub(first).Milliseconds(),
+		c.log.Debug("rollups stored", "batches", p.batches, "messages", p.messages,
 			"insert_ms", inserted.Sub(start).Milliseconds(), "commit_ms", time.Since(inserted).Milliseconds())
 	}()
 
-	// The rows are stored: if a commit fails, the next one covers these offsets, and whoever
-	// reads them again skips them through ingest_progress.
+	// Every table holds the batches: if a commit fails, the next one covers these offsets, and
+	// whoever reads them again skips them through ingest_progress.
+	commits := p.ranges.commits()
 	for attempt := 1; ; attempt++ {
 		c.commitMu.Lock()
-		err := gen.CommitOffsets(b.commits())
+		err := gen.CommitOffsets(commits)
 		c.commitMu.Unlock()
 		if err == nil {
 			return true
 		}
 		c.metrics.retries.WithLabelValues("commit").Inc()
 		if attempt == 3 {
-			c.log.Warn("commit failed; the next batch's commit covers these offsets", "err", err)
+			c.log.Warn("commit failed; the next commit covers these offsets", "err", err)
 			return true
 		}
 		backoff.Sleep(storeCtx, backoff.Policy{Initial: 200 * time.Millisecond, Max: time.Second}.Wait(attempt))

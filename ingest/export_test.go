@@ -59,7 +59,10 @@ func StoreBatch(ctx context.Context, conn driver.Conn, d *Decoder, topic string,
 		b.messages++
 		c.decode(ch, &m, nothingStored(), texts)
 	}
+	if err := c.writer.write(ctx, b); err != nil {
+		return err
+	}
 	rollups := newRollupRows()
 	rollups.addBatch(b)
-	return c.writer.write(ctx, b, rollups.inserts())
+	return c.writer.writeRollups(ctx, b.dedupToken(), rollups.inserts())
 }

@@ -180,7 +180,6 @@ func (r *rollupRows) reset() {
 
 // addBatch aggregates the events of b's chunks, each into the rollups that do not hold it yet.
 func (r *rollupRows) addBatch(b *batch) {
-	r.reset()
 	for _, ch := range b.chunks {
 		e := &ch.events
 		for i := range e.len() {

@@ -19,6 +19,7 @@ import (
 func TestRollupsMatchTheViews(t *testing.T) {
 	e := newEnv(t, nil)
 	e.opts.BatchMaxRows = 700 // many batches, so rows of one group come from several inserts
+	e.opts.RollupInterval = 300 * time.Millisecond // and several batches share a rollup insert
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := time.Date(2026, 12, 5, 23, 58, 30, 0, time.UTC)
 	ips := []string{"198.51.100.7", "198.51.100.200", "203.0.113.9", "2001:db8:1:2::7", "2001:db8:1:ffff::1", "2001:db8:2::1", "", "10.1.2.3"}

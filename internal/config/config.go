@@ -98,6 +98,7 @@ type Ingest struct {
 	Mappings          map[string]mapping.Spec `yaml:"mappings" help:"your own log shapes: contract field -> {path, value, format, strip_port, values, absent} (YAML only)"`
 	BatchMaxRows      int                     `yaml:"batch_max_rows" help:"flush a batch at this many messages"`
 	BatchMaxWait      Duration                `yaml:"batch_max_wait" help:"flush a batch at least this often"`
+	RollupInterval    Duration                `yaml:"rollup_interval" help:"store the rollups of the batches stored meanwhile at least this often (their offsets are committed then)"`
 	InsertConcurrency int                     `yaml:"insert_concurrency" help:"batches stored at once, each of its own partitions"`
 	MaxMessageBytes   int                     `yaml:"max_message_bytes" help:"larger messages go to dead_letters"`
 	MaxEventAge       Duration                `yaml:"max_event_age" help:"older events go to dead_letters; 0s accepts any age"`
@@ -245,6 +246,7 @@ func Default() Config {
 			BatchMaxRows:      50000,
 			InsertConcurrency: 1,
 			BatchMaxWait:      Duration(time.Second),
+			RollupInterval:    Duration(2 * time.Second),
 			MaxMessageBytes:   256 << 10,
 			MaxEventAge:       Duration(30 * 24 * time.Hour),
 			MaxEventSkew:      Duration(time.Hour),
@@ -451,6 +453,9 @@ func (c *Config) validate(ingest bool) []error {
 	}
 	if c.Ingest.BatchMaxWait < Duration(10*time.Millisecond) {
 		bad("ingest.batch_max_wait", "%s: want at least 10ms", c.Ingest.BatchMaxWait)
+	}
+	if c.Ingest.RollupInterval < c.Ingest.BatchMaxWait || c.Ingest.RollupInterval > Duration(time.Minute) {
+		bad("ingest.rollup_interval", "%s: want ingest.batch_max_wait (%s) to 1m", c.Ingest.RollupInterval, c.Ingest.BatchMaxWait)
 	}
 	if c.Ingest.MaxMessageBytes < 1024 {
 		bad("ingest.max_message_bytes", "%d: want at least 1024", c.Ingest.MaxMessageBytes)

@@ -43,6 +43,7 @@ func TestLoadReportsTheFieldPath(t *testing.T) {
 		{name: "unknown field", yaml: "kafka:\n  borkers: [\"a:1\"]\n", want: "field borkers not found"},
 		{name: "bad duration", yaml: "ingest:\n  batch_max_wait: soon\n", want: `line 2: "soon": not a duration`},
 		{name: "duration too short", env: []string{"KEYWATCH_INGEST_BATCH_MAX_WAIT=1ms"}, want: "ingest.batch_max_wait: 1ms: want at least 10ms"},
+		{name: "rollups more often than batches", env: []string{"KEYWATCH_INGEST_ROLLUP_INTERVAL=500ms"}, want: "ingest.rollup_interval: 500ms: want ingest.batch_max_wait (1s) to 1m"},
 		{name: "int from env", env: []string{"KEYWATCH_INGEST_BATCH_MAX_ROWS=many"}, want: `ingest.batch_max_rows (from KEYWATCH_INGEST_BATCH_MAX_ROWS): "many": not a whole number`},
 		{name: "unknown env", env: []string{"KEYWATCH_KAFKA_BROKER=a:1"}, want: "KEYWATCH_KAFKA_BROKER: no such setting"},
 		{name: "database name", env: []string{"KEYWATCH_CLICKHOUSE_DATABASE=key-watch"}, want: `clickhouse.database: "key-watch": want letters`},

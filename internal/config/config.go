@@ -246,7 +246,7 @@ func Default() Config {
 			BatchMaxRows:      50000,
 			InsertConcurrency: 1,
 			BatchMaxWait:      Duration(time.Second),
-			RollupInterval:    Duration(2 * time.Second),
+			RollupInterval:    Duration(time.Second),
 			MaxMessageBytes:   256 << 10,
 			MaxEventAge:       Duration(30 * 24 * time.Hour),
 			MaxEventSkew:      Duration(time.Hour),

@@ -162,10 +162,10 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 	}
 	nextUse, nextCallers := keyUse{}, keyUse{}
 	if len(next) > 0 {
-		if nextUse, err = d.subCallers(ctx, next, old, now); err != nil {
+		if nextUse, err = d.subCallers(ctx, next, oldUse, now); err != nil {
 			return nil, err
 		}
-		if nextCallers, err = d.successorCallers(ctx, next, old, now); err != nil {
+		if nextCallers, err = d.successorCallers(ctx, next, oldUse, now); err != nil {
 			return nil, err
 		}
 	}

@@ -63,8 +63,8 @@ WHERE key_id IN ?
 GROUP BY key_id, client_id, ip, user_agent`
 
 // selectSubCallers is selectOwnCallers for the sub-callers that called an old key since its own
-// window start: the keys, their earliest start, the keys with their starts, then the same three
-// for the old keys, and now.
+// window start (oldSubCallers): the keys, their earliest start, the keys with their starts, and
+// now.
 const selectSubCallers = `
 SELECT
     key_id,
@@ -84,19 +84,15 @@ WHERE key_id IN ?
   AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, client_id, ip, user_agent`
 
-// oldSubCallers is the sub-callers of the old keys since their window starts (arguments: the
-// old keys, the earliest start, the old keys and each one's start). It bounds what the
-// lingering detector reads to the callers of the rotations it watches.
-const oldSubCallers = `
-    SELECT DISTINCT client_id, ip, user_agent
-    FROM key_caller_hours
-    WHERE key_id IN ?
-      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-      AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))`
+// oldSubCallers is the sub-callers of the old keys since their window starts, as selectOwnCallers
+// read them: the external table old_callers (client_id, ip as text, user_agent), so that the old
+// keys' rows are read once. It bounds what the lingering detector reads of the later keys to the
+// callers of the rotations it watches.
+const oldSubCallers = `SELECT client_id, toIPv6(ip) AS ip, user_agent FROM old_callers`
 
 // selectSuccessorCallers reads the traffic of each caller of the old keys (a client over all its
 // addresses, per user agent, or an (IP, user agent) pair without a client) with each key since
-// its window start: selectSubCallers' arguments. A client's addresses may change (a mobile app, CI
+// its window start: selectSubCallers' arguments and external table. A client's addresses may change (a mobile app, CI
 // runners, a job in a new container each run), so whether a client, or one of its user agents,
 // moved is told by all of its traffic with the later keys, not only that of the addresses it used
 // with the old one.
@@ -195,21 +191,40 @@ func (d *Lingering) ownCallers(ctx context.Context, keys map[string]time.Time, n
 
 // subCallers reads the sub-callers of each key of from since its window start, of those that
 // called a key of old since its own, in one query.
-func (d *Lingering) subCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
-	return d.readUse(ctx, selectSubCallers, len(from), fromOldArgs(from, old, now)...)
+func (d *Lingering) subCallers(ctx context.Context, from map[string]time.Time, old keyUse, now time.Time) (keyUse, error) {
+	return d.readOfOld(ctx, selectSubCallers, from, old, now)
 }
 
 // successorCallers reads the callers (clients, or pairs without a client) of each key of from
 // since its window start, of those that called a key of old since its own, in one query.
-func (d *Lingering) successorCallers(ctx context.Context, from, old map[string]time.Time, now time.Time) (keyUse, error) {
-	return d.readUse(ctx, selectSuccessorCallers, len(from), fromOldArgs(from, old, now)...)
+func (d *Lingering) successorCallers(ctx context.Context, from map[string]time.Time, old keyUse, now time.Time) (keyUse, error) {
+	return d.readOfOld(ctx, selectSuccessorCallers, from, old, now)
 }
 
-// fromOldArgs are the arguments of selectSubCallers and selectSuccessorCallers.
-func fromOldArgs(from, old map[string]time.Time, now time.Time) []any {
+// readOfOld runs query (selectSubCallers or selectSuccessorCallers) on the keys of from since
+// their window starts, for the sub-callers of old, sent as the external table old_callers.
+func (d *Lingering) readOfOld(ctx context.Context, query string, from map[string]time.Time, old keyUse, now time.Time) (keyUse, error) {
+	callers, err := ext.NewTable("old_callers", ext.Column("client_id", "String"), ext.Column("ip", "String"), ext.Column("user_agent", "String"))
+	if err != nil {
+		return nil, fmt.Errorf("make the external table of the old keys' callers: %w", err)
+	}
+	seen := map[callerID]bool{}
+	for _, subs := range old {
+		for id := range subs {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if err := callers.Append(id.client, id.ip, id.ua); err != nil {
+				return nil, fmt.Errorf("list the old keys' callers: %w", err)
+			}
+		}
+	}
+	if len(seen) == 0 {
+		return keyUse{}, nil
+	}
 	keys, earliest, starts := windowArgs(from)
-	oldKeys, oldEarliest, oldStarts := windowArgs(old)
-	return []any{keys, earliest, keys, starts, oldKeys, oldEarliest, oldKeys, oldStarts, now.UnixMilli()}
+	return d.readUse(clickhouse.Context(ctx, clickhouse.WithExternalTable(callers)), query, len(keys), keys, earliest, keys, starts, now.UnixMilli())
 }
 
 // readUse runs query (selectOwnCallers, selectSubCallers or selectSuccessorCallers) on its number

@@ -36,15 +36,15 @@ func (u *subUse) add(v subUse) {
 // keyUse is each key's sub-callers with their traffic since the key's window start.
 type keyUse map[string]map[callerID]subUse
 
-// selectOwnCallers reads who called each key since its window start, per sub-caller (client, IP,
-// user agent): the keys, the earliest window start (unix milliseconds, as every time is bound;
-// prunes partitions), the keys again with each one's own window start, and now (hours after it
-// are not read). Windows start at the top of the hour of their start (the rollup's granularity),
-// so counts may include up to an hour before it; first_seen, last_seen and last_ok are to the
-// second, which is what is judged. IPv4 addresses are shown without their ::ffff: prefix. A key's
-// rows are together in the rollup (key_id leads its primary key, partitions are monthly), so the
-// query reads the keys' rows of the months since the earliest start.
-const selectOwnCallers = `
+// subCallersSince selects who called each key since its window start, per sub-caller (client,
+// IP, user agent): the keys, the earliest window start (unix milliseconds, as every time is bound;
+// prunes partitions), the keys again with each one's own window start. Windows start at the top of
+// the hour of their start (the rollup's granularity), so counts may include up to an hour before
+// it; first_seen, last_seen and last_ok are to the second, which is what is judged. IPv4 addresses
+// are shown without their ::ffff: prefix. A key's rows are together in the rollup (key_id leads
+// its primary key, partitions are monthly), so the query reads the keys' rows of the months since
+// the earliest start.
+const subCallersSince = `
 SELECT
     key_id,
     client_id,
@@ -58,28 +58,17 @@ SELECT
 FROM key_caller_hours
 WHERE key_id IN ?
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
+  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))`
+
+// selectOwnCallers reads the sub-callers of each key since its window start (subCallersSince's
+// arguments, then now: hours after it are not read).
+const selectOwnCallers = subCallersSince + `
   AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, client_id, ip, user_agent`
 
 // selectSubCallers is selectOwnCallers for the sub-callers that called an old key since its own
-// window start (oldSubCallers): the keys, their earliest start, the keys with their starts, and
-// now.
-const selectSubCallers = `
-SELECT
-    key_id,
-    client_id,
-    replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
-    user_agent,
-    sum(requests),
-    sum(failures),
-    min(first_seen),
-    max(last_seen),
-    max(last_ok)
-FROM key_caller_hours
-WHERE key_id IN ?
-  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
+// window start (oldSubCallers), with the same arguments.
+const selectSubCallers = subCallersSince + `
   AND (client_id, ip, user_agent) IN (` + oldSubCallers + `)
   AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 GROUP BY key_id, client_id, ip, user_agent`

@@ -1,15 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/keywatch/keywatch/demo/simulate"
 )
 
 // network is one address range of the simulated traffic, with the AS and country the geo
@@ -58,47 +53,9 @@ func randomAddr(r *rand.Rand, n network) string {
 // the files keywatch's geo settings name, so that events carry networks and countries as with
 // GeoLite2 files.
 func writeGeo(dir string) (asnPath, countryPath string, err error) {
-	asnPath = filepath.Join(dir, "bench-asn.mmdb")
-	countryPath = filepath.Join(dir, "bench-country.mmdb")
-	asn := func(n network) mmdbtype.Map {
-		return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(n.asn), "autonomous_system_organization": mmdbtype.String(n.org)}
-	}
-	country := func(n network) mmdbtype.Map {
-		return mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(n.country)}}
-	}
-	if err := writeMMDB(asnPath, "GeoLite2-ASN", asn); err != nil {
-		return "", "", err
-	}
-	if err := writeMMDB(countryPath, "GeoLite2-Country", country); err != nil {
-		return "", "", err
-	}
-	return asnPath, countryPath, nil
-}
-
-func writeMMDB(path, dbType string, record func(network) mmdbtype.Map) error {
-	tree, err := mmdbwriter.New(mmdbwriter.Options{
-		DatabaseType: dbType, IPVersion: 6, RecordSize: 24,
-		IncludeReservedNetworks: true, DisableIPv4Aliasing: true,
-	})
-	if err != nil {
-		return fmt.Errorf("new %s database: %w", dbType, err)
-	}
+	var nets []simulate.Network
 	for _, n := range append(append([]network{}, homeNetworks...), foreignNetworks...) {
-		_, cidr, err := net.ParseCIDR(n.prefix.String())
-		if err != nil {
-			return fmt.Errorf("%s database: parse %s: %w", dbType, n.prefix, err)
-		}
-		if err := tree.Insert(cidr, record(n)); err != nil {
-			return fmt.Errorf("%s database: insert %s: %w", dbType, n.prefix, err)
-		}
+		nets = append(nets, simulate.Network{CIDR: n.prefix.String(), ASN: n.asn, Org: n.org, Country: n.country})
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("%s database: %w", dbType, err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s database %s: %w", dbType, path, err)
-	}
-	return f.Close()
+	return simulate.WriteNetworks(dir, "bench", nets)
 }

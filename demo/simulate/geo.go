@@ -10,17 +10,16 @@ import (
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 )
 
-// network is one address range the simulated callers use, with its AS and country.
-type network struct {
-	cidr    string
-	asn     uint32
-	org     string
-	country string
+// Network is an address range (CIDR) of simulated callers, with the AS and country the geo
+// databases give it.
+type Network struct {
+	CIDR    string
+	ASN     uint32
+	Org     string
+	Country string
 }
 
-// networks are the simulated address ranges (documentation and shared ranges), and the one the
-// leaked key is used from.
-var networks = []network{
+var networks = []Network{
 	{"203.0.113.0/24", 64500, "Example Transit", "US"},
 	{"198.51.100.0/24", 64501, "Example Hosting", "DE"},
 	{"192.0.2.0/24", 64502, "Example Broadband", "GB"},
@@ -34,24 +33,30 @@ const leakCIDR = "45.134.140.0/24"
 // WriteGeo writes MaxMind-format ASN and country databases for the simulated networks into dir,
 // so that the demo's events carry networks and countries as with GeoLite2 files.
 func WriteGeo(dir string) (asnPath, countryPath string, err error) {
-	asnPath = filepath.Join(dir, "demo-asn.mmdb")
-	countryPath = filepath.Join(dir, "demo-country.mmdb")
-	asn := func(n network) mmdbtype.Map {
-		return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(n.asn), "autonomous_system_organization": mmdbtype.String(n.org)}
+	return WriteNetworks(dir, "demo", networks)
+}
+
+// WriteNetworks writes MaxMind-format ASN and country databases of nets into dir, as
+// <name>-asn.mmdb and <name>-country.mmdb, the files keywatch's geo settings name.
+func WriteNetworks(dir, name string, nets []Network) (asnPath, countryPath string, err error) {
+	asnPath = filepath.Join(dir, name+"-asn.mmdb")
+	countryPath = filepath.Join(dir, name+"-country.mmdb")
+	asn := func(n Network) mmdbtype.Map {
+		return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(n.ASN), "autonomous_system_organization": mmdbtype.String(n.Org)}
 	}
-	country := func(n network) mmdbtype.Map {
-		return mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(n.country)}}
+	country := func(n Network) mmdbtype.Map {
+		return mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(n.Country)}}
 	}
-	if err := writeMMDB(asnPath, "GeoLite2-ASN", asn); err != nil {
+	if err := writeMMDB(asnPath, "GeoLite2-ASN", nets, asn); err != nil {
 		return "", "", err
 	}
-	if err := writeMMDB(countryPath, "GeoLite2-Country", country); err != nil {
+	if err := writeMMDB(countryPath, "GeoLite2-Country", nets, country); err != nil {
 		return "", "", err
 	}
 	return asnPath, countryPath, nil
 }
 
-func writeMMDB(path, dbType string, record func(network) mmdbtype.Map) error {
+func writeMMDB(path, dbType string, nets []Network, record func(Network) mmdbtype.Map) error {
 	tree, err := mmdbwriter.New(mmdbwriter.Options{
 		DatabaseType: dbType, IPVersion: 6, RecordSize: 24,
 		IncludeReservedNetworks: true, DisableIPv4Aliasing: true,
@@ -59,13 +64,13 @@ func writeMMDB(path, dbType string, record func(network) mmdbtype.Map) error {
 	if err != nil {
 		return fmt.Errorf("simulate: %s: %w", dbType, err)
 	}
-	for _, n := range networks {
-		_, cidr, err := net.ParseCIDR(n.cidr)
+	for _, n := range nets {
+		_, cidr, err := net.ParseCIDR(n.CIDR)
 		if err != nil {
-			return fmt.Errorf("simulate: %s: %w", n.cidr, err)
+			return fmt.Errorf("simulate: %s: %w", n.CIDR, err)
 		}
 		if err := tree.Insert(cidr, record(n)); err != nil {
-			return fmt.Errorf("simulate: %s: insert %s: %w", dbType, n.cidr, err)
+			return fmt.Errorf("simulate: %s: insert %s: %w", dbType, n.CIDR, err)
 		}
 	}
 	f, err := os.Create(path)

@@ -34,7 +34,7 @@ type Options struct {
 	BatchMaxWait   time.Duration
 	// RollupInterval is how often the rollups of the batches stored meanwhile are stored, and
 	// their offsets committed: each rollup insert costs ClickHouse far more than its rows, so
-	// several batches share one. 0: BatchMaxWait, every batch its own.
+	// several batches share one. 0: each batch has its own.
 	RollupInterval time.Duration
 	// InsertConcurrency is how many batches, of disjoint partitions, are stored at once.
 	InsertConcurrency int

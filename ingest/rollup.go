@@ -5,15 +5,16 @@ import (
 	"time"
 )
 
-// Rollups: ingest aggregates each batch's events itself and inserts the aggregated rows into the
-// rollups' input tables (migration 0020), so that ClickHouse stores each event once and a few
-// aggregated rows, instead of aggregating every event again in a view per rollup. Each insert also
-// carries one progress row per topic and partition of the batch (progress_offset >= 0: the
-// highest offset of an event the rollup now counts), which the input table's progress view records
-// in ingest_progress within the same insert.
+// Rollups: ingest aggregates the events of its batches itself and inserts the aggregated rows into
+// the rollups' input tables (migration 0020), every ingest.rollup_interval for the batches stored
+// meanwhile, so that ClickHouse stores each event once and a few aggregated rows, instead of
+// aggregating every event again in a view per rollup. Each insert also carries one progress row
+// per topic and partition of those batches (progress_offset >= 0: the highest offset of an event
+// the rollup now counts), which the input table's progress view records in ingest_progress within
+// the same insert.
 //
-// The rows are those ClickHouse's own views compute from auth_events (RollupViews): the same
-// groups, sums, minima and maxima; anyLast and the samples take the batch's order.
+// The rows are those ClickHouse's own views compute from auth_events (CreateRollupViews): the same
+// groups, sums, minima and maxima; anyLast and the samples take the order events arrive in.
 
 // eventTable indexes the tables every auth event is stored in: auth_events, then the rollups.
 type eventTable int
@@ -40,7 +41,7 @@ var eventTableNames = [eventTables]string{
 // (groupUniqArray(5) in its definition).
 const sampleSize = 5
 
-// The inserts into the input tables, in the order of each rollup's columns().
+// The inserts into the input tables, in the order of the columns inserts() builds.
 const (
 	insertMinutes     = `INSERT INTO key_minutes_in (key_id, minute, client_id, outcome, requests, progress_topic, progress_partition, progress_offset)`
 	insertCallerHours = `INSERT INTO key_caller_hours_in (key_id, hour, client_id, ip, user_agent, asn, country, requests, failures,

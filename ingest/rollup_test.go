@@ -18,7 +18,7 @@ import (
 // and mix IPv4, IPv6 and missing addresses, known and unknown networks, outcomes and raw keys.
 func TestRollupsMatchTheViews(t *testing.T) {
 	e := newEnv(t, nil)
-	e.opts.BatchMaxRows = 700 // many batches, so rows of one group come from several inserts
+	e.opts.BatchMaxRows = 700                      // many batches, so rows of one group come from several inserts
 	e.opts.RollupInterval = 300 * time.Millisecond // and several batches share a rollup insert
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := time.Date(2026, 12, 5, 23, 58, 30, 0, time.UTC)

@@ -46,7 +46,8 @@ GROUP BY key_id, method, route, ip, user_agent, net`
 // leakForbiddenRows are the given keys' forbidden requests over a span, per hour, method, route,
 // address, user agent and ASN, with their count and first and last time: the span's whole hours
 // from the hourly rollup key_refusals_1h (through its primary key: key_id, hour), the requests of
-// the partial hours at either end from the raw events (through theirs: key_id, ts), one row each.
+// the partial hours at either end from the raw events (through theirs: key_id and the two ranges
+// of ts), one row each.
 // Every row lies in one hour. Arguments: leakForbiddenSpan.args.
 const leakForbiddenRows = `
     SELECT key_id, method, route, hour, ip, user_agent, asn, toUInt64(requests) AS n,
@@ -57,8 +58,9 @@ const leakForbiddenRows = `
     SELECT key_id, method, route, toStartOfHour(toDateTime(ts, 'UTC')) AS hour, ip, user_agent, asn, toUInt64(1) AS n,
         ts AS first_ts, ts AS last_ts
     FROM auth_events
-    WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
-        AND (ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') OR ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+    WHERE key_id IN ?
+        AND (ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+             OR ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
         AND outcome = 'forbidden'`
 
 // leakForbiddenSpan is a span of forbidden history: from start to end, its whole hours from the
@@ -77,10 +79,12 @@ func newLeakForbiddenSpan(keys []string, start, end time.Time) leakForbiddenSpan
 	return s
 }
 
-// args are leakForbiddenRows's arguments.
+// args are leakForbiddenRows's arguments: the keys and the whole hours, then the keys and the
+// partial hours, [start, wholeFrom) and [wholeUpTo, end), each cut to the span (a span within one
+// hour has no whole hour, and both ranges are the span).
 func (s leakForbiddenSpan) args() []any {
 	return []any{s.keys, s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli(),
-		s.keys, s.start.UnixMilli(), s.end.UnixMilli(), s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli()}
+		s.keys, s.start.UnixMilli(), earlier(s.wholeFrom, s.end).UnixMilli(), later(s.wholeUpTo, s.start).UnixMilli(), s.end.UnixMilli()}
 }
 
 // leakSelectForbiddenHistory reads the given keys' forbidden requests over a span per method and

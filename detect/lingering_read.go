@@ -36,20 +36,14 @@ func (u *subUse) add(v subUse) {
 // keyUse is each key's sub-callers with their traffic since the key's window start.
 type keyUse map[string]map[callerID]subUse
 
-// subCallersSince selects who called each key since its window start, per sub-caller (client,
-// IP, user agent): the keys, the earliest window start (unix milliseconds, as every time is bound;
-// prunes partitions), the keys again with each one's own window start. Windows start at the top of
-// the hour of their start (the rollup's granularity), so counts may include up to an hour before
-// it; first_seen, last_seen and last_ok are to the second, which is what is judged. IPv4 addresses
-// are shown without their ::ffff: prefix. A key's rows are together in the rollup (key_id leads
-// its primary key, partitions are monthly), so the query reads the keys' rows of the months since
-// the earliest start.
-const subCallersSince = `
-SELECT
-    key_id,
-    client_id,
-    replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
-    user_agent,
+// subUseSince is a sub-caller's use of each key since its window start, subUse's columns in order,
+// from the keys' rows since then: the keys, the earliest window start (unix milliseconds, as every
+// time is bound; prunes partitions), the keys again with each one's own window start. Windows
+// start at the top of the hour of their start (the rollup's granularity), so counts may include
+// up to an hour before it; first_seen, last_seen and last_ok are to the second, which is what is
+// judged. A key's rows are together in the rollup (key_id leads its primary key, partitions are
+// monthly), so the query reads the keys' rows of the months since the earliest start.
+const subUseSince = `
     sum(requests),
     sum(failures),
     min(first_seen),
@@ -59,6 +53,16 @@ FROM key_caller_hours
 WHERE key_id IN ?
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
   AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))`
+
+// subCallersSince selects who called each key since its window start, per sub-caller (client,
+// IP, user agent), with subUseSince's arguments. IPv4 addresses are shown without their ::ffff:
+// prefix.
+const subCallersSince = `
+SELECT
+    key_id,
+    client_id,
+    replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1') AS ip_text,
+    user_agent,` + subUseSince
 
 // selectOwnCallers reads the sub-callers of each key since its window start (subCallersSince's
 // arguments, then now: hours after it are not read).
@@ -81,25 +85,16 @@ const oldSubCallers = `SELECT client_id, toIPv6(ip) AS ip, user_agent FROM old_c
 
 // selectSuccessorCallers reads the traffic of each caller of the old keys (a client over all its
 // addresses, per user agent, or an (IP, user agent) pair without a client) with each key since
-// its window start: selectSubCallers' arguments and external table. A client's addresses may change (a mobile app, CI
-// runners, a job in a new container each run), so whether a client, or one of its user agents,
-// moved is told by all of its traffic with the later keys, not only that of the addresses it used
-// with the old one.
+// its window start: selectSubCallers' arguments and external table. A client's addresses may
+// change (a mobile app, CI runners, a job in a new container each run), so whether a client, or
+// one of its user agents, moved is told by all of its traffic with the later keys, not only that
+// of the addresses it used with the old one.
 const selectSuccessorCallers = `
 SELECT
     key_id,
     client_id,
     if(client_id = '', replaceRegexpOne(IPv6NumToString(ip), '^::ffff:([0-9.]+)$', '\\1'), '') AS caller_ip,
-    user_agent,
-    sum(requests),
-    sum(failures),
-    min(first_seen),
-    max(last_seen),
-    max(last_ok)
-FROM key_caller_hours
-WHERE key_id IN ?
-  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-  AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(transform(toString(key_id), ?, ?, 0)), 'UTC'))
+    user_agent,` + subUseSince + `
   AND (client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '')) IN (
     SELECT DISTINCT client_id, if(client_id = '', ip, toIPv6('::')), if(client_id = '', user_agent, '') FROM (` + oldSubCallers + `))
   AND hour <= fromUnixTimestamp64Milli(toInt64(?), 'UTC')

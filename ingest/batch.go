@@ -298,9 +298,6 @@ func (o offsetRanges) token() string {
 	return tok
 }
 
-// commits returns, per topic and partition, the offset to commit: one past the last b holds.
-func (b *batch) commits() map[string]map[int]int64 { return b.ranges().commits() }
-
 // dedupToken names the batch by its offset ranges (offsetRanges.token).
 func (b *batch) dedupToken() string { return b.ranges().token() }
 

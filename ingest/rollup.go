@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -260,10 +261,10 @@ func (r *rollupRows) addEvent(e *eventColumns, i int, stored [eventTables]int64)
 		a.requests++
 		a.failures += failure
 		a.add(ms)
-		if len(a.sampleIPs) < sampleSize && !contains(a.sampleIPs, e.ip[i]) {
+		if len(a.sampleIPs) < sampleSize && !slices.Contains(a.sampleIPs, e.ip[i]) {
 			a.sampleIPs = append(a.sampleIPs, e.ip[i])
 		}
-		if len(a.sampleUAs) < sampleSize && !contains(a.sampleUAs, e.userAgent[i]) {
+		if len(a.sampleUAs) < sampleSize && !slices.Contains(a.sampleUAs, e.userAgent[i]) {
 			a.sampleUAs = append(a.sampleUAs, e.userAgent[i])
 		}
 	}
@@ -308,15 +309,6 @@ func networkPrefix(ip netip.Addr) netip.Addr {
 		clear(b[6:])
 	}
 	return netip.AddrFrom16(b)
-}
-
-func contains[T comparable](s []T, v T) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // floorDiv divides rounding toward negative infinity, as toStartOfMinute/Hour/Day do for times

@@ -183,6 +183,7 @@ var owners = map[string]string{
 	"ingest_progress_key_lifecycle_events_mv": "ingest",
 	"key_minutes": "ingest", "key_minutes_in": "ingest", "key_minutes_mv": "ingest", "key_minutes_progress_mv": "ingest",
 	"key_caller_hours": "ingest", "key_caller_hours_in": "ingest", "key_caller_hours_mv": "ingest", "key_caller_hours_progress_mv": "ingest",
+	"key_caller_months": "ingest", "key_caller_months_mv": "ingest",
 	"key_ips_1h": "ingest", "key_ips_1h_in": "ingest", "key_ips_1h_mv": "ingest", "key_ips_1h_progress_mv": "ingest",
 	"key_networks_1d": "ingest", "key_networks_1d_in": "ingest", "key_networks_1d_mv": "ingest", "key_networks_1d_progress_mv": "ingest",
 	"key_usage": "ingest", "key_usage_in": "ingest", "key_usage_mv": "ingest", "key_usage_progress_mv": "ingest",

@@ -140,6 +140,13 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Findin
 // chains since each started, the rhythm of the old keys' callers over the cadence lookback) and
 // judges each one's callers (see remaining), by rotation id. Only the callers of the old keys are
 // read, whatever the traffic of their successors.
+//
+// It reads in two passes, so that what it reads follows the number of callers and not how long a
+// rotation has run. The first judges every caller from key_caller_months (when each last called
+// and succeeded, and its active hours: one row per caller and month); what is judged needs no
+// more. The second reads from key_caller_hours, since(r), only the callers the first reports
+// (remaining or refused) and those with calls after now (which the months hold and the hours up
+// to now do not), and judges them again: the same answer, with the counts the findings show.
 func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation.Rotation, now time.Time) (map[string]judged, error) {
 	old, next := map[string]time.Time{}, map[string]time.Time{}
 	chains := map[string][]string{}
@@ -156,24 +163,19 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 			}
 		}
 	}
-	oldUse, err := d.ownCallers(ctx, old, now)
+	later := map[string][]string{} // each old key's later keys
+	for _, r := range rs {
+		later[r.OldKeyID] = append(later[r.OldKeyID], chains[r.ID]...)
+	}
+	first, err := d.readUses(ctx, "key_caller_months", selectRecentOwnCallers, selectRecentSubCallers, selectRecentSuccessorCallers, old, next, later, nil, now)
 	if err != nil {
 		return nil, err
-	}
-	nextUse, nextCallers := keyUse{}, keyUse{}
-	if len(next) > 0 {
-		if nextUse, err = d.subCallers(ctx, next, oldUse, now); err != nil {
-			return nil, err
-		}
-		if nextCallers, err = d.successorCallers(ctx, next, oldUse, now); err != nil {
-			return nil, err
-		}
 	}
 	// The rhythm of a caller is read on the keys of its rotation's chain, for the callers whose
 	// answer depends on it (needsRhythm).
 	need := map[callerID][]string{}
 	for _, r := range rs {
-		for id, u := range oldUse[r.OldKeyID] {
+		for id, u := range first.old[r.OldKeyID] {
 			if needsRhythm(u, since(r), now, time.Duration(d.cfg.QuietFor)) {
 				need[id] = append(need[id], append([]string{r.OldKeyID}, chains[r.ID]...)...)
 			}
@@ -184,10 +186,107 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 		return nil, err
 	}
 	out := map[string]judged{}
+	again := map[string]map[callerID]bool{} // by rotation id, the callers the second pass reads
+	candidates := map[string][]callerID{}   // by old key, their sub-callers
 	for _, r := range rs {
-		out[r.ID] = d.remaining(r, now, oldUse[r.OldKeyID], successorUse(nextUse, chains[r.ID]), withClients(successorUse(nextCallers, chains[r.ID])), cad)
+		j := first.judge(d, r, chains[r.ID], cad, now)
+		out[r.ID] = j
+		again[r.ID] = j.reported()
+		for id, u := range first.old[r.OldKeyID] {
+			if !u.LastSeen.Before(since(r)) && first.after(r.OldKeyID, id, chains[r.ID], now) {
+				again[r.ID][id.caller()] = true
+			}
+			if again[r.ID][id.caller()] {
+				candidates[r.OldKeyID] = append(candidates[r.OldKeyID], id)
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		return out, nil
+	}
+	second, err := d.readUses(ctx, "key_caller_hours", selectSubCallers, selectSubCallers, selectSuccessorCallers, old, next, later, candidates, now)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rs {
+		if len(again[r.ID]) == 0 {
+			continue
+		}
+		// Another rotation of the same old key may have chosen other callers: only r's are judged
+		// again for r.
+		mine := second
+		mine.old = keyUse{r.OldKeyID: map[callerID]subUse{}}
+		for id, u := range second.old[r.OldKeyID] {
+			if again[r.ID][id.caller()] {
+				mine.old[r.OldKeyID][id] = u
+			}
+		}
+		j := mine.judge(d, r, chains[r.ID], cad, now)
+		// Whether anything succeeded in the window: in the second pass, or with a caller it did
+		// not read again.
+		j.succeeded = j.succeeded || out[r.ID].succeededOutside(again[r.ID])
+		out[r.ID] = j
 	}
 	return out, nil
+}
+
+// uses is what one pass of judge read: each old key's sub-callers since its window start, and
+// those sub-callers' traffic with the later keys, per sub-caller (sub) and per caller (callers).
+type uses struct{ old, sub, callers keyUse }
+
+// readUses reads one pass of judge from table: the sub-callers of the keys of old since their
+// window starts with ownQuery (only those of only when it is not nil), then their traffic with
+// the later keys of each old key (later; the keys of next, since their window starts) with
+// subQuery and successorQuery.
+func (d *Lingering) readUses(ctx context.Context, table, ownQuery, subQuery, successorQuery string, old, next map[string]time.Time, later map[string][]string, only map[string][]callerID, now time.Time) (uses, error) {
+	var u uses
+	var err error
+	if only == nil {
+		u.old, err = d.ownCallers(ctx, table, ownQuery, old, now)
+	} else {
+		u.old, err = d.readOfOld(ctx, table, ownQuery, old, only, now)
+	}
+	if err != nil {
+		return u, err
+	}
+	onLater := map[string][]callerID{}
+	for oldKey, subs := range u.old {
+		for _, k := range later[oldKey] {
+			for id := range subs {
+				onLater[k] = append(onLater[k], id)
+			}
+		}
+	}
+	if u.sub, err = d.readOfOld(ctx, table, subQuery, next, onLater, now); err != nil {
+		return u, err
+	}
+	if u.callers, err = d.readOfOld(ctx, table, successorQuery, next, onLater, now); err != nil {
+		return u, err
+	}
+	return u, nil
+}
+
+// judge judges r's callers from u (see remaining); chain is the later keys of r's chain.
+func (u uses) judge(d *Lingering, r *rotation.Rotation, chain []string, cad map[callerID]cadence, now time.Time) judged {
+	return d.remaining(r, now, u.old[r.OldKeyID], successorUse(u.sub, chain), withClients(successorUse(u.callers, chain)), cad)
+}
+
+// after reports whether the sub-caller id of oldKey, or its caller (a client's user agent, or the
+// sub-caller itself without a client) with the later keys chain, called after now.
+func (u uses) after(oldKey string, id callerID, chain []string, now time.Time) bool {
+	if u.old[oldKey][id].LastSeen.After(now) {
+		return true
+	}
+	caller := id
+	if id.client != "" {
+		caller.ip = ""
+	}
+	for _, k := range chain {
+		if u.sub[k][id].LastSeen.After(now) || u.callers[k][caller].LastSeen.After(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // watched reports whether r can produce findings as of now.
@@ -272,7 +371,7 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 		from, within = k.Updated, fmt.Sprintf("since it was %s %s ago", k.State, Span(now.Sub(k.Updated)))
 	}
 	window := map[string]time.Time{keyID: from}
-	u, err := d.ownCallers(ctx, window, now)
+	u, err := d.ownCallers(ctx, "key_caller_hours", selectOwnCallers, window, now)
 	if err != nil {
 		return Readiness{}, err
 	}

@@ -94,6 +94,29 @@ type judged struct {
 	remaining, refused []Caller
 	// succeeded reports whether any request of any caller succeeded in the window, remaining or not.
 	succeeded bool
+	// successful are the callers (callerID.caller()) with a request that succeeded in the window.
+	successful map[callerID]bool
+}
+
+// reported returns the callers (callerID.caller()) of j's remaining and refused.
+func (j judged) reported() map[callerID]bool {
+	out := map[callerID]bool{}
+	for _, cs := range [][]Caller{j.remaining, j.refused} {
+		for _, c := range cs {
+			out[callerID{client: c.ClientID, ip: c.IP, ua: c.UserAgent}] = true
+		}
+	}
+	return out
+}
+
+// succeededOutside reports whether a caller not in these succeeded in the window.
+func (j judged) succeededOutside(these map[callerID]bool) bool {
+	for gid := range j.successful {
+		if !these[gid] {
+			return true
+		}
+	}
+	return false
 }
 
 // remaining judges the callers of r's old key as of now. old is each sub-caller's traffic with the
@@ -115,7 +138,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 		refused, success int
 	}
 	groups := map[callerID]*group{}
-	out := judged{remaining: []Caller{}, refused: []Caller{}}
+	out := judged{remaining: []Caller{}, refused: []Caller{}, successful: map[callerID]bool{}}
 	for id, u := range old {
 		if u.LastSeen.Before(from) {
 			continue
@@ -132,7 +155,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 			continue
 		}
 		g.success++
-		out.succeeded = true
+		out.succeeded, out.successful[gid] = true, true
 		s, quiet := succ[id], now.Sub(u.LastOK)
 		moved := s.LastOK.After(u.LastOK)
 		if !needsRhythm(u, from, now, time.Duration(d.cfg.QuietFor)) {

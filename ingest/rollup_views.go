@@ -26,6 +26,12 @@ SELECT toStartOfHour(ts) AS hour, key_id, client_id, ip, user_agent, anyLast(asn
     if(countIf(outcome = 'ok') = 0, 0, toUInt16(toUnixTimestamp(maxIf(ts, outcome = 'ok')) - toUnixTimestamp(hour) + 1)) AS last_ok_s
 FROM auth_events
 GROUP BY hour, key_id, client_id, ip, user_agent`,
+	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_caller_months_from_raw_mv TO key_caller_months AS
+SELECT toStartOfMonth(ts) AS month, key_id, client_id, ip, user_agent,
+    max(toDateTime(ts, 'UTC')) AS last_seen, maxIf(toDateTime(ts, 'UTC'), outcome = 'ok') AS last_ok,
+    groupBitmapState(toUInt32(intDiv(toUnixTimestamp(ts), 3600))) AS hours
+FROM auth_events
+GROUP BY month, key_id, client_id, ip, user_agent`,
 	`CREATE MATERIALIZED VIEW IF NOT EXISTS key_usage_from_raw_mv TO key_usage AS
 SELECT key_id, anyLast(client_id) AS client_id, count() AS requests, min(ts) AS first_seen, max(ts) AS last_seen
 FROM auth_events
@@ -86,6 +92,9 @@ FROM %s.key_minutes GROUP BY minute, key_id, client_id, outcome`},
 	{"key_caller_hours", `SELECT hour, key_id, client_id, ip, user_agent, min(asn), min(country), sum(requests), sum(failures),
     min(first_seen), max(last_seen), max(last_ok)
 FROM %s.key_caller_hours GROUP BY hour, key_id, client_id, ip, user_agent`},
+	{"key_caller_months", `SELECT month, key_id, client_id, ip, user_agent, max(last_seen), max(last_ok),
+    arraySort(bitmapToArray(groupBitmapMergeState(hours)))
+FROM %s.key_caller_months GROUP BY month, key_id, client_id, ip, user_agent`},
 	{"key_usage", `SELECT key_id, sum(requests), min(first_seen), max(last_seen)
 FROM %s.key_usage GROUP BY key_id`},
 	{"key_networks_1d", `SELECT day, key_id, network, country, min(asn), min(as_org), sum(requests), sum(failures), min(first_seen),
@@ -97,6 +106,15 @@ FROM %s.key_ips_1h GROUP BY hour, key_id`},
 FROM %s.key_fingerprints GROUP BY key_fingerprint`},
 	{"key_refusals_1h", `SELECT hour, key_id, method, route, ip, user_agent, asn, sum(requests), min(first_seen), max(last_seen)
 FROM %s.key_refusals_1h GROUP BY hour, key_id, method, route, ip, user_agent, asn`},
+}
+
+// RollupTables names the rollups ingest builds from auth events.
+func RollupTables() []string {
+	var out []string
+	for _, c := range rollupCells {
+		out = append(out, c.table)
+	}
+	return out
 }
 
 var reDatabase = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

@@ -153,12 +153,3 @@ LIMIT ?`, key, since.UnixMilli(), limit)
 	}
 	return out, rows.Err()
 }
-
-// RollupTables names the rollups ingest builds from auth events.
-func RollupTables() []string {
-	var out []string
-	for t := tableIndexAuthEvents + 1; t < eventTables; t++ {
-		out = append(out, eventTableNames[t])
-	}
-	return out
-}

@@ -290,16 +290,17 @@ func migrate(ctx context.Context, cfg config.ClickHouse, db string, r Retention,
 // in system.tables.engine_full; the migrations write the same expressions.
 func ttlClauses(r Retention) map[string]string {
 	return map[string]string{
-		"auth_events":      fmt.Sprintf("toDateTime(ts) + toIntervalDay(%d)", r.AuthEventsDays),
-		"key_minutes":      fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
-		"dead_letters":     fmt.Sprintf("toDateTime(received_at) + toIntervalDay(%d)", r.DeadLettersDays),
-		"key_caller_hours": fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
-		"findings":         fmt.Sprintf("toDateTime(detected_at) + toIntervalDay(%d)", r.RollupsDays),
-		"detector_runs":    fmt.Sprintf("toDateTime(started_at) + toIntervalDay(%d)", r.RollupsDays),
-		"key_networks_1d":  fmt.Sprintf("day + toIntervalDay(%d)", r.RollupsDays),
-		"key_ips_1h":       fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
-		"key_ip_hours":     fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
-		"key_refusals_1h":  fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"auth_events":       fmt.Sprintf("toDateTime(ts) + toIntervalDay(%d)", r.AuthEventsDays),
+		"key_minutes":       fmt.Sprintf("minute + toIntervalDay(%d)", r.RollupsDays),
+		"dead_letters":      fmt.Sprintf("toDateTime(received_at) + toIntervalDay(%d)", r.DeadLettersDays),
+		"key_caller_hours":  fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"key_caller_months": fmt.Sprintf("toLastDayOfMonth(month) + toIntervalDay(%d)", r.RollupsDays),
+		"findings":          fmt.Sprintf("toDateTime(detected_at) + toIntervalDay(%d)", r.RollupsDays),
+		"detector_runs":     fmt.Sprintf("toDateTime(started_at) + toIntervalDay(%d)", r.RollupsDays),
+		"key_networks_1d":   fmt.Sprintf("day + toIntervalDay(%d)", r.RollupsDays),
+		"key_ips_1h":        fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"key_ip_hours":      fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
+		"key_refusals_1h":   fmt.Sprintf("hour + toIntervalDay(%d)", r.RollupsDays),
 	}
 }
 

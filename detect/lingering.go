@@ -115,7 +115,7 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Findin
 	if len(watched) == 0 {
 		return nil, nil
 	}
-	judgements, err := d.judge(ctx, m, watched, now)
+	judgements, err := d.judge(ctx, m, watched, now, false)
 	if err != nil {
 		return nil, err
 	}
@@ -138,16 +138,18 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Findin
 
 // judge reads the traffic of the rotations rs (their old keys since(r), the later keys of their
 // chains since each started, the rhythm of the old keys' callers over the cadence lookback) and
-// judges each one's callers (see remaining), by rotation id. Only the callers of the old keys are
-// read, whatever the traffic of their successors.
+// judges each one's callers (see remaining), by rotation id: those that remain, and when refused
+// is true (readiness lists them; findings do not) those refused on every request. Only the callers
+// of the old keys are read, whatever the traffic of their successors.
 //
 // It reads in two passes, so that what it reads follows the number of callers and not how long a
 // rotation has run. The first judges every caller from key_caller_months (when each last called
 // and succeeded, and its active hours: one row per caller and month); what is judged needs no
 // more. The second reads from key_caller_hours, since(r), only the callers the first reports
-// (remaining or refused) and those with calls after now (which the months hold and the hours up
-// to now do not), and judges them again: the same answer, with the counts the findings show.
-func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation.Rotation, now time.Time) (map[string]judged, error) {
+// (remaining, and refused when asked for) and those with calls after now (which the months hold
+// and the hours up to now do not), and judges them again: the same answer, with the counts the
+// findings show.
+func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation.Rotation, now time.Time, refused bool) (map[string]judged, error) {
 	old, next := map[string]time.Time{}, map[string]time.Time{}
 	chains := map[string][]string{}
 	for _, r := range rs {
@@ -190,6 +192,9 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 	candidates := map[string][]callerID{}   // by old key, their sub-callers
 	for _, r := range rs {
 		j := first.judge(d, r, chains[r.ID], cad, now)
+		if !refused {
+			j.refused = nil
+		}
 		out[r.ID] = j
 		again[r.ID] = j.reported()
 		for id, u := range first.old[r.OldKeyID] {
@@ -222,6 +227,9 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 			}
 		}
 		j := mine.judge(d, r, chains[r.ID], cad, now)
+		if !refused {
+			j.refused = nil
+		}
 		// Whether anything succeeded in the window: in the second pass, or with a caller it did
 		// not read again.
 		j.succeeded = j.succeeded || out[r.ID].succeededOutside(again[r.ID])
@@ -341,7 +349,7 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 			deadline := r.Deadline
 			rep.Deadline = &deadline
 		}
-		js, err := d.judge(ctx, m, []*rotation.Rotation{r}, now)
+		js, err := d.judge(ctx, m, []*rotation.Rotation{r}, now, true)
 		if err != nil {
 			return Readiness{}, err
 		}

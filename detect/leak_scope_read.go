@@ -44,16 +44,22 @@ WHERE key_id IN ? AND ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts <
 GROUP BY key_id, method, route, ip, user_agent, net`
 
 // leakForbiddenRows are the given keys' forbidden requests over a span, per hour, method, route,
-// address, user agent and ASN, with their count and first and last time: the span's whole hours
-// from the hourly rollup key_refusals_1h (through its primary key: key_id, hour), the requests of
-// the partial hours at either end from the raw events (through theirs: key_id and the two ranges
-// of ts), one row each.
-// Every row lies in one hour. Arguments: leakForbiddenSpan.args.
+// address, user agent and ASN, with their count and first and last time, from the hourly rollup
+// key_refusals_1h (through its primary key: key_id, hour): the span's whole hours as they are,
+// and in the partial hours at either end the groups whose first and last request lie inside the
+// span. The raw events are read only for the groups of a partial hour that have requests both
+// inside and outside the span (through their primary key: key_id and the two ranges of ts), one
+// row each: usually a few, where reading the partial hours of every key from the raw events reads
+// a granule of each key and day. Arguments: leakForbiddenSpan.args.
 const leakForbiddenRows = `
     SELECT key_id, method, route, hour, ip, user_agent, asn, toUInt64(requests) AS n,
         toDateTime64(first_seen, 3, 'UTC') AS first_ts, toDateTime64(last_seen, 3, 'UTC') AS last_ts
     FROM key_refusals_1h
     WHERE key_id IN ? AND hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    UNION ALL
+    SELECT key_id, method, route, hour, ip, user_agent, asn, n, first_ts, last_ts
+    FROM (` + leakForbiddenPartialGroups + `)
+    WHERE first_ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND last_ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
     UNION ALL
     SELECT key_id, method, route, toStartOfHour(toDateTime(ts, 'UTC')) AS hour, ip, user_agent, asn, toUInt64(1) AS n,
         ts AS first_ts, ts AS last_ts
@@ -61,7 +67,24 @@ const leakForbiddenRows = `
     WHERE key_id IN ?
         AND (ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
              OR ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-        AND outcome = 'forbidden'`
+        AND outcome = 'forbidden'
+        AND (key_id, toStartOfHour(toDateTime(ts, 'UTC')), method, route, ip, user_agent, asn) IN (
+            SELECT key_id, hour, method, route, ip, user_agent, asn
+            FROM (` + leakForbiddenPartialGroups + `)
+            WHERE last_ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND first_ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+              AND NOT (first_ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND last_ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')))`
+
+// leakForbiddenPartialGroups are the groups of key_refusals_1h in the hours of the two ranges at a
+// span's ends (leakForbiddenRows), merged: a group's rows may not be merged yet, and whether it
+// lies inside the span is told by all of them. Arguments: the keys and the two ranges.
+const leakForbiddenPartialGroups = `
+        SELECT key_id, method, route, hour, ip, user_agent, asn,
+            sum(requests) AS n, min(first_seen) AS first_ts, max(last_seen) AS last_ts
+        FROM key_refusals_1h
+        WHERE key_id IN ?
+            AND (hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+                 OR hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
+        GROUP BY key_id, method, route, hour, ip, user_agent, asn`
 
 // leakForbiddenSpan is a span of forbidden history: from start to end, its whole hours from the
 // first hour that starts at or after start to the start of end's hour.
@@ -79,12 +102,17 @@ func newLeakForbiddenSpan(keys []string, start, end time.Time) leakForbiddenSpan
 	return s
 }
 
-// args are leakForbiddenRows's arguments: the keys and the whole hours, then the keys and the
-// partial hours, [start, wholeFrom) and [wholeUpTo, end), each cut to the span (a span within one
+// args are leakForbiddenRows's arguments: the keys and the whole hours; the partial hours' groups
+// inside the span; the raw events of those that straddle its start or end. The partial hours are
+// two ranges, [start, wholeFrom) and [wholeUpTo, end), each cut to the span (a span within one
 // hour has no whole hour, and both ranges are the span).
 func (s leakForbiddenSpan) args() []any {
-	return []any{s.keys, s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli(),
-		s.keys, s.start.UnixMilli(), earlier(s.wholeFrom, s.end).UnixMilli(), later(s.wholeUpTo, s.start).UnixMilli(), s.end.UnixMilli()}
+	partial := []any{s.keys, s.start.UnixMilli(), earlier(s.wholeFrom, s.end).UnixMilli(), later(s.wholeUpTo, s.start).UnixMilli(), s.end.UnixMilli()}
+	span := []any{s.start.UnixMilli(), s.end.UnixMilli()}
+	args := []any{s.keys, s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli()}
+	args = append(append(args, partial...), span...)
+	args = append(append(append(args, partial...), partial...), span...)
+	return append(args, span...)
 }
 
 // leakSelectForbiddenHistory reads the given keys' forbidden requests over a span per method and

@@ -32,10 +32,11 @@ SELECT DISTINCT key_id FROM auth_events
 WHERE ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND outcome = 'forbidden'`
 )
 
-// TestForbiddenHistoryFromTheRollup: the forbidden history read from key_refusals_1h (whole hours)
-// and the raw events (the partial hours at the span's ends) equals the one read from the raw
-// events alone, per route and per caller, for spans that start and end inside hours, on hours, or
-// within one hour; and the keys found refused in a span are those the raw events hold.
+// TestForbiddenHistoryFromTheRollup: the forbidden history read from key_refusals_1h (whole hours,
+// and the groups of the partial hours at the span's ends that lie inside it) and the raw events
+// (the groups that straddle an end) equals the one read from the raw events alone, per route and
+// per caller, for spans that start and end inside hours, on hours, or within one hour; and the
+// keys found refused in a span are those the raw events hold.
 func TestForbiddenHistoryFromTheRollup(t *testing.T) {
 	s := newScenario(t)
 	rng := rand.New(rand.NewPCG(3, 4))

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -50,12 +52,14 @@ GROUP BY key_id, method, route, ip, user_agent, net`
 // span. The raw events are read only for the groups of a partial hour that have requests both
 // inside and outside the span (through their primary key: key_id and the two ranges of ts), one
 // row each: usually a few, where reading the partial hours of every key from the raw events reads
-// a granule of each key and day. Arguments: leakForbiddenSpan.args.
+// a granule of each key and day. The keys are the external table span_keys (key_id), as
+// thousands of them would not fit in a query's text (leakForbiddenSpan.context); the other
+// arguments leakForbiddenSpan.args.
 const leakForbiddenRows = `
     SELECT key_id, method, route, hour, ip, user_agent, asn, toUInt64(requests) AS n,
         toDateTime64(first_seen, 3, 'UTC') AS first_ts, toDateTime64(last_seen, 3, 'UTC') AS last_ts
     FROM key_refusals_1h
-    WHERE key_id IN ? AND hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+    WHERE key_id IN (SELECT key_id FROM span_keys) AND hour >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
     UNION ALL
     SELECT key_id, method, route, hour, ip, user_agent, asn, n, first_ts, last_ts
     FROM (` + leakForbiddenPartialGroups + `)
@@ -64,7 +68,7 @@ const leakForbiddenRows = `
     SELECT key_id, method, route, toStartOfHour(toDateTime(ts, 'UTC')) AS hour, ip, user_agent, asn, toUInt64(1) AS n,
         ts AS first_ts, ts AS last_ts
     FROM auth_events
-    WHERE key_id IN ?
+    WHERE key_id IN (SELECT key_id FROM span_keys)
         AND (ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
              OR ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
         AND outcome = 'forbidden'
@@ -76,12 +80,12 @@ const leakForbiddenRows = `
 
 // leakForbiddenPartialGroups are the groups of key_refusals_1h in the hours of the two ranges at a
 // span's ends (leakForbiddenRows), merged: a group's rows may not be merged yet, and whether it
-// lies inside the span is told by all of them. Arguments: the keys and the two ranges.
+// lies inside the span is told by all of them. Arguments: the two ranges.
 const leakForbiddenPartialGroups = `
         SELECT key_id, method, route, hour, ip, user_agent, asn,
             sum(requests) AS n, min(first_seen) AS first_ts, max(last_seen) AS last_ts
         FROM key_refusals_1h
-        WHERE key_id IN ?
+        WHERE key_id IN (SELECT key_id FROM span_keys)
             AND (hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC')
                  OR hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AND hour < fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
         GROUP BY key_id, method, route, hour, ip, user_agent, asn`
@@ -102,24 +106,39 @@ func newLeakForbiddenSpan(keys []string, start, end time.Time) leakForbiddenSpan
 	return s
 }
 
-// args are leakForbiddenRows's arguments: the keys and the whole hours; the partial hours' groups
+// args are leakForbiddenRows's arguments: the whole hours; the partial hours' groups
 // inside the span; the raw events of those that straddle its start or end. The partial hours are
 // two ranges, [start, wholeFrom) and [wholeUpTo, end), each cut to the span (a span within one
 // hour has no whole hour, and both ranges are the span).
 func (s leakForbiddenSpan) args() []any {
-	partial := []any{s.keys, s.start.UnixMilli(), earlier(s.wholeFrom, s.end).UnixMilli(), later(s.wholeUpTo, s.start).UnixMilli(), s.end.UnixMilli()}
+	partial := []any{s.start.UnixMilli(), earlier(s.wholeFrom, s.end).UnixMilli(), later(s.wholeUpTo, s.start).UnixMilli(), s.end.UnixMilli()}
 	span := []any{s.start.UnixMilli(), s.end.UnixMilli()}
-	args := []any{s.keys, s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli()}
+	args := []any{s.wholeFrom.UnixMilli(), s.wholeUpTo.UnixMilli()}
 	args = append(append(args, partial...), span...)
 	args = append(append(append(args, partial...), partial...), span...)
 	return append(args, span...)
+}
+
+// context is ctx with the span's keys as the external table span_keys, which leakForbiddenRows
+// reads.
+func (s leakForbiddenSpan) context(ctx context.Context) (context.Context, error) {
+	t, err := ext.NewTable("span_keys", ext.Column("key_id", "String"))
+	if err != nil {
+		return nil, fmt.Errorf("make the external table of %d keys: %w", len(s.keys), err)
+	}
+	for _, k := range s.keys {
+		if err := t.Append(k); err != nil {
+			return nil, fmt.Errorf("list %d keys: %w", len(s.keys), err)
+		}
+	}
+	return clickhouse.Context(ctx, clickhouse.WithExternalTable(t)), nil
 }
 
 // leakSelectForbiddenHistory reads the given keys' forbidden requests over a span per method and
 // route (leakForbiddenRows): requests, the days (24 h periods back from the span's end, 0 the
 // latest), the distinct hours, the distinct callers (leakScopeCaller and user agent), first and
 // last. A row lies in one hour, so the days it has requests in are those of its first and last.
-// Arguments: end, then leakForbiddenSpan.args.
+// Arguments: end, then leakForbiddenSpan.args (and its context).
 const leakSelectForbiddenHistory = `
 WITH toUnixTimestamp64Milli(fromUnixTimestamp64Milli(toInt64(?), 'UTC')) AS end_ms
 SELECT key_id, method, route, sum(n),
@@ -133,7 +152,7 @@ GROUP BY key_id, method, route`
 
 // leakSelectForbiddenCallers reads the callers (network, user agent) of the given keys' forbidden
 // requests in their history (leakForbiddenRows), at most leakScopeHistoryCallers per key (busiest
-// first). Arguments: leakForbiddenSpan.args, the limit.
+// first). Arguments: leakForbiddenSpan.args (and its context), the limit.
 const leakSelectForbiddenCallers = `
 SELECT key_id, ` + leakScopeCaller + ` AS net, user_agent, sum(n) AS requests
 FROM (` + leakForbiddenRows + `)
@@ -235,7 +254,12 @@ func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, e
 	for key := range routes {
 		of(key)
 	}
-	callers, err := d.conn.Query(ctx, leakSelectForbiddenCallers, append(newLeakForbiddenSpan(keys, start, end).args(), leakScopeHistoryCallers)...)
+	span := newLeakForbiddenSpan(keys, start, end)
+	spanCtx, err := span.context(ctx)
+	if err != nil {
+		return nil, err
+	}
+	callers, err := d.conn.Query(spanCtx, leakSelectForbiddenCallers, append(span.args(), leakScopeHistoryCallers)...)
 	if err != nil {
 		return nil, fmt.Errorf("read the forbidden callers of %d keys from %s to %s from key_refusals_1h: %w", len(keys), start.Format(time.RFC3339), end.Format(time.RFC3339), err)
 	}
@@ -258,7 +282,12 @@ func (d *Leak) readForbiddenHistory(ctx context.Context, keys []string, start, e
 // readForbiddenRoutes returns the keys' forbidden requests from start to end per method and route
 // (leakSelectForbiddenHistory): scope probing's history, and hygiene's standing refusals.
 func readForbiddenRoutes(ctx context.Context, conn driver.Conn, keys []string, start, end time.Time) (map[string]map[[2]string]leakScopeRouteHistory, error) {
-	rows, err := conn.Query(ctx, leakSelectForbiddenHistory, append([]any{end.UnixMilli()}, newLeakForbiddenSpan(keys, start, end).args()...)...)
+	span := newLeakForbiddenSpan(keys, start, end)
+	spanCtx, err := span.context(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(spanCtx, leakSelectForbiddenHistory, append([]any{end.UnixMilli()}, span.args()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read the forbidden requests of %d keys from %s to %s from key_refusals_1h: %w", len(keys), start.Format(time.RFC3339), end.Format(time.RFC3339), err)
 	}

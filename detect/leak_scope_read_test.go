@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -115,7 +116,7 @@ func TestForbiddenHistoryFromTheRollup(t *testing.T) {
 		}
 
 		for _, limit := range []int{2, 100} {
-			read := func(q string, args ...any) []string {
+			read := func(ctx context.Context, q string, args ...any) []string {
 				rows, err := s.conn.Query(ctx, q, args...)
 				if err != nil {
 					t.Fatal(err)
@@ -132,8 +133,13 @@ func TestForbiddenHistoryFromTheRollup(t *testing.T) {
 				}
 				return out
 			}
-			g := read(leakSelectForbiddenCallers, append(newLeakForbiddenSpan(keys, start, end).args(), limit)...)
-			w := read(rawForbiddenCallers, keys, start.UnixMilli(), end.UnixMilli(), limit)
+			span := newLeakForbiddenSpan(keys, start, end)
+			spanCtx, err := span.context(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := read(spanCtx, leakSelectForbiddenCallers, append(span.args(), limit)...)
+			w := read(ctx, rawForbiddenCallers, keys, start.UnixMilli(), end.UnixMilli(), limit)
 			if !slices.Equal(g, w) || len(w) == 0 && end.Sub(start) > 2*time.Hour {
 				t.Errorf("%s: callers (at most %d a key) = %v, want %v", name, limit, g, w)
 			}
@@ -152,5 +158,23 @@ func TestForbiddenHistoryFromTheRollup(t *testing.T) {
 		if !slices.Equal(gotKeys, wantKeys) {
 			t.Errorf("%s: keys refused = %v, want %v", name, gotKeys, wantKeys)
 		}
+	}
+}
+
+// TestForbiddenHistoryOfManyKeys: the history of 20,000 keys is read (a day's refused keys can be
+// thousands); bound in the query's text they would pass ClickHouse's max_query_size.
+func TestForbiddenHistoryOfManyKeys(t *testing.T) {
+	s := newScenario(t)
+	s.events([]event{{TS: now.Add(-time.Hour), KeyID: "kid_bench_19999", ClientID: "c", Outcome: "forbidden", Method: "GET", Route: "/v1/orders"}})
+	keys := make([]string, 20_000)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("kid_bench_%05d", i)
+	}
+	got, err := readForbiddenRoutes(t.Context(), s.conn, keys, now.Add(-48*time.Hour), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := got["kid_bench_19999"][[2]string{"GET", "/v1/orders"}]; len(got) != 1 || h.requests != 1 {
+		t.Errorf("history %+v, want one request of kid_bench_19999 on GET /v1/orders", got)
 	}
 }

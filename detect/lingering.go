@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -226,6 +227,9 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 				mine.old[r.OldKeyID][id] = u
 			}
 		}
+		if err := d.moreCadences(ctx, mine.old[r.OldKeyID], since(r), append([]string{r.OldKeyID}, chains[r.ID]...), now, cad); err != nil {
+			return nil, err
+		}
 		j := mine.judge(d, r, chains[r.ID], cad, now)
 		if !refused {
 			j.refused = nil
@@ -257,11 +261,13 @@ func (d *Lingering) readUses(ctx context.Context, table, ownQuery, subQuery, suc
 	if err != nil {
 		return u, err
 	}
-	onLater := map[string][]callerID{}
+	onLater := map[string][]callerID{} // the sub-callers judged (seen since the window start) on each later key
 	for oldKey, subs := range u.old {
 		for _, k := range later[oldKey] {
-			for id := range subs {
-				onLater[k] = append(onLater[k], id)
+			for id, s := range subs {
+				if !s.LastSeen.Before(old[oldKey]) {
+					onLater[k] = append(onLater[k], id)
+				}
 			}
 		}
 	}
@@ -277,6 +283,24 @@ func (d *Lingering) readUses(ctx context.Context, table, ownQuery, subQuery, suc
 // judge judges r's callers from u (see remaining); chain is the later keys of r's chain.
 func (u uses) judge(d *Lingering, r *rotation.Rotation, chain []string, cad map[callerID]cadence, now time.Time) judged {
 	return d.remaining(r, now, u.old[r.OldKeyID], successorUse(u.sub, chain), withClients(successorUse(u.callers, chain)), cad)
+}
+
+// moreCadences adds to cad the rhythms, on keys, of the sub-callers of subs (an old key's, since
+// from) that need theirs (needsRhythm) and have none read yet: a caller whose calls after now made
+// the first pass judge it without.
+func (d *Lingering) moreCadences(ctx context.Context, subs map[callerID]subUse, from time.Time, keys []string, now time.Time, cad map[callerID]cadence) error {
+	need := map[callerID][]string{}
+	for id, u := range subs {
+		if _, read := cad[id]; !read && needsRhythm(u, from, now, time.Duration(d.cfg.QuietFor)) {
+			need[id] = keys
+		}
+	}
+	more, err := d.cadences(ctx, need, now)
+	if err != nil {
+		return err
+	}
+	maps.Copy(cad, more)
+	return nil
 }
 
 // after reports whether the sub-caller id of oldKey, or its caller (a client's user agent, or the

@@ -407,17 +407,22 @@ func TestReadinessWithoutRotation(t *testing.T) {
 // TestLingeringJudgesAsOfNow: the first pass over key_caller_months sees whole months, so it sees
 // calls after the instant judged; the answer is that of the calls up to it. A batch client calls
 // the old key hourly since before a rotation that started in the previous month, and last 2h43m
-// ago (its rhythm needs 3h of quiet); it moves to the new key an hour after now. As of now it
-// remains, with the counts since the rotation started; four hours on it has moved.
+// ago (its rhythm needs 3h of quiet); it moves to the new key an hour after now, and calls the old
+// key once more half an hour later. As of now it remains, judged by its hourly rhythm, with
+// the counts since the rotation started; four hours on it has moved.
 func TestLingeringJudgesAsOfNow(t *testing.T) {
 	s := newScenario(t)
 	started, deadline := now.Add(-22*24*time.Hour), now.Add(20*time.Hour)
 	s.rotate("kid_old", "kid_new", "acme", started, deadline)
 	batch := event{ClientID: "acme-batch", IP: "198.51.100.77", UA: "acme-batch/1.0"}
 	s.events(calls("kid_old", batch, started.Add(-24*time.Hour+17*time.Minute), now.Add(-2*time.Hour), time.Hour))
+	s.events(calls("kid_old", batch, now.Add(90*time.Minute), now.Add(91*time.Minute), time.Hour))
 	s.events(calls("kid_new", batch, now.Add(time.Hour), now.Add(3*time.Hour), 10*time.Minute))
 
 	c := callerOf(t, only(t, s.lingering(now)))
+	if len(c.StillOn) != 1 || c.StillOn[0].Cadence != "hourly or more often" || c.StillOn[0].QuietNeeded != "3h" {
+		t.Errorf("still on %+v, want one pair judged hourly, 3h of quiet needed", c.StillOn)
+	}
 	if c.ClientID != "acme-batch" || c.Requests != 526 || !c.FirstSeen.Equal(started.Add(17*time.Minute)) ||
 		!c.LastSeen.Equal(now.Add(-2*time.Hour-43*time.Minute)) || c.NewKeyRequests != 0 || c.NewKeyLastSeen != nil {
 		t.Errorf("caller %+v: want acme-batch, 526 requests since %s, last 2h43m ago, none on kid_new", c, started.Add(17*time.Minute))

@@ -152,7 +152,8 @@ func (d *Lingering) Detect(ctx context.Context, now time.Time) ([]finding.Findin
 // findings show.
 func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation.Rotation, now time.Time, refused bool) (map[string]judged, error) {
 	old, next := map[string]time.Time{}, map[string]time.Time{}
-	chains := map[string][]string{}
+	chains := map[string][]string{} // by rotation id
+	later := map[string][]string{}  // each old key's later keys, over its rotations
 	for _, r := range rs {
 		old[r.OldKeyID] = since(r)
 		chain := m.Successors(r.OldKeyID)
@@ -160,29 +161,20 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 			chain = []string{r.NewKeyID}
 		}
 		chains[r.ID] = chain
+		later[r.OldKeyID] = append(later[r.OldKeyID], chain...)
 		for _, k := range chain {
 			if t, ok := next[k]; !ok || r.Started.Before(t) {
 				next[k] = r.Started
 			}
 		}
 	}
-	later := map[string][]string{} // each old key's later keys
-	for _, r := range rs {
-		later[r.OldKeyID] = append(later[r.OldKeyID], chains[r.ID]...)
-	}
 	first, err := d.readUses(ctx, "key_caller_months", selectRecentOwnCallers, selectRecentSubCallers, selectRecentSuccessorCallers, old, next, later, nil, now)
 	if err != nil {
 		return nil, err
 	}
-	// The rhythm of a caller is read on the keys of its rotation's chain, for the callers whose
-	// answer depends on it (needsRhythm).
 	need := map[callerID][]string{}
 	for _, r := range rs {
-		for id, u := range first.old[r.OldKeyID] {
-			if needsRhythm(u, since(r), now, time.Duration(d.cfg.QuietFor)) {
-				need[id] = append(need[id], append([]string{r.OldKeyID}, chains[r.ID]...)...)
-			}
-		}
+		d.needRhythms(need, r, first.old[r.OldKeyID], chains[r.ID], now, nil)
 	}
 	cad, err := d.cadences(ctx, need, now)
 	if err != nil {
@@ -214,29 +206,44 @@ func (d *Lingering) judge(ctx context.Context, m *rotation.Model, rs []*rotation
 	if err != nil {
 		return nil, err
 	}
+	// Another rotation of the same old key may have chosen other callers: only r's are judged
+	// again for r. A caller whose calls after now made the first pass judge it without its rhythm
+	// may need it now.
+	mine := map[string]map[callerID]subUse{}
+	need = map[callerID][]string{}
 	for _, r := range rs {
 		if len(again[r.ID]) == 0 {
 			continue
 		}
-		// Another rotation of the same old key may have chosen other callers: only r's are judged
-		// again for r.
-		mine := second
-		mine.old = keyUse{r.OldKeyID: map[callerID]subUse{}}
+		mine[r.ID] = map[callerID]subUse{}
 		for id, u := range second.old[r.OldKeyID] {
 			if again[r.ID][id.caller()] {
-				mine.old[r.OldKeyID][id] = u
+				mine[r.ID][id] = u
 			}
 		}
-		if err := d.moreCadences(ctx, mine.old[r.OldKeyID], since(r), append([]string{r.OldKeyID}, chains[r.ID]...), now, cad); err != nil {
-			return nil, err
+		d.needRhythms(need, r, mine[r.ID], chains[r.ID], now, cad)
+	}
+	more, err := d.cadences(ctx, need, now)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(cad, more)
+	for _, r := range rs {
+		if mine[r.ID] == nil {
+			continue
 		}
-		j := mine.judge(d, r, chains[r.ID], cad, now)
+		u := second
+		u.old = keyUse{r.OldKeyID: mine[r.ID]}
+		j := u.judge(d, r, chains[r.ID], cad, now)
 		if !refused {
 			j.refused = nil
 		}
-		// Whether anything succeeded in the window: in the second pass, or with a caller it did
-		// not read again.
-		j.succeeded = j.succeeded || out[r.ID].succeededOutside(again[r.ID])
+		// What succeeded in the window: in the second pass, and the callers it did not read again.
+		for gid := range out[r.ID].successful {
+			if !again[r.ID][gid] {
+				j.successful[gid] = true
+			}
+		}
 		out[r.ID] = j
 	}
 	return out, nil
@@ -285,22 +292,15 @@ func (u uses) judge(d *Lingering, r *rotation.Rotation, chain []string, cad map[
 	return d.remaining(r, now, u.old[r.OldKeyID], successorUse(u.sub, chain), withClients(successorUse(u.callers, chain)), cad)
 }
 
-// moreCadences adds to cad the rhythms, on keys, of the sub-callers of subs (an old key's, since
-// from) that need theirs (needsRhythm) and have none read yet: a caller whose calls after now made
-// the first pass judge it without.
-func (d *Lingering) moreCadences(ctx context.Context, subs map[callerID]subUse, from time.Time, keys []string, now time.Time, cad map[callerID]cadence) error {
-	need := map[callerID][]string{}
+// needRhythms adds to need the sub-callers of subs (r's old key's) whose answer depends on their
+// rhythm (needsRhythm) and whose rhythm cad does not hold, with the keys it is read on: the old
+// key and the later keys chain.
+func (d *Lingering) needRhythms(need map[callerID][]string, r *rotation.Rotation, subs map[callerID]subUse, chain []string, now time.Time, cad map[callerID]cadence) {
 	for id, u := range subs {
-		if _, read := cad[id]; !read && needsRhythm(u, from, now, time.Duration(d.cfg.QuietFor)) {
-			need[id] = keys
+		if _, read := cad[id]; !read && needsRhythm(u, since(r), now, time.Duration(d.cfg.QuietFor)) {
+			need[id] = append(need[id], append([]string{r.OldKeyID}, chain...)...)
 		}
 	}
-	more, err := d.cadences(ctx, need, now)
-	if err != nil {
-		return err
-	}
-	maps.Copy(cad, more)
-	return nil
 }
 
 // after reports whether the sub-caller id of oldKey, or its caller (a client's user agent, or the
@@ -379,7 +379,7 @@ func (d *Lingering) readiness(ctx context.Context, m *rotation.Model, now time.T
 		}
 		j := js[r.ID]
 		rep.list(j)
-		rep.setVerdict(len(j.remaining), j.succeeded, k)
+		rep.setVerdict(len(j.remaining), j.succeeded(), k)
 		switch {
 		case r.Running() && rep.Safe:
 			rep.Reason = fmt.Sprintf("every caller of %s since the rotation started has moved to %s or a later key, or has not succeeded with %s for as long as its rhythm needs (at least %s)",

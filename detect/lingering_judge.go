@@ -92,11 +92,13 @@ const maxListedSubCallers = 3
 // (remaining, latest first) and those whose every request since was refused (refused).
 type judged struct {
 	remaining, refused []Caller
-	// succeeded reports whether any request of any caller succeeded in the window, remaining or not.
-	succeeded bool
-	// successful are the callers (callerID.caller()) with a request that succeeded in the window.
+	// successful are the callers (callerID.caller()) with a request that succeeded in the window,
+	// remaining or not.
 	successful map[callerID]bool
 }
+
+// succeeded reports whether any request of any caller succeeded in the window.
+func (j judged) succeeded() bool { return len(j.successful) > 0 }
 
 // reported returns the callers (callerID.caller()) of j's remaining and refused.
 func (j judged) reported() map[callerID]bool {
@@ -107,16 +109,6 @@ func (j judged) reported() map[callerID]bool {
 		}
 	}
 	return out
-}
-
-// succeededOutside reports whether a caller not in these succeeded in the window.
-func (j judged) succeededOutside(these map[callerID]bool) bool {
-	for gid := range j.successful {
-		if !these[gid] {
-			return true
-		}
-	}
-	return false
 }
 
 // remaining judges the callers of r's old key as of now. old is each sub-caller's traffic with the
@@ -155,7 +147,7 @@ func (d *Lingering) remaining(r *rotation.Rotation, now time.Time, old, succ, ne
 			continue
 		}
 		g.success++
-		out.succeeded, out.successful[gid] = true, true
+		out.successful[gid] = true
 		s, quiet := succ[id], now.Sub(u.LastOK)
 		moved := s.LastOK.After(u.LastOK)
 		if !needsRhythm(u, from, now, time.Duration(d.cfg.QuietFor)) {

@@ -30,8 +30,8 @@ var layers = map[string]int{
 	"internal/glob": 0, "internal/refusal": 0, "internal/api": 0, "internal/testbed": 0,
 	"internal/backoff": 0, "internal/schedule": 0,
 	"ingest/mapping": 0, "ingest/geo": 0, "rotation": 0, "dashboards": 0, "deploy": 0,
-	// 1: the selector language, leader election; 2: configuration; 3-4: connections and schema.
-	"label": 1, "leader": 1,
+	// 1: the selector language, leader election, the benchmarks' harness; 2: configuration; 3-4: connections and schema.
+	"label": 1, "leader": 1, "internal/benchmark": 1,
 	"internal/config":    2,
 	"internal/tlsconfig": 3,
 	"internal/schema":    4, "internal/broker": 4, "internal/schema/schematest": 5,

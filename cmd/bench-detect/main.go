@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/benchmark"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -89,6 +89,8 @@ type options struct {
 	keep                     bool
 }
 
+func main() { benchmark.Main("bench-detect", parseFlags, run) }
+
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench-detect", flag.ContinueOnError)
@@ -119,28 +121,6 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--cycles must be at least 1")
 	}
 	return o, nil
-}
-
-func main() {
-	testbed.ServeIfLauncher() // this binary is also the embedded ClickHouse's launcher
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-detect: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ok, err := run(ctx, o)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-detect: %v\n", err)
-		os.Exit(1)
-	}
-	if !ok {
-		os.Exit(1)
-	}
 }
 
 // phase is one measured size of history.

@@ -6,9 +6,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
-	"sort"
 	"strconv"
 	"time"
+
+	"github.com/keywatch/keywatch/demo/simulate"
 )
 
 // The universe of simulated traffic: ~50 clients holding a few hundred keys, with their addresses,
@@ -95,7 +96,7 @@ func newUniverse(seed uint64) *universe {
 			c.keys = append(c.keys, "kid_"+env+"_"+strconv.FormatUint(r.Uint64()>>24, 16))
 			kw[k] = 1 / math.Pow(float64(k+1), 1.5)
 		}
-		c.keyCum = cumulative(kw)
+		c.keyCum = simulate.Cumulative(kw)
 		for range 3 + r.IntN(60) {
 			c.ips = append(c.ips, randomIP(r))
 		}
@@ -105,17 +106,17 @@ func newUniverse(seed uint64) *universe {
 		u.clients = append(u.clients, c)
 		weights = append(weights, 1/math.Pow(float64(i+1), 0.9))
 	}
-	u.clientCum = cumulative(weights)
+	u.clientCum = simulate.Cumulative(weights)
 	rw := make([]float64, len(routes))
 	for i, rt := range routes {
 		rw[i] = rt.weight
 	}
-	u.routeCum = cumulative(rw)
+	u.routeCum = simulate.Cumulative(rw)
 	sw := make([]float64, len(statuses))
 	for i, s := range statuses {
 		sw[i] = s.weight
 	}
-	u.statusCum = cumulative(sw)
+	u.statusCum = simulate.Cumulative(sw)
 	return u
 }
 
@@ -132,24 +133,6 @@ func randomIP(r *rand.Rand) string {
 	}
 	firsts := []byte{23, 34, 52, 63, 81, 91, 104, 141, 176, 185, 203, 212}
 	return netip.AddrFrom4([4]byte{firsts[r.IntN(len(firsts))], byte(r.UintN(256)), byte(r.UintN(256)), byte(1 + r.UintN(254))}).String()
-}
-
-func cumulative(w []float64) []float64 {
-	out := make([]float64, len(w))
-	sum := 0.0
-	for i, x := range w {
-		sum += x
-		out[i] = sum
-	}
-	for i := range out {
-		out[i] /= sum
-	}
-	return out
-}
-
-// pick draws an index from a cumulative distribution.
-func pick(r *rand.Rand, cum []float64) int {
-	return min(sort.SearchFloat64s(cum, r.Float64()), len(cum)-1)
 }
 
 // generator turns an event number into one authentication event (contract 3.1) as JSON.
@@ -169,9 +152,9 @@ func newGenerator(seed uint64, n int, now time.Time) *generator {
 // appendEvent appends event i to buf. r supplies the randomness (one source per chunk of events,
 // so that parallel producers generate the same stream).
 func (g *generator) appendEvent(buf []byte, r *rand.Rand, i int) []byte {
-	c := &g.u.clients[pick(r, g.u.clientCum)]
-	rt := routes[pick(r, g.u.routeCum)]
-	status := statuses[pick(r, g.u.statusCum)].code
+	c := &g.u.clients[simulate.Pick(r, g.u.clientCum)]
+	rt := routes[simulate.Pick(r, g.u.routeCum)]
+	status := statuses[simulate.Pick(r, g.u.statusCum)].code
 	ts := g.base.Add(time.Duration(i)*g.step + time.Duration(r.IntN(1000)-500)*time.Millisecond)
 	gw := c.gateway
 	if r.IntN(7) == 0 {
@@ -181,21 +164,21 @@ func (g *generator) appendEvent(buf []byte, r *rand.Rand, i int) []byte {
 	buf = append(buf, `{"ts":"`...)
 	buf = ts.UTC().AppendFormat(buf, "2006-01-02T15:04:05.000Z07:00")
 	buf = append(buf, '"')
-	buf = appendField(buf, "key_id", c.keys[pick(r, c.keyCum)])
-	buf = appendField(buf, "client_id", c.id)
+	buf = simulate.AppendField(buf, "key_id", c.keys[simulate.Pick(r, c.keyCum)])
+	buf = simulate.AppendField(buf, "client_id", c.id)
 	if r.IntN(10) < 7 { // three gateways in ten log no outcome: it is derived from status
-		buf = appendField(buf, "outcome", outcomeFor(r, status))
+		buf = simulate.AppendField(buf, "outcome", outcomeFor(r, status))
 	}
 	buf = append(buf, `,"status":`...)
 	buf = strconv.AppendInt(buf, int64(status), 10)
-	buf = appendField(buf, "ip", c.ips[r.IntN(len(c.ips))])
-	buf = appendField(buf, "user_agent", c.agents[r.IntN(len(c.agents))])
-	buf = appendField(buf, "method", rt.method)
-	buf = appendField(buf, "route", rt.route)
+	buf = simulate.AppendField(buf, "ip", c.ips[r.IntN(len(c.ips))])
+	buf = simulate.AppendField(buf, "user_agent", c.agents[r.IntN(len(c.agents))])
+	buf = simulate.AppendField(buf, "method", rt.method)
+	buf = simulate.AppendField(buf, "route", rt.route)
 	buf = append(buf, `,"request_id":"`...)
 	buf = g.appendRequestID(buf, r, i)
 	buf = append(buf, '"')
-	buf = appendField(buf, "gateway", gw)
+	buf = simulate.AppendField(buf, "gateway", gw)
 	// Fields keywatch does not read: one to three of them.
 	buf = append(buf, `,"latency_ms":`...)
 	buf = strconv.AppendInt(buf, int64(2+r.IntN(40)+r.IntN(2)*r.IntN(400)), 10)
@@ -204,7 +187,7 @@ func (g *generator) appendEvent(buf []byte, r *rand.Rand, i int) []byte {
 		buf = strconv.AppendInt(buf, int64(120+r.IntN(48000)), 10)
 	}
 	if r.IntN(10) < 3 {
-		buf = appendField(buf, "tls_version", []string{"TLSv1.2", "TLSv1.3"}[min(r.IntN(5), 1)])
+		buf = simulate.AppendField(buf, "tls_version", []string{"TLSv1.2", "TLSv1.3"}[min(r.IntN(5), 1)])
 	}
 	return append(buf, '}')
 }
@@ -235,42 +218,15 @@ func (g *generator) appendRequestID(buf []byte, r *rand.Rand, i int) []byte {
 	x = (x * 0xBF58476D1CE5) & mask
 	x ^= x >> 19
 	hi := r.Uint64()
-	buf = appendHex(buf, hi>>32, 8)
+	buf = simulate.AppendHex(buf, hi>>32, 8)
 	buf = append(buf, '-')
-	buf = appendHex(buf, hi>>16&0xffff, 4)
+	buf = simulate.AppendHex(buf, hi>>16&0xffff, 4)
 	buf = append(buf, '-', '4')
-	buf = appendHex(buf, hi&0xfff, 3)
+	buf = simulate.AppendHex(buf, hi&0xfff, 3)
 	buf = append(buf, '-')
-	buf = appendHex(buf, 0x8000|r.Uint64()&0x3fff, 4)
+	buf = simulate.AppendHex(buf, 0x8000|r.Uint64()&0x3fff, 4)
 	buf = append(buf, '-')
-	return appendHex(buf, x, 12)
-}
-
-func appendHex(buf []byte, v uint64, digits int) []byte {
-	const hexDigits = "0123456789abcdef"
-	for shift := (digits - 1) * 4; shift >= 0; shift -= 4 {
-		buf = append(buf, hexDigits[v>>uint(shift)&0xf])
-	}
-	return buf
-}
-
-// appendField appends ,"name":"value" with value escaped as a JSON string.
-func appendField(buf []byte, name, value string) []byte {
-	buf = append(buf, `,"`...)
-	buf = append(buf, name...)
-	buf = append(buf, `":"`...)
-	for i := 0; i < len(value); i++ {
-		switch c := value[i]; {
-		case c == '"' || c == '\\':
-			buf = append(buf, '\\', c)
-		case c < 0x20:
-			buf = append(buf, `\u00`...)
-			buf = appendHex(buf, uint64(c), 2)
-		default:
-			buf = append(buf, c)
-		}
-	}
-	return append(buf, '"')
+	return simulate.AppendHex(buf, x, 12)
 }
 
 // selfCheck decodes the first events as JSON and checks the contract's fields, so that a

@@ -10,29 +10,18 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/benchmark"
 )
 
 // fingerprintKey is the fingerprint key keywatch runs with; the events carry no raw API keys,
 // but keywatch refuses to start without one.
 const fingerprintKey = "bench-ingest-fingerprint-key-0123456789"
 
-// keywatchEnv is the environment of a keywatch subprocess: ours without any KEYWATCH_* variable
-// (keywatch rejects unknown ones, and a stray KEYWATCH_CONFIG would change what is measured),
-// plus settings.
-func keywatchEnv(settings ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYWATCH_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, settings...)
-}
-
 // migrate creates database db with keywatch's schema by running `keywatch migrate`.
 func migrate(ctx context.Context, bin, chAddr, db string) error {
 	cmd := exec.CommandContext(ctx, bin, "migrate")
-	cmd.Env = keywatchEnv(
+	cmd.Env = benchmark.KeywatchEnv(
 		"KEYWATCH_CLICKHOUSE_ADDR="+chAddr,
 		"KEYWATCH_CLICKHOUSE_DATABASE="+db,
 		"KEYWATCH_FINGERPRINT_KEY="+fingerprintKey,
@@ -79,7 +68,7 @@ func runKeywatch(ctx context.Context, ch *chHTTP, k keywatchRun) (phase, error) 
 	defer logFile.Close()
 
 	cmd := exec.Command(k.bin, "run")
-	cmd.Env = keywatchEnv(append([]string{
+	cmd.Env = benchmark.KeywatchEnv(append([]string{
 		"KEYWATCH_KAFKA_BROKERS=" + strings.Join(k.brokers, ","),
 		"KEYWATCH_KAFKA_GROUP_ID=bench-keywatch",
 		"KEYWATCH_CLICKHOUSE_ADDR=" + k.chAddr,
@@ -132,7 +121,7 @@ func runKeywatch(ctx context.Context, ch *chHTTP, k keywatchRun) (phase, error) 
 	if err != nil {
 		stopProcess(cmd, exited)
 		stopped = true
-		return p, fmt.Errorf("%w\nlast lines of %s:\n%s", err, logPath, tail(logPath, 30))
+		return p, fmt.Errorf("%w\nlast lines of %s:\n%s", err, logPath, benchmark.Tail(logPath, 30))
 	}
 	chCPU1, _ := cpuSeconds(k.chPid)
 	p.chCPU = chCPU1 - chCPU0
@@ -145,7 +134,7 @@ func runKeywatch(ctx context.Context, ch *chHTTP, k keywatchRun) (phase, error) 
 	}
 	stopped = true
 	if err := stopProcess(cmd, exited); err != nil {
-		return p, fmt.Errorf("%w\nlast lines of %s:\n%s", err, logPath, tail(logPath, 30))
+		return p, fmt.Errorf("%w\nlast lines of %s:\n%s", err, logPath, benchmark.Tail(logPath, 30))
 	}
 	return p, nil
 }
@@ -164,16 +153,6 @@ func stopProcess(cmd *exec.Cmd, exited <-chan struct{}) error {
 		return fmt.Errorf("keywatch stopped with %s after SIGTERM, want exit status 0", cmd.ProcessState)
 	}
 	return nil
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func deadLetterReasons(ctx context.Context, ch *chHTTP, db string) string {

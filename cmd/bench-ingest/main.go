@@ -10,14 +10,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/keywatch/keywatch/ingest"
+	"github.com/keywatch/keywatch/internal/benchmark"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schema"
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -71,6 +70,8 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
+func main() { benchmark.Main("bench-ingest", parseFlags, run) }
+
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench-ingest", flag.ContinueOnError)
@@ -121,28 +122,6 @@ func parseFlags(args []string) (options, error) {
 		return o, err
 	}
 	return o, nil
-}
-
-func main() {
-	testbed.ServeIfLauncher() // this binary is also the embedded ClickHouse's launcher
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-ingest: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ok, err := run(ctx, o)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-ingest: %v\n", err)
-		os.Exit(1)
-	}
-	if !ok {
-		os.Exit(1)
-	}
 }
 
 const (

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keywatch/keywatch/internal/benchmark"
 	"github.com/keywatch/keywatch/internal/config"
 )
 
@@ -92,20 +93,8 @@ func configShown(s settings) []string {
 	}
 }
 
-// keywatchEnv is the environment of a keywatch subprocess: ours without any KEYWATCH_* variable
-// (keywatch rejects unknown ones, and a stray one would change what is measured), plus settings.
-func keywatchEnv(settings ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYWATCH_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, settings...)
-}
-
 func secretsEnv(configPath string) []string {
-	return keywatchEnv("KEYWATCH_CONFIG="+configPath, "KEYWATCH_FINGERPRINT_KEY="+fingerprintKey, "KEYWATCH_SLACK_TOKEN="+slackToken)
+	return benchmark.KeywatchEnv("KEYWATCH_CONFIG="+configPath, "KEYWATCH_FINGERPRINT_KEY="+fingerprintKey, "KEYWATCH_SLACK_TOKEN="+slackToken)
 }
 
 // migrate creates keywatch's database with its schema by running `keywatch migrate`.
@@ -161,16 +150,6 @@ func (d *daemon) stop() error {
 		return errors.New("keywatch did not stop within 30s of SIGTERM; killed")
 	}
 	return nil
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read %s: %v)", path, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // detectorRuns reads keywatch's /metrics: per detector, its runs and their mean duration

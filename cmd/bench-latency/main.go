@@ -12,18 +12,17 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/keywatch/keywatch/internal/benchmark"
 	"github.com/keywatch/keywatch/internal/schedule"
 	"github.com/keywatch/keywatch/internal/testbed"
 )
@@ -80,6 +79,8 @@ type options struct {
 	keep             bool
 }
 
+func main() { benchmark.Main("bench-latency", parseFlags, run) }
+
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench-latency", flag.ContinueOnError)
@@ -130,28 +131,6 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--keywatch %s: %w", bin, err)
 	}
 	return o, nil
-}
-
-func main() {
-	testbed.ServeIfLauncher() // this binary is also the embedded ClickHouse's launcher
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-latency: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	ok, err := run(ctx, o)
-	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-latency: %v\n", err)
-		os.Exit(1)
-	}
-	if !ok {
-		os.Exit(1)
-	}
 }
 
 const (
@@ -231,7 +210,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		}
 	}()
 	fail := func(err error) (bool, error) {
-		return false, fmt.Errorf("%w\nlast lines of keywatch's log %s:\n%s", err, kw.logPath, tail(kw.logPath, 20))
+		return false, fmt.Errorf("%w\nlast lines of keywatch's log %s:\n%s", err, kw.logPath, benchmark.Tail(kw.logPath, 20))
 	}
 	if err := waitCaughtUp(ctx, broker, kw, o.partitions, int64(len(past))); err != nil {
 		return fail(err)

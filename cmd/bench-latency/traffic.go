@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/keywatch/keywatch/demo/simulate"
 )
 
 // The background: 50 clients holding ~250 keys, each client calling from a few dozen addresses in
@@ -99,7 +101,7 @@ func newUniverse(seed uint64) *universe {
 			c.keys = append(c.keys, "kid_live_"+strconv.FormatUint(r.Uint64()>>24, 16))
 			kw[k] = 1 / math.Pow(float64(k+1), 1.5)
 		}
-		c.keyCum = cumulative(kw)
+		c.keyCum = simulate.Cumulative(kw)
 		for range 3 + r.IntN(40) {
 			c.ips = append(c.ips, randomAddr(r, nets[r.IntN(len(nets))]))
 		}
@@ -109,36 +111,18 @@ func newUniverse(seed uint64) *universe {
 		u.clients = append(u.clients, c)
 		weights = append(weights, 1/math.Pow(float64(i+1), 0.9))
 	}
-	u.clientCum = cumulative(weights)
+	u.clientCum = simulate.Cumulative(weights)
 	rw := make([]float64, len(routes))
 	for i, rt := range routes {
 		rw[i] = rt.weight
 	}
-	u.routeCum = cumulative(rw)
+	u.routeCum = simulate.Cumulative(rw)
 	sw := make([]float64, len(statuses))
 	for i, s := range statuses {
 		sw[i] = s.weight
 	}
-	u.statusCum = cumulative(sw)
+	u.statusCum = simulate.Cumulative(sw)
 	return u
-}
-
-func cumulative(w []float64) []float64 {
-	out := make([]float64, len(w))
-	sum := 0.0
-	for i, x := range w {
-		sum += x
-		out[i] = sum
-	}
-	for i := range out {
-		out[i] /= sum
-	}
-	return out
-}
-
-// pick draws an index from a cumulative distribution.
-func pick(r *rand.Rand, cum []float64) int {
-	return min(sort.SearchFloat64s(cum, r.Float64()), len(cum)-1)
 }
 
 // request is one authentication event (contract 3.1) before it is written as JSON.
@@ -159,21 +143,21 @@ func (q *request) appendJSON(buf []byte) []byte {
 	buf = append(buf, `{"ts":"`...)
 	buf = q.ts.UTC().AppendFormat(buf, "2006-01-02T15:04:05.000Z07:00")
 	buf = append(buf, '"')
-	buf = appendField(buf, "key_id", q.keyID)
+	buf = simulate.AppendField(buf, "key_id", q.keyID)
 	if q.clientID != "" {
-		buf = appendField(buf, "client_id", q.clientID)
+		buf = simulate.AppendField(buf, "client_id", q.clientID)
 	}
 	if q.outcome != "" {
-		buf = appendField(buf, "outcome", q.outcome)
+		buf = simulate.AppendField(buf, "outcome", q.outcome)
 	}
 	buf = append(buf, `,"status":`...)
 	buf = strconv.AppendInt(buf, int64(q.status), 10)
-	buf = appendField(buf, "ip", q.ip)
-	buf = appendField(buf, "user_agent", q.userAgent)
-	buf = appendField(buf, "method", q.method)
-	buf = appendField(buf, "route", q.route)
-	buf = appendField(buf, "request_id", q.reqID)
-	buf = appendField(buf, "gateway", q.gateway)
+	buf = simulate.AppendField(buf, "ip", q.ip)
+	buf = simulate.AppendField(buf, "user_agent", q.userAgent)
+	buf = simulate.AppendField(buf, "method", q.method)
+	buf = simulate.AppendField(buf, "route", q.route)
+	buf = simulate.AppendField(buf, "request_id", q.reqID)
+	buf = simulate.AppendField(buf, "gateway", q.gateway)
 	buf = append(buf, `,"latency_ms":`...)
 	buf = strconv.AppendInt(buf, int64(q.latencyMS), 10)
 	if q.bytesOut > 0 {
@@ -185,15 +169,15 @@ func (q *request) appendJSON(buf []byte) []byte {
 
 // background draws one benign request at ts.
 func (u *universe) background(r *rand.Rand, ts time.Time, ids *requestIDs) request {
-	c := &u.clients[pick(r, u.clientCum)]
-	rt := routes[pick(r, u.routeCum)]
-	status := statuses[pick(r, u.statusCum)].code
+	c := &u.clients[simulate.Pick(r, u.clientCum)]
+	rt := routes[simulate.Pick(r, u.routeCum)]
+	status := statuses[simulate.Pick(r, u.statusCum)].code
 	gw := c.gateway
 	if r.IntN(7) == 0 {
 		gw = gateways[r.IntN(len(gateways))]
 	}
 	q := request{
-		ts: ts, keyID: c.keys[pick(r, c.keyCum)], clientID: c.id, status: status,
+		ts: ts, keyID: c.keys[simulate.Pick(r, c.keyCum)], clientID: c.id, status: status,
 		ip: c.ips[r.IntN(len(c.ips))], userAgent: c.agents[r.IntN(len(c.agents))],
 		method: rt.method, route: rt.route, reqID: ids.next(), gateway: gw,
 		latencyMS: 2 + r.IntN(40) + r.IntN(2)*r.IntN(400),
@@ -235,31 +219,4 @@ func newRequestIDs(seed uint64) *requestIDs {
 
 func (ids *requestIDs) next() string {
 	return ids.prefix + strconv.FormatUint(ids.n.Add(1), 36)
-}
-
-func appendHex(buf []byte, v uint64, digits int) []byte {
-	const hexDigits = "0123456789abcdef"
-	for shift := (digits - 1) * 4; shift >= 0; shift -= 4 {
-		buf = append(buf, hexDigits[v>>uint(shift)&0xf])
-	}
-	return buf
-}
-
-// appendField appends ,"name":"value" with value escaped as a JSON string.
-func appendField(buf []byte, name, value string) []byte {
-	buf = append(buf, `,"`...)
-	buf = append(buf, name...)
-	buf = append(buf, `":"`...)
-	for i := 0; i < len(value); i++ {
-		switch c := value[i]; {
-		case c == '"' || c == '\\':
-			buf = append(buf, '\\', c)
-		case c < 0x20:
-			buf = append(buf, `\u00`...)
-			buf = appendHex(buf, uint64(c), 2)
-		default:
-			buf = append(buf, c)
-		}
-	}
-	return append(buf, '"')
 }

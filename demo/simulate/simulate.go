@@ -140,7 +140,7 @@ func New(seed uint64, start time.Time) *Traffic { return NewScripted(seed, start
 func NewScripted(seed uint64, start time.Time, script Script) *Traffic {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	t := &Traffic{rng: rng, start: start, script: script}
-	total := 0.0
+	var weights []float64
 	for i := range 40 {
 		c := client{
 			id:     fmt.Sprintf("%s-%s", companies[i%len(companies)], apps[(i/len(companies))%len(apps)]),
@@ -161,15 +161,10 @@ func NewScripted(seed uint64, start time.Time, script Script) *Traffic {
 		for range 1 + rng.IntN(3) {
 			c.ips = append(c.ips, randomIP(rng))
 		}
-		total += c.weight
+		weights = append(weights, c.weight)
 		t.clients = append(t.clients, c)
 	}
-	for _, c := range t.clients {
-		t.cum = append(t.cum, c.weight/total)
-	}
-	for i := 1; i < len(t.cum); i++ {
-		t.cum[i] += t.cum[i-1]
-	}
+	t.cum = Cumulative(weights)
 	acme := &t.clients[0] // acme-billing, the busiest client
 	acme.keys = []string{"kid_live_acme_old", "kid_live_acme_new"}
 	acme.secrets = nil
@@ -365,15 +360,7 @@ func (t *Traffic) rotate(r Rotation, ev map[string]any, now time.Time) {
 	}
 }
 
-func (t *Traffic) pickClient() int {
-	x := t.rng.Float64()
-	for i, c := range t.cum {
-		if x < c {
-			return i
-		}
-	}
-	return len(t.cum) - 1
-}
+func (t *Traffic) pickClient() int { return Pick(t.rng, t.cum) }
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)

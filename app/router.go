@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/keywatch/keywatch/detect"
@@ -130,7 +131,9 @@ func (rt routes) postLifecycle(w http.ResponseWriter, r *http.Request) {
 }
 
 // getReadiness answers 200 with the report whether safe or not (the body's "safe" says which),
-// 404 for a key keywatch knows nothing of.
+// 404 for a key keywatch knows nothing of. A request that accepts text/plain and not JSON gets
+// the report as `keywatch readiness` prints it, its first word SAFE, UNSAFE or GONE (what the
+// GitHub Action in deploy/github-action reads without a JSON parser).
 func (rt routes) getReadiness(w http.ResponseWriter, r *http.Request) {
 	rep, err := rt.Readiness.Readiness(r.Context(), time.Now(), r.PathValue("id"))
 	switch {
@@ -138,7 +141,16 @@ func (rt routes) getReadiness(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, err.Error())
 	case err != nil:
 		api.WriteError(w, http.StatusServiceUnavailable, err.Error())
+	case wantsText(r):
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		detect.WriteReadiness(w, rep)
 	default:
 		api.WriteJSON(w, http.StatusOK, rep)
 	}
+}
+
+// wantsText says whether a request's Accept header names text/plain and not JSON.
+func wantsText(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "text/plain") && !strings.Contains(accept, "application/json")
 }

@@ -89,6 +89,30 @@ detect:
 	if !strings.Contains(out.String(), "UNSAFE") || !strings.Contains(out.String(), "198.51.100.77") {
 		t.Fatalf("keywatch readiness output:\n%s", out.String())
 	}
+
+	// A pipeline's gate, the CLI's and the GitHub Action's: a wait that ends with the straggler
+	// still there exits 3 naming it; an unknown key exits 1 at once.
+	ctx := t.Context()
+	gateVars := map[string]string{"vars.KEYWATCH_URL": "http://" + httpAddr, "secrets.KEYWATCH_READ_TOKEN": token, "inputs.old_key": "kid_old"}
+	short := map[string]string{"wait": "2s", "poll": "1s"}
+	out.Reset()
+	if code := dispatch(ctx, []string{"readiness", "kid_old", "--wait", "2s", "--poll", "1s"}, &out, &errOut); code != 3 ||
+		!strings.Contains(out.String(), "198.51.100.77") || !strings.Contains(errOut.String(), "unsafe to retire, 1 callers remain; asking again") {
+		t.Fatalf("keywatch readiness --wait while unsafe: exit %d, want 3 naming the straggler\n%s%s", code, out.String(), errOut.String())
+	}
+	if gate := runGate(t, ctx, gateVars, short); gate.code != 3 || !strings.Contains(gate.summary, "\n    198.51.100.77 nightly-export/0.9") ||
+		!strings.Contains(gate.summary, "198.51.100.77") || gate.stepOut != "verdict=unsafe\n" {
+		t.Fatalf("the gate while unsafe: exit %d, want 3 with the straggler in the summary\n%s\nsummary:\n%s\noutputs: %q", gate.code, gate.output, gate.summary, gate.stepOut)
+	}
+	if code := dispatch(ctx, []string{"readiness", "--wait", "1h", "kid_nobody"}, &out, &errOut); code != 1 {
+		t.Fatalf("keywatch readiness --wait of an unknown key: exit %d, want 1\n%s", code, errOut.String())
+	}
+	gateVars["inputs.old_key"] = "kid_nobody"
+	if gate := runGate(t, ctx, gateVars, map[string]string{"wait": "1h"}); gate.code != 1 || gate.stepOut != "verdict=unknown\n" {
+		t.Fatalf("the gate for an unknown key: exit %d, want 1\n%s", gate.code, gate.output)
+	}
+	gateVars["inputs.old_key"] = "kid_old"
+
 	out.Reset()
 	if code := dispatch(context.Background(), []string{"detect", "--once", "--detectors", "lingering", "--format", "json"}, &out, &errOut); code != 0 {
 		t.Fatalf("keywatch detect --once: exit %d\n%s", code, errOut.String())
@@ -101,9 +125,28 @@ detect:
 		t.Fatalf("detect --once --format json: %v\n%s", err, out.String())
 	}
 
-	// The straggler moves to the new key: after detect.lingering.quiet_for the key is safe.
+	// The straggler moves to the new key: after detect.lingering.quiet_for the key is safe, and
+	// the gates waiting for it end with exit 0.
+	type waited struct {
+		code int
+		out  string
+	}
+	cli, action := make(chan waited, 1), make(chan gateRun, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		code := dispatch(ctx, []string{"readiness", "--wait", "2m", "--poll", "1s", "kid_old"}, &out, &errOut)
+		cli <- waited{code, out.String() + errOut.String()}
+	}()
+	g := newGate(t, ctx, gateVars, map[string]string{"wait": "2m", "poll": "1s"})
+	go func() { action <- g.run() }()
 	if err := kafka.Produce(context.Background(), "auth-events", event(-time.Minute, "kid_new", "", "198.51.100.77", "nightly-export/0.9")); err != nil {
 		t.Fatal(err)
+	}
+	if w := <-cli; w.code != 0 || !strings.Contains(w.out, "SAFE to retire kid_old") {
+		t.Fatalf("keywatch readiness --wait until safe: exit %d, want 0\n%s", w.code, w.out)
+	}
+	if gate := <-action; gate.code != 0 || !strings.Contains(gate.summary, "kid_old is safe to retire") || gate.stepOut != "verdict=safe\n" {
+		t.Fatalf("the gate until safe: exit %d, want 0\n%s\nsummary:\n%s", gate.code, gate.output, gate.summary)
 	}
 	waitUntil(t, "readiness says safe", func() bool {
 		code, body := call("GET", "/v1/keys/kid_old/readiness", token, "")
@@ -218,5 +261,22 @@ func TestDetectOnceOnlyReads(t *testing.T) {
 	var finalized uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM key_ip_hours").Scan(&finalized); err != nil || finalized != 0 {
 		t.Fatalf("key_ip_hours holds %d rows (%v) after detect --once, want none", finalized, err)
+	}
+}
+
+// TestReadinessWaitCannotTell: when neither ClickHouse (the CLI) nor keywatch (the GitHub
+// Action) answers until the wait ends, the gate exits 1, not 3: it could not tell.
+func TestReadinessWaitCannotTell(t *testing.T) {
+	t.Setenv("KEYWATCH_CONFIG", "")
+	t.Setenv("KEYWATCH_CLICKHOUSE_ADDR", freeAddr(t)) // nothing listens there
+	var out, errOut bytes.Buffer
+	if code := dispatch(t.Context(), []string{"readiness", "kid_old", "--wait", "2s", "--poll", "1s"}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), "cannot tell") {
+		t.Fatalf("keywatch readiness --wait without ClickHouse: exit %d, want 1\n%s%s", code, out.String(), errOut.String())
+	}
+	vars := map[string]string{"vars.KEYWATCH_URL": "http://" + freeAddr(t), "secrets.KEYWATCH_READ_TOKEN": "t0ken", "inputs.old_key": "kid_old"}
+	if gate := runGate(t, t.Context(), vars, map[string]string{"wait": "2s", "poll": "1s"}); gate.code != 1 || gate.stepOut != "verdict=unknown\n" ||
+		!strings.Contains(gate.summary, "could not answer") {
+		t.Fatalf("the gate without keywatch: exit %d, want 1\n%s\nsummary:\n%s", gate.code, gate.output, gate.summary)
 	}
 }

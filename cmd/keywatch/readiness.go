@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/keywatch/keywatch/detect"
 )
@@ -23,34 +25,64 @@ GET /v1/keys/KEY/readiness.
 The verdict is SAFE, UNSAFE, or GONE: KEY is already retired or revoked and nothing succeeded
 with it since (refused attempts may be listed); there is nothing left to retire.
 
-Exit status: 0 safe or gone, 3 unsafe (the remaining callers are printed), 1 when it cannot be
-answered (unknown key, ClickHouse unreachable), 2 for bad flags. A rotation pipeline can block on it:
-  until keywatch readiness kid_live_old; do sleep 300; done`
+With --wait, a rotation pipeline blocks on it: the question is asked again every --poll until the
+answer is safe or gone, or --wait has passed. A failed answer (ClickHouse unreachable) is asked
+again at the next poll; an unknown key ends the wait at once.
+
+Exit status: 0 safe or gone; 3 unsafe (at the end of --wait, if given; the remaining callers are
+printed); 1 when it cannot be answered (unknown key; ClickHouse unreachable, at the end of --wait if
+given); 2 for bad flags. Flags may come before or after KEY:
+  keywatch readiness kid_live_old --wait 2h --poll 1m`
 
 // exitUnsafe is readiness's exit code for a key that is not safe to retire.
 const exitUnsafe = exitCode(3)
 
+// minPoll is the shortest --poll: each answer reads the whole rotation back.
+const minPoll = time.Second
+
 func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("readiness", "readiness [--config FILE] [--format text|json] [--at TIME] KEY", readinessDescription, stderr)
+	fs := newFlags("readiness", "readiness [--config FILE] [--format text|json] [--at TIME | --wait DURATION [--poll DURATION]] KEY", readinessDescription, stderr)
 	path := configFlag(fs)
 	format := fs.String("format", "text", "output `format`: text or json")
 	at := fs.String("at", "", "answer as of this RFC 3339 `time` instead of now")
+	wait := fs.Duration("wait", 0, "ask again until safe or this `duration` has passed (e.g. 2h); 0: answer once")
+	poll := fs.Duration("poll", time.Minute, "with --wait, how often to ask (`duration`, at least 1s)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usageError{fmt.Errorf("want exactly one KEY id (flags go before it), got %d arguments", fs.NArg())}
+	var key string
+	if fs.NArg() > 0 { // flags after KEY: parse the rest
+		key = fs.Arg(0)
+		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return usageError{fmt.Errorf("want exactly one KEY id, got %q and %q", key, fs.Arg(0))}
+		}
 	}
-	key := fs.Arg(0)
-	if *format != "text" && *format != "json" {
+	switch {
+	case key == "":
+		return usageError{errors.New("want a KEY id")}
+	case *format != "text" && *format != "json":
 		return usageError{fmt.Errorf("--format %q: want text or json", *format)}
+	case *wait < 0:
+		return usageError{fmt.Errorf("--wait %s: want 0 or more", *wait)}
+	case *wait > 0 && *at != "":
+		return usageError{errors.New("--wait asks again as time passes; it cannot be combined with --at")}
+	case *wait > 0 && *poll < minPoll:
+		return usageError{fmt.Errorf("--poll %s: want at least %s", *poll, minPoll)}
 	}
 	now, cfg, conn, err := openForQueries(*path, *at)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	rep, err := detect.NewLingering(conn, cfg.Detect.Lingering).Readiness(ctx, now, key)
+	gate := detect.NewLingering(conn, cfg.Detect.Lingering)
+	ask := func(now time.Time) (detect.Readiness, error) { return gate.Readiness(ctx, now, key) }
+	if *at == "" {
+		ask = func(time.Time) (detect.Readiness, error) { return gate.Readiness(ctx, time.Now().UTC(), key) }
+	}
+	rep, err := waitForReadiness(ctx, ask, now, *wait, *poll, stderr)
 	if err != nil {
 		return err
 	}
@@ -65,4 +97,33 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return exitUnsafe // gone is safe: exit 0
 	}
 	return nil
+}
+
+// waitForReadiness asks until the answer is safe (or gone), wait has passed, or the key is
+// unknown, and returns the last answer, or the last error when the last ask failed. With wait 0 it
+// asks once. Each unsafe or failed answer before the end is one line on progress.
+func waitForReadiness(ctx context.Context, ask func(time.Time) (detect.Readiness, error), now time.Time, wait, poll time.Duration, progress io.Writer) (detect.Readiness, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		rep, err := ask(now)
+		if errors.Is(err, detect.ErrUnknownKey) || (err == nil && rep.Safe) {
+			return rep, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return rep, err
+		}
+		next := min(poll, left)
+		if err != nil {
+			fmt.Fprintf(progress, "readiness: cannot tell (%v); asking again in %s\n", err, next.Round(time.Second))
+		} else {
+			fmt.Fprintf(progress, "readiness: %s is unsafe to retire, %d callers remain; asking again in %s (%s left)\n",
+				rep.KeyID, len(rep.Remaining)+rep.Unlisted, next.Round(time.Second), left.Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return rep, fmt.Errorf("readiness: stopped waiting: %w", ctx.Err())
+		case <-time.After(next):
+		}
+	}
 }

@@ -5,14 +5,11 @@ import (
 	"cmp"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -66,7 +63,7 @@ type Handler struct {
 	store   *finding.Store
 	fp      *ingest.Fingerprinter
 	token   string
-	keys    map[string]*ecdsa.PublicKey // by Github-Public-Key-Identifier
+	keys    *keyRing // by Github-Public-Key-Identifier
 	refuse  Refusals
 	metrics *Metrics
 	log     *slog.Logger
@@ -89,22 +86,25 @@ func New(conn driver.Conn, cfg config.LeakReports, fingerprintKey string, refusa
 	}
 	h := &Handler{
 		conn: conn, store: finding.NewStore(conn), fp: ingest.NewFingerprinter([]byte(fingerprintKey)),
-		token: cfg.Token, keys: map[string]*ecdsa.PublicKey{}, refuse: refusals, metrics: metrics,
-		log: log, now: time.Now, lookupFor: 10 * time.Second,
+		token: cfg.Token, refuse: refusals, metrics: metrics, log: log, now: time.Now, lookupFor: 10 * time.Second,
+		keys: &keyRing{
+			static: map[string]*ecdsa.PublicKey{}, url: cfg.GitHubKeysURL, client: &http.Client{Timeout: keysTimeout},
+			metrics: metrics, log: log, now: time.Now,
+		},
 	}
 	for i, path := range cfg.GitHubKeys {
 		id := strings.TrimSpace(cfg.GitHubKeyIDs[i])
 		if id == "" {
 			return nil, fmt.Errorf("leakreport: leak_reports.github_key_ids[%d], the id of %s, is empty", i, path)
 		}
-		if _, dup := h.keys[id]; dup {
+		if _, dup := h.keys.static[id]; dup {
 			return nil, fmt.Errorf("leakreport: key id %s of %s is given twice in leak_reports.github_key_ids", id, path)
 		}
 		key, err := loadPublicKey(path)
 		if err != nil {
 			return nil, err
 		}
-		h.keys[id] = key
+		h.keys.static[id] = key
 	}
 	return h, nil
 }
@@ -115,17 +115,9 @@ func loadPublicKey(path string) (*ecdsa.PublicKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leakreport: read GitHub public key: %w", err)
 	}
-	block, _ := pem.Decode(raw)
-	if block == nil {
-		return nil, fmt.Errorf("leakreport: GitHub public key file %s holds no PEM block", path)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	key, err := parsePublicKey(raw)
 	if err != nil {
 		return nil, fmt.Errorf("leakreport: GitHub public key file %s: %w", path, err)
-	}
-	key, ok := pub.(*ecdsa.PublicKey)
-	if !ok || key.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("leakreport: GitHub public key file %s: want an ECDSA P-256 public key, got %T", path, pub)
 	}
 	return key, nil
 }
@@ -189,9 +181,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if h.token == "" && len(h.keys) == 0 {
+	if h.token == "" && !h.keys.on() {
 		h.rejected(r, "leak reports are off")
-		api.WriteError(w, http.StatusForbidden, "leak reports are off: configure leak_reports.github_keys or KEYWATCH_LEAK_REPORTS_TOKEN")
+		api.WriteError(w, http.StatusForbidden, "leak reports are off: configure leak_reports.github_keys_url, leak_reports.github_keys or KEYWATCH_LEAK_REPORTS_TOKEN")
 		return
 	}
 	// The headers are checked before the body is read: a request that cannot be a report costs
@@ -247,7 +239,7 @@ func (h *Handler) authenticate(r *http.Request) (reporter string, key *ecdsa.Pub
 		case sig64 == "":
 			return "", nil, nil, "missing " + headerSignature + " header"
 		}
-		key, ok := h.keys[keyID]
+		key, ok := h.keys.lookup(r.Context(), keyID)
 		if !ok {
 			return "", nil, nil, "unknown GitHub public key identifier"
 		}

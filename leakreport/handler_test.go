@@ -525,7 +525,7 @@ func TestNewKeyErrors(t *testing.T) {
 		want string
 	}{
 		{"missing file", config.LeakReports{GitHubKeys: []string{missing}, GitHubKeyIDs: []string{"k1"}}, missing},
-		{"not PEM", config.LeakReports{GitHubKeys: []string{notPEM}, GitHubKeyIDs: []string{"k1"}}, notPEM + " holds no PEM block"},
+		{"not PEM", config.LeakReports{GitHubKeys: []string{notPEM}, GitHubKeyIDs: []string{"k1"}}, notPEM + ": holds no PEM block"},
 		{"ed25519", config.LeakReports{GitHubKeys: []string{writePublicKey(t, edPub)}, GitHubKeyIDs: []string{"k1"}}, "want an ECDSA P-256 public key"},
 		{"P-384", config.LeakReports{GitHubKeys: []string{writePublicKey(t, &p384.PublicKey)}, GitHubKeyIDs: []string{"k1"}}, "want an ECDSA P-256 public key"},
 		{"ids and files differ", config.LeakReports{GitHubKeys: []string{notPEM}}, "0 key ids"},

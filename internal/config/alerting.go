@@ -144,6 +144,9 @@ type LeakReports struct {
 	TokenFile    string   `yaml:"token_file" help:"file holding the bearer token of the simple form; empty: only signed reports"`
 	GitHubKeys   []string `yaml:"github_keys" help:"PEM files of the ECDSA P-256 public keys reports are verified with"`
 	GitHubKeyIDs []string `yaml:"github_key_ids" help:"the key identifier (Github-Public-Key-Identifier) of each file in github_keys, in order"`
+	// GitHubKeysURL is GitHub's meta endpoint of its secret scanning keys; the static files are
+	// the offline fallback.
+	GitHubKeysURL string `yaml:"github_keys_url" help:"where GitHub publishes the keys reports are signed with (https://api.github.com/meta/public_keys/secret_scanning), fetched when first needed, on an unknown key id (at most every 5m) and hourly; empty: only github_keys"`
 }
 
 func defaultAlerting() Alerting {
@@ -353,6 +356,11 @@ func (l LeakReports) validate() []error {
 	errs := secretLength("leak_reports.token", l.Token)
 	if len(l.GitHubKeyIDs) != len(l.GitHubKeys) {
 		errs = append(errs, fmt.Errorf("leak_reports.github_key_ids: %d ids for %d files in leak_reports.github_keys; give one id per file", len(l.GitHubKeyIDs), len(l.GitHubKeys)))
+	}
+	if l.GitHubKeysURL != "" {
+		if u, err := url.Parse(l.GitHubKeysURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("leak_reports.github_keys_url: %q: want an http(s) URL such as https://api.github.com/meta/public_keys/secret_scanning", l.GitHubKeysURL))
+		}
 	}
 	for i, file := range l.GitHubKeys { // their content is checked when the daemon loads them
 		if _, err := os.Stat(file); err != nil {

@@ -61,6 +61,7 @@ func TestLoadReportsTheFieldPath(t *testing.T) {
 		{name: "short read token", env: []string{"KEYWATCH_HTTP_READ_TOKEN=0123456789abcdef"}, want: "http.read_token: 16 characters, want at least 32"},
 		{name: "short Slack signing secret", env: []string{"KEYWATCH_SLACK_SIGNING_SECRET=s"}, want: "slack.signing_secret: 1 characters, want at least 32"},
 		{name: "short leak report token", env: []string{"KEYWATCH_LEAK_REPORTS_TOKEN=t"}, want: "leak_reports.token: 1 characters, want at least 32"},
+		{name: "GitHub keys URL", env: []string{"KEYWATCH_LEAK_REPORTS_GITHUB_KEYS_URL=api.github.com/meta"}, want: `leak_reports.github_keys_url: "api.github.com/meta": want an http(s) URL`},
 		{name: "one token for two scopes", env: []string{"KEYWATCH_HTTP_TOKEN=" + strings.Repeat("a", 32), "KEYWATCH_HTTP_READ_TOKEN=" + strings.Repeat("a", 32)}, want: "http.read_token: is the same as http.token"},
 		{name: "admin listener on the public port", yaml: "http:\n  admin_listen: \":8466\"\n", want: `http.admin_listen: ":8466" is also http.listen`},
 		{name: "read timeout", env: []string{"KEYWATCH_HTTP_READ_TIMEOUT=0s"}, want: "http.read_timeout: 0s: want 1s to 5m"},

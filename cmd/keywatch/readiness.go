@@ -78,11 +78,13 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer conn.Close()
 	gate := detect.NewLingering(conn, cfg.Detect.Lingering)
-	ask := func(now time.Time) (detect.Readiness, error) { return gate.Readiness(ctx, now, key) }
-	if *at == "" {
-		ask = func(time.Time) (detect.Readiness, error) { return gate.Readiness(ctx, time.Now().UTC(), key) }
+	ask := func() (detect.Readiness, error) {
+		if *at == "" {
+			now = time.Now().UTC()
+		}
+		return gate.Readiness(ctx, now, key)
 	}
-	rep, err := waitForReadiness(ctx, ask, now, *wait, *poll, stderr)
+	rep, err := waitForReadiness(ctx, ask, *wait, *poll, stderr)
 	if err != nil {
 		return err
 	}
@@ -102,10 +104,10 @@ func readinessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // waitForReadiness asks until the answer is safe (or gone), wait has passed, or the key is
 // unknown, and returns the last answer, or the last error when the last ask failed. With wait 0 it
 // asks once. Each unsafe or failed answer before the end is one line on progress.
-func waitForReadiness(ctx context.Context, ask func(time.Time) (detect.Readiness, error), now time.Time, wait, poll time.Duration, progress io.Writer) (detect.Readiness, error) {
+func waitForReadiness(ctx context.Context, ask func() (detect.Readiness, error), wait, poll time.Duration, progress io.Writer) (detect.Readiness, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		rep, err := ask(now)
+		rep, err := ask()
 		if errors.Is(err, detect.ErrUnknownKey) || (err == nil && rep.Safe) {
 			return rep, err
 		}

@@ -154,11 +154,11 @@ type BurnDownPoint struct {
 	NewKeyShare float64   `json:"new_key_share"`
 }
 
-// burnDownSpan is the step and start of a burn-down from started to now: hourly while that is at
-// most MaxBurnDownPoints hours, else daily from at most MaxBurnDownPoints days before now.
+// burnDownSpan is the step and start of a burn-down from started to now: hourly while that is
+// less than MaxBurnDownPoints hours, else daily from at most MaxBurnDownPoints days before now.
 func burnDownSpan(started, now time.Time) (step time.Duration, from time.Time) {
 	from = started.UTC().Truncate(time.Hour)
-	if now.Sub(from) <= MaxBurnDownPoints*time.Hour {
+	if now.Sub(from) < MaxBurnDownPoints*time.Hour {
 		return time.Hour, from
 	}
 	day := 24 * time.Hour

@@ -17,7 +17,7 @@ import (
 
 // The bounds of the rotation resources: the list holds the running rotations and those finished
 // within RecentDays; a rotation's burn-down covers its MaxBurnDownClients busiest clients with at
-// most MaxBurnDownPoints points each: hourly while the rotation is at most that many hours old,
+// most MaxBurnDownPoints points each: hourly while the rotation is less than that many hours old,
 // else daily over at most that many days up to now.
 const (
 	MaxBurnDownClients = 100

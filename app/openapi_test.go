@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -212,7 +213,7 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Alerts: a firing one of a key, a pending one.
+	// An alert firing about the old key.
 	store := finding.NewStore(d.conn)
 	f := finding.New("lingering", now, "kid_old", "billing", "kid_old>kid_new")
 	f.Severity, f.Summary, f.Labels = finding.Warning, "billing still on kid_old", map[string]string{"step": "started"}
@@ -252,8 +253,11 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 	created := rig.expect(201, "POST", "/v1/silences", writeTok, `{"matchers": {"key_id": "kid_old"}, "duration": "1h", "created_by": "ops", "comment": "rotating"}`)
 	rig.expect(400, "POST", "/v1/silences", writeTok, `{"matchers": {}, "duration": "-1h"}`)
 	rig.expect(403, "POST", "/v1/silences", readTok, `{}`)
-	id := strings.Split(strings.Split(created, `"id":"`)[1], `"`)[0]
-	rig.expect(200, "DELETE", "/v1/silences/"+id+"?expired_by=ops", writeTok, "")
+	var sil struct{ ID string }
+	if err := json.Unmarshal([]byte(created), &sil); err != nil || sil.ID == "" {
+		t.Fatalf("created silence %s: %v", created, err)
+	}
+	rig.expect(200, "DELETE", "/v1/silences/"+sil.ID+"?expired_by=ops", writeTok, "")
 	rig.expect(404, "DELETE", "/v1/silences/sil-nothing", writeTok, "")
 
 	// Revokes and rollbacks: refused before any delivery (no leader runs here).

@@ -158,7 +158,7 @@ LIMIT ?`, key, since.UnixMilli(), limit)
 // of all time (key_usage keeps every key ever used), and its last successful request within the
 // rollups' retention (key_caller_hours), zero when none.
 type KeyUse struct {
-	ClientID            string // the client of its latest requests, "" when the gateway named none
+	ClientID            string // the client key_usage keeps for it (anyLast), "" when the gateway named none
 	Requests            uint64
 	FirstSeen, LastSeen time.Time
 	LastOK              time.Time

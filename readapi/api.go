@@ -42,13 +42,6 @@ func New(conn driver.Conn, readiness Readiness, log *slog.Logger) *API {
 	}
 }
 
-// WithClock makes the API answer as of the times now returns (tests).
-func (a *API) WithClock(now func() time.Time) *API {
-	b := *a
-	b.now = now
-	return &b
-}
-
 // unavailable answers 503 for a read that failed, and logs why.
 func (a *API) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	a.log.Error("read API", "path", r.URL.Path, "err", err)

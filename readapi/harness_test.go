@@ -42,7 +42,8 @@ func newEnv(t *testing.T, now time.Time) *env {
 	if err := ingest.CreateRollupViews(t.Context(), conn); err != nil {
 		t.Fatal(err)
 	}
-	a := New(conn, detect.NewLingering(conn, config.Default().Detect.Lingering), nil).WithClock(func() time.Time { return now })
+	a := New(conn, detect.NewLingering(conn, config.Default().Detect.Lingering), nil)
+	a.now = func() time.Time { return now }
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/keys/{id}", a.Key)
 	mux.HandleFunc("GET /v1/rotations", a.Rotations)

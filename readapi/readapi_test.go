@@ -379,3 +379,61 @@ func TestBurnDownSpanIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestListsAreBounded: a key called from more callers, networks and countries than an answer
+// lists gives the busiest of each and says it cut the rest; a rotation older than a week has a
+// daily burn-down.
+func TestListsAreBounded(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Hour).Add(30 * time.Minute)
+	e := newEnv(t, now)
+	started := now.Truncate(24 * time.Hour).Add(-10*24*time.Hour + 6*time.Hour)
+	e.lifecycle(rotation.Event{TS: started, Type: rotation.KeyRotationStarted, KeyID: "kid_busy", ClientID: "acme", NewKeyID: "kid_next"})
+	var evs []event
+	const n = 130
+	for i := range n {
+		// Caller i calls i+1 times (the busiest last), each from its own /24 and country.
+		for j := range i + 1 {
+			evs = append(evs, event{TS: now.Add(-time.Duration(j+1) * time.Minute), KeyID: "kid_busy", IP: fmt.Sprintf("10.%d.%d.1", i/200, i%200),
+				UA: fmt.Sprintf("ua-%03d", i), Country: fmt.Sprintf("%c%c", 'A'+i/26, 'A'+i%26)})
+		}
+	}
+	for d := range 3 { // billing on the new key on three days
+		evs = append(evs, event{TS: started.Add(time.Duration(d+1) * 24 * time.Hour), KeyID: "kid_next", ClientID: "billing"})
+	}
+	evs = append(evs, event{TS: started.Add(time.Hour), KeyID: "kid_busy", ClientID: "billing"})
+	e.events(evs)
+
+	var k Key
+	if code, body := e.get("/v1/keys/kid_busy", &k); code != 200 {
+		t.Fatalf("GET /v1/keys/kid_busy: %d %s", code, body)
+	}
+	if len(k.Callers) != MaxCallers || !k.CallersTruncated || k.Callers[0].UserAgent != "ua-129" || k.Callers[0].Requests != n ||
+		k.Callers[MaxCallers-1].UserAgent != fmt.Sprintf("ua-%03d", n-MaxCallers) {
+		t.Errorf("%d callers (truncated %v), first %+v, last %+v", len(k.Callers), k.CallersTruncated, k.Callers[0], k.Callers[len(k.Callers)-1])
+	}
+	if len(k.Networks) != MaxNetworks || !k.NetworksTruncated || k.Networks[0].Network != "10.0.129.0/24" || k.Networks[0].Requests != n {
+		t.Errorf("%d networks (truncated %v), first %+v", len(k.Networks), k.NetworksTruncated, k.Networks[0])
+	}
+	if len(k.Countries) != MaxCountries || !k.CountriesTruncated || k.Countries[0] != (Country{"EZ", n}) {
+		t.Errorf("%d countries (truncated %v), first %+v", len(k.Countries), k.CountriesTruncated, k.Countries[0])
+	}
+
+	var r RotationDetail
+	if code, body := e.get("/v1/rotations/"+url.PathEscape("kid_busy>kid_next"), &r); code != 200 {
+		t.Fatalf("GET /v1/rotations/kid_busy>kid_next: %d %s", code, body)
+	}
+	day := started.Truncate(24 * time.Hour)
+	i := slices.IndexFunc(r.BurnDown.Clients, func(c ClientBurnDown) bool { return c.ClientID == "billing" })
+	if r.BurnDown.Step != "day" || !r.BurnDown.From.Equal(day) || i < 0 {
+		t.Fatalf("burn-down %s from %s with clients %+v, want daily from %s with billing", r.BurnDown.Step, r.BurnDown.From, r.BurnDown.Clients, day)
+	}
+	want := []BurnDownPoint{
+		{At: day, OldRequests: 1, NewKeyShare: 0},
+		{At: day.Add(24 * time.Hour), NewRequests: 1, NewKeyShare: 1},
+		{At: day.Add(48 * time.Hour), NewRequests: 1, NewKeyShare: 1},
+		{At: day.Add(72 * time.Hour), NewRequests: 1, NewKeyShare: 1},
+	}
+	if got := r.BurnDown.Clients[i]; !reflect.DeepEqual(got.Points, want) || got.NewKeyShare != 0.75 {
+		t.Errorf("billing's burn-down %+v, want %+v with share 0.75", got, want)
+	}
+}

@@ -10,7 +10,7 @@ import (
 
 // What the event store tells the packages that do not judge from raw events: ingest owns
 // auth_events, dead_letters and the rollups ClickHouse builds on their inserts, and these
-// functions are how action, digest, leakreport and the demo read them.
+// functions are how action, digest, leakreport, readapi and the demo read them.
 
 // Totals is how much the event store holds.
 type Totals struct {

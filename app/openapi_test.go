@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,6 +60,16 @@ func newAPIRig(t *testing.T) (*apiRig, *daemon) {
 	cfg.HTTP.Token, cfg.HTTP.WriteToken, cfg.HTTP.ReadToken = adminTok, writeTok, readTok
 	cfg.LeakReports.Token = leakTok
 	cfg.Fingerprint.Key = "fingerprint-key-0123456789abcdef0123456789"
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(body), `"revoke"`) {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		http.Error(w, "rollbacks are done by hand here", http.StatusBadRequest)
+	}))
+	t.Cleanup(receiver.Close)
+	cfg.Revoke.WebhookURL, cfg.Revoke.WebhookSecret = receiver.URL, "whsec_"+base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	gen, err := d.build(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +271,13 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 	rig.expect(200, "DELETE", "/v1/silences/"+sil.ID+"?expired_by=ops", writeTok, "")
 	rig.expect(404, "DELETE", "/v1/silences/sil-nothing", writeTok, "")
 
-	// Revokes and rollbacks: refused before any delivery (no leader runs here).
+	// Revokes and rollbacks, delivered by the leader's loop to the receiver.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = d.gen.revoker.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	rig.expect(200, "POST", "/v1/keys/kid_new/revoke", adminTok, `{"reason": "leaked", "actor": "ops"}`)
+	rig.expect(502, "POST", "/v1/keys/kid_old/rollback", adminTok, `{"reason": "billing not moved", "extend": "24h"}`) // the receiver refuses rollbacks
 	rig.expect(400, "POST", "/v1/keys/kid_old/revoke", adminTok, `{"actor": "ops"}`)
 	rig.expect(400, "POST", "/v1/keys/kid_old/revoke", adminTok, `not json`)
 	rig.expect(404, "POST", "/v1/keys/kid_unknown/revoke", adminTok, `{"reason": "leaked"}`)

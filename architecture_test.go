@@ -29,7 +29,7 @@ var layers = map[string]int{
 	// 0: leaves, importing no keywatch package.
 	"internal/glob": 0, "internal/refusal": 0, "internal/api": 0, "internal/testbed": 0,
 	"internal/backoff": 0, "internal/schedule": 0,
-	"ingest/mapping": 0, "ingest/geo": 0, "rotation": 0, "dashboards": 0, "deploy": 0,
+	"ingest/mapping": 0, "ingest/geo": 0, "rotation": 0, "dashboards": 0, "deploy": 0, "openapi": 0,
 	// 1: the selector language, leader election, the benchmarks' harness; 2: configuration; 3-4: connections and schema.
 	"label": 1, "leader": 1, "internal/benchmark": 1,
 	"internal/config":    2,
@@ -41,7 +41,7 @@ var layers = map[string]int{
 	"detect": 6, "demo/simulate": 6,
 	"alerting": 7,
 	"notify":   8, "action": 8,
-	"digest": 9, "report": 9, "leakreport": 9,
+	"digest": 9, "report": 9, "leakreport": 9, "readapi": 9,
 	// 10: the composition root; then the programs and the demo.
 	"app":  10,
 	"demo": 11, "cmd/keywatch": 11, "cmd/bench-detect": 11, "cmd/bench-ingest": 11, "cmd/bench-latency": 11,

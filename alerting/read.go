@@ -110,3 +110,59 @@ func (r *Reader) Current(ctx context.Context) ([]Alert, error) {
 	}
 	return out, rows.Err()
 }
+
+// selectPage is a page of alerts by fingerprint, after a fingerprint, filtered. Arguments: after,
+// states, detector (twice), key (twice), limit.
+const selectPage = `SELECT fingerprint, detector, key_id, client_id, rotation_id, toString(severity), score, summary, toString(state),
+    active_since, fired_at, resolved_at, last_seen, silenced, inhibited, labels
+FROM alerts FINAL
+WHERE fingerprint > ? AND toString(state) IN ? AND (? = '' OR detector = ?) AND (? = '' OR key_id = ?)
+ORDER BY fingerprint
+LIMIT ?`
+
+// Query selects stored alerts for List: the alerts in one of States (every state when empty) of
+// Detector and KeyID (any when empty) whose fingerprint sorts after After, at most Limit.
+type Query struct {
+	States          []State
+	Detector, KeyID string
+	After           string
+	Limit           int
+}
+
+// List returns the stored alerts q selects in the order of their fingerprints, which does not
+// change as alerts do: a caller pages through them by passing the last fingerprint as the next
+// After. Their evidence, fields and action are not read.
+func (r *Reader) List(ctx context.Context, q Query) ([]Alert, error) {
+	states := make([]string, 0, 3)
+	for _, s := range q.States {
+		states = append(states, string(s))
+	}
+	if len(states) == 0 {
+		states = []string{string(Pending), string(Firing), string(Resolved)}
+	}
+	rows, err := r.conn.Query(ctx, selectPage, q.After, states, q.Detector, q.Detector, q.KeyID, q.KeyID, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the alerts (states %v, detector %q, key %q) after %q: %w", states, q.Detector, q.KeyID, q.After, err)
+	}
+	defer rows.Close()
+	var out []Alert
+	for rows.Next() {
+		var a Alert
+		var sev, state string
+		if err := rows.Scan(&a.Fingerprint, &a.Detector, &a.KeyID, &a.ClientID, &a.RotationID, &sev, &a.Score, &a.Summary, &state,
+			&a.ActiveSince, &a.FiredAt, &a.ResolvedAt, &a.LastSeen, &a.Silenced, &a.Inhibited, &a.Labels); err != nil {
+			return nil, fmt.Errorf("read the alerts after %q: %w", q.After, err)
+		}
+		a.State = State(state)
+		a.Severity, _ = finding.ParseSeverity(sev)
+		a.ActiveSince, a.FiredAt, a.ResolvedAt, a.LastSeen = a.ActiveSince.UTC(), unsetZero(a.FiredAt), unsetZero(a.ResolvedAt), a.LastSeen.UTC()
+		if len(a.Labels) == 0 {
+			a.Labels = nil
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the alerts after %q: %w", q.After, err)
+	}
+	return out, nil
+}

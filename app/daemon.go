@@ -66,17 +66,11 @@ type metrics struct {
 	lastLoadT prometheus.Gauge
 }
 
-// wire opens the (lazy) ClickHouse pool and builds the first generation, so that every mistake in
-// the configuration stops the daemon at start, before it waits for anything.
-func (d *daemon) wire(cfg config.Config) error {
-	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database) // dials on first use
-	if err != nil {
-		return configError(err)
-	}
-	d.cfg, d.conn = cfg, conn
-	d.metrics = metrics{
-		action: action.NewMetrics(d.reg), leaks: leakreport.NewMetrics(d.reg), detect: detect.NewMetrics(d.reg),
-		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg), refusals: refusal.New(d.reg, d.log),
+// newMetrics registers the metrics on reg.
+func newMetrics(reg *prometheus.Registry, log *slog.Logger) metrics {
+	m := metrics{
+		action: action.NewMetrics(reg), leaks: leakreport.NewMetrics(reg), detect: detect.NewMetrics(reg),
+		notify: notify.NewMetrics(reg), alerting: alerting.NewMetrics(reg), refusals: refusal.New(reg, log),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keywatch_config_last_reload_successful",
 			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",
@@ -86,7 +80,19 @@ func (d *daemon) wire(cfg config.Config) error {
 			Help: "When the configuration in effect was loaded, in Unix seconds.",
 		}),
 	}
-	d.reg.MustRegister(d.metrics.lastLoad, d.metrics.lastLoadT)
+	reg.MustRegister(m.lastLoad, m.lastLoadT)
+	return m
+}
+
+// wire opens the (lazy) ClickHouse pool and builds the first generation, so that every mistake in
+// the configuration stops the daemon at start, before it waits for anything.
+func (d *daemon) wire(cfg config.Config) error {
+	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database) // dials on first use
+	if err != nil {
+		return configError(err)
+	}
+	d.cfg, d.conn = cfg, conn
+	d.metrics = newMetrics(d.reg, d.log)
 	gen, err := d.build(cfg)
 	if err != nil {
 		conn.Close()

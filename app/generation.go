@@ -17,6 +17,8 @@ import (
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/leakreport"
 	"github.com/keywatch/keywatch/notify"
+	"github.com/keywatch/keywatch/openapi"
+	"github.com/keywatch/keywatch/readapi"
 )
 
 // restartOnly are the settings (by path prefix) a running daemon cannot take over: its
@@ -74,6 +76,8 @@ func (d *daemon) routes(gen *generation) routes {
 		Readiness:         gen.lingering,
 		Silences:          alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
 		Leaks:             gen.leaks,
+		Read:              readapi.New(d.conn, gen.lingering, d.log),
+		OpenAPI:           openapi.Handler(),
 		Revoke:            gen.revoker.APIHandler(),
 		Rollback:          gen.revoker.RollbackAPIHandler(),
 		SlackInteractions: notify.NewInteractions(d.conn, cfg.Slack, gen.revoker, d.metrics.refusals, d.metrics.notify, d.log),

@@ -24,10 +24,18 @@ type ReadinessGate interface {
 	Readiness(ctx context.Context, now time.Time, keyID string) (detect.Readiness, error)
 }
 
+// ReadAPI serves the read-only resources (readapi.API).
+type ReadAPI interface {
+	Key(w http.ResponseWriter, r *http.Request)
+	Rotations(w http.ResponseWriter, r *http.Request)
+	Rotation(w http.ResponseWriter, r *http.Request)
+	Alerts(w http.ResponseWriter, r *http.Request)
+}
+
 // routes are the handlers of the public listener beside /metrics, /healthz and /readyz, which the
 // server keeps (package api). Every route but /v1/leaks and /slack/interactions, which check their
-// own signatures, wants a bearer token of the scope it names. A nil handler leaves its route
-// unregistered (404).
+// own signatures, and /v1/openapi.json, which is public, wants a bearer token of the scope it
+// names. A nil handler leaves its route unregistered (404).
 type routes struct {
 	Guard     api.Guard
 	Lifecycle LifecycleStore
@@ -38,6 +46,11 @@ type routes struct {
 	Silences http.Handler
 	// Leaks serves POST /v1/leaks (GitHub's signature or the leak report token).
 	Leaks http.Handler
+	// Read serves GET /v1/keys/{id}, /v1/rotations, /v1/rotations/{id} and /v1/alerts.
+	Read ReadAPI
+	// OpenAPI serves GET /v1/openapi.json, the document describing every /v1 route, to anyone: it
+	// is public API description and costs a constant answer.
+	OpenAPI http.Handler
 	// SlackInteractions serves POST /slack/interactions (Slack's request signature).
 	SlackInteractions http.Handler
 	// Reload serves POST /-/reload: it applies the configuration file again and returns why it
@@ -47,35 +60,53 @@ type routes struct {
 	Config func() string
 }
 
-// handler is the router: the one place that names every route, its scope and its handler.
-func (rt routes) handler() http.Handler {
-	mux := http.NewServeMux()
+// route is one route of the router: its pattern (method and path) and its handler, the token's
+// scope already required.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// table is the router: the one place that names every route, its scope and its handler. Routes
+// whose handler is nil are left out (404).
+func (rt routes) table() []route {
+	var t []route
+	add := func(pattern string, h http.Handler) { t = append(t, route{pattern, h}) }
 	g := rt.Guard
 	if rt.Lifecycle != nil {
-		mux.Handle("POST /v1/lifecycle", g.Require(api.ScopeWrite, http.HandlerFunc(rt.postLifecycle)))
+		add("POST /v1/lifecycle", g.Require(api.ScopeWrite, http.HandlerFunc(rt.postLifecycle)))
 	}
 	if rt.Readiness != nil {
-		mux.Handle("GET /v1/keys/{id}/readiness", g.Require(api.ScopeRead, validID(http.HandlerFunc(rt.getReadiness))))
+		add("GET /v1/keys/{id}/readiness", g.Require(api.ScopeRead, validID(http.HandlerFunc(rt.getReadiness))))
 	}
 	if rt.Revoke != nil {
-		mux.Handle("POST /v1/keys/{id}/revoke", g.Require(api.ScopeAdmin, validID(rt.Revoke)))
+		add("POST /v1/keys/{id}/revoke", g.Require(api.ScopeAdmin, validID(rt.Revoke)))
 	}
 	if rt.Rollback != nil {
-		mux.Handle("POST /v1/keys/{id}/rollback", g.Require(api.ScopeAdmin, validID(rt.Rollback)))
+		add("POST /v1/keys/{id}/rollback", g.Require(api.ScopeAdmin, validID(rt.Rollback)))
 	}
 	if rt.Silences != nil {
-		mux.Handle("GET /v1/silences", g.Require(api.ScopeRead, rt.Silences))
-		mux.Handle("POST /v1/silences", g.Require(api.ScopeWrite, rt.Silences))
-		mux.Handle("DELETE /v1/silences/{id}", g.Require(api.ScopeWrite, rt.Silences))
+		add("GET /v1/silences", g.Require(api.ScopeRead, rt.Silences))
+		add("POST /v1/silences", g.Require(api.ScopeWrite, rt.Silences))
+		add("DELETE /v1/silences/{id}", g.Require(api.ScopeWrite, rt.Silences))
 	}
 	if rt.Leaks != nil {
-		mux.Handle("POST /v1/leaks", rt.Leaks)
+		add("POST /v1/leaks", rt.Leaks)
+	}
+	if rt.Read != nil {
+		add("GET /v1/keys/{id}", g.Require(api.ScopeRead, validID(http.HandlerFunc(rt.Read.Key))))
+		add("GET /v1/rotations", g.Require(api.ScopeRead, http.HandlerFunc(rt.Read.Rotations)))
+		add("GET /v1/rotations/{id}", g.Require(api.ScopeRead, http.HandlerFunc(rt.Read.Rotation)))
+		add("GET /v1/alerts", g.Require(api.ScopeRead, http.HandlerFunc(rt.Read.Alerts)))
+	}
+	if rt.OpenAPI != nil {
+		add("GET /v1/openapi.json", rt.OpenAPI)
 	}
 	if rt.SlackInteractions != nil {
-		mux.Handle("POST /slack/interactions", rt.SlackInteractions)
+		add("POST /slack/interactions", rt.SlackInteractions)
 	}
 	if rt.Reload != nil {
-		mux.Handle("POST /-/reload", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		add("POST /-/reload", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if err := rt.Reload(r.Context()); err != nil {
 				api.WriteError(w, http.StatusUnprocessableEntity, err.Error())
 				return
@@ -84,10 +115,19 @@ func (rt routes) handler() http.Handler {
 		})))
 	}
 	if rt.Config != nil {
-		mux.Handle("GET /-/config", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		add("GET /-/config", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			_, _ = w.Write([]byte(rt.Config()))
 		})))
+	}
+	return t
+}
+
+// handler serves the routes of table.
+func (rt routes) handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, r := range rt.table() {
+		mux.Handle(r.pattern, r.handler)
 	}
 	return mux
 }

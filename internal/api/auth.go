@@ -13,7 +13,7 @@ type Scope int
 
 // Scopes, lowest first.
 const (
-	// ScopeRead may GET: key readiness, silences, /readyz's errors.
+	// ScopeRead may GET: keys, their readiness, rotations, alerts, silences, /readyz's errors.
 	ScopeRead Scope = iota + 1
 	// ScopeWrite may also post lifecycle events and create or expire silences.
 	ScopeWrite

@@ -1,0 +1,8 @@
+// Package readapi owns the read-only /v1 resources: a key (GET /v1/keys/{id}), the rotations
+// (GET /v1/rotations, GET /v1/rotations/{id}) and the alerts (GET /v1/alerts) as JSON, their
+// query parameters, pagination (limit and an opaque cursor) and the bounds of every list.
+//
+// It reads only through what the owners export: the event store's reads of package ingest, the
+// rotation model (rotation.Models), readiness (detect.Lingering) and alerting.Reader. It does not
+// register routes or check tokens (app's router and internal/api do), and it writes nothing.
+package readapi

@@ -246,6 +246,9 @@ func TestResponsesMatchTheDocument(t *testing.T) {
 	rig.expect(401, "GET", "/v1/keys/kid_old", "", "")
 	rig.expect(401, "GET", "/v1/keys/kid_old", "wrong-token", "")
 	rig.expect(200, "GET", "/v1/keys/kid_old/readiness", readTok, "")
+	if got := rig.expect(200, "GET", "/v1/keys/kid_old/readiness", readTok, "", "Accept", "text/plain"); !strings.HasPrefix(got, "UNSAFE to retire kid_old") {
+		t.Errorf("readiness as text: %.200s", got)
+	}
 	rig.expect(404, "GET", "/v1/keys/kid_unknown/readiness", readTok, "")
 	rig.expect(200, "GET", "/v1/rotations", readTok, "")
 	rig.expect(200, "GET", "/v1/rotations?limit=1", readTok, "")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/alertmanager"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/api"
@@ -61,6 +62,7 @@ type metrics struct {
 	detect    *detect.Metrics
 	notify    *notify.Metrics
 	alerting  *alerting.Metrics
+	alertmgr  *alertmanager.Metrics
 	refusals  *refusal.Log
 	lastLoad  prometheus.Gauge
 	lastLoadT prometheus.Gauge
@@ -77,6 +79,7 @@ func (d *daemon) wire(cfg config.Config) error {
 	d.metrics = metrics{
 		action: action.NewMetrics(d.reg), leaks: leakreport.NewMetrics(d.reg), detect: detect.NewMetrics(d.reg),
 		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg), refusals: refusal.New(d.reg, d.log),
+		alertmgr: alertmanager.NewMetrics(d.reg),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keywatch_config_last_reload_successful",
 			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",

@@ -39,6 +39,9 @@ type Config struct {
 	Leader      Leader      `yaml:"leader"`
 	Digest      Digest      `yaml:"digest"`
 	Log         Log         `yaml:"log"`
+
+	// Alertmanager is the optional output to Prometheus Alertmanagers, beside Slack.
+	Alertmanager Alertmanager `yaml:"alertmanager"`
 }
 
 // Kafka says where authentication and lifecycle events are read from.
@@ -296,6 +299,8 @@ func Default() Config {
 		Leader:   defaultLeader(),
 		Digest:   defaultDigest(),
 		Log:      Log{Level: "info", Format: "json"},
+
+		Alertmanager: defaultAlertmanager(),
 	}
 }
 
@@ -498,6 +503,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Detect.validate()...)
 	errs = append(errs, c.Alerting.validate()...)
 	errs = append(errs, c.Slack.validate()...)
+	errs = append(errs, c.Alertmanager.validate()...)
 	errs = append(errs, c.Revoke.validate()...)
 	errs = append(errs, c.Rollback.validate()...)
 	errs = append(errs, c.compileSelectors()...)

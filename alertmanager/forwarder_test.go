@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,7 +151,7 @@ func TestAlertmanagerGetsFiringAlertOnceAndItsResolution(t *testing.T) {
 		t.Errorf("generatorURL %q and dashboard_url %q: want the same dashboard link", got.GeneratorURL, got.Annotations["dashboard_url"])
 	}
 	waitFor(t, "the firing notification", func() (bool, string) {
-		return hook.count("firing") >= 1, fmt.Sprintf("%+v", hook.got)
+		return hook.count("firing") >= 1, fmt.Sprintf("%+v", hook.all())
 	})
 
 	// Every evaluation posts the alert again; Alertmanager's group flushes every second. Once its
@@ -175,7 +177,7 @@ func TestAlertmanagerGetsFiringAlertOnceAndItsResolution(t *testing.T) {
 		return n >= queries+3, fmt.Sprintf("%v notification log queries, from %v", n, queries)
 	})
 	if n := hook.count("firing"); n != 1 {
-		t.Fatalf("the receiver got %d firing notifications, want exactly 1: %+v", n, hook.got)
+		t.Fatalf("the receiver got %d firing notifications, want exactly 1: %+v", n, hook.all())
 	}
 
 	// A successful run that does not find it resolves the alert (resolve_after 0s here).
@@ -194,7 +196,7 @@ func TestAlertmanagerGetsFiringAlertOnceAndItsResolution(t *testing.T) {
 		return true, ""
 	})
 	waitFor(t, "the resolved notification", func() (bool, string) {
-		return hook.count("resolved") == 1, fmt.Sprintf("%+v", hook.got)
+		return hook.count("resolved") == 1, fmt.Sprintf("%+v", hook.all())
 	})
 	if n := hook.count("firing"); n != 1 {
 		t.Errorf("the receiver got %d firing notifications, want 1", n)
@@ -235,9 +237,14 @@ func TestEveryAlertmanagerGetsEveryAlertWhateverTheOthersDo(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 
 	k := newKeywatch(t, am1.URL, refused, hung.URL, am2.URL)
+	k.evaluate() // nothing open: an empty list is posted
+	waitFor(t, "the empty post", func() (bool, string) {
+		n := testutil.ToFloat64(k.metrics.posts.WithLabelValues(am1.URL, "ok"))
+		return n >= 1, fmt.Sprintf("%v successful posts", n)
+	})
+	<-arrived // the first post hangs; the next evaluations go on regardless
 	k.run(leaked())
 	k.evaluate()
-	<-arrived // the first post hangs; the next evaluations go on regardless
 	for range 2 {
 		k.run(leaked())
 		k.evaluate()
@@ -254,4 +261,24 @@ func TestEveryAlertmanagerGetsEveryAlertWhateverTheOthersDo(t *testing.T) {
 	if n := testutil.ToFloat64(k.metrics.lastSuccess.WithLabelValues(am1.URL)); n == 0 {
 		t.Errorf("keywatch_alertmanager_last_success_timestamp_seconds{url=%q} is not set", am1.URL)
 	}
+}
+
+// The example route of docs/alertmanager.md is a configuration the real Alertmanager loads.
+func TestDocumentedRouteLoads(t *testing.T) {
+	doc, err := os.ReadFile("../docs/alertmanager.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(string(doc), "## An Alertmanager route for keywatch\n\n```yaml\n")
+	yml, _, found := strings.Cut(after, "```")
+	if !found {
+		t.Fatal("docs/alertmanager.md has no yaml block under \"An Alertmanager route for keywatch\"")
+	}
+	secrets := t.TempDir()
+	for _, name := range []string{"slack-webhook-url", "pagerduty-key"} {
+		if err := os.WriteFile(filepath.Join(secrets, name), []byte("https://hooks.example.com/x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startWithConfig(t, strings.ReplaceAll(yml, "/etc/alertmanager/", secrets+"/")) // fails unless ready
 }

@@ -144,8 +144,14 @@ type server struct {
 // startAlertmanager runs an Alertmanager on a free loopback port that notifies receiverURL.
 func startAlertmanager(t *testing.T, receiverURL string) *server {
 	t.Helper()
+	return startWithConfig(t, fmt.Sprintf(amConfig, receiverURL))
+}
+
+// startWithConfig runs an Alertmanager with the configuration yml on a free loopback port.
+func startWithConfig(t *testing.T, yml string) *server {
+	t.Helper()
 	config := filepath.Join(t.TempDir(), "alertmanager.yml")
-	if err := os.WriteFile(config, fmt.Appendf(nil, amConfig, receiverURL), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := &server{t: t, addr: freeAddr(t), config: config}
@@ -282,6 +288,13 @@ func newReceiver(t *testing.T) *receiver {
 	}))
 	t.Cleanup(r.srv.Close)
 	return r
+}
+
+// all are the notifications so far.
+func (r *receiver) all() []notification {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]notification(nil), r.got...)
 }
 
 // count is how many notifications with status (firing, resolved) the receiver got.

@@ -36,6 +36,8 @@ type Forwarder struct {
 	resend  time.Duration // an open alert's endsAt after the post
 	links   Links
 	client  *http.Client
+	user    string // basic authentication, when set
+	pass    string
 	retry   backoff.Policy
 	metrics *Metrics
 	log     *slog.Logger
@@ -70,7 +72,7 @@ func New(cfg config.Alertmanager, evaluateInterval time.Duration, slack config.S
 			Timeout:       time.Duration(cfg.Timeout),
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		retry: retry, metrics: metrics, log: log.With("component", "alertmanager"),
+		user: cfg.Username, pass: cfg.Password, retry: retry, metrics: metrics, log: log.With("component", "alertmanager"),
 	}
 	for _, u := range cfg.URLs {
 		f.targets = append(f.targets, &target{
@@ -155,6 +157,9 @@ func (f *Forwarder) post(ctx context.Context, t *target, p *payload) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "keywatch")
+	if f.user != "" {
+		req.SetBasicAuth(f.user, f.pass)
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		f.metrics.post(t.url, "error")

@@ -44,6 +44,12 @@ var testLinks = config.Slack{GrafanaURL: "https://grafana.example.com/d/keywatch
 
 func newKeywatch(t *testing.T, urls ...string) *keywatch {
 	t.Helper()
+	return newKeywatchWith(t, config.Alertmanager{URLs: urls})
+}
+
+// newKeywatchWith is newKeywatch with the alertmanager settings am (timeout: 5s).
+func newKeywatchWith(t *testing.T, am config.Alertmanager) *keywatch {
+	t.Helper()
 	_, conn := schematest.NewDatabase(t, ch)
 	cfg := config.Default().Alerting
 	cfg.For = map[string]config.Duration{"default": 0}
@@ -53,7 +59,8 @@ func newKeywatch(t *testing.T, urls ...string) *keywatch {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	metrics := NewMetrics(prometheus.NewRegistry())
-	fwd := New(config.Alertmanager{URLs: urls, Timeout: config.Duration(5 * time.Second)}, time.Duration(cfg.EvaluateInterval), testLinks, metrics, log)
+	am.Timeout = config.Duration(5 * time.Second)
+	fwd := New(am, time.Duration(cfg.EvaluateInterval), testLinks, metrics, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = fwd.Run(ctx); close(done) }()
@@ -261,6 +268,26 @@ func TestEveryAlertmanagerGetsEveryAlertWhateverTheOthersDo(t *testing.T) {
 	if n := testutil.ToFloat64(k.metrics.lastSuccess.WithLabelValues(am1.URL)); n == 0 {
 		t.Errorf("keywatch_alertmanager_last_success_timestamp_seconds{url=%q} is not set", am1.URL)
 	}
+}
+
+// With alertmanager.username and password, posts pass an Alertmanager that requires basic
+// authentication; without them it refuses them, and the refusals are counted.
+func TestBasicAuthentication(t *testing.T) {
+	hook := newReceiver(t)
+	am := startWith(t, fmt.Sprintf(amConfig, hook.srv.URL), []string{"keywatch", testPassword})
+
+	anonymous := newKeywatch(t, am.URL)
+	anonymous.run(leaked())
+	anonymous.evaluate()
+	waitFor(t, "the unauthenticated post to be refused", func() (bool, string) {
+		n := testutil.ToFloat64(anonymous.metrics.posts.WithLabelValues(am.URL, "rejected"))
+		return n >= 1, fmt.Sprintf("%v rejected posts", n)
+	})
+
+	k := newKeywatchWith(t, config.Alertmanager{URLs: []string{am.URL}, Username: "keywatch", Password: testPassword})
+	k.run(leaked())
+	k.evaluate()
+	firingIn(t, am)
 }
 
 // The example route of docs/alertmanager.md is a configuration the real Alertmanager loads.

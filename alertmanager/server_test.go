@@ -136,6 +136,8 @@ type server struct {
 	URL     string // http://127.0.0.1:port
 	addr    string
 	config  string
+	args    []string // more flags
+	auth    []string // user and password every request needs, if any
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	stopped chan struct{}
@@ -150,11 +152,26 @@ func startAlertmanager(t *testing.T, receiverURL string) *server {
 // startWithConfig runs an Alertmanager with the configuration yml on a free loopback port.
 func startWithConfig(t *testing.T, yml string) *server {
 	t.Helper()
+	return startWith(t, yml, nil)
+}
+
+// startWith runs an Alertmanager with the configuration yml on a free loopback port; with auth,
+// every request needs basic authentication with it ([user, password]).
+func startWith(t *testing.T, yml string, auth []string) *server {
+	t.Helper()
 	config := filepath.Join(t.TempDir(), "alertmanager.yml")
 	if err := os.WriteFile(config, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s := &server{t: t, addr: freeAddr(t), config: config}
+	if auth != nil {
+		s.auth = auth
+		web := filepath.Join(t.TempDir(), "web.yml")
+		if err := os.WriteFile(web, fmt.Appendf(nil, "basic_auth_users:\n  %s: %q\n", auth[0], testPasswordHash), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.args = []string{"--web.config.file=" + web}
+	}
 	s.URL = "http://" + s.addr
 	s.start(t.TempDir())
 	t.Cleanup(func() {
@@ -170,9 +187,9 @@ func startWithConfig(t *testing.T, yml string) *server {
 func (s *server) start(storage string) {
 	s.t.Helper()
 	s.log = &bytes.Buffer{}
-	s.cmd = exec.Command(amBinary(s.t),
-		"--config.file="+s.config, "--storage.path="+storage, "--web.listen-address="+s.addr,
-		"--cluster.listen-address=", "--log.level=debug")
+	s.cmd = exec.Command(amBinary(s.t), append([]string{
+		"--config.file=" + s.config, "--storage.path=" + storage, "--web.listen-address=" + s.addr,
+		"--cluster.listen-address=", "--log.level=debug"}, s.args...)...)
 	out := &lockedWriter{w: s.log}
 	s.cmd.Stdout, s.cmd.Stderr = out, out
 	if err := s.cmd.Start(); err != nil {
@@ -186,7 +203,7 @@ func (s *server) start(storage string) {
 			s.t.Fatalf("alertmanager exited at start:\n%s", s.log)
 		default:
 		}
-		resp, err := http.Get(s.URL + "/-/ready")
+		resp, err := s.get("/-/ready")
 		if err != nil {
 			return false, err.Error()
 		}
@@ -213,6 +230,25 @@ func (s *server) restart() {
 	s.start(s.t.TempDir())
 }
 
+// get asks the Alertmanager for path, authenticated when it needs it.
+func (s *server) get(path string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, s.URL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if s.auth != nil {
+		req.SetBasicAuth(s.auth[0], s.auth[1])
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// testPassword is the basic-authentication password of the tests' Alertmanager that needs one;
+// testPasswordHash its bcrypt hash, as Alertmanager's web.config.file takes it.
+const (
+	testPassword     = "keywatch-test-password-0123456789"
+	testPasswordHash = "$2a$04$NHpDHmVsFc1dnumI2dHKO./UvAYMZj10zP2Z3SSLq1dhTqacbAGQ6"
+)
+
 // amAlert is an alert as GET /api/v2/alerts returns it.
 type amAlert struct {
 	Labels       map[string]string `json:"labels"`
@@ -227,7 +263,7 @@ type amAlert struct {
 
 // alerts are the alerts the Alertmanager holds that have not ended.
 func (s *server) alerts() ([]amAlert, error) {
-	resp, err := http.Get(s.URL + "/api/v2/alerts")
+	resp, err := s.get("/api/v2/alerts")
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +277,7 @@ func (s *server) alerts() ([]amAlert, error) {
 
 // metric is the value of an unlabelled metric of the Alertmanager's /metrics.
 func (s *server) metric(name string) (float64, error) {
-	resp, err := http.Get(s.URL + "/metrics")
+	resp, err := s.get("/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,11 @@ import (
 type Alertmanager struct {
 	URLs    []string `yaml:"urls" help:"base URLs of Alertmanagers (http://alertmanager:9093), each sent every firing and recently resolved alert; an HA pair is listed with both; empty: no forwarding"`
 	Timeout Duration `yaml:"timeout" help:"a post to an Alertmanager that has not answered after this long fails and is retried"`
+	// Username and Password authenticate every post with HTTP basic authentication (Alertmanager's
+	// web.config.file basic_auth_users, or a proxy in front of it).
+	Username     string `yaml:"username" help:"user of HTTP basic authentication to every Alertmanager; empty: none"`
+	Password     string `yaml:"password" secret:"true"`
+	PasswordFile string `yaml:"password_file" help:"file holding the basic-authentication password"`
 }
 
 func defaultAlertmanager() Alertmanager {
@@ -34,6 +39,9 @@ func (a Alertmanager) validate() []error {
 			errs = append(errs, fmt.Errorf("%s: %q is also alertmanager.urls[%d]", path, raw, j))
 		}
 		seen[raw] = i
+	}
+	if (a.Username == "") != (a.Password == "") {
+		errs = append(errs, fmt.Errorf("alertmanager.password: alertmanager.username and the password (%s or alertmanager.password_file) go together", envName("alertmanager.password")))
 	}
 	if a.Timeout < Duration(100*time.Millisecond) || a.Timeout > Duration(5*time.Minute) {
 		errs = append(errs, fmt.Errorf("alertmanager.timeout: %s: want 100ms to 5m", a.Timeout))

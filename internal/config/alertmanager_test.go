@@ -14,6 +14,8 @@ func TestAlertmanagerURLsAreValidatedByPath(t *testing.T) {
 		{"KEYWATCH_ALERTMANAGER_URLS=http://am:9093?x=1", `alertmanager.urls[0]: "http://am:9093?x=1": want a base URL`},
 		{"KEYWATCH_ALERTMANAGER_URLS=http://am:9093,http://am:9093", `alertmanager.urls[1]: "http://am:9093" is also alertmanager.urls[0]`},
 		{"KEYWATCH_ALERTMANAGER_TIMEOUT=0s", "alertmanager.timeout: 0s: want 100ms to 5m"},
+		{"KEYWATCH_ALERTMANAGER_USERNAME=keywatch", "alertmanager.password: alertmanager.username and the password (KEYWATCH_ALERTMANAGER_PASSWORD or alertmanager.password_file) go together"},
+		{"KEYWATCH_ALERTMANAGER_PASSWORD=hunter2", "alertmanager.password: alertmanager.username and the password"},
 	} {
 		_, err := Load("", []string{validKey, c.env})
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -403,6 +403,7 @@ func readSecretFiles(cfg *Config) []error {
 	read("slack.signing_secret", cfg.Slack.SigningSecretFile, &cfg.Slack.SigningSecret)
 	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
 	read("leak_reports.token", cfg.LeakReports.TokenFile, &cfg.LeakReports.Token)
+	read("alertmanager.password", cfg.Alertmanager.PasswordFile, &cfg.Alertmanager.Password)
 	return errs
 }
 

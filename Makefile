@@ -18,8 +18,8 @@ HELM_VERSION := v4.3.2
 HELM         := $(KEYWATCH_CACHE)/helm/$(HELM_VERSION)/helm
 export HELM_BIN := $(HELM)
 
-# Alertmanager, built from the Go module proxy, for the alertmanager package's test against a real
-# Alertmanager. v0.32 and later do not build with go install (their UI is not in the module).
+# Alertmanager, built from the Go module proxy, for the alertmanager package's tests against the real
+# one. v0.32 and later do not build with go install (their UI is not in the module).
 ALERTMANAGER_VERSION := v0.31.1
 ALERTMANAGER         := $(KEYWATCH_CACHE)/alertmanager/$(ALERTMANAGER_VERSION)/alertmanager
 export ALERTMANAGER_BIN := $(ALERTMANAGER)
@@ -46,8 +46,8 @@ demo: chdb build-demo
 	./bin/keywatch-demo $(DEMO_FLAGS)
 
 ## test: vet, run every test against a real ClickHouse and an in-process Kafka broker (and the Helm
-## chart through the real helm, the Alertmanager output through a real Alertmanager), then fuzz the two decoders briefly (their corpora are checked in
-## under testdata/fuzz)
+## chart through the real helm, the Alertmanager output through a real Alertmanager), then fuzz the
+## two decoders briefly (their corpora are checked in under testdata/fuzz)
 test: chdb helm alertmanager vet
 	$(GO) test -count=1 -timeout 9m ./...
 	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZ_EXTRACT_EXECS) ./ingest/mapping/

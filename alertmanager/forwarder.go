@@ -28,13 +28,13 @@ const maxAnswer = 4 << 10
 var retry = backoff.Policy{Initial: time.Second, Max: time.Minute, Jitter: backoff.Equal}
 
 // Forwarder posts the alerts of every evaluation to each configured Alertmanager. It is an
-// alerting.Observer: Observe builds the payload and leaves it for each URL's sender without
-// waiting; Run runs the senders, one per URL, each posting the latest payload it was left, so an
-// Alertmanager that is down or slow delays no other one and holds no more than one payload.
+// alerting.Observer: Observe builds the snapshot and leaves it for each URL's sender without
+// waiting; Run runs the senders, one per URL, each posting the latest snapshot it was left, so an
+// Alertmanager that is down or slow delays no other one and holds no more than one snapshot.
 type Forwarder struct {
 	targets []*target
 	resend  time.Duration // an open alert's endsAt after the post
-	links   Links
+	links   links
 	client  *http.Client
 	user    string // basic authentication, when set
 	pass    string
@@ -43,18 +43,18 @@ type Forwarder struct {
 	log     *slog.Logger
 }
 
-// target is one Alertmanager and the latest payload left for it.
+// target is one Alertmanager and the latest snapshot left for it.
 type target struct {
 	url      string // as configured: the metrics' and logs' name of it
 	endpoint string
 	wake     chan struct{} // holds a token when latest is new
 
 	mu     sync.Mutex
-	latest *payload // nil: nothing new since the last post
+	latest *snapshot // nil: nothing new since the last post
 }
 
-// payload is one evaluation's alerts as posted.
-type payload struct {
+// snapshot is one evaluation's alerts as posted.
+type snapshot struct {
 	body   []byte
 	alerts int
 }
@@ -66,8 +66,8 @@ func New(cfg config.Alertmanager, evaluateInterval time.Duration, slack config.S
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Forwarder{
-		resend: ResendWindow(evaluateInterval),
-		links:  Links{Runbook: slack.RunbookURL, Grafana: slack.GrafanaURL},
+		resend: resendWindow(evaluateInterval),
+		links:  links{Runbook: slack.RunbookURL, Grafana: slack.GrafanaURL},
 		client: &http.Client{
 			Timeout:       time.Duration(cfg.Timeout),
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -88,14 +88,14 @@ func (f *Forwarder) Observe(_ context.Context, alerts []alerting.Alert, now time
 	if len(f.targets) == 0 {
 		return
 	}
-	posted := Payload(alerts, now, f.resend, f.links)
+	posted := alertsToPost(alerts, now, f.resend, f.links)
 	body, err := json.Marshal(posted)
 	if err != nil {
 		f.log.Error("encoding alerts for Alertmanager failed", "alerts", len(posted), "err", err)
 		return
 	}
 	for _, t := range f.targets {
-		t.leave(&payload{body: body, alerts: len(posted)})
+		t.leave(&snapshot{body: body, alerts: len(posted)})
 	}
 }
 
@@ -109,8 +109,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// send posts the latest payload left for t each time there is a new one. A failed post is retried
-// after a backoff, with the latest payload by then: a newer pass replaces the one that failed.
+// send posts the latest snapshot left for t each time there is a new one. A failed post is retried
+// after a backoff, with the latest snapshot by then: a newer pass replaces the one that failed.
 func (f *Forwarder) send(ctx context.Context, t *target) {
 	waits := f.retry.Waits()
 	failures := 0
@@ -149,8 +149,8 @@ func (f *Forwarder) send(ctx context.Context, t *target) {
 	}
 }
 
-// post sends one payload to t.
-func (f *Forwarder) post(ctx context.Context, t *target, p *payload) error {
+// post sends one snapshot to t.
+func (f *Forwarder) post(ctx context.Context, t *target, p *snapshot) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.endpoint, bytes.NewReader(p.body))
 	if err != nil {
 		return fmt.Errorf("post %d alerts to %s: %w", p.alerts, t.endpoint, err)
@@ -176,8 +176,8 @@ func (f *Forwarder) post(ctx context.Context, t *target, p *payload) error {
 	return nil
 }
 
-// leave makes p the payload t posts next.
-func (t *target) leave(p *payload) {
+// leave makes p the snapshot t posts next.
+func (t *target) leave(p *snapshot) {
 	t.mu.Lock()
 	t.latest = p
 	t.mu.Unlock()
@@ -187,8 +187,8 @@ func (t *target) leave(p *payload) {
 	}
 }
 
-// take returns the payload left for t, or nil when there is none.
-func (t *target) take() *payload {
+// take returns the snapshot left for t, or nil when there is none.
+func (t *target) take() *snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.latest
@@ -196,8 +196,8 @@ func (t *target) take() *payload {
 	return p
 }
 
-// retry leaves p again after its post failed, unless a newer payload was left meanwhile.
-func (t *target) retry(p *payload) {
+// retry leaves p again after its post failed, unless a newer snapshot was left meanwhile.
+func (t *target) retry(p *snapshot) {
 	t.mu.Lock()
 	if t.latest == nil {
 		t.latest = p

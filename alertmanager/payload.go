@@ -16,13 +16,13 @@ const resolvedFor = 15 * time.Minute
 // open alert's endsAt lies: Prometheus' 4 × max(evaluation interval, resend delay).
 const resendFactor = 4
 
-// ResendWindow is how far ahead of a post an open alert's endsAt is set, for an evaluation interval.
-func ResendWindow(evaluateInterval time.Duration) time.Duration {
+// resendWindow is how far ahead of a post an open alert's endsAt is set, for an evaluation interval.
+func resendWindow(evaluateInterval time.Duration) time.Duration {
 	return resendFactor * max(evaluateInterval, time.Minute)
 }
 
-// Alert is one element of POST /api/v2/alerts (Alertmanager's postableAlert).
-type Alert struct {
+// postableAlert is one element of the body of POST /api/v2/alerts (Alertmanager's postableAlert).
+type postableAlert struct {
 	Labels       map[string]string `json:"labels"`
 	Annotations  map[string]string `json:"annotations,omitempty"`
 	StartsAt     time.Time         `json:"startsAt,omitzero"`
@@ -30,9 +30,9 @@ type Alert struct {
 	GeneratorURL string            `json:"generatorURL,omitempty"`
 }
 
-// Links are the URLs every alert's annotations point at: the runbook (slack.runbook_url) and the
+// links are the URLs every alert's annotations point at: the runbook (slack.runbook_url) and the
 // Grafana dashboards (slack.grafana_url), each empty when not configured.
-type Links struct {
+type links struct {
 	Runbook, Grafana string
 }
 
@@ -42,17 +42,17 @@ const (
 	alertnamePrefix = "keywatch_"
 )
 
-// Payload is what is posted after a pass at now: the firing alerts that are not muted, with endsAt
-// resendWindow after now, and those resolved within resolvedFor before now, with endsAt their
-// resolution time, in the order given. Pending alerts, muted ones and alerts resolved without ever
-// firing are left out.
-func Payload(alerts []alerting.Alert, now time.Time, resendWindow time.Duration, links Links) []Alert {
-	out := []Alert{}
+// alertsToPost is what is posted after a pass at now: the firing alerts that are not muted, with
+// endsAt resend after now, and those resolved within resolvedFor before now, with endsAt their
+// resolution time, in the order given. Pending alerts, muted ones and alerts resolved without
+// ever firing are left out.
+func alertsToPost(alerts []alerting.Alert, now time.Time, resend time.Duration, l links) []postableAlert {
+	out := []postableAlert{}
 	for _, a := range alerts {
 		if a.Silenced != "" || a.Inhibited != "" || a.FiredAt.IsZero() {
 			continue
 		}
-		end := now.Add(resendWindow)
+		end := now.Add(resend)
 		switch a.State {
 		case alerting.Firing:
 		case alerting.Resolved:
@@ -63,13 +63,13 @@ func Payload(alerts []alerting.Alert, now time.Time, resendWindow time.Duration,
 		default:
 			continue
 		}
-		out = append(out, postable(a, end, links))
+		out = append(out, postableOf(a, end, l))
 	}
 	return out
 }
 
 // postable is the alert as Alertmanager takes it, ending at end.
-func postable(a alerting.Alert, end time.Time, links Links) Alert {
+func postableOf(a alerting.Alert, end time.Time, l links) postableAlert {
 	labels := map[string]string{labelAlertname: alertnamePrefix + a.Detector, finding.LabelSeverity: a.Severity.String()}
 	for name, v := range map[string]string{finding.LabelKeyID: a.KeyID, finding.LabelClientID: a.ClientID, finding.LabelRotationID: a.RotationID} {
 		if v != "" {
@@ -80,16 +80,16 @@ func postable(a alerting.Alert, end time.Time, links Links) Alert {
 	if v := a.Labels[alerting.LabelFailingDetector]; v != "" && a.Detector == alerting.DegradedDetector {
 		labels[alerting.LabelFailingDetector] = v
 	}
-	dashboard := alerting.DashboardLink(links.Grafana, a)
+	dashboard := alerting.DashboardLink(l.Grafana, a)
 	annotations := map[string]string{}
 	for name, v := range map[string]string{
-		"summary": a.Summary, "description": description(a), "runbook_url": links.Runbook, "dashboard_url": dashboard,
+		"summary": a.Summary, "description": description(a), "runbook_url": l.Runbook, "dashboard_url": dashboard,
 	} {
 		if v != "" {
 			annotations[name] = v
 		}
 	}
-	return Alert{Labels: labels, Annotations: annotations, StartsAt: a.FiredAt, EndsAt: end, GeneratorURL: dashboard}
+	return postableAlert{Labels: labels, Annotations: annotations, StartsAt: a.FiredAt, EndsAt: end, GeneratorURL: dashboard}
 }
 
 // description is the alert's display fields, one "Name: value" line each.

@@ -14,7 +14,7 @@ import (
 
 var now = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 
-var links = Links{Runbook: "https://wiki.example.com/keywatch", Grafana: "https://grafana.example.com/d/keywatch?orgId=1"}
+var exampleLinks = links{Runbook: "https://wiki.example.com/keywatch", Grafana: "https://grafana.example.com/d/keywatch?orgId=1"}
 
 func firing() alerting.Alert {
 	return alerting.Alert{
@@ -26,7 +26,7 @@ func firing() alerting.Alert {
 }
 
 func TestPayloadOfAFiringAlert(t *testing.T) {
-	got := Payload([]alerting.Alert{firing()}, now, ResendWindow(30*time.Second), links)
+	got := alertsToPost([]alerting.Alert{firing()}, now, resendWindow(30*time.Second), exampleLinks)
 	if len(got) != 1 {
 		t.Fatalf("%d alerts posted, want 1", len(got))
 	}
@@ -40,7 +40,7 @@ func TestPayloadOfAFiringAlert(t *testing.T) {
 	dashboard := "https://grafana.example.com/d/keywatch?from=" + itoa(now.Add(-2*time.Hour).UnixMilli()) + "&orgId=1&to=now&var-client=acme&var-key=kid_old"
 	wantAnnotations := map[string]string{
 		"summary": "acme still uses kid_old", "description": "Client: acme\nRequests (1h): 1,204",
-		"runbook_url": links.Runbook, "dashboard_url": dashboard,
+		"runbook_url": exampleLinks.Runbook, "dashboard_url": dashboard,
 	}
 	if !maps.Equal(p.Annotations, wantAnnotations) {
 		t.Errorf("annotations %v, want %v", p.Annotations, wantAnnotations)
@@ -58,8 +58,8 @@ func TestResendWindowIsFourEvaluationsOfAtLeastAMinute(t *testing.T) {
 	for interval, want := range map[time.Duration]time.Duration{
 		0: 4 * time.Minute, 10 * time.Second: 4 * time.Minute, time.Minute: 4 * time.Minute, 5 * time.Minute: 20 * time.Minute,
 	} {
-		if got := ResendWindow(interval); got != want {
-			t.Errorf("ResendWindow(%v) = %v, want %v", interval, got, want)
+		if got := resendWindow(interval); got != want {
+			t.Errorf("resendWindow(%v) = %v, want %v", interval, got, want)
 		}
 	}
 }
@@ -78,7 +78,7 @@ func TestPayloadLeavesOutWhatAlertmanagerMustNotNotify(t *testing.T) {
 	recent := firing()
 	recent.Fingerprint, recent.State, recent.ResolvedAt = "resolved-recently", alerting.Resolved, now.Add(-resolvedFor)
 
-	got := Payload([]alerting.Alert{pending, silenced, inhibited, neverFired, long, recent}, now, time.Minute, links)
+	got := alertsToPost([]alerting.Alert{pending, silenced, inhibited, neverFired, long, recent}, now, time.Minute, exampleLinks)
 	if len(got) != 1 {
 		t.Fatalf("%d alerts posted, want only the one resolved within %v: %+v", len(got), resolvedFor, got)
 	}
@@ -94,7 +94,7 @@ func TestPayloadLeavesOutWhatAlertmanagerMustNotNotify(t *testing.T) {
 func TestPayloadOmitsEmptyLabelsAndAnnotations(t *testing.T) {
 	a := firing()
 	a.ClientID, a.RotationID, a.Fields = "", "", nil
-	got := Payload([]alerting.Alert{a}, now, time.Minute, Links{})
+	got := alertsToPost([]alerting.Alert{a}, now, time.Minute, links{})
 	want := map[string]string{"alertname": "keywatch_lingering", "severity": "critical", "key_id": "kid_old"}
 	if !maps.Equal(got[0].Labels, want) {
 		t.Errorf("labels %v, want %v", got[0].Labels, want)
@@ -127,7 +127,7 @@ func TestDegradedAlertsAreOnePerFailingDetector(t *testing.T) {
 			State: alerting.Firing, FiredAt: now,
 		})
 	}
-	got := Payload(alerts, now, time.Minute, Links{})
+	got := alertsToPost(alerts, now, time.Minute, links{})
 	if len(got) != 2 || maps.Equal(got[0].Labels, got[1].Labels) || got[1].Labels["failing_detector"] != "leak" {
 		t.Errorf("degraded alerts posted as %+v, want one per failing detector", got)
 	}

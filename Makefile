@@ -18,6 +18,12 @@ HELM_VERSION := v4.3.2
 HELM         := $(KEYWATCH_CACHE)/helm/$(HELM_VERSION)/helm
 export HELM_BIN := $(HELM)
 
+# Alertmanager, built from the Go module proxy, for the alertmanager package's tests against the real
+# one. v0.32 and later do not build with go install (their UI is not in the module).
+ALERTMANAGER_VERSION := v0.31.1
+ALERTMANAGER         := $(KEYWATCH_CACHE)/alertmanager/$(ALERTMANAGER_VERSION)/alertmanager
+export ALERTMANAGER_BIN := $(ALERTMANAGER)
+
 # Fuzz budgets are execution counts, not durations: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a spurious "context deadline exceeded" when -fuzztime expires
 # (golang/go#75804, fixed in Go 1.27). About 10 s each on 2 cores.
@@ -25,7 +31,7 @@ FUZZ_EXTRACT_EXECS ?= 500000x
 FUZZ_DECODE_EXECS  ?= 50000x
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build build-demo demo test vet bench-ingest bench-detect bench-latency chdb helm clean
+.PHONY: build build-demo demo test vet bench-ingest bench-detect bench-latency chdb helm alertmanager clean
 
 ## build: compile bin/keywatch
 build:
@@ -40,9 +46,9 @@ demo: chdb build-demo
 	./bin/keywatch-demo $(DEMO_FLAGS)
 
 ## test: vet, run every test against a real ClickHouse and an in-process Kafka broker (and the Helm
-## chart through the real helm), then fuzz the two decoders briefly (their corpora are checked in
-## under testdata/fuzz)
-test: chdb helm vet
+## chart through the real helm, the Alertmanager output through a real Alertmanager), then fuzz the
+## two decoders briefly (their corpora are checked in under testdata/fuzz)
+test: chdb helm alertmanager vet
 	$(GO) test -count=1 -timeout 9m ./...
 	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZ_EXTRACT_EXECS) ./ingest/mapping/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(FUZZ_DECODE_EXECS) ./ingest/
@@ -73,6 +79,12 @@ helm: $(HELM)
 
 $(HELM):
 	GOBIN=$(dir $(HELM)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+## alertmanager: build Alertmanager $(ALERTMANAGER_VERSION) from the Go module proxy into the cache (once)
+alertmanager: $(ALERTMANAGER)
+
+$(ALERTMANAGER):
+	GOBIN=$(dir $(ALERTMANAGER)) $(GO) install github.com/prometheus/alertmanager/cmd/alertmanager@$(ALERTMANAGER_VERSION)
 
 clean:
 	rm -rf bin demo-data

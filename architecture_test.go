@@ -40,7 +40,7 @@ var layers = map[string]int{
 	// 6: the detectors; then what turns findings into alerts, messages and actions.
 	"detect": 6, "demo/simulate": 6,
 	"alerting": 7,
-	"notify":   8, "action": 8,
+	"notify":   8, "action": 8, "alertmanager": 8,
 	"digest": 9, "report": 9, "leakreport": 9, "readapi": 9,
 	// 10: the composition root; then the programs and the demo.
 	"app":  10,
@@ -52,9 +52,10 @@ var layers = map[string]int{
 // forbidden are imports the layers allow but the design does not: consumers of findings read a
 // finding's labels and fields, never a detector's types.
 var forbidden = map[string][]string{
-	"notify":   {"detect"},
-	"action":   {"detect"},
-	"alerting": {"detect"},
+	"notify":       {"detect"},
+	"action":       {"detect"},
+	"alerting":     {"detect"},
+	"alertmanager": {"detect"},
 }
 
 // internalMayImport are the packages outside internal/ that internal/ packages may import:

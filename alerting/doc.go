@@ -1,7 +1,8 @@
 // Package alerting owns alerts: it follows each finding's fingerprint through pending, firing and
 // resolved, applies silences and inhibition, groups alerts per rotation or key, routes each group
-// to channels and hands the result to a Notifier and an Actor. It does not deliver messages
-// (notify) or act on keys (action); it only decides what they are told.
+// to channels and hands the result to a Notifier and an Actor, and every alert after each pass to
+// its Observers (the Alertmanager output). It does not deliver messages (notify, alertmanager) or
+// act on keys (action); it only decides what they are told.
 //
 // An alert is pending when its fingerprint is first found and fires once it has been found for
 // alerting.for of its detector. It resolves when alerting.resolve_after has passed since its last

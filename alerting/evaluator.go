@@ -39,6 +39,8 @@ type Evaluator struct {
 	log      *slog.Logger
 	silences *silenceStore
 	now      func() time.Time
+	// observers are told every alert after each pass (observe.go).
+	observers []Observer
 
 	mu       sync.Mutex // one pass at a time; guards what follows
 	sent     map[groupChannel]*sentState
@@ -182,6 +184,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 		}
 	}
 	e.metrics.alertsNow(next, now)
+	e.observe(ctx, next, now)
 	if e.notifier != nil {
 		e.notify(ctx, next, now)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/alertmanager"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/ingest"
 	"github.com/keywatch/keywatch/internal/api"
@@ -61,6 +62,7 @@ type metrics struct {
 	detect    *detect.Metrics
 	notify    *notify.Metrics
 	alerting  *alerting.Metrics
+	alertmgr  *alertmanager.Metrics
 	refusals  *refusal.Log
 	lastLoad  prometheus.Gauge
 	lastLoadT prometheus.Gauge
@@ -71,6 +73,7 @@ func newMetrics(reg *prometheus.Registry, log *slog.Logger) metrics {
 	m := metrics{
 		action: action.NewMetrics(reg), leaks: leakreport.NewMetrics(reg), detect: detect.NewMetrics(reg),
 		notify: notify.NewMetrics(reg), alerting: alerting.NewMetrics(reg), refusals: refusal.New(reg, log),
+		alertmgr: alertmanager.NewMetrics(reg),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keywatch_config_last_reload_successful",
 			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
+	"github.com/keywatch/keywatch/alertmanager"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/digest"
 	"github.com/keywatch/keywatch/finding"
@@ -61,10 +62,16 @@ func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) e
 	slack := notify.NewSlack(d.conn, cfg.Slack, d.metrics.notify, d.log)
 	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log)
 	digests := digest.New(d.conn, cfg.Digest, cfg.Slack, gen.lingering, slack, d.log)
-	return map[string]func(context.Context) error{
+	loops := map[string]func(context.Context) error{
 		"detect": gen.engine.Start, "notify": slack.Run, "action": gen.revoker.Run, "alerting": evaluator.Run,
 		"digest": digests.Run,
 	}
+	if len(cfg.Alertmanager.URLs) > 0 {
+		forwarder := alertmanager.New(cfg.Alertmanager, time.Duration(cfg.Alerting.EvaluateInterval), cfg.Slack, d.metrics.alertmgr, d.log)
+		evaluator.WithObservers(forwarder)
+		loops["alertmanager"] = forwarder.Run
+	}
+	return loops
 }
 
 // routes are the router's handlers on gen.

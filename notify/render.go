@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"net/url"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/slack-go/slack"
 
@@ -217,33 +215,10 @@ func actionText(s *alerting.ActionStatus) string {
 	return ":zap: " + t
 }
 
-// grafanaLink is the dashboard deep link of an alert: its key and client, from an hour before the
-// episode began to an hour after it resolved (or now).
+// grafanaLink is the dashboard deep link of an alert (alerting.DashboardLink), or empty when
+// Slack would refuse it as a button URL.
 func (r renderer) grafanaLink(a alerting.Alert) string {
-	if r.grafanaURL == "" {
-		return ""
-	}
-	u, err := url.Parse(r.grafanaURL)
-	if err != nil {
-		return ""
-	}
-	q := u.Query()
-	if a.KeyID != "" {
-		q.Set("var-key", a.KeyID)
-	}
-	if a.ClientID != "" {
-		q.Set("var-client", a.ClientID)
-	}
-	if !a.ActiveSince.IsZero() {
-		q.Set("from", strconv.FormatInt(a.ActiveSince.Add(-time.Hour).UnixMilli(), 10))
-	}
-	if a.ResolvedAt.IsZero() {
-		q.Set("to", "now")
-	} else {
-		q.Set("to", strconv.FormatInt(a.ResolvedAt.Add(time.Hour).UnixMilli(), 10))
-	}
-	u.RawQuery = q.Encode()
-	if link := u.String(); len(link) <= maxURL {
+	if link := alerting.DashboardLink(r.grafanaURL, a); len(link) <= maxURL {
 		return link
 	}
 	return "" // Slack refuses a message with a longer button URL: no button

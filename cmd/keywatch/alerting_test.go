@@ -35,8 +35,9 @@ const detectorsOff = `detect:
 
 // TestLeakReportIsAlertedAndRevokedOnce follows a leaked key through the whole daemon: its traffic
 // arrives through Kafka, GitHub reports the raw secret to POST /v1/leaks, and keywatch posts one
-// Slack message and sends one signed revoke under an auto policy, and nothing more after a restart.
-// A report with a bad signature changes nothing.
+// Slack message and sends one signed revoke under an auto policy, and nothing more after a restart;
+// the alert is also posted to the configured Alertmanager. A report with a bad signature changes
+// nothing.
 func TestLeakReportIsAlertedAndRevokedOnce(t *testing.T) {
 	const (
 		leaked        = "sk_live_0123456789leakedsecretABCDEF"
@@ -45,6 +46,7 @@ func TestLeakReportIsAlertedAndRevokedOnce(t *testing.T) {
 	)
 	slackFake := newSlackRecorder(t)
 	receiver := newWebhookReceiver(t, webhookSecret, false)
+	alertmanager := newAlertmanagerRecorder(t)
 
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -71,7 +73,9 @@ revoke:
 leak_reports:
   github_keys: [%q]
   github_key_ids: [%q]
-`, detectorsOff, slackFake.URL(), receiver.URL, pemPath, githubKeyID))
+alertmanager:
+  urls: [%q]
+`, detectorsOff, slackFake.URL(), receiver.URL, pemPath, githubKeyID, alertmanager.srv.URL))
 	t.Setenv("KEYWATCH_SLACK_TOKEN", "xoxb-test-token")
 	t.Setenv("KEYWATCH_REVOKE_WEBHOOK_SECRET", webhookSecret)
 	kw := startKeywatch(t, cfgPath)
@@ -123,6 +127,9 @@ leak_reports:
 	}
 	waitUntil(t, "one revoke request", func() bool { return receiver.count() >= 1 })
 	waitUntil(t, "one Slack message", func() bool { return slackFake.count("chat.postMessage") >= 1 })
+	waitUntil(t, "the alert posted to Alertmanager", func() bool {
+		return alertmanager.posted(`"alertname":"keywatch_leak_report"`, `"key_id":"kid_live_leaky"`)
+	})
 
 	out, err := kw.stop()
 	if err != nil {
@@ -152,6 +159,46 @@ leak_reports:
 	if !strings.Contains(stored, "github.com/octo/leaky") || strings.Contains(stored, leaked) {
 		t.Fatalf("leak_report evidence %q: want the report's URL and never the raw secret", stored)
 	}
+}
+
+// alertmanagerRecorder stands in for Alertmanager's POST /api/v2/alerts and keeps every body (the
+// alertmanager package's tests run the real one).
+type alertmanagerRecorder struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newAlertmanagerRecorder(t *testing.T) *alertmanagerRecorder {
+	r := &alertmanagerRecorder{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+		if req.Method != http.MethodPost || req.URL.Path != "/api/v2/alerts" {
+			http.NotFound(w, req)
+			return
+		}
+		r.mu.Lock()
+		r.bodies = append(r.bodies, string(b))
+		r.mu.Unlock()
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// posted says whether a body posted so far holds every one of parts.
+func (r *alertmanagerRecorder) posted(parts ...string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range r.bodies {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(b, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // slackRecorder is slack-go's slacktest server that records every Web API call by method.

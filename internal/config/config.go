@@ -39,6 +39,9 @@ type Config struct {
 	Leader      Leader      `yaml:"leader"`
 	Digest      Digest      `yaml:"digest"`
 	Log         Log         `yaml:"log"`
+
+	// Alertmanager is the optional output to Prometheus Alertmanagers, beside Slack.
+	Alertmanager Alertmanager `yaml:"alertmanager"`
 }
 
 // Kafka says where authentication and lifecycle events are read from.
@@ -296,6 +299,8 @@ func Default() Config {
 		Leader:   defaultLeader(),
 		Digest:   defaultDigest(),
 		Log:      Log{Level: "info", Format: "json"},
+
+		Alertmanager: defaultAlertmanager(),
 	}
 }
 
@@ -398,6 +403,7 @@ func readSecretFiles(cfg *Config) []error {
 	read("slack.signing_secret", cfg.Slack.SigningSecretFile, &cfg.Slack.SigningSecret)
 	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
 	read("leak_reports.token", cfg.LeakReports.TokenFile, &cfg.LeakReports.Token)
+	read("alertmanager.password", cfg.Alertmanager.PasswordFile, &cfg.Alertmanager.Password)
 	return errs
 }
 
@@ -498,6 +504,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Detect.validate()...)
 	errs = append(errs, c.Alerting.validate()...)
 	errs = append(errs, c.Slack.validate()...)
+	errs = append(errs, c.Alertmanager.validate()...)
 	errs = append(errs, c.Revoke.validate()...)
 	errs = append(errs, c.Rollback.validate()...)
 	errs = append(errs, c.compileSelectors()...)

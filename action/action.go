@@ -22,6 +22,7 @@ import (
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/label"
 	"github.com/keywatch/keywatch/rotation"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // KindRevoke is the kind of a revoke-now action (rollback.go has extend_grace and reactivate).
@@ -102,7 +103,7 @@ func New(conn driver.Conn, cfg config.Revoke, metrics *Metrics, log *slog.Logger
 		Timeout:       time.Duration(cfg.Timeout),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	r.secret, _ = decodeSecret(cfg.WebhookSecret) // validated by config; a bad one fails each send
+	r.secret, _ = webhook.DecodeSecret(cfg.WebhookSecret) // validated by config; a bad one fails each send
 	return r
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/keywatch/keywatch/leader"
 	"github.com/keywatch/keywatch/leakreport"
 	"github.com/keywatch/keywatch/notify"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // daemon is `keywatch run` once its configuration is loaded: it waits for ClickHouse and Kafka
@@ -61,6 +62,7 @@ type metrics struct {
 	detect    *detect.Metrics
 	notify    *notify.Metrics
 	alerting  *alerting.Metrics
+	webhook   *webhook.Metrics
 	refusals  *refusal.Log
 	lastLoad  prometheus.Gauge
 	lastLoadT prometheus.Gauge
@@ -76,7 +78,8 @@ func (d *daemon) wire(cfg config.Config) error {
 	d.cfg, d.conn = cfg, conn
 	d.metrics = metrics{
 		action: action.NewMetrics(d.reg), leaks: leakreport.NewMetrics(d.reg), detect: detect.NewMetrics(d.reg),
-		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg), refusals: refusal.New(d.reg, d.log),
+		notify: notify.NewMetrics(d.reg), alerting: alerting.NewMetrics(d.reg), webhook: webhook.NewMetrics(d.reg),
+		refusals: refusal.New(d.reg, d.log),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keywatch_config_last_reload_successful",
 			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",

@@ -17,6 +17,7 @@ import (
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/leakreport"
 	"github.com/keywatch/keywatch/notify"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // restartOnly are the settings (by path prefix) a running daemon cannot take over: its
@@ -33,6 +34,7 @@ type generation struct {
 	cfg       config.Config
 	loaded    time.Time
 	revoker   *action.Revoker
+	webhooks  *webhook.Outbox // the notification webhooks every producer publishes to
 	leaks     *leakreport.Handler
 	lingering *detect.Lingering
 	engine    *detect.Engine
@@ -40,13 +42,17 @@ type generation struct {
 }
 
 func (d *daemon) build(cfg config.Config) (*generation, error) {
+	webhooks, err := webhook.NewOutbox(d.conn, cfg.Webhooks, d.metrics.webhook, d.log)
+	if err != nil {
+		return nil, err
+	}
 	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback)
 	leaks, err := leakreport.New(d.conn, cfg.LeakReports, cfg.Fingerprint.Key, d.metrics.refusals, d.metrics.leaks, d.log)
 	if err != nil {
 		return nil, err
 	}
 	return &generation{
-		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks,
+		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks, webhooks: webhooks,
 		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
 		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log, detect.Jobs(d.conn, cfg.Detect)...),
 		retired:   make(chan struct{}),
@@ -61,7 +67,7 @@ func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) e
 	digests := digest.New(d.conn, cfg.Digest, cfg.Slack, gen.lingering, slack, d.log)
 	return map[string]func(context.Context) error{
 		"detect": gen.engine.Start, "notify": slack.Run, "action": gen.revoker.Run, "alerting": evaluator.Run,
-		"digest": digests.Run,
+		"digest": digests.Run, "webhook": gen.webhooks.Run,
 	}
 }
 

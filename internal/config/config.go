@@ -38,6 +38,7 @@ type Config struct {
 	LeakReports LeakReports `yaml:"leak_reports"`
 	Leader      Leader      `yaml:"leader"`
 	Digest      Digest      `yaml:"digest"`
+	Webhooks    []Webhook   `yaml:"webhooks" help:"signed notification webhooks (docs/webhooks.md): a list of endpoints, each with name, url, secret_file, events, timeout, max_age (YAML only)"`
 	Log         Log         `yaml:"log"`
 }
 
@@ -398,6 +399,10 @@ func readSecretFiles(cfg *Config) []error {
 	read("slack.signing_secret", cfg.Slack.SigningSecretFile, &cfg.Slack.SigningSecret)
 	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
 	read("leak_reports.token", cfg.LeakReports.TokenFile, &cfg.LeakReports.Token)
+	for i := range cfg.Webhooks {
+		w := &cfg.Webhooks[i]
+		read(fmt.Sprintf("webhooks[%d].secret", i), w.SecretFile, &w.Secret)
+	}
 	return errs
 }
 
@@ -505,6 +510,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Leader.validate()...)
 	errs = append(errs, c.ClickHouse.validateCluster()...)
 	errs = append(errs, c.Digest.validate()...)
+	errs = append(errs, validateWebhooks(c.Webhooks)...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

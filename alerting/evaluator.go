@@ -35,10 +35,14 @@ type Evaluator struct {
 	routes   config.Slack
 	notifier Notifier
 	actor    Actor
-	metrics  *Metrics
-	log      *slog.Logger
-	silences *silenceStore
-	now      func() time.Time
+	// publisher, when set (WithPublisher), takes alert.firing and alert.resolved webhooks;
+	// published are the event ids it took, of the alerts still loaded.
+	publisher Publisher
+	published map[string]bool
+	metrics   *Metrics
+	log       *slog.Logger
+	silences  *silenceStore
+	now       func() time.Time
 
 	mu       sync.Mutex // one pass at a time; guards what follows
 	sent     map[groupChannel]*sentState
@@ -47,15 +51,19 @@ type Evaluator struct {
 }
 
 // New returns an Evaluator over conn (a migrated database). notifier, actor and metrics may be nil.
-func New(conn driver.Conn, cfg config.Alerting, routes config.Slack, notifier Notifier, actor Actor, metrics *Metrics, log *slog.Logger) *Evaluator {
+func New(conn driver.Conn, cfg config.Alerting, routes config.Slack, notifier Notifier, actor Actor, metrics *Metrics, log *slog.Logger, opts ...Option) *Evaluator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Evaluator{
+	e := &Evaluator{
 		conn: conn, findings: finding.NewStore(conn), cfg: cfg, routes: routes, notifier: notifier, actor: actor, metrics: metrics,
 		log: log.With("component", "alerting"), silences: newSilenceStore(conn, cfg.Silences), now: time.Now,
 		sent: map[groupChannel]*sentState{}, unrouted: map[string]bool{},
 	}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
 }
 
 // Run evaluates every alerting.evaluate_interval until ctx ends. A failed pass is logged and the
@@ -182,6 +190,9 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 		}
 	}
 	e.metrics.alertsNow(next, now)
+	if e.publisher != nil {
+		e.publish(ctx, next) // from what is stored: nothing lost or doubled across restarts
+	}
 	if e.notifier != nil {
 		e.notify(ctx, next, now)
 	}

@@ -63,7 +63,7 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) error {
 	cfg := gen.cfg
 	slack := notify.NewSlack(d.conn, cfg.Slack, d.metrics.notify, d.log)
-	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log)
+	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log, alerting.WithPublisher(gen.webhooks))
 	digests := digest.New(d.conn, cfg.Digest, cfg.Slack, gen.lingering, slack, d.log)
 	return map[string]func(context.Context) error{
 		"detect": gen.engine.Start, "notify": slack.Run, "action": gen.revoker.Run, "alerting": evaluator.Run,

@@ -68,6 +68,8 @@ type Revoker struct {
 	log      *slog.Logger
 	client   *http.Client
 	secret   []byte
+	// publisher, when set (WithPublisher), takes a webhook of each outcome.
+	publisher Publisher
 
 	// now is the clock; poll how often Run looks for approved and due actions; awaitPoll how
 	// often Await reads an action's state; apiWait how long the API waits for an outcome before
@@ -295,7 +297,11 @@ func (r *Revoker) decide(ctx context.Context, rec *record, token string, a Audit
 	if err := r.auditOf(ctx, rec, token, a); err != nil {
 		return err
 	}
-	return r.store.save(ctx, rec)
+	if err := r.store.save(ctx, rec); err != nil {
+		return err
+	}
+	r.publish(ctx, rec, a.Event)
+	return nil
 }
 
 // status is what an action shows with its alert.

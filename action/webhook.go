@@ -155,6 +155,7 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 	if err := r.auditOf(ctx, rec, token, AuditEntry{Event: event, Actor: "auto", HTTPStatus: uint16(code), Detail: detail}); err != nil {
 		return rec, err
 	}
+	r.publish(ctx, rec, event)
 	switch rec.State {
 	case stateSent:
 		r.result(rec.Kind, "sent")

@@ -46,7 +46,7 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback)
+	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback).WithPublisher(webhooks)
 	leaks, err := leakreport.New(d.conn, cfg.LeakReports, cfg.Fingerprint.Key, d.metrics.refusals, d.metrics.leaks, d.log)
 	if err != nil {
 		return nil, err
@@ -65,6 +65,9 @@ func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) e
 	slack := notify.NewSlack(d.conn, cfg.Slack, d.metrics.notify, d.log)
 	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log, alerting.WithPublisher(gen.webhooks))
 	digests := digest.New(d.conn, cfg.Digest, cfg.Slack, gen.lingering, slack, d.log)
+	if len(cfg.Webhooks) > 0 {
+		digests.WithPublisher(gen.webhooks) // digests and nudges run for the webhooks even without a Slack channel
+	}
 	return map[string]func(context.Context) error{
 		"detect": gen.engine.Start, "notify": slack.Run, "action": gen.revoker.Run, "alerting": evaluator.Run,
 		"digest": digests.Run, "webhook": gen.webhooks.Run,

@@ -27,7 +27,7 @@ type AlertData struct {
 	Detector    string            `json:"detector"`
 	Severity    finding.Severity  `json:"severity"`
 	Summary     string            `json:"summary"`
-	Labels      map[string]string `json:"labels"`
+	Labels      map[string]string `json:"labels"` // what selectors match: detector, severity, key_id, ... and the finding's own
 	Fields      finding.Fields    `json:"fields"`
 	KeyID       string            `json:"key_id"`
 	ClientID    string            `json:"client_id"`
@@ -53,7 +53,7 @@ func alertEvents(alerts []stored) []webhook.Event {
 		firing := webhook.Ref{ID: webhook.EventID("alert", a.Fingerprint, episode, "firing"), Type: webhook.TypeAlertFiring}
 		data := AlertData{
 			AlertID: a.ID(), Fingerprint: a.Fingerprint, Detector: a.Detector, Severity: a.Severity, Summary: a.Summary,
-			Labels: labelsOrNone(a.Labels), Fields: a.Fields, KeyID: a.KeyID, ClientID: a.ClientID, RotationID: a.RotationID,
+			Labels: LabelSet(a.Alert), Fields: a.Fields, KeyID: a.KeyID, ClientID: a.ClientID, RotationID: a.RotationID,
 			ActiveSince: a.ActiveSince.UTC(), FiredAt: a.FiredAt.UTC(), Silenced: a.Silenced,
 		}
 		if data.Fields == nil {
@@ -75,13 +75,6 @@ func alertEvents(alerts []stored) []webhook.Event {
 		}
 	}
 	return out
-}
-
-func labelsOrNone(l map[string]string) map[string]string {
-	if l == nil {
-		return map[string]string{}
-	}
-	return l
 }
 
 // publish gives the publisher the events of the alerts after a pass. Each id is published once

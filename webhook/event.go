@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -65,16 +66,27 @@ func (e Event) Body() ([]byte, error) {
 	if e.ID == "" || e.Type == "" {
 		return nil, errors.New("webhook: an event needs an id and a type")
 	}
-	data, err := json.Marshal(e.Data)
+	data, err := marshal(e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("webhook: encode the data of %s event %s: %w", e.Type, e.ID, err)
 	}
 	if len(data) == 0 || data[0] != '{' {
 		return nil, fmt.Errorf("webhook: the data of %s event %s is not a JSON object", e.Type, e.ID)
 	}
-	b, err := json.Marshal(Payload{Type: e.Type, Timestamp: e.Timestamp.UTC().Truncate(time.Millisecond), Data: data})
+	b, err := marshal(Payload{Type: e.Type, Timestamp: e.Timestamp.UTC().Truncate(time.Millisecond), Data: data})
 	if err != nil {
 		return nil, fmt.Errorf("webhook: encode %s event %s: %w", e.Type, e.ID, err)
 	}
 	return b, nil
+}
+
+// marshal is json.Marshal without escaping <, > and &: ids such as rotation ids hold ">".
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -19,12 +19,24 @@ func (r *Revoker) WithPublisher(p Publisher) *Revoker {
 	return r
 }
 
-// outcomes are the audit events that are an outcome of an action, and the outcome each is: a
+// outcomeOf is the outcome that audit event ev, leaving an action in state, is, if it is one: a
 // guardrail's refusal (skipped for an automatic decision), a dry run, an approval (a manual
-// request approves itself), the receiver's acceptance, and giving up.
-var outcomes = map[string]string{
-	"refused": "refused", "skipped": "refused", "dry_run": "dry_run", "approved": "approved", "requested": "approved",
-	"sent": "sent", "failed": "failed",
+// request approves itself; a rollback is queued at once), the receiver's acceptance, and giving
+// up. A refusal that leaves the action waiting (an approval over the hourly cap) is none.
+func outcomeOf(ev, state string) (string, bool) {
+	switch ev {
+	case "refused", "skipped":
+		return "refused", state == stateRefused
+	case "dry_run":
+		return "dry_run", state == stateDryRun
+	case "approved", "requested":
+		return "approved", state == stateApproved || state == stateQueued
+	case "sent":
+		return "sent", state == stateSent
+	case "failed":
+		return "failed", state == stateFailed
+	}
+	return "", false
 }
 
 // OutcomeData is the data of action.revoke and action.rollback events.
@@ -47,8 +59,8 @@ type OutcomeData struct {
 // outcomeEvent is the event of rec's outcome named by audit event ev, if ev is one. Its id is
 // derived from the action's id and the outcome: one event per outcome of each action.
 func outcomeEvent(rec *record, ev string) (webhook.Event, bool) {
-	outcome, ok := outcomes[ev]
-	if !ok || (ev == "requested" && rec.State != stateApproved) {
+	outcome, ok := outcomeOf(ev, rec.State)
+	if !ok {
 		return webhook.Event{}, false
 	}
 	typ := webhook.TypeActionRevoke

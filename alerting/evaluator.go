@@ -35,19 +35,20 @@ type Evaluator struct {
 	routes   config.Slack
 	notifier Notifier
 	actor    Actor
-	// publisher, when set (WithPublisher), takes alert.firing and alert.resolved webhooks;
-	// published are the event ids it took, of the alerts still loaded.
+	metrics  *Metrics
+	log      *slog.Logger
+	silences *silenceStore
+	now      func() time.Time
+
+	// publisher, when set (WithPublisher), takes alert.firing and alert.resolved webhooks.
 	publisher Publisher
-	published map[string]bool
-	metrics   *Metrics
-	log       *slog.Logger
-	silences  *silenceStore
-	now       func() time.Time
 
 	mu       sync.Mutex // one pass at a time; guards what follows
 	sent     map[groupChannel]*sentState
 	loaded   bool // sent was read from alert_notifications_state
 	unrouted map[string]bool
+	// published are the event ids the publisher took, of the alerts still loaded.
+	published map[string]bool
 }
 
 // New returns an Evaluator over conn (a migrated database). notifier, actor and metrics may be nil.

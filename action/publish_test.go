@@ -81,3 +81,30 @@ func TestOutcomeWebhooks(t *testing.T) {
 		t.Errorf("outcome webhooks\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestOutcomeOf: which audit events, with the state they leave an action in, are outcomes (pure).
+func TestOutcomeOf(t *testing.T) {
+	for _, c := range []struct{ ev, state, want string }{
+		{"skipped", stateRefused, "refused"},
+		{"refused", stateRefused, "refused"},
+		{"refused", stateAwaiting, ""}, // an approval over the hourly cap: the action waits
+		{"dry_run", stateDryRun, "dry_run"},
+		{"approved", stateApproved, "approved"},
+		{"approved", stateQueued, "approved"}, // a rollback is queued at once
+		{"requested", stateApproved, "approved"},
+		{"requested", stateRefused, ""},
+		{"awaiting_approval", stateAwaiting, ""},
+		{"decided", stateQueued, ""},
+		{"attempt_failed", stateQueued, ""},
+		{"sent", stateSent, "sent"},
+		{"failed", stateFailed, "failed"},
+	} {
+		got, ok := outcomeOf(c.ev, c.state)
+		if !ok {
+			got = ""
+		}
+		if got != c.want {
+			t.Errorf("%s leaving %s: outcome %q, want %q", c.ev, c.state, got, c.want)
+		}
+	}
+}

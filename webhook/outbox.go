@@ -147,20 +147,14 @@ func (o *Outbox) Publish(ctx context.Context, e Event) error {
 	if len(o.endpoints) == 0 {
 		return nil
 	}
-	body, err := e.Body()
-	if err != nil {
-		return err
-	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if err := o.loadLocked(ctx); err != nil {
 		return err
 	}
-	now := o.now().UTC()
-	stored := false
+	var rows []row
 	for _, ep := range o.endpoints {
-		k := key{ep.Name, e.ID}
-		if !ep.receives(e.Type) || o.known[k] {
+		if !ep.receives(e.Type) || o.known[key{ep.Name, e.ID}] {
 			continue
 		}
 		follows := ""
@@ -170,19 +164,25 @@ func (o *Outbox) Publish(ctx context.Context, e Event) error {
 			}
 			follows = e.Follows.ID
 		}
-		r := row{
-			Endpoint: ep.Name, ID: e.ID, Type: e.Type, Follows: follows, Body: string(body), State: statePending,
-			CreatedAt: now, NextAttemptAt: now, UpdatedAt: now, Version: 1,
-		}
+		rows = append(rows, row{Endpoint: ep.Name, Follows: follows})
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	body, err := e.Body()
+	if err != nil {
+		return err
+	}
+	now := o.now().UTC()
+	for _, r := range rows {
+		r.ID, r.Type, r.Body, r.State = e.ID, e.Type, string(body), statePending
+		r.CreatedAt, r.NextAttemptAt, r.UpdatedAt, r.Version = now, now, now, 1
 		if err := o.write(ctx, &r); err != nil {
 			return err
 		}
-		o.known[k] = true
-		stored = true
+		o.known[key{r.Endpoint, r.ID}] = true
 	}
-	if stored {
-		o.kick()
-	}
+	o.kick()
 	return nil
 }
 

@@ -35,10 +35,10 @@ var layers = map[string]int{
 	"internal/config":    2,
 	"internal/tlsconfig": 3,
 	"internal/schema":    4, "internal/broker": 4, "internal/schema/schematest": 5,
-	// 5: the model of findings, and ingest (the event store).
-	"finding": 5, "ingest": 5,
+	// 5: the model of findings, ingest (the event store), and signed webhooks and their outbox.
+	"finding": 5, "ingest": 5, "webhook": 5,
 	// 6: the detectors; then what turns findings into alerts, messages and actions.
-	"detect": 6, "demo/simulate": 6,
+	"detect": 6, "demo/simulate": 6, "webhook/webhooktest": 6,
 	"alerting": 7,
 	"notify":   8, "action": 8, "alertmanager": 8,
 	"digest": 9, "report": 9, "leakreport": 9, "readapi": 9,
@@ -72,6 +72,8 @@ var productionMustNotLink = []string{
 	module + "/internal/testbed",
 	module + "/demo",
 	module + "/demo/simulate",
+	module + "/webhook/webhooktest",
+	"github.com/standard-webhooks/standard-webhooks/libraries/go",
 }
 
 type pkg struct {
@@ -198,7 +200,8 @@ var owners = map[string]string{
 	"alerts": "alerting", "alert_notifications_state": "alerting", "silences": "alerting",
 	"notifications": "notify", "slack_interaction_macs": "notify",
 	"actions": "action", "action_audit": "action",
-	"rotation_nudges": "digest",
+	"rotation_nudges":    "digest",
+	"webhook_deliveries": "webhook",
 }
 
 // eventStoreReaders may name the event store's tables in their SQL: the detectors and the

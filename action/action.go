@@ -22,6 +22,7 @@ import (
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/label"
 	"github.com/keywatch/keywatch/rotation"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // KindRevoke is the kind of a revoke-now action (rollback.go has extend_grace and reactivate).
@@ -67,6 +68,8 @@ type Revoker struct {
 	log      *slog.Logger
 	client   *http.Client
 	secret   []byte
+	// publisher, when set (WithPublisher), takes a webhook of each outcome.
+	publisher Publisher
 
 	// now is the clock; poll how often Run looks for approved and due actions; awaitPoll how
 	// often Await reads an action's state; apiWait how long the API waits for an outcome before
@@ -102,7 +105,7 @@ func New(conn driver.Conn, cfg config.Revoke, metrics *Metrics, log *slog.Logger
 		Timeout:       time.Duration(cfg.Timeout),
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	r.secret, _ = decodeSecret(cfg.WebhookSecret) // validated by config; a bad one fails each send
+	r.secret, _ = webhook.DecodeSecret(cfg.WebhookSecret) // validated by config; a bad one fails each send
 	return r
 }
 
@@ -294,7 +297,11 @@ func (r *Revoker) decide(ctx context.Context, rec *record, token string, a Audit
 	if err := r.auditOf(ctx, rec, token, a); err != nil {
 		return err
 	}
-	return r.store.save(ctx, rec)
+	if err := r.store.save(ctx, rec); err != nil {
+		return err
+	}
+	r.publish(ctx, rec, a.Event)
+	return nil
 }
 
 // status is what an action shows with its alert.

@@ -3,9 +3,6 @@ package action
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -15,59 +12,11 @@ import (
 	"time"
 
 	"github.com/keywatch/keywatch/internal/backoff"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // errNotConfigured fails an action at once: retrying will not fix the configuration.
 var errNotConfigured = errors.New("the revoke webhook is not configured")
-
-// decodeSecret returns the key of a Standard Webhooks secret "whsec_<base64>".
-func decodeSecret(secret string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(secret, "whsec_")
-	if !ok {
-		return nil, errors.New("the webhook secret must start with whsec_")
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, fmt.Errorf("the webhook secret is not base64 after whsec_: %w", err)
-	}
-	return key, nil
-}
-
-// Sign returns the Standard Webhooks webhook-signature header value of one message.
-func Sign(key []byte, id string, ts time.Time, body []byte) string {
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%d.", id, ts.Unix())
-	mac.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
-
-// Verify is a receiver's side of Sign: secret is the Standard Webhooks secret (whsec_...), the
-// timestamp must be within tolerance of now, and one of the space-separated signatures must be a
-// matching v1 signature (compared in constant time).
-func Verify(secret, id, ts, signatures string, body []byte, now time.Time, tolerance time.Duration) error {
-	key, err := decodeSecret(secret)
-	if err != nil {
-		return err
-	}
-	if id == "" || ts == "" || signatures == "" {
-		return errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return fmt.Errorf("webhook-timestamp %q is not unix seconds", ts)
-	}
-	at := time.Unix(sec, 0)
-	if d := now.Sub(at); d > tolerance || d < -tolerance {
-		return fmt.Errorf("webhook-timestamp is %s away from now", d.Round(time.Second))
-	}
-	want := Sign(key, id, at, body)
-	for _, s := range strings.Fields(signatures) {
-		if hmac.Equal([]byte(s), []byte(want)) {
-			return nil
-		}
-	}
-	return errors.New("no v1 signature matches")
-}
 
 // Run is the leader's loop, until ctx ends: each pass (SendDue) decides the approved revokes and
 // attempts every due action. Only the leader runs it, so it is, across replicas and the CLI, the
@@ -206,6 +155,7 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 	if err := r.auditOf(ctx, rec, token, AuditEntry{Event: event, Actor: "auto", HTTPStatus: uint16(code), Detail: detail}); err != nil {
 		return rec, err
 	}
+	r.publish(ctx, rec, event)
 	switch rec.State {
 	case stateSent:
 		r.result(rec.Kind, "sent")
@@ -263,7 +213,7 @@ func (r *Revoker) send(ctx context.Context, rec *record) (int, time.Duration, st
 		return 0, 0, "", fmt.Errorf("%w: revoke.webhook_url is not set", errNotConfigured)
 	}
 	if r.secret == nil {
-		if _, err := decodeSecret(r.cfg.WebhookSecret); err != nil {
+		if _, err := webhook.DecodeSecret(r.cfg.WebhookSecret); err != nil {
 			return 0, 0, "", fmt.Errorf("%w: revoke.webhook_secret: %v", errNotConfigured, err)
 		}
 	}
@@ -274,31 +224,12 @@ func (r *Revoker) send(ctx context.Context, rec *record) (int, time.Duration, st
 	if err != nil {
 		return 0, 0, "", err
 	}
-	ts := r.now()
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "keywatch")
-	req.Header.Set("webhook-id", rec.ID)
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts.Unix(), 10))
-	req.Header.Set("webhook-signature", Sign(r.secret, rec.ID, ts, body))
+	webhook.SetHeaders(req.Header, r.secret, rec.ID, r.now(), body)
 	resp, err := r.client.Do(req)
 	if err != nil {
 		return 0, 0, "", err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return resp.StatusCode, retryAfter(resp.Header.Get("Retry-After"), r.now()), strings.TrimSpace(string(b)), nil
-}
-
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	return resp.StatusCode, webhook.RetryAfter(resp.Header.Get("Retry-After"), r.now()), strings.TrimSpace(string(b)), nil
 }

@@ -42,10 +42,15 @@ type Evaluator struct {
 	// observers are told every alert after each pass (observe.go).
 	observers []Observer
 
+	// publisher, when set (WithPublisher), takes alert.firing and alert.resolved webhooks.
+	publisher Publisher
+
 	mu       sync.Mutex // one pass at a time; guards what follows
 	sent     map[groupChannel]*sentState
 	loaded   bool // sent was read from alert_notifications_state
 	unrouted map[string]bool
+	// published are the event ids the publisher took, of the alerts still loaded.
+	published map[string]bool
 }
 
 // New returns an Evaluator over conn (a migrated database). notifier, actor and metrics may be nil.
@@ -184,6 +189,9 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 		}
 	}
 	e.metrics.alertsNow(next, now)
+	if e.publisher != nil {
+		e.publish(ctx, next) // from what is stored: nothing lost or doubled across restarts
+	}
 	e.observe(ctx, next, now)
 	if e.notifier != nil {
 		e.notify(ctx, next, now)

@@ -27,6 +27,7 @@ import (
 	"github.com/keywatch/keywatch/leader"
 	"github.com/keywatch/keywatch/leakreport"
 	"github.com/keywatch/keywatch/notify"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // daemon is `keywatch run` once its configuration is loaded: it waits for ClickHouse and Kafka
@@ -63,6 +64,7 @@ type metrics struct {
 	notify    *notify.Metrics
 	alerting  *alerting.Metrics
 	alertmgr  *alertmanager.Metrics
+	webhook   *webhook.Metrics
 	refusals  *refusal.Log
 	lastLoad  prometheus.Gauge
 	lastLoadT prometheus.Gauge
@@ -73,7 +75,7 @@ func newMetrics(reg *prometheus.Registry, log *slog.Logger) metrics {
 	m := metrics{
 		action: action.NewMetrics(reg), leaks: leakreport.NewMetrics(reg), detect: detect.NewMetrics(reg),
 		notify: notify.NewMetrics(reg), alerting: alerting.NewMetrics(reg), refusals: refusal.New(reg, log),
-		alertmgr: alertmanager.NewMetrics(reg),
+		alertmgr: alertmanager.NewMetrics(reg), webhook: webhook.NewMetrics(reg),
 		lastLoad: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keywatch_config_last_reload_successful",
 			Help: "1 when the last attempt to load the configuration (start, SIGHUP, POST /-/reload) succeeded, 0 when it was refused.",

@@ -20,6 +20,7 @@ import (
 	"github.com/keywatch/keywatch/notify"
 	"github.com/keywatch/keywatch/openapi"
 	"github.com/keywatch/keywatch/readapi"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // restartOnly are the settings (by path prefix) a running daemon cannot take over: its
@@ -36,6 +37,7 @@ type generation struct {
 	cfg       config.Config
 	loaded    time.Time
 	revoker   *action.Revoker
+	webhooks  *webhook.Outbox // the notification webhooks every producer publishes to
 	leaks     *leakreport.Handler
 	lingering *detect.Lingering
 	engine    *detect.Engine
@@ -43,13 +45,17 @@ type generation struct {
 }
 
 func (d *daemon) build(cfg config.Config) (*generation, error) {
-	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback)
+	webhooks, err := webhook.NewOutbox(d.conn, cfg.Webhooks, d.metrics.webhook, d.log)
+	if err != nil {
+		return nil, err
+	}
+	revoker := action.New(d.conn, cfg.Revoke, d.metrics.action, d.log).WithRollback(cfg.Rollback).WithPublisher(webhooks)
 	leaks, err := leakreport.New(d.conn, cfg.LeakReports, cfg.Fingerprint.Key, d.metrics.refusals, d.metrics.leaks, d.log)
 	if err != nil {
 		return nil, err
 	}
 	return &generation{
-		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks,
+		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks, webhooks: webhooks,
 		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
 		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log, detect.Jobs(d.conn, cfg.Detect)...),
 		retired:   make(chan struct{}),
@@ -60,11 +66,14 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 func (gen *generation) leaderLoops(d *daemon) map[string]func(context.Context) error {
 	cfg := gen.cfg
 	slack := notify.NewSlack(d.conn, cfg.Slack, d.metrics.notify, d.log)
-	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log)
+	evaluator := alerting.New(d.conn, cfg.Alerting, cfg.Slack, slack, gen.revoker, d.metrics.alerting, d.log).WithPublisher(gen.webhooks)
 	digests := digest.New(d.conn, cfg.Digest, cfg.Slack, gen.lingering, slack, d.log)
+	if len(cfg.Webhooks) > 0 {
+		digests.WithPublisher(gen.webhooks) // digests and nudges run for the webhooks even without a Slack channel
+	}
 	loops := map[string]func(context.Context) error{
 		"detect": gen.engine.Start, "notify": slack.Run, "action": gen.revoker.Run, "alerting": evaluator.Run,
-		"digest": digests.Run,
+		"digest": digests.Run, "webhook": gen.webhooks.Run,
 	}
 	if len(cfg.Alertmanager.URLs) > 0 {
 		forwarder := alertmanager.New(cfg.Alertmanager, time.Duration(cfg.Alerting.EvaluateInterval), cfg.Slack, d.metrics.alertmgr, d.log)

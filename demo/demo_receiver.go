@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keywatch/keywatch/action"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // demoWebhookSecret is the demo receiver's Standard Webhooks secret; a real one comes from
@@ -54,7 +54,7 @@ func (rr *demoReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ID: r.Header.Get("webhook-id"), Timestamp: r.Header.Get("webhook-timestamp"),
 		Signature: r.Header.Get("webhook-signature"), Body: string(body),
 	}
-	if err := action.Verify(rr.secret, got.ID, got.Timestamp, got.Signature, body, rr.now(), 5*time.Minute); err != nil {
+	if err := webhook.Verify(rr.secret, got.ID, got.Timestamp, got.Signature, body, rr.now(), 5*time.Minute); err != nil {
 		got.Problem = err.Error()
 	} else {
 		got.Verified = true

@@ -20,12 +20,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/dashboards"
 	"github.com/keywatch/keywatch/finding"
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/notify"
+	"github.com/keywatch/keywatch/webhook"
 )
 
 // TestDemoReceiverVerifiesSignatures: the demo's revoke receiver takes what keywatch signs and
@@ -56,7 +56,7 @@ func TestDemoReceiverVerifiesSignatures(t *testing.T) {
 			if !tc.noHeaders {
 				req.Header.Set("webhook-id", tc.id)
 				req.Header.Set("webhook-timestamp", strconv.FormatInt(tc.at.Unix(), 10))
-				req.Header.Set("webhook-signature", "v1,bm90LXRoaXMtb25l "+action.Sign(tc.signKey, tc.id, tc.at, []byte(tc.signedBody)))
+				req.Header.Set("webhook-signature", "v1,bm90LXRoaXMtb25l "+webhook.Sign(tc.signKey, tc.id, tc.at, []byte(tc.signedBody)))
 			}
 			w := httptest.NewRecorder()
 			rr.ServeHTTP(w, req)

@@ -71,14 +71,16 @@ type Client struct {
 
 // Digest builds rotation digests and sends them, and the "safe to retire" nudges.
 type Digest struct {
-	conn    driver.Conn
-	cfg     config.Digest
-	slack   config.Slack
-	ready   Readier
-	post    Poster
-	log     *slog.Logger
-	now     func() time.Time
-	retryOn time.Duration // how long a scheduled send retries an unreachable ClickHouse
+	conn  driver.Conn
+	cfg   config.Digest
+	slack config.Slack
+	ready Readier
+	post  Poster
+	// publisher, when set (WithPublisher), takes digest.sent and rotation.safe_to_retire webhooks.
+	publisher Publisher
+	log       *slog.Logger
+	now       func() time.Time
+	retryOn   time.Duration // how long a scheduled send retries an unreachable ClickHouse
 }
 
 // New returns a Digest reading conn, judging readiness with ready (detect.NewLingering) and

@@ -15,6 +15,8 @@ import (
 	"github.com/keywatch/keywatch/internal/config"
 	"github.com/keywatch/keywatch/internal/schedule"
 	"github.com/keywatch/keywatch/rotation"
+	"github.com/keywatch/keywatch/webhook"
+	"github.com/keywatch/keywatch/webhook/webhooktest"
 )
 
 // sectionTexts returns the texts of a message's header, section and context blocks, in order.
@@ -413,5 +415,62 @@ func TestPercent(t *testing.T) {
 		if got := percent(tc.old, tc.new); got != tc.want {
 			t.Errorf("percent(%d, %d) = %q, want %q", tc.old, tc.new, got, tc.want)
 		}
+	}
+}
+
+// TestDigestAndSafeWebhooks: a scheduled digest and a "safe to retire" nudge each reach the
+// notification webhook receiver once, verified by the reference Standard Webhooks library,
+// also when sent again (a retry, a new leader).
+func TestDigestAndSafeWebhooks(t *testing.T) {
+	conn := newDB(t)
+	ctx := context.Background()
+	start := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+	rotate(t, conn, "kid_shop_old", "kid_shop_new", "shop", start, start.Add(5*24*time.Hour))
+	shop := event{ClientID: "shop"}
+	evs := calls("kid_shop_old", shop, start, start.Add(2*time.Hour), 5*time.Minute)
+	evs = append(evs, calls("kid_shop_new", shop, start.Add(2*time.Hour), start.Add(4*time.Hour), 5*time.Minute)...)
+	insertEvents(t, conn, evs)
+	now := func() time.Time { return start.Add(5 * time.Hour) }
+
+	rcv := webhooktest.NewReceiver(t)
+	f := newFakeSlack(t)
+	slackCfg := slackConfig(f)
+	slackCfg.DefaultChannel = "C_ALL"
+	scheduled := start.Add(time.Hour)
+	for range 2 { // the second leader sends and nudges again: nothing more is published
+		o, err := webhook.NewOutbox(conn, []config.Webhook{rcv.Endpoint("ops")}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := newInstance(t, conn, config.Default().Digest, slackCfg, now)
+		in.digest.WithPublisher(o)
+		if err := in.digest.Send(ctx, scheduled); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.digest.Nudge(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.SendDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		in.stop()
+	}
+	got := rcv.Deliveries()
+	if len(got) != 2 || got[0].Type != webhook.TypeDigestSent || got[1].Type != webhook.TypeRotationSafeRetire {
+		t.Fatalf("deliveries %+v: want digest.sent and rotation.safe_to_retire once each", got)
+	}
+	var dg DigestData
+	if err := json.Unmarshal(got[0].Data, &dg); err != nil {
+		t.Fatal(err)
+	}
+	if !dg.Scheduled.Equal(scheduled) || len(dg.Rotations) != 1 || dg.Rotations[0].OldKeyID != "kid_shop_old" || got[0].ID != webhook.EventID("digest|"+scheduled.Format(time.RFC3339)) {
+		t.Errorf("digest.sent %s: %s", got[0].ID, got[0].Data)
+	}
+	var r Rotation
+	if err := json.Unmarshal(got[1].Data, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Safe || r.OldKeyID != "kid_shop_old" || r.NewKeyID != "kid_shop_new" || got[1].ID != webhook.EventID(kindSafeToRetire+"|"+r.ID) {
+		t.Errorf("rotation.safe_to_retire %s: %s", got[1].ID, got[1].Data)
 	}
 }

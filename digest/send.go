@@ -45,6 +45,11 @@ func (d *Digest) Send(ctx context.Context, scheduled time.Time) error {
 			d.log.Info("digest: queued", "channel", ch, "scheduled", scheduled.UTC(), "rotations", len(per[ch].Rotations))
 		}
 	}
+	if len(rep.Rotations) > 0 {
+		if err := d.publish(ctx, digestEvent(key, scheduled, rep)); err != nil {
+			return fmt.Errorf("digest: publish the digest of %s: %w", scheduled.UTC().Format(time.RFC3339), err)
+		}
+	}
 	return nil
 }
 
@@ -68,11 +73,14 @@ func (d *Digest) Nudge(ctx context.Context) ([]string, error) {
 		if !r.Safe || !usedSinceStart(r) {
 			continue
 		}
+		key := kindSafeToRetire + "|" + r.ID
+		if err := d.publish(ctx, safeEvent(key, r, now)); err != nil {
+			return nudged, fmt.Errorf("digest: publish \"safe to retire %s\": %w", r.OldKeyID, err)
+		}
 		for _, ch := range d.channels(r.ClientID) {
 			if done[[2]string{r.ID, ch}] {
 				continue
 			}
-			key := kindSafeToRetire + "|" + r.ID
 			text := renderSafe(r)
 			if _, err := d.post.Post(ctx, notify.Post{Key: key, Channel: ch, Text: text}); err != nil {
 				return nudged, fmt.Errorf("digest: queue \"safe to retire %s\" for %s: %w", r.OldKeyID, ch, err)
@@ -135,8 +143,8 @@ func (d *Digest) record(ctx context.Context, r Rotation, ch, key string, at time
 // is sent at once. Failures are logged and retried: a digest while ClickHouse is unreachable for
 // up to 30 minutes, a nudge at the next check.
 func (d *Digest) Run(ctx context.Context) error {
-	if !d.anyChannel() {
-		d.log.Info("digest: no channel (digest.channel, slack.default_channel or a slack.routes entry with client globs): no digests or nudges")
+	if !d.anyChannel() && d.publisher == nil {
+		d.log.Info("digest: no channel (digest.channel, slack.default_channel or a slack.routes entry with client globs) and no webhooks: no digests or nudges")
 		<-ctx.Done()
 		return nil
 	}

@@ -38,6 +38,7 @@ type Config struct {
 	LeakReports LeakReports `yaml:"leak_reports"`
 	Leader      Leader      `yaml:"leader"`
 	Digest      Digest      `yaml:"digest"`
+	Webhooks    []Webhook   `yaml:"webhooks" help:"signed notification webhooks (docs/webhooks.md): a list of endpoints, each with name, url, secret_file, events, timeout, max_age (YAML only)"`
 	Log         Log         `yaml:"log"`
 
 	// Alertmanager is the optional output to Prometheus Alertmanagers, beside Slack.
@@ -404,6 +405,10 @@ func readSecretFiles(cfg *Config) []error {
 	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
 	read("leak_reports.token", cfg.LeakReports.TokenFile, &cfg.LeakReports.Token)
 	read("alertmanager.password", cfg.Alertmanager.PasswordFile, &cfg.Alertmanager.Password)
+	for i := range cfg.Webhooks {
+		w := &cfg.Webhooks[i]
+		read(fmt.Sprintf("webhooks[%d].secret", i), w.SecretFile, &w.Secret)
+	}
 	return errs
 }
 
@@ -512,6 +517,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Leader.validate()...)
 	errs = append(errs, c.ClickHouse.validateCluster()...)
 	errs = append(errs, c.Digest.validate()...)
+	errs = append(errs, validateWebhooks(c.Webhooks)...)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -1,0 +1,93 @@
+package action
+
+import (
+	"context"
+
+	"github.com/keywatch/keywatch/webhook"
+)
+
+// Publisher takes notification webhooks: webhook.Outbox. Publish must store the event durably
+// and once per id, and return without delivering it.
+type Publisher interface {
+	Publish(ctx context.Context, e webhook.Event) error
+}
+
+// WithPublisher makes r publish an action.revoke or action.rollback event on each outcome of
+// an action, and returns r.
+func (r *Revoker) WithPublisher(p Publisher) *Revoker {
+	r.publisher = p
+	return r
+}
+
+// outcomeOf is the outcome that audit event ev, leaving an action in state, is, if it is one: a
+// guardrail's refusal (skipped for an automatic decision), a dry run, an approval (a manual
+// request approves itself; a rollback is queued at once), the receiver's acceptance, and giving
+// up. A refusal that leaves the action waiting (an approval over the hourly cap) is none.
+func outcomeOf(ev, state string) (string, bool) {
+	switch ev {
+	case "refused", "skipped":
+		return "refused", state == stateRefused
+	case "dry_run":
+		return "dry_run", state == stateDryRun
+	case "approved", "requested":
+		return "approved", state == stateApproved || state == stateQueued
+	case "sent":
+		return "sent", state == stateSent
+	case "failed":
+		return "failed", state == stateFailed
+	}
+	return "", false
+}
+
+// OutcomeData is the data of action.revoke and action.rollback events.
+type OutcomeData struct {
+	ActionID   string `json:"action_id"` // the webhook-id of the revoke webhook itself
+	Kind       string `json:"kind"`      // revoke, extend_grace or reactivate
+	Outcome    string `json:"outcome"`   // refused, dry_run, approved, sent or failed
+	KeyID      string `json:"key_id"`
+	ClientID   string `json:"client_id"`
+	AlertID    string `json:"alert_id"` // the alert episode that asked for it; empty for a manual request
+	Mode       string `json:"mode"`     // dry-run, approve, auto or manual
+	Reason     string `json:"reason"`
+	Guardrail  string `json:"guardrail"` // the guardrail that refused it or sent it for approval
+	Detail     string `json:"detail"`
+	ApprovedBy string `json:"approved_by"`
+	Attempts   uint32 `json:"attempts"`
+	HTTPStatus uint16 `json:"http_status"` // the receiver's last answer; 0 before any
+}
+
+// outcomeEvent is the event of rec's outcome named by audit event ev, if ev is one. Its id is
+// derived from the action's id and the outcome: one event per outcome of each action.
+func outcomeEvent(rec *record, ev string) (webhook.Event, bool) {
+	outcome, ok := outcomeOf(ev, rec.State)
+	if !ok {
+		return webhook.Event{}, false
+	}
+	typ := webhook.TypeActionRevoke
+	if IsRollback(rec.Kind) {
+		typ = webhook.TypeActionRollback
+	}
+	return webhook.Event{
+		ID: webhook.EventID("action", rec.ID, outcome), Type: typ, Timestamp: rec.UpdatedAt,
+		Data: OutcomeData{
+			ActionID: rec.ID, Kind: rec.Kind, Outcome: outcome, KeyID: rec.KeyID, ClientID: rec.ClientID, AlertID: rec.AlertID,
+			Mode: rec.Mode, Reason: rec.Reason, Guardrail: rec.Guardrail, Detail: rec.Detail, ApprovedBy: rec.ApprovedBy,
+			Attempts: rec.Attempts, HTTPStatus: rec.LastStatus,
+		},
+	}, true
+}
+
+// publish publishes the outcome audit event ev made of rec, once rec is stored. An event that
+// cannot be stored is logged: the outcome itself is stored and audited.
+func (r *Revoker) publish(ctx context.Context, rec *record, ev string) {
+	if r.publisher == nil {
+		return
+	}
+	e, ok := outcomeEvent(rec, ev)
+	if !ok {
+		return
+	}
+	if err := r.publisher.Publish(ctx, e); err != nil {
+		r.log.Error("publishing an action webhook failed", "action", rec.ID, "type", e.Type, "id", e.ID, "err", err)
+	}
+}

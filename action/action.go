@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -70,6 +71,8 @@ type Revoker struct {
 	secret   []byte
 	// publisher, when set (WithPublisher), takes a webhook of each outcome.
 	publisher Publisher
+	// unpublished is set when an outcome could not be published: Run publishes again (republish).
+	unpublished atomic.Bool
 
 	// now is the clock; poll how often Run looks for approved and due actions; awaitPoll how
 	// often Await reads an action's state; apiWait how long the API waits for an outcome before

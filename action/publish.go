@@ -2,6 +2,8 @@ package action
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/keywatch/keywatch/webhook"
 )
@@ -78,7 +80,8 @@ func outcomeEvent(rec *record, ev string) (webhook.Event, bool) {
 }
 
 // publish publishes the outcome audit event ev made of rec, once rec is stored. An event that
-// cannot be stored is logged: the outcome itself is stored and audited.
+// cannot be stored is logged, and the next pass of Run publishes the outcome of every action
+// decided within republishFor again (republish).
 func (r *Revoker) publish(ctx context.Context, rec *record, ev string) {
 	if r.publisher == nil {
 		return
@@ -88,6 +91,55 @@ func (r *Revoker) publish(ctx context.Context, rec *record, ev string) {
 		return
 	}
 	if err := r.publisher.Publish(ctx, e); err != nil {
-		r.log.Error("publishing an action webhook failed", "action", rec.ID, "type", e.Type, "id", e.ID, "err", err)
+		r.unpublished.Store(true)
+		r.log.Error("publishing an action webhook failed; publishing it again next pass", "action", rec.ID, "type", e.Type, "id", e.ID, "err", err)
 	}
+}
+
+// republishFor is how far back republish looks: the actions decided since then.
+const republishFor = 24 * time.Hour
+
+// republish publishes the outcome of every action whose last version, written within
+// republishFor, is an outcome. Run does it when it starts (a crash between storing an action and
+// publishing its outcome, on this replica or the last leader) and after a publish failed. The
+// publisher stores each id once, so what was published already is not sent again. An outcome the
+// action has since left (approved, then sent) is not published again; its later one is.
+func (r *Revoker) republish(ctx context.Context) error {
+	if r.publisher == nil {
+		return nil
+	}
+	r.unpublished.Store(false)
+	recs, err := r.store.outcomesSince(ctx, r.now().Add(-republishFor))
+	if err != nil {
+		r.unpublished.Store(true)
+		return err
+	}
+	for _, rec := range recs {
+		e, ok := outcomeEvent(rec, outcomeOfState(rec.State))
+		if !ok {
+			continue
+		}
+		if err := r.publisher.Publish(ctx, e); err != nil {
+			r.unpublished.Store(true)
+			return fmt.Errorf("action: publish the %s outcome of %s %s: %w", e.Type, rec.Kind, rec.ID, err)
+		}
+	}
+	return nil
+}
+
+// outcomeOfState is the audit event whose outcome an action in state shows (outcomeOf).
+func outcomeOfState(state string) string {
+	switch state {
+	case stateRefused:
+		return "refused"
+	case stateDryRun:
+		return "dry_run"
+	case stateApproved, stateQueued:
+		return "approved"
+	case stateSent:
+		return "sent"
+	case stateFailed:
+		return "failed"
+	}
+	return ""
 }

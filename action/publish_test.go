@@ -1,7 +1,9 @@
 package action
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -106,5 +108,55 @@ func TestOutcomeOf(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s leaving %s: outcome %q, want %q", c.ev, c.state, got, c.want)
 		}
+	}
+}
+
+// flakyPublisher fails its first fail calls, as an outbox does while ClickHouse is unreachable,
+// then keeps what it is given.
+type flakyPublisher struct {
+	fail int
+	got  []string
+}
+
+func (p *flakyPublisher) Publish(_ context.Context, e webhook.Event) error {
+	if p.fail > 0 {
+		p.fail--
+		return errors.New("clickhouse unreachable")
+	}
+	p.got = append(p.got, e.ID)
+	return nil
+}
+
+// TestOutcomePublishedAgainAfterAFailure: an outcome whose event could not be stored is published
+// by the next pass, and a new leader's first pass publishes the outcomes of the last day again
+// (the outbox keeps each id once).
+func TestOutcomePublishedAgainAfterAFailure(t *testing.T) {
+	e := newEnv(t, nil, answer(200))
+	p := &flakyPublisher{fail: 1}
+	e.r.WithPublisher(p)
+	sent := e.consider(alert("leak", "kid_s", 100))
+	e.sendDue() // sent; its event is not stored
+	if len(p.got) != 0 {
+		t.Fatalf("published %v while the publisher failed", p.got)
+	}
+	e.sendDue()
+	want := webhook.EventID("action", sent.ID, "sent")
+	if len(p.got) != 1 || p.got[0] != want {
+		t.Fatalf("published %v after the next pass, want [%s]", p.got, want)
+	}
+	e.sendDue()
+	if len(p.got) != 1 {
+		t.Fatalf("published %v: a pass without a failure publishes nothing again", p.got)
+	}
+
+	next := &flakyPublisher{}
+	r := New(e.conn, e.r.cfg, nil, nil).WithPublisher(next)
+	r.now = e.r.now
+	r.unpublished.Store(true) // what Run does when it starts
+	if err := r.SendDue(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(next.got) != 1 || next.got[0] != want {
+		t.Fatalf("a new leader published %v, want [%s]", next.got, want)
 	}
 }

@@ -58,6 +58,11 @@ requested_at, approved_by, queued_at, body, attempts, first_attempt_at, next_att
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'), fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?,
         fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?)`
 	selectAction = `SELECT ` + actionColumns + ` FROM actions FINAL WHERE id = ?`
+	// selectOutcomesSince is the actions whose last version left them in an outcome state
+	// (outcomeOfState), written since a time (Unix ms), oldest first.
+	selectOutcomesSince = `SELECT ` + actionColumns + ` FROM actions FINAL
+WHERE state IN ('refused', 'dry_run', 'approved', 'queued', 'sent', 'failed') AND updated_at >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
+ORDER BY updated_at, id`
 	// selectDue is the queued actions whose next attempt is due. Argument: now (Unix ms; a bound time would be cut to the second).
 	selectDue = `SELECT id FROM actions FINAL WHERE state = 'queued' AND next_attempt_at <= fromUnixTimestamp64Milli(toInt64(?), 'UTC') ORDER BY next_attempt_at, id`
 	// selectApproved is the approved actions of a kind, in the order they were approved: what the
@@ -103,13 +108,39 @@ func (s store) load(ctx context.Context, id string) (*record, error) {
 	if !rows.Next() {
 		return nil, rows.Err()
 	}
-	var r record
-	if err := rows.Scan(&r.ID, &r.Kind, &r.KeyID, &r.ClientID, &r.AlertID, &r.Reason, &r.Mode, &r.State, &r.Guardrail, &r.Detail,
-		&r.RequestedAt, &r.ApprovedBy, &r.QueuedAt, &r.Body, &r.Attempts, &r.FirstAttemptAt, &r.NextAttemptAt,
-		&r.LastStatus, &r.LastError, &r.UpdatedAt, &r.Version); err != nil {
+	r, err := scanRecord(rows)
+	if err != nil {
 		return nil, fmt.Errorf("action: read action %s: %w", id, err)
 	}
-	return &r, rows.Err()
+	return r, rows.Err()
+}
+
+// outcomesSince returns the actions whose last version, written since a time, left them in a
+// state that is an outcome (outcomeOfState), oldest first.
+func (s store) outcomesSince(ctx context.Context, since time.Time) ([]*record, error) {
+	rows, err := s.conn.Query(ctx, selectOutcomesSince, since.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("action: read the actions decided since %s: %w", since.UTC().Format(time.RFC3339), err)
+	}
+	defer rows.Close()
+	var out []*record
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return nil, fmt.Errorf("action: read the actions decided since %s: %w", since.UTC().Format(time.RFC3339), err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// scanRecord reads the action of a row of actionColumns.
+func scanRecord(rows driver.Rows) (*record, error) {
+	var r record
+	err := rows.Scan(&r.ID, &r.Kind, &r.KeyID, &r.ClientID, &r.AlertID, &r.Reason, &r.Mode, &r.State, &r.Guardrail, &r.Detail,
+		&r.RequestedAt, &r.ApprovedBy, &r.QueuedAt, &r.Body, &r.Attempts, &r.FirstAttemptAt, &r.NextAttemptAt,
+		&r.LastStatus, &r.LastError, &r.UpdatedAt, &r.Version)
+	return &r, err
 }
 
 // save stores a new version of r (r.Version must have been raised by the caller).

@@ -25,6 +25,7 @@ var errNotConfigured = errors.New("the revoke webhook is not configured")
 func (r *Revoker) Run(ctx context.Context) error {
 	t := time.NewTicker(r.poll)
 	defer t.Stop()
+	r.unpublished.Store(true) // the last leader may have stored an outcome it did not publish
 	for {
 		if err := r.SendDue(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("revoke delivery pass failed", "err", err)
@@ -38,10 +39,16 @@ func (r *Revoker) Run(ctx context.Context) error {
 	}
 }
 
-// SendDue is one pass of Run: it decides the approved revokes (decideApproved), then makes one
-// attempt at every queued action whose next attempt is due.
+// SendDue is one pass of Run: it publishes outcomes again if one could not be published
+// (republish), decides the approved revokes (decideApproved), then makes one attempt at every
+// queued action whose next attempt is due.
 func (r *Revoker) SendDue(ctx context.Context) error {
 	var errs []error
+	if r.unpublished.Load() {
+		if err := r.republish(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := r.decideApproved(ctx); err != nil {
 		errs = append(errs, err)
 	}

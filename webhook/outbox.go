@@ -60,8 +60,11 @@ type row struct {
 
 const (
 	deliveryColumns = `endpoint, id, type, follows, body, state, attempts, last_status, last_error, created_at, next_attempt_at, updated_at, version`
-	// selectPublished is every (endpoint, id) ever stored: what Publish need not store again.
-	selectPublished = `SELECT DISTINCT endpoint, id FROM webhook_deliveries`
+	// selectRecent is every (endpoint, id) stored in the last knownFor: what Publish need not store
+	// again, read once. Argument: the start (Unix ms).
+	selectRecent = `SELECT DISTINCT endpoint, id FROM webhook_deliveries WHERE created_at >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
+	// selectEndpointsOf is the endpoints an older event was stored for. Arguments: the event ids.
+	selectEndpointsOf = `SELECT DISTINCT endpoint, id FROM webhook_deliveries WHERE id IN (?)`
 	// selectPending is the outbox: every event not delivered or given up on yet, oldest first.
 	selectPending  = `SELECT ` + deliveryColumns + ` FROM webhook_deliveries FINAL WHERE state = 'pending' ORDER BY created_at, id`
 	insertDelivery = `INSERT INTO webhook_deliveries (` + deliveryColumns + `)`
@@ -103,10 +106,19 @@ type Outbox struct {
 	rand       func(n int64) int64
 	wake       chan struct{}
 
-	mu     sync.Mutex
-	known  map[key]bool // stored: read back once (selectPublished), then added to by Publish
+	mu sync.Mutex
+	// known is what is stored: read back once for the last knownFor (selectRecent), for an older
+	// id when it is published again (selectEndpointsOf), and added to by Publish. looked are the
+	// ids known holds all of: the recent ones and those looked up.
+	known  map[key]bool
+	looked map[string]bool
 	loaded bool
 }
+
+// knownFor is how far back the published ids are read at start. Producers publish again what
+// they derive on each pass, mostly of the last day (alerts resolved within it, recent actions); an
+// older id (a rotation safe to retire for weeks) is looked up in the table once.
+const knownFor = 7 * 24 * time.Hour
 
 // NewOutbox returns the outbox of the endpoints over conn (a migrated database). metrics may be
 // nil. Without endpoints, Publish stores nothing and Run waits for its end.
@@ -117,7 +129,7 @@ func NewOutbox(conn driver.Conn, endpoints []config.Webhook, metrics *Metrics, l
 	o := &Outbox{
 		conn: conn, metrics: metrics, log: log.With("component", "webhook"), now: time.Now,
 		poll: 5 * time.Second, backoff: 5 * time.Second, maxBackoff: 10 * time.Minute, rand: rand.Int64N,
-		wake: make(chan struct{}, 1), known: map[key]bool{},
+		wake: make(chan struct{}, 1), known: map[key]bool{}, looked: map[string]bool{},
 		// Each attempt has its endpoint's timeout (send); redirects are answers, not followed.
 		client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
@@ -150,6 +162,13 @@ func (o *Outbox) Publish(ctx context.Context, e Event) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if err := o.loadLocked(ctx); err != nil {
+		return err
+	}
+	ids := []string{e.ID}
+	if e.Follows != nil {
+		ids = append(ids, e.Follows.ID)
+	}
+	if err := o.lookUpLocked(ctx, ids); err != nil {
 		return err
 	}
 	var rows []row
@@ -190,23 +209,52 @@ func (o *Outbox) loadLocked(ctx context.Context) error {
 	if o.loaded {
 		return nil
 	}
-	rows, err := o.conn.Query(ctx, selectPublished)
+	since := o.now().Add(-knownFor)
+	if err := o.readKnownLocked(ctx, selectRecent, since.UnixMilli()); err != nil {
+		return fmt.Errorf("webhook: read the events published since %s: %w", since.UTC().Format(time.RFC3339), err)
+	}
+	for k := range o.known {
+		o.looked[k.id] = true
+	}
+	o.loaded = true
+	return nil
+}
+
+// lookUpLocked reads the endpoints stored for each id not looked up yet.
+func (o *Outbox) lookUpLocked(ctx context.Context, ids []string) error {
+	var missing []string
+	for _, id := range ids {
+		if !o.looked[id] {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := o.readKnownLocked(ctx, selectEndpointsOf, missing); err != nil {
+		return fmt.Errorf("webhook: look up events %s: %w", strings.Join(missing, ", "), err)
+	}
+	for _, id := range missing {
+		o.looked[id] = true
+	}
+	return nil
+}
+
+// readKnownLocked adds the (endpoint, id) rows query selects to known.
+func (o *Outbox) readKnownLocked(ctx context.Context, query string, args ...any) error {
+	rows, err := o.conn.Query(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("webhook: read the published events: %w", err)
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var k key
 		if err := rows.Scan(&k.endpoint, &k.id); err != nil {
-			return fmt.Errorf("webhook: read the published events: %w", err)
+			return err
 		}
 		o.known[k] = true
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("webhook: read the published events: %w", err)
-	}
-	o.loaded = true
-	return nil
+	return rows.Err()
 }
 
 // write stores one version of r, retrying while ClickHouse is unreachable (up to a minute); the

@@ -136,6 +136,23 @@ func TestPublishTwiceSendsOnce(t *testing.T) {
 	if n := len(rcv.Deliveries()); n != 1 {
 		t.Errorf("%d requests, want 1", n)
 	}
+
+	// An event stored more than a week ago (not read back at start) published again is looked up
+	// in the table, and not stored again.
+	old := event(webhook.TypeDigestSent, webhook.EventID("old"))
+	if err := conn.Exec(t.Context(), `INSERT INTO webhook_deliveries (endpoint, id, type, follows, body, state, attempts, last_status,
+    last_error, created_at, next_attempt_at, updated_at, version)
+VALUES ('ops', ?, 'digest.sent', '', '{}', 'sent', 1, 200, '', now64(3) - INTERVAL 8 DAY, now64(3) - INTERVAL 8 DAY, now64(3) - INTERVAL 8 DAY, 2)`, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	later := newOutbox(t, conn, rcv.Endpoint("ops"))
+	if err := later.Publish(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	var rows uint64
+	if err := conn.QueryRow(t.Context(), "SELECT count() FROM webhook_deliveries WHERE id = ?", old.ID).Scan(&rows); err != nil || rows != 1 {
+		t.Errorf("%d rows of the week-old event (%v), want 1: it was stored again", rows, err)
+	}
 }
 
 // TestCrashRecovery: the process dies while an attempt is in flight (the receiver took it, the

@@ -23,7 +23,9 @@ const (
 )
 
 // Types lists every event type.
-var Types = []string{TypeAlertFiring, TypeAlertResolved, TypeDigestSent, TypeRotationSafeRetire, TypeActionRevoke, TypeActionRollback}
+func Types() []string {
+	return []string{TypeAlertFiring, TypeAlertResolved, TypeDigestSent, TypeRotationSafeRetire, TypeActionRevoke, TypeActionRollback}
+}
 
 // Event is one notification webhook as its producer publishes it.
 type Event struct {

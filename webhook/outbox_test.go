@@ -55,12 +55,12 @@ func TestEveryEventTypeVerifies(t *testing.T) {
 	_, conn := schematest.NewDatabase(t, ch)
 	rcv := webhooktest.NewReceiver(t)
 	o := newOutbox(t, conn, rcv.Endpoint("ops"))
-	for _, typ := range webhook.Types {
+	for _, typ := range webhook.Types() {
 		if err := o.Publish(t.Context(), event(typ, webhook.EventID(typ))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sendUntil(t, o, "delivery of every type", func() bool { return len(rcv.Delivered()) == len(webhook.Types) })
+	sendUntil(t, o, "delivery of every type", func() bool { return len(rcv.Delivered()) == len(webhook.Types()) })
 	var types []string
 	for _, d := range rcv.Deliveries() {
 		types = append(types, d.Type)
@@ -69,7 +69,7 @@ func TestEveryEventTypeVerifies(t *testing.T) {
 		}
 	}
 	slices.Sort(types)
-	want := slices.Sorted(slices.Values(webhook.Types))
+	want := slices.Sorted(slices.Values(webhook.Types()))
 	if !slices.Equal(types, want) {
 		t.Errorf("delivered types %v, want %v", types, want)
 	}

@@ -139,10 +139,13 @@ func NewOutbox(conn driver.Conn, endpoints []config.Webhook, metrics *Metrics, l
 			return nil, fmt.Errorf("webhook: webhooks[%d] (%s): %w", i, w.Name, err)
 		}
 		ep := endpoint{Webhook: w, key: k}
-		for _, e := range w.Events {
+		for k, e := range w.Events {
 			p, err := glob.Compile(e)
 			if err != nil {
-				return nil, fmt.Errorf("webhook: webhooks[%d].events: %w", i, err)
+				return nil, fmt.Errorf("webhook: webhooks[%d].events[%d]: %w", i, k, err)
+			}
+			if !slices.ContainsFunc(Types(), p.Match) {
+				return nil, fmt.Errorf("webhook: webhooks[%d].events[%d]: %q matches no event type (%s)", i, k, e, strings.Join(Types(), ", "))
 			}
 			ep.events = append(ep.events, p)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -248,5 +249,18 @@ func TestFollows(t *testing.T) {
 	}
 	if got := resolvedOnly.Deliveries(); got[0].Type != webhook.TypeAlertResolved || got[1].Type != webhook.TypeAlertResolved {
 		t.Errorf("endpoint resolved_only got %s and %s", got[0].Type, got[1].Type)
+	}
+}
+
+// TestEventsMatchSomeType: a misspelt event type in webhooks[].events fails at start instead of
+// leaving the endpoint without events.
+func TestEventsMatchSomeType(t *testing.T) {
+	ep := config.Webhook{Name: "ops", URL: "https://hooks.example.com", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Events: []string{"alert.*", "alert.fired"}}
+	if _, err := webhook.NewOutbox(nil, []config.Webhook{ep}, nil, nil); err == nil || !strings.Contains(err.Error(), `webhooks[0].events[1]: "alert.fired" matches no event type`) {
+		t.Fatalf("NewOutbox with a misspelt event type: %v", err)
+	}
+	ep.Events = ep.Events[:1]
+	if _, err := webhook.NewOutbox(nil, []config.Webhook{ep}, nil, nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,6 +41,7 @@ func (s *scenario) runOnce(names ...string) map[string][]finding.Finding {
 // One run reports them in one finding that says how many they were, beside the finding of the
 // identified client that still calls.
 func TestLingeringUnidentifiedCallers(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	revoked := now.Add(-2 * 24 * time.Hour)
 	s.rotate("kid_old", "kid_new", "acme", revoked.Add(-3*24*time.Hour), revoked)
@@ -136,6 +137,7 @@ func callerEvidence(t *testing.T, f finding.Finding) LingeringEvidence {
 // refused: the leak detector tells the story in one finding; the lingering detector adds none,
 // since nothing depends on the key (readiness answers that it is gone and lists the attempts).
 func TestLingeringRevokedKeyProbed(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	revoked := now.Add(-2 * 24 * time.Hour)
 	s.rotate("kid_gone", "kid_gone_new", "globex-billing", now.Add(-5*24*time.Hour), revoked)

@@ -12,6 +12,7 @@ import (
 // TestHygiene fills one database with keys of every kind the detector tells apart and checks which
 // get a finding, of which kind and severity, and with what evidence.
 func TestHygiene(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	day := 24 * time.Hour
 	daily := func(key, client string) func(time.Time) (event, bool) {

@@ -39,6 +39,7 @@ func leakSummaries(fs []finding.Finding) []string {
 // replaces), and a mobile key whose users keep bringing networks and countries it never saw (new
 // places are routine for it, so persistence does not carry one).
 func TestLeakSlowLeakCarriedByPersistence(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	start := now.Add(-8 * 24 * time.Hour)
 	home := []string{"198.51.100.10", "198.51.100.11"}
@@ -102,6 +103,7 @@ func TestLeakSlowLeakCarriedByPersistence(t *testing.T) {
 // from DE to the US the same way: silent. So does a personal key behind a VPN that switches it
 // between DE and the US within the hour every day of its history.
 func TestLeakTravelAgainstOwnHistory(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	start := now.Add(-8 * 24 * time.Hour)
 	usStay := start.Add(3 * 24 * time.Hour)
@@ -146,6 +148,7 @@ func TestLeakTravelAgainstOwnHistory(t *testing.T) {
 // end, and later runs finalize again the recent hours whose count changed. A key whose events all
 // arrived in time keeps one row per hour, however often the job runs.
 func TestIPHoursAllowedLateness(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	ctx := context.Background()
 	h := now.Add(-3 * time.Hour) // 09:00

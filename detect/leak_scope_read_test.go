@@ -39,6 +39,7 @@ WHERE ts >= fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND ts < fromUnixTimesta
 // per caller, for spans that start and end inside hours, on hours, or within one hour; and the
 // keys found refused in a span are those the raw events hold.
 func TestForbiddenHistoryFromTheRollup(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	base := time.Date(2026, 11, 30, 21, 0, 0, 0, time.UTC)
@@ -164,6 +165,7 @@ func TestForbiddenHistoryFromTheRollup(t *testing.T) {
 // TestForbiddenHistoryOfManyKeys: the history of 20,000 keys is read (a day's refused keys can be
 // thousands); bound in the query's text they would pass ClickHouse's max_query_size.
 func TestForbiddenHistoryOfManyKeys(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	s.events([]event{{TS: now.Add(-time.Hour), KeyID: "kid_bench_19999", ClientID: "c", Outcome: "forbidden", Method: "GET", Route: "/v1/orders"}})
 	keys := make([]string, 20_000)

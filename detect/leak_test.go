@@ -92,6 +92,7 @@ func TestLeakNewNetworkAndCountry(t *testing.T) {
 			newIPs: []string{"2001:db8:77:1::7", "2001:db8:77:2::7"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is a database of its own
 			s := newScenario(t)
 			usualASN, usualOrg := uint32(64500), "Example Net"
 			if tc.asn == 0 {
@@ -166,6 +167,7 @@ func TestLeakNewNetworkAndCountry(t *testing.T) {
 // A revoked key tried from a network it never used: revoked + new network = 100, critical. Its old
 // client still trying it from the usual network is not part of it.
 func TestLeakRevokedKeyTriedFromNewNetwork(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	revokedAt := now.Add(-2 * 24 * time.Hour)
 	s.lifecycle(
@@ -202,6 +204,7 @@ func TestLeakRevokedKeyTriedFromNewNetwork(t *testing.T) {
 // DE until 30 minutes ago, then AU from 10 minutes ago, over the same network: a new country and a
 // hand-over ~16,000 km apart in 20 minutes = 30 + 60 = 90, a warning.
 func TestLeakImpossibleTravel(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	evs := leakSteady("kid_travel", "globex", now.Add(-8*24*time.Hour), now.Add(-30*time.Minute), 30*time.Second, leakUsualIPs, 13335, "Cloudflare", "DE")
 	evs = append(evs, leakSteady("kid_travel", "globex", now.Add(-10*time.Minute), now, 30*time.Second, []string{"104.28.1.1"}, 13335, "Cloudflare", "AU")...)
@@ -242,6 +245,7 @@ func TestLeakFanout(t *testing.T) {
 		{name: "alone with warning score 40", warningScore: 40, want: []string{leakSignalFanout}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is a database of its own
 			s := newScenario(t)
 			s.cfg.Leak.WarningScore = tc.warningScore
 			evs := leakSteady("kid_fan", "initech", now.Add(-8*24*time.Hour), now.Add(-time.Hour), time.Minute,
@@ -366,6 +370,7 @@ func TestLeakQuietOnBenignLookalikes(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is a database of its own
 			s := newScenario(t)
 			tc.load(s)
 			if fs := s.leak(); len(fs) != 0 {

@@ -37,6 +37,7 @@ func byClient(fs []finding.Finding, key string) map[string]finding.Finding {
 // one finding about api-svc naming the job, and readiness unsafe. Look-alike: client billing, whose
 // two hosts both moved, is released and its own key is safe to retire.
 func TestLingeringSubCallers(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	started, deadline := now.Add(-72*time.Hour), now.Add(20*time.Hour)
 	s.rotate("kid_api", "kid_api_new", "api-svc", started, deadline)
@@ -158,6 +159,7 @@ func TestLingeringSubCallers(t *testing.T) {
 // moved remains five hours after its run. Look-alikes: an hourly service that moved a day ago, and
 // a nightly job that ran tonight with the new key only, are released.
 func TestLingeringCadence(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	started, deadline := now.Add(-72*time.Hour), now.Add(20*time.Hour)
 	s.rotate("kid_old", "kid_new", "acme", started, deadline)
@@ -217,6 +219,7 @@ func TestLingeringCadence(t *testing.T) {
 // straight to C two days ago: it moved off A, which is safe to retire and gives no finding.
 // Look-alike: in a second chain of the same shape, service legacy still calls the first key.
 func TestLingeringSuccessorChain(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	for _, chain := range []string{"one", "two"} {
 		a, b, c := "kid_"+chain+"_a", "kid_"+chain+"_b", "kid_"+chain+"_c"
@@ -254,6 +257,7 @@ func TestLingeringSuccessorChain(t *testing.T) {
 // tells that story), nor does a client refused on it. Look-alike: one successful call without a
 // client on another revoked key is use after revocation, one critical finding.
 func TestLingeringRefusedOnly(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	retired := now.Add(-30 * 24 * time.Hour)
 	s.rotate("kid_ret", "kid_ret_new", "acme", retired.Add(-3*24*time.Hour), retired)

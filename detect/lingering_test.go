@@ -80,6 +80,7 @@ func sameCaller(t *testing.T, what string, got, want Caller) {
 // key a day ago (benign) while a batch client still calls the old key once an hour. Only the
 // straggler is found, as a warning, and keeps the key unsafe until it has migrated.
 func TestLingeringStraggler(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	started, deadline := now.Add(-72*time.Hour), now.Add(20*time.Hour)
 	s.rotate("kid_old", "kid_new", "acme", started, deadline)
@@ -164,6 +165,7 @@ func TestLingeringStraggler(t *testing.T) {
 // its callers without a client (see TestLingeringUnidentifiedCallers): its fingerprint is not the
 // job's IP and user agent, so it stays the same finding when another such caller shows up.
 func TestLingeringNightlyJob(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	s.rotate("kid_old", "kid_new", "acme", now.Add(-72*time.Hour), now.Add(20*time.Hour))
 	nightly := event{IP: "203.0.113.50", UA: "nightly-export/3.2"}
@@ -333,6 +335,7 @@ func TestLingeringAfterRetirement(t *testing.T) {
 // TestLingeringSideBySide: a client calling with both keys is reported while it still uses the
 // old one, with the share of its traffic already on the new key.
 func TestLingeringSideBySide(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	started := now.Add(-72 * time.Hour)
 	s.rotate("kid_old", "kid_new", "acme", started, now.Add(20*time.Hour))
@@ -362,6 +365,7 @@ func TestLingeringSideBySide(t *testing.T) {
 // TestReadinessWithoutRotation: a key no rotation retires is safe only when nothing called it
 // lately (or since it was retired); a key nobody knows is an error.
 func TestReadinessWithoutRotation(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	created := now.Add(-90 * 24 * time.Hour)
 	for _, k := range []string{"kid_busy", "kid_idle", "kid_gone", "kid_zombie"} {
@@ -411,6 +415,7 @@ func TestReadinessWithoutRotation(t *testing.T) {
 // key once more half an hour later. As of now it remains, judged by its hourly rhythm, with
 // the counts since the rotation started; four hours on it has moved.
 func TestLingeringJudgesAsOfNow(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	started, deadline := now.Add(-22*24*time.Hour), now.Add(20*time.Hour)
 	s.rotate("kid_old", "kid_new", "acme", started, deadline)

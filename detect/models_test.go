@@ -10,6 +10,7 @@ import (
 // TestModelsReadAgainOnlyAfterNewEvents: the detectors' shared rotation model is read once, kept
 // while the lifecycle events stay the same, and read again once an event arrives.
 func TestModelsReadAgainOnlyAfterNewEvents(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	s.lifecycle(rotation.Event{TS: now.Add(-time.Hour), Type: rotation.KeyCreated, KeyID: "kid_a", ClientID: "acme"})
 	models := rotation.NewModels(s.conn)

@@ -68,6 +68,7 @@ func TestLeakScopeProbing(t *testing.T) {
 		{name: "new network and probing", scopes: []string{"read"}, calls: probe, newPlace: true, wantScore: 130, wantProbe: 15},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is a database of its own
 			s := newScenario(t)
 			s.cfg.Leak.RouteScopes = scopeRoutes
 			s.keyScopes(key, client, now.Add(-20*24*time.Hour), tc.scopes...)
@@ -143,6 +144,7 @@ func TestLeakScopeProbing(t *testing.T) {
 
 // TestLeakScopeProbingOff: without route_scopes the same probing is not judged.
 func TestLeakScopeProbingOff(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	s.keyScopes("kid_ro", "acme", now.Add(-20*24*time.Hour), "read")
 	s.events(every(now.Add(-30*time.Minute), now, time.Minute, func(time.Time) (event, bool) {

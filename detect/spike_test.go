@@ -167,6 +167,7 @@ func TestSpike(t *testing.T) {
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case is a database of its own
 			s := newScenario(t)
 			s.lifecycle(tc.lifecycle...)
 			s.events(tc.events)
@@ -249,6 +250,7 @@ func checkSpike(t *testing.T, f finding.Finding, client string, w wantSpike) {
 // 2% failure rate with its usual noise goes on after the step, and smallco, a small client on its
 // new key with one stray 401 on the old one after the step.
 func TestSpikeSmallPartner(t *testing.T) {
+	t.Parallel()
 	s := newScenario(t)
 	retiredAt := now.Add(-2 * time.Hour)
 	started := now.Add(-3 * 24 * time.Hour)

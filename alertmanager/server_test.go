@@ -2,7 +2,6 @@ package alertmanager
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,107 +11,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keywatch/keywatch/internal/testbed"
 )
 
 // The acceptance tests run the real Alertmanager, built from the Go module proxy at the version the
-// Makefile pins. `make test` builds it once (`make alertmanager`) into
-// $(KEYWATCH_CACHE)/alertmanager/<version>/alertmanager and passes it as ALERTMANAGER_BIN; a plain
-// `go test` builds the same binary into the same place when it is missing.
-
-var amVersionLine = regexp.MustCompile(`(?m)^ALERTMANAGER_VERSION\s*:=\s*(\S+)\s*$`)
-
-// amVersion is the Makefile's ALERTMANAGER_VERSION, the one place the version is pinned.
-func amVersion() (string, error) {
-	b, err := os.ReadFile("../Makefile")
-	if err != nil {
-		return "", err
-	}
-	m := amVersionLine.FindSubmatch(b)
-	if m == nil {
-		return "", fmt.Errorf("the Makefile has no ALERTMANAGER_VERSION := line")
-	}
-	return string(m[1]), nil
-}
-
-// keywatchCache is the Makefile's KEYWATCH_CACHE: ${XDG_CACHE_HOME:-$HOME/.cache}/keywatch.
-func keywatchCache() (string, error) {
-	if d := os.Getenv("KEYWATCH_CACHE"); d != "" {
-		return d, nil
-	}
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", err
-		}
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "keywatch"), nil
-}
-
-var amBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// amBinary returns $ALERTMANAGER_BIN or the cached Alertmanager, building it on first use.
-func amBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ALERTMANAGER_BIN"); p != "" {
-		return p
-	}
-	amBuild.once.Do(func() { amBuild.path, amBuild.err = buildAlertmanager(t) })
-	if amBuild.err != nil {
-		t.Fatal(amBuild.err)
-	}
-	return amBuild.path
-}
-
-// buildAlertmanager does what `make alertmanager` does: go install
-// github.com/prometheus/alertmanager/cmd/alertmanager@ALERTMANAGER_VERSION into the cache, through
-// a temporary folder so that a concurrent run never sees half a binary.
-func buildAlertmanager(t *testing.T) (string, error) {
-	version, err := amVersion()
-	if err != nil {
-		return "", err
-	}
-	cache, err := keywatchCache()
-	if err != nil {
-		return "", fmt.Errorf("locate the cache for alertmanager: %w", err)
-	}
-	path := filepath.Join(cache, "alertmanager", version, "alertmanager")
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	t.Logf("ALERTMANAGER_BIN is not set and %s is missing: building Alertmanager %s from the Go module proxy (once, a few minutes on 2 cores; `make alertmanager` does the same)", path, version)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "install", "github.com/prometheus/alertmanager/cmd/alertmanager@"+version)
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install github.com/prometheus/alertmanager/cmd/alertmanager@%s: %v\n%s", version, err, out)
-	}
-	if err := os.Rename(filepath.Join(tmp, "alertmanager"), path); err != nil {
-		return "", err
-	}
-	t.Logf("built %s in %s", path, time.Since(start).Round(time.Second))
-	return path, nil
+// Makefile pins (testbed.Tool).
+var alertmanager = testbed.Tool{
+	Name: "alertmanager", Package: "github.com/prometheus/alertmanager/cmd/alertmanager",
+	VersionVar: "ALERTMANAGER_VERSION", EnvVar: "ALERTMANAGER_BIN",
 }
 
 // amConfig routes every alert to one webhook receiver, grouped per alert name and key, with short
@@ -187,7 +99,7 @@ func startWith(t *testing.T, yml string, auth []string) *server {
 func (s *server) start(storage string) {
 	s.t.Helper()
 	s.log = &bytes.Buffer{}
-	s.cmd = exec.Command(amBinary(s.t), append([]string{
+	s.cmd = exec.Command(alertmanager.Binary(s.t), append([]string{
 		"--config.file=" + s.config, "--storage.path=" + storage, "--web.listen-address=" + s.addr,
 		"--cluster.listen-address=", "--log.level=debug"}, s.args...)...)
 	out := &lockedWriter{w: s.log}

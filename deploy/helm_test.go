@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,13 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -25,107 +21,17 @@ import (
 )
 
 // The chart's tests run the real helm (`helm lint --strict`, `helm template`), built from the Go
-// module proxy at the version the Makefile pins. `make test` builds it once (`make helm`) into
-// $(KEYWATCH_CACHE)/helm/<version>/helm and passes it as HELM_BIN; a plain `go test` builds the
-// same binary into the same place when it is missing.
+// module proxy at the version the Makefile pins (testbed.Tool).
+var helm = testbed.Tool{Name: "helm", Package: "helm.sh/helm/v4/cmd/helm", VersionVar: "HELM_VERSION", EnvVar: "HELM_BIN"}
 
 const chartDir = "helm/keywatch"
-
-var helmVersionLine = regexp.MustCompile(`(?m)^HELM_VERSION\s*:=\s*(\S+)\s*$`)
-
-// helmVersion is the Makefile's HELM_VERSION, the one place the version is pinned.
-func helmVersion() (string, error) {
-	b, err := os.ReadFile("../Makefile")
-	if err != nil {
-		return "", err
-	}
-	m := helmVersionLine.FindSubmatch(b)
-	if m == nil {
-		return "", fmt.Errorf("the Makefile has no HELM_VERSION := line")
-	}
-	return string(m[1]), nil
-}
-
-// keywatchCache is the Makefile's KEYWATCH_CACHE: ${XDG_CACHE_HOME:-$HOME/.cache}/keywatch.
-func keywatchCache() (string, error) {
-	if d := os.Getenv("KEYWATCH_CACHE"); d != "" {
-		return d, nil
-	}
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", err
-		}
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "keywatch"), nil
-}
-
-var helmBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// helmBinary returns $HELM_BIN or the cached helm, building it on first use.
-func helmBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("HELM_BIN"); p != "" {
-		return p
-	}
-	helmBuild.once.Do(func() { helmBuild.path, helmBuild.err = buildHelm(t) })
-	if helmBuild.err != nil {
-		t.Fatal(helmBuild.err)
-	}
-	return helmBuild.path
-}
-
-// buildHelm does what `make helm` does: go install helm.sh/helm/v4/cmd/helm@HELM_VERSION into
-// the cache, through a temporary folder so that a concurrent run never sees half a binary.
-func buildHelm(t *testing.T) (string, error) {
-	version, err := helmVersion()
-	if err != nil {
-		return "", err
-	}
-	cache, err := keywatchCache()
-	if err != nil {
-		return "", fmt.Errorf("locate the cache for helm: %w", err)
-	}
-	path := filepath.Join(cache, "helm", version, "helm")
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	t.Logf("HELM_BIN is not set and %s is missing: building helm %s from the Go module proxy (once, about 2 minutes on 2 cores; `make helm` does the same)", path, version)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "install", "helm.sh/helm/v4/cmd/helm@"+version)
-	cmd.Env = append(os.Environ(), "GOBIN="+tmp)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install helm.sh/helm/v4/cmd/helm@%s: %v\n%s", version, err, out)
-	}
-	if err := os.Rename(filepath.Join(tmp, "helm"), path); err != nil {
-		return "", err
-	}
-	t.Logf("built %s in %s", path, time.Since(start).Round(time.Second))
-	return path, nil
-}
 
 // runHelm runs helm with configuration, cache and data folders of the test's own (nothing from
 // ~/.config/helm) and returns its standard output, or an error with its standard error.
 func runHelm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	home := t.TempDir()
-	cmd := exec.Command(helmBinary(t), args...)
+	cmd := exec.Command(helm.Binary(t), args...)
 	cmd.Env = append(os.Environ(),
 		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),

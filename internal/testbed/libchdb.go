@@ -12,20 +12,16 @@ import (
 const ChdbVersion = "26.7.3-stable.1"
 
 // LibchdbPath returns where libchdb.so is expected: $KEYWATCH_LIBCHDB when set, otherwise the
-// cache folder the Makefile fills, ${XDG_CACHE_HOME:-$HOME/.cache}/keywatch/chdb/<version>/libchdb.so.
+// cache folder the Makefile fills, $(KEYWATCH_CACHE)/chdb/<version>/libchdb.so.
 func LibchdbPath() (string, error) {
 	if p := os.Getenv("KEYWATCH_LIBCHDB"); p != "" {
 		return p, nil
 	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("testbed: locate cache folder for libchdb.so: %w", err)
-		}
-		cache = filepath.Join(home, ".cache")
+	cache, err := keywatchCache()
+	if err != nil {
+		return "", fmt.Errorf("testbed: locate cache folder for libchdb.so: %w", err)
 	}
-	return filepath.Join(cache, "keywatch", "chdb", ChdbVersion, "libchdb.so"), nil
+	return filepath.Join(cache, "chdb", ChdbVersion, "libchdb.so"), nil
 }
 
 // findLibchdb returns the path of an existing libchdb.so or an error that says how to get one.

@@ -49,8 +49,6 @@ type Evaluator struct {
 	sent     map[groupChannel]*sentState
 	loaded   bool // sent was read from alert_notifications_state
 	unrouted map[string]bool
-	// published are the event ids the publisher took, of the alerts still loaded.
-	published map[string]bool
 }
 
 // New returns an Evaluator over conn (a migrated database). notifier, actor and metrics may be nil.
@@ -189,10 +187,11 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time) error {
 		}
 	}
 	e.metrics.alertsNow(next, now)
-	if e.publisher != nil {
-		e.publish(ctx, next) // from what is stored: nothing lost or doubled across restarts
+	if e.publisher != nil || len(e.observers) > 0 {
+		all := sortedAlerts(next)
+		e.publish(ctx, all) // from what is stored: nothing lost or doubled across restarts
+		e.observe(ctx, all, now)
 	}
-	e.observe(ctx, next, now)
 	if e.notifier != nil {
 		e.notify(ctx, next, now)
 	}

@@ -21,12 +21,11 @@ func (e *Evaluator) WithObservers(obs ...Observer) *Evaluator {
 	return e
 }
 
-// observe gives every observer the alerts of next.
-func (e *Evaluator) observe(ctx context.Context, next map[string]*stored, now time.Time) {
+// observe gives every observer the alerts of a pass (sorted by fingerprint).
+func (e *Evaluator) observe(ctx context.Context, all []stored, now time.Time) {
 	if len(e.observers) == 0 {
 		return
 	}
-	all := sortedAlerts(next)
 	alerts := make([]Alert, len(all))
 	for i, a := range all {
 		alerts[i] = a.Alert

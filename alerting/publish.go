@@ -78,22 +78,16 @@ func alertEvents(alerts []stored) []webhook.Event {
 	return out
 }
 
-// publish gives the publisher the events of the alerts after a pass. Each id is published once
-// per Evaluator (e.published, which keeps only the ids of the alerts still loaded); the
-// publisher's own check makes the first publish after a restart store nothing it stored before.
-// An event that cannot be stored is logged and derived again next pass.
-func (e *Evaluator) publish(ctx context.Context, next map[string]*stored) {
-	seen := map[string]bool{}
-	for _, ev := range alertEvents(sortedAlerts(next)) {
-		if e.published[ev.ID] {
-			seen[ev.ID] = true
-			continue
-		}
+// publish gives the publisher the events of the alerts after a pass, every pass: the publisher
+// stores each id once (webhook.Outbox checks in memory), so deriving them again costs no I/O, and
+// an event that could not be stored is stored by a later pass.
+func (e *Evaluator) publish(ctx context.Context, alerts []stored) {
+	if e.publisher == nil {
+		return
+	}
+	for _, ev := range alertEvents(alerts) {
 		if err := e.publisher.Publish(ctx, ev); err != nil {
 			e.log.Warn("publishing an alert webhook failed; retrying next pass", "type", ev.Type, "id", ev.ID, "err", err)
-			continue
 		}
-		seen[ev.ID] = true
 	}
-	e.published = seen
 }

@@ -1,8 +1,10 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -334,7 +336,7 @@ type ClientBurnDown struct {
 }
 
 // RotationBurnDown reads, for the maxClients busiest clients of oldKey and newKey since a time
-// (from the top of its hour), their requests with each key in total and per step (a whole number
+// (from the top of its hour; RotationTraffic), their requests with each key in total and per step (a whole number
 // of hours; steps are aligned to the Unix epoch, so a day is a UTC day), busiest first; only the
 // steps with requests are returned. more is true when more clients called either key.
 func RotationBurnDown(ctx context.Context, conn driver.Conn, oldKey, newKey string, since time.Time, step time.Duration, maxClients int) (clients []ClientBurnDown, more bool, err error) {
@@ -344,43 +346,28 @@ func RotationBurnDown(ctx context.Context, conn driver.Conn, oldKey, newKey stri
 	fail := func(err error) ([]ClientBurnDown, bool, error) {
 		return nil, false, fmt.Errorf("read the burn-down of %s > %s since %s from key_caller_hours: %w", oldKey, newKey, since.UTC().Format(time.RFC3339), err)
 	}
-	rows, err := conn.Query(ctx, `
-SELECT client_id, sumIf(requests, key_id = ?) AS old_requests, sumIf(requests, key_id = ?) AS new_requests
-FROM key_caller_hours
-WHERE key_id IN (?, ?) AND hour >= toStartOfHour(fromUnixTimestamp64Milli(toInt64(?), 'UTC'))
-GROUP BY client_id
-ORDER BY old_requests + new_requests DESC, client_id
-LIMIT ?`, oldKey, newKey, oldKey, newKey, since.UnixMilli(), maxClients+1)
+	traffic, err := RotationTraffic(ctx, conn, oldKey, newKey, since)
 	if err != nil {
-		return fail(err)
+		return nil, false, err
 	}
-	byClient := map[string]int{}
-	for rows.Next() {
-		var c ClientBurnDown
-		if err := rows.Scan(&c.ClientID, &c.OldRequests, &c.NewRequests); err != nil {
-			rows.Close()
-			return fail(err)
-		}
-		byClient[c.ClientID] = len(clients)
-		clients = append(clients, c)
+	slices.SortFunc(traffic, func(a, b ClientTraffic) int {
+		return cmp.Or(cmp.Compare(b.OldRequests+b.NewRequests, a.OldRequests+a.NewRequests), cmp.Compare(a.ClientID, b.ClientID))
+	})
+	if len(traffic) > maxClients {
+		traffic, more = traffic[:maxClients], true
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fail(err)
-	}
-	if len(clients) > maxClients {
-		delete(byClient, clients[maxClients].ClientID)
-		clients, more = clients[:maxClients], true
-	}
-	if len(clients) == 0 {
+	if len(traffic) == 0 {
 		return nil, false, nil
 	}
-	ids := make([]string, 0, len(clients))
-	for _, c := range clients {
+	byClient := map[string]int{}
+	ids := make([]string, 0, len(traffic))
+	for _, c := range traffic {
+		byClient[c.ClientID] = len(clients)
 		ids = append(ids, c.ClientID)
+		clients = append(clients, ClientBurnDown{ClientID: c.ClientID, OldRequests: c.OldRequests, NewRequests: c.NewRequests})
 	}
 	secs := int64(step / time.Second)
-	rows, err = conn.Query(ctx, `
+	rows, err := conn.Query(ctx, `
 SELECT client_id, toDateTime(intDiv(toUnixTimestamp(hour), ?) * ?, 'UTC') AS step_start,
     sumIf(requests, key_id = ?) AS old_requests, sumIf(requests, key_id = ?) AS new_requests
 FROM key_caller_hours

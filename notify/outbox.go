@@ -103,20 +103,8 @@ func (s store) pending(ctx context.Context) ([]row, error) {
 // deduplication token (id and version) keeps a retried insert that did arrive from counting twice.
 func (s store) write(ctx context.Context, r *row) error {
 	token := r.NotificationID + ":" + strconv.FormatUint(r.Version, 10)
-	if err := schema.Retry(schema.WithInsertToken(ctx, token), time.Minute, func(ctx context.Context) error { return s.insert(ctx, r) }); err != nil {
+	if err := schema.InsertRow(ctx, s.conn, insertNotification, token, r); err != nil {
 		return fmt.Errorf("notify: store message %s of group %s in %s: %w", r.NotificationID, r.GroupKey, r.Channel, err)
 	}
 	return nil
-}
-
-func (s store) insert(ctx context.Context, r *row) error {
-	b, err := s.conn.PrepareBatch(ctx, insertNotification)
-	if err != nil {
-		return err
-	}
-	defer b.Abort()
-	if err := b.AppendStruct(r); err != nil {
-		return err
-	}
-	return b.Send()
 }

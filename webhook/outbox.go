@@ -265,18 +265,7 @@ func (o *Outbox) readKnownLocked(ctx context.Context, query string, args ...any)
 // counting twice.
 func (o *Outbox) write(ctx context.Context, r *row) error {
 	token := r.Endpoint + "/" + r.ID + "/" + strconv.FormatUint(r.Version, 10)
-	err := schema.Retry(schema.WithInsertToken(ctx, token), time.Minute, func(ctx context.Context) error {
-		b, err := o.conn.PrepareBatch(ctx, insertDelivery)
-		if err != nil {
-			return err
-		}
-		defer b.Abort()
-		if err := b.AppendStruct(r); err != nil {
-			return err
-		}
-		return b.Send()
-	})
-	if err != nil {
+	if err := schema.InsertRow(ctx, o.conn, insertDelivery, token, r); err != nil {
 		return fmt.Errorf("webhook: store %s event %s for endpoint %s (%s): %w", r.Type, r.ID, r.Endpoint, r.State, err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/keywatch/keywatch/internal/backoff"
 )
@@ -36,4 +37,21 @@ func Retry(ctx context.Context, within time.Duration, op func(context.Context) e
 // fact arrived is then dropped by ClickHouse instead of stored twice.
 func WithInsertToken(ctx context.Context, token string) context.Context {
 	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": token}))
+}
+
+// InsertRow stores row (a struct whose fields carry ch tags) with insert, an INSERT INTO t
+// (columns) statement, as one insert under the deduplication token, retrying while ClickHouse is
+// unreachable for up to a minute (Retry): an outbox's one-row-per-version writes.
+func InsertRow(ctx context.Context, conn driver.Conn, insert, token string, row any) error {
+	return Retry(WithInsertToken(ctx, token), time.Minute, func(ctx context.Context) error {
+		b, err := conn.PrepareBatch(ctx, insert)
+		if err != nil {
+			return err
+		}
+		defer b.Abort()
+		if err := b.AppendStruct(row); err != nil {
+			return err
+		}
+		return b.Send()
+	})
 }

@@ -27,11 +27,16 @@ export ALERTMANAGER_BIN := $(ALERTMANAGER)
 # Fuzz budgets are execution counts, not durations: Go 1.26's fuzz coordinator can fail a
 # duration-bounded run with a spurious "context deadline exceeded" when -fuzztime expires
 # (golang/go#75804, fixed in Go 1.27). About 10 s each on 2 cores.
+# Headless Chromium for the console's browser test: Debian 12's chromium-headless-shell and the
+# libraries it needs, unpacked from Debian's archive (apt-get download) into the cache, not installed.
+CHROMIUM := $(KEYWATCH_CACHE)/chromium/debian12/chromium
+export CHROMIUM_BIN := $(CHROMIUM)
+
 FUZZ_EXTRACT_EXECS ?= 500000x
 FUZZ_DECODE_EXECS  ?= 50000x
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build build-demo demo test vet bench-ingest bench-detect bench-latency chdb helm alertmanager clean
+.PHONY: build build-demo demo test vet bench-ingest bench-detect bench-latency chdb helm alertmanager chromium clean
 
 ## build: compile bin/keywatch
 build:
@@ -46,9 +51,10 @@ demo: chdb build-demo
 	./bin/keywatch-demo $(DEMO_FLAGS)
 
 ## test: vet, run every test against a real ClickHouse and an in-process Kafka broker (and the Helm
-## chart through the real helm, the Alertmanager output through a real Alertmanager), then fuzz the
-## two decoders briefly (their corpora are checked in under testdata/fuzz)
-test: chdb helm alertmanager vet
+## chart through the real helm, the Alertmanager output through a real Alertmanager, the web console
+## in a real headless Chromium), then fuzz the two decoders briefly (their corpora are checked in
+## under testdata/fuzz)
+test: chdb helm alertmanager chromium vet
 	$(GO) test -count=1 -timeout 9m ./...
 	$(GO) test -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZ_EXTRACT_EXECS) ./ingest/mapping/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(FUZZ_DECODE_EXECS) ./ingest/
@@ -85,6 +91,12 @@ alertmanager: $(ALERTMANAGER)
 
 $(ALERTMANAGER):
 	GOBIN=$(dir $(ALERTMANAGER)) $(GO) install github.com/prometheus/alertmanager/cmd/alertmanager@$(ALERTMANAGER_VERSION)
+
+## chromium: fetch Debian's headless Chromium into the cache (once)
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	internal/testbed/fetch-chromium.sh $(dir $(CHROMIUM))
 
 clean:
 	rm -rf bin demo-data

@@ -10,6 +10,7 @@ import (
 	"github.com/keywatch/keywatch/action"
 	"github.com/keywatch/keywatch/alerting"
 	"github.com/keywatch/keywatch/alertmanager"
+	"github.com/keywatch/keywatch/console"
 	"github.com/keywatch/keywatch/detect"
 	"github.com/keywatch/keywatch/digest"
 	"github.com/keywatch/keywatch/finding"
@@ -41,7 +42,9 @@ type generation struct {
 	leaks     *leakreport.Handler
 	lingering *detect.Lingering
 	engine    *detect.Engine
-	retired   chan struct{} // closed when a reload replaces this generation
+	// console is the web console, nil when console.session_key is not set.
+	console *console.Console
+	retired chan struct{} // closed when a reload replaces this generation
 }
 
 func (d *daemon) build(cfg config.Config) (*generation, error) {
@@ -54,12 +57,39 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &generation{
+	gen := &generation{
 		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks, webhooks: webhooks,
 		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
 		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log, detect.Jobs(d.conn, cfg.Detect)...),
 		retired:   make(chan struct{}),
-	}, nil
+	}
+	if cfg.Console.Enabled() {
+		gen.console, err = console.New(console.Options{
+			Config: cfg.Console, Tokens: tokens(cfg.HTTP), Refusals: d.metrics.refusals, Log: d.log,
+			Alerts:    alerting.NewReader(d.conn),
+			Silences:  alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
+			Actions:   consoleActions{Revoker: revoker, conn: d.conn},
+			Resources: readapi.New(d.conn, gen.lingering, d.log),
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return gen, nil
+}
+
+// consoleActions are the console's actions: the generation's Revoker decides, action's reads list.
+type consoleActions struct {
+	*action.Revoker
+	conn action.Querier
+}
+
+func (a consoleActions) Pending(ctx context.Context) ([]action.Pending, error) {
+	return action.ReadPending(ctx, a.conn)
+}
+
+func (a consoleActions) Audit(ctx context.Context, q action.AuditQuery) ([]action.AuditEntry, error) {
+	return action.ReadAuditOf(ctx, a.conn, q)
 }
 
 // leaderLoops are what the leader runs on gen.
@@ -101,6 +131,9 @@ func (d *daemon) routes(gen *generation) routes {
 	}
 	if d.reload != nil {
 		rt.Reload = d.apply
+	}
+	if gen.console != nil {
+		rt.Console = gen.console
 	}
 	return rt
 }

@@ -58,6 +58,8 @@ type routes struct {
 	Reload func(ctx context.Context) error
 	// Config serves GET /-/config: the configuration in effect, secrets hidden.
 	Config func() string
+	// Console serves the web console under /console/ (its own sessions, CSRF tokens and headers).
+	Console http.Handler
 }
 
 // route is one route of the router: its pattern (method and path) and its handler, the token's
@@ -113,6 +115,10 @@ func (rt routes) table() []route {
 			}
 			api.WriteJSON(w, http.StatusOK, map[string]string{"status": "reloaded"})
 		})))
+	}
+	if rt.Console != nil {
+		add("/console/", rt.Console)
+		add("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	}
 	if rt.Config != nil {
 		add("GET /-/config", g.Require(api.ScopeAdmin, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -204,6 +204,7 @@ func Run(ctx context.Context, opts Options, stdout io.Writer) error {
 		say("keywatch running: metrics on a free port (its address is in %s)", logFile.Name())
 	default:
 		say("keywatch running: metrics at http://%s/metrics, log in %s", *listen, logFile.Name())
+		say("web console: http://%s/console/ (sign in with any name and the token %s; it stops with the demo, --duration 0 keeps it)", *listen, demoConsoleToken)
 	}
 
 	conn, err := schema.Open(cfg.ClickHouse, cfg.ClickHouse.Database)
@@ -302,6 +303,9 @@ loop:
 	return runErr
 }
 
+// demoConsoleToken is the demo's admin token: the web console's sign-in and the /v1 API's token.
+const demoConsoleToken = "keywatch-demo-admin-token-0123456789"
+
 // demoConfig is keywatch's configuration in the demo: tuned so that every story shows within
 // seconds on a busy two-core machine.
 func demoConfig(brokers []string, clickhouse, listen string) config.Config {
@@ -311,6 +315,9 @@ func demoConfig(brokers []string, clickhouse, listen string) config.Config {
 	cfg.Fingerprint.Key = "keywatch-demo-fingerprint-key" // a real deployment reads it from env or a file
 	cfg.Ingest.BatchMaxWait = config.Duration(500 * time.Millisecond)
 	cfg.HTTP.Listen = listen
+	// The web console: the demo's admin token signs in (a real one comes from KEYWATCH_HTTP_TOKEN
+	// and KEYWATCH_CONSOLE_SESSION_KEY, or their files).
+	cfg.HTTP.Token, cfg.Console.SessionKey = demoConsoleToken, "keywatch-demo-console-session-key-0123"
 	cfg.Log.Format = "json"
 	cfg.Leader.Enabled = false // one replica
 	for _, schedule := range []*string{&cfg.Detect.Lingering.Schedule, &cfg.Detect.Spike.Schedule, &cfg.Detect.Leak.Schedule} {

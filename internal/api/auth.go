@@ -46,22 +46,40 @@ type Guard struct {
 }
 
 // scope returns the scope of r's bearer token; ok is false for no token or a wrong one. The
-// scheme is case-insensitive (RFC 7235), and every configured token is compared in constant time.
+// scheme is case-insensitive (RFC 7235).
 func (v Guard) scope(r *http.Request) (s Scope, ok bool) {
 	scheme, got, found := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !found || !strings.EqualFold(scheme, "Bearer") {
 		return 0, false
 	}
-	got = strings.TrimSpace(got)
-	for _, t := range []struct {
+	return v.Tokens.Scope(strings.TrimSpace(got))
+}
+
+// Scope returns the scope of token; ok is false for a token that is none of t. Every configured
+// token is compared in constant time.
+func (t Tokens) Scope(token string) (s Scope, ok bool) {
+	for _, c := range []struct {
 		tok   string
 		scope Scope
-	}{{v.Tokens.Admin, ScopeAdmin}, {v.Tokens.Write, ScopeWrite}, {v.Tokens.Read, ScopeRead}} {
-		if t.tok != "" && subtle.ConstantTimeCompare([]byte(got), []byte(t.tok)) == 1 {
-			s = max(s, t.scope)
+	}{{t.Admin, ScopeAdmin}, {t.Write, ScopeWrite}, {t.Read, ScopeRead}} {
+		if c.tok != "" && subtle.ConstantTimeCompare([]byte(token), []byte(c.tok)) == 1 {
+			s = max(s, c.scope)
 		}
 	}
 	return s, s > 0
+}
+
+// Of returns the token of scope s ("" when none is configured).
+func (t Tokens) Of(s Scope) string {
+	switch s {
+	case ScopeAdmin:
+		return t.Admin
+	case ScopeWrite:
+		return t.Write
+	case ScopeRead:
+		return t.Read
+	}
+	return ""
 }
 
 // Require serves next to requests whose token allows need. Refusals are counted and logged

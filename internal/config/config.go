@@ -43,6 +43,8 @@ type Config struct {
 
 	// Alertmanager is the optional output to Prometheus Alertmanagers, beside Slack.
 	Alertmanager Alertmanager `yaml:"alertmanager"`
+	// Console is the web console on the HTTP listener.
+	Console Console `yaml:"console"`
 }
 
 // Kafka says where authentication and lifecycle events are read from.
@@ -302,6 +304,7 @@ func Default() Config {
 		Log:      Log{Level: "info", Format: "json"},
 
 		Alertmanager: defaultAlertmanager(),
+		Console:      defaultConsole(),
 	}
 }
 
@@ -405,6 +408,7 @@ func readSecretFiles(cfg *Config) []error {
 	read("revoke.webhook_secret", cfg.Revoke.WebhookSecretFile, &cfg.Revoke.WebhookSecret)
 	read("leak_reports.token", cfg.LeakReports.TokenFile, &cfg.LeakReports.Token)
 	read("alertmanager.password", cfg.Alertmanager.PasswordFile, &cfg.Alertmanager.Password)
+	read("console.session_key", cfg.Console.SessionKeyFile, &cfg.Console.SessionKey)
 	for i := range cfg.Webhooks {
 		w := &cfg.Webhooks[i]
 		read(fmt.Sprintf("webhooks[%d].secret", i), w.SecretFile, &w.Secret)
@@ -510,6 +514,7 @@ func (c *Config) validate(ingest bool) []error {
 	errs = append(errs, c.Alerting.validate()...)
 	errs = append(errs, c.Slack.validate()...)
 	errs = append(errs, c.Alertmanager.validate()...)
+	errs = append(errs, c.Console.validate(c.HTTP.Listen)...)
 	errs = append(errs, c.Revoke.validate()...)
 	errs = append(errs, c.Rollback.validate()...)
 	errs = append(errs, c.compileSelectors()...)

@@ -79,22 +79,11 @@ func (tool Tool) build(t testing.TB) (string, error) {
 	return path, nil
 }
 
-// version is the Makefile's VersionVar, the one place the version is pinned. The Makefile is the
-// one beside go.mod in the working directory or the nearest folder above it.
+// version is the Makefile's VersionVar, the one place the version is pinned.
 func (tool Tool) version() (string, error) {
-	dir, err := os.Getwd()
+	dir, err := moduleRoot()
 	if err != nil {
 		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod in the working directory or above it")
-		}
-		dir = parent
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "Makefile"))
 	if err != nil {
@@ -106,6 +95,25 @@ func (tool Tool) version() (string, error) {
 		return "", fmt.Errorf("the Makefile has no %s := line", tool.VersionVar)
 	}
 	return string(m[1]), nil
+}
+
+// moduleRoot is the folder of go.mod: the working directory (a test's package folder) or the
+// nearest folder above it with one.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod in the working directory or above it")
+		}
+		dir = parent
+	}
 }
 
 // keywatchCache is the Makefile's KEYWATCH_CACHE: ${XDG_CACHE_HOME:-$HOME/.cache}/keywatch.

@@ -2,6 +2,8 @@ package readapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -21,7 +23,9 @@ type Readiness interface {
 }
 
 // API serves the read-only resources. Its handlers expect the router to have checked the bearer
-// token and, for GET /v1/keys/{id}, the key id.
+// token; they check ids and query parameters themselves (the router checks GET /v1/keys/{id}'s id
+// as well). Its functions (KeyOf, RotationList, RotationOf) build the same resources for a caller
+// in the process, such as the web console.
 type API struct {
 	conn      driver.Conn
 	models    *rotation.Models
@@ -40,6 +44,47 @@ func New(conn driver.Conn, readiness Readiness, log *slog.Logger) *API {
 		conn: conn, models: rotation.NewModels(conn), readiness: readiness, alerts: alerting.NewReader(conn),
 		log: log.With("component", "readapi"), now: time.Now,
 	}
+}
+
+// The errors the functions return for a request no resource answers; test them with errors.Is.
+// Any other error is a read that failed (ClickHouse did not answer), which the handlers answer 503.
+var (
+	// ErrNotFound is returned for a key or rotation keywatch knows nothing of (the handlers answer 404).
+	ErrNotFound = errors.New("not found")
+	// ErrBadRequest is returned for an id or a limit that names no resource (the handlers answer 400):
+	// a key id ingest.ValidateID refuses, a rotation id not of the form old_key_id>new_key_id.
+	ErrBadRequest = errors.New("bad request")
+)
+
+// refusal is why a request names no resource: kind (ErrNotFound or ErrBadRequest) and the reason,
+// which the handlers answer alone (the answers keep the words they had before the functions did
+// the checks) and which wraps what the check returned (an *ingest.DecodeError for an id).
+type refusal struct {
+	kind   error
+	reason error
+}
+
+func (e *refusal) Error() string   { return e.reason.Error() + ": " + e.kind.Error() }
+func (e *refusal) Unwrap() []error { return []error{e.kind, e.reason} }
+
+func badRequest(reason error) error { return &refusal{ErrBadRequest, reason} }
+
+func notFound(format string, args ...any) error {
+	return &refusal{ErrNotFound, fmt.Errorf(format, args...)}
+}
+
+// fail answers err of a function: 400 or 404 with the reason of a refusal, else 503.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var ref *refusal
+	if !errors.As(err, &ref) {
+		a.unavailable(w, r, err)
+		return
+	}
+	code := http.StatusNotFound
+	if ref.kind == ErrBadRequest {
+		code = http.StatusBadRequest
+	}
+	api.WriteError(w, code, ref.reason.Error())
 }
 
 // unavailable answers 503 for a read that failed, and logs why.

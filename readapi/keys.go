@@ -1,6 +1,7 @@
 package readapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -97,21 +98,33 @@ func (a *API) Key(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ctx, id, now := r.Context(), r.PathValue("id"), a.now().UTC()
+	out, err := a.KeyOf(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// KeyOf builds GET /v1/keys/{id}'s resource as of now. It returns an error wrapping ErrBadRequest
+// for an id ingest.ValidateID refuses, ErrNotFound for a key neither lifecycle events nor stored
+// traffic know, and a failed read as it is.
+func (a *API) KeyOf(ctx context.Context, id string) (Key, error) {
+	if err := ingest.ValidateID("key_id", id); err != nil {
+		return Key{}, badRequest(err)
+	}
+	now := a.now().UTC()
 	m, err := a.models.Load(ctx)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return Key{}, err
 	}
 	use, used, err := ingest.ReadKeyUse(ctx, a.conn, id)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return Key{}, err
 	}
 	k := m.Key(id)
 	if k == nil && !used {
-		api.WriteError(w, http.StatusNotFound, "unknown key "+id+": no lifecycle events and no stored traffic")
-		return
+		return Key{}, notFound("unknown key %s: no lifecycle events and no stored traffic", id)
 	}
 	out := Key{KeyID: id, ClientID: use.ClientID, State: "unknown",
 		LastUse: LastUse{Requests: use.Requests, FirstSeen: ptime(use.FirstSeen), LastSeen: ptime(use.LastSeen), LastSuccess: ptime(use.LastOK)}}
@@ -135,8 +148,7 @@ func (a *API) Key(w http.ResponseWriter, r *http.Request) {
 	out.Window = Window{From: from, To: now, Days: RecentDays}
 	callers, more, err := ingest.KeyCallers(ctx, a.conn, id, newKey, from, MaxCallers)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return Key{}, err
 	}
 	out.Callers, out.CallersTruncated = make([]Caller, 0, len(callers)), more
 	for _, c := range callers {
@@ -150,8 +162,7 @@ func (a *API) Key(w http.ResponseWriter, r *http.Request) {
 	}
 	nets, more, err := ingest.KeyNetworks(ctx, a.conn, id, from, MaxNetworks)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return Key{}, err
 	}
 	out.Networks, out.NetworksTruncated = make([]Network, 0, len(nets)), more
 	for _, n := range nets {
@@ -159,14 +170,13 @@ func (a *API) Key(w http.ResponseWriter, r *http.Request) {
 	}
 	countries, more, err := ingest.KeyCountries(ctx, a.conn, id, from, MaxCountries)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return Key{}, err
 	}
 	out.Countries, out.CountriesTruncated = make([]Country, 0, len(countries)), more
 	for _, c := range countries {
 		out.Countries = append(out.Countries, Country{Country: c.Country, Requests: c.Requests})
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // Rotation is a rotation as lists and keys show it.

@@ -2,6 +2,7 @@ package readapi
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -50,10 +51,31 @@ func (a *API) Rotations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	m, err := a.models.Load(r.Context())
+	out, err := a.rotationPage(r.Context(), after, hasAfter, limit)
 	if err != nil {
-		a.unavailable(w, r, err)
+		a.fail(w, r, err)
 		return
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// RotationList returns the rotations GET /v1/rotations lists (the running ones and those finished
+// within RecentDays, latest started first), at most limit, without paging. It returns an error
+// wrapping ErrBadRequest for a limit out of 1 to MaxLimit, and a failed read as it is.
+func (a *API) RotationList(ctx context.Context, limit int) ([]Rotation, error) {
+	if limit < 1 || limit > MaxLimit {
+		return nil, badRequest(fmt.Errorf("limit %d: want a whole number from 1 to %d", limit, MaxLimit))
+	}
+	out, err := a.rotationPage(ctx, position{}, false, limit)
+	return out.Rotations, err
+}
+
+// rotationPage is the page of the listed rotations after a position (from the first when
+// !hasAfter), at most limit, as of now.
+func (a *API) rotationPage(ctx context.Context, after position, hasAfter bool, limit int) (Rotations, error) {
+	m, err := a.models.Load(ctx)
+	if err != nil {
+		return Rotations{}, err
 	}
 	now := a.now().UTC()
 	page, next := listRotations(m, now, after, hasAfter, limit)
@@ -64,7 +86,7 @@ func (a *API) Rotations(w http.ResponseWriter, r *http.Request) {
 	if next != nil {
 		out.NextCursor = encodeCursor(positionOf(next).String())
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // position is where a rotation sorts in the list: latest started first, then by id.
@@ -184,25 +206,34 @@ func rotationID(id string) error {
 // Rotation serves GET /v1/rotations/{id} (id: old_key_id>new_key_id, URL-encoded), 404 for a
 // rotation no lifecycle event started.
 func (a *API) Rotation(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
 	if _, err := parseParams(r.URL.RawQuery); err != nil {
 		api.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := rotationID(id); err != nil {
-		api.WriteError(w, http.StatusBadRequest, err.Error())
+	out, err := a.RotationOf(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
 		return
 	}
-	ctx, now := r.Context(), a.now().UTC()
+	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// RotationOf builds GET /v1/rotations/{id}'s resource as of now: the rotation, its burn-down, and
+// the old key's readiness with its stragglers. It returns an error wrapping ErrBadRequest for an id
+// not of the form old_key_id>new_key_id (both valid key ids), ErrNotFound for a rotation no
+// lifecycle event started, and a failed read as it is.
+func (a *API) RotationOf(ctx context.Context, id string) (RotationDetail, error) {
+	if err := rotationID(id); err != nil {
+		return RotationDetail{}, badRequest(err)
+	}
+	now := a.now().UTC()
 	m, err := a.models.Load(ctx)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return RotationDetail{}, err
 	}
 	i := slices.IndexFunc(m.Rotations, func(rot *rotation.Rotation) bool { return rot.ID == id })
 	if i < 0 {
-		api.WriteError(w, http.StatusNotFound, "no rotation "+id)
-		return
+		return RotationDetail{}, notFound("no rotation %s", id)
 	}
 	rot := m.Rotations[i]
 	out := RotationDetail{Rotation: summary(rot, now), Stragglers: []detect.Caller{}}
@@ -211,8 +242,7 @@ func (a *API) Rotation(w http.ResponseWriter, r *http.Request) {
 		Clients: []ClientBurnDown{}}
 	clients, more, err := ingest.RotationBurnDown(ctx, a.conn, rot.OldKeyID, rot.NewKeyID, from, step, MaxBurnDownClients)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return RotationDetail{}, err
 	}
 	out.BurnDown.ClientsTruncated = more
 	for _, c := range clients {
@@ -225,8 +255,7 @@ func (a *API) Rotation(w http.ResponseWriter, r *http.Request) {
 	}
 	rep, err := a.readiness.ReadinessIn(ctx, m, now, rot.OldKeyID)
 	if err != nil {
-		a.unavailable(w, r, err)
-		return
+		return RotationDetail{}, err
 	}
 	if rep.RotationID == rot.ID {
 		out.Readiness = &ReadinessSummary{Verdict: rep.Verdict, Safe: rep.Safe, Reason: rep.Reason, CheckedAt: rep.CheckedAt.UTC()}
@@ -235,5 +264,5 @@ func (a *API) Rotation(w http.ResponseWriter, r *http.Request) {
 		}
 		out.StragglersUnlisted = rep.Unlisted
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }

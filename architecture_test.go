@@ -199,7 +199,7 @@ var owners = map[string]string{
 	"key_lifecycle": "rotation",
 	"key_ip_hours":  "detect",
 	"findings":      "finding", "detector_runs": "finding",
-	"alerts": "alerting", "alert_notifications_state": "alerting", "silences": "alerting",
+	"alerts": "alerting", "alert_notifications_state": "alerting", "silences": "alerting", "alert_history": "alerting",
 	"notifications": "notify", "slack_interaction_macs": "notify",
 	"actions": "action", "action_audit": "action",
 	"rotation_nudges":    "digest",

@@ -332,19 +332,27 @@ func degraded(next map[string]*stored, runs map[string][]finding.Run, n int, now
 	}
 }
 
-// store writes the alerts that changed since before, each with a higher version.
+// store writes the alerts that changed since before, each with a higher version, then their
+// history (changes). A history that cannot be stored is logged and the pass goes on: it is what
+// the console shows, and must not stop alerting.
 func (e *Evaluator) store(ctx context.Context, before map[string]stored, next map[string]*stored, now time.Time) error {
 	var changed []stored
+	var history []historyRow
 	for _, a := range sortedAlerts(next) {
-		if b, ok := before[a.Fingerprint]; ok && sameAlert(b.Alert, a.Alert) {
+		b, ok := before[a.Fingerprint]
+		if ok && sameAlert(b.Alert, a.Alert) {
 			continue
 		}
 		a.version = max(a.version+1, uint64(now.UnixMilli()))
 		next[a.Fingerprint].version = a.version
 		changed = append(changed, a)
+		history = append(history, changes(b.Alert, a.Alert, now)...)
 	}
 	if err := writeAlerts(ctx, e.conn, changed, now); err != nil {
 		return fmt.Errorf("alerting: store %d alerts: %w", len(changed), err)
+	}
+	if err := writeHistory(ctx, e.conn, history); err != nil && ctx.Err() == nil {
+		e.log.Warn("the alerts' history of this pass is not stored; the alerts are", "changes", len(history), "err", err)
 	}
 	return nil
 }

@@ -15,7 +15,7 @@ func LabelSet(a Alert) label.Set {
 }
 
 // mute sets Silenced and Inhibited on the open alerts; resolved alerts keep what they had.
-func (e *Evaluator) mute(next map[string]*stored, silences []silence) {
+func (e *Evaluator) mute(next map[string]*stored, silences []Silence) {
 	all := sortedAlerts(next)
 	var sources []stored
 	for _, a := range all {
@@ -37,7 +37,7 @@ func (e *Evaluator) mute(next map[string]*stored, silences []silence) {
 		l := LabelSet(a.Alert)
 		a.Silenced = ""
 		for _, s := range silences {
-			if len(s.selector) > 0 && s.selector.Matches(l) { // none: not compiled, mutes nothing
+			if s.matches(l) {
 				a.Silenced = s.ID
 				break
 			}

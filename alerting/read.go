@@ -26,7 +26,7 @@ ORDER BY last_seen DESC LIMIT 1`
 WHERE fingerprint = ? AND fired_at = fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
 
 	// selectCurrent is every alert's current state, most severe first.
-	selectCurrent = `SELECT fingerprint, detector, key_id, client_id, rotation_id, toString(state), toString(severity), score, summary
+	selectCurrent = `SELECT fingerprint, detector, key_id, client_id, rotation_id, toString(state), toString(severity), score, summary, labels
 FROM alerts FINAL
 ORDER BY severity DESC, detector, key_id`
 )
@@ -59,6 +59,23 @@ func (r *Reader) OpenOfKey(ctx context.Context, keyID, prefix string) (a Alert, 
 	return a, true, nil
 }
 
+// Get returns the stored alert with fingerprint in full: its evidence, labels, fields, muting and
+// action too. ok is false when there is none.
+func (r *Reader) Get(ctx context.Context, fingerprint string) (a Alert, ok bool, err error) {
+	rows, err := r.conn.Query(ctx, selectAlert, fingerprint)
+	if err != nil {
+		return Alert{}, false, fmt.Errorf("read alert %s: %w", fingerprint, err)
+	}
+	all, err := scanAlerts(rows)
+	if err != nil {
+		return Alert{}, false, fmt.Errorf("read alert %s: %w", fingerprint, err)
+	}
+	if len(all) == 0 {
+		return Alert{}, false, nil
+	}
+	return all[0].Alert, true, nil
+}
+
 // ParseID splits an alert episode's id (Alert.ID) into its fingerprint and when it started firing.
 func ParseID(id string) (fingerprint string, firedAt time.Time, ok bool) {
 	i := strings.LastIndex(id, "-")
@@ -89,8 +106,8 @@ func (r *Reader) EpisodeState(ctx context.Context, id string) (st State, ok bool
 	return State(state), true, nil
 }
 
-// Current returns every stored alert's current identity, state, severity, score and summary, most
-// severe first, then by detector and key.
+// Current returns every stored alert's current identity, state, severity, score, summary and
+// labels (what LabelSet needs), most severe first, then by detector and key.
 func (r *Reader) Current(ctx context.Context) ([]Alert, error) {
 	rows, err := r.conn.Query(ctx, selectCurrent)
 	if err != nil {
@@ -101,11 +118,14 @@ func (r *Reader) Current(ctx context.Context) ([]Alert, error) {
 	for rows.Next() {
 		var a Alert
 		var state, sev string
-		if err := rows.Scan(&a.Fingerprint, &a.Detector, &a.KeyID, &a.ClientID, &a.RotationID, &state, &sev, &a.Score, &a.Summary); err != nil {
+		if err := rows.Scan(&a.Fingerprint, &a.Detector, &a.KeyID, &a.ClientID, &a.RotationID, &state, &sev, &a.Score, &a.Summary, &a.Labels); err != nil {
 			return nil, fmt.Errorf("read the current alerts: %w", err)
 		}
 		a.State = State(state)
 		a.Severity, _ = finding.ParseSeverity(sev)
+		if len(a.Labels) == 0 {
+			a.Labels = nil
+		}
 		out = append(out, a)
 	}
 	return out, rows.Err()

@@ -1,7 +1,11 @@
 package alerting
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +155,125 @@ func TestSilencedAlertsAreStillActedOn(t *testing.T) {
 	e.eval(ev, 2*time.Minute)
 	if got := summary(e.notifier.take()); len(got) != 1 || !strings.Contains(got[0], "firing(muted)") {
 		t.Fatalf("notified %q, want the silenced alert told once its key is revoked", got)
+	}
+}
+
+// TestSilencesInGo: List, Create and Expire, what the web console calls: List counts the open
+// alerts each silence matches and shows recently expired ones, newest first; Create refuses bad
+// input naming every field; Expire refuses unknown ids and the file's silences.
+func TestSilencesInGo(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Silences = []config.Silence{{
+		Matchers: config.Matcher{"detector": "hygiene"}, StartsAt: t0.Add(-time.Hour), EndsAt: t0.Add(24 * time.Hour),
+		CreatedBy: "ops@example.com", Comment: "the file's",
+	}}
+	ctx := context.Background()
+	f := newFinding("lingering", "kid_old", "acme-billing", "", finding.Warning)
+	e.run("lingering", 0, "", f)
+	e.eval(e.evaluator(), time.Minute)
+
+	matching, err := e.silences(2*time.Minute).Create(ctx, NewSilence{
+		Matchers: config.Matcher{"key_id": "kid_old", "client_id": "acme-*"}, Duration: 2 * time.Hour, CreatedBy: " ana ", Comment: "migrating",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if matching.Status != "active" || matching.Source != "api" || matching.CreatedBy != "ana" || !matching.StartsAt.Equal(t0.Add(2*time.Minute)) ||
+		!matching.EndsAt.Equal(t0.Add(2*time.Hour+2*time.Minute)) || !strings.HasPrefix(matching.ID, "sil-") {
+		t.Fatalf("Create: %+v", matching)
+	}
+	nothing, err := e.silences(3*time.Minute).Create(ctx, NewSilence{
+		Matchers: config.Matcher{"key_id": "kid_none"}, StartsAt: t0.Add(time.Hour), EndsAt: t0.Add(3 * time.Hour), CreatedBy: "bo", Comment: "later",
+	})
+	if err != nil || nothing.Status != "pending" {
+		t.Fatalf("Create pending: %+v %v", nothing, err)
+	}
+	gone, err := e.silences(4*time.Minute).Create(ctx, NewSilence{Matchers: config.Matcher{"key_id": "kid_old"}, Duration: time.Hour, CreatedBy: "cy", Comment: "short"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.silences(5*time.Minute).Expire(ctx, gone.ID, "cy"); err != nil {
+		t.Fatalf("Expire: %v", err)
+	}
+
+	list, err := e.silences(10 * time.Minute).List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range list {
+		got = append(got, fmt.Sprintf("%s %s %s %d", s.ID, s.Source, s.Status, s.Matching))
+	}
+	cfgID := list[len(list)-1].ID
+	want := []string{ // newest (latest starts_at) first
+		nothing.ID + " api pending 0",
+		gone.ID + " api expired 1", // started 12:04, expired 12:05
+		matching.ID + " api active 1",
+		cfgID + " config active 0",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("List:\n%q\nwant\n%q", got, want)
+	}
+	// /v1/silences lists the same, without the expired one and without Matching.
+	if s := e.silenceByID(10*time.Minute, gone.ID); s != nil {
+		t.Fatalf("GET lists the expired silence: %v", s)
+	}
+	if s := e.silenceByID(10*time.Minute, matching.ID); s == nil || s["status"] != "active" || s["matching"] != nil || len(s) != 9 {
+		t.Fatalf("GET: %v, want the 9 fields of before", s)
+	}
+	// A day after it ended, the expired silence is no longer listed.
+	list, err = e.silences(24*time.Hour + 6*time.Minute).List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.ID == gone.ID {
+			t.Fatalf("List a day after the expiry still shows %+v", s)
+		}
+	}
+
+	// Create refuses, naming every field at fault.
+	refused := []struct {
+		name   string
+		in     NewSilence
+		fields []string
+	}{
+		{"empty", NewSilence{}, []string{"matchers", "ends_at", "created_by", "comment"}},
+		{"everything", NewSilence{Matchers: config.Matcher{"key_id": "*"}, Duration: time.Hour, CreatedBy: "a", Comment: "c"}, []string{"matchers"}},
+		{"unknown label", NewSilence{Matchers: config.Matcher{"team": "x"}, Duration: time.Hour, Comment: "c"}, []string{"matchers.team", "created_by"}},
+		{"both ends", NewSilence{Matchers: config.Matcher{"key_id": "k"}, EndsAt: t0.Add(time.Hour), Duration: time.Hour, CreatedBy: "a", Comment: "c"}, []string{"ends_at"}},
+		{"negative", NewSilence{Matchers: config.Matcher{"key_id": "k"}, Duration: -time.Hour, CreatedBy: "a", Comment: "c"}, []string{"duration"}},
+		{"too long", NewSilence{Matchers: config.Matcher{"key_id": "k"}, Duration: 8760 * time.Hour, CreatedBy: "a", Comment: "c"}, []string{"duration"}},
+		{"past", NewSilence{Matchers: config.Matcher{"key_id": "k"}, EndsAt: t0.Add(-time.Hour), CreatedBy: "a", Comment: "c"}, []string{"ends_at"}},
+	}
+	for _, c := range refused {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := e.silences(0).Create(ctx, c.in)
+			var se *SilenceError
+			if !errors.As(err, &se) {
+				t.Fatalf("Create: %v, want a *SilenceError", err)
+			}
+			for _, field := range c.fields {
+				found := false
+				for _, p := range se.Problems {
+					found = found || strings.HasPrefix(p.Error(), field+":")
+				}
+				if !found {
+					t.Errorf("%q names no %s", err, field)
+				}
+			}
+		})
+	}
+
+	// Expire refuses unknown ids and the file's silences.
+	if err := e.silences(time.Hour).Expire(ctx, "sil-unknown", "ana"); !errors.Is(err, ErrNoSilence) {
+		t.Fatalf("Expire of an unknown id: %v, want ErrNoSilence", err)
+	}
+	if err := e.silences(time.Hour).Expire(ctx, cfgID, "ana"); !errors.Is(err, ErrConfigSilence) {
+		t.Fatalf("Expire of the file's silence: %v, want ErrConfigSilence", err)
+	}
+	// Expiring an expired silence changes nothing.
+	if err := e.silences(time.Hour).Expire(ctx, gone.ID, "bo"); err != nil {
+		t.Fatalf("Expire again: %v", err)
 	}
 }

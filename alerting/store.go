@@ -15,11 +15,19 @@ import (
 // Times are bound as Unix milliseconds (ms) and read with fromUnixTimestamp64Milli, as package schema
 // says: DateTime64(3) columns compare exactly against them.
 const (
+	// alertColumns are what scanAlerts reads: an alert in full, with its version.
+	alertColumns = `fingerprint, detector, key_id, client_id, rotation_id, toString(severity), score, summary, evidence,
+       labels, fields, toString(state), active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, version`
+
 	// selectAlerts reads the open alerts and those resolved since ?.
-	selectAlerts = `SELECT fingerprint, detector, key_id, client_id, rotation_id, toString(severity), score, summary, evidence,
-       labels, fields, toString(state), active_since, fired_at, resolved_at, last_seen, silenced, inhibited, action, version
+	selectAlerts = `SELECT ` + alertColumns + `
 FROM alerts FINAL
 WHERE state != 'resolved' OR resolved_at > fromUnixTimestamp64Milli(toInt64(?), 'UTC')`
+
+	// selectAlert reads the alert of fingerprint ?.
+	selectAlert = `SELECT ` + alertColumns + `
+FROM alerts FINAL
+WHERE fingerprint = ?`
 
 	// selectLastSeen reads the last finding of every alert seen since ?: what the findings read
 	// after it count as a new episode from.
@@ -47,14 +55,27 @@ func loadAlerts(ctx context.Context, conn driver.Conn, resolvedSince time.Time) 
 	if err != nil {
 		return nil, fmt.Errorf("alerting: read alerts: %w", err)
 	}
+	all, err := scanAlerts(rows)
+	if err != nil {
+		return nil, fmt.Errorf("alerting: read alerts: %w", err)
+	}
+	out := make(map[string]stored, len(all))
+	for _, s := range all {
+		out[s.Fingerprint] = s
+	}
+	return out, nil
+}
+
+// scanAlerts reads rows of alertColumns and closes them.
+func scanAlerts(rows driver.Rows) ([]stored, error) {
 	defer rows.Close()
-	out := map[string]stored{}
+	var out []stored
 	for rows.Next() {
 		var s stored
 		var sev, state, evidence, fields, action string
 		if err := rows.Scan(&s.Fingerprint, &s.Detector, &s.KeyID, &s.ClientID, &s.RotationID, &sev, &s.Score, &s.Summary, &evidence,
 			&s.Labels, &fields, &state, &s.ActiveSince, &s.FiredAt, &s.ResolvedAt, &s.LastSeen, &s.Silenced, &s.Inhibited, &action, &s.version); err != nil {
-			return nil, fmt.Errorf("alerting: read alerts: %w", err)
+			return nil, err
 		}
 		s.Severity, _ = finding.ParseSeverity(sev)
 		s.State = State(state)
@@ -66,17 +87,17 @@ func loadAlerts(ctx context.Context, conn driver.Conn, resolvedSince time.Time) 
 		}
 		var err error
 		if s.Fields, err = finding.ParseFields(fields); err != nil {
-			return nil, fmt.Errorf("alerting: fields of alert %s: %w", s.Fingerprint, err)
+			return nil, fmt.Errorf("fields of alert %s: %w", s.Fingerprint, err)
 		}
 		if action != "" {
 			s.Action = new(ActionStatus)
 			if err := json.Unmarshal([]byte(action), s.Action); err != nil {
-				return nil, fmt.Errorf("alerting: action of alert %s: %w", s.Fingerprint, err)
+				return nil, fmt.Errorf("action of alert %s: %w", s.Fingerprint, err)
 			}
 		}
 		s.FiredAt, s.ResolvedAt = unsetZero(s.FiredAt), unsetZero(s.ResolvedAt)
 		s.ActiveSince, s.LastSeen = s.ActiveSince.UTC(), s.LastSeen.UTC()
-		out[s.Fingerprint] = s
+		out = append(out, s)
 	}
 	return out, rows.Err()
 }

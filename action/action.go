@@ -415,17 +415,17 @@ func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor, verb str
 	if len(actionID) > 64 {
 		actionID = strings.ToValidUTF8(actionID[:64], "") + "…"
 	}
-	what := "approval"
+	noun := "approval"
 	if verb == "refuse" {
-		what = "refusal"
+		noun = "refusal"
 	}
 	now := r.now().UTC()
-	detail := fmt.Sprintf("%s of unknown action %q by %s", what, actionID, actor)
+	detail := fmt.Sprintf("%s of unknown action %q by %s", noun, actionID, actor)
 	if err := r.store.audit(ctx, fmt.Sprintf("%s:%s:%s:%d", actionID, verb, actor, now.UnixNano()),
 		AuditEntry{At: now, ActionID: actionID, Event: "refused", Guardrail: "unknown_action", Actor: actor, Detail: detail}); err != nil {
-		r.log.Warn("audit of an "+what+" of an unknown action failed", "action", actionID, "actor", actor, "err", err)
+		r.log.Warn("audit of the "+noun+" of an unknown action failed", "action", actionID, "actor", actor, "err", err)
 	}
-	r.log.Warn(what+" of an unknown action refused", "action", actionID, "actor", actor)
+	r.log.Warn(noun+" of an unknown action refused", "action", actionID, "actor", actor)
 }
 
 // what names rec's kind in a text shown to a person: "Revoke", "Rollback (extend_grace)".

@@ -35,7 +35,30 @@ const (
 	GuardHourlyCap   = "hourly_cap"
 	GuardMinScore    = "min_score"
 	GuardMidRotation = "mid_rotation"
+	// GuardDeclined is a human's refusal of an action awaiting approval (Refuse).
+	GuardDeclined = "declined"
 )
+
+// Person is who approves or refuses an action: Source is where they acted ("slack" or "console"),
+// ID their identity there (a Slack user id; a console login), Name what is shown (may be empty: ID is shown).
+//
+// It is an alias of an unnamed struct type so that notify, which is in action's layer and cannot
+// import it, declares the identical type (notify.Person) in its Approver interface.
+type Person = struct{ Source, ID, Name string }
+
+// actorOf is the audit actor of p: "slack:U123", "console:alice".
+func actorOf(p Person) string { return p.Source + ":" + p.ID }
+
+// shownName is what shows who p is: the name, else the id.
+func shownName(p Person) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.ID
+}
+
+// maxRefusalReason is how many bytes of a refusal's reason are kept.
+const maxRefusalReason = 500
 
 // DefaultAPIWait is how long POST /v1/keys/{id}/revoke and /rollback wait for the leader's outcome
 // before answering 202 with the action's id.
@@ -325,14 +348,14 @@ func status(rec *record) *alerting.ActionStatus {
 	return s
 }
 
-// Approve approves an action awaiting approval, once. It only records the approval: Slack wants an
-// answer within 3 s, and any replica may serve the click. A rollback is queued at once (no cap
-// applies to rollbacks); a revoke is stored approved, and the leader's Run queues it within the
-// hourly cap. The guardrails still apply: a protected key is refused; a full hourly cap refuses the
-// approval for now (the action keeps waiting), here when it is full already, else when the leader
-// takes the approval. The text is shown in Slack.
-func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserName string) (string, error) {
-	actor := "slack:" + slackUserID
+// Approve approves an action awaiting approval, once, for by (a Slack click, a console form). It
+// only records the approval: Slack wants an answer within 3 s, and any replica may serve the click.
+// A rollback is queued at once (no cap applies to rollbacks); a revoke is stored approved, and the
+// leader's Run queues it within the hourly cap. The guardrails still apply: a protected key is
+// refused; a full hourly cap refuses the approval for now (the action keeps waiting), here when it
+// is full already, else when the leader takes the approval. The text is shown to by.
+func (r *Revoker) Approve(ctx context.Context, actionID string, by Person) (string, error) {
+	actor := actorOf(by)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, err := r.store.load(ctx, actionID)
@@ -340,25 +363,15 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 		return "", err
 	}
 	if rec == nil {
-		r.unknownApproval(ctx, actionID, actor)
+		r.unknownApproval(ctx, actionID, actor, "approve")
 		return "", fmt.Errorf("action: approve %s: no such action", actionID)
 	}
 	now := r.now().UTC()
-	what := "Revoke"
-	if IsRollback(rec.Kind) {
-		what = "Rollback (" + rec.Kind + ")"
-	}
 	if rec.State != stateAwaiting {
-		text := fmt.Sprintf("%s of %s is %s", what, rec.KeyID, strings.ReplaceAll(rec.State, "_", " "))
-		if rec.ApprovedBy != "" {
-			text = fmt.Sprintf("%s of %s was already approved by %s (%s)", what, rec.KeyID, rec.ApprovedBy, rec.State)
-		}
-		_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:approve:%s:%d", actionID, slackUserID, now.UnixNano()),
-			AuditEntry{Event: "skipped", Guardrail: "already_decided", Actor: actor, Detail: text + "; nothing done"})
-		return text, nil
+		return r.alreadyDecided(ctx, rec, actor, "approve", now), nil
 	}
 	if IsRollback(rec.Kind) {
-		return r.approveRollback(ctx, rec, actor, slackUserID, slackUserName, now)
+		return r.approveRollback(ctx, rec, by, now)
 	}
 	prev := *rec
 	rec.Version++
@@ -378,15 +391,12 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 		return "", err
 	}
 	if capped {
-		_ = r.auditOf(ctx, &prev, fmt.Sprintf("%s:approve:%s:%d", actionID, slackUserID, now.UnixNano()),
+		_ = r.auditOf(ctx, &prev, fmt.Sprintf("%s:approve:%s:%d", actionID, actor, now.UnixNano()),
 			AuditEntry{Event: "refused", Guardrail: GuardHourlyCap, Actor: actor, Detail: "approval refused for now: the hourly cap is reached; the action keeps waiting"})
 		r.metrics.result("refused")
 		return fmt.Sprintf("Revoke of %s not sent: %d revokes were already sent in the last hour (revoke.max_per_hour); try again later", rec.KeyID, r.cfg.MaxPerHour), nil
 	}
-	rec.ApprovedBy = slackUserName
-	if rec.ApprovedBy == "" {
-		rec.ApprovedBy = slackUserID
-	}
+	rec.ApprovedBy = shownName(by)
 	rec.State, rec.Guardrail, rec.Detail = stateApproved, "", "approved by "+rec.ApprovedBy
 	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "approved", Actor: actor,
 		Detail: rec.Detail + "; the leader queues it within revoke.max_per_hour"}); err != nil {
@@ -398,20 +408,84 @@ func (r *Revoker) Approve(ctx context.Context, actionID, slackUserID, slackUserN
 	return fmt.Sprintf("Revoke of %s approved by %s: sending", rec.KeyID, rec.ApprovedBy), nil
 }
 
-// unknownApproval audits an approval, from a signed Slack request by an allowed approver, of an
-// action keywatch does not have (an old message of another database, a hand-made payload). The
-// id is cut short: it came from the request.
-func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor string) {
+// unknownApproval audits an approval or a refusal (verb "approve" or "refuse"), from a signed Slack
+// request by an allowed approver or a console user, of an action keywatch does not have (an old
+// message of another database, a hand-made payload). The id is cut short: it came from the request.
+func (r *Revoker) unknownApproval(ctx context.Context, actionID, actor, verb string) {
 	if len(actionID) > 64 {
 		actionID = strings.ToValidUTF8(actionID[:64], "") + "…"
 	}
-	now := r.now().UTC()
-	detail := fmt.Sprintf("approval of unknown action %q by %s", actionID, actor)
-	if err := r.store.audit(ctx, fmt.Sprintf("%s:approve:%s:%d", actionID, actor, now.UnixNano()),
-		AuditEntry{At: now, ActionID: actionID, Event: "refused", Guardrail: "unknown_action", Actor: actor, Detail: detail}); err != nil {
-		r.log.Warn("audit of an approval of an unknown action failed", "action", actionID, "actor", actor, "err", err)
+	noun := "approval"
+	if verb == "refuse" {
+		noun = "refusal"
 	}
-	r.log.Warn("approval of an unknown action refused", "action", actionID, "actor", actor)
+	now := r.now().UTC()
+	detail := fmt.Sprintf("%s of unknown action %q by %s", noun, actionID, actor)
+	if err := r.store.audit(ctx, fmt.Sprintf("%s:%s:%s:%d", actionID, verb, actor, now.UnixNano()),
+		AuditEntry{At: now, ActionID: actionID, Event: "refused", Guardrail: "unknown_action", Actor: actor, Detail: detail}); err != nil {
+		r.log.Warn("audit of the "+noun+" of an unknown action failed", "action", actionID, "actor", actor, "err", err)
+	}
+	r.log.Warn(noun+" of an unknown action refused", "action", actionID, "actor", actor)
+}
+
+// what names rec's kind in a text shown to a person: "Revoke", "Rollback (extend_grace)".
+func what(rec *record) string {
+	if IsRollback(rec.Kind) {
+		return "Rollback (" + rec.Kind + ")"
+	}
+	return "Revoke"
+}
+
+// alreadyDecided audits an approval or refusal (verb "approve" or "refuse") by actor of rec, which
+// no longer awaits approval, as skipped, and returns the text saying rec's state. Nothing is done.
+func (r *Revoker) alreadyDecided(ctx context.Context, rec *record, actor, verb string, now time.Time) string {
+	text := fmt.Sprintf("%s of %s is %s", what(rec), rec.KeyID, strings.ReplaceAll(rec.State, "_", " "))
+	if rec.ApprovedBy != "" {
+		text = fmt.Sprintf("%s of %s was already approved by %s (%s)", what(rec), rec.KeyID, rec.ApprovedBy, rec.State)
+	}
+	_ = r.auditOf(ctx, rec, fmt.Sprintf("%s:%s:%s:%d", rec.ID, verb, actor, now.UnixNano()),
+		AuditEntry{Event: "skipped", Guardrail: "already_decided", Actor: actor, Detail: text + "; nothing done"})
+	return text
+}
+
+// Refuse declines, for by, an action awaiting approval (a revoke or a rollback), once: it is
+// stored refused (guardrail GuardDeclined) with reason (trimmed, cut to maxRefusalReason bytes;
+// may be empty), audited and published as a refused outcome. An action that no longer awaits
+// approval is left as it is (the refusal is audited as skipped); an unknown id is audited and an
+// error. The text says what came of it, to show to by.
+func (r *Revoker) Refuse(ctx context.Context, actionID string, by Person, reason string) (string, error) {
+	actor := actorOf(by)
+	reason = strings.TrimSpace(reason)
+	if len(reason) > maxRefusalReason {
+		reason = reason[:maxRefusalReason]
+	}
+	reason = strings.TrimSpace(strings.ToValidUTF8(reason, ""))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, err := r.store.load(ctx, actionID)
+	if err != nil {
+		return "", err
+	}
+	if rec == nil {
+		r.unknownApproval(ctx, actionID, actor, "refuse")
+		return "", fmt.Errorf("action: refuse %s: no such action", actionID)
+	}
+	now := r.now().UTC()
+	if rec.State != stateAwaiting {
+		return r.alreadyDecided(ctx, rec, actor, "refuse", now), nil
+	}
+	rec.Version++
+	rec.UpdatedAt = now
+	rec.State, rec.Guardrail, rec.Detail = stateRefused, GuardDeclined, "refused by "+shownName(by)
+	if reason != "" {
+		rec.Detail += ": " + reason
+	}
+	if err := r.decide(ctx, rec, fmt.Sprintf("%s:v%d", rec.ID, rec.Version), AuditEntry{Event: "refused", Guardrail: GuardDeclined, Actor: actor, Detail: rec.Detail}); err != nil {
+		return "", err
+	}
+	r.result(rec.Kind, "refused")
+	r.log.Info("action refused", "action", rec.ID, "kind", rec.Kind, "key", rec.KeyID, "by", actor)
+	return fmt.Sprintf("%s of %s %s", what(rec), rec.KeyID, rec.Detail), nil
 }
 
 // Rejected audits an authenticated request that was refused (notify.Approver): a click, signed by
@@ -639,6 +713,8 @@ func refusal(rec *record) error {
 		return fmt.Errorf("action: revoke of key %s refused: %w", rec.KeyID, ErrProtected)
 	case GuardHourlyCap:
 		return fmt.Errorf("action: revoke of key %s refused: %w", rec.KeyID, ErrHourlyCap)
+	case GuardDeclined:
+		return fmt.Errorf("action: revoke of key %s %s", rec.KeyID, rec.Detail)
 	}
 	return fmt.Errorf("action: revoke of key %s refused by %s: %s", rec.KeyID, rec.Guardrail, rec.Detail)
 }

@@ -497,12 +497,12 @@ func TestApproveOnce(t *testing.T) {
 		t.Fatalf("Consider: %+v", st)
 	}
 	e.clk.Add(time.Second)
-	text, err := e.r.Approve(e.ctx, st.ID, "U1", "alice")
+	text, err := e.r.Approve(e.ctx, st.ID, slackUser("U1", "alice"))
 	if err != nil || !strings.Contains(text, "approved by alice") {
 		t.Fatalf("Approve: %q %v", text, err)
 	}
 	e.clk.Add(time.Second)
-	text, err = e.r.Approve(e.ctx, st.ID, "U2", "bob")
+	text, err = e.r.Approve(e.ctx, st.ID, slackUser("U2", "bob"))
 	if err != nil || !strings.Contains(text, "already approved by alice") {
 		t.Errorf("second Approve: %q %v", text, err)
 	}
@@ -520,7 +520,7 @@ func TestApproveOnce(t *testing.T) {
 	// The hourly cap (1) is used up: a second approval is refused for now and keeps waiting.
 	st2 := e.consider(alert("leak", "kid_b", 100))
 	e.clk.Add(time.Second)
-	text, err = e.r.Approve(e.ctx, st2.ID, "U1", "alice")
+	text, err = e.r.Approve(e.ctx, st2.ID, slackUser("U1", "alice"))
 	if err != nil || !strings.Contains(text, "max_per_hour") {
 		t.Errorf("Approve over the cap: %q %v", text, err)
 	}
@@ -532,7 +532,7 @@ func TestApproveOnce(t *testing.T) {
 	}
 
 	// A signed approval of an action keywatch does not have is refused and audited.
-	if _, err := e.r.Approve(e.ctx, "rv_nonexistent", "U1", "alice"); err == nil {
+	if _, err := e.r.Approve(e.ctx, "rv_nonexistent", slackUser("U1", "alice")); err == nil {
 		t.Error("Approve of an unknown action: no error")
 	}
 	if n := e.count(`SELECT count() FROM action_audit WHERE action_id = 'rv_nonexistent' AND event = 'refused' AND guardrail = 'unknown_action' AND actor = 'slack:U1'`); n != 1 {
@@ -553,7 +553,7 @@ func TestApprovalOverTheCapWaitsAgain(t *testing.T) {
 	e.lifecycle(t0.Add(-time.Hour), "key.created", "kid_b", "c1", "")
 	st := e.consider(alert("leak", "kid_a", 100))
 	e.clk.Add(time.Second)
-	if text, err := e.r.Approve(e.ctx, st.ID, "U1", "alice"); err != nil || !strings.Contains(text, "approved by alice") {
+	if text, err := e.r.Approve(e.ctx, st.ID, slackUser("U1", "alice")); err != nil || !strings.Contains(text, "approved by alice") {
 		t.Fatalf("Approve: %q %v", text, err)
 	}
 	e.clk.Add(time.Second)

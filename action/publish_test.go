@@ -36,7 +36,7 @@ func TestOutcomeWebhooks(t *testing.T) {
 	e.r.cfg.DefaultMode = "approve"
 	ap := e.consider(alert("leak", "kid_ap", 100))
 	e.clk.Add(time.Second)
-	if _, err := e.r.Approve(e.ctx, ap.ID, "U1", "alice"); err != nil {
+	if _, err := e.r.Approve(e.ctx, ap.ID, slackUser("U1", "alice")); err != nil {
 		t.Fatal(err)
 	}
 	e.clk.Add(time.Second)
@@ -46,7 +46,7 @@ func TestOutcomeWebhooks(t *testing.T) {
 	e.rotated("kid_old", "kid_new", "acme-billing", t0.Add(2*time.Hour))
 	rb := e.consider(e.stored(spikeAlert("kid_old", "kid_new", "acme-billing", rotation.StepRevoked)))
 	e.clk.Add(time.Second)
-	if _, err := e.r.Approve(e.ctx, rb.ID, "U1", "alice"); err != nil {
+	if _, err := e.r.Approve(e.ctx, rb.ID, slackUser("U1", "alice")); err != nil {
 		t.Fatal(err)
 	}
 	e.clk.Add(time.Second)

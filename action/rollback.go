@@ -285,7 +285,8 @@ func (r *Revoker) queueAction(ctx context.Context, rec *record, now time.Time, m
 // approveRollback is Approve for a rollback awaiting approval: refused when the key is now
 // considered leaked, or when its alert no longer fires (a click on a message not yet updated),
 // else queued.
-func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slackUserID, slackUserName string, now time.Time) (string, error) {
+func (r *Revoker) approveRollback(ctx context.Context, rec *record, by Person, now time.Time) (string, error) {
+	actor := actorOf(by)
 	leak, err := r.leaked(ctx, rec.KeyID)
 	if err != nil {
 		return "", err
@@ -310,10 +311,7 @@ func (r *Revoker) approveRollback(ctx context.Context, rec *record, actor, slack
 		r.metrics.rollbackResult("refused")
 		return fmt.Sprintf("Rollback (%s) of %s refused: %s", rec.Kind, rec.KeyID, why), nil
 	}
-	rec.ApprovedBy = slackUserName
-	if rec.ApprovedBy == "" {
-		rec.ApprovedBy = slackUserID
-	}
+	rec.ApprovedBy = shownName(by)
 	rec.Detail = "approved by " + rec.ApprovedBy
 	rec.Guardrail = ""
 	if err := r.queueAction(ctx, rec, now, "approve", time.Duration(r.rollback.ExtendBy)); err != nil {
@@ -404,6 +402,8 @@ func rollbackRefusal(rec *record) error {
 		return fmt.Errorf("action: %s of key %s refused: %w: %s", rec.Kind, rec.KeyID, ErrLeaked, rec.Detail)
 	case GuardNotInRotation:
 		return fmt.Errorf("action: %s of key %s refused: %w: %s", rec.Kind, rec.KeyID, ErrNotInRotation, rec.Detail)
+	case GuardDeclined:
+		return fmt.Errorf("action: %s of key %s %s", rec.Kind, rec.KeyID, rec.Detail)
 	}
 	return fmt.Errorf("action: %s of key %s refused by %s: %s", rec.Kind, rec.KeyID, rec.Guardrail, rec.Detail)
 }

@@ -213,12 +213,12 @@ func TestRollbackApprove(t *testing.T) {
 		t.Fatalf("Consider: %+v", st)
 	}
 	e.clk.Add(time.Second)
-	text, err := e.r.Approve(e.ctx, st.ID, "U1", "alice")
+	text, err := e.r.Approve(e.ctx, st.ID, slackUser("U1", "alice"))
 	if err != nil || !strings.Contains(text, "approved by alice") {
 		t.Fatalf("Approve: %q %v", text, err)
 	}
 	e.clk.Add(time.Second)
-	text, _ = e.r.Approve(e.ctx, st.ID, "U2", "bob")
+	text, _ = e.r.Approve(e.ctx, st.ID, slackUser("U2", "bob"))
 	if !strings.Contains(text, "already approved by alice") {
 		t.Errorf("second Approve: %q", text)
 	}
@@ -245,7 +245,7 @@ func TestRollbackApprove(t *testing.T) {
 	st2 := e.consider(e.stored(spikeAlert("kid_two", "kid_three", "globex", rotation.StepRevoked)))
 	e.leak("kid_two", false, time.Minute)
 	e.clk.Add(time.Second)
-	text, err = e.r.Approve(e.ctx, st2.ID, "U1", "alice")
+	text, err = e.r.Approve(e.ctx, st2.ID, slackUser("U1", "alice"))
 	if err != nil || !strings.Contains(text, "refused") || !strings.Contains(text, "leak") {
 		t.Errorf("Approve of a leaked key: %q %v", text, err)
 	}
@@ -263,7 +263,7 @@ func TestRollbackApprove(t *testing.T) {
 	over.State = alerting.Resolved
 	e.clk.Add(time.Second)
 	e.stored(over)
-	text, err = e.r.Approve(e.ctx, st3.ID, "U1", "alice")
+	text, err = e.r.Approve(e.ctx, st3.ID, slackUser("U1", "alice"))
 	if err != nil || !strings.Contains(text, "no longer fires") {
 		t.Errorf("Approve after the alert resolved: %q %v", text, err)
 	}

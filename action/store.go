@@ -82,6 +82,22 @@ VALUES (fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?, ?, ?, ?, ?, ?, ?, ?, ?, 
 	// selectAudit is the whole audit, oldest first.
 	selectAudit = `SELECT at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail
 FROM action_audit ORDER BY at, action_id`
+	// selectPending is the actions awaiting a human's approval, oldest first, at most 500.
+	selectPending = `SELECT id, kind, key_id, client_id, alert_id, reason, mode, detail, requested_at
+FROM actions FINAL WHERE state = 'awaiting_approval' ORDER BY requested_at, id LIMIT 500`
+	// selectAuditOf is the audit of one key and/or one alert episode (an empty argument selects
+	// any), newest first. Arguments: key id twice, alert id twice, the limit. Within one
+	// millisecond a delivery comes after the decision that queued it, so it is listed first.
+	selectAuditOf = `SELECT at, action_id, kind, key_id, client_id, alert_id, event, guardrail, actor, http_status, detail
+FROM action_audit WHERE (? = '' OR key_id = ?) AND (? = '' OR alert_id = ?)
+ORDER BY at DESC, event IN ('attempt_failed', 'sent', 'failed') DESC, action_id
+LIMIT ?`
+)
+
+// The limits of ReadAuditOf: its default and its cap.
+const (
+	defaultAuditLimit = 200
+	maxAuditLimit     = 1000
 )
 
 // ms is t as bound to a query: Unix milliseconds, read with fromUnixTimestamp64Milli (package
@@ -234,6 +250,72 @@ func ReadSent(ctx context.Context, q Querier) ([]Sent, error) {
 	return out, rows.Err()
 }
 
+// Pending is an action awaiting a human's approval.
+type Pending struct {
+	ID, Kind, KeyID, ClientID, AlertID, Reason, Mode, Detail string
+	RequestedAt                                              time.Time
+}
+
+// ReadPending returns the actions awaiting approval, oldest first, at most 500.
+func ReadPending(ctx context.Context, q Querier) ([]Pending, error) {
+	rows, err := q.Query(ctx, selectPending)
+	if err != nil {
+		return nil, fmt.Errorf("read the pending actions: %w", err)
+	}
+	defer rows.Close()
+	var out []Pending
+	for rows.Next() {
+		var p Pending
+		if err := rows.Scan(&p.ID, &p.Kind, &p.KeyID, &p.ClientID, &p.AlertID, &p.Reason, &p.Mode, &p.Detail, &p.RequestedAt); err != nil {
+			return nil, fmt.Errorf("read the pending actions: %w", err)
+		}
+		p.RequestedAt = p.RequestedAt.UTC()
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// AuditQuery selects audit entries: of one key and/or one alert episode (any when empty), newest
+// first, at most Limit (default 200, capped at 1000).
+type AuditQuery struct {
+	KeyID, AlertID string
+	Limit          int
+}
+
+// ReadAuditOf returns the audit entries aq selects, newest first.
+func ReadAuditOf(ctx context.Context, q Querier, aq AuditQuery) ([]AuditEntry, error) {
+	limit := aq.Limit
+	if limit <= 0 {
+		limit = defaultAuditLimit
+	}
+	limit = min(limit, maxAuditLimit)
+	rows, err := q.Query(ctx, selectAuditOf, aq.KeyID, aq.KeyID, aq.AlertID, aq.AlertID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the action audit of key %q, alert %q: %w", aq.KeyID, aq.AlertID, err)
+	}
+	defer rows.Close()
+	out, err := scanAudit(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read the action audit of key %q, alert %q: %w", aq.KeyID, aq.AlertID, err)
+	}
+	return out, nil
+}
+
+// scanAudit reads the audit entries of rows of selectAudit's columns.
+func scanAudit(rows driver.Rows) ([]AuditEntry, error) {
+	var out []AuditEntry
+	for rows.Next() {
+		var a AuditEntry
+		if err := rows.Scan(&a.At, &a.ActionID, &a.Kind, &a.KeyID, &a.ClientID, &a.AlertID, &a.Event, &a.Guardrail, &a.Actor,
+			&a.HTTPStatus, &a.Detail); err != nil {
+			return nil, err
+		}
+		a.At = a.At.UTC()
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
 // ReadAudit returns the audit (every decision and delivery attempt of every action), oldest first.
 func ReadAudit(ctx context.Context, q Querier) ([]AuditEntry, error) {
 	rows, err := q.Query(ctx, selectAudit)
@@ -241,15 +323,9 @@ func ReadAudit(ctx context.Context, q Querier) ([]AuditEntry, error) {
 		return nil, fmt.Errorf("read the action audit: %w", err)
 	}
 	defer rows.Close()
-	var out []AuditEntry
-	for rows.Next() {
-		var a AuditEntry
-		if err := rows.Scan(&a.At, &a.ActionID, &a.Kind, &a.KeyID, &a.ClientID, &a.AlertID, &a.Event, &a.Guardrail, &a.Actor,
-			&a.HTTPStatus, &a.Detail); err != nil {
-			return nil, fmt.Errorf("read the action audit: %w", err)
-		}
-		a.At = a.At.UTC()
-		out = append(out, a)
+	out, err := scanAudit(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read the action audit: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }

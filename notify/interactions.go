@@ -25,10 +25,15 @@ import (
 	"github.com/keywatch/keywatch/internal/refusal"
 )
 
+// Person is who approves an action (action.Person, the identical type: notify cannot import
+// action): Source is where they acted ("slack" here), ID their identity there (a Slack user id),
+// Name what is shown (may be empty: ID is shown).
+type Person = struct{ Source, ID, Name string }
+
 // Approver applies approvals from Slack once, and audits approvals refused to a Slack user.
 type Approver interface {
-	// Approve approves the action once; the text says what happened, to show in Slack.
-	Approve(ctx context.Context, actionID, slackUserID, slackUserName string) (string, error)
+	// Approve approves the action once for by; the text says what happened, to show in Slack.
+	Approve(ctx context.Context, actionID string, by Person) (string, error)
 	// Rejected audits an authenticated request that was refused: a click, signed by Slack, of a
 	// workspace member who is not in slack.approvers (source "slack", reason "user_not_allowed").
 	// It is worth the write: it names who tried to approve what, only a Slack workspace can send
@@ -224,7 +229,7 @@ func (h *Interactions) authenticated(w http.ResponseWriter, r *http.Request, bod
 	}
 	// Slack wants an answer within 3 s: the Approver only records the approval.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
-	text, err := h.approver.Approve(ctx, action.Value, cb.User.ID, cb.User.Name)
+	text, err := h.approver.Approve(ctx, action.Value, Person{Source: "slack", ID: cb.User.ID, Name: cb.User.Name})
 	cancel()
 	if err != nil {
 		h.metrics.interaction("error")

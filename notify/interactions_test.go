@@ -26,10 +26,13 @@ type fakeApprover struct {
 	answer   string // what Approve says; "revoke of kid_x queued" when empty
 }
 
-func (a *fakeApprover) Approve(_ context.Context, actionID, user, _ string) (string, error) {
+func (a *fakeApprover) Approve(_ context.Context, actionID string, by Person) (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.approved = append(a.approved, actionID+" by "+user)
+	if by.Source != "slack" {
+		return "", fmt.Errorf("approval from %q, want slack", by.Source)
+	}
+	a.approved = append(a.approved, actionID+" by "+by.ID)
 	if a.answer != "" {
 		return a.answer, nil
 	}

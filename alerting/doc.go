@@ -26,6 +26,9 @@
 // An alert carries its latest finding's labels and display fields, which notify shows and action
 // reads; it never decodes a detector's evidence. The state machine is one function of the stored
 // alerts, the findings and runs read and the time (transition); the Evaluator reads and writes
-// around it. alerting owns the alerts, alert_notifications_state and silences tables; other
-// packages read alerts through Reader, and findings and runs are read through package finding.
+// around it, and records each alert's changes a person cares about in its history (alert_history:
+// pending, firing, resolved, silenced, inhibited, the action's status). alerting owns the alerts,
+// alert_notifications_state, silences and alert_history tables; other packages read alerts and
+// their history through Reader and silences through SilenceAPI, and findings and runs are read
+// through package finding.
 package alerting

@@ -105,13 +105,13 @@ func TestSameOriginAndNextPage(t *testing.T) {
 		}
 	}
 	for in, want := range map[string]string{
-		"/console/actions?key=k": "/console/actions?key=k",
-		"":                       "/console/",
-		"https://evil.example/":  "/console/",
+		"/console/actions?key=k":  "/console/actions?key=k",
+		"":                        "/console/",
+		"https://evil.example/":   "/console/",
 		"//evil.example/console/": "/console/",
-		"/console/../v1/keys":    "/console/",
-		"/v1/alerts":             "/console/",
-		`/console/\evil`:         "/console/",
+		"/console/../v1/keys":     "/console/",
+		"/v1/alerts":              "/console/",
+		`/console/\evil`:          "/console/",
 	} {
 		if got := nextPage(in); got != want {
 			t.Errorf("nextPage(%q) = %q, want %q", in, got, want)

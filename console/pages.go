@@ -38,12 +38,12 @@ type alertGroup struct {
 }
 
 type alertsData struct {
-	Filter    alertFilter
+	Filter     alertFilter
 	Detectors  []string
 	Severities []string
-	Groups    []alertGroup
-	Count     int
-	Truncated bool
+	Groups     []alertGroup
+	Count      int
+	Truncated  bool
 }
 
 // alerts serves the alerts page: firing and pending alerts, and those resolved in the last day,
@@ -388,4 +388,3 @@ func (c *Console) decide(w http.ResponseWriter, r *http.Request, id identity, ve
 	}
 	c.showActions(w, r, id, http.StatusOK, text)
 }
-

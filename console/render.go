@@ -55,6 +55,7 @@ var funcs = template.FuncMap{
 	},
 	"rotationURL": func(id string) string { return "/console/rotation?id=" + urlQuery(id) },
 	"deref":       func(t *time.Time) time.Time { return *t },
+	"upper":       strings.ToUpper,
 	"sub":         func(a, b int) int { return a - b },
 }
 

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/keywatch/keywatch/internal/testbed"
@@ -98,7 +97,7 @@ console:
 		}
 		traffic = append(traffic, event(-time.Duration(m)*time.Minute, key, "acme-web", "203.0.113.5", "acme-sdk/2.1"))
 	}
-	for h := 30; h > 2; h-- {
+	for h := 30; h >= 0; h-- {
 		traffic = append(traffic, event(-time.Duration(h)*time.Hour-17*time.Minute, "kid_acme_2025", "acme-nightly", "198.51.100.77", "nightly-export/0.9"))
 	}
 	const leaked = "sk_live_console0123456789leakedABCDEF"
@@ -114,15 +113,24 @@ console:
 		_ = conn.QueryRow(context.Background(), "SELECT count() FROM auth_events").Scan(&n)
 		return n == uint64(len(traffic))
 	})
+	waitUntil(t, "the leaked key's fingerprint stored", func() bool { // ingest writes it after the events
+		var n uint64
+		_ = conn.QueryRow(context.Background(), "SELECT count() FROM key_fingerprints").Scan(&n)
+		return n > 0
+	})
 	report := fmt.Sprintf(`{"token":%q,"type":"keywatch_api_key","url":"https://github.com/octo/leaky/blob/main/.env","source":"content"}`, leaked)
 	if code, body := request(t, "POST", base+"/v1/leaks", consoleLeakToken, report); code != 200 {
 		t.Fatalf("leak report: %d %s", code, body)
 	}
-	waitUntil(t, "the leak's revoke awaiting approval", func() bool {
-		var n uint64
-		_ = conn.QueryRow(context.Background(), "SELECT count() FROM actions FINAL WHERE key_id = 'kid_live_leaky' AND state = 'awaiting_approval'").Scan(&n)
-		return n == 1
-	})
+	deadline := time.Now().Add(time.Minute)
+	for queryString(t, conn, "SELECT toString(count()) FROM actions FINAL WHERE key_id = 'kid_live_leaky' AND state = 'awaiting_approval'") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no revoke of the leaked key awaits approval; alerts:\n%s\nactions:\n%s\nlog:\n%s",
+				queryString(t, conn, "SELECT groupConcat(concat(detector, ' ', key_id, ' ', toString(state), ' ', action, '\n')) FROM alerts FINAL"),
+				queryString(t, conn, "SELECT groupConcat(concat(id, ' ', toString(state), ' ', detail, '\n')) FROM actions FINAL"), tail(kw.output(), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	shots := filepath.Join(t.TempDir(), "screenshots")
 	if *updateScreenshots {
@@ -131,10 +139,8 @@ console:
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	browser := newBrowser(t)
-
 	// Without a session every page sends the browser to sign in.
-	dana := browser.person(t)
+	dana := newTab(t)
 	dana.open(t, base+"/console/actions")
 	dana.waitFor(t, "Sign in to keywatch")
 	if !strings.Contains(dana.location(t), "/console/login?next=%2Fconsole%2Factions") {
@@ -142,7 +148,8 @@ console:
 	}
 	dana.screenshot(t, shots, "login")
 	dana.signIn(t, "Dana", consoleAdminToken)
-	dana.waitFor(t, "Nothing awaits approval", "Approve revoke") // back on the page asked for
+	dana.waitFor(t, "Awaiting approval", "Approve revoke") // back on the page asked for
+	dana.screenshot(t, shots, "actions-pending")
 
 	// The firing leak alert, grouped under its key, and its page.
 	dana.open(t, base+"/console/")
@@ -176,7 +183,7 @@ console:
 	})
 
 	// A write-token session may look at the pending revoke, not approve it.
-	eve := browser.person(t)
+	eve := newTab(t)
 	eve.open(t, base+"/console/login")
 	eve.signIn(t, "Eve", consoleWriteToken)
 	eve.open(t, base+"/console/actions")
@@ -212,9 +219,9 @@ console:
 	proxy := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(proxyAddr)}}).DialContext},
 		CheckRedirect: client.CheckRedirect}
 	bob := map[string]string{"X-Forwarded-Email": "bob@example.com"}
-	code, page := consoleRequest(t, proxy, "GET", base+"/console/actions", "", "", bob)
+	code, page := consoleRequest(t, proxy, "GET", base+"/console/silences", "", "", bob)
 	if code != 200 || !strings.Contains(page, "bob@example.com") {
-		t.Fatalf("the actions page to the proxy's bob: %d\n%s", code, page)
+		t.Fatalf("the silences page to the proxy's bob: %d\n%s", code, page)
 	}
 	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
 	if csrf == nil {
@@ -236,7 +243,7 @@ console:
 			t.Errorf("the action audit has no %q:\n%s", want, audit)
 		}
 	}
-	_, metrics := request(t, "GET", base+"/metrics", "")
+	_, metrics := request(t, "GET", base+"/metrics", "", "")
 	if !regexp.MustCompile(`keywatch_http_refused_total\{reason="no session",source="console"\} [2-9]`).MatchString(metrics) {
 		t.Errorf("refusals without a session are not counted:\n%s", grepLines(metrics, "refused_total"))
 	}
@@ -252,7 +259,7 @@ console:
 	}
 	dana.screenshot(t, shots, "rotation")
 	dana.open(t, base+"/console/keys/kid_acme_2025")
-	dana.waitFor(t, "Callers, last 30 days", "198.51.100.77")
+	dana.waitFor(t, "Callers, last 30 days", "acme-nightly", "198.51.100.0/24")
 	dana.screenshot(t, shots, "key")
 	dana.phone(t)
 	dana.open(t, base+"/console/")
@@ -275,14 +282,15 @@ console:
 	}
 }
 
-// browser is one headless Chromium; each person is a browser context of it (cookies of their own).
-type browser struct {
+// tab is one person's browser: a headless Chromium of its own, so that each person has their own
+// cookies.
+type tab struct {
 	ctx context.Context
 }
 
-func newBrowser(t *testing.T) *browser {
+func newTab(t *testing.T) *tab {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(testbed.Chromium(t)), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1200, 900)}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(testbed.Chromium(t)), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1200, 900))
 	for _, f := range testbed.ChromiumFlags {
 		opts = append(opts, chromedp.Flag(strings.TrimPrefix(f, "--"), true))
 	}
@@ -290,58 +298,50 @@ func newBrowser(t *testing.T) *browser {
 	t.Cleanup(cancelAlloc)
 	ctx, cancel := chromedp.NewContext(alloc)
 	t.Cleanup(cancel)
-	if err := chromedp.Run(ctx); err != nil { // starts the browser
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
 		t.Fatalf("start Chromium: %v", err)
 	}
-	return &browser{ctx: ctx}
-}
-
-// tab is one person's tab.
-type tab struct {
-	ctx context.Context
-}
-
-func (b *browser) person(t *testing.T) *tab {
-	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancel)
 	return &tab{ctx: ctx}
 }
 
-func (p *tab) run(t *testing.T, what string, actions ...chromedp.Action) {
+// runIn runs one action that returns a value, failing t after 30 s or on an error.
+func runIn[T any](t *testing.T, p *tab, what string, a chromedp.Action[T]) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 	defer cancel()
-	if err := chromedp.Run(ctx, actions...); err != nil {
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
 		t.Fatalf("browser: %s: %v", what, err)
 	}
+	return v
+}
+
+func (p *tab) do(t *testing.T, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	runIn(t, p, what, chromedp.Steps(steps...))
 }
 
 func (p *tab) open(t *testing.T, u string) {
 	t.Helper()
-	p.run(t, "open "+u, chromedp.Navigate(u))
+	p.do(t, "open "+u, chromedp.Navigate(u))
 }
 
 func (p *tab) text(t *testing.T) string {
 	t.Helper()
-	var s string
-	p.run(t, "read the page", chromedp.Text("body", &s, chromedp.ByQuery))
-	return s
+	return runIn(t, p, "read the page", chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
 }
 
 func (p *tab) location(t *testing.T) string {
 	t.Helper()
-	var s string
-	p.run(t, "read the location", chromedp.Location(&s))
-	return s
+	return runIn(t, p, "read the location", chromedp.Location())
 }
 
 // waitFor waits until the page shows every one of wants, and returns its text.
 func (p *tab) waitFor(t *testing.T, wants ...string) string {
 	t.Helper()
-	var s string
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		s = p.text(t)
+		s := p.text(t)
 		missing := ""
 		for _, w := range wants {
 			if !strings.Contains(s, w) {
@@ -361,43 +361,39 @@ func (p *tab) waitFor(t *testing.T, wants ...string) string {
 // click clicks the first element the CSS selector sel selects.
 func (p *tab) click(t *testing.T, sel string) {
 	t.Helper()
-	p.run(t, "click "+sel, chromedp.Click(sel, chromedp.ByQuery, chromedp.NodeVisible))
+	p.do(t, "click "+sel, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
 // clickXPath clicks the first element the XPath selects.
 func (p *tab) clickXPath(t *testing.T, xpath string) {
 	t.Helper()
-	p.run(t, "click "+xpath, chromedp.Click(xpath, chromedp.BySearch, chromedp.NodeVisible))
+	p.do(t, "click "+xpath, chromedp.Click(chromedp.Search(xpath), chromedp.NodeVisible))
 }
 
 func (p *tab) fill(t *testing.T, sel, value string) {
 	t.Helper()
-	p.run(t, "fill "+sel, chromedp.SendKeys(sel, value, chromedp.ByQuery))
+	p.do(t, "fill "+sel, chromedp.SendKeys(chromedp.CSS(sel), value))
 }
 
 func (p *tab) setValue(t *testing.T, sel, value string) {
 	t.Helper()
-	p.run(t, "set "+sel, chromedp.SetValue(sel, value, chromedp.ByQuery))
+	p.do(t, "set "+sel, chromedp.SetValue(chromedp.CSS(sel), value))
 }
 
 func (p *tab) value(t *testing.T, sel string) string {
 	t.Helper()
-	var v string
-	p.run(t, "read "+sel, chromedp.Value(sel, &v, chromedp.ByQuery))
-	return v
+	return runIn(t, p, "read "+sel, chromedp.Value(chromedp.CSS(sel)))
 }
 
 // submit submits the form of the field sel.
 func (p *tab) submit(t *testing.T, sel string) {
 	t.Helper()
-	p.run(t, "submit "+sel, chromedp.Submit(sel, chromedp.ByQuery))
+	p.do(t, "submit "+sel, chromedp.Submit(chromedp.CSS(sel)))
 }
 
 func (p *tab) count(t *testing.T, sel string) int {
 	t.Helper()
-	var n int
-	p.run(t, "count "+sel, chromedp.Evaluate(fmt.Sprintf(`document.querySelectorAll(%q).length`, sel), &n))
-	return n
+	return runIn(t, p, "count "+sel, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
 }
 
 func (p *tab) signIn(t *testing.T, name, token string) {
@@ -406,18 +402,18 @@ func (p *tab) signIn(t *testing.T, name, token string) {
 	p.fill(t, "#name", name)
 	p.fill(t, "#token", token)
 	p.submit(t, "#token")
+	p.waitFor(t, name+" (", "Sign out") // signed in, on the page asked for
 }
 
 // phone makes the tab's viewport a phone's.
 func (p *tab) phone(t *testing.T) {
 	t.Helper()
-	p.run(t, "emulate a phone", emulation.SetDeviceMetricsOverride(390, 844, 2, true))
+	p.do(t, "emulate a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
 }
 
 func (p *tab) screenshot(t *testing.T, dir, name string) {
 	t.Helper()
-	var png []byte
-	p.run(t, "screenshot "+name, chromedp.FullScreenshot(&png, 100))
+	png := runIn(t, p, "screenshot "+name, chromedp.FullScreenshot(100))
 	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}

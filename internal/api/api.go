@@ -254,11 +254,11 @@ func (s *Server) serve(ctx context.Context, public, admin net.Listener) error {
 	ls := []listener{{s.public, public}}
 	if s.admin == nil {
 		s.log.Info("listening", "addr", public.Addr().String(), "scheme", scheme,
-			"paths", []string{"/metrics", "/healthz", "/readyz", "/-/healthy", "/-/ready", "/-/reload", "/-/config", "/v1/...", "/slack/interactions"})
+			"paths", []string{"/metrics", "/healthz", "/readyz", "/-/healthy", "/-/ready", "/-/reload", "/-/config", "/v1/...", "/slack/interactions", "/console/"})
 	} else {
 		ls = append(ls, listener{s.admin, admin})
 		s.log.Info("listening", "addr", public.Addr().String(), "scheme", scheme,
-			"paths", []string{"/-/reload", "/-/config", "/v1/...", "/slack/interactions"})
+			"paths", []string{"/-/reload", "/-/config", "/v1/...", "/slack/interactions", "/console/"})
 		s.log.Info("admin listening", "addr", admin.Addr().String(), "scheme", scheme,
 			"paths", []string{"/metrics", "/healthz", "/readyz", "/-/healthy", "/-/ready"})
 	}

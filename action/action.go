@@ -358,17 +358,10 @@ func (r *Revoker) Approve(ctx context.Context, actionID string, by Person) (stri
 	actor := actorOf(by)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, err := r.store.load(ctx, actionID)
-	if err != nil {
-		return "", err
-	}
-	if rec == nil {
-		r.unknownApproval(ctx, actionID, actor, "approve")
-		return "", fmt.Errorf("action: approve %s: no such action", actionID)
-	}
 	now := r.now().UTC()
-	if rec.State != stateAwaiting {
-		return r.alreadyDecided(ctx, rec, actor, "approve", now), nil
+	rec, text, err := r.awaiting(ctx, actionID, actor, "approve", now)
+	if rec == nil {
+		return text, err
 	}
 	if IsRollback(rec.Kind) {
 		return r.approveRollback(ctx, rec, by, now)
@@ -406,6 +399,24 @@ func (r *Revoker) Approve(ctx context.Context, actionID string, by Person) (stri
 	r.log.Info("revoke approved", "action", rec.ID, "key", rec.KeyID, "by", actor)
 	r.signal()
 	return fmt.Sprintf("Revoke of %s approved by %s: sending", rec.KeyID, rec.ApprovedBy), nil
+}
+
+// awaiting loads the action actionID that actor would approve or refuse (verb), under r.mu. It
+// returns nil and what to answer when the action is unknown (an error, audited) or no longer awaits
+// approval (the text, audited).
+func (r *Revoker) awaiting(ctx context.Context, actionID, actor, verb string, now time.Time) (*record, string, error) {
+	rec, err := r.store.load(ctx, actionID)
+	if err != nil {
+		return nil, "", err
+	}
+	if rec == nil {
+		r.unknownApproval(ctx, actionID, actor, verb)
+		return nil, "", fmt.Errorf("action: %s %s: no such action", verb, actionID)
+	}
+	if rec.State != stateAwaiting {
+		return nil, r.alreadyDecided(ctx, rec, actor, verb, now), nil
+	}
+	return rec, "", nil
 }
 
 // unknownApproval audits an approval or a refusal (verb "approve" or "refuse"), from a signed Slack
@@ -462,17 +473,10 @@ func (r *Revoker) Refuse(ctx context.Context, actionID string, by Person, reason
 	reason = strings.TrimSpace(strings.ToValidUTF8(reason, ""))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, err := r.store.load(ctx, actionID)
-	if err != nil {
-		return "", err
-	}
-	if rec == nil {
-		r.unknownApproval(ctx, actionID, actor, "refuse")
-		return "", fmt.Errorf("action: refuse %s: no such action", actionID)
-	}
 	now := r.now().UTC()
-	if rec.State != stateAwaiting {
-		return r.alreadyDecided(ctx, rec, actor, "refuse", now), nil
+	rec, text, err := r.awaiting(ctx, actionID, actor, "refuse", now)
+	if rec == nil {
+		return text, err
 	}
 	rec.Version++
 	rec.UpdatedAt = now

@@ -209,15 +209,8 @@ type rotationData struct {
 func (c *Console) rotation(w http.ResponseWriter, r *http.Request, id identity) {
 	rid := r.URL.Query().Get("id")
 	rot, err := c.o.Resources.RotationOf(r.Context(), rid)
-	switch {
-	case errors.Is(err, readapi.ErrNotFound):
-		c.fail(w, r, id, http.StatusNotFound, err.Error())
-		return
-	case errors.Is(err, readapi.ErrBadRequest):
-		c.fail(w, r, id, http.StatusBadRequest, err.Error())
-		return
-	case err != nil:
-		c.unavailable(w, r, id, "the rotation", err)
+	if err != nil {
+		c.resourceFailed(w, r, id, "the rotation", err)
 		return
 	}
 	c.render(w, r, http.StatusOK, "rotation", id, "Rotation "+rot.ID, rotationData{Rotation: rot, Chart: burnDownChart(rot.BurnDown)})
@@ -226,18 +219,24 @@ func (c *Console) rotation(w http.ResponseWriter, r *http.Request, id identity) 
 // key serves one key: its state, rotation, callers, networks and countries.
 func (c *Console) key(w http.ResponseWriter, r *http.Request, id identity) {
 	k, err := c.o.Resources.KeyOf(r.Context(), r.PathValue("id"))
-	switch {
-	case errors.Is(err, readapi.ErrNotFound):
-		c.fail(w, r, id, http.StatusNotFound, err.Error())
-		return
-	case errors.Is(err, readapi.ErrBadRequest):
-		c.fail(w, r, id, http.StatusBadRequest, err.Error())
-		return
-	case err != nil:
-		c.unavailable(w, r, id, "the key", err)
+	if err != nil {
+		c.resourceFailed(w, r, id, "the key", err)
 		return
 	}
 	c.render(w, r, http.StatusOK, "key", id, "Key "+k.KeyID, k)
+}
+
+// resourceFailed answers a failed read of a key or rotation: 404 for one keywatch does not know,
+// 400 for an id that cannot be one, 503 when the read failed.
+func (c *Console) resourceFailed(w http.ResponseWriter, r *http.Request, id identity, what string, err error) {
+	switch {
+	case errors.Is(err, readapi.ErrNotFound):
+		c.fail(w, r, id, http.StatusNotFound, err.Error())
+	case errors.Is(err, readapi.ErrBadRequest):
+		c.fail(w, r, id, http.StatusBadRequest, err.Error())
+	default:
+		c.unavailable(w, r, id, what, err)
+	}
 }
 
 type silencesData struct {

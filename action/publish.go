@@ -24,21 +24,22 @@ func (r *Revoker) WithPublisher(p Publisher) *Revoker {
 // outcomeOf is the outcome that audit event ev, leaving an action in state, is, if it is one: a
 // guardrail's refusal (skipped for an automatic decision), a dry run, an approval (a manual
 // request approves itself; a rollback is queued at once), the receiver's acceptance, and giving
-// up. A refusal that leaves the action waiting (an approval over the hourly cap) is none.
+// up. An event is an outcome only when it leaves the action in that outcome's state
+// (stateOutcome): a refusal that leaves the action waiting (an approval over the hourly cap) is
+// none.
 func outcomeOf(ev, state string) (string, bool) {
+	var outcome string
 	switch ev {
 	case "refused", "skipped":
-		return "refused", state == stateRefused
-	case "dry_run":
-		return "dry_run", state == stateDryRun
+		outcome = "refused"
+	case "dry_run", "sent", "failed":
+		outcome = ev
 	case "approved", "requested":
-		return "approved", state == stateApproved || state == stateQueued
-	case "sent":
-		return "sent", state == stateSent
-	case "failed":
-		return "failed", state == stateFailed
+		outcome = "approved"
+	default:
+		return "", false
 	}
-	return "", false
+	return outcome, stateOutcome(state) == outcome
 }
 
 // OutcomeData is the data of action.revoke and action.rollback events.
@@ -115,7 +116,7 @@ func (r *Revoker) republish(ctx context.Context) error {
 		return err
 	}
 	for _, rec := range recs {
-		e, ok := outcomeEvent(rec, outcomeOfState(rec.State))
+		e, ok := outcomeEvent(rec, stateOutcome(rec.State))
 		if !ok {
 			continue
 		}
@@ -127,8 +128,9 @@ func (r *Revoker) republish(ctx context.Context) error {
 	return nil
 }
 
-// outcomeOfState is the audit event whose outcome an action in state shows (outcomeOf).
-func outcomeOfState(state string) string {
+// stateOutcome is the outcome an action in state shows ("" for none): what republish publishes
+// again, and what outcomeOf checks an event against.
+func stateOutcome(state string) string {
 	switch state {
 	case stateRefused:
 		return "refused"

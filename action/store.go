@@ -59,7 +59,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, fromUnixTimestamp64Milli(toInt64(?), 'UTC'
         fromUnixTimestamp64Milli(toInt64(?), 'UTC'), ?)`
 	selectAction = `SELECT ` + actionColumns + ` FROM actions FINAL WHERE id = ?`
 	// selectOutcomesSince is the actions whose last version left them in an outcome state
-	// (outcomeOfState), written since a time (Unix ms), oldest first.
+	// (stateOutcome), written since a time (Unix ms), oldest first.
 	selectOutcomesSince = `SELECT ` + actionColumns + ` FROM actions FINAL
 WHERE state IN ('refused', 'dry_run', 'approved', 'queued', 'sent', 'failed') AND updated_at >= fromUnixTimestamp64Milli(toInt64(?), 'UTC')
 ORDER BY updated_at, id`
@@ -132,7 +132,7 @@ func (s store) load(ctx context.Context, id string) (*record, error) {
 }
 
 // outcomesSince returns the actions whose last version, written since a time, left them in a
-// state that is an outcome (outcomeOfState), oldest first.
+// state that is an outcome (stateOutcome), oldest first.
 func (s store) outcomesSince(ctx context.Context, since time.Time) ([]*record, error) {
 	rows, err := s.conn.Query(ctx, selectOutcomesSince, since.UnixMilli())
 	if err != nil {

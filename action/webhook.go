@@ -1,14 +1,11 @@
 package action
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/keywatch/keywatch/internal/backoff"
@@ -89,7 +86,8 @@ func (r *Revoker) attempt(ctx context.Context, id string) (*record, error) {
 		}
 	}
 	n := rec.Attempts + 1
-	code, retryAfter, excerpt, sendErr := r.send(ctx, rec)
+	answer, sendErr := r.send(ctx, rec)
+	code, retryAfter, excerpt := answer.Status, answer.RetryAfter, answer.Excerpt
 	if ctx.Err() != nil {
 		return rec, ctx.Err() // unrecorded: the next run sends it again with the same id
 	}
@@ -213,30 +211,17 @@ func (r *Revoker) backoffAfter(n uint32) time.Duration {
 	return backoff.Policy{Initial: r.backoff, Max: r.maxBackoff, Jitter: backoff.Full}.WaitWith(int(n), r.rand)
 }
 
-// send POSTs the action's stored body, signed, and returns the receiver's status, its Retry-After
-// (0 when absent) and an excerpt of its body.
-func (r *Revoker) send(ctx context.Context, rec *record) (int, time.Duration, string, error) {
+// send POSTs the action's stored body to revoke.webhook_url, signed, within revoke.timeout.
+func (r *Revoker) send(ctx context.Context, rec *record) (webhook.Answer, error) {
 	if r.cfg.WebhookURL == "" {
-		return 0, 0, "", fmt.Errorf("%w: revoke.webhook_url is not set", errNotConfigured)
+		return webhook.Answer{}, fmt.Errorf("%w: revoke.webhook_url is not set", errNotConfigured)
 	}
 	if r.secret == nil {
 		if _, err := webhook.DecodeSecret(r.cfg.WebhookSecret); err != nil {
-			return 0, 0, "", fmt.Errorf("%w: revoke.webhook_secret: %v", errNotConfigured, err)
+			return webhook.Answer{}, fmt.Errorf("%w: revoke.webhook_secret: %v", errNotConfigured, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(r.cfg.Timeout))
 	defer cancel()
-	body := []byte(rec.Body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.WebhookURL, bytes.NewReader(body))
-	if err != nil {
-		return 0, 0, "", err
-	}
-	webhook.SetHeaders(req.Header, r.secret, rec.ID, r.now(), body)
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return 0, 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	return resp.StatusCode, webhook.RetryAfter(resp.Header.Get("Retry-After"), r.now()), strings.TrimSpace(string(b)), nil
+	return webhook.Post(ctx, r.client, r.cfg.WebhookURL, r.secret, rec.ID, r.now(), []byte(rec.Body))
 }

@@ -27,9 +27,9 @@ type sentState struct {
 	dirty    bool // notified, but not yet stored in alert_notifications_state
 }
 
-// groupKey puts an alert in its rotation's group, else its key's; a degraded alert in its
-// detector's.
-func groupKey(a Alert) string {
+// GroupKey is the group an alert is notified in (Group.Key): its rotation's ("rotation:<id>"),
+// else its key's ("key:<id>"); a degraded alert is in its failing detector's ("detector:<name>").
+func GroupKey(a Alert) string {
 	if a.Detector == DegradedDetector {
 		if d := a.Labels[LabelFailingDetector]; d != "" {
 			return "detector:" + d
@@ -69,7 +69,7 @@ func groups(next map[string]*stored) []Group {
 		if a.State == Resolved && a.FiredAt.IsZero() {
 			continue
 		}
-		by[groupKey(a.Alert)] = append(by[groupKey(a.Alert)], a.Alert)
+		by[GroupKey(a.Alert)] = append(by[GroupKey(a.Alert)], a.Alert)
 	}
 	var out []Group
 	for key, all := range by {

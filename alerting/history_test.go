@@ -69,7 +69,7 @@ func TestHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.eval(ev, 13*time.Minute) // silenced
-	if err := e.silences(20*time.Minute).Expire(ctx, sil.ID, "ana"); err != nil {
+	if _, err := e.silences(20*time.Minute).Expire(ctx, sil.ID, "ana"); err != nil {
 		t.Fatal(err)
 	}
 	e.eval(ev, 21*time.Minute) // unsilenced

@@ -61,8 +61,8 @@ func TestDegradedAlertStored(t *testing.T) {
 	a := e.alert(finding.Fingerprint(DegradedDetector, "", "", "leak"))
 	want := finding.Fields{{Name: "Detector", Value: "leak"}, {Name: "Failed runs", Value: "2"}, {Name: "Last error", Value: "timeout again"},
 		{Name: "Last failure", Value: "2026-11-20 12:10 UTC"}}
-	if a.State != Firing || !reflect.DeepEqual(a.Fields, want) || a.Labels[LabelFailingDetector] != "leak" || groupKey(a) != "detector:leak" {
-		t.Fatalf("%s alert with fields %v, labels %v, group %s", a.State, a.Fields, a.Labels, groupKey(a))
+	if a.State != Firing || !reflect.DeepEqual(a.Fields, want) || a.Labels[LabelFailingDetector] != "leak" || GroupKey(a) != "detector:leak" {
+		t.Fatalf("%s alert with fields %v, labels %v, group %s", a.State, a.Fields, a.Labels, GroupKey(a))
 	}
 }
 

@@ -231,7 +231,7 @@ func (a *SilenceAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.S
 // (Matching), as the evaluator matches them.
 func (a *SilenceAPI) List(ctx context.Context) ([]Silence, error) {
 	now := a.now().UTC()
-	all, err := a.store.endingAfter(ctx, now.Add(-recentlyExpired), now)
+	all, err := a.newestFirst(ctx, now.Add(-recentlyExpired), now)
 	if err != nil {
 		return nil, err
 	}
@@ -250,21 +250,27 @@ func (a *SilenceAPI) List(ctx context.Context) ([]Silence, error) {
 			}
 		}
 	}
-	slices.SortStableFunc(all, func(x, y Silence) int { return y.StartsAt.Compare(x.StartsAt) }) // stable: then by id
 	return all, nil
 }
 
+// newestFirst returns the silences that end after t, the file's included, latest starts_at first
+// (then by id), with their status as of now.
+func (a *SilenceAPI) newestFirst(ctx context.Context, t, now time.Time) ([]Silence, error) {
+	all, err := a.store.endingAfter(ctx, t, now)
+	slices.SortStableFunc(all, func(x, y Silence) int { return y.StartsAt.Compare(x.StartsAt) }) // stable: then by id
+	return all, err
+}
+
+// list serves GET /v1/silences: the silences that have not ended, as List orders them.
 func (a *SilenceAPI) list(w http.ResponseWriter, r *http.Request) {
-	all, err := a.List(r.Context())
+	now := a.now().UTC()
+	current, err := a.newestFirst(r.Context(), now, now)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	current := []Silence{} // not the ended ones
-	for _, s := range all {
-		if s.Status != "expired" {
-			current = append(current, s)
-		}
+	if current == nil {
+		current = []Silence{}
 	}
 	api.WriteJSON(w, http.StatusOK, map[string]any{"silences": current})
 }
@@ -425,16 +431,10 @@ var (
 )
 
 // Expire ends the silence id now, recording by as who expired it, as DELETE /v1/silences/{id}
-// does; a silence that has ended already is left as it is. The error wraps ErrNoSilence for an
-// unknown id and ErrConfigSilence for a silence of the configuration file; any other is
-// ClickHouse's.
-func (a *SilenceAPI) Expire(ctx context.Context, id, by string) error {
-	_, err := a.expireSilence(ctx, id, by)
-	return err
-}
-
-// expireSilence is Expire, answering the silence as it is then.
-func (a *SilenceAPI) expireSilence(ctx context.Context, id, by string) (Silence, error) {
+// does, and returns it as it is then; a silence that has ended already is left as it is. The
+// error wraps ErrNoSilence for an unknown id and ErrConfigSilence for a silence of the
+// configuration file; any other is ClickHouse's.
+func (a *SilenceAPI) Expire(ctx context.Context, id, by string) (Silence, error) {
 	now := a.now().UTC().Truncate(time.Millisecond)
 	if strings.HasPrefix(id, "config-") {
 		return Silence{}, fmt.Errorf("alerting: expire silence %s: %w", id, ErrConfigSilence)
@@ -462,7 +462,7 @@ func (a *SilenceAPI) expireSilence(ctx context.Context, id, by string) (Silence,
 
 func (a *SilenceAPI) expire(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	s, err := a.expireSilence(r.Context(), id, r.URL.Query().Get("expired_by"))
+	s, err := a.Expire(r.Context(), id, r.URL.Query().Get("expired_by"))
 	switch {
 	case errors.Is(err, ErrConfigSilence):
 		api.WriteError(w, http.StatusConflict, "silence "+id+" comes from the configuration file: remove it there")

@@ -192,7 +192,7 @@ func TestSilencesInGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.silences(5*time.Minute).Expire(ctx, gone.ID, "cy"); err != nil {
+	if _, err := e.silences(5*time.Minute).Expire(ctx, gone.ID, "cy"); err != nil {
 		t.Fatalf("Expire: %v", err)
 	}
 
@@ -266,14 +266,14 @@ func TestSilencesInGo(t *testing.T) {
 	}
 
 	// Expire refuses unknown ids and the file's silences.
-	if err := e.silences(time.Hour).Expire(ctx, "sil-unknown", "ana"); !errors.Is(err, ErrNoSilence) {
+	if _, err := e.silences(time.Hour).Expire(ctx, "sil-unknown", "ana"); !errors.Is(err, ErrNoSilence) {
 		t.Fatalf("Expire of an unknown id: %v, want ErrNoSilence", err)
 	}
-	if err := e.silences(time.Hour).Expire(ctx, cfgID, "ana"); !errors.Is(err, ErrConfigSilence) {
+	if _, err := e.silences(time.Hour).Expire(ctx, cfgID, "ana"); !errors.Is(err, ErrConfigSilence) {
 		t.Fatalf("Expire of the file's silence: %v, want ErrConfigSilence", err)
 	}
 	// Expiring an expired silence changes nothing.
-	if err := e.silences(time.Hour).Expire(ctx, gone.ID, "bo"); err != nil {
+	if _, err := e.silences(time.Hour).Expire(ctx, gone.ID, "bo"); err != nil {
 		t.Fatalf("Expire again: %v", err)
 	}
 }

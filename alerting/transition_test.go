@@ -171,8 +171,8 @@ func TestTransition(t *testing.T) {
 				if !a.ActiveSince.Equal(t0) || !a.FiredAt.Equal(t0.Add(21*m)) || !a.LastSeen.Equal(t0.Add(20*m)) || a.Severity != finding.Warning || a.Score != 3 {
 					t.Errorf("%+v", a.Alert)
 				}
-				if a.Summary != "detector spike failed its last 3 runs: boom" || a.Labels[LabelFailingDetector] != "spike" || groupKey(a.Alert) != "detector:spike" {
-					t.Errorf("summary %q, labels %v, group %s", a.Summary, a.Labels, groupKey(a.Alert))
+				if a.Summary != "detector spike failed its last 3 runs: boom" || a.Labels[LabelFailingDetector] != "spike" || GroupKey(a.Alert) != "detector:spike" {
+					t.Errorf("summary %q, labels %v, group %s", a.Summary, a.Labels, GroupKey(a.Alert))
 				}
 				want := finding.Fields{{Name: "Detector", Value: "spike"}, {Name: "Failed runs", Value: "3"}, {Name: "Last error", Value: "boom"},
 					{Name: "Last failure", Value: "2026-11-20 12:20 UTC"}}

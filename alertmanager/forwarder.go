@@ -181,10 +181,7 @@ func (t *target) leave(p *snapshot) {
 	t.mu.Lock()
 	t.latest = p
 	t.mu.Unlock()
-	select {
-	case t.wake <- struct{}{}:
-	default: // a token is already there
-	}
+	t.kick()
 }
 
 // take returns the snapshot left for t, or nil when there is none.
@@ -203,6 +200,11 @@ func (t *target) retry(p *snapshot) {
 		t.latest = p
 	}
 	t.mu.Unlock()
+	t.kick()
+}
+
+// kick wakes t's sender, unless a token is already there.
+func (t *target) kick() {
 	select {
 	case t.wake <- struct{}{}:
 	default:

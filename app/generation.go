@@ -42,6 +42,9 @@ type generation struct {
 	leaks     *leakreport.Handler
 	lingering *detect.Lingering
 	engine    *detect.Engine
+	// silences and read serve /v1/silences and the read API, and the console reads through them.
+	silences *alerting.SilenceAPI
+	read     *readapi.API
 	// console is the web console, nil when console.session_key is not set.
 	console *console.Console
 	retired chan struct{} // closed when a reload replaces this generation
@@ -57,19 +60,21 @@ func (d *daemon) build(cfg config.Config) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
+	lingering := detect.NewLingering(d.conn, cfg.Detect.Lingering)
 	gen := &generation{
-		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks, webhooks: webhooks,
-		lingering: detect.NewLingering(d.conn, cfg.Detect.Lingering),
-		engine:    detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log, detect.Jobs(d.conn, cfg.Detect)...),
-		retired:   make(chan struct{}),
+		cfg: cfg, loaded: time.Now(), revoker: revoker, leaks: leaks, webhooks: webhooks, lingering: lingering,
+		engine:   detect.NewEngine(detect.All(d.conn, cfg.Detect), finding.NewStore(d.conn), d.metrics.detect, d.log, detect.Jobs(d.conn, cfg.Detect)...),
+		silences: alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
+		read:     readapi.New(d.conn, lingering, d.log),
+		retired:  make(chan struct{}),
 	}
 	if cfg.Console.Enabled() {
 		gen.console, err = console.New(console.Options{
 			Config: cfg.Console, Tokens: tokens(cfg.HTTP), Refusals: d.metrics.refusals, Log: d.log,
 			Alerts:    alerting.NewReader(d.conn),
-			Silences:  alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
+			Silences:  gen.silences,
 			Actions:   consoleActions{Revoker: revoker, conn: d.conn},
-			Resources: readapi.New(d.conn, gen.lingering, d.log),
+			Resources: gen.read,
 		})
 		if err != nil {
 			return nil, err
@@ -120,9 +125,9 @@ func (d *daemon) routes(gen *generation) routes {
 		Guard:             api.Guard{Tokens: tokens(cfg.HTTP), Refusals: d.metrics.refusals},
 		Lifecycle:         ingest.NewLifecycleWriter(d.conn),
 		Readiness:         gen.lingering,
-		Silences:          alerting.NewSilenceAPI(d.conn, cfg.Alerting, d.log),
+		Silences:          gen.silences,
 		Leaks:             gen.leaks,
-		Read:              readapi.New(d.conn, gen.lingering, d.log),
+		Read:              gen.read,
 		OpenAPI:           openapi.Handler(),
 		Revoke:            gen.revoker.APIHandler(),
 		Rollback:          gen.revoker.RollbackAPIHandler(),

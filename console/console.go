@@ -31,7 +31,7 @@ type Alerts interface {
 type Silences interface {
 	List(ctx context.Context) ([]alerting.Silence, error)
 	Create(ctx context.Context, in alerting.NewSilence) (alerting.Silence, error)
-	Expire(ctx context.Context, id, by string) error
+	Expire(ctx context.Context, id, by string) (alerting.Silence, error)
 }
 
 // Actions reads pending actions and the audit, and approves or refuses actions under the revoke
@@ -172,17 +172,17 @@ func (c *Console) change(serve func(w http.ResponseWriter, r *http.Request, id i
 		id, ok := c.who(r)
 		if !ok {
 			c.refuse(r, "no session")
-			c.fail(w, r, identity{}, http.StatusUnauthorized, "Sign in first: this request has no console session.")
+			c.fail(w, identity{}, http.StatusUnauthorized, "Sign in first: this request has no console session.")
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
-			c.fail(w, r, id, http.StatusBadRequest, "The form could not be read: "+err.Error())
+			c.fail(w, id, http.StatusBadRequest, "The form could not be read: "+err.Error())
 			return
 		}
 		if !sameOrigin(r) || !validCSRF(r.PostFormValue("csrf"), id.csrf) {
 			c.reject(r, id, "csrf_token_mismatch")
-			c.fail(w, r, id, http.StatusForbidden, "Refused: the form's CSRF token does not belong to your session, or the request came from another site. Reload the page and try again.")
+			c.fail(w, id, http.StatusForbidden, "Refused: the form's CSRF token does not belong to your session, or the request came from another site. Reload the page and try again.")
 			return
 		}
 		serve(w, r, id)

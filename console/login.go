@@ -15,7 +15,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
-	c.render(w, r, http.StatusOK, "login", identity{}, "Sign in", loginData{Next: next})
+	c.render(w, http.StatusOK, "login", identity{}, "Sign in", loginData{Next: next})
 }
 
 type loginData struct {
@@ -28,7 +28,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
 		c.refuse(r, "bad sign-in form")
-		c.render(w, r, http.StatusBadRequest, "login", identity{}, "Sign in", loginData{Error: "The form could not be read."})
+		c.render(w, http.StatusBadRequest, "login", identity{}, "Sign in", loginData{Error: "The form could not be read."})
 		return
 	}
 	next := nextPage(r.PostFormValue("next"))
@@ -37,19 +37,19 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
 		c.refuse(r, "cross-site sign-in")
 		data.Error = "Refused: the sign-in came from another site."
-		c.render(w, r, http.StatusForbidden, "login", identity{}, "Sign in", data)
+		c.render(w, http.StatusForbidden, "login", identity{}, "Sign in", data)
 		return
 	}
 	scope, ok := c.o.Tokens.Scope(strings.TrimSpace(r.PostFormValue("token")))
 	if !ok {
 		c.refuse(r, "wrong token")
 		data.Error = "That token is none of keywatch's bearer tokens (http.token, http.write_token, http.read_token)."
-		c.render(w, r, http.StatusUnauthorized, "login", identity{}, "Sign in", data)
+		c.render(w, http.StatusUnauthorized, "login", identity{}, "Sign in", data)
 		return
 	}
 	if !validName(name) {
 		data.Error = "Give your name (at most 200 printable characters): the audit records it with every approval."
-		c.render(w, r, http.StatusBadRequest, "login", identity{}, "Sign in", data)
+		c.render(w, http.StatusBadRequest, "login", identity{}, "Sign in", data)
 		return
 	}
 	ttl := time.Duration(c.o.Config.SessionTTL)

@@ -18,7 +18,8 @@ import (
 	"github.com/keywatch/keywatch/readapi"
 )
 
-func urlQuery(s string) string { return url.QueryEscape(s) }
+// rotationPath is the console page of rotation id (old_key_id>new_key_id).
+func rotationPath(id string) string { return "/console/rotation?id=" + url.QueryEscape(id) }
 
 // maxAlerts bounds each state's alerts read for the alerts page.
 const maxAlerts = 500
@@ -86,30 +87,23 @@ func (c *Console) alerts(w http.ResponseWriter, r *http.Request, id identity) {
 		d.Detectors = append(d.Detectors, name)
 	}
 	slices.Sort(d.Detectors)
-	c.render(w, r, http.StatusOK, "alerts", id, "Alerts", d)
+	c.render(w, http.StatusOK, "alerts", id, "Alerts", d)
 }
 
-// groupAlerts groups alerts by rotation, else by key, as Slack messages do (alerting.Group):
-// groups with firing alerts first, then by their most severe alert; in a group, firing first.
+// groupAlerts groups alerts as Slack messages do (alerting.GroupKey): groups with firing alerts
+// first, then by their most severe alert; in a group, firing first.
 func groupAlerts(alerts []alerting.Alert) []alertGroup {
 	byKey := map[string]*alertGroup{}
 	var order []string
 	for _, a := range alerts {
-		k, g := "key:"+a.KeyID, alertGroup{Title: "Key " + a.KeyID, Link: "/console/keys/" + url.PathEscape(a.KeyID)}
-		if a.RotationID != "" {
-			k, g = "rotation:"+a.RotationID, alertGroup{Title: "Rotation " + a.RotationID, Link: "/console/rotation?id=" + url.QueryEscape(a.RotationID)}
-		}
-		if a.KeyID == "" {
-			k, g = "detector:"+a.Detector, alertGroup{Title: "Detector " + a.Detector}
-		}
-		if byKey[k] == nil {
-			byKey[k] = &g
+		k := alerting.GroupKey(a)
+		g := byKey[k]
+		if g == nil {
+			g = newAlertGroup(k)
+			byKey[k] = g
 			order = append(order, k)
 		}
-		byKey[k].Alerts = append(byKey[k].Alerts, a)
-	}
-	rank := func(a alerting.Alert) int {
-		return map[alerting.State]int{alerting.Firing: 0, alerting.Pending: 1, alerting.Resolved: 2}[a.State]*10 - int(a.Severity)
+		g.Alerts = append(g.Alerts, a)
 	}
 	out := make([]alertGroup, 0, len(order))
 	for _, k := range order {
@@ -125,6 +119,30 @@ func groupAlerts(alerts []alerting.Alert) []alertGroup {
 	return out
 }
 
+// newAlertGroup is the empty group of alerting.GroupKey k, titled and linked to its page.
+func newAlertGroup(k string) *alertGroup {
+	switch kind, name, _ := strings.Cut(k, ":"); kind {
+	case "rotation":
+		return &alertGroup{Title: "Rotation " + name, Link: rotationPath(name)}
+	case "key":
+		return &alertGroup{Title: "Key " + name, Link: "/console/keys/" + url.PathEscape(name)}
+	default:
+		return &alertGroup{Title: "Detector " + name}
+	}
+}
+
+// rank orders alerts: firing, then pending, then resolved; in each, the most severe first.
+func rank(a alerting.Alert) int {
+	state := 2
+	switch a.State {
+	case alerting.Firing:
+		state = 0
+	case alerting.Pending:
+		state = 1
+	}
+	return state*10 - int(a.Severity)
+}
+
 type alertData struct {
 	Alert    alerting.Alert
 	Evidence string
@@ -138,7 +156,7 @@ type alertData struct {
 func (c *Console) alert(w http.ResponseWriter, r *http.Request, id identity) {
 	ctx, fp := r.Context(), r.PathValue("fingerprint")
 	if len(fp) > 128 {
-		c.fail(w, r, id, http.StatusBadRequest, "No alert has a fingerprint that long.")
+		c.fail(w, id, http.StatusBadRequest, "No alert has a fingerprint that long.")
 		return
 	}
 	a, ok, err := c.o.Alerts.Get(ctx, fp)
@@ -147,7 +165,7 @@ func (c *Console) alert(w http.ResponseWriter, r *http.Request, id identity) {
 		return
 	}
 	if !ok {
-		c.fail(w, r, id, http.StatusNotFound, "No alert "+fp+".")
+		c.fail(w, id, http.StatusNotFound, "No alert "+fp+".")
 		return
 	}
 	d := alertData{Alert: a}
@@ -175,7 +193,7 @@ func (c *Console) alert(w http.ResponseWriter, r *http.Request, id identity) {
 		m.Set("client_id", a.ClientID)
 	}
 	d.SilenceLink = "/console/silences?" + m.Encode()
-	c.render(w, r, http.StatusOK, "alert", id, a.Summary, d)
+	c.render(w, http.StatusOK, "alert", id, a.Summary, d)
 }
 
 type rotationsData struct {
@@ -197,7 +215,7 @@ func (c *Console) rotations(w http.ResponseWriter, r *http.Request, id identity)
 			d.Finished = append(d.Finished, rot)
 		}
 	}
-	c.render(w, r, http.StatusOK, "rotations", id, "Rotations", d)
+	c.render(w, http.StatusOK, "rotations", id, "Rotations", d)
 }
 
 type rotationData struct {
@@ -213,7 +231,7 @@ func (c *Console) rotation(w http.ResponseWriter, r *http.Request, id identity) 
 		c.resourceFailed(w, r, id, "the rotation", err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "rotation", id, "Rotation "+rot.ID, rotationData{Rotation: rot, Chart: burnDownChart(rot.BurnDown)})
+	c.render(w, http.StatusOK, "rotation", id, "Rotation "+rot.ID, rotationData{Rotation: rot, Chart: burnDownChart(rot.BurnDown)})
 }
 
 // key serves one key: its state, rotation, callers, networks and countries.
@@ -223,7 +241,7 @@ func (c *Console) key(w http.ResponseWriter, r *http.Request, id identity) {
 		c.resourceFailed(w, r, id, "the key", err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "key", id, "Key "+k.KeyID, k)
+	c.render(w, http.StatusOK, "key", id, "Key "+k.KeyID, k)
 }
 
 // resourceFailed answers a failed read of a key or rotation: 404 for one keywatch does not know,
@@ -231,9 +249,9 @@ func (c *Console) key(w http.ResponseWriter, r *http.Request, id identity) {
 func (c *Console) resourceFailed(w http.ResponseWriter, r *http.Request, id identity, what string, err error) {
 	switch {
 	case errors.Is(err, readapi.ErrNotFound):
-		c.fail(w, r, id, http.StatusNotFound, err.Error())
+		c.fail(w, id, http.StatusNotFound, err.Error())
 	case errors.Is(err, readapi.ErrBadRequest):
-		c.fail(w, r, id, http.StatusBadRequest, err.Error())
+		c.fail(w, id, http.StatusBadRequest, err.Error())
 	default:
 		c.unavailable(w, r, id, what, err)
 	}
@@ -268,7 +286,7 @@ func (c *Console) showSilences(w http.ResponseWriter, r *http.Request, id identi
 		c.unavailable(w, r, id, "the silences", err)
 		return
 	}
-	c.render(w, r, code, "silences", id, "Silences", silencesData{Silences: all, Form: form}, outcome...)
+	c.render(w, code, "silences", id, "Silences", silencesData{Silences: all, Form: form}, outcome...)
 }
 
 // createSilence creates a silence from the form; its creator is the signed-in person.
@@ -321,7 +339,7 @@ func (c *Console) expireSilence(w http.ResponseWriter, r *http.Request, id ident
 		c.showSilences(w, r, id, http.StatusForbidden, form, "", "Refused: a "+id.Scope.String()+" token may not expire silences.")
 		return
 	}
-	err := c.o.Silences.Expire(r.Context(), sid, "console:"+id.ID)
+	_, err := c.o.Silences.Expire(r.Context(), sid, "console:"+id.ID)
 	switch {
 	case errors.Is(err, alerting.ErrNoSilence), errors.Is(err, alerting.ErrConfigSilence):
 		c.showSilences(w, r, id, http.StatusBadRequest, form, "", err.Error())
@@ -355,7 +373,7 @@ func (c *Console) showActions(w http.ResponseWriter, r *http.Request, id identit
 		c.unavailable(w, r, id, "the action audit", err)
 		return
 	}
-	c.render(w, r, code, "actions", id, "Actions", d, outcome...)
+	c.render(w, code, "actions", id, "Actions", d, outcome...)
 }
 
 // approveAction approves a pending action as the signed-in person, if they are an approver.

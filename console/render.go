@@ -53,7 +53,7 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprint(*n)
 	},
-	"rotationURL": func(id string) string { return "/console/rotation?id=" + urlQuery(id) },
+	"rotationURL": rotationPath,
 	"deref":       func(t *time.Time) time.Time { return *t },
 	"upper":       strings.ToUpper,
 	"sub":         func(a, b int) int { return a - b },
@@ -105,7 +105,7 @@ func parsePages() (map[string]*template.Template, error) {
 
 // render writes page with data inside the layout. A template that fails writes nothing of itself
 // but a plain error.
-func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, page string, id identity, title string, data any, outcome ...string) {
+func (c *Console) render(w http.ResponseWriter, code int, page string, id identity, title string, data any, outcome ...string) {
 	v := view{Title: title, Nav: page, Me: id, SignedIn: id.ID != "", CSRF: id.csrf, Now: c.o.Now().UTC(), Data: data}
 	if len(outcome) > 0 {
 		v.Notice = outcome[0]
@@ -125,12 +125,12 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, page 
 }
 
 // fail answers with a page that says what went wrong.
-func (c *Console) fail(w http.ResponseWriter, r *http.Request, id identity, code int, msg string) {
-	c.render(w, r, code, "problem", id, http.StatusText(code), nil, "", msg)
+func (c *Console) fail(w http.ResponseWriter, id identity, code int, msg string) {
+	c.render(w, code, "problem", id, http.StatusText(code), nil, "", msg)
 }
 
 // unavailable answers 503 when a read failed (ClickHouse unreachable), logging the error.
 func (c *Console) unavailable(w http.ResponseWriter, r *http.Request, id identity, what string, err error) {
 	c.o.Log.Warn("console: a read failed", "what", what, "path", r.URL.Path, "err", err)
-	c.fail(w, r, id, http.StatusServiceUnavailable, "Could not read "+what+": "+err.Error())
+	c.fail(w, id, http.StatusServiceUnavailable, "Could not read "+what+": "+err.Error())
 }

@@ -183,6 +183,14 @@ WHERE key_id = ?`, keyID, keyID).Scan(&n, &u.ClientID, &u.Requests, &u.FirstSeen
 	return u, true, nil
 }
 
+// capped cuts rows, read with a LIMIT of limit+1, to limit; more says whether there was one more.
+func capped[T any](rows []T, limit int) (_ []T, more bool) {
+	if len(rows) > limit {
+		return rows[:limit], true
+	}
+	return rows, false
+}
+
 // unsetEpoch turns the 1970-01-01 of an empty max into the zero time.
 func unsetEpoch(t time.Time) time.Time {
 	if t.Unix() <= 0 {
@@ -237,10 +245,8 @@ LIMIT ?`, keyID, keyID, keyID, keyID, newKeyID, keyID, newKeyID, since.UnixMilli
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("read the callers of key %s from key_caller_hours: %w", keyID, err)
 	}
-	if len(callers) > limit {
-		return callers[:limit], true, nil
-	}
-	return callers, false, nil
+	callers, more = capped(callers, limit)
+	return callers, more, nil
 }
 
 // KeyNetwork is a network a key was used from: AS<number> when the ASN is known, else the /24
@@ -284,10 +290,8 @@ LIMIT ?`, keyID, since.UnixMilli(), limit+1)
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("read the networks of key %s from key_networks_1d: %w", keyID, err)
 	}
-	if len(nets) > limit {
-		return nets[:limit], true, nil
-	}
-	return nets, false, nil
+	nets, more = capped(nets, limit)
+	return nets, more, nil
 }
 
 // KeyCountries returns the limit busiest countries keyID was used from since a time's day (UTC),
@@ -315,10 +319,8 @@ LIMIT ?`, keyID, since.UnixMilli(), limit+1)
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("read the countries of key %s from key_networks_1d: %w", keyID, err)
 	}
-	if len(countries) > limit {
-		return countries[:limit], true, nil
-	}
-	return countries, false, nil
+	countries, more = capped(countries, limit)
+	return countries, more, nil
 }
 
 // BurnDownPoint is one client's requests with a rotation's old and new key in one step of time.

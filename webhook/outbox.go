@@ -1,11 +1,9 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -37,9 +35,6 @@ const (
 	resultRetry     = "retry"
 	resultFailed    = "failed"
 )
-
-// maxExcerpt bounds what is read of an endpoint's answer.
-const maxExcerpt = 512
 
 // row is one version of a webhook_deliveries row: one event for one endpoint.
 type row struct {
@@ -353,7 +348,8 @@ func (o *Outbox) kick() {
 // attempt sends r once, with a fresh webhook-timestamp and signature, and records the answer. An
 // attempt cut short by ctx is not recorded: the event is sent again, with the same id and body.
 func (o *Outbox) attempt(ctx context.Context, ep endpoint, r row) (string, error) {
-	status, wait, excerpt, err := o.send(ctx, ep, r)
+	answer, err := o.send(ctx, ep, r)
+	status, wait, excerpt := answer.Status, answer.RetryAfter, answer.Excerpt
 	if ctx.Err() != nil {
 		return "", nil
 	}
@@ -398,28 +394,17 @@ func (o *Outbox) attempt(ctx context.Context, ep endpoint, r row) (string, error
 	return result, o.write(ctx, &r)
 }
 
-// send POSTs r's stored body to the endpoint, signed, and returns its status, its Retry-After
-// (0 when absent) and an excerpt of its answer.
-func (o *Outbox) send(ctx context.Context, ep endpoint, r row) (int, time.Duration, string, error) {
+// send POSTs r's stored body to the endpoint, signed, within the endpoint's timeout. A transport
+// error is returned without the URL, which may hold a token.
+func (o *Outbox) send(ctx context.Context, ep endpoint, r row) (Answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, ep.AttemptTimeout())
 	defer cancel()
-	body := []byte(r.Body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
-	if err != nil {
-		return 0, 0, "", err
+	a, err := Post(ctx, o.client, ep.URL, ep.key, r.ID, o.now(), []byte(r.Body))
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
-	SetHeaders(req.Header, ep.key, r.ID, o.now(), body)
-	resp, err := o.client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // without the URL, which may hold a token
-		}
-		return 0, 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
-	return resp.StatusCode, RetryAfter(resp.Header.Get("Retry-After"), o.now()), strings.TrimSpace(string(b)), nil
+	return a, err
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -1,11 +1,14 @@
 package webhook
 
 import (
+	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -33,9 +36,37 @@ func Sign(key []byte, id string, ts time.Time, body []byte) string {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// SetHeaders sets the headers of one signed attempt of a message: its webhook-id, a
+// maxExcerpt bounds what is read of an endpoint's answer.
+const maxExcerpt = 512
+
+// Answer is an endpoint's answer to one attempt (Post): its status, its Retry-After (0 when
+// absent or past) and the start of its body.
+type Answer struct {
+	Status     int
+	RetryAfter time.Duration
+	Excerpt    string
+}
+
+// Post makes one attempt at message id: it POSTs body to url, signed with key at now, and returns
+// the endpoint's answer. The error is the client's (the caller bounds the attempt with ctx).
+func Post(ctx context.Context, client *http.Client, url string, key []byte, id string, now time.Time, body []byte) (Answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return Answer{}, err
+	}
+	setHeaders(req.Header, key, id, now, body)
+	resp, err := client.Do(req)
+	if err != nil {
+		return Answer{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt))
+	return Answer{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), now), Excerpt: strings.TrimSpace(string(b))}, nil
+}
+
+// setHeaders sets the headers of one signed attempt of a message: its webhook-id, a
 // webhook-timestamp of ts and the signature of both with the body.
-func SetHeaders(h http.Header, key []byte, id string, ts time.Time, body []byte) {
+func setHeaders(h http.Header, key []byte, id string, ts time.Time, body []byte) {
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", "keywatch")
 	h.Set("webhook-id", id)
@@ -71,8 +102,8 @@ func Verify(secret, id, ts, signatures string, body []byte, now time.Time, toler
 	return errors.New("no v1 signature matches")
 }
 
-// RetryAfter reads a Retry-After header: seconds or an HTTP date; 0 when absent or past.
-func RetryAfter(v string, now time.Time) time.Duration {
+// retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when absent or past.
+func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}

@@ -24,6 +24,10 @@ type Kafka struct {
 	// would use, broker.Connector.Transport.
 	Transport kafka.RoundTripper
 
+	// own is the clients' transport when Transport is nil: the cluster's own rather than
+	// kafka.DefaultTransport, which every cluster of the process shares, so that Restart can drop
+	// the pooled connections to the broker that went away.
+	own     *kafka.Transport
 	cluster *kfake.Cluster
 	opts    KafkaOptions
 
@@ -66,7 +70,7 @@ func StartDurableKafka(dir string, partitions int32, topics ...string) (*Kafka, 
 
 // StartKafkaWith starts a one-broker cluster on a free loopback port as o describes.
 func StartKafkaWith(o KafkaOptions) (*Kafka, error) {
-	k := &Kafka{opts: o, codecs: map[string]int{}}
+	k := &Kafka{opts: o, codecs: map[string]int{}, own: &kafka.Transport{Dial: (&net.Dialer{Timeout: 3 * time.Second}).DialContext}}
 	return k, k.start(0)
 }
 
@@ -131,8 +135,12 @@ func (k *Kafka) ProducedCodecs() map[string]int {
 	return maps.Clone(k.codecs)
 }
 
-// Close stops the cluster; unless it is durable, its data is gone with it.
-func (k *Kafka) Close() { k.cluster.Close() }
+// Close stops the cluster and the test bed's connections to it; unless it is durable, its data is
+// gone with it.
+func (k *Kafka) Close() {
+	k.cluster.Close()
+	k.own.CloseIdleConnections()
+}
 
 // Restart stops a durable cluster, waits for down, and starts it again from its data on the same
 // address: to clients, the broker went away and came back.
@@ -143,8 +151,21 @@ func (k *Kafka) Restart(down time.Duration) error {
 	_, port, _ := net.SplitHostPort(k.Brokers[0])
 	p, _ := strconv.Atoi(port)
 	k.cluster.Close()
+	// The test bed's clients would otherwise send their next request on a pooled connection to
+	// the broker that went away, and fail with EOF.
+	if t, ok := k.clients().(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
 	time.Sleep(down)
 	return k.start(p)
+}
+
+// clients is the transport of the test bed's own clients (Writer, Produce, CommittedLag).
+func (k *Kafka) clients() kafka.RoundTripper {
+	if k.Transport != nil {
+		return k.Transport
+	}
+	return k.own
 }
 
 // Writer returns a kafka-go writer for topic that spreads messages over partitions by key
@@ -152,7 +173,7 @@ func (k *Kafka) Restart(down time.Duration) error {
 func (k *Kafka) Writer(topic string) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:         kafka.TCP(k.Brokers...),
-		Transport:    k.Transport,
+		Transport:    k.clients(),
 		Topic:        topic,
 		Balancer:     &kafka.RoundRobin{},
 		BatchSize:    1000,
@@ -183,7 +204,7 @@ func (k *Kafka) Produce(ctx context.Context, topic string, values ...[]byte) err
 // CommittedLag returns how many messages of topic's first partitions partitions the consumer
 // group has not committed: the sum of end offset minus committed offset.
 func (k *Kafka) CommittedLag(ctx context.Context, group, topic string, partitions int) (int64, error) {
-	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 5 * time.Second, Transport: k.Transport}
+	client := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 5 * time.Second, Transport: k.clients()}
 	ids := make([]int, 0, partitions)
 	reqs := make([]kafka.OffsetRequest, 0, partitions)
 	for p := range partitions {

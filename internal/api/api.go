@@ -176,8 +176,9 @@ func (s *Server) ready(detailed bool) http.HandlerFunc {
 			wg.Go(func() { errs[i] = c.run(ctx) })
 		}
 		wg.Wait()
-		if !detailed {
-			_, detailed = Guard{Tokens: *s.tokens.Load()}.scope(r)
+		show := detailed // this request's answer only: detailed is every request's
+		if !show {
+			_, show = Guard{Tokens: *s.tokens.Load()}.scope(r)
 		}
 		status := map[string]string{}
 		code := http.StatusOK
@@ -185,7 +186,7 @@ func (s *Server) ready(detailed bool) http.HandlerFunc {
 			status[c.name] = "ok"
 			if errs[i] != nil {
 				status[c.name] = "not ready"
-				if detailed {
+				if show {
 					status[c.name] = errs[i].Error()
 				}
 				code = http.StatusServiceUnavailable
